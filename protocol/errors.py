@@ -1,0 +1,41 @@
+"""The project's own exceptions, shared by broker, workers, client and plugin.
+
+Transport and validation failures are turned into these (``raise ... from e``)
+so callers never have to know about zmq or blosc2 exception types.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """A message that does not follow MDP/0.2 (RFC 18) framing."""
+
+
+class CodecError(ValueError):
+    """A body (header + array frames) that fails validation or decoding."""
+
+
+class ClientError(Exception):
+    """Base class for failures seen by a client call."""
+
+
+class RequestTimeout(ClientError):
+    """No FINAL reply arrived within the timeout after every retry."""
+
+
+class Superseded(ClientError):
+    """A newer request replaced this one before its reply was used."""
+
+
+class RemoteError(ClientError):
+    """The broker or a worker answered with an error FINAL.
+
+    Attributes:
+        code: short machine-readable error code, e.g. ``"bad_request"``.
+        message: human-readable explanation from the remote side.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
