@@ -47,9 +47,7 @@ from protocol.errors import CodecError
 
 PROTOCOL_VERSION = 1
 
-ALLOWED_DTYPES: frozenset[str] = frozenset(
-    {"bool", "uint8", "uint16", "int16", "int32", "uint32", "float32"}
-)
+ALLOWED_DTYPES: frozenset[str] = frozenset({"bool", "uint8", "uint16", "int16", "int32", "uint32", "float32"})
 CODECS = ("blosc2", "raw")
 
 STATUS_OK = "ok"
@@ -298,7 +296,9 @@ def _decode_array(spec: ArraySpec, frame: Any) -> np.ndarray:
     out = np.empty(spec.shape, dtype=np.dtype(spec.dtype).newbyteorder("<"))
     if spec.codec == "raw":
         if view.nbytes != spec.nbytes:
-            raise CodecError(f"array {spec.name!r}: raw frame has {view.nbytes} bytes, header promised {spec.nbytes}")
+            raise CodecError(
+                f"array {spec.name!r}: raw frame has {view.nbytes} bytes, header promised {spec.nbytes}"
+            )
         out.reshape(-1).view(np.uint8)[:] = np.frombuffer(view, dtype=np.uint8)
         return out
     if spec.nbytes == 0:
@@ -340,7 +340,7 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Message:
     specs = _array_specs(header, limits)
     if len(frames) - 1 != len(specs):
         raise CodecError(f"header lists {len(specs)} arrays but {len(frames) - 1} array frames follow")
-    arrays = {spec.name: _decode_array(spec, frame) for spec, frame in zip(specs, frames[1:])}
+    arrays = {spec.name: _decode_array(spec, frame) for spec, frame in zip(specs, frames[1:], strict=True)}
     return Message(header, arrays)
 
 
@@ -364,7 +364,9 @@ def reply_header(
     op = request.get("op")
     header["op"] = op if isinstance(op, str) and _NAME_RE.match(op) else "unknown"
     request_id = request.get("request_id")
-    header["request_id"] = request_id if isinstance(request_id, str) and _ID_RE.match(request_id) else "unknown"
+    header["request_id"] = (
+        request_id if isinstance(request_id, str) and _ID_RE.match(request_id) else "unknown"
+    )
     image_key = request.get("image_key")
     if isinstance(image_key, str) and _KEY_RE.match(image_key):
         header["image_key"] = image_key

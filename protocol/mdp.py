@@ -185,9 +185,7 @@ def parse_worker(frames: Sequence[Frame]) -> WorkerMessage:
         return WorkerMessage(W_READY, service=service)
     if command in (W_REQUEST, W_PARTIAL, W_FINAL):
         if len(frames) < 5 or len(frames[4]) != 0:
-            raise ProtocolError(
-                f"{WORKER_COMMAND_NAMES[command]} needs a client envelope and an empty frame"
-            )
+            raise ProtocolError(f"{WORKER_COMMAND_NAMES[command]} needs a client envelope and an empty frame")
         client = bytes(frames[3])
         if not client:
             raise ProtocolError("empty client envelope")

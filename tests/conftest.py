@@ -47,12 +47,19 @@ class ProcessSpawner:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def __call__(self, args: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def __call__(
+        self, args: list[str], name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log_path = self.log_dir / f"{name}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                args, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+                args,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
             )
         proc.log_path = log_path  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -82,3 +89,91 @@ def spawn(tmp_path: Path) -> Iterator[ProcessSpawner]:
 
 def log_text(proc: subprocess.Popen[bytes]) -> str:
     return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+MODEL = "sam2.1_hiera_tiny"
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight sam2.1 tiny checkpoint in the official layout, built once.
+
+    It is loaded through exactly the code path of a downloaded checkpoint.
+    """
+    out = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_tiny_random.pt"
+    subprocess.run(
+        [PYTHON, "scripts/make_random_checkpoint.py", "--model", MODEL, "--out", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+class Backend:
+    """A running broker plus workers, all real subprocesses.
+
+    Attributes:
+        frontend: client endpoint.
+        backend: worker endpoint.
+        broker: the broker process.
+        workers: the worker processes.
+    """
+
+    def __init__(self, spawn: ProcessSpawner, checkpoint: Path, heartbeat_interval_s: float) -> None:
+        self.spawn = spawn
+        self.checkpoint = checkpoint
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.frontend = free_endpoint()
+        self.backend = free_endpoint()
+        self.broker = spawn(
+            [
+                PYTHON, "-m", "broker",
+                "--frontend", self.frontend,
+                "--backend", self.backend,
+                "--heartbeat-interval-s", str(heartbeat_interval_s),
+                "--heartbeat-liveness", "3",
+                "--log-level", "DEBUG",
+            ],
+            "broker",
+        )  # fmt: skip
+        assert wait_until(lambda: "broker ready" in log_text(self.broker), 30), log_text(self.broker)
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def add_worker(self, wait: bool = True) -> subprocess.Popen[bytes]:
+        name = f"worker{len(self.workers)}"
+        proc = self.spawn(
+            [
+                PYTHON, "-m", "workers",
+                "--connect", self.backend,
+                "--model", MODEL,
+                "--checkpoint", str(self.checkpoint),
+                "--device", "cpu",
+                "--threads", "1",
+                "--heartbeat-interval-s", str(self.heartbeat_interval_s),
+                "--heartbeat-liveness", "3",
+                "--log-level", "DEBUG",
+            ],
+            name,
+        )  # fmt: skip
+        self.workers.append(proc)
+        if wait:
+            ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
+            assert ok and proc.poll() is None, log_text(proc)
+        return proc
+
+
+@pytest.fixture
+def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[..., Backend]:
+    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers."""
+
+    def factory(workers: int = 1, heartbeat_interval_s: float = 0.25) -> Backend:
+        backend = Backend(spawn, random_checkpoint, heartbeat_interval_s)
+        procs = [backend.add_worker(wait=False) for _ in range(workers)]
+        for proc in procs:
+            ok = wait_until(lambda p=proc: "worker ready" in log_text(p) or p.poll() is not None, 180)
+            assert ok and proc.poll() is None, log_text(proc)
+        return backend
+
+    return factory

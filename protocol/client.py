@@ -1,0 +1,414 @@
+"""The client side: MDP/0.2 requests with ids, timeouts, retries and
+latest-only semantics.
+
+Three layers, each usable alone:
+
+* :class:`MDPClient` — one DEALER socket speaking the RFC 18 client
+  sub-protocol; raw frames in and out; one thread.
+* :class:`SamClient` — our body codec on top: a request id per call, replies
+  for other ids dropped (stale), PARTIALs delivered as they come, a silence
+  timeout (reset by each PARTIAL) with retries on a fresh socket (RFC 18's
+  recommended strategy; workers are idempotent), the "need image" resend,
+  and remote errors raised as :class:`RemoteError`.
+* :class:`LatestOnly` — runs at most one job at a time and delivers only the
+  newest submitted job's result; older results are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import zmq
+
+from protocol import codec, mdp
+from protocol.errors import ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.image_key import image_key as compute_image_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
+_POLL_SLICE_S = 0.05
+
+
+class MDPClient:
+    """A DEALER socket to a broker's client frontend (RFC 18 client side).
+
+    Not thread-safe: use one instance per thread.
+
+    Args:
+        endpoint: broker frontend, e.g. ``"tcp://127.0.0.1:5555"``.
+        context: zmq context (default: the process-wide instance).
+        max_message_bytes: ZMQ_MAXMSGSIZE for incoming messages (-1: none).
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_FRONTEND,
+        *,
+        context: zmq.Context | None = None,
+        max_message_bytes: int = (1 << 30) + (1 << 20),
+    ) -> None:
+        self.endpoint = endpoint
+        self.context = context or zmq.Context.instance()
+        self.max_message_bytes = max_message_bytes
+        self.socket: zmq.Socket | None = None
+        self.connect()
+
+    def connect(self) -> None:
+        """Open a fresh socket (closing any old one, dropping its queued replies)."""
+        self.close()
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        sock.connect(self.endpoint)
+        self.socket = sock
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+
+    def send(self, service: bytes, body: list[Any]) -> None:
+        """Send one REQUEST for ``service`` with body frames."""
+        if self.socket is None:
+            raise ProtocolError("client socket is closed")
+        self.socket.send_multipart(mdp.client_request(service, body), copy=False)
+
+    def recv(self, timeout_s: float) -> mdp.ClientMessage | None:
+        """Wait up to ``timeout_s`` for one PARTIAL/FINAL; ``None`` on timeout.
+
+        Malformed messages are logged and skipped (counted as no message).
+        """
+        if self.socket is None:
+            raise ProtocolError("client socket is closed")
+        if not self.socket.poll(int(max(timeout_s, 0) * 1000), zmq.POLLIN):
+            return None
+        frames = self.socket.recv_multipart(copy=False)
+        try:
+            message = mdp.parse_client([f.buffer for f in frames])
+        except ProtocolError as e:
+            log.warning("dropping malformed reply from broker: %s", e)
+            return None
+        if message.command == mdp.C_REQUEST:
+            log.warning("dropping REQUEST sent to a client")
+            return None
+        return message
+
+    def __enter__(self) -> MDPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Tunables of :class:`SamClient`.
+
+    Attributes:
+        timeout_s: silence allowed before an attempt counts as lost (each
+            PARTIAL restarts it).
+        retries: extra attempts, each on a fresh socket, after a timeout.
+        known_keys: how many image keys the client remembers having sent
+            (those requests go without the image; the worker may still
+            answer "need image").
+    """
+
+    timeout_s: float = 30.0
+    retries: int = 2
+    known_keys: int = 64
+
+
+class SamClient:
+    """Calls operations of a SAM2 service through the broker.
+
+    Not thread-safe: one call at a time per instance (use one per thread).
+
+    Args:
+        endpoint: broker frontend.
+        service: model/service name, e.g. ``"sam2.1_hiera_tiny"``.
+        config: timeouts and retries.
+        limits: bounds applied when decoding replies.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_FRONTEND,
+        service: str = "sam2.1_hiera_tiny",
+        *,
+        config: ClientConfig = ClientConfig(),
+        limits: codec.Limits = codec.DEFAULT_LIMITS,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.limits = limits
+        self.mdp = MDPClient(endpoint, context=context)
+        self._sent_keys: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def endpoint(self) -> str:
+        return self.mdp.endpoint
+
+    def close(self) -> None:
+        self.mdp.close()
+
+    def __enter__(self) -> SamClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- broker queries -------------------------------------------------
+
+    def services(self, timeout_s: float = 2.0) -> dict[str, dict[str, int]]:
+        """Ask the broker (``mmi.services``) which services have workers.
+
+        Returns:
+            ``{name: {"workers": n, "idle": n, "queued": n}}``.
+
+        Raises:
+            RequestTimeout: no broker answered within ``timeout_s``.
+        """
+        reply = self._raw_call(b"mmi.services", [], timeout_s)
+        try:
+            return dict(json.loads(bytes(reply[0]))["services"])
+        except (IndexError, ValueError, KeyError, TypeError) as e:
+            raise ProtocolError(f"bad mmi.services reply: {e}") from e
+
+    def _raw_call(self, service: bytes, body: list[bytes], timeout_s: float) -> list[Any]:
+        self.mdp.send(service, body)
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.mdp.recv(left)
+            if message is not None and message.service == service and message.command == mdp.C_FINAL:
+                return message.body
+        self.mdp.connect()
+        raise RequestTimeout(f"no answer from the broker at {self.endpoint} within {timeout_s:.1f} s")
+
+    # -- operations -----------------------------------------------------
+
+    def call(
+        self,
+        op: str,
+        params: Mapping[str, Any] | None = None,
+        arrays: Mapping[str, np.ndarray] | None = None,
+        *,
+        image: np.ndarray | None = None,
+        contrast_limits: tuple[float, float] | None = None,
+        timeout_s: float | None = None,
+        on_partial: Callable[[codec.Message], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> codec.Message:
+        """Run one operation and return its FINAL reply.
+
+        Args:
+            op: operation name (see protocol/README.md).
+            params: JSON parameters; ``contrast_limits`` is added when given.
+            arrays: extra arrays (e.g. ``mask_input``).
+            image: the raw (H, W) or (H, W, C) slice. Its key is computed
+                here; the pixels travel only when the worker may not hold
+                them (first use of the key, or a "need image" answer).
+            contrast_limits: (low, high) for non-uint8 images.
+            timeout_s: silence timeout per attempt (default from config).
+            on_partial: called with each PARTIAL reply of this request.
+            cancel: set it to abandon the call (raises :class:`Superseded`).
+
+        Raises:
+            RemoteError: the worker or broker answered with an error.
+            RequestTimeout: every attempt stayed silent past the timeout.
+            Superseded: ``cancel`` was set.
+        """
+        full_params = dict(params or {})
+        if contrast_limits is not None:
+            full_params["contrast_limits"] = [float(contrast_limits[0]), float(contrast_limits[1])]
+        key = None
+        if image is not None:
+            key = compute_image_key(image, contrast_limits, self.service)
+        send_image = image is not None and key not in self._sent_keys
+        reply = self._call_once(
+            op, full_params, arrays, image, key, send_image, timeout_s, on_partial, cancel
+        )
+        if reply.status == codec.STATUS_NEED_IMAGE and image is not None and not send_image:
+            log.info("worker does not hold %s; resending with the image", key)
+            reply = self._call_once(op, full_params, arrays, image, key, True, timeout_s, on_partial, cancel)
+        if reply.status == codec.STATUS_ERROR:
+            error = reply.header.get("error") or {}
+            raise RemoteError(str(error.get("code", "error")), str(error.get("message", "")))
+        if reply.status == codec.STATUS_NEED_IMAGE:
+            raise RemoteError("need_image", f"the worker does not hold image {key} and none was sent")
+        if key is not None:
+            self._remember_key(key)
+        return reply
+
+    def _remember_key(self, key: str) -> None:
+        self._sent_keys[key] = None
+        self._sent_keys.move_to_end(key)
+        while len(self._sent_keys) > self.config.known_keys:
+            self._sent_keys.popitem(last=False)
+
+    def _call_once(
+        self,
+        op: str,
+        params: dict[str, Any],
+        arrays: Mapping[str, np.ndarray] | None,
+        image: np.ndarray | None,
+        key: str | None,
+        send_image: bool,
+        timeout_s: float | None,
+        on_partial: Callable[[codec.Message], None] | None,
+        cancel: threading.Event | None,
+    ) -> codec.Message:
+        request_id = uuid.uuid4().hex
+        header: dict[str, Any] = {"op": op, "request_id": request_id, "params": params}
+        if key is not None:
+            header["image_key"] = key
+        all_arrays = dict(arrays or {})
+        if send_image and image is not None:
+            all_arrays["image"] = image
+        body = codec.encode(header, all_arrays)
+        silence_s = self.config.timeout_s if timeout_s is None else timeout_s
+        service = self.service.encode()
+        for attempt in range(self.config.retries + 1):
+            if attempt:
+                log.warning("request %s (%s) timed out; retry %d on a fresh socket", request_id, op, attempt)
+                self.mdp.connect()
+            self.mdp.send(service, body)
+            reply = self._await_final(request_id, silence_s, on_partial, cancel)
+            if reply is not None:
+                return reply
+        self.mdp.connect()
+        raise RequestTimeout(
+            f"{op} got no reply from service {self.service!r} at {self.endpoint} "
+            f"within {silence_s:.1f} s, {self.config.retries + 1} attempts"
+        )
+
+    def _await_final(
+        self,
+        request_id: str,
+        silence_s: float,
+        on_partial: Callable[[codec.Message], None] | None,
+        cancel: threading.Event | None,
+    ) -> codec.Message | None:
+        deadline = time.monotonic() + silence_s
+        while (left := deadline - time.monotonic()) > 0:
+            if cancel is not None and cancel.is_set():
+                raise Superseded(f"request {request_id} was cancelled")
+            message = self.mdp.recv(min(left, _POLL_SLICE_S))
+            if message is None:
+                continue
+            try:
+                reply = codec.decode(message.body, self.limits)
+            except codec.CodecError as e:
+                # A broker-made error FINAL may carry a request id but no valid body otherwise.
+                log.warning("dropping undecodable reply: %s", e)
+                continue
+            if reply.request_id != request_id:
+                log.debug("dropping stale reply for request %s", reply.request_id)
+                continue
+            if message.command == mdp.C_PARTIAL:
+                deadline = time.monotonic() + silence_s
+                if on_partial is not None:
+                    on_partial(reply)
+                continue
+            return reply
+        return None
+
+
+T = TypeVar("T")
+
+
+class LatestOnly(Generic[T]):
+    """Run jobs one at a time on a background thread; deliver only the newest.
+
+    ``submit`` never blocks. While a job runs, newer submissions replace
+    each other in a single pending slot. When a job finishes, its result is
+    delivered only if no newer job was submitted meanwhile; otherwise it is
+    dropped (counted in ``superseded``) and the newest pending job starts.
+    So at most one request is in flight, and a stale reply is never used.
+
+    Callbacks run on the background thread; GUI code must marshal them.
+    """
+
+    def __init__(self, name: str = "latest-only") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._pending: (
+            tuple[int, Callable[[], T], Callable[[T], None], Callable[[Exception], None]] | None
+        ) = None
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.superseded = 0
+        self.delivered = 0
+
+    def submit(
+        self,
+        job: Callable[[], T],
+        on_result: Callable[[T], None],
+        on_error: Callable[[Exception], None] = lambda e: None,
+    ) -> int:
+        """Queue ``job`` as the newest; return its generation number."""
+        with self._lock:
+            self._generation += 1
+            if self._pending is not None:
+                self.superseded += 1
+            self._pending = (self._generation, job, on_result, on_error)
+            if not self._running:
+                self._running = True
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            return self._generation
+
+    def is_current(self, generation: int) -> bool:
+        with self._lock:
+            return generation == self._generation
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no job runs or is pending (for tests and shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.busy:
+                return True
+            time.sleep(0.01)
+        return not self.busy
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._pending is None:
+                    self._running = False
+                    return
+                generation, job, on_result, on_error = self._pending
+                self._pending = None
+            outcome: T | Exception
+            try:
+                outcome = job()
+            except Exception as e:  # delivered to on_error, never lost
+                outcome = e
+            if not self.is_current(generation):
+                with self._lock:
+                    self.superseded += 1
+                continue
+            self.delivered += 1
+            try:
+                if isinstance(outcome, Exception):
+                    on_error(outcome)
+                else:
+                    on_result(outcome)
+            except Exception:
+                log.exception("%s: result callback failed", self.name)

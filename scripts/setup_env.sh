@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Create or refresh the project's virtual environment, idempotently.
+#
+#   scripts/setup_env.sh [--gui]    (--gui also installs the Debian packages
+#                                    that napari/Qt need, e.g. Xvfb for tests)
+#
+# Environment: VENV (default .venv), PYTHON (default python3).
+# A stamp file skips the pip work when nothing it depends on changed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=${VENV:-$root/.venv}
+python=${PYTHON:-python3}
+want_gui=0
+[ "${1:-}" = "--gui" ] && want_gui=1
+
+say() { printf '[setup] %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      say "missing Debian packages (${missing[*]}) and no root: install them, then rerun"; return 1
+    fi
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+if [ $want_gui -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
+  apt_install xvfb xauth libgl1-mesa-dri libegl1 libgl1 libxkbcommon-x11-0 libxkbcommon0 \
+    libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+    libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 \
+    libfontconfig1 libglib2.0-0 iproute2
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip)
+
+stamp="$venv/.sam2-broker-stamp"
+digest=$(cat pyproject.toml scripts/constraints.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, torch, zmq, blosc2, napari" 2>/dev/null; then
+  say "environment up to date ($venv)"
+  exit 0
+fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"${pip[@]}" install -q --upgrade pip wheel setuptools
+# Order matters (DESIGN.md): the full torch build with its torchvision first,
+# then sam2 built against it without CUDA extensions.
+say "installing torch and torchvision (large download on the first run)"
+"${pip[@]}" install -q -c scripts/constraints.txt torch torchvision
+if ! "$venv/bin/python" -c "import sam2" 2>/dev/null; then
+  say "installing sam2"
+  SAM2_BUILD_CUDA=0 "${pip[@]}" install -q --no-build-isolation -c scripts/constraints.txt sam2
+fi
+say "installing the project and its test tools"
+"${pip[@]}" install -q -c scripts/constraints.txt -e ".[test,bench]"
+echo "$digest" > "$stamp"
+say "environment ready ($venv)"
