@@ -154,9 +154,14 @@ class Message:
 # encoding
 
 
+def _byte_view(array: np.ndarray) -> memoryview:
+    """Flat uint8 view of a C-contiguous array, without copying (works for empty arrays)."""
+    return memoryview(array.reshape(-1).view(np.uint8))
+
+
 def _compress(array: np.ndarray, params: CompressionParams) -> tuple[str, bytes | memoryview]:
     if array.nbytes < params.min_bytes:
-        return "raw", memoryview(array).cast("B")
+        return "raw", _byte_view(array)
     filt = params.bool_filter if array.itemsize == 1 else params.filter
     chunk = blosc2.compress2(
         array,
