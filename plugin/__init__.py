@@ -1,0 +1,11 @@
+"""napari plugin: interactive SAM2 segmentation served by workers behind an MDP/0.2 broker.
+
+Pure logic (no Qt): :mod:`plugin.coords`, :mod:`plugin.image_slice`,
+:mod:`plugin.prompts`, :mod:`plugin.label_ops`, :mod:`plugin.label_names`,
+:mod:`plugin.export`, :mod:`plugin.session`, :mod:`plugin.backend`;
+napari glue without Qt: :mod:`plugin.layers`, :mod:`plugin.controller`;
+thin widgets: :mod:`plugin.widget`, :mod:`plugin.name_widget`; npe2 hooks:
+:mod:`plugin.io_hooks`, :mod:`plugin.sample_data` (see ``napari.yaml``).
+"""
+
+__version__ = "0.1.0"

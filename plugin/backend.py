@@ -1,0 +1,355 @@
+"""Finding a SAM2 backend, or starting one on this machine.
+
+No Qt, no napari; blocking functions meant for a worker thread.
+
+* :func:`probe` asks a broker which models (services) it serves and
+  :func:`fetch_info` asks a worker about its device.
+* :class:`LocalBackend` runs an *embedded* backend, a broker and one
+  worker as subprocesses (``python -m broker``, ``python -m workers``), for
+  users who have not started a server. The plugin never imports ``broker``
+  or ``workers``; it only starts them.
+* :func:`find_checkpoint` / :func:`download_checkpoint` locate or fetch the
+  weights (``checkpoints/download.py``). Random weights are used only when
+  ``SAM2_RANDOM_WEIGHTS=1`` asks for them (tests).
+
+Environment: ``SAM2_BROKER_ADDRESS`` (default ``tcp://127.0.0.1:5555``),
+``SAM2_MODEL`` (default ``sam2.1_hiera_tiny``), ``SAM2_RANDOM_WEIGHTS=1``,
+``SAM2_EMBEDDED=0`` (never start an embedded backend), ``SAM2_DEVICE``
+(embedded worker device, default ``auto``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.client import ClientConfig, SamClient
+from protocol.errors import ClientError, ProtocolError
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+DEFAULT_MODEL = "sam2.1_hiera_tiny"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOWNLOAD_SCRIPT = REPO_ROOT / "checkpoints" / "download.py"
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_TCP_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)$")
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    return default if not value else value in {"1", "true", "yes", "on"}
+
+
+def default_address() -> str:
+    return os.environ.get("SAM2_BROKER_ADDRESS", "").strip() or DEFAULT_ADDRESS
+
+
+def default_model() -> str:
+    return os.environ.get("SAM2_MODEL", "").strip() or DEFAULT_MODEL
+
+
+def is_local(address: str) -> bool:
+    """Whether ``address`` is a TCP endpoint on this machine (where we may start a backend)."""
+    match = _TCP_RE.match(address.strip())
+    return match is not None and match.group("host") in _LOCAL_HOSTS
+
+
+def free_local_endpoint() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def probe(address: str, timeout_s: float = 1.5) -> dict[str, dict[str, int]]:
+    """``{model: {"workers", "idle", "queued"}}`` from the broker at ``address``.
+
+    Raises:
+        ClientError: no broker answered within ``timeout_s``.
+        ProtocolError: something answered, but not like our broker.
+    """
+    with SamClient(address, config=ClientConfig(timeout_s=timeout_s, retries=0)) as client:
+        return client.services(timeout_s=timeout_s)
+
+
+def fetch_info(address: str, model: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The ``info`` op's result from one worker of ``model`` (device, random_weights, ...)."""
+    with SamClient(address, model, config=ClientConfig(timeout_s=timeout_s, retries=0)) as client:
+        reply = client.call("info")
+    return dict(reply.header.get("result") or {})
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """What the plugin knows about its backend (a snapshot for the status line).
+
+    Attributes:
+        address: broker frontend.
+        services: ``{model: {"workers": n, ...}}`` from the broker.
+        model: the chosen model, or None.
+        info: the chosen model's ``info`` result (``device``, ``random_weights``).
+        embedded: whether the plugin started this backend itself.
+        error: why there is no usable backend (None when connected).
+    """
+
+    address: str
+    services: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    model: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    embedded: bool = False
+    error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.error is None and self.model is not None and self.workers > 0
+
+    @property
+    def workers(self) -> int:
+        return int(self.services.get(self.model or "", {}).get("workers", 0))
+
+    @property
+    def device(self) -> str:
+        return str(self.info.get("device", "?"))
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
+
+    def describe(self) -> str:
+        """One or two lines for the status label."""
+        if self.error is not None:
+            return f"Not connected: {self.error}"
+        if self.model is None:
+            return f"Broker at {self.address} has no SAM2 workers yet"
+        where = "embedded local backend" if self.embedded else self.address
+        text = f"Connected to {where}: {self.workers} worker(s) of {self.model} on {self.device}"
+        if self.on_cpu:
+            text += "\nRunning on CPU: each new image takes seconds to encode; prompts are then fast."
+        if self.info.get("random_weights"):
+            text += "\nRANDOM WEIGHTS (test mode): masks are meaningless."
+        return text
+
+
+def choose_model(services: Mapping[str, Mapping[str, int]], wanted: str) -> str | None:
+    """``wanted`` if it has workers, else the first model that has any, else None."""
+    if services.get(wanted, {}).get("workers", 0) > 0:
+        return wanted
+    return next((m for m, s in sorted(services.items()) if s.get("workers", 0) > 0), None)
+
+
+def find_checkpoint(model: str, timeout_s: float = 120.0) -> Path:
+    """Where the worker looks for ``model``'s weights (it may not exist yet).
+
+    Asks ``workers.models`` in a subprocess (the plugin does not import
+    workers); falls back to ``checkpoints/<model>.pt`` in the repository.
+    """
+    code = (
+        "import sys; from workers.models import get_spec; "
+        "print(get_spec(sys.argv[1]).default_checkpoint_path)"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, model],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=True,
+        )
+        lines = done.stdout.strip().splitlines()
+        if lines:
+            return Path(lines[-1])
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return REPO_ROOT / "checkpoints" / f"{model}.pt"
+
+
+def how_to_get_checkpoint(model: str, path: Path) -> str:
+    return (
+        f"no {model} checkpoint at {path}. Download it with `python checkpoints/download.py {model}` "
+        f"(or copy the file there by hand; see checkpoints/README.md), then press Connect."
+    )
+
+
+def download_checkpoint(model: str, timeout_s: float = 1800.0) -> tuple[bool, str]:
+    """Run ``checkpoints/download.py model``; return (success, last output lines)."""
+    if not DOWNLOAD_SCRIPT.is_file():
+        return False, f"{DOWNLOAD_SCRIPT} is missing"
+    try:
+        done = subprocess.run(
+            [sys.executable, str(DOWNLOAD_SCRIPT), model],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
+    return done.returncode == 0, tail
+
+
+class LocalBackend:
+    """A broker and one worker started as subprocesses of this napari.
+
+    Args:
+        frontend: the client endpoint to bind (local TCP).
+        model: service name to serve.
+        log_dir: where ``broker.log`` and ``worker.log`` go (a temp dir by default).
+    """
+
+    def __init__(self, frontend: str, model: str, log_dir: Path | None = None) -> None:
+        self.frontend = frontend
+        self.model = model
+        self.backend = free_local_endpoint()
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="napari-sam2-"))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        atexit.register(self.stop)
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+
+    def start(self, checkpoint: Path | None, device: str = "auto") -> None:
+        """Start the broker and the worker (``checkpoint`` None: random weights, tests only)."""
+        self._spawn("broker", ["-m", "broker", "--frontend", self.frontend, "--backend", self.backend])
+        weights = ["--random-weights"] if checkpoint is None else ["--checkpoint", str(checkpoint)]
+        args = ["-m", "workers", "--connect", self.backend, "--model", self.model, "--device", device]
+        self._spawn("worker", [*args, *weights])
+
+    def log_tail(self, name: str, lines: int = 4) -> str:
+        path = self.log_dir / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def failure(self) -> str | None:
+        """Why the backend died (a process exited), or None while it runs."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                return f"the embedded {name} exited ({code}); log {self.log_dir / (name + '.log')}:\n" + (
+                    self.log_tail(name)
+                )
+        return None
+
+    def wait_ready(self, timeout_s: float, tick: Callable[[float], None] | None = None) -> str | None:
+        """Wait until the broker lists a worker of our model; return an error text or None."""
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < timeout_s:
+            failure = self.failure()
+            if failure:
+                return failure
+            try:
+                if probe(self.frontend, timeout_s=1.0).get(self.model, {}).get("workers", 0) > 0:
+                    return None
+            except (ClientError, ProtocolError):
+                pass
+            if tick is not None:
+                tick(elapsed)
+            time.sleep(0.5)
+        return f"the embedded backend was not ready after {timeout_s:.0f} s (logs in {self.log_dir})"
+
+    @property
+    def running(self) -> bool:
+        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM the worker then the broker, SIGKILL what is left after ``timeout_s``."""
+        for name in ("worker", "broker"):
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout_s)
+        self.procs.clear()
+        atexit.unregister(self.stop)
+
+
+def start_local(
+    address: str, model: str, report: Callable[[str], None], ready_timeout_s: float = 300.0
+) -> tuple[LocalBackend | None, str | None]:
+    """Start an embedded backend serving ``model`` at ``address``; return (backend, error)."""
+    checkpoint: Path | None = None
+    if env_flag("SAM2_RANDOM_WEIGHTS"):
+        report("Starting a local backend with RANDOM weights (SAM2_RANDOM_WEIGHTS=1: test mode)…")
+    else:
+        report(f"No broker at {address}; looking for the {model} checkpoint…")
+        checkpoint = find_checkpoint(model)
+        if not checkpoint.is_file():
+            report(f"Downloading the {model} checkpoint (one time, ~150-900 MB)…")
+            ok, output = download_checkpoint(model)
+            if not ok or not checkpoint.is_file():
+                detail = f"\nThe download failed: {output}" if output else ""
+                return None, how_to_get_checkpoint(model, checkpoint) + detail
+    local = LocalBackend(address, model)
+    local.start(checkpoint, device=os.environ.get("SAM2_DEVICE", "").strip() or "auto")
+    report(f"Starting a local backend (broker + 1 {model} worker); logs in {local.log_dir}…")
+    error = local.wait_ready(
+        ready_timeout_s, tick=lambda s: report(f"Starting a local backend: loading the model… {s:.0f} s")
+    )
+    if error is not None:
+        local.stop()
+        return None, error
+    return local, None
+
+
+def establish(
+    address: str, wanted_model: str, report: Callable[[str], None], allow_embedded: bool = True
+) -> tuple[BackendStatus, LocalBackend | None]:
+    """Connect to the broker at ``address`` (starting an embedded one when allowed and needed).
+
+    An embedded backend is started only for a local TCP address where no
+    broker answers, and unless ``SAM2_EMBEDDED=0``. Blocking (seconds to
+    minutes when a backend must start): run it on a worker thread.
+
+    Returns:
+        The status snapshot, and the embedded backend if one was started
+        (the caller owns it and must :meth:`LocalBackend.stop` it).
+    """
+    local: LocalBackend | None = None
+    report(f"Connecting to {address}…")
+    try:
+        services = probe(address)
+    except (ClientError, ProtocolError) as e:
+        if not (allow_embedded and is_local(address) and env_flag("SAM2_EMBEDDED", True)):
+            hint = "start one with scripts/start_all.sh, or check the address"
+            return BackendStatus(address, error=f"no broker answers at {address} ({e}); {hint}"), None
+        local, error = start_local(address, wanted_model, report)
+        if local is None:
+            return BackendStatus(address, error=error), None
+        services = probe(address)
+    model = choose_model(services, wanted_model)
+    if model is None:
+        known = ", ".join(sorted(services)) or "none"
+        error = f"the broker has no live workers (services: {known})"
+        return BackendStatus(address, services, embedded=local is not None, error=error), local
+    report(f"Asking a {model} worker about its device…")
+    try:
+        info = fetch_info(address, model)
+    except (ClientError, ProtocolError) as e:
+        return BackendStatus(address, services, model, embedded=local is not None, error=str(e)), local
+    return BackendStatus(address, services, model, info, embedded=local is not None), local

@@ -1,0 +1,213 @@
+"""Save and load a labels layer with its names.
+
+``write_labels("cells.tif", ...)`` writes three files, each atomically (a
+temporary file in the same folder, then ``os.replace``):
+
+* ``cells.tif``: the labels, nD kept, smallest unsigned dtype that holds
+  them; the names, scale and translate are also in its (tifffile "shaped")
+  JSON description;
+* ``cells.names.json``: ``{"label_names": {"1": "cell nucleus"}, "scale": [...],
+  "translate": [...]}``;
+* ``cells.names.csv``: ``id,name,pixel_count`` for every label present or named.
+
+:func:`read_labels` restores data, names, scale and translate (names from the
+JSON file, or from the TIFF description when the JSON file is missing).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from plugin.label_names import METADATA_KEY, clean_name, names_from_metadata
+
+FORMAT = "napari-sam2-broker labels v1"
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class LabelsFile:
+    """What a saved labels file holds.
+
+    Attributes:
+        data: nD integer labels.
+        names: ``{label_id: name}``.
+        scale, translate: per-axis world transform (None when unknown).
+    """
+
+    data: np.ndarray = field(repr=False)
+    names: dict[int, str]
+    scale: tuple[float, ...] | None = None
+    translate: tuple[float, ...] | None = None
+
+
+def tiff_path(path: str | os.PathLike[str]) -> Path:
+    """The TIFF path for a requested path (``.tif`` added when missing)."""
+    p = Path(path)
+    return p if p.suffix.lower() in TIFF_SUFFIXES else p.with_name(p.name + ".tif")
+
+
+def sidecar_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(names_json, names_csv)`` next to the TIFF ``path``."""
+    tif = tiff_path(path)
+    stem = tif.with_suffix("")
+    return stem.with_name(stem.name + ".names.json"), stem.with_name(stem.name + ".names.csv")
+
+
+def compact_dtype(data: np.ndarray) -> np.ndarray:
+    """The labels in the smallest unsigned dtype that holds them (signed if negative)."""
+    if data.dtype.kind not in "iub":
+        raise TypeError(f"labels must be integers, got {data.dtype}")
+    if data.size == 0:
+        return data.astype(np.uint8)
+    low, high = int(data.min()), int(data.max())
+    if low < 0:
+        return data
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if high <= np.iinfo(dtype).max:
+            return data.astype(dtype, copy=False)
+    return data
+
+
+def pixel_counts(data: np.ndarray) -> dict[int, int]:
+    """``{label_id: pixel count}`` for every non-zero id in ``data``."""
+    flat = np.asarray(data).ravel()
+    if flat.size and flat.min() >= 0 and flat.max() < 1 << 24:
+        counts = np.bincount(flat.astype(np.int64, copy=False))
+        ids = np.flatnonzero(counts)
+        return {int(i): int(counts[i]) for i in ids if i != 0}
+    ids, counts = np.unique(flat, return_counts=True)
+    return {int(i): int(n) for i, n in zip(ids, counts, strict=True) if i != 0}
+
+
+def names_csv_text(names: Mapping[int, str], counts: Mapping[int, int]) -> str:
+    """CSV ``id,name,pixel_count``, one row per label present or named, sorted by id."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "name", "pixel_count"])
+    for label_id in sorted(set(names) | set(counts)):
+        writer.writerow([label_id, names.get(label_id, ""), counts.get(label_id, 0)])
+    return buffer.getvalue()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_labels(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    names: Mapping[int, str],
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+) -> list[Path]:
+    """Write labels + names (TIFF, JSON, CSV); return the three paths written.
+
+    Args:
+        path: the TIFF path (``.tif`` is added when it has no TIFF suffix).
+        data: nD integer labels (any array-like; read once).
+        names: ``{label_id: name}``.
+        scale, translate: the layer's world transform, stored for reopening.
+    """
+    array = compact_dtype(np.asarray(data))
+    clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        METADATA_KEY: {str(k): v for k, v in sorted(clean.items())},
+        "scale": None if scale is None else [float(s) for s in scale],
+        "translate": None if translate is None else [float(t) for t in translate],
+    }
+    tif = tiff_path(path)
+    json_path, csv_path = sidecar_paths(tif)
+    tif.parent.mkdir(parents=True, exist_ok=True)
+    csv_text = names_csv_text(clean, pixel_counts(array))
+
+    def write_tiff(tmp: Path) -> None:
+        tifffile.imwrite(tmp, array, metadata=meta, compression="zlib")
+
+    _atomic_write(tif, write_tiff)
+    _atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8"))
+    _atomic_write(csv_path, lambda tmp: tmp.write_text(csv_text, encoding="utf-8"))
+    return [tif, json_path, csv_path]
+
+
+def _tiff_meta(tif: tifffile.TiffFile) -> dict[str, Any]:
+    shaped = tif.shaped_metadata or ()
+    meta = shaped[0] if shaped else {}
+    return dict(meta) if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
+
+
+def is_labels_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a TIFF we wrote, or its names JSON file."""
+    p = Path(path)
+    if p.name.endswith(".names.json"):
+        return tiff_for_sidecar(p) is not None
+    if p.suffix.lower() not in TIFF_SUFFIXES or not p.is_file():
+        return False
+    if sidecar_paths(p)[0].is_file():
+        return True
+    try:
+        with tifffile.TiffFile(p) as tif:
+            return bool(_tiff_meta(tif))
+    except (OSError, tifffile.TiffFileError):
+        return False
+
+
+def tiff_for_sidecar(json_path: Path) -> Path | None:
+    """The TIFF next to ``NAME.names.json`` (``NAME.tif`` or ``NAME.tiff``), if present."""
+    stem = json_path.name[: -len(".names.json")]
+    for suffix in TIFF_SUFFIXES:
+        candidate = json_path.with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _tuple(value: Any) -> tuple[float, ...] | None:
+    if isinstance(value, list) and all(isinstance(v, int | float) for v in value):
+        return tuple(float(v) for v in value)
+    return None
+
+
+def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
+    """Read a labels file written by :func:`write_labels` (TIFF or its names JSON)."""
+    p = Path(path)
+    if p.name.endswith(".names.json"):
+        found = tiff_for_sidecar(p)
+        if found is None:
+            raise FileNotFoundError(f"no TIFF next to {p}")
+        p = found
+    with tifffile.TiffFile(p) as tif:
+        data = tif.asarray()
+        meta = _tiff_meta(tif)
+    json_path = sidecar_paths(p)[0]
+    if json_path.is_file():
+        try:
+            sidecar = json.loads(json_path.read_text(encoding="utf-8"))
+            if isinstance(sidecar, dict):
+                meta = {**meta, **sidecar}
+        except ValueError:
+            pass
+    scale, translate = _tuple(meta.get("scale")), _tuple(meta.get("translate"))
+    if scale is not None and len(scale) != data.ndim:
+        scale = None
+    if translate is not None and len(translate) != data.ndim:
+        translate = None
+    return LabelsFile(data, names_from_metadata(meta), scale, translate)

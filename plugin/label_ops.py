@@ -1,0 +1,248 @@
+"""Label ids and mask writing on one 2D slice of a labels array.
+
+Pure numpy; all arrays here are 2D (H, W) indexed ``[row, col]``.
+
+Modes (how a new boolean mask meets the labels already there):
+
+* ``add``: the mask is painted with a fresh id on top of existing labels.
+* ``union``: the chosen label grows by the mask (mask pixels become the
+  label, also where another label was).
+* ``intersection``: the chosen label keeps only its pixels inside the
+  mask; the pixels it loses become 0; nothing else changes.
+* ``overwrite``: the chosen label becomes exactly the mask: its pixels
+  outside the mask become 0, mask pixels become the label (other labels are
+  replaced only where the mask covers them).
+
+An *object* is what successive prompts refine (more points on the same
+cell): each new answer replaces the previous answer for that object. So every
+edit is computed from the object's *baseline* (the labels before the
+object's first edit), which :func:`compute_edit` recovers from the previous
+cumulative edit. Only the bounding box of the pixels involved is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+class LabelMode(str, Enum):
+    """How a mask is written; ``ADD`` allocates a new id, the others refine one."""
+
+    ADD = "add"
+    UNION = "union"
+    INTERSECTION = "intersection"
+    OVERWRITE = "overwrite"
+
+
+class LabelIdOverflow(ValueError):
+    """The labels array's dtype cannot hold the next id."""
+
+
+def dtype_max_id(dtype: np.dtype) -> int:
+    """Largest label id a labels array of ``dtype`` can store."""
+    if dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got {dtype}")
+    return int(np.iinfo(dtype).max)
+
+
+class LabelIdTracker:
+    """Hands out label ids that are never reused within a session.
+
+    One counter per labels layer (``key``): the next id is one more than the
+    highest id ever seen in that layer (allocated here, observed, or found in
+    its data), so deleting a label never frees its id for reuse.
+    """
+
+    def __init__(self) -> None:
+        self._highest: dict[Hashable, int] = {}
+
+    def highest(self, key: Hashable) -> int | None:
+        """The highest id known for ``key`` (None before its first use)."""
+        return self._highest.get(key)
+
+    def observe(self, key: Hashable, label_id: int) -> None:
+        """Record that ``label_id`` exists in ``key`` (e.g. painted by the user)."""
+        if key in self._highest:
+            self._highest[key] = max(self._highest[key], int(label_id))
+
+    def allocate(
+        self,
+        key: Hashable,
+        data_max: Callable[[], int],
+        count: int = 1,
+        seen: int = 0,
+        max_id: int = 2**32 - 1,
+    ) -> int:
+        """Reserve ``count`` consecutive new ids; return the first.
+
+        Args:
+            key: the layer (any hashable identity, e.g. ``layer.unique_id``).
+            data_max: highest id in the layer's data; called only on the
+                first use of ``key`` (a full scan of the array).
+            count: how many ids (an automatic segmentation needs many).
+            seen: any other id known to exist now (e.g. the current slice's max).
+            max_id: the largest id the layer's dtype can hold.
+
+        Raises:
+            LabelIdOverflow: the ids would exceed ``max_id``.
+        """
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        known = self._highest.get(key)
+        if known is None:
+            known = int(data_max())
+        first = max(known, int(seen), 0) + 1
+        last = first + count - 1
+        if last > max_id:
+            raise LabelIdOverflow(
+                f"label id {last} does not fit this layer (max {max_id}); use a uint32 labels layer"
+            )
+        self._highest[key] = last
+        return first
+
+
+@dataclass(frozen=True)
+class SliceEdit:
+    """Pixels changed on one 2D slice.
+
+    Attributes:
+        rows, cols: (N,) int pixel indices into the slice.
+        old: (N,) values before the edit.
+        new: (N,) values after the edit.
+    """
+
+    rows: np.ndarray = field(repr=False)
+    cols: np.ndarray = field(repr=False)
+    old: np.ndarray = field(repr=False)
+    new: np.ndarray = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.size)
+
+    def apply(self, labels: np.ndarray) -> None:
+        """Write ``new`` into ``labels`` (H, W) in place."""
+        labels[self.rows, self.cols] = self.new
+
+    @staticmethod
+    def empty(dtype: np.dtype) -> SliceEdit:
+        none = np.empty(0, dtype=np.intp)
+        return SliceEdit(none, none, np.empty(0, dtype), np.empty(0, dtype))
+
+
+Box = tuple[int, int, int, int]
+
+
+def bounding_box(mask: np.ndarray) -> Box | None:
+    """``(row0, col0, row1, col1)`` half-open bounds of the True pixels of (H, W) ``mask``."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def _union(boxes: list[Box | None]) -> Box | None:
+    real = [b for b in boxes if b is not None]
+    if not real:
+        return None
+    return min(b[0] for b in real), min(b[1] for b in real), max(b[2] for b in real), max(b[3] for b in real)
+
+
+def _edit_box(edit: SliceEdit | None) -> Box | None:
+    if edit is None or edit.size == 0:
+        return None
+    return int(edit.rows.min()), int(edit.cols.min()), int(edit.rows.max()) + 1, int(edit.cols.max()) + 1
+
+
+def _diff(before: np.ndarray, after: np.ndarray, origin: tuple[int, int]) -> SliceEdit:
+    rows, cols = np.nonzero(before != after)
+    return SliceEdit(rows + origin[0], cols + origin[1], before[rows, cols], after[rows, cols])
+
+
+def _apply_mode(baseline: np.ndarray, mask: np.ndarray, label_id: int, mode: LabelMode) -> np.ndarray:
+    final = baseline.copy()
+    if mode in (LabelMode.INTERSECTION, LabelMode.OVERWRITE):
+        final[(baseline == label_id) & ~mask] = 0
+    if mode is not LabelMode.INTERSECTION:
+        final[mask] = label_id
+    return final
+
+
+def _check(labels: np.ndarray, other: np.ndarray, label_id: int | None) -> None:
+    if labels.ndim != 2 or other.shape != labels.shape:
+        raise ValueError(f"labels {labels.shape} and mask {other.shape} must be the same 2D shape")
+    if label_id is not None and not 0 < label_id <= dtype_max_id(labels.dtype):
+        raise LabelIdOverflow(f"label id {label_id} does not fit labels of dtype {labels.dtype}")
+
+
+def compute_edit(
+    labels: np.ndarray,
+    mask: np.ndarray,
+    label_id: int,
+    mode: LabelMode,
+    previous: SliceEdit | None = None,
+) -> tuple[SliceEdit, SliceEdit]:
+    """Plan writing ``mask`` as ``label_id`` with ``mode``, replacing ``previous``.
+
+    Args:
+        labels: (H, W) current labels of the slice (not modified).
+        mask: (H, W) bool, the model's answer.
+        label_id: the id to write (new for ``ADD``, the refined one otherwise).
+        mode: see the module docstring.
+        previous: the object's cumulative edit so far (returned earlier as
+            the second value), or None for a new object. Its pixels that
+            still hold its values are first restored to the baseline.
+
+    Returns:
+        ``(to_apply, cumulative)``: the pixels to change now (old = current
+        values), and the object's total change from its baseline (keep it
+        for the next answer).
+    """
+    _check(labels, mask, label_id)
+    mask = mask.astype(bool, copy=False)
+    boxes = [bounding_box(mask), _edit_box(previous)]
+    if mode in (LabelMode.INTERSECTION, LabelMode.OVERWRITE):
+        boxes.append(bounding_box(labels == label_id))
+    box = _union(boxes)
+    if box is None:
+        return SliceEdit.empty(labels.dtype), SliceEdit.empty(labels.dtype)
+    r0, c0, r1, c1 = box
+    current = labels[r0:r1, c0:c1]
+    baseline = current.copy()
+    if previous is not None and previous.size:
+        rows, cols = previous.rows - r0, previous.cols - c0
+        ours = baseline[rows, cols] == previous.new
+        baseline[rows[ours], cols[ours]] = previous.old[ours]
+    final = _apply_mode(baseline, mask[r0:r1, c0:c1], label_id, mode)
+    return _diff(current, final, (r0, c0)), _diff(baseline, final, (r0, c0))
+
+
+def compute_paste(labels: np.ndarray, objects: np.ndarray, first_id: int) -> SliceEdit:
+    """Plan pasting an automatic segmentation on top of ``labels``.
+
+    Args:
+        labels: (H, W) current labels (not modified).
+        objects: (H, W) integer labels from the worker, 0 = background,
+            objects 1..n.
+        first_id: the id given to object 1 (object k gets ``first_id + k - 1``).
+
+    Returns:
+        The pixels to change.
+    """
+    _check(labels, objects, None)
+    box = bounding_box(objects > 0)
+    if box is None:
+        return SliceEdit.empty(labels.dtype)
+    top = int(objects.max())
+    if first_id < 1 or first_id + top - 1 > dtype_max_id(labels.dtype):
+        raise LabelIdOverflow(f"ids {first_id}..{first_id + top - 1} do not fit labels of {labels.dtype}")
+    r0, c0, r1, c1 = box
+    current = labels[r0:r1, c0:c1]
+    sub = objects[r0:r1, c0:c1]
+    final = np.where(sub > 0, sub.astype(np.int64) + (first_id - 1), current).astype(labels.dtype)
+    return _diff(current, final, (r0, c0))
