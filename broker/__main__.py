@@ -1,0 +1,133 @@
+"""Command line: ``python -m broker`` (installed as ``sam2-broker``).
+
+Binds loopback by default. SIGINT/SIGTERM: DISCONNECT to every worker,
+close the sockets, exit 0. Logs ``broker ready frontend=... backend=...``
+once both sockets are bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import zmq
+
+from broker.broker import Broker
+from broker.config import BrokerConfig
+
+LOG_FORMAT = "%(asctime)s broker %(levelname)s %(message)s"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; defaults come from :class:`BrokerConfig`."""
+    defaults = BrokerConfig()
+    parser = argparse.ArgumentParser(prog="sam2-broker", description="MDP/0.2 (ZeroMQ RFC 18) broker")
+    parser.add_argument("--frontend", default=defaults.frontend, help="client endpoint to bind (%(default)s)")
+    parser.add_argument("--backend", default=defaults.backend, help="worker endpoint to bind (%(default)s)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-file", default=None, help="also append the log to this file")
+    parser.add_argument(
+        "--heartbeat-interval-s",
+        type=float,
+        default=defaults.heartbeat_interval_s,
+        help="seconds between heartbeats to each worker (%(default)s)",
+    )
+    parser.add_argument(
+        "--heartbeat-liveness",
+        type=int,
+        default=defaults.heartbeat_liveness,
+        help="heartbeat intervals of silence before a worker is dropped (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=defaults.max_attempts,
+        help="workers a request may lose before the client gets worker_lost (%(default)s)",
+    )
+    parser.add_argument(
+        "--service-wait-s",
+        type=float,
+        default=defaults.service_wait_s,
+        help="seconds a request waits for a worker of its service (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=defaults.max_queue,
+        help="queued requests per service before busy (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        help="ZMQ_MAXMSGSIZE of both sockets, bytes (%(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def setup_logging(level: str, log_file: str | None) -> None:
+    """Log to stderr (and ``log_file``) with timestamps and the role ``broker``."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the broker until SIGINT/SIGTERM; returns the exit status."""
+    args = parse_args(argv)
+    setup_logging(args.log_level, args.log_file)
+    log = logging.getLogger("broker")
+    try:
+        config = BrokerConfig(
+            frontend=args.frontend,
+            backend=args.backend,
+            heartbeat_interval_s=args.heartbeat_interval_s,
+            heartbeat_liveness=args.heartbeat_liveness,
+            max_attempts=args.max_attempts,
+            service_wait_s=args.service_wait_s,
+            max_queue=args.max_queue,
+            max_message_bytes=args.max_message_bytes,
+        )
+    except ValueError as e:
+        log.error("invalid settings: %s", e)
+        return 2
+    for endpoint in config.exposed_endpoints():
+        log.warning(
+            "binding %s, which is reachable from other machines: the broker has no "
+            "authentication yet, so anyone who reaches it can send requests or register "
+            "as a worker",
+            endpoint,
+        )
+    broker = Broker(config)
+
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        broker.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        broker.bind()
+    except zmq.ZMQError as e:
+        log.error("cannot bind frontend=%s backend=%s: %s", config.frontend, config.backend, e)
+        broker.close()
+        return 1
+    try:
+        broker.run()
+    finally:
+        if received:
+            log.info("received %s, stopping", signal.Signals(received[0]).name)
+        broker.close()
+    log.info("broker stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""The Majordomo broker: one poll loop, one short method per kind of message.
+
+Frames as the broker's ROUTER sockets see them (identity first, then the
+RFC 18 frames of ``protocol.mdp``)::
+
+    frontend in   [client_id, b"", b"MDPC02", 0x01, service, body...]
+    frontend out  [client_id, b"", b"MDPC02", 0x02|0x03, service, body...]
+    backend in    [worker_id, b"", b"MDPW02", command, ...]
+    backend out   [worker_id, b"", b"MDPW02", 0x02, client_id, b"", body...]
+                  [worker_id, b"", b"MDPW02", 0x05 | 0x06]
+
+Body frames are received with ``copy=False`` and forwarded as the same
+``zmq.Frame`` objects, so a large image crosses the broker without a copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import zmq
+
+from broker.config import BrokerConfig
+from broker.mmi import is_mmi, mmi_reply
+from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
+from protocol import mdp
+from protocol.codec import error_body, peek_header
+from protocol.errors import ProtocolError
+from protocol.mdp import Frame
+
+# Error codes of the broker's own error FINALs (see protocol/README.md).
+ERROR_BUSY = "busy"
+ERROR_NO_WORKER = "no_worker"
+ERROR_WORKER_LOST = "worker_lost"
+
+# Envelope frames (delimiter, header, command, service or client id) are
+# tiny; anything longer there is malformed and is never copied.
+MAX_ENVELOPE_FRAME_BYTES = 1024
+
+
+def _name(value: bytes) -> str:
+    """A service name or other short bytes, printable for logs."""
+    return value.decode("utf-8", "backslashreplace")
+
+
+def _envelope_as_bytes(frames: Sequence[Frame], count: int) -> list[Frame]:
+    """The first ``count`` frames as ``bytes`` (for parsing), the rest untouched.
+
+    Raises:
+        ProtocolError: one of those frames is longer than ``MAX_ENVELOPE_FRAME_BYTES``.
+    """
+    head: list[Frame] = []
+    for frame in frames[:count]:
+        if len(frame) > MAX_ENVELOPE_FRAME_BYTES:
+            raise ProtocolError(f"envelope frame of {len(frame)} bytes")
+        head.append(bytes(frame))
+    return head + list(frames[count:])
+
+
+class Broker:
+    """An MDP/0.2 broker with a client frontend and a worker backend.
+
+    Use: ``broker = Broker(config); broker.bind(); broker.run(); broker.close()``.
+    ``stop()`` may be called from a signal handler; ``run()`` then returns
+    within one heartbeat interval.
+
+    Args:
+        config: every tunable (see :class:`BrokerConfig`).
+        clock: monotonic time in seconds (injectable for tests).
+    """
+
+    def __init__(self, config: BrokerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.counters = BrokerCounters()
+        self._clock = clock
+        self._log = logging.getLogger(__name__)
+        self._services: dict[bytes, ServiceRecord] = {}
+        self._workers: dict[bytes, WorkerRecord] = {}
+        self._stop_requested = False
+        self._context = zmq.Context()
+        self._frontend = self._router_socket()
+        self._backend = self._router_socket()
+        self._poller = zmq.Poller()
+        self._poller.register(self._frontend, zmq.POLLIN)
+        self._poller.register(self._backend, zmq.POLLIN)
+
+    def _router_socket(self) -> zmq.Socket[bytes]:
+        socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes)
+        return socket
+
+    # ------------------------------------------------------------------ life cycle
+
+    def bind(self) -> None:
+        """Bind both sockets and log the ready line.
+
+        Raises:
+            zmq.ZMQError: an endpoint is invalid or already in use.
+        """
+        self._frontend.bind(self.config.frontend)
+        self._backend.bind(self.config.backend)
+        self._log.info("broker ready frontend=%s backend=%s", self.config.frontend, self.config.backend)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return (safe to call from a signal handler)."""
+        self._stop_requested = True
+
+    def run(self) -> None:
+        """Serve until ``stop()``: poll, handle one message per socket, run the timers."""
+        now = self._clock()
+        next_heartbeat_s = now + self.config.heartbeat_interval_s
+        next_stats_s = now + self.config.stats_interval_s
+        while not self._stop_requested:
+            timeout_ms = max(0, int((next_heartbeat_s - self._clock()) * 1000))
+            events = dict(self._poller.poll(timeout_ms))
+            if events.get(self._frontend):
+                self._receive(self._frontend, self.process_client)
+            if events.get(self._backend):
+                self._receive(self._backend, self.process_worker)
+            now = self._clock()
+            if now >= next_heartbeat_s:
+                self.purge_workers()
+                self.expire_requests()
+                self.send_heartbeats()
+                next_heartbeat_s = now + self.config.heartbeat_interval_s
+            if now >= next_stats_s:
+                self._log.debug(
+                    "counters %s workers=%d services=%d",
+                    self.counters.summary(),
+                    len(self._workers),
+                    len(self._services),
+                )
+                next_stats_s = now + self.config.stats_interval_s
+
+    def close(self) -> None:
+        """Send DISCONNECT to every worker, close both sockets and the context."""
+        for worker in self._workers.values():
+            self._send_worker(worker.identity, mdp.W_DISCONNECT)
+        self._log.info(
+            "broker stopping: sent DISCONNECT to %d workers; %s", len(self._workers), self.counters.summary()
+        )
+        self._backend.close(linger=int(self.config.shutdown_linger_s * 1000))
+        self._frontend.close(linger=0)
+        self._context.term()
+
+    def _receive(self, socket: zmq.Socket[bytes], handler: Callable[[bytes, list[Frame]], None]) -> None:
+        """Receive one message and hand it to ``handler``; log and survive any error."""
+        frames = socket.recv_multipart(copy=False)
+        sender = frames[0].bytes
+        try:
+            handler(sender, list(frames[1:]))
+        except Exception:
+            self.counters.dropped += 1
+            self._log.exception("unexpected error handling a message from %s; dropped", sender.hex())
+
+    # ------------------------------------------------------------------ clients
+
+    def process_client(self, sender: bytes, frames: list[Frame]) -> None:
+        """Handle one message from a client: queue a REQUEST or answer ``mmi.*``."""
+        try:
+            message = mdp.parse_client(_envelope_as_bytes(frames, 4))
+        except ProtocolError as e:
+            self._drop("client", sender, str(e))
+            return
+        if message.command != mdp.C_REQUEST:
+            self._drop("client", sender, f"clients may only send REQUEST, got {message.command!r}")
+            return
+        if is_mmi(message.service):
+            self.counters.mmi_requests += 1
+            reply = mmi_reply(message.service, message.body, self._services)
+            self._send_client(sender, mdp.C_FINAL, message.service, reply)
+            return
+        header = peek_header(message.body[0]) if message.body else {}
+        request = PendingRequest(sender, message.service, message.body, header, self._clock())
+        service = self._service(message.service)
+        if len(service.requests) >= self.config.max_queue:
+            self._reply_error(
+                request,
+                ERROR_BUSY,
+                f"service {_name(service.name)!r} has {len(service.requests)} queued requests "
+                f"(limit {self.config.max_queue}); try again later",
+            )
+            return
+        service.requests.append(request)
+        self.counters.requests += 1
+        self._log.debug(
+            "request request_id=%s service=%s client=%s queued=%d",
+            request.request_id,
+            _name(service.name),
+            sender.hex(),
+            len(service.requests),
+        )
+        self.dispatch(service)
+
+    # ------------------------------------------------------------------ workers
+
+    def process_worker(self, sender: bytes, frames: list[Frame]) -> None:
+        """Handle one message from a worker, following RFC 18's rules."""
+        try:
+            message = mdp.parse_worker(_envelope_as_bytes(frames, 5))
+        except ProtocolError as e:
+            self._drop("worker", sender, str(e))
+            return
+        worker = self._workers.get(sender)
+        command = message.command
+        if command == mdp.W_DISCONNECT:
+            if worker is not None:
+                self.delete_worker(
+                    worker, disconnect=False, reason="worker sent DISCONNECT", level=logging.INFO
+                )
+            return
+        if command == mdp.W_READY:
+            if worker is not None:
+                self.delete_worker(worker, disconnect=True, reason="second READY")
+            elif is_mmi(message.service):
+                self._log.warning(
+                    "worker %s tried to register reserved service %s; disconnecting",
+                    sender.hex(),
+                    _name(message.service),
+                )
+                self._send_worker(sender, mdp.W_DISCONNECT)
+            else:
+                self._register_worker(sender, message.service)
+            return
+        if worker is None:
+            self._log.warning(
+                "%s from unknown worker %s; sending DISCONNECT",
+                mdp.WORKER_COMMAND_NAMES[command],
+                sender.hex(),
+            )
+            self._send_worker(sender, mdp.W_DISCONNECT)
+            return
+        worker.expiry_s = self._clock() + self.config.worker_expiry_s
+        if command == mdp.W_HEARTBEAT:
+            return
+        if command in (mdp.W_PARTIAL, mdp.W_FINAL):
+            self._forward_reply(worker, message)
+            return
+        self.delete_worker(worker, disconnect=True, reason=f"unexpected {mdp.WORKER_COMMAND_NAMES[command]}")
+
+    def _register_worker(self, identity: bytes, service_name: bytes) -> None:
+        service = self._service(service_name)
+        worker = WorkerRecord(
+            identity,
+            service_name,
+            self._clock() + self.config.worker_expiry_s,
+            recent_image_keys=deque(maxlen=self.config.recent_image_keys),
+        )
+        self._workers[identity] = worker
+        service.workers[identity] = worker
+        service.idle.append(worker)
+        service.no_worker_since_s = None
+        self._log.info(
+            "worker ready worker=%s service=%s workers=%d",
+            identity.hex(),
+            _name(service_name),
+            len(service.workers),
+        )
+        self.dispatch(service)
+
+    def _forward_reply(self, worker: WorkerRecord, message: mdp.WorkerMessage) -> None:
+        """Forward a worker's PARTIAL or FINAL to the client it is serving."""
+        request = worker.request
+        if request is None or request.client != message.client:
+            self._drop(
+                "worker",
+                worker.identity,
+                f"{mdp.WORKER_COMMAND_NAMES[message.command]} for client {message.client.hex()}, "
+                f"which it is not serving",
+            )
+            return
+        if message.command == mdp.W_PARTIAL:
+            self.counters.partials += 1
+            self._send_client(request.client, mdp.C_PARTIAL, worker.service, message.body)
+            return
+        self._send_client(request.client, mdp.C_FINAL, worker.service, message.body)
+        self.counters.replies += 1
+        self._log.debug(
+            "final request_id=%s service=%s worker=%s",
+            request.request_id,
+            _name(worker.service),
+            worker.identity.hex(),
+        )
+        worker.request = None
+        service = self._service(worker.service)
+        service.idle.append(worker)
+        self.dispatch(service)
+
+    def delete_worker(
+        self, worker: WorkerRecord, *, disconnect: bool, reason: str, level: int = logging.WARNING
+    ) -> None:
+        """Forget ``worker`` (optionally telling it DISCONNECT) and re-queue its request.
+
+        ``level`` is the log level of the "worker gone" line.
+        """
+        if disconnect:
+            self._send_worker(worker.identity, mdp.W_DISCONNECT)
+        self._workers.pop(worker.identity, None)
+        service = self._service(worker.service)
+        service.workers.pop(worker.identity, None)
+        if worker in service.idle:
+            service.idle.remove(worker)
+        if not service.workers:
+            service.no_worker_since_s = self._clock()
+        self._log.log(
+            level,
+            "worker gone worker=%s service=%s reason=%s workers=%d",
+            worker.identity.hex(),
+            _name(worker.service),
+            reason,
+            len(service.workers),
+        )
+        request, worker.request = worker.request, None
+        if request is not None:
+            self._requeue(request, reason)
+        self.dispatch(service)
+
+    def _requeue(self, request: PendingRequest, reason: str) -> None:
+        """Put a request whose worker was lost back at the front, or give up."""
+        request.attempts += 1
+        if request.attempts >= self.config.max_attempts:
+            self._reply_error(
+                request,
+                ERROR_WORKER_LOST,
+                f"lost {request.attempts} worker(s) of service {_name(request.service)!r} while "
+                f"serving this request (last: {reason})",
+            )
+            return
+        self._service(request.service).requests.appendleft(request)
+        self.counters.requeues += 1
+        self._log.warning(
+            "requeue request_id=%s service=%s attempts=%d reason=%s",
+            request.request_id,
+            _name(request.service),
+            request.attempts,
+            reason,
+        )
+
+    # ------------------------------------------------------------------ routing and timers
+
+    def dispatch(self, service: ServiceRecord) -> None:
+        """Give queued requests of ``service`` to its idle workers, oldest request first."""
+        while service.requests and service.idle:
+            request = service.requests.popleft()
+            worker = self._choose_worker(service, request.image_key)
+            service.idle.remove(worker)
+            worker.request = request
+            if request.image_key is not None:
+                worker.remember_image_key(request.image_key)
+            self._log.debug(
+                "dispatch request_id=%s service=%s worker=%s attempt=%d",
+                request.request_id,
+                _name(service.name),
+                worker.identity.hex(),
+                request.attempts + 1,
+            )
+            self._send_worker(worker.identity, mdp.W_REQUEST, client=request.client, body=request.body)
+
+    @staticmethod
+    def _choose_worker(service: ServiceRecord, image_key: str | None) -> WorkerRecord:
+        """An idle worker that recently served ``image_key``, else the longest idle one."""
+        if image_key is not None:
+            for worker in service.idle:
+                if image_key in worker.recent_image_keys:
+                    return worker
+        return service.idle[0]
+
+    def purge_workers(self) -> None:
+        """Drop workers that have been silent longer than the expiry (no DISCONNECT sent)."""
+        now = self._clock()
+        expired = [w for w in self._workers.values() if w.expiry_s < now]
+        # Out of the idle lists first, so a re-queued request never goes to another dead worker.
+        for worker in expired:
+            idle = self._service(worker.service).idle
+            if worker in idle:
+                idle.remove(worker)
+        for worker in expired:
+            self.delete_worker(worker, disconnect=False, reason="heartbeat expired")
+
+    def send_heartbeats(self) -> None:
+        """Send HEARTBEAT to every registered worker."""
+        for identity in self._workers:
+            self._send_worker(identity, mdp.W_HEARTBEAT)
+
+    def expire_requests(self) -> None:
+        """Answer ``no_worker`` to requests that waited too long for a worker; forget empty services.
+
+        A request's wait starts when it arrived or when its service lost its
+        last worker, whichever is later.
+        """
+        now = self._clock()
+        for service in list(self._services.values()):
+            if service.workers:
+                continue
+            if not service.requests:
+                del self._services[service.name]
+                continue
+            since_s = service.no_worker_since_s if service.no_worker_since_s is not None else now
+            waiting: deque[PendingRequest] = deque()
+            for request in service.requests:
+                if now - max(request.queued_at_s, since_s) >= self.config.service_wait_s:
+                    self._reply_error(
+                        request,
+                        ERROR_NO_WORKER,
+                        f"no worker for service {_name(service.name)!r} within "
+                        f"{self.config.service_wait_s:g} s",
+                    )
+                else:
+                    waiting.append(request)
+            service.requests = waiting
+
+    # ------------------------------------------------------------------ helpers
+
+    def _service(self, name: bytes) -> ServiceRecord:
+        service = self._services.get(name)
+        if service is None:
+            service = ServiceRecord(name, no_worker_since_s=self._clock())
+            self._services[name] = service
+        return service
+
+    def _reply_error(self, request: PendingRequest, code: str, message: str) -> None:
+        """Send the client an error FINAL (``protocol.codec.error_body``) for ``request``."""
+        self.counters.errors[code] += 1
+        self._log.warning(
+            "error reply request_id=%s service=%s client=%s code=%s: %s",
+            request.request_id,
+            _name(request.service),
+            request.client.hex(),
+            code,
+            message,
+        )
+        self._send_client(
+            request.client, mdp.C_FINAL, request.service, error_body(request.header, code, message)
+        )
+
+    def _drop(self, role: str, sender: bytes, why: str) -> None:
+        self.counters.dropped += 1
+        self._log.warning("dropped message from %s %s: %s", role, sender.hex(), why)
+
+    def _send_client(self, client: bytes, command: bytes, service: bytes, body: Sequence[Frame]) -> None:
+        self._send(self._frontend, [client, *mdp.client_reply(command, service, body)], client)
+
+    def _send_worker(
+        self, identity: bytes, command: bytes, *, client: bytes = b"", body: Sequence[Frame] = ()
+    ) -> None:
+        self._send(
+            self._backend, [identity, *mdp.worker_message(command, client=client, body=body)], identity
+        )
+
+    def _send(self, socket: zmq.Socket[bytes], frames: list[Frame], peer: bytes) -> None:
+        """Send without blocking; a vanished peer is dropped silently by ROUTER."""
+        try:
+            socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError as e:
+            self._log.warning("could not send to %s: %s", peer.hex(), e)

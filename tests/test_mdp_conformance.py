@@ -1,0 +1,283 @@
+"""Frame-by-frame conformance of the broker with MDP/0.2 (ZeroMQ RFC 18).
+
+A real broker subprocess; bare DEALER sockets play client and worker so
+every frame on the wire is checked exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from tests.conftest import ProcessSpawner, wait_until
+from tests.test_broker_support import (
+    DISCONNECT,
+    HEARTBEAT,
+    REPLY_TIMEOUT_S,
+    TEST_HEARTBEAT_INTERVAL_S,
+    TEST_HEARTBEAT_LIVENESS,
+    BrokerHandle,
+    RawClient,
+    RawWorker,
+    mmi,
+    request_body,
+    services,
+    start_broker,
+    wait_for_workers,
+)
+
+SERVICE = b"echo"
+EXPIRY_S = TEST_HEARTBEAT_INTERVAL_S * TEST_HEARTBEAT_LIVENESS
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def broker(spawn: ProcessSpawner) -> BrokerHandle:
+    return start_broker(spawn)
+
+
+def ready_worker(ctx: zmq.Context[Any], broker: BrokerHandle, identity: bytes | None = None) -> RawWorker:
+    worker = RawWorker(ctx, broker.backend, SERVICE, identity)
+    worker.ready()
+    wait_for_workers(ctx, broker.frontend, SERVICE.decode(), 1)
+    return worker
+
+
+def test_request_reaches_worker_and_replies_reach_client_frame_by_frame(
+    ctx: zmq.Context[Any], broker: BrokerHandle
+) -> None:
+    worker = ready_worker(ctx, broker)
+    client = RawClient(ctx, broker.frontend, identity=b"client-A")
+    body = [*request_body("r1"), b"\x00binary\xff", b""]
+    client.request(SERVICE, body)
+
+    frames = worker.next_command()
+    assert frames == [b"", b"MDPW02", b"\x02", b"client-A", b"", *body]
+
+    worker.send([b"", b"MDPW02", b"\x03", b"client-A", b"", b"part-1"])
+    worker.send([b"", b"MDPW02", b"\x03", b"client-A", b"", b"part-2", b"more"])
+    worker.send([b"", b"MDPW02", b"\x04", b"client-A", b"", b"final", b"x" * 100_000])
+
+    assert client.recv() == [b"", b"MDPC02", b"\x02", SERVICE, b"part-1"]
+    assert client.recv() == [b"", b"MDPC02", b"\x02", SERVICE, b"part-2", b"more"]
+    assert client.recv() == [b"", b"MDPC02", b"\x03", SERVICE, b"final", b"x" * 100_000]
+    assert client.recv(0.3) is None
+
+
+def test_worker_is_reused_after_final(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    worker = ready_worker(ctx, broker)
+    client = RawClient(ctx, broker.frontend)
+    for i in range(3):
+        client.request(SERVICE, [f"req-{i}".encode()])
+        envelope, body = worker.wait_request()
+        assert body == [f"req-{i}".encode()]
+        worker.final(envelope, [f"rep-{i}".encode()])
+        assert client.final() == ([], [f"rep-{i}".encode()])
+
+
+def test_broker_heartbeats_at_the_interval(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    worker = ready_worker(ctx, broker)
+    arrivals: list[float] = []
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        worker.heartbeat()
+        frames = worker.recv(0.05)
+        if frames is not None:
+            assert frames == [b"", b"MDPW02", b"\x05"]
+            arrivals.append(time.monotonic())
+    gaps = sorted(b - a for a, b in zip(arrivals[:-1], arrivals[1:], strict=True))
+    expected = 2.0 / TEST_HEARTBEAT_INTERVAL_S
+    assert expected * 0.5 <= len(arrivals) <= expected * 1.5, arrivals
+    assert gaps[len(gaps) // 2] == pytest.approx(TEST_HEARTBEAT_INTERVAL_S, abs=0.1)
+
+
+def test_command_from_unknown_worker_gets_disconnect(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    for command in ([b"", b"MDPW02", b"\x05"], [b"", b"MDPW02", b"\x04", b"someone", b"", b"reply"]):
+        stranger = RawWorker(ctx, broker.backend, SERVICE)
+        stranger.send(command)
+        assert stranger.recv() == [b"", b"MDPW02", b"\x06"]
+        stranger.close()
+    assert "from unknown worker" in broker.log()
+
+
+def test_second_ready_gets_disconnect_and_worker_is_forgotten(
+    ctx: zmq.Context[Any], broker: BrokerHandle
+) -> None:
+    worker = ready_worker(ctx, broker)
+    worker.ready()
+    assert worker.next_command(keep_alive=False) == DISCONNECT
+    assert mmi(ctx, broker.frontend, b"mmi.service", [SERVICE]) == [b"404"]
+    # The RFC's recovery: a new socket and a new READY.
+    worker.close()
+    ready_worker(ctx, broker)
+    assert mmi(ctx, broker.frontend, b"mmi.service", [SERVICE]) == [b"200"]
+
+
+def test_silent_worker_is_purged_and_its_next_request_goes_to_another(
+    ctx: zmq.Context[Any], broker: BrokerHandle
+) -> None:
+    silent = RawWorker(ctx, broker.backend, SERVICE)
+    silent.ready()
+    wait_for_workers(ctx, broker.frontend, SERVICE.decode(), 1)
+    # No heartbeats from it: gone after interval * liveness (+ one tick).
+    assert wait_until(
+        lambda: mmi(ctx, broker.frontend, b"mmi.service", [SERVICE]) == [b"404"], EXPIRY_S + 5.0
+    )
+    client = RawClient(ctx, broker.frontend)
+    client.request(SERVICE, [b"after-purge"])
+    alive = ready_worker(ctx, broker)
+    envelope, body = alive.wait_request()
+    assert body == [b"after-purge"]
+    alive.final(envelope, [b"ok"])
+    assert client.final() == ([], [b"ok"])
+    # The purged worker got heartbeats at most, never the request, and no more heartbeats now.
+    received: list[list[bytes]] = []
+    while (frames := silent.recv(0.0)) is not None:
+        received.append(frames)
+    assert all(frames == HEARTBEAT for frames in received)
+    assert silent.recv(4 * TEST_HEARTBEAT_INTERVAL_S) is None
+    assert "heartbeat expired" in broker.log()
+
+
+def test_worker_disconnect_is_handled(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    leaving = ready_worker(ctx, broker)
+    client = RawClient(ctx, broker.frontend)
+    client.request(SERVICE, [b"job"])
+    leaving.wait_request()
+    leaving.send(DISCONNECT)
+    # Its request goes to the next worker; it gets nothing back, not even a DISCONNECT.
+    other = RawWorker(ctx, broker.backend, SERVICE)
+    other.ready()
+    envelope, body = other.wait_request()
+    assert body == [b"job"]
+    other.final(envelope, [b"done"])
+    assert client.final() == ([], [b"done"])
+    assert leaving.recv(0.5) is None
+    assert services(ctx, broker.frontend)["echo"]["workers"] == 1
+
+
+MALFORMED_CLIENT = [
+    [b"", b"MDPC01", b"\x01", SERVICE, b"body"],  # wrong protocol header
+    [b"", b"MDPW02", b"\x01", SERVICE, b"body"],  # worker header on the client socket
+    [b"", b"MDPC02", b"\x07", SERVICE, b"body"],  # unknown command
+    [b"", b"MDPC02", b"\x01"],  # truncated: no service
+    [b"", b"MDPC02", b"\x01", b"", b"body"],  # empty service
+    [b"MDPC02", b"\x01", SERVICE, b"body"],  # no empty delimiter
+    [b"", b"MDPC02", b"\x03", SERVICE, b"body"],  # a FINAL from a client
+    [b"", b"MDPC02", b"\x01" * 2000, SERVICE],  # oversized command frame
+]
+
+MALFORMED_WORKER = [
+    [b"", b"MDPW01", b"\x01", SERVICE],  # wrong protocol header
+    [b"", b"MDPC02", b"\x01", SERVICE],  # client header on the worker socket
+    [b"", b"MDPW02", b"\x09"],  # unknown command
+    [b"", b"MDPW02"],  # truncated
+    [b"", b"MDPW02", b"\x01"],  # READY without service
+    [b"", b"MDPW02", b"\x01", b""],  # READY with empty service
+    [b"", b"MDPW02", b"\x01", SERVICE, b"extra"],  # READY with extra frames
+    [b"", b"MDPW02", b"\x04", b"client"],  # FINAL without empty frame
+    [b"", b"MDPW02", b"\x05", b"extra"],  # HEARTBEAT with a payload
+]
+
+
+def test_malformed_client_messages_are_dropped(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    worker = ready_worker(ctx, broker)
+    bad_client = RawClient(ctx, broker.frontend, identity=b"bad-client")
+    for frames in MALFORMED_CLIENT:
+        bad_client.send(frames)
+    assert bad_client.recv(0.5) is None
+    # Still serving, on the same connection too.
+    bad_client.request(SERVICE, [b"valid"])
+    envelope, body = worker.wait_request()
+    assert (envelope, body) == (b"bad-client", [b"valid"])
+    worker.final(envelope, [b"fine"])
+    assert bad_client.final() == ([], [b"fine"])
+    log = broker.log()
+    assert log.count("WARNING dropped message from client " + b"bad-client".hex()) == len(MALFORMED_CLIENT)
+    assert broker.proc.poll() is None
+
+
+def test_malformed_worker_messages_are_dropped(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    worker = ready_worker(ctx, broker, identity=b"bad-worker")
+    for frames in MALFORMED_WORKER:
+        worker.send(frames)
+    client = RawClient(ctx, broker.frontend)
+    client.request(SERVICE, [b"valid"])
+    envelope, body = worker.wait_request()
+    assert body == [b"valid"]
+    worker.final(envelope, [b"fine"])
+    assert client.final() == ([], [b"fine"])
+    log = broker.log()
+    assert log.count("WARNING dropped message from worker " + b"bad-worker".hex()) == len(MALFORMED_WORKER)
+    assert broker.proc.poll() is None
+
+
+def test_reply_for_another_client_is_dropped(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    worker = ready_worker(ctx, broker)
+    client = RawClient(ctx, broker.frontend, identity=b"right")
+    bystander = RawClient(ctx, broker.frontend, identity=b"wrong")
+    bystander.request(b"mmi.service", [SERVICE])  # connect it to the broker
+    assert bystander.final() == ([], [b"200"])
+    client.request(SERVICE, [b"job"])
+    envelope, _ = worker.wait_request()
+    worker.final(b"wrong", [b"misrouted"])
+    worker.final(envelope, [b"answer"])
+    assert client.final() == ([], [b"answer"])
+    assert bystander.recv(0.5) is None
+    assert "which it is not serving" in broker.log()
+
+
+def test_mmi(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    client = RawClient(ctx, broker.frontend)
+    client.request(b"mmi.service", [SERVICE])
+    assert client.recv() == [b"", b"MDPC02", b"\x03", b"mmi.service", b"404"]
+    ready_worker(ctx, broker)
+    client.request(b"mmi.service", [SERVICE])
+    assert client.recv() == [b"", b"MDPC02", b"\x03", b"mmi.service", b"200"]
+    client.request(b"mmi.services", [])
+    frames = client.recv()
+    assert frames is not None and frames[:4] == [b"", b"MDPC02", b"\x03", b"mmi.services"]
+    assert json.loads(frames[4]) == {"services": {"echo": {"workers": 1, "idle": 1, "queued": 0}}}
+    client.request(b"mmi.nothing", [])
+    assert client.recv(REPLY_TIMEOUT_S) == [b"", b"MDPC02", b"\x03", b"mmi.nothing", b"501"]
+
+
+def test_worker_may_not_register_an_mmi_service(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
+    worker = RawWorker(ctx, broker.backend, b"mmi.service")
+    worker.ready()
+    assert worker.next_command(keep_alive=False) == DISCONNECT
+
+
+def test_large_bodies_pass_unchanged_and_oversized_messages_are_refused(
+    spawn: ProcessSpawner, ctx: zmq.Context[Any]
+) -> None:
+    limit = 4 << 20
+    broker = start_broker(spawn, extra_args=["--max-message-bytes", str(limit)])
+    worker = ready_worker(ctx, broker)
+    client = RawClient(ctx, broker.frontend)
+    big = bytes(range(256)) * ((3 << 20) // 256)
+    client.request(SERVICE, [b"head", big])
+    envelope, body = worker.wait_request()
+    assert body == [b"head", big]
+    worker.final(envelope, [big])
+    assert client.final() == ([], [big])
+
+    oversized = RawClient(ctx, broker.frontend)
+    oversized.request(SERVICE, [b"x" * (limit + 1)])
+    assert worker.next_command(1.0) is None
+    client.request(SERVICE, [b"small"])
+    envelope, body = worker.wait_request()
+    assert body == [b"small"]
+    worker.final(envelope, [b"ok"])
+    assert client.final() == ([], [b"ok"])
