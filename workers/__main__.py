@@ -1,0 +1,211 @@
+"""Command line of one SAM2 worker: ``python -m workers`` or ``sam2-worker``.
+
+Example::
+
+    python -m workers --connect tcp://127.0.0.1:5556 --model sam2.1_hiera_tiny --device auto
+
+Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
+line, a missing or unusable checkpoint, or an unavailable device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from protocol.codec import Limits
+from workers.models import MODELS, CheckpointError, get_spec
+
+log = logging.getLogger("workers")
+
+EXIT_USAGE = 2
+LOG_FORMAT = "%(asctime)s.%(msecs)03d worker[%(process)d] %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every tunable of a worker, with its default and meaning."""
+    parser = argparse.ArgumentParser(
+        prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
+    )
+    parser.add_argument("--connect", default="tcp://127.0.0.1:5556", help="broker backend endpoint")
+    parser.add_argument(
+        "--model", default="sam2.1_hiera_tiny", choices=list(MODELS), help="model = service name"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="checkpoint .pt file (default: checkpoints/<official file>)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps"
+    )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bfloat16 autocast on CUDA, as in Meta's examples (default: on; float32 elsewhere)",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="TESTS ONLY: build the model with random weights, no checkpoint; masks are meaningless",
+    )
+    parser.add_argument("--cache-mib", type=float, default=1024.0, help="embedding cache budget in MiB")
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch CPU threads (default: CPU cores // --workers-per-host, at least 1)",
+    )
+    parser.add_argument(
+        "--workers-per-host",
+        type=_positive_int,
+        default=int(os.environ.get("SAM2_WORKERS_PER_HOST", "1") or 1),
+        help="workers sharing this machine's cores (default: $SAM2_WORKERS_PER_HOST or 1)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval-s", type=_positive_float, default=1.0, help="seconds between heartbeats"
+    )
+    parser.add_argument(
+        "--heartbeat-liveness",
+        type=_positive_int,
+        default=3,
+        help="missed heartbeats before the broker is dead",
+    )
+    parser.add_argument(
+        "--max-array-mib", type=_positive_float, default=1024.0, help="largest array in a request"
+    )
+    parser.add_argument(
+        "--max-total-mib", type=_positive_float, default=1024.0, help="largest request in total"
+    )
+    parser.add_argument("--max-side", type=_positive_int, default=65536, help="longest axis of any array")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    return parser
+
+
+class _QuietSam2Root(logging.Filter):
+    """Drop sam2's per-image INFO lines ("Computing image embeddings..."), logged on the root logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_sam2 = f"{os.sep}sam2{os.sep}" in record.pathname
+        return not (record.name == "root" and record.levelno < logging.WARNING and from_sam2)
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    """Timestamped log lines naming the role (``worker``) and process id, to stderr and optionally a file.
+
+    Python warnings (e.g. deprecations inside torch or sam2) go through the same log.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    for handler in handlers:
+        handler.addFilter(_QuietSam2Root())
+    logging.basicConfig(
+        level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, handlers=handlers, force=True
+    )
+    logging.captureWarnings(True)
+    # sam2 1.1.0 builds its transforms with torch.jit.script; torch warns once per process.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+
+
+def _fail(message: str) -> int:
+    log.error("%s", message)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_file)
+    spec = get_spec(args.model)
+    checkpoint = args.checkpoint if args.checkpoint is not None else spec.default_checkpoint_path
+
+    from workers.device import configure_threads, resolve_device
+    from workers.models import load_model
+    from workers.ops import Sam2Service
+    from workers.worker import Worker, WorkerConfig
+
+    try:
+        device = resolve_device(args.device, bf16=args.bf16)
+    except ValueError as e:
+        return _fail(str(e))
+    threads = configure_threads(args.threads, args.workers_per_host)
+    log.info("model=%s device=%s dtype=%s threads=%d", spec.name, device.device, device.dtype_name, threads)
+    started = time.monotonic()
+    try:
+        model = load_model(spec.name, checkpoint, device.device, random_weights=args.random_weights)
+    except CheckpointError as e:
+        return _fail(str(e))
+    log.info("model loaded in %.1fs", time.monotonic() - started)
+    if args.random_weights:
+        for line in (
+            "*" * 78,
+            "*** RANDOM WEIGHTS: this worker was started with --random-weights.",
+            "*** Every mask, score and automatic segmentation it returns is MEANINGLESS.",
+            "*** Use it for tests only; for real work give it a checkpoint.",
+            "*" * 78,
+        ):
+            log.warning("%s", line)
+
+    service = Sam2Service(
+        model, spec.name, device, int(args.cache_mib * 2**20), random_weights=args.random_weights
+    )
+    limits = Limits(
+        max_side=args.max_side,
+        max_array_bytes=int(args.max_array_mib * 2**20),
+        max_total_bytes=int(args.max_total_mib * 2**20),
+    )
+    config = WorkerConfig(
+        connect=args.connect,
+        service=spec.name,
+        device_name=str(device.device),
+        heartbeat_interval_s=args.heartbeat_interval_s,
+        heartbeat_liveness=args.heartbeat_liveness,
+        limits=limits,
+    )
+    worker = Worker(config, service)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("got %s: sending DISCONNECT and exiting", signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    clean = worker.run()
+    log.info("worker stopped")
+    if not clean:
+        # A request is still running in the compute thread: do not wait for it.
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,504 @@
+"""The operations of ``protocol/README.md`` against one SAM2 model.
+
+:class:`Sam2Service` owns the ``SAM2ImagePredictor`` (not thread-safe: the
+worker calls :meth:`Sam2Service.handle` from one thread, one request at a
+time), the embedding cache, the counters and the last segment prompt.
+``handle`` turns one decoded request into replies: optional PARTIALs, then
+exactly one final (``ok``, ``need_image`` or ``error``).
+
+Image handling, for every op that takes an image: a request that carries
+``image`` gets its key recomputed (``protocol.image_key``); a different
+``image_key`` in the header is a ``bad_request``. The image encoder runs only
+when the key is not cached. A request with only ``image_key`` that is not
+cached gets ``need_image``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from protocol.codec import ALLOWED_DTYPES, STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Message
+from protocol.image_key import image_key
+from workers.automask import AutoProgress, generate_labels
+from workers.cache import EmbeddingCache, EmbeddingEntry
+from workers.device import DeviceChoice
+from workers.prep import check_contrast_limits, check_image_shape, prepare_image
+from workers.prompts import MAX_POINTS, PromptError, parse_prompt
+
+log = logging.getLogger(__name__)
+
+OPS = ("info", "embed", "segment", "auto", "echo", "sleep")
+MAX_SLEEP_S = 60.0
+LOW_RES_SHAPE = (1, 256, 256)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply to a request.
+
+    Attributes:
+        status: ``ok``, ``partial``, ``error`` or ``need_image``.
+        result: JSON-serialisable results.
+        arrays: name -> numpy array of an allowed wire dtype.
+        error: ``(code, message)`` when ``status`` is ``error``.
+        image_key: the key of the image the reply is about, when known.
+    """
+
+    status: str
+    result: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    error: tuple[str, str] | None = None
+    image_key: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status != STATUS_PARTIAL
+
+
+class RequestError(Exception):
+    """A request the worker refuses; becomes an error reply with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def bad_request(message: str) -> RequestError:
+    return RequestError("bad_request", message)
+
+
+@dataclass
+class Counters:
+    """Request counters reported by ``info``.
+
+    ``images_received`` counts requests that carried pixels (an ``image`` array).
+    """
+
+    requests: int = 0
+    errors: int = 0
+    encoder_runs: int = 0
+    images_received: int = 0
+    by_op: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "encoder_runs": self.encoder_runs,
+            "images_received": self.images_received,
+            "by_op": dict(self.by_op),
+        }
+
+
+@dataclass(frozen=True)
+class _ImageRef:
+    """The image a request is about: its key and size, its pixels if sent, its cached embedding if any."""
+
+    key: str
+    hw: tuple[int, int]
+    pixels: np.ndarray | None
+    contrast_limits: tuple[float, float] | None
+    entry: EmbeddingEntry | None
+
+
+# ----------------------------------------------------------------------------
+# parameter helpers (network input: validated, never asserted)
+
+
+def _params(message: Message, allowed: frozenset[str]) -> dict[str, Any]:
+    params = message.header.get("params", {})
+    if not isinstance(params, dict):
+        raise bad_request("'params' must be a JSON object")
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise bad_request(f"unknown params for op {message.op!r}: {unknown}; allowed: {sorted(allowed)}")
+    return params
+
+
+def _check_arrays(message: Message, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(message.arrays) - allowed)
+    if unknown:
+        raise bad_request(f"unexpected arrays for op {message.op!r}: {unknown}; allowed: {sorted(allowed)}")
+
+
+def _bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise bad_request(f"param {name!r} must be true or false, got {value!r}")
+    return value
+
+
+def _int_param(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = params.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise bad_request(f"param {name!r} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def _float_param(params: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise bad_request(f"param {name!r} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise bad_request(f"param {name!r} must be in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _contrast_limits(params: Mapping[str, Any]) -> tuple[float, float] | None:
+    try:
+        return check_contrast_limits(params.get("contrast_limits"))
+    except ValueError as e:
+        raise bad_request(str(e)) from e
+
+
+def _mask_input(message: Message) -> np.ndarray | None:
+    mask_input = message.arrays.get("mask_input")
+    if mask_input is None:
+        return None
+    if mask_input.dtype != np.float32 or mask_input.shape != LOW_RES_SHAPE:
+        raise bad_request(
+            f"mask_input must be float32 {list(LOW_RES_SHAPE)} (low-res logits of a previous answer), "
+            f"got {mask_input.dtype} {list(mask_input.shape)}"
+        )
+    if not np.isfinite(mask_input).all():
+        raise bad_request("mask_input contains NaN or infinity")
+    return mask_input
+
+
+# ----------------------------------------------------------------------------
+# the service
+
+
+class Sam2Service:
+    """One SAM2 model and the operations of the protocol.
+
+    Args:
+        model: a loaded SAM2 model (``workers.models.load_model``) on ``device.device``.
+        model_name: the service/model name, part of every image key.
+        device: device and autocast settings the model runs with.
+        cache_limit_bytes: byte budget of the embedding cache.
+        random_weights: the model has random weights (reported by ``info``).
+        max_points: most points accepted in one segment prompt.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        model_name: str,
+        device: DeviceChoice,
+        cache_limit_bytes: int,
+        *,
+        random_weights: bool = False,
+        max_points: int = MAX_POINTS,
+    ) -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        self.model = model
+        self.model_name = model_name
+        self.device = device
+        self.random_weights = random_weights
+        self.max_points = max_points
+        self.predictor = SAM2ImagePredictor(model)
+        self.cache = EmbeddingCache(cache_limit_bytes)
+        self.counters = Counters()
+        self.last_prompt: dict[str, Any] | None = None
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._predictor_key: str | None = None
+        self._handlers: dict[str, Callable[[Message], Iterator[Reply]]] = {
+            "info": self._op_info,
+            "embed": self._op_embed,
+            "segment": self._op_segment,
+            "auto": self._op_auto,
+            "echo": self._op_echo,
+            "sleep": self._op_sleep,
+        }
+
+    # -- entry points ---------------------------------------------------------
+
+    def handle(self, message: Message) -> Iterator[Reply]:
+        """Run one request; yield PARTIAL replies (if any) and then exactly one final reply.
+
+        Never raises for a bad request or a failing model call: those become
+        error replies (``bad_request``, ``unknown_op`` or ``internal``).
+        """
+        self.counters.requests += 1
+        if "image" in message.arrays:
+            self.counters.images_received += 1
+        op = message.op
+        handler = self._handlers.get(op)
+        if handler is None:
+            self.counters.errors += 1
+            yield Reply(STATUS_ERROR, error=("unknown_op", f"unknown op {op!r}; known ops: {', '.join(OPS)}"))
+            return
+        self.counters.by_op[op] = self.counters.by_op.get(op, 0) + 1
+        try:
+            for reply in handler(message):
+                yield reply
+                if reply.is_final:
+                    return
+            raise RuntimeError(f"op {op!r} ended without a final reply")
+        except RequestError as e:
+            self.counters.errors += 1
+            yield Reply(STATUS_ERROR, error=(e.code, e.message))
+        except Exception as e:
+            self.counters.errors += 1
+            log.exception("request %s op=%s failed", message.request_id, op)
+            yield Reply(STATUS_ERROR, error=("internal", f"{type(e).__name__}: {e}"))
+
+    def count_undecodable(self) -> None:
+        """Count a request whose body could not be decoded (answered by the worker loop)."""
+        self.counters.requests += 1
+        self.counters.errors += 1
+
+    # -- images and embeddings ------------------------------------------------
+
+    def _resolve_image(
+        self, message: Message, params: Mapping[str, Any], *, pixels_required: bool
+    ) -> _ImageRef | None:
+        """The request's image, or ``None`` when the worker must answer ``need_image``.
+
+        ``pixels_required``: the op needs the pixels themselves (``auto``), not
+        just an embedding; the cache is then not consulted.
+        """
+        contrast_limits = _contrast_limits(params)
+        pixels = message.arrays.get("image")
+        sent_key = message.header.get("image_key")
+        if pixels is not None:
+            if pixels.dtype.name not in ALLOWED_DTYPES:
+                raise bad_request(f"image dtype {pixels.dtype} is not allowed ({sorted(ALLOWED_DTYPES)})")
+            try:
+                hw = check_image_shape(pixels.shape)
+            except ValueError as e:
+                raise bad_request(str(e)) from e
+            key = image_key(pixels, contrast_limits, self.model_name)
+            if sent_key is not None and sent_key != key:
+                raise bad_request(
+                    f"image_key {sent_key!r} does not match the image sent: its pixels, contrast_limits "
+                    f"{list(contrast_limits) if contrast_limits else None} and model {self.model_name!r} "
+                    f"give {key!r}"
+                )
+            entry = None if pixels_required else self.cache.get(key)
+            return _ImageRef(key, hw, pixels, contrast_limits, entry)
+        if sent_key is None:
+            raise bad_request(
+                f"op {message.op!r} needs an 'image' array or the 'image_key' of a cached image"
+            )
+        if pixels_required:
+            return None
+        entry = self.cache.get(sent_key)
+        if entry is None:
+            return None
+        return _ImageRef(sent_key, entry.orig_hw, None, contrast_limits, entry)
+
+    def _set_image(self, ref: _ImageRef) -> bool:
+        """Make the predictor hold ``ref``'s embedding; return whether it came from the cache."""
+        if ref.entry is not None:
+            if self._predictor_key != ref.key:
+                ref.entry.restore_into(self.predictor)
+                self._predictor_key = ref.key
+            return True
+        if ref.pixels is None:  # _resolve_image never returns this
+            raise RuntimeError(f"no pixels and no cached embedding for {ref.key}")
+        try:
+            rgb = prepare_image(ref.pixels, ref.contrast_limits)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
+        self._predictor_key = None
+        started = time.perf_counter()
+        with torch.inference_mode(), self.device.autocast():
+            self.predictor.set_image(rgb)
+        self.counters.encoder_runs += 1
+        self._predictor_key = ref.key
+        entry = EmbeddingEntry.from_predictor(self.predictor)
+        stored = self.cache.put(ref.key, entry)
+        log.info(
+            "encoded %s (%dx%d) in %.2fs, %.1f MiB%s",
+            ref.key,
+            ref.hw[0],
+            ref.hw[1],
+            time.perf_counter() - started,
+            entry.nbytes / 2**20,
+            "" if stored else " (larger than the cache, not stored)",
+        )
+        return False
+
+    def _need_image(self) -> Reply:
+        return Reply(
+            STATUS_NEED_IMAGE,
+            {"message": "this worker does not hold that image_key; resend the request with the image"},
+        )
+
+    # -- operations -----------------------------------------------------------
+
+    def _op_info(self, message: Message) -> Iterator[Reply]:
+        _params(message, frozenset())
+        _check_arrays(message, frozenset())
+        yield Reply(
+            STATUS_OK,
+            {
+                "model": self.model_name,
+                "worker_id": self.worker_id,
+                "pid": os.getpid(),
+                "device": str(self.device.device),
+                "dtype": self.device.dtype_name,
+                "sam2_version": _package_version("sam2"),
+                "torch_version": torch.__version__,
+                "random_weights": self.random_weights,
+                "cache": self.cache.stats(),
+                "counters": self.counters.to_json(),
+                "last_prompt": self.last_prompt,
+            },
+        )
+
+    def _op_embed(self, message: Message) -> Iterator[Reply]:
+        params = _params(message, frozenset({"contrast_limits"}))
+        _check_arrays(message, frozenset({"image"}))
+        ref = self._resolve_image(message, params, pixels_required=False)
+        if ref is None:
+            yield self._need_image()
+            return
+        cached = self._set_image(ref)
+        yield Reply(STATUS_OK, {"image_key": ref.key, "cached": cached}, image_key=ref.key)
+
+    def _op_segment(self, message: Message) -> Iterator[Reply]:
+        params = _params(
+            message,
+            frozenset({"points", "point_labels", "box", "multimask", "return_logits", "contrast_limits"}),
+        )
+        _check_arrays(message, frozenset({"image", "mask_input"}))
+        multimask = _bool_param(params, "multimask", True)
+        return_logits = _bool_param(params, "return_logits", False)
+        mask_input = _mask_input(message)
+        ref = self._resolve_image(message, params, pixels_required=False)
+        if ref is None:
+            yield self._need_image()
+            return
+        try:
+            prompt = parse_prompt(params, ref.hw, self.max_points)
+        except PromptError as e:
+            raise bad_request(str(e)) from e
+        self._set_image(ref)
+        sam = prompt.to_sam()
+        with torch.inference_mode(), self.device.autocast():
+            masks, scores, low_res = self.predictor.predict(
+                point_coords=sam.point_coords,
+                point_labels=sam.point_labels,
+                box=sam.box,
+                mask_input=mask_input,
+                multimask_output=multimask,
+            )
+        best = int(np.argmax(scores))
+        height, width = ref.hw
+        mask = np.ascontiguousarray(masks[best] > 0.5)
+        if mask.shape != (height, width):
+            raise RuntimeError(f"predictor returned a {mask.shape} mask for a {(height, width)} image")
+        self.last_prompt = {
+            **prompt.to_json(),
+            "image_key": ref.key,
+            "shape": [height, width],
+            "multimask": multimask,
+            "mask_input": mask_input is not None,
+            "sam": {
+                "point_coords_xy": None if sam.point_coords is None else sam.point_coords.tolist(),
+                "point_labels": None if sam.point_labels is None else sam.point_labels.tolist(),
+                "box_xyxy": None if sam.box is None else sam.box.tolist(),
+            },
+        }
+        arrays: dict[str, np.ndarray] = {"mask": mask}
+        if return_logits:
+            arrays["logits"] = np.ascontiguousarray(low_res[best : best + 1], dtype=np.float32)
+        result = {
+            "scores": [float(s) for s in scores],
+            "best": best,
+            "shape": [height, width],
+            "prompt": prompt.to_json(),
+        }
+        yield Reply(STATUS_OK, result, arrays, image_key=ref.key)
+
+    def _op_auto(self, message: Message) -> Iterator[Reply]:
+        params = _params(
+            message,
+            frozenset(
+                {
+                    "points_per_side",
+                    "points_per_batch",
+                    "pred_iou_thresh",
+                    "stability_score_thresh",
+                    "box_nms_thresh",
+                    "crop_n_layers",
+                    "min_mask_region_area",
+                    "contrast_limits",
+                }
+            ),
+        )
+        _check_arrays(message, frozenset({"image"}))
+        settings = {
+            "points_per_side": _int_param(params, "points_per_side", 32, 1, 128),
+            "points_per_batch": _int_param(params, "points_per_batch", 64, 1, 1024),
+            "pred_iou_thresh": _float_param(params, "pred_iou_thresh", 0.8, 0.0, 1.0),
+            "stability_score_thresh": _float_param(params, "stability_score_thresh", 0.95, 0.0, 1.0),
+            "box_nms_thresh": _float_param(params, "box_nms_thresh", 0.7, 0.0, 1.0),
+            "crop_n_layers": _int_param(params, "crop_n_layers", 0, 0, 3),
+            "min_mask_region_area": _int_param(params, "min_mask_region_area", 0, 0, 2**31 - 1),
+        }
+        if settings["min_mask_region_area"] > 0 and importlib.util.find_spec("cv2") is None:
+            raise bad_request("min_mask_region_area > 0 needs OpenCV (cv2), which this worker does not have")
+        ref = self._resolve_image(message, params, pixels_required=True)
+        if ref is None:
+            yield self._need_image()
+            return
+        if ref.pixels is None:  # _resolve_image never returns this with pixels_required
+            raise RuntimeError("auto without pixels")
+        try:
+            rgb = prepare_image(ref.pixels, ref.contrast_limits)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
+        started = time.perf_counter()
+        for event in generate_labels(self.model, rgb, settings, self.device.autocast):
+            if isinstance(event, AutoProgress):
+                if event.done == 0:
+                    self.counters.encoder_runs += event.crops  # one image-encoder run per crop
+                progress = {"stage": "auto", "done": event.done, "total": event.total, "crops": event.crops}
+                yield Reply(STATUS_PARTIAL, progress, image_key=ref.key)
+                continue
+            log.info(
+                "auto: %d masks, %d visible objects in %.2fs",
+                event.masks_found,
+                len(event.areas),
+                time.perf_counter() - started,
+            )
+            result = {"num_objects": len(event.areas), "areas": event.areas}
+            yield Reply(STATUS_OK, result, {"labels": event.labels}, image_key=ref.key)
+            return
+
+    def _op_echo(self, message: Message) -> Iterator[Reply]:
+        yield Reply(STATUS_OK, {"params": message.header.get("params", {})}, dict(message.arrays))
+
+    def _op_sleep(self, message: Message) -> Iterator[Reply]:
+        params = _params(message, frozenset({"seconds"}))
+        _check_arrays(message, frozenset())
+        seconds = _float_param(params, "seconds", 0.0, 0.0, MAX_SLEEP_S)
+        started = time.perf_counter()
+        time.sleep(seconds)
+        yield Reply(STATUS_OK, {"slept_s": round(time.perf_counter() - started, 6)})
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,389 @@
+"""The MDP/0.2 (ZeroMQ RFC 18) worker loop.
+
+Threads and sockets::
+
+    main thread                                   compute thread
+    DEALER  <-> broker backend (READY, REQUEST,    runs RequestHandler.handle(message)
+                HEARTBEAT, PARTIAL, FINAL, ...)    for one request at a time
+    PAIR (bind) <--- inproc --- PAIR (connect)     sends finished reply frames
+
+The main thread owns the DEALER socket and is the only one that sends on it:
+it keeps heartbeating while a request is being computed, watches the broker's
+liveness, reconnects, and forwards the reply frames the compute thread hands
+it over the inproc PAIR socket. Requests that arrive while one is running
+are queued (a broker may send more than one).
+
+Broker liveness: any message from the broker counts. After
+``heartbeat_interval_s * heartbeat_liveness`` of silence the worker drops its
+socket, waits (0.25 s doubling to 4 s), connects a fresh one and sends READY
+again; a DISCONNECT from the broker does the same. While a request is being
+computed, silence counts only if the broker has sent something during that
+request: some conforming brokers (majortomo) send no heartbeats to busy
+workers. Replies to requests received on an older connection are dropped:
+the broker that sent them no longer knows this worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import blosc2
+import zmq
+
+from protocol import codec, mdp
+from protocol.errors import CodecError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+POLL_MAX_S = 0.1
+
+
+class ReplyLike(Protocol):
+    """What a handler yields (see ``workers.ops.Reply``)."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def result(self) -> dict[str, Any]: ...
+
+    @property
+    def arrays(self) -> dict[str, Any]: ...
+
+    @property
+    def error(self) -> tuple[str, str] | None: ...
+
+    @property
+    def image_key(self) -> str | None: ...
+
+
+class RequestHandler(Protocol):
+    """The operations behind the worker (``workers.ops.Sam2Service``)."""
+
+    def handle(self, message: codec.Message) -> Iterator[ReplyLike]: ...
+
+    def count_undecodable(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of the worker loop.
+
+    Attributes:
+        connect: the broker's backend endpoint, e.g. ``tcp://127.0.0.1:5556``.
+        service: the MDP service name (the model name) sent in READY.
+        device_name: shown in the "worker ready" log line.
+        heartbeat_interval_s: seconds between heartbeats sent to the broker.
+        heartbeat_liveness: heartbeats the broker may miss before it is considered dead.
+        reconnect_initial_s: first wait before reconnecting.
+        reconnect_max_s: the wait doubles up to this.
+        limits: bounds on every received request body.
+    """
+
+    connect: str
+    service: str
+    device_name: str = ""
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    reconnect_initial_s: float = 0.25
+    reconnect_max_s: float = 4.0
+    limits: codec.Limits = field(default_factory=codec.Limits)
+
+    @property
+    def broker_timeout_s(self) -> float:
+        return self.heartbeat_interval_s * self.heartbeat_liveness
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest frame a valid request can contain (for ``ZMQ_MAXMSGSIZE``)."""
+        return max(self.limits.max_header_bytes, self.limits.max_array_bytes + blosc2.MAX_OVERHEAD)
+
+
+@dataclass(frozen=True)
+class _Job:
+    connection: int
+    client: bytes
+    body: tuple[Any, ...]
+    received_s: float
+
+
+class _ComputeThread(threading.Thread):
+    """Runs requests one at a time and sends reply frames to the main thread.
+
+    Each reply goes over the PAIR socket as
+    ``[connection id, client envelope, W_PARTIAL | W_FINAL, body...]``.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        handler: RequestHandler,
+        limits: codec.Limits,
+        current_connection: Callable[[], int],
+    ) -> None:
+        super().__init__(name="sam2-compute", daemon=True)
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._context = context
+        self._endpoint = endpoint
+        self._handler = handler
+        self._limits = limits
+        self._current_connection = current_connection
+        self.busy = threading.Event()
+
+    def run(self) -> None:
+        pair = self._context.socket(zmq.PAIR)
+        pair.linger = 0
+        pair.connect(self._endpoint)
+        try:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                if job.connection != self._current_connection():
+                    log.warning("dropping a queued request from an earlier broker connection")
+                    continue
+                self.busy.set()
+                try:
+                    for command, frames in self._replies(job):
+                        pair.send_multipart([str(job.connection).encode(), job.client, command, *frames])
+                except Exception:  # a bug here must not stop the worker from serving
+                    log.exception("request failed outside the handler; no reply was sent")
+                finally:
+                    self.busy.clear()
+        finally:
+            pair.close()
+
+    def _replies(self, job: _Job) -> Iterator[tuple[bytes, Sequence[Any]]]:
+        """Reply frames for one job: PARTIALs, then exactly one FINAL."""
+        try:
+            message = codec.decode(job.body, self._limits)
+        except CodecError as e:
+            header = codec.peek_header(job.body[0]) if job.body else {}
+            log.warning("request %s: bad body: %s", header.get("request_id", "?"), e)
+            self._handler.count_undecodable()
+            yield mdp.W_FINAL, codec.error_body(header, "bad_request", str(e))
+            return
+        request_id, op = message.request_id, message.op
+        log.info("request %s op=%s started (waited %.3fs)", request_id, op, time.monotonic() - job.received_s)
+        started = time.monotonic()
+        try:
+            for reply in self._handler.handle(message):
+                final = reply.status != codec.STATUS_PARTIAL
+                header = codec.reply_header(
+                    message.header, reply.status, result=reply.result or None, error=reply.error
+                )
+                if reply.image_key is not None:
+                    header["image_key"] = reply.image_key
+                frames = codec.encode(header, reply.arrays)
+                if not final:
+                    yield mdp.W_PARTIAL, frames
+                    continue
+                code = f" code={reply.error[0]}" if reply.error else ""
+                elapsed_s = time.monotonic() - started
+                log.info("request %s op=%s %s%s in %.3fs", request_id, op, reply.status, code, elapsed_s)
+                yield mdp.W_FINAL, frames
+                return
+            error = "the worker produced no final reply"
+        except Exception as e:  # the handler catches its own errors; this is a last resort
+            log.exception("request %s op=%s failed in the worker loop", request_id, op)
+            error = f"{type(e).__name__}: {e}"
+        yield mdp.W_FINAL, codec.error_body(message.header, "internal", error)
+
+
+class Worker:
+    """An MDP/0.2 worker serving ``handler`` for one service.
+
+    ``run()`` blocks until ``stop()`` is called (from a signal handler or
+    another thread); it then sends DISCONNECT and returns.
+    """
+
+    def __init__(
+        self, config: WorkerConfig, handler: RequestHandler, context: zmq.Context[Any] | None = None
+    ) -> None:
+        self.config = config
+        self._handler = handler
+        self._context = context or zmq.Context()
+        self._own_context = context is None
+        self._stop = threading.Event()
+        self._dealer: zmq.Socket[Any] | None = None
+        self._connection = 0
+        self._connect_at = 0.0
+        self._backoff_s = config.reconnect_initial_s
+        self._broker_deadline = 0.0
+        self._heartbeat_at = 0.0
+        self._in_flight = 0
+        self._heard_while_busy = False
+        self._poller = zmq.Poller()
+        self.ready_count = 0
+
+    # -- public ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def run(self) -> bool:
+        """Serve until :meth:`stop`; always leaves with DISCONNECT sent and sockets closed.
+
+        Returns:
+            True when everything shut down; False when a request was still
+            being computed (its thread is abandoned: exit the process soon).
+        """
+        endpoint = f"inproc://sam2-worker-results-{id(self)}"
+        results = self._context.socket(zmq.PAIR)
+        results.linger = 0
+        results.bind(endpoint)
+        self._poller.register(results, zmq.POLLIN)
+        compute = _ComputeThread(
+            self._context, endpoint, self._handler, self.config.limits, lambda: self._connection
+        )
+        compute.start()
+        try:
+            self._connect()
+            while not self._stop.is_set():
+                self._poll_once(results, compute)
+        finally:
+            self._disconnect(send=True)
+            compute.jobs.put(None)
+            if compute.busy.is_set():
+                log.warning("stopping while a request is still being computed; its reply is dropped")
+            else:
+                compute.join(timeout=2.0)
+            self._poller.unregister(results)
+            results.close()
+        clean = not compute.is_alive()
+        if clean and self._own_context:
+            self._context.term()
+        return clean
+
+    # -- loop -----------------------------------------------------------------
+
+    def _poll_once(self, results: zmq.Socket[Any], compute: _ComputeThread) -> None:
+        now = time.monotonic()
+        if self._dealer is None:
+            if now >= self._connect_at:
+                self._connect()
+                return
+            wait_s = self._connect_at - now
+        else:
+            wait_s = self._heartbeat_at - now
+        timeout_ms = int(1000.0 * max(0.0, min(wait_s, POLL_MAX_S)))
+        events = dict(self._poller.poll(timeout=timeout_ms))
+        if self._dealer is not None and self._dealer in events:
+            self._on_broker_message(self._dealer.recv_multipart(copy=False), compute)
+        if results in events:
+            self._on_result(results.recv_multipart(copy=False))
+        if self._dealer is None:
+            return
+        now = time.monotonic()
+        if now >= self._heartbeat_at:
+            self._send(mdp.worker_message(mdp.W_HEARTBEAT))
+        busy = self._in_flight > 0
+        if now >= self._broker_deadline and (not busy or self._heard_while_busy):
+            log.warning(
+                "broker silent for %.1fs (interval %.2fs x liveness %d): reconnecting",
+                self.config.broker_timeout_s,
+                self.config.heartbeat_interval_s,
+                self.config.heartbeat_liveness,
+            )
+            self._schedule_reconnect()
+
+    def _on_broker_message(self, frames: list[Any], compute: _ComputeThread) -> None:
+        now = time.monotonic()
+        self._broker_deadline = now + self.config.broker_timeout_s
+        try:
+            message = mdp.parse_worker(frames)
+        except ProtocolError as e:
+            log.warning("ignoring a malformed message from the broker: %s", e)
+            return
+        if message.command != mdp.W_DISCONNECT:
+            self._backoff_s = self.config.reconnect_initial_s
+        if message.command == mdp.W_HEARTBEAT and self._in_flight:
+            self._heard_while_busy = True  # this broker heartbeats busy workers: hold it to that
+        if message.command == mdp.W_REQUEST:
+            self._in_flight += 1
+            if self._in_flight == 1:
+                self._heard_while_busy = False
+            elif self._in_flight > 1:
+                log.info("request queued behind %d others", self._in_flight - 1)
+            compute.jobs.put(_Job(self._connection, message.client, message.body, now))
+        elif message.command == mdp.W_HEARTBEAT:
+            return
+        elif message.command == mdp.W_DISCONNECT:
+            log.warning("broker sent DISCONNECT: reconnecting")
+            self._schedule_reconnect()
+        else:
+            name = mdp.WORKER_COMMAND_NAMES.get(message.command, repr(message.command))
+            log.warning("ignoring unexpected %s from the broker", name)
+
+    def _on_result(self, frames: list[Any]) -> None:
+        connection, client, command, body = (
+            int(bytes(frames[0])),
+            bytes(frames[1]),
+            bytes(frames[2]),
+            frames[3:],
+        )
+        if connection != self._connection or self._dealer is None:
+            log.warning("dropping a reply for a request from an earlier broker connection")
+            return
+        self._send(mdp.worker_message(command, client=client, body=body))
+        if command == mdp.W_FINAL:
+            self._in_flight = max(0, self._in_flight - 1)
+            if self._in_flight == 0:
+                # Count the broker's silence from the end of the request.
+                self._broker_deadline = time.monotonic() + self.config.broker_timeout_s
+
+    # -- connection -----------------------------------------------------------
+
+    def _send(self, frames: Sequence[Any]) -> None:
+        if self._dealer is None:
+            return
+        self._dealer.send_multipart(frames, copy=False)
+        self._heartbeat_at = time.monotonic() + self.config.heartbeat_interval_s
+
+    def _connect(self) -> None:
+        dealer = self._context.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
+        dealer.connect(self.config.connect)
+        self._dealer = dealer
+        self._poller.register(dealer, zmq.POLLIN)
+        self._connection += 1
+        self._in_flight = 0
+        self._heard_while_busy = False
+        self._broker_deadline = time.monotonic() + self.config.broker_timeout_s
+        self._send(mdp.worker_message(mdp.W_READY, service=self.config.service.encode()))
+        self.ready_count += 1
+        log.info(
+            "worker ready service=%s device=%s broker=%s%s",
+            self.config.service,
+            self.config.device_name,
+            self.config.connect,
+            "" if self.ready_count == 1 else f" (reconnect {self.ready_count - 1})",
+        )
+
+    def _disconnect(self, send: bool) -> None:
+        if self._dealer is None:
+            return
+        if send:
+            try:
+                self._dealer.send_multipart(mdp.worker_message(mdp.W_DISCONNECT), flags=zmq.NOBLOCK)
+            except zmq.ZMQError as e:
+                log.warning("could not send DISCONNECT: %s", e)
+            self._dealer.linger = 500
+        self._poller.unregister(self._dealer)
+        self._dealer.close()
+        self._dealer = None
+
+    def _schedule_reconnect(self) -> None:
+        self._disconnect(send=False)
+        self._connect_at = time.monotonic() + self._backoff_s
+        log.info("reconnecting in %.2fs", self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, self.config.reconnect_max_s)
