@@ -38,6 +38,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _workers_per_host_from_env() -> int:
+    text = os.environ.get("SAM2_WORKERS_PER_HOST", "")
+    try:
+        return max(1, int(text))
+    except ValueError:
+        if text:
+            log.warning("ignoring SAM2_WORKERS_PER_HOST=%r (not an integer)", text)
+        return 1
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -74,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="TESTS ONLY: build the model with random weights, no checkpoint; masks are meaningless",
     )
-    parser.add_argument("--cache-mib", type=float, default=1024.0, help="embedding cache budget in MiB")
+    parser.add_argument(
+        "--cache-mib", type=_non_negative_float, default=1024.0, help="embedding cache budget in MiB"
+    )
     parser.add_argument(
         "--threads",
         type=_positive_int,
@@ -84,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers-per-host",
         type=_positive_int,
-        default=int(os.environ.get("SAM2_WORKERS_PER_HOST", "1") or 1),
+        default=None,
         help="workers sharing this machine's cores (default: $SAM2_WORKERS_PER_HOST or 1)",
     )
     parser.add_argument(
@@ -156,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.device, bf16=args.bf16)
     except ValueError as e:
         return _fail(str(e))
-    threads = configure_threads(args.threads, args.workers_per_host)
+    workers_per_host = args.workers_per_host or _workers_per_host_from_env()
+    threads = configure_threads(args.threads, workers_per_host)
     log.info("model=%s device=%s dtype=%s threads=%d", spec.name, device.device, device.dtype_name, threads)
     started = time.monotonic()
     try:

@@ -60,7 +60,7 @@ def check_contrast_limits(contrast_limits: object) -> tuple[float, float] | None
 def _scale_to_uint8(values: np.ndarray, contrast_limits: tuple[float, float] | None) -> np.ndarray:
     data = values.astype(np.float32, copy=False)
     if contrast_limits is None:
-        finite = data[np.isfinite(data)]
+        finite = values if values.dtype.kind in "ui" else data[np.isfinite(data)]
         if finite.size == 0:
             return np.zeros(data.shape, dtype=np.uint8)
         low, high = (float(v) for v in np.percentile(finite, PERCENTILES))

@@ -331,7 +331,7 @@ class Worker:
             frames[3:],
         )
         if connection != self._connection or self._dealer is None:
-            log.warning("dropping a reply for a request from an earlier broker connection")
+            log.warning("dropping a reply: the broker connection its request came from is gone")
             return
         self._send(mdp.worker_message(command, client=client, body=body))
         if command == mdp.W_FINAL:
@@ -343,9 +343,13 @@ class Worker:
     # -- connection -----------------------------------------------------------
 
     def _send(self, frames: Sequence[Any]) -> None:
+        """Send to the broker without ever blocking the loop (a full queue means the broker is gone)."""
         if self._dealer is None:
             return
-        self._dealer.send_multipart(frames, copy=False)
+        try:
+            self._dealer.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("broker connection is not accepting messages; one message dropped")
         self._heartbeat_at = time.monotonic() + self.config.heartbeat_interval_s
 
     def _connect(self) -> None:
