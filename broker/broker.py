@@ -3,11 +3,15 @@
 Frames as the broker's ROUTER sockets see them (identity first, then the
 RFC 18 frames of ``protocol.mdp``)::
 
-    frontend in   [client_id, b"", b"MDPC02", 0x01, service, body...]
-    frontend out  [client_id, b"", b"MDPC02", 0x02|0x03, service, body...]
-    backend in    [worker_id, b"", b"MDPW02", command, ...]
-    backend out   [worker_id, b"", b"MDPW02", 0x02, client_id, b"", body...]
-                  [worker_id, b"", b"MDPW02", 0x05 | 0x06]
+    frontend in   [client_id, b"MDPC02", 0x01, service, body...]
+    frontend out  [client_id, b"MDPC02", 0x02|0x03, service, body...]
+    backend in    [worker_id, b"MDPW02", command, ...]
+    backend out   [worker_id, b"MDPW02", 0x02, client_id, b"", body...]
+                  [worker_id, b"MDPW02", 0x05 | 0x06]
+
+A peer that puts MDP/0.1's empty frame in front of its commands (the RFC's
+reference libmdp and majortomo do) is answered in that framing; everyone
+else gets RFC 18 to the letter.
 
 Body frames are received with ``copy=False`` and forwarded as the same
 ``zmq.Frame`` objects, so a large image crosses the broker without a copy.
@@ -46,11 +50,14 @@ def _name(value: bytes) -> str:
 
 
 def _envelope_as_bytes(frames: Sequence[Frame], count: int) -> list[Frame]:
-    """The first ``count`` frames as ``bytes`` (for parsing), the rest untouched.
+    """The first ``count`` frames (one more after a leading empty frame) as
+    ``bytes`` for parsing; the body frames untouched.
 
     Raises:
         ProtocolError: one of those frames is longer than ``MAX_ENVELOPE_FRAME_BYTES``.
     """
+    if frames and len(frames[0]) == 0:
+        count += 1
     head: list[Frame] = []
     for frame in frames[:count]:
         if len(frame) > MAX_ENVELOPE_FRAME_BYTES:
@@ -139,7 +146,7 @@ class Broker:
     def close(self) -> None:
         """Send DISCONNECT to every worker, close both sockets and the context."""
         for worker in self._workers.values():
-            self._send_worker(worker.identity, mdp.W_DISCONNECT)
+            self._send_worker(worker.identity, mdp.W_DISCONNECT, delimited=worker.delimited)
         self._log.info(
             "broker stopping: sent DISCONNECT to %d workers; %s", len(self._workers), self.counters.summary()
         )
@@ -162,7 +169,7 @@ class Broker:
     def process_client(self, sender: bytes, frames: list[Frame]) -> None:
         """Handle one message from a client: queue a REQUEST or answer ``mmi.*``."""
         try:
-            message = mdp.parse_client(_envelope_as_bytes(frames, 4))
+            message = mdp.parse_client(_envelope_as_bytes(frames, 3))
         except ProtocolError as e:
             self._drop("client", sender, str(e))
             return
@@ -172,10 +179,12 @@ class Broker:
         if is_mmi(message.service):
             self.counters.mmi_requests += 1
             reply = mmi_reply(message.service, message.body, self._services)
-            self._send_client(sender, mdp.C_FINAL, message.service, reply)
+            self._send_client(sender, mdp.C_FINAL, message.service, reply, message.delimited)
             return
         header = peek_header(message.body[0]) if message.body else {}
-        request = PendingRequest(sender, message.service, message.body, header, self._clock())
+        request = PendingRequest(
+            sender, message.service, message.body, header, self._clock(), delimited=message.delimited
+        )
         service = self._service(message.service)
         if len(service.requests) >= self.config.max_queue:
             self._reply_error(
@@ -201,7 +210,7 @@ class Broker:
     def process_worker(self, sender: bytes, frames: list[Frame]) -> None:
         """Handle one message from a worker, following RFC 18's rules."""
         try:
-            message = mdp.parse_worker(_envelope_as_bytes(frames, 5))
+            message = mdp.parse_worker(_envelope_as_bytes(frames, 4))
         except ProtocolError as e:
             self._drop("worker", sender, str(e))
             return
@@ -222,9 +231,9 @@ class Broker:
                     sender.hex(),
                     _name(message.service),
                 )
-                self._send_worker(sender, mdp.W_DISCONNECT)
+                self._send_worker(sender, mdp.W_DISCONNECT, delimited=message.delimited)
             else:
-                self._register_worker(sender, message.service)
+                self._register_worker(sender, message.service, message.delimited)
             return
         if worker is None:
             self._log.warning(
@@ -232,7 +241,7 @@ class Broker:
                 mdp.WORKER_COMMAND_NAMES[command],
                 sender.hex(),
             )
-            self._send_worker(sender, mdp.W_DISCONNECT)
+            self._send_worker(sender, mdp.W_DISCONNECT, delimited=message.delimited)
             return
         worker.expiry_s = self._clock() + self.config.worker_expiry_s
         if command == mdp.W_HEARTBEAT:
@@ -242,13 +251,14 @@ class Broker:
             return
         self.delete_worker(worker, disconnect=True, reason=f"unexpected {mdp.WORKER_COMMAND_NAMES[command]}")
 
-    def _register_worker(self, identity: bytes, service_name: bytes) -> None:
+    def _register_worker(self, identity: bytes, service_name: bytes, delimited: bool) -> None:
         service = self._service(service_name)
         worker = WorkerRecord(
             identity,
             service_name,
             self._clock() + self.config.worker_expiry_s,
             recent_image_keys=deque(maxlen=self.config.recent_image_keys),
+            delimited=delimited,
         )
         self._workers[identity] = worker
         service.workers[identity] = worker
@@ -275,9 +285,9 @@ class Broker:
             return
         if message.command == mdp.W_PARTIAL:
             self.counters.partials += 1
-            self._send_client(request.client, mdp.C_PARTIAL, worker.service, message.body)
+            self._send_client(request.client, mdp.C_PARTIAL, worker.service, message.body, request.delimited)
             return
-        self._send_client(request.client, mdp.C_FINAL, worker.service, message.body)
+        self._send_client(request.client, mdp.C_FINAL, worker.service, message.body, request.delimited)
         self.counters.replies += 1
         self._log.debug(
             "final request_id=%s service=%s worker=%s",
@@ -298,7 +308,7 @@ class Broker:
         ``level`` is the log level of the "worker gone" line.
         """
         if disconnect:
-            self._send_worker(worker.identity, mdp.W_DISCONNECT)
+            self._send_worker(worker.identity, mdp.W_DISCONNECT, delimited=worker.delimited)
         self._workers.pop(worker.identity, None)
         service = self._service(worker.service)
         service.workers.pop(worker.identity, None)
@@ -358,7 +368,13 @@ class Broker:
                 worker.identity.hex(),
                 request.attempts + 1,
             )
-            self._send_worker(worker.identity, mdp.W_REQUEST, client=request.client, body=request.body)
+            self._send_worker(
+                worker.identity,
+                mdp.W_REQUEST,
+                client=request.client,
+                body=request.body,
+                delimited=worker.delimited,
+            )
 
     @staticmethod
     def _choose_worker(service: ServiceRecord, image_key: str | None) -> WorkerRecord:
@@ -383,8 +399,8 @@ class Broker:
 
     def send_heartbeats(self) -> None:
         """Send HEARTBEAT to every registered worker."""
-        for identity in self._workers:
-            self._send_worker(identity, mdp.W_HEARTBEAT)
+        for worker in self._workers.values():
+            self._send_worker(worker.identity, mdp.W_HEARTBEAT, delimited=worker.delimited)
 
     def expire_requests(self) -> None:
         """Answer ``no_worker`` to requests that waited too long for a worker; forget empty services.
@@ -434,22 +450,34 @@ class Broker:
             message,
         )
         self._send_client(
-            request.client, mdp.C_FINAL, request.service, error_body(request.header, code, message)
+            request.client,
+            mdp.C_FINAL,
+            request.service,
+            error_body(request.header, code, message),
+            request.delimited,
         )
 
     def _drop(self, role: str, sender: bytes, why: str) -> None:
         self.counters.dropped += 1
         self._log.warning("dropped message from %s %s: %s", role, sender.hex(), why)
 
-    def _send_client(self, client: bytes, command: bytes, service: bytes, body: Sequence[Frame]) -> None:
-        self._send(self._frontend, [client, *mdp.client_reply(command, service, body)], client)
+    def _send_client(
+        self, client: bytes, command: bytes, service: bytes, body: Sequence[Frame], delimited: bool
+    ) -> None:
+        frames = mdp.client_reply(command, service, body, delimited=delimited)
+        self._send(self._frontend, [client, *frames], client)
 
     def _send_worker(
-        self, identity: bytes, command: bytes, *, client: bytes = b"", body: Sequence[Frame] = ()
+        self,
+        identity: bytes,
+        command: bytes,
+        *,
+        client: bytes = b"",
+        body: Sequence[Frame] = (),
+        delimited: bool,
     ) -> None:
-        self._send(
-            self._backend, [identity, *mdp.worker_message(command, client=client, body=body)], identity
-        )
+        frames = mdp.worker_message(command, client=client, body=body, delimited=delimited)
+        self._send(self._backend, [identity, *frames], identity)
 
     def _send(self, socket: zmq.Socket[bytes], frames: list[Frame], peer: bytes) -> None:
         """Send without blocking; a vanished peer is dropped silently by ROUTER."""

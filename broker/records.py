@@ -24,6 +24,8 @@ class PendingRequest:
             object); echoed into the broker's error replies.
         queued_at_s: when the broker first received it.
         attempts: workers lost while serving it so far.
+        delimited: the client frames with MDP/0.1's leading empty frame;
+            replies to it do the same.
     """
 
     client: bytes
@@ -32,6 +34,7 @@ class PendingRequest:
     header: dict[str, Any]
     queued_at_s: float
     attempts: int = 0
+    delimited: bool = False
 
     @property
     def request_id(self) -> str:
@@ -56,6 +59,8 @@ class WorkerRecord:
         expiry_s: when it is considered dead unless it sends something.
         request: the request it is serving, or None when idle.
         recent_image_keys: image keys of its latest requests, newest last.
+        delimited: the worker frames with MDP/0.1's leading empty frame;
+            the broker answers it the same way.
     """
 
     identity: bytes
@@ -63,6 +68,7 @@ class WorkerRecord:
     expiry_s: float
     request: PendingRequest | None = None
     recent_image_keys: deque[str] = field(default_factory=lambda: deque(maxlen=16))
+    delimited: bool = False
 
     def remember_image_key(self, image_key: str) -> None:
         """Record ``image_key`` as the most recent one (moved to the end if known)."""

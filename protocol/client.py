@@ -48,6 +48,8 @@ class MDPClient:
         endpoint: broker frontend, e.g. ``"tcp://127.0.0.1:5555"``.
         context: zmq context (default: the process-wide instance).
         max_message_bytes: ZMQ_MAXMSGSIZE for incoming messages (-1: none).
+        delimited: put MDP/0.1's empty frame before each REQUEST, for brokers
+            that expect it (libmdp, majortomo); RFC 18 framing when false.
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class MDPClient:
         *,
         context: zmq.Context | None = None,
         max_message_bytes: int = (1 << 30) + (1 << 20),
+        delimited: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        self.delimited = delimited
         self.context = context or zmq.Context.instance()
         self.max_message_bytes = max_message_bytes
         self.socket: zmq.Socket | None = None
@@ -81,7 +85,7 @@ class MDPClient:
         """Send one REQUEST for ``service`` with body frames."""
         if self.socket is None:
             raise ProtocolError("client socket is closed")
-        self.socket.send_multipart(mdp.client_request(service, body), copy=False)
+        self.socket.send_multipart(mdp.client_request(service, body, delimited=self.delimited), copy=False)
 
     def recv(self, timeout_s: float) -> mdp.ClientMessage | None:
         """Wait up to ``timeout_s`` for one PARTIAL/FINAL; ``None`` on timeout.

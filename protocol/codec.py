@@ -156,7 +156,7 @@ class Message:
 
 def _byte_view(array: np.ndarray) -> memoryview:
     """Flat uint8 view of a C-contiguous array, without copying (works for empty arrays)."""
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return array.reshape(-1).view(np.uint8).data
 
 
 def _compress(array: np.ndarray, params: CompressionParams) -> tuple[str, bytes | memoryview]:

@@ -36,5 +36,5 @@ def image_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model:
         "model": model,
     }
     digest.update(json.dumps(prep, sort_keys=True).encode())
-    digest.update(memoryview(array.reshape(-1).view(np.uint8)))
+    digest.update(array.reshape(-1).view(np.uint8).data)
     return "img-" + digest.hexdigest()

@@ -1,27 +1,28 @@
 """MDP/0.2 (ZeroMQ RFC 18, Majordomo Protocol) frame building and parsing.
 
-Every frame layout below is the RFC's, as seen on a DEALER socket (the
-leading empty frame is the REQ-compatible delimiter). A ROUTER peer sees one
-extra identity frame in front.
+Every frame layout below is exactly the RFC's, as a DEALER socket sends and
+receives it (a ROUTER peer sees one extra identity frame in front)::
 
-Client sub-protocol (``MDPC02``)::
+    REQUEST    client -> broker : [b"MDPC02", 0x01, service, body...]
+    PARTIAL    broker -> client : [b"MDPC02", 0x02, service, body...]
+    FINAL      broker -> client : [b"MDPC02", 0x03, service, body...]
 
-    REQUEST  client -> broker : [b"", b"MDPC02", 0x01, service, body...]
-    PARTIAL  broker -> client : [b"", b"MDPC02", 0x02, service, body...]
-    FINAL    broker -> client : [b"", b"MDPC02", 0x03, service, body...]
+    READY      worker -> broker : [b"MDPW02", 0x01, service]
+    REQUEST    broker -> worker : [b"MDPW02", 0x02, client, b"", body...]
+    PARTIAL    worker -> broker : [b"MDPW02", 0x03, client, b"", body...]
+    FINAL      worker -> broker : [b"MDPW02", 0x04, client, b"", body...]
+    HEARTBEAT  either direction : [b"MDPW02", 0x05]
+    DISCONNECT either direction : [b"MDPW02", 0x06]
 
-Worker sub-protocol (``MDPW02``)::
+``client`` is the envelope (the client's ROUTER identity); workers echo it
+back unchanged.
 
-    READY      worker -> broker : [b"", b"MDPW02", 0x01, service]
-    REQUEST    broker -> worker : [b"", b"MDPW02", 0x02, client, b"", body...]
-    PARTIAL    worker -> broker : [b"", b"MDPW02", 0x03, client, b"", body...]
-    FINAL      worker -> broker : [b"", b"MDPW02", 0x04, client, b"", body...]
-    HEARTBEAT  either direction : [b"", b"MDPW02", 0x05]
-    DISCONNECT either direction : [b"", b"MDPW02", 0x06]
-
-``client`` is the envelope (the client's ROUTER identity); workers must echo
-it back unchanged. Parsing functions raise :class:`ProtocolError` for
-anything else and never ``assert``.
+RFC 18 removed MDP/0.1's leading empty frame, but widely used
+implementations (the RFC's reference libmdp, majortomo) still send it. So
+every parser here also accepts one leading empty frame and reports it as
+``delimited``; builders take ``delimited=True`` to answer such a peer in its
+own framing. Without it, what we send is RFC 18 to the letter. Parsing
+functions raise :class:`ProtocolError` for anything else and never ``assert``.
 """
 
 from __future__ import annotations
@@ -72,11 +73,13 @@ class ClientMessage:
         command: one of ``C_REQUEST``, ``C_PARTIAL``, ``C_FINAL``.
         service: service name as bytes.
         body: the application frames (may be empty).
+        delimited: the peer put MDP/0.1's empty frame in front.
     """
 
     command: bytes
     service: bytes
     body: list[Frame]
+    delimited: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,14 @@ class WorkerMessage:
         service: service name (READY only, else ``b""``).
         client: client envelope (REQUEST/PARTIAL/FINAL only, else ``b""``).
         body: the application frames (REQUEST/PARTIAL/FINAL only).
+        delimited: the peer put MDP/0.1's empty frame in front.
     """
 
     command: bytes
     service: bytes = b""
     client: bytes = b""
     body: tuple[Frame, ...] = ()
+    delimited: bool = False
 
 
 def _check_service(service: bytes) -> None:
@@ -103,39 +108,51 @@ def _check_service(service: bytes) -> None:
         raise ProtocolError(f"service name longer than {MAX_SERVICE_NAME_BYTES} bytes")
 
 
-def client_request(service: bytes, body: Sequence[Frame]) -> list[Frame]:
+def _prefix(delimited: bool) -> list[Frame]:
+    return [b""] if delimited else []
+
+
+def _strip_delimiter(frames: Sequence[Frame]) -> tuple[Sequence[Frame], bool]:
+    """Drop one leading empty frame (MDP/0.1-style peers); say whether there was one."""
+    if frames and len(frames[0]) == 0:
+        return frames[1:], True
+    return frames, False
+
+
+def client_request(service: bytes, body: Sequence[Frame], *, delimited: bool = False) -> list[Frame]:
     """Frames a client sends on a DEALER socket to ask ``service``."""
     _check_service(service)
-    return [b"", CLIENT_HEADER, C_REQUEST, service, *body]
+    return [*_prefix(delimited), CLIENT_HEADER, C_REQUEST, service, *body]
 
 
-def client_reply(command: bytes, service: bytes, body: Sequence[Frame]) -> list[Frame]:
+def client_reply(
+    command: bytes, service: bytes, body: Sequence[Frame], *, delimited: bool = False
+) -> list[Frame]:
     """Frames the broker sends to a client (PARTIAL or FINAL), without identity."""
     if command not in (C_PARTIAL, C_FINAL):
         raise ProtocolError(f"not a client reply command: {command!r}")
-    return [b"", CLIENT_HEADER, command, service, *body]
+    return [*_prefix(delimited), CLIENT_HEADER, command, service, *body]
 
 
 def parse_client(frames: Sequence[Frame]) -> ClientMessage:
-    """Parse client-protocol frames that start with the empty delimiter.
+    """Parse client-protocol frames (one leading empty frame is tolerated).
 
     Body frames are passed through as given (bytes or zero-copy ``zmq.Frame``).
 
     Raises:
-        ProtocolError: wrong delimiter, header, command, or missing service.
+        ProtocolError: wrong header, command, or missing service.
     """
-    if len(frames) < 4:
-        raise ProtocolError(f"client message has {len(frames)} frames, needs at least 4")
-    if len(frames[0]) != 0:
-        raise ProtocolError("client message does not start with an empty delimiter frame")
-    if bytes(frames[1]) != CLIENT_HEADER:
-        raise ProtocolError(f"bad client protocol header {bytes(frames[1][:16])!r}")
-    command = bytes(frames[2])
+    frames, delimited = _strip_delimiter(frames)
+    if len(frames) < 3:
+        raise ProtocolError(f"client message has {len(frames)} frames, needs at least 3")
+    if bytes(frames[0]) != CLIENT_HEADER:
+        raise ProtocolError(f"bad client protocol header {bytes(frames[0][:16])!r}")
+    command = bytes(frames[1])
     if command not in CLIENT_COMMAND_NAMES:
         raise ProtocolError(f"unknown client command {command!r}")
-    service = bytes(frames[3])
+    service = bytes(frames[2])
     _check_service(service)
-    return ClientMessage(command, service, list(frames[4:]))
+    return ClientMessage(command, service, list(frames[3:]), delimited)
 
 
 def worker_message(
@@ -144,54 +161,55 @@ def worker_message(
     service: bytes = b"",
     client: bytes = b"",
     body: Sequence[Frame] = (),
+    delimited: bool = False,
 ) -> list[Frame]:
     """Frames for one worker-protocol command, without identity.
 
     READY needs ``service``; REQUEST/PARTIAL/FINAL need ``client`` and
     ``body``; HEARTBEAT and DISCONNECT take nothing.
     """
+    head = [*_prefix(delimited), WORKER_HEADER, command]
     if command == W_READY:
         _check_service(service)
-        return [b"", WORKER_HEADER, W_READY, service]
+        return [*head, service]
     if command in (W_REQUEST, W_PARTIAL, W_FINAL):
         if not client:
             raise ProtocolError("REQUEST/PARTIAL/FINAL need a client envelope")
-        return [b"", WORKER_HEADER, command, client, b"", *body]
+        return [*head, client, b"", *body]
     if command in (W_HEARTBEAT, W_DISCONNECT):
-        return [b"", WORKER_HEADER, command]
+        return head
     raise ProtocolError(f"unknown worker command {command!r}")
 
 
 def parse_worker(frames: Sequence[Frame]) -> WorkerMessage:
-    """Parse worker-protocol frames that start with the empty delimiter.
+    """Parse worker-protocol frames (one leading empty frame is tolerated).
 
     Body frames are passed through as given (bytes or zero-copy ``zmq.Frame``).
 
     Raises:
-        ProtocolError: wrong delimiter, header, command, or frame count.
+        ProtocolError: wrong header, command, or frame count.
     """
-    if len(frames) < 3:
-        raise ProtocolError(f"worker message has {len(frames)} frames, needs at least 3")
-    if len(frames[0]) != 0:
-        raise ProtocolError("worker message does not start with an empty delimiter frame")
-    if bytes(frames[1]) != WORKER_HEADER:
-        raise ProtocolError(f"bad worker protocol header {bytes(frames[1][:16])!r}")
-    command = bytes(frames[2])
+    frames, delimited = _strip_delimiter(frames)
+    if len(frames) < 2:
+        raise ProtocolError(f"worker message has {len(frames)} frames, needs at least 2")
+    if bytes(frames[0]) != WORKER_HEADER:
+        raise ProtocolError(f"bad worker protocol header {bytes(frames[0][:16])!r}")
+    command = bytes(frames[1])
     if command == W_READY:
-        if len(frames) != 4:
+        if len(frames) != 3:
             raise ProtocolError("READY must carry exactly one service frame")
-        service = bytes(frames[3])
+        service = bytes(frames[2])
         _check_service(service)
-        return WorkerMessage(W_READY, service=service)
+        return WorkerMessage(W_READY, service=service, delimited=delimited)
     if command in (W_REQUEST, W_PARTIAL, W_FINAL):
-        if len(frames) < 5 or len(frames[4]) != 0:
+        if len(frames) < 4 or len(frames[3]) != 0:
             raise ProtocolError(f"{WORKER_COMMAND_NAMES[command]} needs a client envelope and an empty frame")
-        client = bytes(frames[3])
+        client = bytes(frames[2])
         if not client:
             raise ProtocolError("empty client envelope")
-        return WorkerMessage(command, client=client, body=tuple(frames[5:]))
+        return WorkerMessage(command, client=client, body=tuple(frames[4:]), delimited=delimited)
     if command in (W_HEARTBEAT, W_DISCONNECT):
-        if len(frames) != 3:
+        if len(frames) != 2:
             raise ProtocolError(f"{WORKER_COMMAND_NAMES[command]} carries no frames")
-        return WorkerMessage(command)
+        return WorkerMessage(command, delimited=delimited)
     raise ProtocolError(f"unknown worker command {command!r}")

@@ -42,12 +42,12 @@ HANGING_WORKER = """
 import sys, time, zmq
 socket = zmq.Context().socket(zmq.DEALER)
 socket.connect(sys.argv[1])
-socket.send_multipart([b"", b"MDPW02", b"\\x01", sys.argv[2].encode()])
+socket.send_multipart([b"MDPW02", b"\\x01", sys.argv[2].encode()])
 while True:
-    socket.send_multipart([b"", b"MDPW02", b"\\x05"])
+    socket.send_multipart([b"MDPW02", b"\\x05"])
     if socket.poll(100):
         frames = socket.recv_multipart()
-        if frames[2] == b"\\x02":
+        if frames[1] == b"\\x02":
             print("got request", flush=True)
 """
 

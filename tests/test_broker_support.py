@@ -29,8 +29,8 @@ TEST_HEARTBEAT_LIVENESS = 3
 # Raw workers heartbeat twice as often as the broker expects.
 WORKER_HEARTBEAT_S = 0.1
 
-HEARTBEAT = [b"", mdp.WORKER_HEADER, mdp.W_HEARTBEAT]
-DISCONNECT = [b"", mdp.WORKER_HEADER, mdp.W_DISCONNECT]
+HEARTBEAT = [mdp.WORKER_HEADER, mdp.W_HEARTBEAT]
+DISCONNECT = [mdp.WORKER_HEADER, mdp.W_DISCONNECT]
 
 
 @dataclass
@@ -148,11 +148,11 @@ class RawClient(RawPeer):
             frames = self.recv(max(0.0, deadline - time.monotonic()))
             if frames is None:
                 raise AssertionError(f"no FINAL within {timeout_s} s (partials so far: {partials})")
-            assert frames[:2] == [b"", mdp.CLIENT_HEADER], frames
-            if frames[2] == mdp.C_FINAL:
-                return partials, frames[4:]
-            assert frames[2] == mdp.C_PARTIAL, frames
-            partials.append(frames[4:])
+            assert frames[:1] == [mdp.CLIENT_HEADER], frames
+            if frames[1] == mdp.C_FINAL:
+                return partials, frames[3:]
+            assert frames[1] == mdp.C_PARTIAL, frames
+            partials.append(frames[3:])
 
 
 class RawWorker(RawPeer):
@@ -165,7 +165,7 @@ class RawWorker(RawPeer):
         self.service = service
 
     def ready(self) -> None:
-        self.send([b"", mdp.WORKER_HEADER, mdp.W_READY, self.service])
+        self.send([mdp.WORKER_HEADER, mdp.W_READY, self.service])
 
     def heartbeat(self) -> None:
         self.send(HEARTBEAT)
@@ -185,8 +185,8 @@ class RawWorker(RawPeer):
         """(client envelope, body) of the next REQUEST."""
         frames = self.next_command(timeout_s)
         assert frames is not None, "no REQUEST arrived"
-        assert frames[:3] == [b"", mdp.WORKER_HEADER, mdp.W_REQUEST] and frames[4] == b"", frames
-        return frames[3], frames[5:]
+        assert frames[:2] == [mdp.WORKER_HEADER, mdp.W_REQUEST] and frames[3] == b"", frames
+        return frames[2], frames[4:]
 
     def partial(self, client: bytes, body: Sequence[bytes]) -> None:
         self.send(mdp.worker_message(mdp.W_PARTIAL, client=client, body=body))
@@ -253,9 +253,9 @@ class ThreadedWorker:
                 if frames == DISCONNECT:
                     self.disconnects += 1
                     continue
-                if frames[2] != mdp.W_REQUEST:
+                if frames[1] != mdp.W_REQUEST:
                     continue
-                client, body = frames[3], frames[5:]
+                client, body = frames[2], frames[4:]
                 self.requests.append(body)
                 self.got_request.set()
                 if self._silent_after_request:

@@ -106,7 +106,10 @@ def broker(spawn: ProcessSpawner) -> BrokerHandle:
 
 
 def rfc18_client_class() -> type[Any]:
-    """majortomo's ``Client`` speaking RFC 18's client command codes."""
+    """majortomo's ``Client`` with RFC 18's client command codes.
+
+    It keeps majortomo's leading empty frame, which our broker mirrors back.
+    """
     majortomo = import_majortomo()
     from majortomo import protocol as majortomo_protocol
 
@@ -116,7 +119,7 @@ def rfc18_client_class() -> type[Any]:
 
     class Rfc18Client(base):
         def send(self, service: bytes, *body: bytes) -> None:
-            self._socket.send_multipart(mdp.client_request(service, body))
+            self._socket.send_multipart(mdp.client_request(service, body, delimited=True))
             self._expect_reply = True
 
         @staticmethod

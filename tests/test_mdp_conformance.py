@@ -63,15 +63,15 @@ def test_request_reaches_worker_and_replies_reach_client_frame_by_frame(
     client.request(SERVICE, body)
 
     frames = worker.next_command()
-    assert frames == [b"", b"MDPW02", b"\x02", b"client-A", b"", *body]
+    assert frames == [b"MDPW02", b"\x02", b"client-A", b"", *body]
 
-    worker.send([b"", b"MDPW02", b"\x03", b"client-A", b"", b"part-1"])
-    worker.send([b"", b"MDPW02", b"\x03", b"client-A", b"", b"part-2", b"more"])
-    worker.send([b"", b"MDPW02", b"\x04", b"client-A", b"", b"final", b"x" * 100_000])
+    worker.send([b"MDPW02", b"\x03", b"client-A", b"", b"part-1"])
+    worker.send([b"MDPW02", b"\x03", b"client-A", b"", b"part-2", b"more"])
+    worker.send([b"MDPW02", b"\x04", b"client-A", b"", b"final", b"x" * 100_000])
 
-    assert client.recv() == [b"", b"MDPC02", b"\x02", SERVICE, b"part-1"]
-    assert client.recv() == [b"", b"MDPC02", b"\x02", SERVICE, b"part-2", b"more"]
-    assert client.recv() == [b"", b"MDPC02", b"\x03", SERVICE, b"final", b"x" * 100_000]
+    assert client.recv() == [b"MDPC02", b"\x02", SERVICE, b"part-1"]
+    assert client.recv() == [b"MDPC02", b"\x02", SERVICE, b"part-2", b"more"]
+    assert client.recv() == [b"MDPC02", b"\x03", SERVICE, b"final", b"x" * 100_000]
     assert client.recv(0.3) is None
 
 
@@ -94,7 +94,7 @@ def test_broker_heartbeats_at_the_interval(ctx: zmq.Context[Any], broker: Broker
         worker.heartbeat()
         frames = worker.recv(0.05)
         if frames is not None:
-            assert frames == [b"", b"MDPW02", b"\x05"]
+            assert frames == [b"MDPW02", b"\x05"]
             arrivals.append(time.monotonic())
     gaps = sorted(b - a for a, b in zip(arrivals[:-1], arrivals[1:], strict=True))
     expected = 2.0 / TEST_HEARTBEAT_INTERVAL_S
@@ -103,10 +103,10 @@ def test_broker_heartbeats_at_the_interval(ctx: zmq.Context[Any], broker: Broker
 
 
 def test_command_from_unknown_worker_gets_disconnect(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
-    for command in ([b"", b"MDPW02", b"\x05"], [b"", b"MDPW02", b"\x04", b"someone", b"", b"reply"]):
+    for command in ([b"MDPW02", b"\x05"], [b"MDPW02", b"\x04", b"someone", b"", b"reply"]):
         stranger = RawWorker(ctx, broker.backend, SERVICE)
         stranger.send(command)
-        assert stranger.recv() == [b"", b"MDPW02", b"\x06"]
+        assert stranger.recv() == [b"MDPW02", b"\x06"]
         stranger.close()
     assert "from unknown worker" in broker.log()
 
@@ -168,26 +168,25 @@ def test_worker_disconnect_is_handled(ctx: zmq.Context[Any], broker: BrokerHandl
 
 
 MALFORMED_CLIENT = [
-    [b"", b"MDPC01", b"\x01", SERVICE, b"body"],  # wrong protocol header
-    [b"", b"MDPW02", b"\x01", SERVICE, b"body"],  # worker header on the client socket
-    [b"", b"MDPC02", b"\x07", SERVICE, b"body"],  # unknown command
-    [b"", b"MDPC02", b"\x01"],  # truncated: no service
-    [b"", b"MDPC02", b"\x01", b"", b"body"],  # empty service
-    [b"MDPC02", b"\x01", SERVICE, b"body"],  # no empty delimiter
-    [b"", b"MDPC02", b"\x03", SERVICE, b"body"],  # a FINAL from a client
-    [b"", b"MDPC02", b"\x01" * 2000, SERVICE],  # oversized command frame
+    [b"MDPC01", b"\x01", SERVICE, b"body"],  # wrong protocol header
+    [b"MDPW02", b"\x01", SERVICE, b"body"],  # worker header on the client socket
+    [b"MDPC02", b"\x07", SERVICE, b"body"],  # unknown command
+    [b"MDPC02", b"\x01"],  # truncated: no service
+    [b"MDPC02", b"\x01", b"", b"body"],  # empty service
+    [b"MDPC02", b"\x03", SERVICE, b"body"],  # a FINAL from a client
+    [b"MDPC02", b"\x01" * 2000, SERVICE],  # oversized command frame
 ]
 
 MALFORMED_WORKER = [
-    [b"", b"MDPW01", b"\x01", SERVICE],  # wrong protocol header
-    [b"", b"MDPC02", b"\x01", SERVICE],  # client header on the worker socket
-    [b"", b"MDPW02", b"\x09"],  # unknown command
-    [b"", b"MDPW02"],  # truncated
-    [b"", b"MDPW02", b"\x01"],  # READY without service
-    [b"", b"MDPW02", b"\x01", b""],  # READY with empty service
-    [b"", b"MDPW02", b"\x01", SERVICE, b"extra"],  # READY with extra frames
-    [b"", b"MDPW02", b"\x04", b"client"],  # FINAL without empty frame
-    [b"", b"MDPW02", b"\x05", b"extra"],  # HEARTBEAT with a payload
+    [b"MDPW01", b"\x01", SERVICE],  # wrong protocol header
+    [b"MDPC02", b"\x01", SERVICE],  # client header on the worker socket
+    [b"MDPW02", b"\x09"],  # unknown command
+    [b"MDPW02"],  # truncated
+    [b"MDPW02", b"\x01"],  # READY without service
+    [b"MDPW02", b"\x01", b""],  # READY with empty service
+    [b"MDPW02", b"\x01", SERVICE, b"extra"],  # READY with extra frames
+    [b"MDPW02", b"\x04", b"client"],  # FINAL without empty frame
+    [b"MDPW02", b"\x05", b"extra"],  # HEARTBEAT with a payload
 ]
 
 
@@ -241,16 +240,16 @@ def test_reply_for_another_client_is_dropped(ctx: zmq.Context[Any], broker: Brok
 def test_mmi(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
     client = RawClient(ctx, broker.frontend)
     client.request(b"mmi.service", [SERVICE])
-    assert client.recv() == [b"", b"MDPC02", b"\x03", b"mmi.service", b"404"]
+    assert client.recv() == [b"MDPC02", b"\x03", b"mmi.service", b"404"]
     ready_worker(ctx, broker)
     client.request(b"mmi.service", [SERVICE])
-    assert client.recv() == [b"", b"MDPC02", b"\x03", b"mmi.service", b"200"]
+    assert client.recv() == [b"MDPC02", b"\x03", b"mmi.service", b"200"]
     client.request(b"mmi.services", [])
     frames = client.recv()
-    assert frames is not None and frames[:4] == [b"", b"MDPC02", b"\x03", b"mmi.services"]
-    assert json.loads(frames[4]) == {"services": {"echo": {"workers": 1, "idle": 1, "queued": 0}}}
+    assert frames is not None and frames[:3] == [b"MDPC02", b"\x03", b"mmi.services"]
+    assert json.loads(frames[3]) == {"services": {"echo": {"workers": 1, "idle": 1, "queued": 0}}}
     client.request(b"mmi.nothing", [])
-    assert client.recv(REPLY_TIMEOUT_S) == [b"", b"MDPC02", b"\x03", b"mmi.nothing", b"501"]
+    assert client.recv(REPLY_TIMEOUT_S) == [b"MDPC02", b"\x03", b"mmi.nothing", b"501"]
 
 
 def test_worker_may_not_register_an_mmi_service(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
@@ -281,3 +280,31 @@ def test_large_bodies_pass_unchanged_and_oversized_messages_are_refused(
     assert body == [b"small"]
     worker.final(envelope, [b"ok"])
     assert client.final() == ([], [b"ok"])
+
+
+def test_peers_with_a_leading_empty_frame_are_answered_in_their_framing(
+    ctx: zmq.Context[Any], broker: BrokerHandle
+) -> None:
+    """libmdp and majortomo put MDP/0.1's empty frame first; RFC 18 peers do not.
+
+    Each side gets its own framing back, so both kinds interoperate through one broker.
+    """
+    legacy_worker = RawWorker(ctx, broker.backend, SERVICE)
+    legacy_worker.send([b"", b"MDPW02", b"\x01", SERVICE])
+    wait_for_workers(ctx, broker.frontend, SERVICE.decode(), 1)
+
+    rfc_client = RawClient(ctx, broker.frontend, identity=b"rfc-client")
+    rfc_client.send([b"MDPC02", b"\x01", SERVICE, b"hello"])
+    deadline = time.monotonic() + 10
+    frames = None
+    while time.monotonic() < deadline:
+        frames = legacy_worker.recv(1.0)
+        if frames is not None and frames[:3] != [b"", b"MDPW02", b"\x05"]:
+            break
+    assert frames == [b"", b"MDPW02", b"\x02", b"rfc-client", b"", b"hello"]
+    legacy_worker.send([b"", b"MDPW02", b"\x04", b"rfc-client", b"", b"hi"])
+    assert rfc_client.recv() == [b"MDPC02", b"\x03", SERVICE, b"hi"]
+
+    legacy_client = RawClient(ctx, broker.frontend)
+    legacy_client.send([b"", b"MDPC02", b"\x01", b"mmi.service", SERVICE])
+    assert legacy_client.recv() == [b"", b"MDPC02", b"\x03", b"mmi.service", b"200"]

@@ -35,7 +35,9 @@ REPLY_TIMEOUT_S = 90.0
 
 
 def worker_args(endpoint: str, checkpoint: Path | None, *extra: str) -> list[str]:
+    # majortomo's broker frames commands like the reference libmdp: an empty frame first.
     args = [PYTHON, "-m", "workers", "--connect", endpoint, "--model", MODEL, "--device", "cpu"]
+    args += ["--mdp-framing", "delimited"]
     if checkpoint is not None:
         args += ["--checkpoint", str(checkpoint)]
     return args + list(extra)

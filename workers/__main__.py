@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-total-mib", type=_positive_float, default=1024.0, help="largest request in total"
     )
     parser.add_argument("--max-side", type=_positive_int, default=65536, help="longest axis of any array")
+    parser.add_argument(
+        "--mdp-framing",
+        choices=["rfc", "delimited"],
+        default="rfc",
+        help="rfc: frames exactly as RFC 18 writes them; delimited: an empty frame before every command, "
+        "for brokers built on the reference libmdp or majortomo",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
     return parser
@@ -209,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_interval_s=args.heartbeat_interval_s,
         heartbeat_liveness=args.heartbeat_liveness,
         limits=limits,
+        delimited=args.mdp_framing == "delimited",
     )
     worker = Worker(config, service)
 

@@ -84,6 +84,9 @@ class WorkerConfig:
         reconnect_initial_s: first wait before reconnecting.
         reconnect_max_s: the wait doubles up to this.
         limits: bounds on every received request body.
+        delimited: put MDP/0.1's empty frame before every command, for
+            brokers that expect it (the reference libmdp, majortomo); RFC 18
+            framing when false.
     """
 
     connect: str
@@ -94,6 +97,7 @@ class WorkerConfig:
     reconnect_initial_s: float = 0.25
     reconnect_max_s: float = 4.0
     limits: codec.Limits = field(default_factory=codec.Limits)
+    delimited: bool = False
 
     @property
     def broker_timeout_s(self) -> float:
@@ -284,7 +288,7 @@ class Worker:
             return
         now = time.monotonic()
         if now >= self._heartbeat_at:
-            self._send(mdp.worker_message(mdp.W_HEARTBEAT))
+            self._send(self._frames(mdp.W_HEARTBEAT))
         busy = self._in_flight > 0
         if now >= self._broker_deadline and (not busy or self._heard_while_busy):
             log.warning(
@@ -333,7 +337,7 @@ class Worker:
         if connection != self._connection or self._dealer is None:
             log.warning("dropping a reply: the broker connection its request came from is gone")
             return
-        self._send(mdp.worker_message(command, client=client, body=body))
+        self._send(self._frames(command, client=client, body=body))
         if command == mdp.W_FINAL:
             self._in_flight = max(0, self._in_flight - 1)
             if self._in_flight == 0:
@@ -341,6 +345,10 @@ class Worker:
                 self._broker_deadline = time.monotonic() + self.config.broker_timeout_s
 
     # -- connection -----------------------------------------------------------
+
+    def _frames(self, command: bytes, **fields: Any) -> list[Any]:
+        """One worker command in the configured framing (RFC 18 unless ``delimited``)."""
+        return mdp.worker_message(command, delimited=self.config.delimited, **fields)
 
     def _send(self, frames: Sequence[Any]) -> None:
         """Send to the broker without ever blocking the loop (a full queue means the broker is gone)."""
@@ -363,7 +371,7 @@ class Worker:
         self._in_flight = 0
         self._heard_while_busy = False
         self._broker_deadline = time.monotonic() + self.config.broker_timeout_s
-        self._send(mdp.worker_message(mdp.W_READY, service=self.config.service.encode()))
+        self._send(self._frames(mdp.W_READY, service=self.config.service.encode()))
         self.ready_count += 1
         log.info(
             "worker ready service=%s device=%s broker=%s%s",
@@ -378,7 +386,7 @@ class Worker:
             return
         if send:
             try:
-                self._dealer.send_multipart(mdp.worker_message(mdp.W_DISCONNECT), flags=zmq.NOBLOCK)
+                self._dealer.send_multipart(self._frames(mdp.W_DISCONNECT), flags=zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("could not send DISCONNECT: %s", e)
             self._dealer.linger = 500
