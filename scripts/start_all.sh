@@ -61,7 +61,9 @@ if [ $random_weights -eq 1 ]; then
   worker_weights=(--random-weights)
 else
   if [ -z "$checkpoint" ]; then
-    checkpoint=$("$py" -c "from workers.models import default_checkpoint_path as p; print(p('$model'))")
+    if ! checkpoint=$("$py" -c "import sys; from workers.models import get_spec; print(get_spec(sys.argv[1]).default_checkpoint_path)" "$model" 2>&1); then
+      say "unknown model $model: $checkpoint"; exit 2
+    fi
   fi
   if [ ! -f "$checkpoint" ]; then
     say "no checkpoint at $checkpoint; downloading"
@@ -132,7 +134,7 @@ common=(--connect "$connect" --model "$model" --cache-mib "$cache_mib" --log-lev
 if [ ${#gpu_ids[@]} -eq 0 ]; then
   say "no GPU found: starting one CPU worker (interactive prompts work, encoding an image takes seconds)"
   : > "$log_dir/worker-cpu.log"
-  start worker-cpu "$py" -m workers "${common[@]}" --device cpu
+  start worker-cpu "$py" -m workers "${common[@]}" --device cpu --workers-per-host 1
 else
   total=$((${#gpu_ids[@]} * workers_per_gpu))
   for gpu in "${gpu_ids[@]}"; do
@@ -140,7 +142,7 @@ else
       name="worker-gpu$gpu-$n"
       : > "$log_dir/$name.log"
       CUDA_VISIBLE_DEVICES=$gpu start "$name" "$py" -m workers "${common[@]}" --device cuda \
-        --threads $(( ($(nproc) + total - 1) / total ))
+        --workers-per-host "$total"
     done
   done
 fi
