@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -180,22 +181,34 @@ def how_to_get_checkpoint(model: str, path: Path) -> str:
     )
 
 
-def download_checkpoint(model: str, timeout_s: float = 1800.0) -> tuple[bool, str]:
-    """Run ``checkpoints/download.py model``; return (success, last output lines)."""
+def download_checkpoint(
+    model: str, timeout_s: float = 1800.0, cancel: threading.Event | None = None
+) -> tuple[bool, str]:
+    """Run ``checkpoints/download.py model``; return (success, its last output lines)."""
     if not DOWNLOAD_SCRIPT.is_file():
         return False, f"{DOWNLOAD_SCRIPT} is missing"
-    try:
-        done = subprocess.run(
-            [sys.executable, str(DOWNLOAD_SCRIPT), model],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        return False, str(e)
-    tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-3:])
-    return done.returncode == 0, tail
+    with tempfile.TemporaryFile() as output:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, str(DOWNLOAD_SCRIPT), model],
+                cwd=REPO_ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as e:
+            return False, str(e)
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None:
+            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
+                proc.kill()
+                proc.wait()
+                return False, "the download was stopped"
+            time.sleep(0.2)
+        output.seek(0)
+        text = output.read().decode(errors="replace")
+    tail = "\n".join(text.replace("\r", "\n").strip().splitlines()[-3:])
+    return proc.returncode == 0, tail
 
 
 class LocalBackend:
@@ -252,10 +265,17 @@ class LocalBackend:
                 )
         return None
 
-    def wait_ready(self, timeout_s: float, tick: Callable[[float], None] | None = None) -> str | None:
+    def wait_ready(
+        self,
+        timeout_s: float,
+        tick: Callable[[float], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> str | None:
         """Wait until the broker lists a worker of our model; return an error text or None."""
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < timeout_s:
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
             failure = self.failure()
             if failure:
                 return failure
@@ -290,7 +310,11 @@ class LocalBackend:
 
 
 def start_local(
-    address: str, model: str, report: Callable[[str], None], ready_timeout_s: float = 300.0
+    address: str,
+    model: str,
+    report: Callable[[str], None],
+    ready_timeout_s: float = 300.0,
+    cancel: threading.Event | None = None,
 ) -> tuple[LocalBackend | None, str | None]:
     """Start an embedded backend serving ``model`` at ``address``; return (backend, error)."""
     checkpoint: Path | None = None
@@ -301,7 +325,7 @@ def start_local(
         checkpoint = find_checkpoint(model)
         if not checkpoint.is_file():
             report(f"Downloading the {model} checkpoint (one time, ~150-900 MB)…")
-            ok, output = download_checkpoint(model)
+            ok, output = download_checkpoint(model, cancel=cancel)
             if not ok or not checkpoint.is_file():
                 detail = f"\nThe download failed: {output}" if output else ""
                 return None, how_to_get_checkpoint(model, checkpoint) + detail
@@ -309,7 +333,9 @@ def start_local(
     local.start(checkpoint, device=os.environ.get("SAM2_DEVICE", "").strip() or "auto")
     report(f"Starting a local backend (broker + 1 {model} worker); logs in {local.log_dir}…")
     error = local.wait_ready(
-        ready_timeout_s, tick=lambda s: report(f"Starting a local backend: loading the model… {s:.0f} s")
+        ready_timeout_s,
+        tick=lambda s: report(f"Starting a local backend: loading the model… {s:.0f} s"),
+        cancel=cancel,
     )
     if error is not None:
         local.stop()
@@ -318,7 +344,11 @@ def start_local(
 
 
 def establish(
-    address: str, wanted_model: str, report: Callable[[str], None], allow_embedded: bool = True
+    address: str,
+    wanted_model: str,
+    report: Callable[[str], None],
+    allow_embedded: bool = True,
+    cancel: threading.Event | None = None,
 ) -> tuple[BackendStatus, LocalBackend | None]:
     """Connect to the broker at ``address`` (starting an embedded one when allowed and needed).
 
@@ -328,7 +358,8 @@ def establish(
 
     Returns:
         The status snapshot, and the embedded backend if one was started
-        (the caller owns it and must :meth:`LocalBackend.stop` it).
+        (the caller owns it and must :meth:`LocalBackend.stop` it). Setting
+        ``cancel`` abandons a backend that is still starting (it is stopped).
     """
     local: LocalBackend | None = None
     report(f"Connecting to {address}…")
@@ -338,7 +369,7 @@ def establish(
         if not (allow_embedded and is_local(address) and env_flag("SAM2_EMBEDDED", True)):
             hint = "start one with scripts/start_all.sh, or check the address"
             return BackendStatus(address, error=f"no broker answers at {address} ({e}); {hint}"), None
-        local, error = start_local(address, wanted_model, report)
+        local, error = start_local(address, wanted_model, report, cancel=cancel)
         if local is None:
             return BackendStatus(address, error=error), None
         services = probe(address)

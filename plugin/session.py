@@ -86,13 +86,19 @@ def auto(
     params: Mapping[str, Any],
     on_progress: Callable[[Message], None] | None = None,
     cancel: threading.Event | None = None,
+    timeout_s: float | None = None,
 ) -> AutoAnswer:
-    """Run ``auto`` (automatic masks) on ``image`` (blocking; call from a worker thread)."""
+    """Run ``auto`` (automatic masks) on ``image`` (blocking; call from a worker thread).
+
+    ``timeout_s`` is the silence allowed (the worker is quiet while it
+    computes, which takes minutes on a CPU), default the client's.
+    """
     reply = client.call(
         "auto",
         dict(params),
         image=image.pixels,
         contrast_limits=image.contrast_limits,
+        timeout_s=timeout_s,
         on_partial=on_progress,
         cancel=cancel,
     )

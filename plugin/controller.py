@@ -1,0 +1,538 @@
+"""From prompts drawn in napari to labels written back: the plugin's orchestration.
+
+No Qt widgets here (napari layer models and events only); the widget sets
+the state (image, mode, refine target, connection) and calls the actions.
+
+Per channel (``points`` -> ``Points_mask``, ``box`` -> ``Box_mask``,
+``auto`` -> ``AutoSeg_mask``) at most one request is in flight and only the
+newest prompt's answer is used (:class:`plugin.session.Session`). An
+*object* is what successive prompts of a channel refine: more points on the
+same slice, or dragging the same box. Each answer replaces the object's
+previous answer (:func:`plugin.label_ops.compute_edit`); "New object" (key
+``n`` on the points layer), another slice, another mode or target starts the
+next one. The plugin's own edits of prompt layers never trigger requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plugin.coords import OutsideImage, SlicePlane, plane_at
+from plugin.image_slice import extract_slice, to_wire
+from plugin.label_ops import (
+    LabelIdOverflow,
+    LabelIdTracker,
+    LabelMode,
+    SliceEdit,
+    compute_edit,
+    compute_paste,
+    dtype_max_id,
+)
+from plugin.layers import (
+    AUTO_MASK,
+    BOX_MASK,
+    POINTS_MASK,
+    POLARITY,
+    POLARITY_NAMES,
+    base_data,
+    displayed_axes,
+    ensure_box,
+    ensure_labels,
+    ensure_points,
+    plane_of,
+    point_labels,
+    slice_view,
+    spatial_shape,
+    to_image_data,
+    write_edit,
+)
+from plugin.prompts import Prompt, box_prompt, point_label, points_prompt
+from plugin.session import AutoAnswer, SegmentAnswer, Session, auto, partial_fraction, segment
+from protocol.codec import Message
+from protocol.errors import RemoteError, RequestTimeout, Superseded
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels, Points, Shapes
+
+POINTS, BOX, AUTO = "points", "box", "auto"
+Notify = Callable[[str, str], None]
+"""``notify(level, message)`` with level ``info``, ``warning`` or ``error``."""
+
+
+def napari_notify(level: str, message: str) -> None:
+    """Show ``message`` as a napari notification (never a traceback dialog)."""
+    from napari.utils import notifications
+
+    show = {"info": notifications.show_info, "warning": notifications.show_warning}
+    show.get(level, notifications.show_error)(message)
+
+
+@dataclass(frozen=True)
+class AutoSettings:
+    """Parameters of the ``auto`` op (see protocol/README.md); CPU-friendly defaults."""
+
+    points_per_side: int = 16
+    pred_iou_thresh: float = 0.8
+    stability_score_thresh: float = 0.95
+    timeout_s: float = 900.0
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "points_per_side": self.points_per_side,
+            "pred_iou_thresh": self.pred_iou_thresh,
+            "stability_score_thresh": self.stability_score_thresh,
+        }
+
+
+@dataclass
+class ActiveObject:
+    """The object a channel's successive prompts refine.
+
+    Attributes:
+        layer: where it is written.
+        plane: the slice it lives on.
+        mode: ``ADD`` (a new id) or a refine mode.
+        label_id: its id (None until the first non-empty answer in ``ADD``).
+        image_id: ``unique_id`` of the image it was segmented on.
+        shape_index: the box it comes from (box channel).
+        cumulative: its total change since it began (to replace it).
+        logits: (1, 256, 256) logits of its last answer (sent as ``mask_input``).
+    """
+
+    layer: Labels
+    plane: SlicePlane
+    mode: LabelMode
+    label_id: int | None
+    image_id: Hashable
+    shape_index: int | None = None
+    cumulative: SliceEdit | None = None
+    logits: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the newest answer of a channel did (status line, tests).
+
+    Attributes:
+        channel: ``points``, ``box`` or ``auto``.
+        layer_name: the labels layer written.
+        label_ids: ids written (empty when the answer was empty).
+        plane: the slice written.
+        pixels: pixels changed.
+        sent: the prompt's wire parameters (``segment``) or ``{}`` (``auto``).
+        echo: the prompt as the worker received it (``result["prompt"]``).
+        mask_input: whether previous logits were sent.
+        answer: the worker's mask (segment, bool (H, W)) or labels (auto, (H, W)).
+    """
+
+    channel: str
+    layer_name: str
+    label_ids: tuple[int, ...]
+    plane: SlicePlane
+    pixels: int
+    sent: dict[str, Any]
+    echo: dict[str, Any]
+    mask_input: bool = False
+    answer: np.ndarray | None = field(default=None, repr=False)
+
+
+def _action(event: Any) -> str:
+    action = getattr(event, "action", None)
+    return str(getattr(action, "value", action))
+
+
+class Controller:
+    """Orchestrates prompts, requests and label writes for one viewer.
+
+    Args:
+        viewer: the napari viewer.
+        dispatch: runs a zero-argument function on the GUI thread (later).
+        notify: user notifications (default: napari's).
+    """
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        dispatch: Callable[[Callable[[], None]], None],
+        notify: Notify | None = None,
+    ) -> None:
+        self.viewer = viewer
+        self.dispatch = dispatch
+        self.notify = notify or napari_notify
+        self.session: Session | None = None
+        self._image: Image | None = None
+        self.mode = LabelMode.ADD
+        self.refine_layer: Labels | None = None
+        self.refine_id = 0
+        self.negative = False
+        self.auto_settings = AutoSettings()
+        self.tracker = LabelIdTracker()
+        self.objects: dict[str, ActiveObject] = {}
+        self.applied: dict[str, Applied] = {}
+        self.listeners: list[Callable[[Applied], None]] = []
+        self._logits: dict[tuple[Hashable, int], tuple[tuple[int, ...], Hashable, np.ndarray]] = {}
+        self._own_edits = 0
+        self._watched: set[Hashable] = set()
+        self._auto_cancel: threading.Event | None = None
+
+    # -- state set by the widget ------------------------------------------------
+
+    @property
+    def image(self) -> Image | None:
+        if self._image is not None and self._image not in self.viewer.layers:
+            self._image = None
+        return self._image
+
+    @image.setter
+    def image(self, layer: Image | None) -> None:
+        if layer is not self._image:
+            self._image = layer
+            self.objects.clear()
+
+    def set_mode(self, mode: LabelMode, refine_layer: Labels | None = None, refine_id: int = 0) -> None:
+        """Change the labeling mode / refine target; the next prompt starts a new object."""
+
+        def target(m: LabelMode, layer: Labels | None, label_id: int) -> tuple[Any, ...]:
+            return (m,) if m is LabelMode.ADD else (m, layer, label_id)  # Add ignores the refine target
+
+        changed = target(mode, refine_layer, refine_id) != target(
+            self.mode, self.refine_layer, self.refine_id
+        )
+        self.mode, self.refine_layer, self.refine_id = mode, refine_layer, int(refine_id)
+        if changed:
+            self.new_object()
+
+    @contextmanager
+    def own_edit(self) -> Iterator[None]:
+        """The plugin edits prompt layers inside this block; their events are ignored."""
+        self._own_edits += 1
+        try:
+            yield
+        finally:
+            self._own_edits -= 1
+
+    # -- prompt layers ------------------------------------------------------------
+
+    def points_layer(self) -> Points | None:
+        """The ``Prompt Points`` layer, created and wired on demand (None without an image)."""
+        if self.image is None:
+            return None
+        layer, _ = ensure_points(self.viewer, self.image)
+        if layer.unique_id not in self._watched:
+            self._watched.add(layer.unique_id)
+            layer.events.data.connect(self._on_points)
+            layer.mouse_drag_callbacks.insert(0, self._choose_polarity)
+            layer.bind_key("n", lambda _layer: self.new_object(), overwrite=True)
+        return layer
+
+    def box_layer(self) -> Shapes | None:
+        """The ``Bounding Box`` layer, created and wired on demand (None without an image)."""
+        if self.image is None:
+            return None
+        layer, _ = ensure_box(self.viewer, self.image)
+        if layer.unique_id not in self._watched:
+            self._watched.add(layer.unique_id)
+            layer.events.data.connect(self._on_box)
+        return layer
+
+    def _choose_polarity(self, layer: Points, event: Any) -> None:
+        label = point_label(getattr(event, "modifiers", ()), self.negative)
+        layer.feature_defaults[POLARITY] = POLARITY_NAMES[label]
+
+    def set_negative(self, negative: bool) -> None:
+        self.negative = bool(negative)
+        layer = self.points_layer() if self.image is not None else None
+        if layer is not None:
+            layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
+
+    def new_object(self) -> None:
+        """Finish the current objects: the next prompt makes a new one; prompt points are cleared."""
+        self.objects.pop(POINTS, None)
+        self.objects.pop(BOX, None)
+        from napari.layers import Points
+
+        for layer in self.viewer.layers:
+            if layer.unique_id in self._watched and isinstance(layer, Points) and len(layer.data):
+                with self.own_edit():
+                    layer.data = np.empty((0, layer.ndim))
+
+    def _on_points(self, event: Any) -> None:
+        action = _action(event)
+        if self._own_edits or action not in ("added", "changed", "removed"):
+            return
+        self.segment_points(event.source, newest=action == "added")
+
+    def _on_box(self, event: Any) -> None:
+        action = _action(event)
+        if self._own_edits or action not in ("added", "changed"):
+            return
+        layer = event.source
+        indices = [i for i in (getattr(event, "data_indices", None) or ()) if 0 <= int(i) < len(layer.data)]
+        if action == "added":
+            self.segment_box(layer, len(layer.data) - 1, fresh=True)
+        elif len(indices) == 1:
+            self.segment_box(layer, int(indices[0]), fresh=False)
+
+    # -- segment ------------------------------------------------------------------
+
+    def _ready(self) -> Image | None:
+        if self.session is None:
+            self.notify("warning", "Not connected to a SAM2 backend: press Connect in the SAM2 panel.")
+            return None
+        if self.image is None:
+            self.notify("warning", "Choose the image to segment in the SAM2 panel.")
+            return None
+        return self.image
+
+    def _target(self, result_name: str, image: Image) -> tuple[Labels, int | None] | None:
+        if self.mode is LabelMode.ADD:
+            return ensure_labels(self.viewer, image, result_name), None
+        layer = self.refine_layer
+        if layer is None or layer not in self.viewer.layers or self.refine_id <= 0:
+            self.notify("warning", "Refine: choose the labels layer and the label id to refine first.")
+            return None
+        if tuple(layer.data.shape) != spatial_shape(image):
+            self.notify("warning", f"Refine: {layer.name} does not have the image's shape.")
+            return None
+        return layer, self.refine_id
+
+    def _object(
+        self,
+        channel: str,
+        target: tuple[Labels, int | None],
+        plane: SlicePlane,
+        image: Image,
+        shape_index: int | None,
+        fresh: bool,
+    ) -> ActiveObject:
+        layer, label_id = target
+        obj = self.objects.get(channel)
+        if (
+            not fresh
+            and obj is not None
+            and obj.layer is layer
+            and obj.plane.key == plane.key
+            and obj.mode is self.mode
+            and obj.image_id == image.unique_id
+            and obj.shape_index == shape_index
+            and (label_id is None or obj.label_id == label_id)
+        ):
+            return obj
+        obj = ActiveObject(layer, plane, self.mode, label_id, image.unique_id, shape_index)
+        if label_id is not None:
+            stored = self._logits.get((layer.unique_id, label_id))
+            if stored is not None and stored[0] == plane.key and stored[1] == image.unique_id:
+                obj.logits = stored[2]
+        self.objects[channel] = obj
+        return obj
+
+    def segment_points(self, layer: Points, newest: bool = True) -> None:
+        """Send the points of the newest point's slice (or the current object's) as one prompt."""
+        image = self._ready()
+        if image is None or len(layer.data) == 0:
+            self.objects.pop(POINTS, None)
+            return
+        points = to_image_data(layer, np.asarray(layer.data), image)
+        current = self.objects.get(POINTS)
+        try:
+            if newest or current is None:
+                plane = plane_at(points[-1], spatial_shape(image), displayed_axes(self.viewer, image))
+            else:
+                plane = current.plane
+        except (ValueError, OutsideImage) as e:
+            self.notify("warning", f"Point ignored: {e}")
+            return
+        prompt = points_prompt(points, point_labels(layer), plane)
+        if prompt.empty:
+            self.notify("info", "The point is outside the image.")
+            return
+        target = self._target(POINTS_MASK, image)
+        if target is None:
+            return
+        obj = self._object(POINTS, target, plane, image, None, fresh=False)
+        if current is not None and obj is not current:
+            self._keep_points_on(layer, image, plane)
+        self._submit_segment(POINTS, obj, prompt, image)
+
+    def _keep_points_on(self, layer: Points, image: Image, plane: SlicePlane) -> None:
+        """Drop prompt points of other slices (a new object began on ``plane``)."""
+        points = to_image_data(layer, np.asarray(layer.data), image)
+        keep = [i for i, p in enumerate(points) if plane_key_of(p, plane) == plane.key]
+        if len(keep) < len(points):
+            with self.own_edit():
+                layer.selected_data = set(range(len(points))) - set(keep)
+                layer.remove_selected()
+
+    def segment_box(self, layer: Shapes, index: int, fresh: bool) -> None:
+        """Send box ``index`` of a shapes layer (its bounding box on its slice) as a prompt."""
+        image = self._ready()
+        if image is None:
+            return
+        corners = to_image_data(layer, np.asarray(layer.data[index]), image)
+        try:
+            plane = plane_at(corners[0], spatial_shape(image), displayed_axes(self.viewer, image))
+            prompt = box_prompt(corners, plane)
+        except (ValueError, OutsideImage) as e:
+            self.notify("warning", f"Box ignored: {e}")
+            return
+        target = self._target(BOX_MASK, image)
+        if target is None:
+            return
+        obj = self._object(BOX, target, plane, image, index, fresh=fresh)
+        self._submit_segment(BOX, obj, prompt, image)
+
+    def _submit_segment(self, channel: str, obj: ActiveObject, prompt: Prompt, image: Image) -> None:
+        assert self.session is not None
+        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        mask_input = obj.logits
+
+        def job(client: Any) -> SegmentAnswer:
+            wire = to_wire(extract_slice(data, obj.plane, rgb), limits)
+            return segment(client, wire, prompt, mask_input)
+
+        def done(answer: SegmentAnswer) -> None:
+            self._apply_segment(channel, obj, prompt, answer, mask_input is not None)
+
+        self.session.submit(channel, job, done, self.on_error)
+
+    def _allocate(self, layer: Labels, labels2d: np.ndarray, count: int = 1) -> int:
+        if layer.unique_id not in self._watched:
+            self._watched.add(layer.unique_id)
+            layer.events.paint.connect(lambda _e: self.tracker.observe(layer.unique_id, layer.selected_label))
+        data = layer.data
+        return self.tracker.allocate(
+            layer.unique_id,
+            lambda: int(np.max(data)) if data.size else 0,
+            count=count,
+            seen=int(labels2d.max()) if labels2d.size else 0,
+            max_id=dtype_max_id(np.dtype(data.dtype)),
+        )
+
+    def _apply_segment(
+        self, channel: str, obj: ActiveObject, prompt: Prompt, answer: SegmentAnswer, sent_logits: bool
+    ) -> None:
+        if obj.layer not in self.viewer.layers:
+            return
+        labels2d = slice_view(obj.layer, obj.plane)
+
+        def record(ids: tuple[int, ...], pixels: int) -> None:
+            sent, echo = prompt.params(), answer.prompt
+            self._record(
+                Applied(channel, obj.layer.name, ids, obj.plane, pixels, sent, echo, sent_logits, answer.mask)
+            )
+
+        if obj.label_id is None and not answer.mask.any():
+            self.notify("info", "SAM2 found no object at this prompt; try another point or a box.")
+            record((), 0)
+            return
+        if obj.label_id is None:
+            obj.label_id = self._allocate(obj.layer, labels2d)
+        edit, obj.cumulative = compute_edit(labels2d, answer.mask, obj.label_id, obj.mode, obj.cumulative)
+        write_edit(obj.layer, obj.plane, edit)
+        if answer.logits is not None:
+            obj.logits = answer.logits
+            self._logits[(obj.layer.unique_id, obj.label_id)] = (obj.plane.key, obj.image_id, answer.logits)
+        record((obj.label_id,), edit.size)
+
+    def _record(self, applied: Applied) -> None:
+        self.applied[applied.channel] = applied
+        for listener in list(self.listeners):
+            listener(applied)
+
+    def on_error(self, error: Exception) -> None:
+        """Report a failed request as a notification (superseded requests are silent)."""
+        if isinstance(error, Superseded):
+            return
+        if isinstance(error, RemoteError):
+            self.notify("error", f"SAM2 backend error ({error.code}): {error.message}")
+        elif isinstance(error, RequestTimeout):
+            self.notify("warning", f"No answer from the SAM2 backend: {error}")
+        elif isinstance(error, LabelIdOverflow | ValueError):
+            self.notify("error", f"Segmentation not written: {error}")
+        else:
+            self.notify("error", f"Segmentation failed: {type(error).__name__}: {error}")
+
+    # -- auto -----------------------------------------------------------------------
+
+    def run_auto(
+        self, on_progress: Callable[[float | None, str], None], on_done: Callable[[bool], None]
+    ) -> bool:
+        """AUTO-SEGMENT the current slice into ``AutoSeg_mask``; False if it could not start."""
+        image = self._ready()
+        if image is None:
+            return False
+        try:
+            plane = plane_of(self.viewer, image, spatial_shape(image))
+        except (ValueError, OutsideImage) as e:
+            self.notify("warning", f"AUTO-SEGMENT: {e}")
+            return False
+        layer = ensure_labels(self.viewer, image, AUTO_MASK)
+        assert self.session is not None
+        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        settings, cancel = self.auto_settings, threading.Event()
+        self._auto_cancel = cancel
+
+        def progress(message: Message) -> None:
+            stage = str((message.header.get("result") or {}).get("stage", "working"))
+            fraction = partial_fraction(message)
+            self.dispatch(lambda: on_progress(fraction, f"AUTO-SEGMENT: {stage}…"))
+
+        def job(client: Any) -> AutoAnswer:
+            wire = to_wire(extract_slice(data, plane, rgb), limits)
+            return auto(
+                client,
+                wire,
+                settings.params(),
+                on_progress=progress,
+                cancel=cancel,
+                timeout_s=settings.timeout_s,
+            )
+
+        def done(answer: AutoAnswer) -> None:
+            self._apply_auto(layer, plane, answer)
+            on_done(True)
+
+        def failed(error: Exception) -> None:
+            if isinstance(error, Superseded):
+                self.notify("info", "AUTO-SEGMENT cancelled.")
+            self.on_error(error)
+            on_done(False)
+
+        on_progress(None, f"AUTO-SEGMENT: sending slice {plane.index} to the backend…")
+        self.session.submit(AUTO, job, done, failed)
+        return True
+
+    def cancel_auto(self) -> None:
+        if self._auto_cancel is not None:
+            self._auto_cancel.set()
+
+    def _apply_auto(self, layer: Labels, plane: SlicePlane, answer: AutoAnswer) -> None:
+        if layer not in self.viewer.layers:
+            return
+        count = int(answer.labels.max()) if answer.labels.size else 0
+        if count == 0:
+            self.notify("info", "AUTO-SEGMENT found no objects on this slice (try more points per side).")
+            self._record(Applied(AUTO, layer.name, (), plane, 0, {}, {}, answer=answer.labels))
+            return
+        labels2d = slice_view(layer, plane)
+        first = self._allocate(layer, labels2d, count=count)
+        edit = compute_paste(labels2d, answer.labels, first)
+        write_edit(layer, plane, edit)
+        ids = tuple(int(i) + first - 1 for i in np.unique(answer.labels) if i)
+        self._record(Applied(AUTO, layer.name, ids, plane, edit.size, {}, {}, answer=answer.labels))
+        self.notify(
+            "info", f"AUTO-SEGMENT: {len(ids)} objects written to {layer.name} (ids {ids[0]}-{ids[-1]})."
+        )
+
+
+def plane_key_of(point: np.ndarray, plane: SlicePlane) -> tuple[int, ...]:
+    """The key of the slice through ``point`` with ``plane``'s displayed axes."""
+    fixed = tuple(int(np.round(point[a])) for a, i in enumerate(plane.index) if i is not None)
+    return (plane.row_axis, plane.col_axis, *fixed)

@@ -1,0 +1,165 @@
+"""NAME LABEL and export: name label ids, draw the names, save labels with names.
+
+Names are kept in the labels layer's metadata (and features); a
+:class:`plugin.name_overlay.NameOverlay` per named labels layer draws them.
+Layers opened from files we wrote come back with their names and get an
+overlay as soon as they are added.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Labels
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QWidget,
+)
+
+from plugin.controller import napari_notify
+from plugin.export import write_labels
+from plugin.label_names import METADATA_KEY, names_from_metadata, with_name
+from plugin.name_overlay import NameOverlay
+from plugin.picking import pick_once
+from plugin.qt_helpers import Coalescer, LayerCombo, button, spin_box
+
+if TYPE_CHECKING:
+    import napari
+
+
+def export_layer(layer: Labels, path: str | Path) -> list[Path]:
+    """Save ``layer`` with its names (TIFF + names JSON + CSV, atomically)."""
+    return write_labels(path, layer.data, names_from_metadata(layer.metadata), layer.scale, layer.translate)
+
+
+def set_label_name(layer: Labels, label_id: int, name: str) -> dict[int, str]:
+    """Name ``label_id`` in ``layer`` (an empty name removes it); returns all names."""
+    names = with_name(names_from_metadata(layer.metadata), label_id, name)
+    layer.metadata = {**layer.metadata, METADATA_KEY: names}
+    return names
+
+
+class NameWidget(QGroupBox):
+    """Choose a label (id or click), give it a name, export the layer."""
+
+    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__("NAME LABEL / export", parent)
+        self.viewer = viewer
+        self.overlays: dict[Any, NameOverlay] = {}
+        self._schedule = Coalescer(30, self)
+        self._cancel_pick = lambda: None
+        form = QFormLayout(self)
+        self.layer_combo = LayerCombo(viewer, Labels)
+        self.layer_combo.layer_changed.connect(self._show_names)
+        form.addRow("Labels layer", self.layer_combo)
+        self.label_id = spin_box(1, 2**31 - 1)
+        self.pick_button = button("Pick", self.pick)
+        self.pick_button.setToolTip("Click a region in the viewer to choose its label")
+        row = QHBoxLayout()
+        row.addWidget(self.label_id, 1)
+        row.addWidget(self.pick_button)
+        form.addRow("Label id", row)
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("e.g. cell nucleus")
+        self.name_edit.returnPressed.connect(self.name_label)
+        form.addRow("Name", self.name_edit)
+        self.name_button = button("NAME LABEL", self.name_label)
+        self.export_button = button("Export labels…", self.export_dialog)
+        row = QHBoxLayout()
+        row.addWidget(self.name_button)
+        row.addWidget(self.export_button)
+        form.addRow(row)
+        self.names_label = QLabel()
+        self.names_label.setWordWrap(True)
+        form.addRow(self.names_label)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self._on_removed)
+        for layer in list(viewer.layers):
+            self._attach_if_named(layer)
+        self._show_names()
+
+    def name_label(self) -> None:
+        """Give the chosen label id the typed name (empty: remove the name)."""
+        layer = self.layer_combo.layer()
+        if layer is None:
+            napari_notify("warning", "NAME LABEL: choose a labels layer first.")
+            return
+        names = set_label_name(layer, self.label_id.value(), self.name_edit.text())
+        self._attach(layer)
+        self._show_names()
+        if self.label_id.value() in names:
+            napari_notify(
+                "info",
+                f"Label {self.label_id.value()} of {layer.name} is now “{names[self.label_id.value()]}”.",
+            )
+
+    def pick(self) -> None:
+        layer = self.layer_combo.layer()
+        if layer is not None:
+            self._cancel_pick()
+            self._cancel_pick = pick_once(self.viewer, layer, self._picked)
+
+    def _picked(self, label_id: int) -> None:
+        if label_id <= 0:
+            napari_notify("info", "NAME LABEL: that is background; click inside a labelled region.")
+            return
+        self.label_id.setValue(label_id)
+        layer = self.layer_combo.layer()
+        self.name_edit.setText(names_from_metadata(layer.metadata).get(label_id, "") if layer else "")
+        self.name_edit.setFocus()
+
+    def export_dialog(self) -> None:
+        layer = self.layer_combo.layer()
+        if layer is None:
+            napari_notify("warning", "Export: choose a labels layer first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export labels with names", f"{layer.name}.tif", "TIFF (*.tif *.tiff)"
+        )
+        if path:
+            self.export(layer, path)
+
+    def export(self, layer: Labels, path: str | Path) -> list[Path]:
+        """Write ``layer`` to ``path`` (plus names JSON/CSV) and say where."""
+        try:
+            written = export_layer(layer, path)
+        except (OSError, ValueError, TypeError) as e:
+            napari_notify("error", f"Export of {layer.name} failed: {e}")
+            return []
+        napari_notify("info", "Saved " + ", ".join(str(p) for p in written))
+        return written
+
+    def _show_names(self, *_args: Any) -> None:
+        layer = self.layer_combo.layer()
+        names = names_from_metadata(layer.metadata) if layer is not None else {}
+        self.names_label.setText("; ".join(f"{i}: {n}" for i, n in names.items()) or "No named labels yet.")
+
+    # -- overlays ------------------------------------------------------------------------
+
+    def _attach(self, layer: Labels) -> None:
+        if layer.unique_id not in self.overlays:
+            self.overlays[layer.unique_id] = NameOverlay(self.viewer, layer, self._schedule)
+        else:
+            self.overlays[layer.unique_id].request_update()
+
+    def _attach_if_named(self, layer: Any) -> None:
+        if isinstance(layer, Labels) and names_from_metadata(layer.metadata):
+            self._attach(layer)
+
+    def _on_inserted(self, event: Any) -> None:
+        self._attach_if_named(event.value)
+        self._show_names()
+
+    def _on_removed(self, event: Any) -> None:
+        overlay = self.overlays.pop(getattr(event.value, "unique_id", None), None)
+        if overlay is not None:
+            overlay.disconnect()
+
+    def shutdown(self) -> None:
+        self._cancel_pick()

@@ -1,0 +1,147 @@
+"""Small Qt pieces shared by the widgets: GUI-thread dispatch, coalescing timers, layer pickers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtWidgets import QComboBox, QPushButton, QSpinBox, QWidget
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+
+class GuiDispatcher(QObject):
+    """``dispatch(fn)`` from any thread runs ``fn()`` on the thread that created this object (the GUI).
+
+    Calls are queued (never run inline), so ``dispatch`` also defers work
+    when called from the GUI thread itself.
+    """
+
+    _call = Signal(object)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._call.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        try:
+            self._call.emit(fn)
+        except RuntimeError:  # the widget is gone (napari closed): nothing left to update
+            pass
+
+    @staticmethod
+    def _run(fn: Callable[[], None]) -> None:
+        fn()
+
+
+class Coalescer(QObject):
+    """``schedule(fn)`` runs ``fn`` once after ``delay_ms``, however often it was scheduled meanwhile."""
+
+    def __init__(self, delay_ms: int = 30, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._pending: dict[Callable[[], None], None] = {}
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(delay_ms)
+        self._timer.timeout.connect(self._flush)
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        self._pending[fn] = None  # bound methods of one object compare equal: one call each
+        self._timer.start()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for fn in pending:
+            fn()
+
+
+class LayerCombo(QComboBox):
+    """A combo box of the viewer's layers of one kind, kept in sync with the layer list.
+
+    ``layer_changed(layer_or_None)`` is emitted when the chosen layer changes.
+
+    Args:
+        viewer: the viewer.
+        kind: layer class (e.g. ``napari.layers.Image``).
+        exclude: a predicate hiding some layers (e.g. the plugin's own names layers).
+    """
+
+    layer_changed = Signal(object)
+
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        kind: type,
+        exclude: Callable[[Any], bool] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.kind = kind
+        self.exclude = exclude or (lambda _layer: False)
+        self._chosen: Any = None
+        self._watched: set[Any] = set()
+        self.currentIndexChanged.connect(self._on_index)
+        events = viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.moved, events.reordered):
+            emitter.connect(self.refresh)
+        self.refresh()
+
+    def layers(self) -> list[Any]:
+        return [la for la in self.viewer.layers if isinstance(la, self.kind) and not self.exclude(la)]
+
+    def layer(self) -> Any:
+        """The chosen layer, or None."""
+        layers = self.layers()
+        index = self.currentIndex()
+        if 0 <= index < len(layers) and layers[index].name == self.currentText():
+            return layers[index]
+        return None
+
+    def set_layer(self, layer: Layer) -> None:
+        self.refresh()
+        index = self.findText(layer.name)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+    def refresh(self, _event: Any = None) -> None:
+        """Rebuild the list (keeping the chosen layer) when layers come, go or are renamed."""
+        chosen = self._chosen
+        layers = self.layers()
+        names = [la.name for la in layers]
+        if names != [self.itemText(i) for i in range(self.count())]:
+            self.blockSignals(True)
+            self.clear()
+            self.addItems(names)
+            if chosen in layers:
+                self.setCurrentIndex(layers.index(chosen))
+            self.blockSignals(False)
+        for layer in layers:
+            if layer.unique_id not in self._watched:
+                self._watched.add(layer.unique_id)
+                layer.events.name.connect(self.refresh)
+        if self.layer() is not chosen:
+            self._on_index(self.currentIndex())
+
+    def _on_index(self, _index: int) -> None:
+        self._chosen = self.layer()
+        self.layer_changed.emit(self._chosen)
+
+
+def button(text: str, slot: Callable[[], Any], tooltip: str = "") -> QPushButton:
+    """A push button calling ``slot()`` when clicked."""
+    widget = QPushButton(text)
+    widget.clicked.connect(lambda _checked=False: slot())
+    if tooltip:
+        widget.setToolTip(tooltip)
+    return widget
+
+
+def spin_box(minimum: int, maximum: int, value: int | None = None) -> QSpinBox:
+    widget = QSpinBox()
+    widget.setRange(minimum, maximum)
+    widget.setValue(minimum if value is None else value)
+    return widget

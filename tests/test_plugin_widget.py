@@ -1,0 +1,296 @@
+"""The SAM2 dock widget against a REAL backend (broker + random-weight SAM2 tiny worker).
+
+Random weights make masks meaningless (possibly empty), so the tests assert
+what is deterministic: which layer is written, that it holds exactly the
+worker's answer (with a freshly allocated id), which slice changed, and the
+prompt coordinates the worker received.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from plugin.controller import AUTO, BOX, POINTS, Applied
+from plugin.label_names import METADATA_KEY
+from plugin.label_ops import LabelMode
+from plugin.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
+from plugin.widget import SamWidget
+from protocol.client import SamClient
+from tests.conftest import Backend, free_endpoint, wait_until
+
+pytestmark = [pytest.mark.gui, pytest.mark.model]
+
+ANSWER_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def cell() -> np.ndarray:
+    """A real fluorescence image, small: scikit-image's ``cell`` (uint8) cropped to 160 x 160."""
+    return np.ascontiguousarray(skdata.cell()[200:360, 150:310])
+
+
+@pytest.fixture
+def connected(make_napari_viewer, make_backend, qtbot, monkeypatch) -> Callable[..., tuple]:
+    """Factory: a viewer with an image, a backend and a connected widget."""
+
+    def factory(image: np.ndarray, **image_kwargs) -> tuple:
+        backend = make_backend(workers=1)
+        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+        monkeypatch.setenv("SAM2_EMBEDDED", "0")
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(image, **image_kwargs)
+        widget = SamWidget(viewer)
+        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        assert widget.points_button.isEnabled() and widget.auto_button.isEnabled()
+        assert "1 worker(s) of sam2.1_hiera_tiny on cpu" in widget.status_label.text()
+        assert widget.controller.image is layer
+        return viewer, layer, widget, backend
+
+    return factory
+
+
+def answer_of(widget: SamWidget, channel: str, qtbot, after: Applied | None = None) -> Applied:
+    """Wait for a newer answer of ``channel`` than ``after``."""
+    qtbot.waitUntil(
+        lambda: widget.controller.applied.get(channel) not in (None, after), timeout=ANSWER_TIMEOUT_MS
+    )
+    widget.controller.session.wait_idle(5)
+    qtbot.wait(50)
+    return widget.controller.applied[channel]
+
+
+def worker_info(backend: Backend) -> dict:
+    with SamClient(backend.frontend) as client:
+        return client.call("info").header["result"]
+
+
+def assert_written_exactly(labels2d: np.ndarray, before: np.ndarray, applied: Applied) -> None:
+    """The new label covers exactly the answer's mask; everything else is unchanged."""
+    assert applied.answer is not None
+    if applied.label_ids:
+        (label_id,) = applied.label_ids
+        assert label_id > int(before.max())  # a fresh id
+        np.testing.assert_array_equal(labels2d == label_id, applied.answer)
+        np.testing.assert_array_equal(labels2d[~applied.answer], before[~applied.answer])
+    else:  # an empty answer writes nothing and allocates no id
+        assert not applied.answer.any()
+        np.testing.assert_array_equal(labels2d, before)
+
+
+def test_point_box_and_auto_each_write_a_new_label(connected, cell, qtbot) -> None:
+    viewer, image, widget, backend = connected(cell, scale=(0.5, 0.5), translate=(7, -3))
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    assert viewer.layers.selection.active is points and points.mode == "add"
+    points.add([40, 52])
+    applied = answer_of(widget, POINTS, qtbot)
+    assert applied.echo["points"] == [[40.5, 52.5]] and applied.echo["point_labels"] == [1]
+    result = viewer.layers[POINTS_MASK]
+    assert result.data.shape == cell.shape and result.data.dtype == np.uint32
+    np.testing.assert_array_equal(result.scale, image.scale)
+    np.testing.assert_array_equal(result.translate, image.translate)
+    assert_written_exactly(result.data, np.zeros_like(result.data), applied)
+
+    # a box: its own layer and result layer; the box reaches the worker in (row, col)
+    widget.start_box()
+    boxes = viewer.layers[BOUNDING_BOX]
+    assert boxes.mode == "add_rectangle"
+    boxes.add_rectangles(np.array([[20, 30], [90, 110]]))
+    applied = answer_of(widget, BOX, qtbot)
+    assert applied.echo["box"] == [20.5, 30.5, 90.5, 110.5]
+    box_result = viewer.layers[BOX_MASK]
+    assert_written_exactly(box_result.data, np.zeros_like(box_result.data), applied)
+
+    # AUTO-SEGMENT on the current slice, with progress, into AutoSeg_mask
+    widget.controller.auto_settings = type(widget.controller.auto_settings)(
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,  # random weights: keep whatever it finds
+    )
+    widget.points_per_side.setValue(4)
+    widget.toggle_auto()
+    assert not widget.progress_bar.isHidden() and widget.auto_button.text().startswith("Cancel")
+    applied = answer_of(widget, AUTO, qtbot)
+    qtbot.waitUntil(lambda: widget.progress_bar.isHidden(), timeout=5000)
+    auto_layer = viewer.layers[AUTO_MASK]
+    assert auto_layer.data.shape == cell.shape
+    objects = applied.answer
+    np.testing.assert_array_equal(auto_layer.data > 0, objects > 0)
+    if applied.label_ids:  # object k got id k (the layer was empty): ids are 1..n
+        np.testing.assert_array_equal(auto_layer.data, objects)
+    # a second point in another object: a fresh id above all earlier ones, never reused
+    widget.new_button.click()
+    assert len(points.data) == 0
+    before = result.data.copy()
+    previous = widget.controller.applied[POINTS]
+    points.add([120, 120])
+    applied = answer_of(widget, POINTS, qtbot, after=previous)
+    assert_written_exactly(result.data, before, applied)
+    if applied.label_ids and previous.label_ids:
+        assert applied.label_ids[0] == previous.label_ids[0] + 1
+
+
+def reference(labels: np.ndarray, mask: np.ndarray, label_id: int, mode: LabelMode) -> np.ndarray:
+    out = labels.copy()
+    if mode in (LabelMode.INTERSECTION, LabelMode.OVERWRITE):
+        out[(labels == label_id) & ~mask] = 0
+    if mode is not LabelMode.INTERSECTION:
+        out[mask] = label_id
+    return out
+
+
+def test_refine_modes_change_exactly_the_right_pixels(connected, cell, qtbot) -> None:
+    viewer, image, widget, backend = connected(cell)
+    labels = viewer.add_labels(np.zeros(cell.shape, np.uint32), name="cells")
+    start = np.zeros(cell.shape, np.uint32)
+    start[30:90, 30:90] = 1  # the label to refine
+    start[60:120, 60:120] = 2  # a neighbour it overlaps
+    start[0:10, 0:10] = 3  # far away
+    widget.refine_radio.setChecked(True)
+    widget.refine_layer.set_layer(labels)
+    widget.refine_id.setValue(1)
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    previous = None
+    for op in ("union", "intersection", "overwrite"):
+        labels.data = start.copy()
+        widget.refine_op.setCurrentText(op)  # a new mode: a new object, points cleared
+        assert len(points.data) == 0 and widget.controller.mode is LabelMode(op)
+        points.add([50, 50])
+        applied = answer_of(widget, POINTS, qtbot, after=previous)
+        previous = applied
+        assert applied.layer_name == "cells" and applied.label_ids == (1,)
+        np.testing.assert_array_equal(labels.data, reference(start, applied.answer, 1, LabelMode(op)))
+    # a second point on the same object refines it again, sending the previous answer's logits
+    points.add([70, 40])
+    applied = answer_of(widget, POINTS, qtbot, after=previous)
+    assert applied.mask_input and worker_info(backend)["last_prompt"]["mask_input"] is True
+    assert len(applied.echo["points"]) == 2
+    np.testing.assert_array_equal(labels.data, reference(start, applied.answer, 1, LabelMode.OVERWRITE))
+
+
+def test_point_on_slice_k_of_a_scaled_stack_writes_only_slice_k(connected, cell, qtbot) -> None:
+    stack = np.stack([np.roll(cell, 7 * k, axis=1).astype(np.uint16) * 200 for k in range(5)])
+    viewer, image, widget, backend = connected(stack, scale=(2.0, 0.5, 0.25), translate=(10, 3, -4))
+    viewer.dims.set_point(0, 10 + 2.0 * 3)  # world z of slice 3
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    world = np.array([10 + 2.0 * 3, 3 + 0.5 * 41.2, -4 + 0.25 * 77.6])
+    points.add(points.world_to_data(world))
+    applied = answer_of(widget, POINTS, qtbot)
+    expected = image.world_to_data(world)
+    assert applied.plane.index == (3, None, None)
+    assert applied.echo["points"] == [pytest.approx([expected[1] + 0.5, expected[2] + 0.5])]
+    assert worker_info(backend)["last_prompt"]["points"] == applied.echo["points"]
+    result = viewer.layers[POINTS_MASK]
+    assert result.data.shape == stack.shape
+    others = np.delete(result.data, 3, axis=0)
+    assert not others.any()  # only slice 3 is written
+    assert_written_exactly(result.data[3], np.zeros_like(result.data[3]), applied)
+
+
+def test_rapid_prompts_apply_only_the_newest_answer(connected, cell, qtbot) -> None:
+    viewer, image, widget, backend = connected(cell)
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    segments_before = worker_info(backend)["counters"]["by_op"].get("segment", 0)
+    for position in ([30, 40], [35, 45], [40, 50], [45, 55]):  # one object, four quick clicks
+        points.add(position)
+    applied = answer_of(widget, POINTS, qtbot)
+    runner = widget.controller.session.runner(POINTS)
+    assert len(applied.echo["points"]) == 4  # the newest prompt: all four points
+    segments = worker_info(backend)["counters"]["by_op"].get("segment", 0) - segments_before
+    assert segments == 2  # the first click, then only the newest of the rest
+    assert runner.superseded >= 2 and runner.delivered == 1
+    result = viewer.layers[POINTS_MASK]
+    assert_written_exactly(result.data, np.zeros_like(result.data), applied)
+    # the plugin's own edit of the prompt layer (clearing it) sends nothing
+    widget.controller.new_object()
+    qtbot.wait(300)
+    assert not runner.busy
+    assert worker_info(backend)["counters"]["by_op"].get("segment", 0) - segments_before == 2
+
+
+def test_rgb_and_float_images_reach_the_worker(connected, cell, qtbot) -> None:
+    rgb = np.stack([cell, cell[::-1], np.zeros_like(cell)], axis=-1)
+    viewer, image, widget, backend = connected(rgb)
+    assert image.rgb
+    widget.start_points()
+    viewer.layers[PROMPT_POINTS].add([20, 20])
+    applied = answer_of(widget, POINTS, qtbot)
+    assert applied.answer.shape == cell.shape
+    floats = viewer.add_image(cell.astype(np.float64) / 255.0, name="float", contrast_limits=(0.1, 0.6))
+    widget.image_combo.set_layer(floats)
+    assert widget.controller.image is floats
+    widget.start_points()  # a new image: the prompt layer is kept (same ndim), the object starts afresh
+    viewer.layers[PROMPT_POINTS].add([60, 60])
+    applied = answer_of(widget, POINTS, qtbot, after=applied)
+    assert applied.answer.shape == cell.shape
+
+
+def test_names_survive_export_and_reopen(make_napari_viewer, qtbot, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SAM2_BROKER_ADDRESS", free_endpoint())
+    monkeypatch.setenv("SAM2_EMBEDDED", "0")
+    viewer = make_napari_viewer()
+    data = np.zeros((3, 40, 50), np.uint32)
+    data[1, 5:15, 5:20] = 4
+    data[1, 25:35, 30:45] = 9
+    data[2, 0:5, 0:5] = 4
+    labels = viewer.add_labels(data, name="nuclei", scale=(3, 1, 1))
+    widget = SamWidget(viewer)
+    qtbot.waitUntil(lambda: "Not connected" in widget.status_label.text(), timeout=10_000)
+    assert not widget.points_button.isEnabled()
+    names = widget.names
+    names.layer_combo.set_layer(labels)
+    names.label_id.setValue(4)
+    names.name_edit.setText("cell nucleus")
+    names.name_button.click()
+    assert labels.metadata[METADATA_KEY] == {4: "cell nucleus"}
+    assert list(labels.features["name"]) == ["cell nucleus"]
+    viewer.dims.set_point(0, 3.0)  # slice 1
+    overlay = viewer.layers["nuclei names"]
+    qtbot.waitUntil(lambda: len(overlay.data) == 1, timeout=2000)
+    np.testing.assert_allclose(overlay.data[0], [1, 9.5, 12])  # the centroid on slice 1
+    assert list(overlay.text.values) == ["cell nucleus"]
+    viewer.dims.set_point(0, 6.0)  # slice 2: the name moves with the slice
+    qtbot.waitUntil(lambda: len(overlay.data) == 1 and overlay.data[0][0] == 2, timeout=2000)
+    np.testing.assert_allclose(overlay.data[0], [2, 2, 2])
+
+    written = names.export(labels, tmp_path / "nuclei.tif")
+    assert [p.name for p in written] == ["nuclei.tif", "nuclei.names.json", "nuclei.names.csv"]
+    assert "4,cell nucleus,175" in written[2].read_text()
+    viewer.layers.clear()
+    (reopened,) = viewer.open(str(written[0]), plugin="napari-sam2-broker")
+    assert reopened.name == "nuclei" and type(reopened).__name__ == "Labels"
+    np.testing.assert_array_equal(reopened.data, data)
+    np.testing.assert_array_equal(reopened.scale, [3, 1, 1])
+    assert reopened.metadata[METADATA_KEY] == {4: "cell nucleus"}
+    qtbot.waitUntil(lambda: "nuclei names" in viewer.layers, timeout=2000)
+    assert list(viewer.layers["nuclei names"].text.values) == ["cell nucleus"]
+
+
+def test_embedded_backend_starts_and_stops_with_napari(make_napari_viewer, qtbot, monkeypatch) -> None:
+    address = free_endpoint()  # a local address where no broker answers
+    monkeypatch.setenv("SAM2_BROKER_ADDRESS", address)
+    monkeypatch.setenv("SAM2_RANDOM_WEIGHTS", "1")
+    monkeypatch.delenv("SAM2_EMBEDDED", raising=False)
+    viewer = make_napari_viewer()
+    widget = SamWidget(viewer)
+    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=180_000)
+    assert widget.status.embedded and widget.status.on_cpu and widget.status.info["random_weights"]
+    text = widget.status_label.text()
+    assert "embedded local backend" in text and "CPU" in text and "RANDOM WEIGHTS" in text
+    procs = list(widget.local.procs.values())
+    assert len(procs) == 2 and all(p.poll() is None for p in procs)
+    try:
+        viewer.close()
+        assert wait_until(lambda: all(p.poll() is not None for p in procs), 15)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
