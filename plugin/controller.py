@@ -143,6 +143,13 @@ class Applied:
     answer: np.ndarray | None = field(default=None, repr=False)
 
 
+def same_layer(a: Any, b: Any) -> bool:
+    """Whether two references name one layer (napari may hand plugins proxies of layers)."""
+    if a is None or b is None:
+        return a is b
+    return bool(a.unique_id == b.unique_id)
+
+
 def _action(event: Any) -> str:
     action = getattr(event, "action", None)
     return str(getattr(action, "value", action))
@@ -192,7 +199,7 @@ class Controller:
 
     @image.setter
     def image(self, layer: Image | None) -> None:
-        if layer is not self._image:
+        if not same_layer(layer, self._image):
             self._image = layer
             self.objects.clear()
 
@@ -317,7 +324,7 @@ class Controller:
         if (
             not fresh
             and obj is not None
-            and obj.layer is layer
+            and same_layer(obj.layer, layer)
             and obj.plane.key == plane.key
             and obj.mode is self.mode
             and obj.image_id == image.unique_id

@@ -123,7 +123,8 @@ class LayerCombo(QComboBox):
             if layer.unique_id not in self._watched:
                 self._watched.add(layer.unique_id)
                 layer.events.name.connect(self.refresh)
-        if self.layer() is not chosen:
+        current = self.layer()
+        if (current is None) != (chosen is None) or (current is not None and current != chosen):
             self._on_index(self.currentIndex())
 
     def _on_index(self, _index: int) -> None:

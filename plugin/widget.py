@@ -39,7 +39,7 @@ from plugin.session import Session
 from protocol.client import LatestOnly
 
 if TYPE_CHECKING:
-    import napari
+    import napari.viewer
 
 REFRESH_INTERVAL_MS = 10_000
 _OK, _BAD = "color: #3c3;", "color: #e55;"
@@ -52,7 +52,8 @@ CPU_NOTICE = (
 class SamWidget(QWidget):
     """Dock widget: talk to a SAM2 backend and segment the chosen image."""
 
-    def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        self._watched_windows: list[QWidget] = []
         super().__init__(parent)
         self.viewer = viewer
         self.dispatch = GuiDispatcher(self)
@@ -324,12 +325,27 @@ class SamWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self.shutdown)
-        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if window is not None:
-            window.installEventFilter(self)
+
+    def event(self, event: QEvent | None) -> bool:
+        if event is not None and event.type() == QEvent.Type.ParentChange:
+            self._watch_ancestors()
+        return super().event(event)
+
+    def _watch_ancestors(self) -> None:
+        """Filter the events of every ancestor: re-parenting (docking) and the main window's close."""
+        widget = self.parentWidget()
+        while widget is not None:
+            if all(widget is not w for w in self._watched_windows):
+                widget.installEventFilter(self)
+                self._watched_windows.append(widget)
+            widget = widget.parentWidget()
 
     def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
-        if event is not None and event.type() == QEvent.Type.Close and isinstance(watched, QWidget):
+        if event is None or not isinstance(watched, QWidget):
+            return False
+        if event.type() == QEvent.Type.ParentChange:
+            self._watch_ancestors()
+        elif event.type() == QEvent.Type.Close and watched is self.window():
             if not event.spontaneous():
                 self.shutdown()  # viewer.close() or quitting: it will close
             else:  # the user's click may still be refused by a confirmation dialog
@@ -345,6 +361,12 @@ class SamWidget(QWidget):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.disconnect(self.shutdown)
+        for widget in self._watched_windows:
+            try:
+                widget.removeEventFilter(self)
+            except RuntimeError:  # already deleted by Qt
+                pass
+        self._watched_windows.clear()
         self._cancel_connect.set()  # abandons a local backend that is still starting
         self._connector.wait_idle(10.0)
         self._cancel_pick()

@@ -8,9 +8,11 @@ prompt coordinates the worker received.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +48,7 @@ def connected(make_napari_viewer, make_backend, qtbot, monkeypatch) -> Callable[
         viewer = make_napari_viewer()
         layer = viewer.add_image(image, **image_kwargs)
         widget = SamWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
         qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
         assert widget.points_button.isEnabled() and widget.auto_button.isEnabled()
         assert "1 worker(s) of sam2.1_hiera_tiny on cpu" in widget.status_label.text()
@@ -243,6 +246,7 @@ def test_names_survive_export_and_reopen(make_napari_viewer, qtbot, tmp_path, mo
     data[2, 0:5, 0:5] = 4
     labels = viewer.add_labels(data, name="nuclei", scale=(3, 1, 1))
     widget = SamWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
     qtbot.waitUntil(lambda: "Not connected" in widget.status_label.text(), timeout=10_000)
     assert not widget.points_button.isEnabled()
     names = widget.names
@@ -264,6 +268,15 @@ def test_names_survive_export_and_reopen(make_napari_viewer, qtbot, tmp_path, mo
     written = names.export(labels, tmp_path / "nuclei.tif")
     assert [p.name for p in written] == ["nuclei.tif", "nuclei.names.json", "nuclei.names.csv"]
     assert "4,cell nucleus,175" in written[2].read_text()
+    # napari's File > Save Selected Layers goes through the npe2 writer: the same three files
+    viewer.layers.selection = {labels}
+    saved = viewer.layers.save(str(tmp_path / "via_napari.tif"), selected=True, plugin="napari-sam2-broker")
+    assert sorted(Path(p).name for p in saved) == [
+        "via_napari.names.csv",
+        "via_napari.names.json",
+        "via_napari.tif",
+    ]
+    assert json.loads((tmp_path / "via_napari.names.json").read_text())[METADATA_KEY] == {"4": "cell nucleus"}
     viewer.layers.clear()
     (reopened,) = viewer.open(str(written[0]), plugin="napari-sam2-broker")
     assert reopened.name == "nuclei" and type(reopened).__name__ == "Labels"
@@ -281,6 +294,7 @@ def test_embedded_backend_starts_and_stops_with_napari(make_napari_viewer, qtbot
     monkeypatch.delenv("SAM2_EMBEDDED", raising=False)
     viewer = make_napari_viewer()
     widget = SamWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
     qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=180_000)
     assert widget.status.embedded and widget.status.on_cpu and widget.status.info["random_weights"]
     text = widget.status_label.text()
