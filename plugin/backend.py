@@ -131,6 +131,8 @@ class BackendStatus:
             return f"Not connected: {self.error}"
         if self.model is None:
             return f"Broker at {self.address} has no SAM2 workers yet"
+        if self.workers == 0:
+            return f"The broker at {self.address} has no live {self.model} worker now; waiting for one"
         where = "embedded local backend" if self.embedded else self.address
         text = f"Connected to {where}: {self.workers} worker(s) of {self.model} on {self.device}"
         if self.on_cpu:

@@ -8,6 +8,7 @@ come back to the GUI thread through :class:`plugin.qt_helpers.GuiDispatcher`.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
@@ -37,6 +38,7 @@ from plugin.picking import pick_once
 from plugin.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
 from plugin.session import Session
 from protocol.client import LatestOnly
+from protocol.errors import ClientError, ProtocolError
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -77,7 +79,7 @@ class SamWidget(QWidget):
         layout.addStretch(1)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_INTERVAL_MS)
-        self._timer.timeout.connect(self._refresh_status)
+        self._timer.timeout.connect(self.refresh_status)
         self._install_shutdown_hooks()
         self._set_connected(False)
         self.connect_backend()
@@ -212,8 +214,10 @@ class SamWidget(QWidget):
         if self.controller.session is not None:
             self.controller.session.close()
             self.controller.session = None
+            self._timer.stop()
         if status.connected and status.model is not None:
             self.controller.session = Session(status.address, status.model, self.dispatch)
+            self._timer.start()
             if status.on_cpu:
                 self.controller.notify("info", CPU_NOTICE)
         self._set_connected(status.connected)
@@ -221,21 +225,27 @@ class SamWidget(QWidget):
         if not status.connected:
             self.controller.notify("warning", f"SAM2: {status.describe()}")
 
-    def _refresh_status(self) -> None:
-        if self._connector.busy or not self.status.connected:
+    def refresh_status(self) -> None:
+        """Every few seconds while a session exists: re-count workers; disable prompts while none answer."""
+        if self._connector.busy or self.controller.session is None:
             return
-        address, status = self.status.address, self.status
+        status = self.status
 
         def job() -> BackendStatus:
-            return BackendStatus(address, probe(address), status.model, status.info, status.embedded)
+            try:
+                services = probe(status.address)
+            except (ClientError, ProtocolError) as e:
+                return replace(status, error=f"lost the broker at {status.address} ({e}); retrying")
+            return replace(status, services=services, error=None)
 
-        self._connector.submit(
-            job,
-            lambda fresh: self.dispatch(lambda: self._show_status(fresh.describe(), ok=fresh.connected)),
-            lambda e: self.dispatch(
-                lambda: self._show_status(f"Lost the broker at {address}: {e}", ok=False)
-            ),
-        )
+        self._connector.submit(job, lambda fresh: self.dispatch(lambda: self._refreshed(fresh)))
+
+    def _refreshed(self, status: BackendStatus) -> None:
+        if self.controller.session is None or status.address != self.status.address:
+            return  # reconnected meanwhile
+        self.status = status
+        self._set_connected(status.connected)
+        self._show_status(status.describe(), ok=status.connected)
 
     def _show_status(self, text: str, ok: bool) -> None:
         self.status_label.setText(text)
@@ -245,7 +255,6 @@ class SamWidget(QWidget):
         for widget in (self.points_button, self.box_button, self.new_button, self.auto_button):
             widget.setEnabled(connected)
         self.connect_button.setText("Reconnect" if connected else "Connect")
-        self._timer.start() if connected else self._timer.stop()
 
     # -- prompts and modes ------------------------------------------------------------
 

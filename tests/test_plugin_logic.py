@@ -429,3 +429,19 @@ def test_status_text_says_what_a_user_needs() -> None:
     assert "2 worker(s) of m on cpu" in text and "CPU" in text and "RANDOM WEIGHTS" in text
     down = backend.BackendStatus("tcp://h:1", error="no broker answers")
     assert not down.connected and down.describe().startswith("Not connected: no broker")
+
+
+def test_without_a_checkpoint_nothing_starts_and_the_user_is_told_how_to_get_one(monkeypatch) -> None:
+    """A model whose checkpoint is missing and cannot be downloaded: no embedded backend."""
+    monkeypatch.delenv("SAM2_RANDOM_WEIGHTS", raising=False)
+    monkeypatch.delenv("SAM2_EMBEDDED", raising=False)
+    address = backend.free_local_endpoint()
+    model = "sam2.1_hiera_not_a_model"  # its download fails at once, without touching the network
+    messages: list[str] = []
+    status, local = backend.establish(address, model, messages.append)
+    assert local is None and not status.connected
+    assert f"python checkpoints/download.py {model}" in status.describe()
+    assert "The download failed" in status.describe()
+    assert any("Downloading" in m for m in messages)
+    with pytest.raises(backend.ClientError):
+        backend.probe(address, timeout_s=0.5)  # nothing was started there

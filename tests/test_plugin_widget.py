@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from napari.utils.events import Event
+from napari.utils.interactions import mouse_press_callbacks
 from skimage import data as skdata
 
 from plugin.controller import AUTO, BOX, POINTS, Applied
@@ -149,17 +151,21 @@ def reference(labels: np.ndarray, mask: np.ndarray, label_id: int, mode: LabelMo
 
 def test_refine_modes_change_exactly_the_right_pixels(connected, cell, qtbot) -> None:
     viewer, image, widget, backend = connected(cell)
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    points.add([50, 50])  # Add mode first: the answer for this prompt (deterministic weights)
+    probe = answer_of(widget, POINTS, qtbot).answer
     labels = viewer.add_labels(np.zeros(cell.shape, np.uint32), name="cells")
     start = np.zeros(cell.shape, np.uint32)
-    start[30:90, 30:90] = 1  # the label to refine
+    start[30:90, 30:90] = 1  # the label to refine...
+    start[~probe] = 1  # ...reaching where the mask is not: the modes then differ
     start[60:120, 60:120] = 2  # a neighbour it overlaps
-    start[0:10, 0:10] = 3  # far away
+    start[0:10, 0:10] = 3
     widget.refine_radio.setChecked(True)
     widget.refine_layer.set_layer(labels)
     widget.refine_id.setValue(1)
-    widget.start_points()
-    points = viewer.layers[PROMPT_POINTS]
-    previous = None
+    assert len(points.data) == 0  # a new target: a new object, the points were cleared
+    previous, results = None, {}
     for op in ("union", "intersection", "overwrite"):
         labels.data = start.copy()
         widget.refine_op.setCurrentText(op)  # a new mode: a new object, points cleared
@@ -169,6 +175,9 @@ def test_refine_modes_change_exactly_the_right_pixels(connected, cell, qtbot) ->
         previous = applied
         assert applied.layer_name == "cells" and applied.label_ids == (1,)
         np.testing.assert_array_equal(labels.data, reference(start, applied.answer, 1, LabelMode(op)))
+        results[op] = labels.data.copy()
+    if (~probe).any():
+        assert len({r.tobytes() for r in results.values()}) == 3  # three different outcomes
     # a second point on the same object refines it again, sending the previous answer's logits
     points.add([70, 40])
     applied = answer_of(widget, POINTS, qtbot, after=previous)
@@ -251,12 +260,23 @@ def test_names_survive_export_and_reopen(make_napari_viewer, qtbot, tmp_path, mo
     assert not widget.points_button.isEnabled()
     names = widget.names
     names.layer_combo.set_layer(labels)
+    viewer.dims.set_point(0, 3.0)  # slice 1
+    names.pick_button.click()  # then a click on a region chooses its label
+    click = Event(
+        type_name="mouse_press",
+        position=(3.0, 30.0, 40.0),  # world (z, y, x): slice 1, row 30, col 40 -> label 9
+        view_direction=None,
+        dims_displayed=[1, 2],
+        modifiers=[],
+        is_dragging=False,
+    )
+    mouse_press_callbacks(viewer, click)
+    assert names.label_id.value() == 9 and labels.mode == "pan_zoom"
     names.label_id.setValue(4)
     names.name_edit.setText("cell nucleus")
     names.name_button.click()
     assert labels.metadata[METADATA_KEY] == {4: "cell nucleus"}
     assert list(labels.features["name"]) == ["cell nucleus"]
-    viewer.dims.set_point(0, 3.0)  # slice 1
     overlay = viewer.layers["nuclei names"]
     qtbot.waitUntil(lambda: len(overlay.data) == 1, timeout=2000)
     np.testing.assert_allclose(overlay.data[0], [1, 9.5, 12])  # the centroid on slice 1
@@ -308,3 +328,39 @@ def test_embedded_backend_starts_and_stops_with_napari(make_napari_viewer, qtbot
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_backend_errors_become_notifications_and_the_status_follows(connected, cell, qtbot) -> None:
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    viewer, image, widget, backend = connected(cell)
+    widget.negative.setChecked(True)  # the toggle: the next point is negative, drawn in another colour
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    points.add([30, 30])
+    assert list(points.features["polarity"]) == ["negative"]
+    np.testing.assert_allclose(points.face_color[0], [1, 0, 1, 1])  # magenta, positives are green
+    applied = answer_of(widget, POINTS, qtbot)
+    assert applied.echo["point_labels"] == [0]
+
+    backend.workers[0].send_signal(signal.SIGKILL)  # the only worker dies
+    backend.workers[0].wait(10)
+    seen = len(notification_manager.records)
+    widget.negative.setChecked(False)
+    widget.new_button.click()
+    points.add([60, 60])
+
+    def error_shown() -> bool:
+        return any(
+            n.severity == NotificationSeverity.ERROR and "SAM2 backend error (no_worker)" in n.message
+            for n in notification_manager.records[seen:]
+        )
+
+    qtbot.waitUntil(error_shown, timeout=40_000)
+    assert widget.controller.applied[POINTS] is applied  # nothing was written
+    widget.refresh_status()
+    qtbot.waitUntil(lambda: not widget.points_button.isEnabled(), timeout=10_000)
+    assert "no live sam2.1_hiera_tiny worker" in widget.status_label.text()
+    backend.add_worker()  # a worker comes back: prompts are enabled again
+    widget.refresh_status()
+    qtbot.waitUntil(lambda: widget.points_button.isEnabled(), timeout=10_000)
