@@ -3,8 +3,9 @@
 Pure logic (no Qt): :mod:`plugin.coords`, :mod:`plugin.image_slice`,
 :mod:`plugin.prompts`, :mod:`plugin.label_ops`, :mod:`plugin.label_names`,
 :mod:`plugin.export`, :mod:`plugin.session`, :mod:`plugin.backend`;
-napari glue without Qt: :mod:`plugin.layers`, :mod:`plugin.controller`;
-thin widgets: :mod:`plugin.widget`, :mod:`plugin.name_widget`; npe2 hooks:
+napari glue without Qt: :mod:`plugin.layers`, :mod:`plugin.controller`,
+:mod:`plugin.name_overlay`, :mod:`plugin.picking`; thin widgets:
+:mod:`plugin.widget`, :mod:`plugin.name_widget` (with :mod:`plugin.qt_helpers`); npe2 hooks:
 :mod:`plugin.io_hooks`, :mod:`plugin.sample_data` (see ``napari.yaml``).
 """
 

@@ -237,6 +237,7 @@ class Controller:
             layer.events.data.connect(self._on_points)
             layer.mouse_drag_callbacks.insert(0, self._choose_polarity)
             layer.bind_key("n", lambda _layer: self.new_object(), overwrite=True)
+            layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
         return layer
 
     def box_layer(self) -> Shapes | None:
@@ -254,19 +255,22 @@ class Controller:
         layer.feature_defaults[POLARITY] = POLARITY_NAMES[label]
 
     def set_negative(self, negative: bool) -> None:
+        """The "negative points" toggle: new points are negative (a modifier key inverts it)."""
         self.negative = bool(negative)
-        layer = self.points_layer() if self.image is not None else None
-        if layer is not None:
+        for layer in self._prompt_points_layers():
             layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
+
+    def _prompt_points_layers(self) -> list[Points]:
+        from napari.layers import Points
+
+        return [la for la in self.viewer.layers if isinstance(la, Points) and la.unique_id in self._watched]
 
     def new_object(self) -> None:
         """Finish the current objects: the next prompt makes a new one; prompt points are cleared."""
         self.objects.pop(POINTS, None)
         self.objects.pop(BOX, None)
-        from napari.layers import Points
-
-        for layer in self.viewer.layers:
-            if layer.unique_id in self._watched and isinstance(layer, Points) and len(layer.data):
+        for layer in self._prompt_points_layers():
+            if len(layer.data):
                 with self.own_edit():
                     layer.data = np.empty((0, layer.ndim))
 

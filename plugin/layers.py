@@ -104,7 +104,9 @@ def ensure_labels(viewer: napari.Viewer, image: Image, name: str) -> Labels:
         opacity=0.6,
         **transform_of(image),
     )
+    active = viewer.layers.selection.active
     viewer.add_layer(labels)
+    viewer.layers.selection.active = active  # the user keeps clicking prompts, not painting labels
     return labels
 
 

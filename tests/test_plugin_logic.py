@@ -445,3 +445,22 @@ def test_without_a_checkpoint_nothing_starts_and_the_user_is_told_how_to_get_one
     assert any("Downloading" in m for m in messages)
     with pytest.raises(backend.ClientError):
         backend.probe(address, timeout_s=0.5)  # nothing was started there
+
+
+def test_writing_an_answer_touches_one_slice_and_is_one_undo_step() -> None:
+    from napari.layers import Labels
+
+    from plugin.layers import write_edit
+
+    layer = Labels(np.zeros((3, 8, 9), np.uint32))
+    layer.data[2, 0, 0] = 7
+    before = layer.data.copy()
+    plane = coords.plane_at([1, 0, 0], layer.data.shape, (1, 2))
+    mask = np.zeros((8, 9), bool)
+    mask[2:4, 2:5] = True
+    edit, _ = label_ops.compute_edit(layer.data[1], mask, 5, LabelMode.ADD)
+    write_edit(layer, plane, edit)
+    changed = np.argwhere(layer.data != before)
+    assert set(changed[:, 0]) == {1} and len(changed) == 6
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, before)

@@ -96,6 +96,7 @@ def test_point_box_and_auto_each_write_a_new_label(connected, cell, qtbot) -> No
     points.add([40, 52])
     applied = answer_of(widget, POINTS, qtbot)
     assert applied.echo["points"] == [[40.5, 52.5]] and applied.echo["point_labels"] == [1]
+    assert viewer.layers.selection.active is points  # the next click is a prompt again
     result = viewer.layers[POINTS_MASK]
     assert result.data.shape == cell.shape and result.data.dtype == np.uint32
     np.testing.assert_array_equal(result.scale, image.scale)
