@@ -1,8 +1,11 @@
 """Command line: ``python -m broker`` (installed as ``sam2-broker``).
 
-Binds loopback by default. SIGINT/SIGTERM: DISCONNECT to every worker,
+Binds loopback by default; binding an address other machines can reach
+logs a warning unless CurveZMQ is on (``--curve-dir``, keys from
+``scripts/curve_keys.py``). SIGINT/SIGTERM: DISCONNECT to every worker,
 close the sockets, exit 0. Logs ``broker ready frontend=... backend=...``
-once both sockets are bound.
+once both sockets are bound. Exit codes: 0 after a signal, 1 when a socket
+cannot bind, 2 for bad settings or unusable CURVE keys.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import zmq
 
 from broker.broker import Broker
 from broker.config import BrokerConfig
+from protocol.errors import SecurityError
 
 LOG_FORMAT = "%(asctime)s broker %(levelname)s %(message)s"
 
@@ -64,7 +68,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-message-bytes",
         type=int,
         default=defaults.max_message_bytes,
-        help="ZMQ_MAXMSGSIZE of both sockets, bytes (%(default)s)",
+        help="ZMQ_MAXMSGSIZE of both sockets: largest frame accepted, bytes (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-queued-bytes",
+        type=int,
+        default=defaults.max_queued_bytes,
+        help="bytes of queued requests in the whole broker before busy (%(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-frames",
+        type=int,
+        default=defaults.max_body_frames,
+        help="body frames in one request; more gets bad_request (%(default)s)",
+    )
+    parser.add_argument(
+        "--curve-dir",
+        default=None,
+        help="CurveZMQ on both sockets with the keys in this directory (made by scripts/curve_keys.py): "
+        "encrypted, and only keys in authorized_clients/ and authorized_workers/ get in",
     )
     return parser.parse_args(argv)
 
@@ -92,18 +114,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             service_wait_s=args.service_wait_s,
             max_queue=args.max_queue,
             max_message_bytes=args.max_message_bytes,
+            max_queued_bytes=args.max_queued_bytes,
+            max_body_frames=args.max_body_frames,
+            curve_dir=args.curve_dir,
         )
     except ValueError as e:
         log.error("invalid settings: %s", e)
         return 2
     for endpoint in config.exposed_endpoints():
-        log.warning(
-            "binding %s, which is reachable from other machines: the broker has no "
-            "authentication yet, so anyone who reaches it can send requests or register "
-            "as a worker",
-            endpoint,
-        )
-    broker = Broker(config)
+        if config.curve_dir is None:
+            log.warning(
+                "binding %s, which is reachable from other machines, with no authentication: "
+                "anyone who reaches it can send requests or register as a worker, and the "
+                "traffic is not encrypted; use --curve-dir (see README) or an SSH tunnel",
+                endpoint,
+            )
+        else:
+            log.info("binding %s with CurveZMQ: encrypted, authorised keys only", endpoint)
+    try:
+        broker = Broker(config)
+    except SecurityError as e:
+        log.error("cannot use the CURVE keys: %s", e)
+        return 2
 
     received: list[int] = []
 

@@ -23,10 +23,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import zmq
 
-from broker.config import BrokerConfig
+from broker.auth import CurveAuthenticator
+from broker.config import QUEUE_ENTRY_OVERHEAD_BYTES, BrokerConfig
 from broker.mmi import is_mmi, mmi_reply
 from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
 from protocol import mdp
@@ -35,6 +37,7 @@ from protocol.errors import ProtocolError
 from protocol.mdp import Frame
 
 # Error codes of the broker's own error FINALs (see protocol/README.md).
+ERROR_BAD_REQUEST = "bad_request"
 ERROR_BUSY = "busy"
 ERROR_NO_WORKER = "no_worker"
 ERROR_WORKER_LOST = "worker_lost"
@@ -76,6 +79,9 @@ class Broker:
     Args:
         config: every tunable (see :class:`BrokerConfig`).
         clock: monotonic time in seconds (injectable for tests).
+
+    Raises:
+        SecurityError: ``config.curve_dir`` is set but holds no usable broker keypair.
     """
 
     def __init__(self, config: BrokerConfig, clock: Callable[[], float] = time.monotonic) -> None:
@@ -86,9 +92,21 @@ class Broker:
         self._services: dict[bytes, ServiceRecord] = {}
         self._workers: dict[bytes, WorkerRecord] = {}
         self._stop_requested = False
+        self._queued_bytes = 0
         self._context = zmq.Context()
+        self._auth: CurveAuthenticator | None = None
+        if config.curve_dir is not None:
+            try:
+                self._auth = CurveAuthenticator.from_directory(self._context, Path(config.curve_dir))
+            except Exception:
+                self._context.term()
+                raise
         self._frontend = self._router_socket()
         self._backend = self._router_socket()
+        if self._auth is not None:
+            self._auth.secure(self._frontend, "frontend")
+            self._auth.secure(self._backend, "backend")
+            self._auth.start()
         self._poller = zmq.Poller()
         self._poller.register(self._frontend, zmq.POLLIN)
         self._poller.register(self._backend, zmq.POLLIN)
@@ -110,7 +128,12 @@ class Broker:
         """
         self._frontend.bind(self.config.frontend)
         self._backend.bind(self.config.backend)
-        self._log.info("broker ready frontend=%s backend=%s", self.config.frontend, self.config.backend)
+        self._log.info(
+            "broker ready frontend=%s backend=%s%s",
+            self.config.frontend,
+            self.config.backend,
+            " curve=on" if self._auth is not None else "",
+        )
 
     def stop(self) -> None:
         """Ask ``run()`` to return (safe to call from a signal handler)."""
@@ -182,9 +205,24 @@ class Broker:
             self._send_client(sender, mdp.C_FINAL, message.service, reply, message.delimited)
             return
         header = peek_header(message.body[0]) if message.body else {}
+        nbytes = sum(len(frame) for frame in message.body) + QUEUE_ENTRY_OVERHEAD_BYTES
         request = PendingRequest(
-            sender, message.service, message.body, header, self._clock(), delimited=message.delimited
+            sender,
+            message.service,
+            message.body,
+            header,
+            self._clock(),
+            delimited=message.delimited,
+            nbytes=nbytes,
         )
+        if len(message.body) > self.config.max_body_frames:
+            self._reply_error(
+                request,
+                ERROR_BAD_REQUEST,
+                f"the request has {len(message.body)} body frames; this broker accepts at most "
+                f"{self.config.max_body_frames}",
+            )
+            return
         service = self._service(message.service)
         if len(service.requests) >= self.config.max_queue:
             self._reply_error(
@@ -194,7 +232,16 @@ class Broker:
                 f"(limit {self.config.max_queue}); try again later",
             )
             return
+        if self._queued_bytes + nbytes > self.config.max_queued_bytes:
+            self._reply_error(
+                request,
+                ERROR_BUSY,
+                f"the broker holds {self._queued_bytes} bytes of queued requests; {nbytes} more would pass "
+                f"its limit of {self.config.max_queued_bytes}; try again later",
+            )
+            return
         service.requests.append(request)
+        self._queued_bytes += nbytes
         self.counters.requests += 1
         self._log.debug(
             "request request_id=%s service=%s client=%s queued=%d",
@@ -341,6 +388,7 @@ class Broker:
             )
             return
         self._service(request.service).requests.appendleft(request)
+        self._queued_bytes += request.nbytes
         self.counters.requeues += 1
         self._log.warning(
             "requeue request_id=%s service=%s attempts=%d reason=%s",
@@ -356,6 +404,7 @@ class Broker:
         """Give queued requests of ``service`` to its idle workers, oldest request first."""
         while service.requests and service.idle:
             request = service.requests.popleft()
+            self._queued_bytes -= request.nbytes
             worker = self._choose_worker(service, request.image_key)
             service.idle.remove(worker)
             worker.request = request
@@ -419,6 +468,7 @@ class Broker:
             waiting: deque[PendingRequest] = deque()
             for request in service.requests:
                 if now - max(request.queued_at_s, since_s) >= self.config.service_wait_s:
+                    self._queued_bytes -= request.nbytes
                     self._reply_error(
                         request,
                         ERROR_NO_WORKER,

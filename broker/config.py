@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+
+from protocol.security import is_loopback_endpoint
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
 DEFAULT_BACKEND = "tcp://127.0.0.1:5556"
 
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+__all__ = [
+    "DEFAULT_BACKEND",
+    "DEFAULT_FRONTEND",
+    "QUEUE_ENTRY_OVERHEAD_BYTES",
+    "BrokerConfig",
+    "is_loopback_endpoint",
+]
+
+# Bookkeeping cost of one queued request, added to its body bytes for ``max_queued_bytes``.
+QUEUE_ENTRY_OVERHEAD_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -28,8 +38,17 @@ class BrokerConfig:
         service_wait_s: seconds a request may wait while its service has no
             registered worker before the client gets ``no_worker``.
         max_queue: requests queued per service; one more gets ``busy`` at once.
-        max_message_bytes: ZMQ_MAXMSGSIZE of both sockets, in bytes; a peer
-            that sends a larger message is disconnected by libzmq.
+        max_queued_bytes: bytes of request bodies queued in the whole broker
+            (each request counted with ``QUEUE_ENTRY_OVERHEAD_BYTES`` more);
+            a request that would pass it gets ``busy`` at once. With
+            ``max_queue`` this bounds the broker's memory whatever clients send.
+        max_message_bytes: ZMQ_MAXMSGSIZE of both sockets, in bytes: libzmq
+            checks each frame's announced size before allocating it and
+            disconnects a peer that sends a larger frame.
+        max_body_frames: body frames in one client REQUEST; more gets
+            ``bad_request`` (our bodies have 1 header + at most 8 arrays).
+        curve_dir: key directory made by ``scripts/curve_keys.py``; when set,
+            both sockets use CurveZMQ (encrypted; only listed keys admitted).
         recent_image_keys: image keys remembered per worker for affinity.
         stats_interval_s: seconds between DEBUG log lines with the counters.
         shutdown_linger_s: seconds the worker socket may take at shutdown to
@@ -43,7 +62,10 @@ class BrokerConfig:
     max_attempts: int = 2
     service_wait_s: float = 10.0
     max_queue: int = 1000
+    max_queued_bytes: int = 2 << 30
     max_message_bytes: int = (1 << 30) + (1 << 20)
+    max_body_frames: int = 16
+    curve_dir: str | None = None
     recent_image_keys: int = 16
     stats_interval_s: float = 10.0
     shutdown_linger_s: float = 0.5
@@ -57,7 +79,9 @@ class BrokerConfig:
             "heartbeat_liveness",
             "max_attempts",
             "max_queue",
+            "max_queued_bytes",
             "max_message_bytes",
+            "max_body_frames",
             "recent_image_keys",
         ):
             if getattr(self, name) < 1:
@@ -72,26 +96,5 @@ class BrokerConfig:
         return self.heartbeat_interval_s * self.heartbeat_liveness
 
     def exposed_endpoints(self) -> list[str]:
-        """The bound endpoints reachable from other machines (no auth: warn about these)."""
+        """The bound endpoints reachable from other machines (without CURVE: warn about these)."""
         return [e for e in (self.frontend, self.backend) if not is_loopback_endpoint(e)]
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True when ``endpoint`` can only be reached from this machine.
-
-    ``ipc://`` and ``inproc://`` are local; ``tcp://HOST:PORT`` is local when
-    HOST is ``localhost`` or a loopback address. Wildcards (``*``), interface
-    names and other addresses are not.
-    """
-    transport, _, rest = endpoint.partition("://")
-    if transport in ("ipc", "inproc"):
-        return True
-    if transport != "tcp":
-        return False
-    host = rest.rpartition(":")[0].strip("[]")
-    if host in _LOCAL_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -26,6 +26,8 @@ class PendingRequest:
         attempts: workers lost while serving it so far.
         delimited: the client frames with MDP/0.1's leading empty frame;
             replies to it do the same.
+        nbytes: what it counts against the broker's ``max_queued_bytes``
+            (body bytes plus a fixed bookkeeping overhead).
     """
 
     client: bytes
@@ -35,6 +37,7 @@ class PendingRequest:
     queued_at_s: float
     attempts: int = 0
     delimited: bool = False
+    nbytes: int = 0
 
     @property
     def request_id(self) -> str:

@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import zmq
@@ -32,6 +32,7 @@ import zmq
 from protocol import codec, mdp
 from protocol.errors import ProtocolError, RemoteError, RequestTimeout, Superseded
 from protocol.image_key import image_key as compute_image_key
+from protocol.security import CurveClientKeys
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ class MDPClient:
         max_message_bytes: ZMQ_MAXMSGSIZE for incoming messages (-1: none).
         delimited: put MDP/0.1's empty frame before each REQUEST, for brokers
             that expect it (libmdp, majortomo); RFC 18 framing when false.
+        curve: CurveZMQ keys for a broker started with ``--curve-dir``;
+            ``None`` reads them from ``SAM2_CURVE_CLIENT_KEY`` and
+            ``SAM2_CURVE_SERVER_KEY`` when those are set (plain TCP otherwise);
+            ``False`` never uses CURVE.
+
+    Raises:
+        SecurityError: the CURVE key files named by the environment are unusable.
     """
 
     def __init__(
@@ -59,20 +67,32 @@ class MDPClient:
         context: zmq.Context | None = None,
         max_message_bytes: int = (1 << 30) + (1 << 20),
         delimited: bool = False,
+        curve: CurveClientKeys | None | Literal[False] = None,
     ) -> None:
         self.endpoint = endpoint
         self.delimited = delimited
         self.context = context or zmq.Context.instance()
         self.max_message_bytes = max_message_bytes
+        self.curve: CurveClientKeys | None = (
+            None if curve is False else curve if curve is not None else CurveClientKeys.from_env()
+        )
         self.socket: zmq.Socket | None = None
         self.connect()
 
     def connect(self) -> None:
-        """Open a fresh socket (closing any old one, dropping its queued replies)."""
+        """Open a fresh socket (closing any old one, dropping its queued replies).
+
+        Replies larger than ``max_message_bytes`` per frame are refused by
+        libzmq before allocation. With CURVE keys the socket is a CURVE
+        client: a broker that does not admit the key never answers (the
+        call times out) and logs the refusal.
+        """
         self.close()
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         self.socket = sock
 
@@ -142,6 +162,7 @@ class SamClient:
         service: model/service name, e.g. ``"sam2.1_hiera_tiny"``.
         config: timeouts and retries.
         limits: bounds applied when decoding replies.
+        curve: CurveZMQ keys (see :class:`MDPClient`; default: from the environment).
     """
 
     def __init__(
@@ -152,11 +173,12 @@ class SamClient:
         config: ClientConfig = ClientConfig(),
         limits: codec.Limits = codec.DEFAULT_LIMITS,
         context: zmq.Context | None = None,
+        curve: CurveClientKeys | None | Literal[False] = None,
     ) -> None:
         self.service = service
         self.config = config
         self.limits = limits
-        self.mdp = MDPClient(endpoint, context=context)
+        self.mdp = MDPClient(endpoint, context=context, curve=curve)
         self._sent_keys: OrderedDict[str, None] = OrderedDict()
 
     @property

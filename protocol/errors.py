@@ -39,3 +39,7 @@ class RemoteError(ClientError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class SecurityError(Exception):
+    """CURVE keys that are missing, malformed or unsafe to use."""

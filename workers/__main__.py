@@ -4,8 +4,14 @@ Example::
 
     python -m workers --connect tcp://127.0.0.1:5556 --model sam2.1_hiera_tiny --device auto
 
+With a broker started with ``--curve-dir`` (CurveZMQ), give the worker its
+keypair and the broker's public key (``scripts/curve_keys.py`` makes them)::
+
+    python -m workers --connect tcp://broker-host:5556 \
+        --curve-key curve/workers/gpu1.key_secret --curve-server-key curve/broker.key
+
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
-line, a missing or unusable checkpoint, or an unavailable device.
+line, a missing or unusable checkpoint or CURVE key, or an unavailable device.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pathlib import Path
 from types import FrameType
 
 from protocol.codec import Limits
+from protocol.errors import SecurityError
+from protocol.security import CurveClientKeys, is_loopback_endpoint
 from workers.models import MODELS, CheckpointError, get_spec
 
 log = logging.getLogger("workers")
@@ -116,12 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="missed heartbeats before the broker is dead",
     )
     parser.add_argument(
+        "--reconnect-max-s",
+        type=_positive_float,
+        default=2.0,
+        help="longest wait between reconnection attempts while the broker is silent (starts at 0.25 s)",
+    )
+    parser.add_argument(
         "--max-array-mib", type=_positive_float, default=1024.0, help="largest array in a request"
     )
     parser.add_argument(
         "--max-total-mib", type=_positive_float, default=1024.0, help="largest request in total"
     )
     parser.add_argument("--max-side", type=_positive_int, default=65536, help="longest axis of any array")
+    parser.add_argument(
+        "--max-header-kib", type=_positive_float, default=64.0, help="largest JSON header of a request"
+    )
+    parser.add_argument("--max-arrays", type=_positive_int, default=8, help="most array frames in a request")
+    parser.add_argument(
+        "--curve-key",
+        type=Path,
+        default=None,
+        help="this worker's CurveZMQ keypair (a .key_secret file from scripts/curve_keys.py); "
+        "needs --curve-server-key",
+    )
+    parser.add_argument(
+        "--curve-server-key", type=Path, default=None, help="the broker's public key file (broker.key)"
+    )
     parser.add_argument(
         "--mdp-framing",
         choices=["rfc", "delimited"],
@@ -171,6 +199,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     spec = get_spec(args.model)
+    curve: CurveClientKeys | None = None
+    if (args.curve_key is None) != (args.curve_server_key is None):
+        return _fail("--curve-key and --curve-server-key go together")
+    if args.curve_key is not None:
+        try:
+            curve = CurveClientKeys.load(args.curve_key, args.curve_server_key)
+        except SecurityError as e:
+            return _fail(str(e))
+        log.info("curve: on (worker key %s)", curve.keypair.public.decode())
+    elif not is_loopback_endpoint(args.connect):
+        log.warning(
+            "connecting to %s without CurveZMQ: requests and images travel unencrypted and the broker "
+            "cannot tell this worker from an impostor; see --curve-key",
+            args.connect,
+        )
     checkpoint = args.checkpoint if args.checkpoint is not None else spec.default_checkpoint_path
 
     from workers.device import configure_threads, resolve_device
@@ -205,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, spec.name, device, int(args.cache_mib * 2**20), random_weights=args.random_weights
     )
     limits = Limits(
+        max_header_bytes=int(args.max_header_kib * 1024),
+        max_arrays=args.max_arrays,
         max_side=args.max_side,
         max_array_bytes=int(args.max_array_mib * 2**20),
         max_total_bytes=int(args.max_total_mib * 2**20),
@@ -215,8 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_name=str(device.device),
         heartbeat_interval_s=args.heartbeat_interval_s,
         heartbeat_liveness=args.heartbeat_liveness,
+        reconnect_max_s=args.reconnect_max_s,
         limits=limits,
         delimited=args.mdp_framing == "delimited",
+        curve=curve,
     )
     worker = Worker(config, service)
 

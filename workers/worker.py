@@ -15,7 +15,7 @@ are queued (a broker may send more than one).
 
 Broker liveness: any message from the broker counts. After
 ``heartbeat_interval_s * heartbeat_liveness`` of silence the worker drops its
-socket, waits (0.25 s doubling to 4 s), connects a fresh one and sends READY
+socket, waits (0.25 s doubling to 2 s), connects a fresh one and sends READY
 again; a DISCONNECT from the broker does the same. While a request is being
 computed, silence counts only if the broker has sent something during that
 request: some conforming brokers (majortomo) send no heartbeats to busy
@@ -38,6 +38,7 @@ import zmq
 
 from protocol import codec, mdp
 from protocol.errors import CodecError, ProtocolError
+from protocol.security import CurveClientKeys
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,14 @@ class WorkerConfig:
         heartbeat_interval_s: seconds between heartbeats sent to the broker.
         heartbeat_liveness: heartbeats the broker may miss before it is considered dead.
         reconnect_initial_s: first wait before reconnecting.
-        reconnect_max_s: the wait doubles up to this.
+        reconnect_max_s: the wait doubles up to this; it bounds how long a
+            worker takes to re-register once a restarted broker is back.
         limits: bounds on every received request body.
         delimited: put MDP/0.1's empty frame before every command, for
             brokers that expect it (the reference libmdp, majortomo); RFC 18
             framing when false.
+        curve: this worker's CURVE keypair and the broker's public key, for
+            a broker started with ``--curve-dir``; None: no encryption.
     """
 
     connect: str
@@ -95,9 +99,10 @@ class WorkerConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_liveness: int = 3
     reconnect_initial_s: float = 0.25
-    reconnect_max_s: float = 4.0
+    reconnect_max_s: float = 2.0
     limits: codec.Limits = field(default_factory=codec.Limits)
     delimited: bool = False
+    curve: CurveClientKeys | None = None
 
     @property
     def broker_timeout_s(self) -> float:
@@ -364,6 +369,8 @@ class Worker:
         dealer = self._context.socket(zmq.DEALER)
         dealer.linger = 0
         dealer.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
+        if self.config.curve is not None:
+            self.config.curve.apply(dealer)
         dealer.connect(self.config.connect)
         self._dealer = dealer
         self._poller.register(dealer, zmq.POLLIN)
