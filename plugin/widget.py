@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 
 REFRESH_INTERVAL_MS = 10_000
 _OK, _BAD = "color: #3c3;", "color: #e55;"
+ADDRESS_TIP = (
+    "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
+    "the plugin starts an embedded backend and stops it when napari closes."
+)
 CPU_NOTICE = (
     "SAM2 runs on the CPU here: the first prompt on each new image takes a few seconds "
     "(image encoding); later prompts on it are quick."
@@ -90,8 +94,7 @@ class SamWidget(QWidget):
         box = QGroupBox("Connection")
         form = QFormLayout(box)
         self.address = QLineEdit(default_address())
-        self.address.setToolTip("Broker frontend; env SAM2_BROKER_ADDRESS. A local address with no broker "
-                                "starts an embedded backend.")  # fmt: skip
+        self.address.setToolTip(ADDRESS_TIP)
         self.connect_button = button("Connect", self.connect_backend)
         row = QHBoxLayout()
         row.addWidget(self.address, 1)
@@ -148,9 +151,10 @@ class SamWidget(QWidget):
         form.addRow("Operation", self.refine_op)
         form.addRow("Labels layer", self.refine_layer)
         form.addRow("Label id", row)
-        for signal in (group.buttonToggled, self.refine_op.currentIndexChanged, self.refine_id.valueChanged,
-                       self.refine_layer.layer_changed):  # fmt: skip
-            signal.connect(self._update_mode)
+        group.buttonToggled.connect(self._update_mode)
+        self.refine_op.currentIndexChanged.connect(self._update_mode)
+        self.refine_id.valueChanged.connect(self._update_mode)
+        self.refine_layer.layer_changed.connect(self._update_mode)
         self._update_mode()
         return box
 
@@ -302,9 +306,8 @@ class SamWidget(QWidget):
         if self._auto_progress is not None:
             self.controller.cancel_auto()
             return
-        self.controller.auto_settings = type(self.controller.auto_settings)(
-            **{**self.controller.auto_settings.__dict__, "points_per_side": self.points_per_side.value()}
-        )
+        settings = self.controller.auto_settings
+        self.controller.auto_settings = replace(settings, points_per_side=self.points_per_side.value())
         self._auto_progress = progress(total=0, desc="AUTO-SEGMENT")
         if self.controller.run_auto(self._auto_step, self._auto_done):
             self.auto_button.setText("Cancel AUTO-SEGMENT")
