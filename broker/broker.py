@@ -29,7 +29,7 @@ import zmq
 
 from broker.auth import CurveAuthenticator
 from broker.config import QUEUE_ENTRY_OVERHEAD_BYTES, BrokerConfig
-from broker.mmi import is_mmi, mmi_reply
+from broker.mmi import MMI_CANCEL, STATUS_FOUND, STATUS_NOT_FOUND, cancel_request_id, is_mmi, mmi_reply
 from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
 from protocol import mdp
 from protocol.codec import error_body, peek_header
@@ -39,6 +39,7 @@ from protocol.mdp import Frame
 # Error codes of the broker's own error FINALs (see protocol/README.md).
 ERROR_BAD_REQUEST = "bad_request"
 ERROR_BUSY = "busy"
+ERROR_CANCELLED = "cancelled"
 ERROR_NO_WORKER = "no_worker"
 ERROR_WORKER_LOST = "worker_lost"
 
@@ -222,7 +223,12 @@ class Broker:
             return
         if is_mmi(message.service):
             self.counters.mmi_requests += 1
-            reply = mmi_reply(message.service, message.body, self._services)
+            if message.service == MMI_CANCEL:
+                request_id = cancel_request_id(message.body)
+                found = request_id is not None and self.cancel(sender, request_id)
+                reply = [STATUS_FOUND if found else STATUS_NOT_FOUND]
+            else:
+                reply = mmi_reply(message.service, message.body, self._services)
             self._send_client(sender, mdp.C_FINAL, message.service, reply, message.delimited)
             return
         header = peek_header(message.body[0]) if message.body else {}
@@ -399,6 +405,47 @@ class Broker:
             self._requeue(request, reason)
         self.dispatch(service)
 
+    def cancel(self, client: bytes, request_id: str) -> bool:
+        """Cancel ``client``'s request ``request_id`` (``mmi.cancel``); return whether it was found.
+
+        A queued request leaves its queue. A request being served is taken
+        from its worker, which gets DISCONNECT and is forgotten without the
+        request being re-queued (RFC 18 lets the broker disconnect a worker
+        at any time; ours then reconnects and stops the job between steps).
+        Either way the client gets an error FINAL with code ``cancelled``.
+        Only the client that sent a request can cancel it.
+        """
+
+        def matches(request: PendingRequest) -> bool:
+            return request.client == client and request.header.get("request_id") == request_id
+
+        for service in self._services.values():
+            queued = next((r for r in service.requests if matches(r)), None)
+            if queued is not None:
+                service.requests.remove(queued)
+                self._queued_bytes -= queued.nbytes
+                self._reply_error(
+                    queued, ERROR_CANCELLED, "cancelled by the client while queued", level=logging.INFO
+                )
+                return True
+        worker = next(
+            (w for w in self._workers.values() if w.request is not None and matches(w.request)), None
+        )
+        if worker is None or worker.request is None:
+            return False
+        request, worker.request = worker.request, None
+        self._reply_error(
+            request,
+            ERROR_CANCELLED,
+            f"cancelled by the client while worker {worker.identity.hex()} served it; the worker was "
+            "told to stop",
+            level=logging.INFO,
+        )
+        self.delete_worker(
+            worker, disconnect=True, reason=f"request {request_id} cancelled", level=logging.INFO
+        )
+        return True
+
     def _requeue(self, request: PendingRequest, reason: str) -> None:
         """Put a request whose worker was lost back at the front, or give up."""
         request.attempts += 1
@@ -512,10 +559,13 @@ class Broker:
             self._services[name] = service
         return service
 
-    def _reply_error(self, request: PendingRequest, code: str, message: str) -> None:
+    def _reply_error(
+        self, request: PendingRequest, code: str, message: str, *, level: int = logging.WARNING
+    ) -> None:
         """Send the client an error FINAL (``protocol.codec.error_body``) for ``request``."""
         self.counters.errors[code] += 1
-        self._log.warning(
+        self._log.log(
+            level,
             "error reply request_id=%s service=%s client=%s code=%s: %s",
             request.request_id,
             _name(request.service),

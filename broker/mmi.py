@@ -4,12 +4,17 @@
                  registered worker, else ``[b"404"]``.
 ``mmi.services`` -> ``[json]``: ``{"services": {name: {"workers": n,
                  "idle": n, "queued": n}}}``.
+``mmi.cancel``   body ``[request_id]`` -> ``[b"200"]`` when a request with
+                 that id from the same client was queued or being served (it
+                 is then cancelled), else ``[b"404"]``. Answered by the broker
+                 itself (``Broker.cancel``), which owns the queues.
 any other ``mmi.*`` -> ``[b"501"]``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 
 from broker.records import ServiceRecord
@@ -18,15 +23,27 @@ from protocol.mdp import Frame
 MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"
 MMI_SERVICES = b"mmi.services"
+MMI_CANCEL = b"mmi.cancel"
 
 STATUS_FOUND = b"200"
 STATUS_NOT_FOUND = b"404"
 STATUS_NOT_IMPLEMENTED = b"501"
 
+# The codec's request id rule (protocol/codec.py), as bytes.
+_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9_.:-]{1,64}")
+
 
 def is_mmi(service: bytes) -> bool:
     """True for the broker's own ``mmi.*`` namespace."""
     return service.startswith(MMI_PREFIX)
+
+
+def cancel_request_id(body: Sequence[Frame]) -> str | None:
+    """The request id an ``mmi.cancel`` body names, or None when the body is not one valid id."""
+    if len(body) != 1 or len(body[0]) > 64:
+        return None
+    value = bytes(body[0])
+    return value.decode("ascii") if _REQUEST_ID_RE.fullmatch(value) else None
 
 
 def mmi_reply(service: bytes, body: Sequence[Frame], services: Mapping[bytes, ServiceRecord]) -> list[bytes]:

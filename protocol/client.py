@@ -37,6 +37,7 @@ from protocol.security import CurveClientKeys
 log = logging.getLogger(__name__)
 
 DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
+MMI_CANCEL = b"mmi.cancel"
 _POLL_SLICE_S = 0.05
 
 
@@ -247,7 +248,9 @@ class SamClient:
             contrast_limits: (low, high) for non-uint8 images.
             timeout_s: silence timeout per attempt (default from config).
             on_partial: called with each PARTIAL reply of this request.
-            cancel: set it to abandon the call (raises :class:`Superseded`).
+            cancel: set it to abandon the call: the broker is asked
+                (``mmi.cancel``) to drop the request or stop the worker
+                serving it, and :class:`Superseded` is raised at once.
 
         Raises:
             RemoteError: the worker or broker answered with an error.
@@ -269,9 +272,15 @@ class SamClient:
             reply = self._call_once(op, full_params, arrays, image, key, True, timeout_s, on_partial, cancel)
         if reply.status == codec.STATUS_ERROR:
             error = reply.header.get("error") or {}
-            raise RemoteError(str(error.get("code", "error")), str(error.get("message", "")))
+            raise RemoteError(
+                str(error.get("code", "error")), str(error.get("message", "")), request_id=reply.request_id
+            )
         if reply.status == codec.STATUS_NEED_IMAGE:
-            raise RemoteError("need_image", f"the worker does not hold image {key} and none was sent")
+            raise RemoteError(
+                "need_image",
+                f"the worker does not hold image {key} and none was sent",
+                request_id=reply.request_id,
+            )
         if key is not None:
             self._remember_key(key)
         return reply
@@ -326,11 +335,16 @@ class SamClient:
         cancel: threading.Event | None,
     ) -> codec.Message | None:
         deadline = time.monotonic() + silence_s
+        service = self.service.encode()
         while (left := deadline - time.monotonic()) > 0:
             if cancel is not None and cancel.is_set():
+                self._send_cancel(request_id)
                 raise Superseded(f"request {request_id} was cancelled")
             message = self.mdp.recv(min(left, _POLL_SLICE_S))
             if message is None:
+                continue
+            if message.service != service:  # e.g. the answer to an earlier mmi.cancel
+                log.debug("dropping a reply from service %r", message.service)
                 continue
             try:
                 reply = codec.decode(message.body, self.limits)
@@ -348,6 +362,20 @@ class SamClient:
                 continue
             return reply
         return None
+
+    def _send_cancel(self, request_id: str) -> None:
+        """Ask the broker (``mmi.cancel``) to drop ``request_id`` or stop its worker; best effort.
+
+        Its answer is not awaited: it arrives later and is dropped like any
+        reply for another service.
+        """
+        if self.mdp.socket is None:
+            return
+        frames = mdp.client_request(MMI_CANCEL, [request_id.encode()], delimited=self.mdp.delimited)
+        try:
+            self.mdp.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.debug("could not send mmi.cancel for %s: %s", request_id, e)
 
 
 T = TypeVar("T")

@@ -33,12 +33,14 @@ class RemoteError(ClientError):
     Attributes:
         code: short machine-readable error code, e.g. ``"bad_request"``.
         message: human-readable explanation from the remote side.
+        request_id: the id of the request that failed, when known (for logs).
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.request_id = request_id
 
 
 class SecurityError(Exception):
