@@ -7,6 +7,8 @@ the module uses three small images in all.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,7 +229,8 @@ def test_info_echo_and_sleep(service: Sam2Service) -> None:
     assert info["model"] == MODEL and info["device"] == "cpu" and info["dtype"] == "float32"
     assert info["random_weights"] is False and info["sam2_version"] and info["torch_version"]
     assert set(info["cache"]) >= {"entries", "bytes", "limit_bytes", "hits", "misses"}
-    assert set(info["counters"]) == {"requests", "errors", "encoder_runs", "images_received", "by_op"}
+    counters = {"requests", "errors", "encoder_runs", "images_received", "cancelled", "by_op"}
+    assert set(info["counters"]) == counters
     assert info["pid"] > 0 and str(info["pid"]) in info["worker_id"]
     array = np.arange(12, dtype=np.int16).reshape(3, 4)
     echo = ok(service, "echo", params={"anything": [1, "two"]}, arrays={"data": array})
@@ -340,3 +343,20 @@ def test_unexpected_failure_is_internal_and_service_keeps_serving(
     assert reply.status == "error" and reply.error == ("internal", "RuntimeError: decoder exploded")
     monkeypatch.undo()
     assert ok(service, "segment", params=POINT, key=rgb_key).arrays["mask"].shape == (96, 128)
+
+
+def test_a_set_cancel_event_stops_sleep_and_auto_early(service: Sam2Service) -> None:
+    """The worker loop sets a request's cancel event when its broker connection closes."""
+    cancel = threading.Event()
+    cancel.set()
+    before = service.counters.cancelled
+    started = time.monotonic()
+    header = {"v": 1, "op": "sleep", "request_id": "cancel-sleep", "params": {"seconds": 30}}
+    [reply] = list(service.handle(Message(header, {}), cancel))
+    assert reply.error is not None and reply.error[0] == "cancelled" and time.monotonic() - started < 1
+    image = np.random.default_rng(9).integers(0, 256, (32, 32), dtype=np.uint8)
+    header = {"v": 1, "op": "auto", "request_id": "cancel-auto", "params": {"points_per_side": 4}}
+    replies = list(service.handle(Message(header, {"image": image}), cancel))
+    # Stopped after the first batch of prompts, before any mask was painted.
+    assert replies[-1].error is not None and replies[-1].error[0] == "cancelled", replies[-1]
+    assert service.counters.cancelled == before + 2

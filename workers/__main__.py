@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-arrays", type=_positive_int, default=8, help="most array frames in a request")
     parser.add_argument(
+        "--max-stack-frames",
+        type=_positive_int,
+        default=512,
+        help="most slices in one propagate stack (state memory grows with each slice)",
+    )
+    parser.add_argument(
         "--curve-key",
         type=Path,
         default=None,
@@ -245,7 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.warning("%s", line)
 
     service = Sam2Service(
-        model, spec.name, device, int(args.cache_mib * 2**20), random_weights=args.random_weights
+        model,
+        spec.name,
+        device,
+        int(args.cache_mib * 2**20),
+        random_weights=args.random_weights,
+        max_stack_frames=args.max_stack_frames,
     )
     limits = Limits(
         max_header_bytes=int(args.max_header_kib * 1024),

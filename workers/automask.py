@@ -3,7 +3,9 @@
 Generation runs in a helper thread so that the caller, a generator, can
 yield progress while it runs (one report per batch of point prompts, at most
 one per ``progress_interval_s``). The helper thread owns its own
-``torch.inference_mode`` and autocast, which are thread-local.
+``torch.inference_mode`` and autocast, which are thread-local. A ``cancel``
+event is checked after each batch: generation then stops with
+:class:`AutoCancelled`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import numpy as np
 import torch
 
 from workers.labels import paint_labels
+
+
+class AutoCancelled(Exception):
+    """Generation stopped early because its ``cancel`` event was set."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ def generate_labels(
     settings: Mapping[str, Any],
     autocast: Callable[[], contextlib.AbstractContextManager[object]],
     progress_interval_s: float = 1.0,
+    cancel: threading.Event | None = None,
 ) -> Iterator[AutoProgress | AutoResult]:
     """Run automatic mask generation on ``rgb``; yield progress, then one :class:`AutoResult`.
 
@@ -91,15 +98,21 @@ def generate_labels(
         settings: keyword arguments of ``SAM2AutomaticMaskGenerator`` (``points_per_side`` required).
         autocast: returns the autocast context for model calls.
         progress_interval_s: least time between two progress reports.
+        cancel: when set, generation stops after the current batch of prompts.
 
     Raises:
+        AutoCancelled: ``cancel`` was set.
         Exception: whatever generation raised, re-raised in the caller's thread.
     """
     crops, total = count_prompts(rgb.shape[:2], settings)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    generator = _progress_generator_class()(
-        model, on_batch=lambda n: events.put(("batch", n)), output_mode="binary_mask", **settings
-    )
+
+    def on_batch(n_points: int) -> None:
+        if cancel is not None and cancel.is_set():
+            raise AutoCancelled
+        events.put(("batch", n_points))
+
+    generator = _progress_generator_class()(model, on_batch=on_batch, output_mode="binary_mask", **settings)
 
     def work() -> None:
         try:

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -32,15 +33,25 @@ import torch
 
 from protocol.codec import ALLOWED_DTYPES, STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Message
 from protocol.image_key import image_key
-from workers.automask import AutoProgress, generate_labels
+from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
+from workers.models import get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
-from workers.prompts import MAX_POINTS, PromptError, parse_prompt
+from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
+from workers.propagate import (
+    DEFAULT_MAX_STACK_FRAMES,
+    DIRECTIONS,
+    StackFrames,
+    VideoPropagator,
+    check_stack,
+    frame_order,
+    stack_contrast_limits,
+)
 
 log = logging.getLogger(__name__)
 
-OPS = ("info", "embed", "segment", "auto", "echo", "sleep")
+OPS = ("info", "embed", "segment", "auto", "propagate", "echo", "sleep")
 MAX_SLEEP_S = 60.0
 LOW_RES_SHAPE = (1, 256, 256)
 
@@ -81,17 +92,23 @@ def bad_request(message: str) -> RequestError:
     return RequestError("bad_request", message)
 
 
+def cancelled(what: str) -> RequestError:
+    return RequestError("cancelled", f"{what} was cancelled (the broker connection of this request closed)")
+
+
 @dataclass
 class Counters:
     """Request counters reported by ``info``.
 
-    ``images_received`` counts requests that carried pixels (an ``image`` array).
+    ``images_received`` counts requests that carried pixels (an ``image`` array);
+    ``cancelled`` requests stopped early because their broker connection closed.
     """
 
     requests: int = 0
     errors: int = 0
     encoder_runs: int = 0
     images_received: int = 0
+    cancelled: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +117,7 @@ class Counters:
             "errors": self.errors,
             "encoder_runs": self.encoder_runs,
             "images_received": self.images_received,
+            "cancelled": self.cancelled,
             "by_op": dict(self.by_op),
         }
 
@@ -193,6 +211,7 @@ class Sam2Service:
         cache_limit_bytes: byte budget of the embedding cache.
         random_weights: the model has random weights (reported by ``info``).
         max_points: most points accepted in one segment prompt.
+        max_stack_frames: most slices accepted in one ``propagate`` stack.
     """
 
     def __init__(
@@ -204,6 +223,7 @@ class Sam2Service:
         *,
         random_weights: bool = False,
         max_points: int = MAX_POINTS,
+        max_stack_frames: int = DEFAULT_MAX_STACK_FRAMES,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -212,29 +232,41 @@ class Sam2Service:
         self.device = device
         self.random_weights = random_weights
         self.max_points = max_points
+        self.max_stack_frames = max_stack_frames
         self.predictor = SAM2ImagePredictor(model)
+        self.propagator = VideoPropagator(model, get_spec(model_name).config, device.device, device.autocast)
         self.cache = EmbeddingCache(cache_limit_bytes)
         self.counters = Counters()
         self.last_prompt: dict[str, Any] | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._predictor_key: str | None = None
+        self._cancel = threading.Event()
         self._handlers: dict[str, Callable[[Message], Iterator[Reply]]] = {
             "info": self._op_info,
             "embed": self._op_embed,
             "segment": self._op_segment,
             "auto": self._op_auto,
+            "propagate": self._op_propagate,
             "echo": self._op_echo,
             "sleep": self._op_sleep,
         }
 
     # -- entry points ---------------------------------------------------------
 
-    def handle(self, message: Message) -> Iterator[Reply]:
+    def handle(self, message: Message, cancel: threading.Event | None = None) -> Iterator[Reply]:
         """Run one request; yield PARTIAL replies (if any) and then exactly one final reply.
 
         Never raises for a bad request or a failing model call: those become
         error replies (``bad_request``, ``unknown_op`` or ``internal``).
+
+        Args:
+            message: the decoded request.
+            cancel: set by the worker loop when the request can no longer be
+                answered (the broker sent DISCONNECT, e.g. for ``mmi.cancel``);
+                long operations (``propagate`` between slices, ``auto`` between
+                batches of prompts, ``sleep``) then stop early.
         """
+        self._cancel = cancel if cancel is not None else threading.Event()
         self.counters.requests += 1
         if "image" in message.arrays:
             self.counters.images_received += 1
@@ -252,11 +284,14 @@ class Sam2Service:
                     return
             raise RuntimeError(f"op {op!r} ended without a final reply")
         except RequestError as e:
-            self.counters.errors += 1
+            if e.code == "cancelled":
+                self.counters.cancelled += 1
+            else:
+                self.counters.errors += 1
             yield Reply(STATUS_ERROR, error=(e.code, e.message))
         except Exception as e:
             self.counters.errors += 1
-            log.exception("request %s op=%s failed", message.request_id, op)
+            log.exception("request_id=%s op=%s failed", message.request_id, op)
             yield Reply(STATUS_ERROR, error=("internal", f"{type(e).__name__}: {e}"))
 
     def count_undecodable(self) -> None:
@@ -468,22 +503,124 @@ class Sam2Service:
         except ValueError as e:
             raise bad_request(str(e)) from e
         started = time.perf_counter()
-        for event in generate_labels(self.model, rgb, settings, self.device.autocast):
-            if isinstance(event, AutoProgress):
-                if event.done == 0:
-                    self.counters.encoder_runs += event.crops  # one image-encoder run per crop
-                progress = {"stage": "auto", "done": event.done, "total": event.total, "crops": event.crops}
-                yield Reply(STATUS_PARTIAL, progress, image_key=ref.key)
-                continue
-            log.info(
-                "auto: %d masks, %d visible objects in %.2fs",
-                event.masks_found,
-                len(event.areas),
-                time.perf_counter() - started,
+        events = generate_labels(self.model, rgb, settings, self.device.autocast, cancel=self._cancel)
+        try:
+            for event in events:
+                if isinstance(event, AutoProgress):
+                    if event.done == 0:
+                        self.counters.encoder_runs += event.crops  # one image-encoder run per crop
+                    progress = {
+                        "stage": "auto",
+                        "done": event.done,
+                        "total": event.total,
+                        "crops": event.crops,
+                    }
+                    yield Reply(STATUS_PARTIAL, progress, image_key=ref.key)
+                    continue
+                log.info(
+                    "auto: %d masks, %d visible objects in %.2fs",
+                    event.masks_found,
+                    len(event.areas),
+                    time.perf_counter() - started,
+                )
+                result = {"num_objects": len(event.areas), "areas": event.areas}
+                yield Reply(STATUS_OK, result, {"labels": event.labels}, image_key=ref.key)
+                return
+        except AutoCancelled:
+            raise cancelled(f"auto after {time.perf_counter() - started:.1f} s") from None
+        raise RuntimeError("automatic mask generation ended without a result")
+
+    def _op_propagate(self, message: Message) -> Iterator[Reply]:
+        params = _params(
+            message,
+            frozenset(
+                {"frame_index", "direction", "max_frames", "points", "point_labels", "box", "contrast_limits"}
+            ),
+        )
+        _check_arrays(message, frozenset({"stack", "mask"}))
+        stack = message.arrays.get("stack")
+        if stack is None:
+            raise bad_request("propagate needs a 'stack' array: (Z, H, W) grey or (Z, H, W, 3|4) colour")
+        try:
+            shape = check_stack(stack.shape, self.max_stack_frames)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
+        if "frame_index" not in params:
+            raise bad_request("propagate needs 'frame_index': the slice (0..Z-1) the prompt is on")
+        frame_index = _int_param(params, "frame_index", 0, 0, shape.frames - 1)
+        direction = params.get("direction", "both")
+        if direction not in DIRECTIONS:
+            raise bad_request(f"param 'direction' must be one of {list(DIRECTIONS)}, got {direction!r}")
+        max_frames = None
+        if params.get("max_frames") is not None:
+            max_frames = _int_param(params, "max_frames", 0, 0, shape.frames)
+        contrast_limits = _contrast_limits(params)
+        mask, prompt = self._propagate_prompt(message, params, shape.height, shape.width)
+        order = frame_order(shape.frames, frame_index, direction, max_frames)
+        if contrast_limits is None:
+            contrast_limits = stack_contrast_limits(stack)
+        frames = StackFrames(stack, int(self.propagator.predictor.image_size), contrast_limits)
+        started = time.perf_counter()
+        done = 0
+        masks = self.propagator.run(
+            frames, shape, frame_index, direction, max_frames, mask=mask, prompt=prompt
+        )
+        try:
+            for index, slice_mask in masks:
+                if done >= len(order) or index != order[done]:
+                    raise RuntimeError(f"propagation produced slice {index}, expected the order {order}")
+                done += 1
+                progress = {"frame_index": index, "done": done, "total": len(order)}
+                yield Reply(STATUS_PARTIAL, progress, {"mask": slice_mask})
+                if self._cancel.is_set():
+                    break
+        finally:
+            masks.close()
+            self.counters.encoder_runs += frames.loads
+        was_cancelled = self._cancel.is_set() and done < len(order)
+        if was_cancelled:
+            self.counters.cancelled += 1
+        elif done != len(order):
+            raise RuntimeError(f"propagation produced {done} slices, expected {len(order)}")
+        log.info(
+            "propagate: %d of %d slices of %dx%d from slice %d (%s)%s in %.2fs",
+            done,
+            len(order),
+            shape.height,
+            shape.width,
+            frame_index,
+            direction,
+            ", cancelled" if was_cancelled else "",
+            time.perf_counter() - started,
+        )
+        yield Reply(STATUS_OK, {"frames": done, "cancelled": was_cancelled})
+
+    def _propagate_prompt(
+        self, message: Message, params: Mapping[str, Any], height: int, width: int
+    ) -> tuple[np.ndarray | None, Prompt | None]:
+        """The prompt on slice k: a bool (H, W) ``mask``, or points/box in (row, col); exactly one."""
+        mask = message.arrays.get("mask")
+        has_prompt = any(params.get(name) not in (None, []) for name in ("points", "point_labels", "box"))
+        if mask is not None:
+            if has_prompt:
+                raise bad_request("give either a 'mask' or points/box for slice frame_index, not both")
+            if mask.dtype != np.bool_ or mask.shape != (height, width):
+                raise bad_request(
+                    f"mask must be bool (H, W) = {[height, width]} like one slice of the stack, "
+                    f"got {mask.dtype} {list(mask.shape)}"
+                )
+            if not mask.any():
+                raise bad_request("mask is empty: it must mark the object on slice frame_index")
+            return mask, None
+        if not has_prompt:
+            raise bad_request(
+                "propagate needs a prompt on slice frame_index: a 'mask' array (bool (H, W)), "
+                "or points + point_labels and/or a box"
             )
-            result = {"num_objects": len(event.areas), "areas": event.areas}
-            yield Reply(STATUS_OK, result, {"labels": event.labels}, image_key=ref.key)
-            return
+        try:
+            return None, parse_prompt(params, (height, width), self.max_points)
+        except PromptError as e:
+            raise bad_request(str(e)) from e
 
     def _op_echo(self, message: Message) -> Iterator[Reply]:
         yield Reply(STATUS_OK, {"params": message.header.get("params", {})}, dict(message.arrays))
@@ -493,7 +630,8 @@ class Sam2Service:
         _check_arrays(message, frozenset())
         seconds = _float_param(params, "seconds", 0.0, 0.0, MAX_SLEEP_S)
         started = time.perf_counter()
-        time.sleep(seconds)
+        if self._cancel.wait(seconds):
+            raise cancelled(f"sleep after {time.perf_counter() - started:.1f} s")
         yield Reply(STATUS_OK, {"slept_s": round(time.perf_counter() - started, 6)})
 
 

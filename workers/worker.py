@@ -21,6 +21,12 @@ computed, silence counts only if the broker has sent something during that
 request: some conforming brokers (majortomo) send no heartbeats to busy
 workers. Replies to requests received on an older connection are dropped:
 the broker that sent them no longer knows this worker.
+
+Cancellation: whenever the worker drops a broker connection (DISCONNECT,
+silence, shutdown), the requests received on it can no longer be answered,
+so their cancel events are set; the handler stops long operations early
+(between slices, batches). This is how a client's ``mmi.cancel`` reaches a
+busy worker: the broker answers it by sending that worker DISCONNECT.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,7 +74,7 @@ class ReplyLike(Protocol):
 class RequestHandler(Protocol):
     """The operations behind the worker (``workers.ops.Sam2Service``)."""
 
-    def handle(self, message: codec.Message) -> Iterator[ReplyLike]: ...
+    def handle(self, message: codec.Message, cancel: threading.Event) -> Iterator[ReplyLike]: ...
 
     def count_undecodable(self) -> None: ...
 
@@ -120,6 +127,7 @@ class _Job:
     client: bytes
     body: tuple[Any, ...]
     received_s: float
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class _ComputeThread(threading.Thread):
@@ -155,8 +163,8 @@ class _ComputeThread(threading.Thread):
                 job = self.jobs.get()
                 if job is None:
                     return
-                if job.connection != self._current_connection():
-                    log.warning("dropping a queued request from an earlier broker connection")
+                if job.connection != self._current_connection() or job.cancel.is_set():
+                    log.warning("dropping a queued request of a closed broker connection")
                     continue
                 self.busy.set()
                 try:
@@ -175,15 +183,16 @@ class _ComputeThread(threading.Thread):
             message = codec.decode(job.body, self._limits)
         except CodecError as e:
             header = codec.peek_header(job.body[0]) if job.body else {}
-            log.warning("request %s: bad body: %s", header.get("request_id", "?"), e)
+            log.warning("request_id=%s bad body: %s", header.get("request_id", "?"), e)
             self._handler.count_undecodable()
             yield mdp.W_FINAL, codec.error_body(header, "bad_request", str(e))
             return
         request_id, op = message.request_id, message.op
-        log.info("request %s op=%s started (waited %.3fs)", request_id, op, time.monotonic() - job.received_s)
+        waited_ms = 1000.0 * (time.monotonic() - job.received_s)
+        log.info("request_id=%s op=%s started waited_ms=%.0f", request_id, op, waited_ms)
         started = time.monotonic()
         try:
-            for reply in self._handler.handle(message):
+            for reply in self._handler.handle(message, job.cancel):
                 final = reply.status != codec.STATUS_PARTIAL
                 header = codec.reply_header(
                     message.header, reply.status, result=reply.result or None, error=reply.error
@@ -195,13 +204,23 @@ class _ComputeThread(threading.Thread):
                     yield mdp.W_PARTIAL, frames
                     continue
                 code = f" code={reply.error[0]}" if reply.error else ""
-                elapsed_s = time.monotonic() - started
-                log.info("request %s op=%s %s%s in %.3fs", request_id, op, reply.status, code, elapsed_s)
+                code += " cancelled" if job.cancel.is_set() else ""
+                elapsed_ms = 1000.0 * (time.monotonic() - started)
+                level = logging.WARNING if reply.error and reply.error[0] == "internal" else logging.INFO
+                log.log(
+                    level,
+                    "request_id=%s op=%s status=%s%s ms=%.0f",
+                    request_id,
+                    op,
+                    reply.status,
+                    code,
+                    elapsed_ms,
+                )
                 yield mdp.W_FINAL, frames
                 return
             error = "the worker produced no final reply"
         except Exception as e:  # the handler catches its own errors; this is a last resort
-            log.exception("request %s op=%s failed in the worker loop", request_id, op)
+            log.exception("request_id=%s op=%s failed in the worker loop", request_id, op)
             error = f"{type(e).__name__}: {e}"
         yield mdp.W_FINAL, codec.error_body(message.header, "internal", error)
 
@@ -228,6 +247,7 @@ class Worker:
         self._broker_deadline = 0.0
         self._heartbeat_at = 0.0
         self._in_flight = 0
+        self._job_cancels: deque[threading.Event] = deque()
         self._heard_while_busy = False
         self._poller = zmq.Poller()
         self.ready_count = 0
@@ -322,7 +342,9 @@ class Worker:
                 self._heard_while_busy = False
             elif self._in_flight > 1:
                 log.info("request queued behind %d others", self._in_flight - 1)
-            compute.jobs.put(_Job(self._connection, message.client, message.body, now))
+            job = _Job(self._connection, message.client, message.body, now)
+            self._job_cancels.append(job.cancel)
+            compute.jobs.put(job)
         elif message.command == mdp.W_HEARTBEAT:
             return
         elif message.command == mdp.W_DISCONNECT:
@@ -344,6 +366,8 @@ class Worker:
             return
         self._send(self._frames(command, client=client, body=body))
         if command == mdp.W_FINAL:
+            if self._job_cancels:  # requests finish in the order they came
+                self._job_cancels.popleft()
             self._in_flight = max(0, self._in_flight - 1)
             if self._in_flight == 0:
                 # Count the broker's silence from the end of the request.
@@ -389,6 +413,12 @@ class Worker:
         )
 
     def _disconnect(self, send: bool) -> None:
+        """Close the broker connection; cancel its requests, whose replies could no longer be sent."""
+        if self._job_cancels:
+            log.info("cancelling %d request(s) of the closed broker connection", len(self._job_cancels))
+            for cancel in self._job_cancels:
+                cancel.set()
+            self._job_cancels.clear()
         if self._dealer is None:
             return
         if send:
