@@ -9,8 +9,15 @@ newest prompt's answer is used (:class:`plugin.session.Session`). An
 *object* is what successive prompts of a channel refine: more points on the
 same slice, or dragging the same box. Each answer replaces the object's
 previous answer (:func:`plugin.label_ops.compute_edit`); "New object" (key
-``n`` on the points layer), another slice, another mode or target starts the
-next one. The plugin's own edits of prompt layers never trigger requests.
+``n`` on the points layer), another slice, another mode or target, an undo
+or a redo starts the next one. The plugin's own edits of prompt layers never
+trigger requests.
+
+Each answer is one undo step of its labels layer (:mod:`plugin.history`:
+``Ctrl+Z`` / ``Ctrl+Shift+Z`` on the labels layer, or on the prompt layers
+for the layer written last). Whole-stack work (propagation, AUTO-SEGMENT
+STACK) is in :mod:`plugin.stack_jobs`; backend events are kept in
+:attr:`Controller.events` for the events panel.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.coords import OutsideImage, SlicePlane, plane_at
+from plugin.events_log import EventLog
+from plugin.history import REDO_KEYS, UNDO_KEYS, Histories
 from plugin.image_slice import extract_slice, to_wire
 from plugin.label_ops import (
     LabelIdOverflow,
@@ -188,6 +197,13 @@ class Controller:
         self._own_edits = 0
         self._watched: set[Hashable] = set()
         self._auto_cancel: threading.Event | None = None
+        self.events = EventLog()
+        self.histories = Histories()
+        self.histories.before_change.append(self.new_object)
+        self.last_written: Labels | None = None
+        from plugin.stack_jobs import StackJobs
+
+        self.stack = StackJobs(self)
 
     # -- state set by the widget ------------------------------------------------
 
@@ -237,6 +253,7 @@ class Controller:
             layer.events.data.connect(self._on_points)
             layer.mouse_drag_callbacks.insert(0, self._choose_polarity)
             layer.bind_key("n", lambda _layer: self.new_object(), overwrite=True)
+            self._bind_undo(layer)
             layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
         return layer
 
@@ -248,7 +265,28 @@ class Controller:
         if layer.unique_id not in self._watched:
             self._watched.add(layer.unique_id)
             layer.events.data.connect(self._on_box)
+            self._bind_undo(layer)
         return layer
+
+    def _bind_undo(self, layer: Points | Shapes) -> None:
+        """Ctrl+Z / Ctrl+Shift+Z on a prompt layer undo / redo on the labels layer written last."""
+        for key in UNDO_KEYS:
+            layer.bind_key(key, lambda _layer: self.undo_last(), overwrite=True)
+        for key in REDO_KEYS:
+            layer.bind_key(key, lambda _layer: self.undo_last(redo=True), overwrite=True)
+
+    def undo_last(self, redo: bool = False) -> bool:
+        """Undo (or redo) one step of the labels layer the plugin wrote last."""
+        layer = self.last_written
+        if layer is None or layer not in self.viewer.layers:
+            return False
+        history = self.histories(layer)
+        return history.redo() if redo else history.undo()
+
+    def wrote(self, layer: Labels) -> None:
+        """Note that the plugin wrote ``layer`` (its undo keys go through :mod:`plugin.history`)."""
+        self.histories(layer)
+        self.last_written = layer
 
     def _choose_polarity(self, layer: Points, event: Any) -> None:
         label = point_label(getattr(event, "modifiers", ()), self.negative)
@@ -447,6 +485,7 @@ class Controller:
             obj.label_id = self._allocate(obj.layer, labels2d)
         edit, obj.cumulative = compute_edit(labels2d, answer.mask, obj.label_id, obj.mode, obj.cumulative)
         write_edit(obj.layer, obj.plane, edit)
+        self.wrote(obj.layer)
         if answer.logits is not None:
             obj.logits = answer.logits
             self._logits[(obj.layer.unique_id, obj.label_id)] = (obj.plane.key, obj.image_id, answer.logits)
@@ -527,20 +566,32 @@ class Controller:
     def _apply_auto(self, layer: Labels, plane: SlicePlane, answer: AutoAnswer) -> None:
         if layer not in self.viewer.layers:
             return
-        count = int(answer.labels.max()) if answer.labels.size else 0
-        if count == 0:
+        ids, pixels = self.paste_auto(layer, plane, answer.labels)
+        self._record(Applied(AUTO, layer.name, ids, plane, pixels, {}, {}, answer=answer.labels))
+        if not ids:
             self.notify("info", "AUTO-SEGMENT found no objects on this slice (try more points per side).")
-            self._record(Applied(AUTO, layer.name, (), plane, 0, {}, {}, answer=answer.labels))
             return
-        labels2d = slice_view(layer, plane)
-        first = self._allocate(layer, labels2d, count=count)
-        edit = compute_paste(labels2d, answer.labels, first)
-        write_edit(layer, plane, edit)
-        ids = tuple(int(i) + first - 1 for i in np.unique(answer.labels) if i)
-        self._record(Applied(AUTO, layer.name, ids, plane, edit.size, {}, {}, answer=answer.labels))
         self.notify(
             "info", f"AUTO-SEGMENT: {len(ids)} objects written to {layer.name} (ids {ids[0]}-{ids[-1]})."
         )
+
+    def paste_auto(
+        self, layer: Labels, plane: SlicePlane, objects: np.ndarray
+    ) -> tuple[tuple[int, ...], int]:
+        """Write an automatic segmentation (H, W) (0 = none, 1..n) on ``plane`` with new ids.
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        count = int(objects.max()) if objects.size else 0
+        if count == 0:
+            return (), 0
+        labels2d = slice_view(layer, plane)
+        first = self._allocate(layer, labels2d, count=count)
+        edit = compute_paste(labels2d, objects, first)
+        write_edit(layer, plane, edit)
+        self.wrote(layer)
+        return tuple(int(i) + first - 1 for i in np.unique(objects) if i), edit.size
 
 
 def plane_key_of(point: np.ndarray, plane: SlicePlane) -> tuple[int, ...]:

@@ -82,8 +82,8 @@ def normalise_limits(limits: Sequence[float] | None, pixels: np.ndarray) -> tupl
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if high < low:
         low, high = high, low
-    if high == low:
-        high = low + 1.0
+    if high <= low:
+        high = low + max(1.0, abs(low) * 1e-6)  # + 1.0 alone is lost in rounding above 2**53
     return low, high
 
 
@@ -99,13 +99,28 @@ def to_wire(pixels: np.ndarray, contrast_limits: Sequence[float] | None) -> Wire
     """
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
         raise ValueError(f"expected (H, W) or (H, W, 3|4) pixels, got shape {pixels.shape}")
+    converted, limits = wire_pixels(pixels, contrast_limits)
+    return WireImage(converted, limits)
+
+
+def wire_pixels(
+    pixels: np.ndarray, contrast_limits: Sequence[float] | None
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The dtype conversion of :func:`to_wire` for an array of any shape (a slice or a stack).
+
+    Returns:
+        ``(pixels in a wire dtype, C-contiguous little-endian; contrast limits or None for uint8)``.
+
+    Raises:
+        ValueError: complex pixels.
+    """
     kind, name = pixels.dtype.kind, pixels.dtype.name
     if kind == "c":
         raise ValueError("complex images cannot be segmented")
     if name == "uint8":
-        return WireImage(_native(pixels), None)
+        return _native(pixels), None
     if kind == "b":
-        return WireImage(_native(pixels.astype(np.uint8) * np.uint8(255)), None)
+        return _native(pixels.astype(np.uint8) * np.uint8(255)), None
     if name == "int8":
         converted = pixels.astype(np.int16)
     elif name in _KEEP:
@@ -116,7 +131,85 @@ def to_wire(pixels: np.ndarray, contrast_limits: Sequence[float] | None) -> Wire
     low, high = normalise_limits(contrast_limits, converted)
     if converted.dtype.kind == "f" and not np.isfinite(converted).all():
         converted = np.nan_to_num(converted, nan=low, posinf=high, neginf=low)
-    return WireImage(_native(converted), (low, high))
+    return _native(converted), (low, high)
+
+
+@dataclass(frozen=True)
+class WireStack:
+    """A stack of 2D slices ready for the wire (``propagate``).
+
+    Attributes:
+        pixels: (Z, H, W) grey or (Z, H, W, C) colour, C in {3, 4}; a wire
+            dtype, C-contiguous, little-endian. Slice ``z`` is ``pixels[z]``,
+            rows and columns as in :func:`extract_slice`.
+        contrast_limits: ``(low, high)`` applied to every slice (None for uint8).
+    """
+
+    pixels: np.ndarray = field(repr=False)
+    contrast_limits: tuple[float, float] | None
+
+    @property
+    def frames(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of each slice."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+
+def stack_axis(plane: SlicePlane) -> int | None:
+    """The axis a stack runs along: the first non-displayed axis of ``plane`` (None for a 2D layer)."""
+    return next((a for a, i in enumerate(plane.index) if i is not None), None)
+
+
+def plane_on(plane: SlicePlane, axis: int, index: int) -> SlicePlane:
+    """``plane`` moved to ``index`` along ``axis`` (other fixed axes unchanged)."""
+    if plane.index[axis] is None:
+        raise ValueError(f"axis {axis} is displayed; it has no slices")
+    if not 0 <= index < plane.shape[axis]:
+        raise ValueError(f"slice {index} is outside 0..{plane.shape[axis] - 1} along axis {axis}")
+    fixed = tuple(index if a == axis else i for a, i in enumerate(plane.index))
+    return SlicePlane(plane.shape, plane.row_axis, plane.col_axis, fixed)
+
+
+def extract_stack(data: np.ndarray, plane: SlicePlane, axis: int, rgb: bool) -> np.ndarray:
+    """All slices of ``plane``'s kind along ``axis``, other fixed axes at ``plane``'s indices.
+
+    Args:
+        data: the image layer's data (spatial axes, then channels when ``rgb``).
+        plane: the shown slice.
+        axis: the stack axis (a non-displayed axis of ``plane``).
+        rgb: whether the last axis is colour channels.
+
+    Returns:
+        (Z, H, W) or (Z, H, W, C): ``out[z]`` equals
+        ``extract_slice(data, plane_on(plane, axis, z), rgb)``.
+    """
+    expected = plane.ndim + (1 if rgb else 0)
+    if len(data.shape) != expected:
+        raise ValueError(f"image has {len(data.shape)} axes, expected {expected}")
+    if plane.index[axis] is None:
+        raise ValueError(f"axis {axis} is displayed; it has no slices")
+    index = tuple(slice(None) if a == axis else i for a, i in enumerate(plane.numpy_index()))
+    block = np.asarray(data[index])
+    kept = sorted({axis, plane.row_axis, plane.col_axis})  # the block's first axes, in this order
+    order = [kept.index(a) for a in (axis, plane.row_axis, plane.col_axis)]
+    if rgb:
+        order.append(3)
+    return np.ascontiguousarray(np.transpose(block, order))
+
+
+def stack_to_wire(pixels: np.ndarray, contrast_limits: Sequence[float] | None) -> WireStack:
+    """Convert a (Z, H, W[, C]) stack to a wire dtype (see the module table), one set of limits.
+
+    Raises:
+        ValueError: not a (Z, H, W) or (Z, H, W, 3|4) stack, or complex pixels.
+    """
+    if pixels.ndim not in (3, 4) or (pixels.ndim == 4 and pixels.shape[3] not in (3, 4)):
+        raise ValueError(f"expected a (Z, H, W) or (Z, H, W, 3|4) stack, got shape {pixels.shape}")
+    converted, limits = wire_pixels(pixels, contrast_limits)
+    return WireStack(converted, limits)
 
 
 def _native(array: np.ndarray) -> np.ndarray:

@@ -177,3 +177,23 @@ def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit) -> None:
     if edit.size == 0:
         return
     layer.data_setitem(plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype))
+
+
+def show_slice(viewer: napari.Viewer, layer: Layer, index: tuple[int | None, ...]) -> None:
+    """Move the viewer to the slice of ``layer`` whose non-displayed axes have ``index``.
+
+    Args:
+        index: one entry per layer axis: a data index on non-displayed axes,
+            ``None`` on displayed ones (as :attr:`plugin.coords.SlicePlane.index`).
+    """
+    current = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    target = current.copy()
+    fixed = [a for a, i in enumerate(index) if i is not None]
+    for axis, value in enumerate(index):
+        if value is not None:
+            target[axis] = float(value)
+    world = np.asarray(layer.data_to_world(target), dtype=float)
+    offset = viewer.dims.ndim - layer.ndim
+    axes = [a + offset for a in fixed]
+    if axes:
+        viewer.dims.set_point(axes, [float(world[a]) for a in fixed])

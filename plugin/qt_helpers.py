@@ -1,12 +1,14 @@
-"""Small Qt pieces shared by the widgets: GUI-thread dispatch, coalescing timers, layer pickers."""
+"""Small Qt pieces shared by the widgets: GUI-thread dispatch, coalescing timers, layer pickers,
+the progress of long tasks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from napari.utils.progress import cancelable_progress
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import QComboBox, QProgressBar, QPushButton, QSpinBox, QWidget
 
 if TYPE_CHECKING:
     import napari
@@ -146,3 +148,70 @@ def spin_box(minimum: int, maximum: int, value: int | None = None) -> QSpinBox:
     widget.setRange(minimum, maximum)
     widget.setValue(minimum if value is None else value)
     return widget
+
+
+class _TaskProgress(cancelable_progress):
+    """napari's progress with a cancel button (activity dock) that calls ``on_cancel``."""
+
+    def __init__(self, desc: str, on_cancel: Callable[[], None]) -> None:
+        self._on_cancel = on_cancel
+        super().__init__(desc=desc, total=0)
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._on_cancel()
+
+
+class TaskProgress:
+    """A long task shown in a widget's progress bar and in napari's progress (activity dock).
+
+    The task's button starts it and, while it runs, reads ``busy_text`` and
+    cancels it; napari's progress has a cancel button too.
+
+    Args:
+        button: the start/cancel button.
+        bar: the widget's progress bar (hidden while idle).
+        idle_text, busy_text: the button's labels.
+    """
+
+    def __init__(self, button: QPushButton, bar: QProgressBar, idle_text: str, busy_text: str) -> None:
+        self.button, self.bar = button, bar
+        self.idle_text, self.busy_text = idle_text, busy_text
+        self.progress: _TaskProgress | None = None
+        bar.setVisible(False)
+
+    @property
+    def running(self) -> bool:
+        return self.progress is not None
+
+    def start(self, description: str, on_cancel: Callable[[], None]) -> None:
+        """Show the task as started (unknown length until the first :meth:`step`)."""
+        self.finish()
+        self.progress = _TaskProgress(description, on_cancel)
+        self.button.setText(self.busy_text)
+        self.bar.setRange(0, 0)
+        self.bar.setFormat(description)
+        self.bar.setVisible(True)
+
+    def step(self, done: float | None, total: float | None, text: str) -> None:
+        """``done`` of ``total`` (None: unknown), with a line of text."""
+        self.bar.setFormat(text)
+        if self.progress is not None:
+            self.progress.set_description(text)
+        if done is None or total is None or total <= 0:
+            return
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(int(1000 * min(max(done / total, 0.0), 1.0)))
+        if self.progress is not None and float(total).is_integer():
+            if self.progress.total != int(total):
+                self.progress.total = int(total)
+            self.progress.n = int(done)
+            self.progress.update(0)
+
+    def finish(self) -> None:
+        """Back to idle: napari's progress closes, the bar hides, the button starts again."""
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        self.bar.setVisible(False)
+        self.button.setText(self.idle_text)

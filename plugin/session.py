@@ -8,22 +8,27 @@ one at a time), so at most one request per channel is in flight and a newer
 submission supersedes an older one. Results are handed to ``dispatch``
 (which runs a function on the GUI thread) and checked *again* there: a reply
 whose request was superseded while it waited in the GUI queue is dropped.
+
+Every call is recorded in the session's :class:`plugin.events_log.EventLog`
+(op, request id, duration, error) for the events panel.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
-from plugin.image_slice import WireImage
+from plugin.events_log import ERROR, REQUEST, EventLog
+from plugin.image_slice import WireImage, WireStack
 from plugin.prompts import Prompt
 from protocol.client import ClientConfig, LatestOnly, SamClient
 from protocol.codec import Message
-from protocol.errors import ProtocolError
+from protocol.errors import ClientError, ProtocolError, RemoteError, Superseded
 
 T = TypeVar("T")
 Dispatch = Callable[[Callable[[], None]], None]
@@ -110,6 +115,82 @@ def auto(
     return AutoAnswer(labels, int(result.get("num_objects", int(labels.max()))))
 
 
+@dataclass(frozen=True)
+class PropagatedSlice:
+    """One slice of a ``propagate`` answer (a PARTIAL reply).
+
+    Attributes:
+        frame_index: the slice (0..Z-1 of the sent stack).
+        done, total: progress of the propagation, in slices.
+        mask: (H, W) bool, the object on that slice.
+    """
+
+    frame_index: int
+    done: int
+    total: int
+    mask: np.ndarray = field(repr=False)
+
+
+DIRECTIONS = ("both", "forward", "backward")
+
+
+def propagate(
+    client: SamClient,
+    stack: WireStack,
+    mask: np.ndarray,
+    frame_index: int,
+    direction: str,
+    on_slice: Callable[[PropagatedSlice], None],
+    cancel: threading.Event | None = None,
+    timeout_s: float | None = None,
+) -> int:
+    """Run ``propagate`` (blocking; call from a worker thread); ``on_slice`` gets each slice as it comes.
+
+    Args:
+        client: the channel's client.
+        stack: (Z, H, W[, C]) slices, one set of contrast limits.
+        mask: (H, W) bool, the object on slice ``frame_index``.
+        frame_index: k, the slice the mask is on.
+        direction: ``both``, ``forward`` (k, k+1, ...) or ``backward`` (k, k-1, ...).
+        on_slice: called on this thread for each PARTIAL (slice k comes first).
+        cancel: set it to stop (the call raises :class:`protocol.errors.Superseded`).
+        timeout_s: silence allowed between slices (default the client's).
+
+    Returns:
+        How many slices the worker produced.
+
+    Raises:
+        ProtocolError: a slice that is not a bool (H, W) mask of a slice of the stack.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if mask.shape != stack.size:
+        raise ValueError(f"mask {mask.shape} must have the slices' shape {stack.size}")
+
+    def partial(message: Message) -> None:
+        result = message.header.get("result") or {}
+        got = message.arrays.get("mask")
+        try:
+            index, done, total = int(result["frame_index"]), int(result["done"]), int(result["total"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProtocolError(f"propagate sent a slice without frame_index/done/total: {result}") from e
+        if got is None or got.shape != stack.size or not 0 <= index < stack.frames:
+            shape = None if got is None else got.shape
+            raise ProtocolError(f"propagate sent slice {index} with mask {shape}, expected {stack.size}")
+        on_slice(PropagatedSlice(index, done, total, got.astype(bool, copy=False)))
+
+    reply = client.call(
+        "propagate",
+        {"frame_index": int(frame_index), "direction": direction},
+        {"stack": stack.pixels, "mask": np.ascontiguousarray(mask, dtype=bool)},
+        contrast_limits=stack.contrast_limits,
+        timeout_s=timeout_s,
+        on_partial=partial,
+        cancel=cancel,
+    )
+    return int((reply.header.get("result") or {}).get("frames", 0))
+
+
 def partial_fraction(message: Message) -> float | None:
     """Progress in [0, 1] from a PARTIAL reply (``progress`` or ``done``/``total``), if it says."""
     result = message.header.get("result") or {}
@@ -123,6 +204,34 @@ def partial_fraction(message: Message) -> float | None:
     return None
 
 
+class LoggedClient(SamClient):
+    """A :class:`SamClient` that records each call (op, request id, duration, outcome) in an event log."""
+
+    def __init__(self, endpoint: str, service: str, *, config: ClientConfig, log: EventLog) -> None:
+        super().__init__(endpoint, service, config=config)
+        self.log = log
+
+    def call(self, op: str, *args: Any, **kwargs: Any) -> Message:
+        started = time.perf_counter()
+
+        def elapsed_ms() -> float:
+            return (time.perf_counter() - started) * 1000.0
+
+        try:
+            reply = super().call(op, *args, **kwargs)
+        except Superseded:
+            self.log.record(REQUEST, op, duration_ms=elapsed_ms(), detail="cancelled")
+            raise
+        except RemoteError as e:
+            self.log.record(ERROR, op, duration_ms=elapsed_ms(), detail=f"{e.code}: {e.message}")
+            raise
+        except (ClientError, ProtocolError) as e:
+            self.log.record(ERROR, op, duration_ms=elapsed_ms(), detail=f"{type(e).__name__}: {e}")
+            raise
+        self.log.record(REQUEST, op, reply.request_id, elapsed_ms(), detail=str(reply.status))
+        return reply
+
+
 class Session:
     """One broker endpoint + one model, with newest-only channels.
 
@@ -131,14 +240,21 @@ class Session:
         model: service name, e.g. ``"sam2.1_hiera_tiny"``.
         dispatch: runs a zero-argument function on the GUI thread.
         config: client timeouts and retries.
+        log: where calls are recorded (a fresh log by default).
     """
 
     def __init__(
-        self, endpoint: str, model: str, dispatch: Dispatch, config: ClientConfig | None = None
+        self,
+        endpoint: str,
+        model: str,
+        dispatch: Dispatch,
+        config: ClientConfig | None = None,
+        log: EventLog | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.model = model
         self.config = config or ClientConfig()
+        self.log = log if log is not None else EventLog()
         self._dispatch = dispatch
         self._runners: dict[str, LatestOnly[Any]] = {}
         self._clients: dict[str, SamClient] = {}
@@ -153,7 +269,7 @@ class Session:
         # Only ever called from the channel's runner thread, one job at a time.
         client = self._clients.get(channel)
         if client is None:
-            client = SamClient(self.endpoint, self.model, config=self.config)
+            client = LoggedClient(self.endpoint, self.model, config=self.config, log=self.log)
             self._clients[channel] = client
         return client
 
@@ -194,6 +310,10 @@ class Session:
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no channel has work (tests, shutdown)."""
         return all(r.wait_idle(timeout_s) for r in list(self._runners.values()))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop delivering results; close the sockets of idle channels."""

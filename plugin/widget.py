@@ -1,8 +1,18 @@
-"""The "SAM2 Segmentation" dock widget: connection, prompts, labeling mode, AUTO-SEGMENT.
+"""The "SAM2 Segmentation" dock widget: connection, then three tabs.
+
+* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), names and export;
+* **Labels**: the label list (:mod:`plugin.label_table_widget`) and propagation
+  (:mod:`plugin.propagate_widget`);
+* **Backend**: recent backend events (:mod:`plugin.events_widget`).
 
 Thin: state lives in :class:`plugin.controller.Controller`, network work in
 :mod:`plugin.session` / :mod:`plugin.backend` on background threads; results
 come back to the GUI thread through :class:`plugin.qt_helpers.GuiDispatcher`.
+
+The connection is re-checked every few seconds. When the backend stops
+answering, prompts are disabled, a notification says so (labels already
+made are untouched: they live in napari), and the check repeats faster
+until the backend is back; then a fresh session starts and prompts work again.
 """
 
 from __future__ import annotations
@@ -12,7 +22,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
-from napari.utils import progress
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import (
     QApplication,
@@ -24,17 +33,23 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QRadioButton,
+    QScrollArea,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from plugin.auto_widget import AutoBox
 from plugin.backend import BackendStatus, LocalBackend, default_address, default_model, establish, probe
 from plugin.controller import Applied, Controller
+from plugin.events_log import CONNECT, DISCONNECT
+from plugin.events_widget import EventsPanel
 from plugin.label_ops import LabelMode
+from plugin.label_table_widget import LabelTable
 from plugin.name_widget import NameWidget
 from plugin.picking import pick_once
+from plugin.propagate_widget import PropagateBox
 from plugin.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
 from plugin.session import Session
 from protocol.client import LatestOnly
@@ -44,6 +59,8 @@ if TYPE_CHECKING:
     import napari.viewer
 
 REFRESH_INTERVAL_MS = 10_000
+RETRY_INTERVAL_MS = 2_000
+"""How often the connection is checked while the backend is lost."""
 _OK, _BAD = "color: #3c3;", "color: #e55;"
 ADDRESS_TIP = (
     "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
@@ -68,19 +85,18 @@ class SamWidget(QWidget):
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None
         self._connector: LatestOnly[Any] = LatestOnly(name="sam2-connect")
-        self._auto_progress: progress | None = None
         self._cancel_pick = lambda: None
         self._closed = False
+        self._lost = False
         self._cancel_connect = threading.Event()
         layout = QVBoxLayout(self)
-        for box in (self._connection_box(), self._prompt_box(), self._mode_box(), self._auto_box()):
-            layout.addWidget(box)
-        self.names = NameWidget(viewer, self)
-        layout.addWidget(self.names)
-        self.result = QLabel("")
-        self.result.setWordWrap(True)
-        layout.addWidget(self.result)
-        layout.addStretch(1)
+        layout.addWidget(self._connection_box())
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._segment_tab(), "Segment")
+        self.tabs.addTab(self._labels_tab(), "Labels")
+        self.events_panel = EventsPanel(self.controller.events, self.dispatch)
+        self.tabs.addTab(self.events_panel, "Backend")
+        layout.addWidget(self.tabs, 1)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_INTERVAL_MS)
         self._timer.timeout.connect(self.refresh_status)
@@ -112,6 +128,34 @@ class SamWidget(QWidget):
         form.addRow("Image", self.image_combo)
         self._on_image(self.image_combo.layer())
         return box
+
+    def _segment_tab(self) -> QScrollArea:
+        page = QWidget()
+        column = QVBoxLayout(page)
+        self.auto_box = AutoBox(self.controller)
+        for box in (self._prompt_box(), self._mode_box(), self.auto_box):
+            column.addWidget(box)
+        self.points_per_side = self.auto_box.points_per_side
+        self.auto_button, self.progress_bar = self.auto_box.auto_button, self.auto_box.progress_bar
+        self.names = NameWidget(self.viewer, self)
+        column.addWidget(self.names)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        column.addWidget(self.result)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(page)
+        return scroll
+
+    def _labels_tab(self) -> QWidget:
+        page = QWidget()
+        column = QVBoxLayout(page)
+        self.labels = LabelTable(self.viewer, self.controller)
+        self.propagate_box = PropagateBox(self.controller, self.labels)
+        column.addWidget(self.labels, 1)
+        column.addWidget(self.propagate_box)
+        return page
 
     def _prompt_box(self) -> QGroupBox:
         box = QGroupBox("Prompts")
@@ -158,19 +202,6 @@ class SamWidget(QWidget):
         self._update_mode()
         return box
 
-    def _auto_box(self) -> QGroupBox:
-        box = QGroupBox("Automatic segmentation (current slice)")
-        form = QFormLayout(box)
-        self.points_per_side = spin_box(1, 128, 16)
-        self.points_per_side.setToolTip("Grid of prompts per side; more finds smaller objects but is slower")
-        form.addRow("Points per side", self.points_per_side)
-        self.auto_button = button("AUTO-SEGMENT", self.toggle_auto)
-        form.addRow(self.auto_button)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setVisible(False)
-        form.addRow(self.progress_bar)
-        return box
-
     # -- connection -----------------------------------------------------------------
 
     def connect_backend(self) -> None:
@@ -215,19 +246,35 @@ class SamWidget(QWidget):
         self.model.addItems(sorted(status.services) or [status.model or default_model()])
         self.model.setCurrentText(status.model or default_model())
         self.model.blockSignals(False)
-        if self.controller.session is not None:
-            self.controller.session.close()
-            self.controller.session = None
-            self._timer.stop()
+        self._timer.stop()
         if status.connected and status.model is not None:
-            self.controller.session = Session(status.address, status.model, self.dispatch)
-            self._timer.start()
+            self._new_session(status)
+            self._lost = False
+            self._timer.start(REFRESH_INTERVAL_MS)
+            where = f"{status.address} {status.model} on {status.device}"
+            self.controller.events.record(CONNECT, detail=where)
             if status.on_cpu:
                 self.controller.notify("info", CPU_NOTICE)
+        else:
+            self._close_session()
         self._set_connected(status.connected)
         self._show_status(status.describe(), ok=status.connected)
         if not status.connected:
+            self.controller.events.record(DISCONNECT, detail=status.describe())
             self.controller.notify("warning", f"SAM2: {status.describe()}")
+
+    def _new_session(self, status: BackendStatus) -> None:
+        """A fresh session (fresh sockets, no request stuck behind a dead backend)."""
+        self._close_session()
+        assert status.model is not None
+        events = self.controller.events
+        self.controller.session = Session(status.address, status.model, self.dispatch, log=events)
+
+    def _close_session(self) -> None:
+        if self.controller.session is not None:
+            self.controller.session.close(timeout_s=0.0)
+            self.controller.session = None
+            self.controller.stack.abandon()
 
     def refresh_status(self) -> None:
         """Every few seconds while a session exists: re-count workers; disable prompts while none answer."""
@@ -245,9 +292,24 @@ class SamWidget(QWidget):
         self._connector.submit(job, lambda fresh: self.dispatch(lambda: self._refreshed(fresh)))
 
     def _refreshed(self, status: BackendStatus) -> None:
-        if self.controller.session is None or status.address != self.status.address:
+        if self.controller.session is None or status.address != self.status.address or self._closed:
             return  # reconnected meanwhile
         self.status = status
+        if not status.connected and not self._lost:
+            self._lost = True
+            self._timer.start(RETRY_INTERVAL_MS)
+            self.controller.events.record(DISCONNECT, detail=status.describe())
+            self.controller.notify(
+                "warning",
+                f"SAM2 backend lost: {status.describe()}. Your labels are kept; "
+                "the plugin reconnects when the backend is back.",
+            )
+        elif status.connected and self._lost:
+            self._lost = False
+            self._new_session(status)
+            self._timer.start(REFRESH_INTERVAL_MS)
+            self.controller.events.record(CONNECT, detail=f"{status.address} {status.model} (reconnected)")
+            self.controller.notify("info", f"SAM2 backend is back: {status.describe()}")
         self._set_connected(status.connected)
         self._show_status(status.describe(), ok=status.connected)
 
@@ -256,8 +318,10 @@ class SamWidget(QWidget):
         self.status_label.setStyleSheet(_OK if ok else _BAD)
 
     def _set_connected(self, connected: bool) -> None:
-        for widget in (self.points_button, self.box_button, self.new_button, self.auto_button):
+        for widget in (self.points_button, self.box_button, self.new_button):
             widget.setEnabled(connected)
+        self.auto_box.set_connected(connected)
+        self.propagate_box.set_connected(connected)
         self.connect_button.setText("Reconnect" if connected else "Connect")
 
     # -- prompts and modes ------------------------------------------------------------
@@ -299,37 +363,9 @@ class SamWidget(QWidget):
             f"{applied.channel}: {what} in {applied.layer_name}, {applied.pixels} pixels changed"
         )
 
-    # -- auto -----------------------------------------------------------------------------
-
     def toggle_auto(self) -> None:
-        """Start AUTO-SEGMENT on the current slice, or cancel the running one."""
-        if self._auto_progress is not None:
-            self.controller.cancel_auto()
-            return
-        settings = self.controller.auto_settings
-        self.controller.auto_settings = replace(settings, points_per_side=self.points_per_side.value())
-        self._auto_progress = progress(total=0, desc="AUTO-SEGMENT")
-        if self.controller.run_auto(self._auto_step, self._auto_done):
-            self.auto_button.setText("Cancel AUTO-SEGMENT")
-            self.progress_bar.setRange(0, 0)
-            self.progress_bar.setVisible(True)
-        else:
-            self._auto_done(False)
-
-    def _auto_step(self, fraction: float | None, text: str) -> None:
-        self.progress_bar.setFormat(text)
-        if fraction is not None:
-            self.progress_bar.setRange(0, 100)
-            self.progress_bar.setValue(int(100 * fraction))
-        if self._auto_progress is not None:
-            self._auto_progress.set_description(text)
-
-    def _auto_done(self, _ok: bool) -> None:
-        if self._auto_progress is not None:
-            self._auto_progress.close()
-            self._auto_progress = None
-        self.progress_bar.setVisible(False)
-        self.auto_button.setText("AUTO-SEGMENT")
+        """AUTO-SEGMENT the current slice, or cancel it (the Segment tab's button)."""
+        self.auto_box.toggle_slice()
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -382,11 +418,14 @@ class SamWidget(QWidget):
         self._cancel_connect.set()  # abandons a local backend that is still starting
         self._connector.wait_idle(10.0)
         self._cancel_pick()
-        self.controller.cancel_auto()
+        self.auto_box.shutdown()
+        self.controller.stack.cancel()
         if self.controller.session is not None:
             self.controller.session.close(timeout_s=0.5)
             self.controller.session = None
         self.names.shutdown()
+        self.labels.shutdown()
+        self.events_panel.shutdown()
         if self.local is not None:
             self.local.stop()
             self.local = None

@@ -1,0 +1,95 @@
+"""AUTO-SEGMENT the current slice, or every slice of the stack ("AUTO-SEGMENT STACK").
+
+Thin: :meth:`plugin.controller.Controller.run_auto` (one slice) and
+:meth:`plugin.stack_jobs.StackJobs.auto_stack` (the stack) do the work;
+each button starts its task and, while it runs, cancels it. Progress shows
+in the box and in napari's activity dock (with its own cancel button).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QProgressBar, QWidget
+
+from plugin.qt_helpers import TaskProgress, button, spin_box
+from plugin.stack_jobs import AUTO_STACK
+
+if TYPE_CHECKING:
+    from plugin.controller import Controller
+
+STACK_TIP = (
+    "Segment every slice of the current stack (along the first non-displayed axis) into "
+    "AutoSeg_mask, one slice at a time; ids stay unique across slices. One undo step."
+)
+
+
+class AutoBox(QGroupBox):
+    """Points per side, AUTO-SEGMENT (slice), AUTO-SEGMENT STACK, their progress."""
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__("Automatic segmentation", parent)
+        self.controller = controller
+        form = QFormLayout(self)
+        self.points_per_side = spin_box(1, 128, 16)
+        self.points_per_side.setToolTip("Grid of prompts per side; more finds smaller objects but is slower")
+        form.addRow("Points per side", self.points_per_side)
+        self.auto_button = button("AUTO-SEGMENT", self.toggle_slice, "Segment the current slice")
+        form.addRow(self.auto_button)
+        self.progress_bar = QProgressBar()
+        form.addRow(self.progress_bar)
+        self.stack_button = button("AUTO-SEGMENT STACK", self.toggle_stack, STACK_TIP)
+        form.addRow(self.stack_button)
+        self.stack_bar = QProgressBar()
+        form.addRow(self.stack_bar)
+        self.slice_task = TaskProgress(
+            self.auto_button, self.progress_bar, "AUTO-SEGMENT", "Cancel AUTO-SEGMENT"
+        )
+        self.stack_task = TaskProgress(
+            self.stack_button, self.stack_bar, "AUTO-SEGMENT STACK", "Cancel AUTO-SEGMENT STACK"
+        )
+        self._connected = False
+
+    def _use_settings(self) -> None:
+        settings = self.controller.auto_settings
+        self.controller.auto_settings = replace(settings, points_per_side=self.points_per_side.value())
+
+    def toggle_slice(self) -> None:
+        """Start AUTO-SEGMENT on the current slice, or cancel the running one."""
+        if self.slice_task.running:
+            self.controller.cancel_auto()
+            return
+        self._use_settings()
+        self.slice_task.start("AUTO-SEGMENT", self.controller.cancel_auto)
+        if not self.controller.run_auto(lambda f, text: self.slice_task.step(f, 1.0, text), self._done):
+            self._done(False)
+
+    def toggle_stack(self) -> None:
+        """Start AUTO-SEGMENT STACK, or cancel the running one."""
+        if self.stack_task.running:
+            self.controller.stack.cancel(AUTO_STACK)
+            return
+        self._use_settings()
+        self.stack_task.start("AUTO-SEGMENT STACK", lambda: self.controller.stack.cancel(AUTO_STACK))
+        if not self.controller.stack.auto_stack(self.stack_task.step, self._stack_done):
+            self._stack_done(False)
+
+    def _done(self, _completed: bool) -> None:
+        self.slice_task.finish()
+        self.set_connected(self._connected)
+
+    def _stack_done(self, _completed: bool) -> None:
+        self.stack_task.finish()
+        self.set_connected(self._connected)
+
+    def set_connected(self, connected: bool) -> None:
+        """Enable starting only while a worker answers (a running task can always be cancelled)."""
+        self._connected = connected
+        self.auto_button.setEnabled(connected or self.slice_task.running)
+        self.stack_button.setEnabled(connected or self.stack_task.running)
+
+    def shutdown(self) -> None:
+        self.controller.cancel_auto()
+        self.slice_task.finish()
+        self.stack_task.finish()

@@ -1,0 +1,253 @@
+"""What the label-control panel shows and does: pixel counts, where a label is, delete and merge.
+
+Pure numpy, no Qt, no napari. Arrays are nD integer labels (any
+array-like indexable along its first axis, e.g. dask or zarr); 2D slices
+are indexed ``[row, col]``.
+
+Counting a large nD layer is done once (slab by slab along the first axis,
+so the temporary memory is one slab), then kept current by *changes*: every
+edit napari records (``(old_values, new_values)`` of the changed pixels) is
+applied to the counts with :meth:`LabelCounts.apply`, so painting one brush
+stroke in a 2 GB volume costs what the stroke costs.
+
+Delete and merge are *plans* (:class:`LabelChange`): the indices of the
+pixels to change, their old values and the new value, which the caller
+writes with ``layer.data_setitem`` (one undo step). Names follow with
+:func:`names_after_delete` and :func:`names_after_merge`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SLAB_VOXELS = 1 << 24
+"""Voxels counted per step of a full count (bounds the temporary int64 copy: 128 MiB)."""
+BINCOUNT_MAX_ID = 1 << 24
+"""Above this id, counts use ``np.unique`` (a bincount array would be too large)."""
+
+
+def count_values(values: np.ndarray) -> dict[int, int]:
+    """``{value: occurrences}`` of an integer array (background 0 included)."""
+    flat = np.asarray(values).ravel()
+    if flat.size == 0:
+        return {}
+    low, high = int(flat.min()), int(flat.max())
+    if low >= 0 and high < BINCOUNT_MAX_ID:
+        counts = np.bincount(flat.astype(np.int64, copy=False))
+        ids = np.flatnonzero(counts)
+        return {int(i): int(counts[i]) for i in ids}
+    ids, counts = np.unique(flat, return_counts=True)
+    return {int(i): int(n) for i, n in zip(ids, counts, strict=True)}
+
+
+def _slabs(shape: Sequence[int], slab_voxels: int) -> Iterable[slice]:
+    """Slices along axis 0 covering ``shape`` with about ``slab_voxels`` voxels each."""
+    if len(shape) == 0 or shape[0] == 0:
+        return
+    per_index = max(int(np.prod(shape[1:], dtype=np.int64)), 1)
+    step = max(slab_voxels // per_index, 1)
+    for start in range(0, int(shape[0]), step):
+        yield slice(start, min(start + step, int(shape[0])))
+
+
+def pixel_counts(data: Any, slab_voxels: int = SLAB_VOXELS) -> dict[int, int]:
+    """``{label_id: pixels}`` of every non-zero label of an nD labels array, slab by slab."""
+    total: dict[int, int] = {}
+    if len(data.shape) == 0:
+        return {}
+    for slab in _slabs(data.shape, slab_voxels):
+        for value, n in count_values(np.asarray(data[slab])).items():
+            total[value] = total.get(value, 0) + n
+    total.pop(0, None)
+    return total
+
+
+class LabelCounts:
+    """Pixel count per label id, kept up to date by changes (no rescans).
+
+    Args:
+        counts: initial ``{label_id: pixels}`` (from :func:`pixel_counts`).
+    """
+
+    def __init__(self, counts: Mapping[int, int] | None = None) -> None:
+        self._counts: dict[int, int] = {int(k): int(v) for k, v in (counts or {}).items() if k and v > 0}
+
+    def apply(self, old: np.ndarray, new: np.ndarray | int) -> None:
+        """Pixels that held ``old`` (N,) now hold ``new`` ((N,) or one value for all)."""
+        old = np.asarray(old).ravel()
+        if old.size == 0:
+            return
+        new_values = np.asarray(new).ravel()
+        removed = count_values(old)
+        added = count_values(new_values) if new_values.size == old.size else {int(new_values[0]): old.size}
+        for value, n in removed.items():
+            self._counts[value] = self._counts.get(value, 0) - n
+        for value, n in added.items():
+            self._counts[value] = self._counts.get(value, 0) + n
+        for value in {*removed, *added}:
+            if value == 0 or self._counts.get(value, 0) <= 0:
+                self._counts.pop(value, None)
+
+    def get(self, label_id: int) -> int:
+        return self._counts.get(int(label_id), 0)
+
+    def as_dict(self) -> dict[int, int]:
+        """``{label_id: pixels}`` sorted by id (background left out)."""
+        return dict(sorted(self._counts.items()))
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of the label list.
+
+    Attributes:
+        label_id: the id (> 0).
+        name: its name, ``""`` when unnamed.
+        pixels: its pixel count in the whole layer (0: named but absent).
+    """
+
+    label_id: int
+    name: str
+    pixels: int
+
+
+def label_rows(counts: Mapping[int, int], names: Mapping[int, str]) -> list[LabelRow]:
+    """Rows for every label present or named, sorted by id."""
+    ids = sorted({int(i) for i in counts if i > 0 and counts[i] > 0} | {int(i) for i in names if i > 0})
+    return [LabelRow(i, names.get(i, ""), int(counts.get(i, 0))) for i in ids]
+
+
+def locate(
+    data: Any, label_id: int, displayed: tuple[int, int], current: Sequence[int | None]
+) -> tuple[int | None, ...] | None:
+    """Where to look at ``label_id``: the slice to show, as indices of the non-displayed axes.
+
+    Args:
+        data: nD labels.
+        label_id: the label.
+        displayed: ``(row_axis, col_axis)`` shown now.
+        current: the slice shown now, one entry per axis (``None`` on the
+            displayed ones, as :attr:`plugin.coords.SlicePlane.index`).
+
+    Returns:
+        ``current`` when the label is on the shown slice, else the first
+        slice (in index order) that holds it, else None (not in the layer).
+    """
+    ndim = len(data.shape)
+    fixed_axes = [a for a in range(ndim) if a not in displayed]
+    if not fixed_axes:
+        return tuple(current) if bool(np.any(np.asarray(data) == label_id)) else None
+    here = tuple(slice(None) if a in displayed else int(current[a] or 0) for a in range(ndim))
+    if bool(np.any(np.asarray(data[here]) == label_id)):
+        return tuple(current)
+    outer = fixed_axes[0]
+    for start in range(int(data.shape[outer])):
+        index = tuple(start if a == outer else slice(None) for a in range(ndim))
+        block = np.asarray(data[index]) == label_id  # axis ``outer`` removed
+        if not block.any():
+            continue
+        rest = [a for a in range(ndim) if a != outer]
+        inner = [rest.index(a) for a in fixed_axes[1:]]
+        shown = tuple(rest.index(a) for a in displayed)
+        hits = block.any(axis=shown) if inner else None
+        position: dict[int, int] = {outer: start}
+        if hits is not None:
+            first = np.argwhere(hits)[0]
+            position.update({a: int(first[k]) for k, a in enumerate(fixed_axes[1:])})
+        return tuple(None if a in displayed else position[a] for a in range(ndim))
+    return None
+
+
+def centre_in_slice(labels2d: np.ndarray, label_id: int) -> tuple[float, float] | None:
+    """``(row, col)`` centre of the bounding box of ``label_id`` on a 2D slice (None if absent)."""
+    rows, cols = np.nonzero(np.asarray(labels2d) == label_id)
+    if rows.size == 0:
+        return None
+    return (float(rows.min() + rows.max()) / 2.0, float(cols.min() + cols.max()) / 2.0)
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    """Pixels of an nD labels array to set to one value (one undo step).
+
+    Attributes:
+        indices: ``ndim`` arrays of (N,) pixel indices (numpy fancy indexing).
+        old: (N,) values before.
+        new: the value written to all of them.
+    """
+
+    indices: tuple[np.ndarray, ...] = field(repr=False)
+    old: np.ndarray = field(repr=False)
+    new: int
+
+    @property
+    def size(self) -> int:
+        return int(self.old.size)
+
+
+def _plan(data: Any, ids: Iterable[int], new: int, slab_voxels: int) -> LabelChange:
+    wanted = np.asarray(sorted({int(i) for i in ids if int(i) > 0 and int(i) != new}), dtype=np.int64)
+    ndim = len(data.shape)
+    parts: list[tuple[np.ndarray, ...]] = []
+    olds: list[np.ndarray] = []
+    if wanted.size and ndim:
+        for slab in _slabs(data.shape, slab_voxels):
+            block = np.asarray(data[slab])
+            where = np.nonzero(np.isin(block, wanted))
+            if where[0].size:
+                olds.append(block[where])
+                parts.append((where[0] + slab.start, *where[1:]))
+    if not parts:
+        empty = np.empty(0, dtype=np.intp)
+        return LabelChange(tuple(empty for _ in range(ndim)), np.empty(0, dtype=data.dtype), int(new))
+    indices = tuple(np.concatenate([p[a] for p in parts]).astype(np.intp) for a in range(ndim))
+    return LabelChange(indices, np.concatenate(olds), int(new))
+
+
+def plan_delete(data: Any, label_ids: Iterable[int], slab_voxels: int = SLAB_VOXELS) -> LabelChange:
+    """Every pixel of ``label_ids`` becomes background (0)."""
+    return _plan(data, label_ids, 0, slab_voxels)
+
+
+def plan_merge(data: Any, sources: Iterable[int], target: int, slab_voxels: int = SLAB_VOXELS) -> LabelChange:
+    """Every pixel of the ``sources`` labels becomes ``target`` (> 0)."""
+    if int(target) <= 0:
+        raise ValueError("merge target must be a label id > 0 (0 is the background)")
+    return _plan(data, sources, int(target), slab_voxels)
+
+
+def names_after_delete(names: Mapping[int, str], label_ids: Iterable[int]) -> dict[int, str]:
+    """``names`` without the deleted labels."""
+    gone = {int(i) for i in label_ids}
+    return {k: v for k, v in names.items() if k not in gone}
+
+
+def names_after_merge(names: Mapping[int, str], sources: Iterable[int], target: int) -> dict[int, str]:
+    """Names after merging ``sources`` into ``target``.
+
+    The target keeps its name; a target without a name takes the name of the
+    first named source (by id), so merging never loses the only name; the
+    sources' names are removed.
+    """
+    merged = sorted({int(i) for i in sources} - {int(target)})
+    out = {k: v for k, v in names.items() if k not in merged}
+    if int(target) not in out:
+        inherited = next((names[i] for i in merged if i in names), None)
+        if inherited is not None:
+            out[int(target)] = inherited
+    return dict(sorted(out.items()))
+
+
+def names_delta(
+    before: Mapping[int, str], after: Mapping[int, str]
+) -> dict[int, tuple[str | None, str | None]]:
+    """``{label_id: (name before, name after)}`` for every id whose name differs (None: unnamed)."""
+    return {
+        i: (before.get(i), after.get(i))
+        for i in sorted(set(before) | set(after))
+        if before.get(i) != after.get(i)
+    }

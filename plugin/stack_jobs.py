@@ -1,0 +1,274 @@
+"""Work on a whole stack: propagate a label through z or time, AUTO-SEGMENT every slice.
+
+napari layer models only (no Qt). The stack is the image's slices along
+the first non-displayed axis of the current view (:func:`plugin.image_slice.stack_axis`),
+other non-displayed axes at their current index: (Z, Y, X) or (T, Y, X)
+stacks along axis 0; a (T, Z, Y, X) view of one (Y, X) plane along T.
+
+Each job runs on its own session channel (one request at a time), writes
+each slice on the GUI thread as its answer comes in (``dispatch``), and
+ends as **one** undo step (:meth:`plugin.history.LabelHistory.squash`).
+Cancelling (``cancel``) stops at once: the request is abandoned
+(:class:`protocol.errors.Superseded`), slices already written stay,
+answers still queued are dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plugin.coords import OutsideImage, SlicePlane
+from plugin.history import Step
+from plugin.image_slice import extract_slice, extract_stack, plane_on, stack_axis, stack_to_wire, to_wire
+from plugin.label_ops import compute_edit
+from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
+from plugin.session import AutoAnswer, PropagatedSlice, auto, propagate
+from protocol.errors import Superseded
+
+if TYPE_CHECKING:
+    from napari.layers import Image, Labels
+
+    from plugin.controller import Controller
+
+PROPAGATE, AUTO_STACK = "propagate", "auto_stack"
+PROPAGATE_TIMEOUT_S = 600.0
+"""Silence allowed between two slices of a propagation (the first slice also encodes the stack)."""
+Progress = Callable[[int, int, str], None]
+"""``on_progress(done, total, text)`` on the GUI thread."""
+Done = Callable[[bool], None]
+"""``on_done(completed)`` on the GUI thread (False: failed or cancelled)."""
+
+
+@dataclass
+class StackRun:
+    """One propagation or stack segmentation, from start to its single undo step.
+
+    Attributes:
+        kind: ``propagate`` or ``auto_stack``.
+        layer: the labels layer written.
+        plane: the slice shown when it started.
+        axis: the stack axis (a layer axis).
+        cancel: set to stop.
+        steps: the history steps written so far (squashed into one at the end).
+        written: slice index -> what was written there: the mask (propagate,
+            bool (H, W)) or the worker's labels (auto, (H, W), 0 = none).
+        label_ids: ids written (propagate: the one label; auto: all new ids).
+        finished, completed: whether it ended, and whether it ran to the end.
+        on_done: called once when it ends.
+    """
+
+    kind: str
+    layer: Labels
+    plane: SlicePlane
+    axis: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    steps: list[Step] = field(default_factory=list, repr=False)
+    written: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    label_ids: list[int] = field(default_factory=list)
+    finished: bool = False
+    completed: bool = False
+    on_done: Done = field(default=lambda _completed: None, repr=False)
+
+    @property
+    def frames(self) -> int:
+        return int(self.plane.shape[self.axis])
+
+    @property
+    def source_index(self) -> int:
+        return int(self.plane.index[self.axis] or 0)
+
+
+class StackJobs:
+    """Propagation and stack AUTO-SEGMENT for a :class:`plugin.controller.Controller`."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+        self.runs: dict[str, StackRun] = {}
+
+    def running(self, kind: str) -> bool:
+        run = self.runs.get(kind)
+        return run is not None and not run.finished
+
+    def cancel(self, kind: str | None = None) -> None:
+        """Stop a running job (``None``: all)."""
+        for name, run in self.runs.items():
+            if kind in (None, name):
+                run.cancel.set()
+
+    def abandon(self) -> None:
+        """End every running job now (its session is gone): what was written stays, as one step."""
+        for run in list(self.runs.values()):
+            run.cancel.set()
+            self._finish(run, False)
+
+    def _stack(self, what: str) -> tuple[Image, SlicePlane, int] | None:
+        image = self.c._ready()
+        if image is None:
+            return None
+        try:
+            plane = plane_of(self.c.viewer, image, spatial_shape(image))
+        except (ValueError, OutsideImage) as e:
+            self.c.notify("warning", f"{what}: {e}")
+            return None
+        axis = stack_axis(plane)
+        if axis is None:
+            self.c.notify("warning", f"{what} needs a stack (a 3D or higher image); {image.name} is 2D.")
+            return None
+        return image, plane, axis
+
+    # -- propagate -------------------------------------------------------------------------
+
+    def propagate(
+        self, layer: Labels, label_id: int, direction: str, on_progress: Progress, on_done: Done
+    ) -> bool:
+        """Propagate ``label_id`` of the current slice of ``layer`` through the stack; False if not started.
+
+        Each slice's mask is written with the same id under the controller's
+        labeling mode (``add`` and ``union`` paint it over, ``intersection``
+        keeps only the label's pixels inside it, ``overwrite`` makes the label
+        exactly the mask on that slice). The prompted slice is the source and
+        is left as it is.
+        """
+        found = self._stack("Propagate")
+        if found is None:
+            return False
+        image, plane, axis = found
+        if tuple(layer.data.shape) != spatial_shape(image):
+            self.c.notify("warning", f"Propagate: {layer.name} does not have the shape of {image.name}.")
+            return False
+        mask = slice_view(layer, plane) == label_id
+        if label_id <= 0 or not mask.any():
+            self.c.notify("warning", f"Propagate: label {label_id} is not on this slice of {layer.name}.")
+            return False
+        run = StackRun(PROPAGATE, layer, plane, axis, label_ids=[int(label_id)], on_done=on_done)
+        mode = self.c.mode
+        history = self.c.histories(layer)
+        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        dispatch = self.c.dispatch
+
+        def write(part: PropagatedSlice) -> None:
+            if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
+                return
+            on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")
+            if part.frame_index == run.source_index:
+                return
+            target = plane_on(plane, axis, part.frame_index)
+            edit, _ = compute_edit(slice_view(layer, target), part.mask, int(label_id), mode)
+            with history.capture() as steps:
+                write_edit(layer, target, edit)
+            run.steps.extend(steps)
+            run.written[part.frame_index] = part.mask
+
+        def job(client: Any) -> int:
+            wire = stack_to_wire(extract_stack(data, plane, axis, rgb), limits)
+            return propagate(
+                client,
+                wire,
+                mask,
+                run.source_index,
+                direction,
+                lambda part: dispatch(lambda: write(part)),
+                cancel=run.cancel,
+                timeout_s=PROPAGATE_TIMEOUT_S,
+            )
+
+        def done(frames: int) -> None:
+            if run.finished:
+                return
+            self._finish(run, True)
+            written = len(run.written)
+            self.c.notify(
+                "info",
+                f"Propagate: label {label_id} written on {written} slice(s) of {layer.name} "
+                f"({frames} answered, mode {mode.value}).",
+            )
+
+        on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
+        return self._submit(run, job, done)
+
+    # -- AUTO-SEGMENT STACK ---------------------------------------------------------------------
+
+    def auto_stack(self, on_progress: Progress, on_done: Done) -> bool:
+        """AUTO-SEGMENT every slice of the current stack into ``AutoSeg_mask``; False if not started.
+
+        Slices go one at a time; each slice's objects get new ids (unique
+        across slices and above every id the layer had).
+        """
+        found = self._stack("AUTO-SEGMENT STACK")
+        if found is None:
+            return False
+        image, plane, axis = found
+        layer = ensure_labels(self.c.viewer, image, AUTO_MASK)
+        run = StackRun(AUTO_STACK, layer, plane, axis, on_done=on_done)
+        settings = self.c.auto_settings
+        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        dispatch, total = self.c.dispatch, run.frames
+
+        def write(index: int, answer: AutoAnswer) -> None:
+            if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
+                return
+            on_progress(index + 1, total, f"AUTO-SEGMENT STACK: slice {index + 1} of {total}")
+            with self.c.histories(layer).capture() as steps:
+                ids, _pixels = self.c.paste_auto(layer, plane_on(plane, axis, index), answer.labels)
+            run.steps.extend(steps)
+            run.label_ids.extend(ids)
+            run.written[index] = answer.labels
+
+        def job(client: Any) -> int:
+            for index in range(total):
+                if run.cancel.is_set():
+                    raise Superseded("AUTO-SEGMENT STACK was cancelled")
+                text = f"AUTO-SEGMENT STACK: segmenting slice {index + 1} of {total}…"
+                dispatch(lambda i=index, t=text: on_progress(i, total, t))  # type: ignore[misc]
+                wire = to_wire(extract_slice(data, plane_on(plane, axis, index), rgb), limits)
+                params = settings.params()
+                answer = auto(client, wire, params, cancel=run.cancel, timeout_s=settings.timeout_s)
+                dispatch(lambda i=index, a=answer: write(i, a))  # type: ignore[misc]
+            return total
+
+        def done(_frames: int) -> None:
+            if run.finished:
+                return
+            self._finish(run, True)
+            self.c.notify(
+                "info",
+                f"AUTO-SEGMENT STACK: {len(run.label_ids)} objects on {len(run.written)} slice(s) "
+                f"written to {layer.name}.",
+            )
+
+        on_progress(0, total, f"AUTO-SEGMENT STACK: {total} slices…")
+        return self._submit(run, job, done)
+
+    # -- common ---------------------------------------------------------------------------------------
+
+    def _submit(self, run: StackRun, job: Callable[[Any], int], done: Callable[[int], None]) -> bool:
+        assert self.c.session is not None
+
+        def failed(error: Exception) -> None:
+            if run.finished:
+                return
+            self._finish(run, False)
+            if isinstance(error, Superseded):
+                what = "Propagate" if run.kind == PROPAGATE else "AUTO-SEGMENT STACK"
+                self.c.notify("info", f"{what} cancelled; {len(run.written)} slice(s) written are kept.")
+            else:
+                self.c.on_error(error)
+
+        self.cancel(run.kind)
+        self.runs[run.kind] = run
+        self.c.session.submit(run.kind, job, done, failed)
+        return True
+
+    def _finish(self, run: StackRun, completed: bool) -> None:
+        if run.finished:
+            return
+        run.finished, run.completed = True, completed
+        if run.layer in self.c.viewer.layers:
+            self.c.histories(run.layer).squash(run.steps)
+            self.c.wrote(run.layer)
+        run.on_done(completed)
