@@ -89,20 +89,23 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass(frozen=True)
 class CompressionParams:
-    """blosc2 settings used when encoding (chosen from bench/ measurements).
+    """blosc2 settings used when encoding, by dtype (chosen from ``bench/bench_codec.py``'s
+    measurements, see ``bench/RESULTS.md``).
 
     Attributes:
         codec: a ``blosc2.Codec``.
         clevel: 0..9.
-        filter: shuffle filter for multi-byte items.
-        bool_filter: filter for 1-byte items such as masks.
+        filter: shuffle filter for multi-byte items (uint16 images, uint32 labels, float32 logits).
+        byte_filter: filter for other 1-byte items (uint8 images).
+        bool_filter: filter for bool masks.
         min_bytes: arrays smaller than this are sent "raw".
     """
 
     codec: blosc2.Codec = blosc2.Codec.LZ4
     clevel: int = 5
     filter: blosc2.Filter = blosc2.Filter.SHUFFLE
-    bool_filter: blosc2.Filter = blosc2.Filter.BITSHUFFLE
+    byte_filter: blosc2.Filter = blosc2.Filter.BITSHUFFLE
+    bool_filter: blosc2.Filter = blosc2.Filter.NOFILTER
     min_bytes: int = 256
 
 
@@ -159,17 +162,24 @@ def _byte_view(array: np.ndarray) -> memoryview:
     return array.reshape(-1).view(np.uint8).data
 
 
+def compression_for(
+    array: np.ndarray, params: CompressionParams = DEFAULT_COMPRESSION
+) -> tuple[blosc2.Codec, list[blosc2.Filter], int]:
+    """The blosc2 ``(codec, filters, clevel)`` that :func:`encode` uses for ``array`` (by its dtype)."""
+    if array.dtype == np.bool_:
+        filt = params.bool_filter
+    elif array.itemsize == 1:
+        filt = params.byte_filter
+    else:
+        filt = params.filter
+    return params.codec, [filt], params.clevel
+
+
 def _compress(array: np.ndarray, params: CompressionParams) -> tuple[str, bytes | memoryview]:
     if array.nbytes < params.min_bytes:
         return "raw", _byte_view(array)
-    filt = params.bool_filter if array.itemsize == 1 else params.filter
-    chunk = blosc2.compress2(
-        array,
-        typesize=array.itemsize,
-        clevel=params.clevel,
-        codec=params.codec,
-        filters=[filt],
-    )
+    codec, filters, clevel = compression_for(array, params)
+    chunk = blosc2.compress2(array, typesize=array.itemsize, clevel=clevel, codec=codec, filters=filters)
     return "blosc2", chunk
 
 
