@@ -108,6 +108,11 @@ def _check_service(service: bytes) -> None:
         raise ProtocolError(f"service name longer than {MAX_SERVICE_NAME_BYTES} bytes")
 
 
+def _head(frame: Frame, size: int = 16) -> bytes:
+    """The first ``size`` bytes of a frame for error messages (``zmq.Frame`` cannot be sliced)."""
+    return bytes(memoryview(frame)[:size])
+
+
 def _prefix(delimited: bool) -> list[Frame]:
     return [b""] if delimited else []
 
@@ -146,7 +151,7 @@ def parse_client(frames: Sequence[Frame]) -> ClientMessage:
     if len(frames) < 3:
         raise ProtocolError(f"client message has {len(frames)} frames, needs at least 3")
     if bytes(frames[0]) != CLIENT_HEADER:
-        raise ProtocolError(f"bad client protocol header {bytes(frames[0][:16])!r}")
+        raise ProtocolError(f"bad client protocol header {_head(frames[0])!r}")
     command = bytes(frames[1])
     if command not in CLIENT_COMMAND_NAMES:
         raise ProtocolError(f"unknown client command {command!r}")
@@ -193,7 +198,7 @@ def parse_worker(frames: Sequence[Frame]) -> WorkerMessage:
     if len(frames) < 2:
         raise ProtocolError(f"worker message has {len(frames)} frames, needs at least 2")
     if bytes(frames[0]) != WORKER_HEADER:
-        raise ProtocolError(f"bad worker protocol header {bytes(frames[0][:16])!r}")
+        raise ProtocolError(f"bad worker protocol header {_head(frames[0])!r}")
     command = bytes(frames[1])
     if command == W_READY:
         if len(frames) != 3:
