@@ -306,7 +306,11 @@ class Worker:
         timeout_ms = int(1000.0 * max(0.0, min(wait_s, POLL_MAX_S)))
         events = dict(self._poller.poll(timeout=timeout_ms))
         if self._dealer is not None and self._dealer in events:
-            self._on_broker_message(self._dealer.recv_multipart(copy=False), compute)
+            frames = self._dealer.recv_multipart(copy=False)
+            try:
+                self._on_broker_message(frames, compute)
+            except Exception:  # a message nobody foresaw must not stop the worker
+                log.exception("unexpected error handling a message from the broker; dropped")
         if results in events:
             self._on_result(results.recv_multipart(copy=False))
         if self._dealer is None:
