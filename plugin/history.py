@@ -58,10 +58,10 @@ def atom_changes(step: Step, undoing: bool) -> list[tuple[np.ndarray, np.ndarray
     """
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for atom in step:
-        if isinstance(atom, tuple):
-            _indices, old, new = atom
-        else:
+        if hasattr(atom, "old_values"):  # a named tuple: test it first
             old, new = atom.old_values, atom.new_value
+        else:
+            _indices, old, new = atom
         old = np.asarray(old).ravel()
         new = np.broadcast_to(np.asarray(new), old.shape).ravel()
         out.append((new, old) if undoing else (old, new))

@@ -223,7 +223,8 @@ class LoggedClient(SamClient):
             self.log.record(REQUEST, op, duration_ms=elapsed_ms(), detail="cancelled")
             raise
         except RemoteError as e:
-            self.log.record(ERROR, op, duration_ms=elapsed_ms(), detail=f"{e.code}: {e.message}")
+            request_id = str(getattr(e, "request_id", None) or "")
+            self.log.record(ERROR, op, request_id, elapsed_ms(), detail=f"{e.code}: {e.message}")
             raise
         except (ClientError, ProtocolError) as e:
             self.log.record(ERROR, op, duration_ms=elapsed_ms(), detail=f"{type(e).__name__}: {e}")
