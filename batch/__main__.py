@@ -1,0 +1,166 @@
+"""Command line: ``python -m batch`` (installed as ``sam2-batch``).
+
+Automatic segmentation (op ``auto``) of a folder of images, single images,
+multi-page TIFFs or other stacks (every 2D slice), through a running broker::
+
+    sam2-batch data/plates/ --out results/ --points-per-side 32
+    sam2-batch embryo.tif --out results/ --broker tcp://gpu-server:5555
+
+Writes ``<stem>_labels.tif`` (uint32; one page per slice for a stack) and
+``summary.csv`` (file, slice, objects, seconds, status, error, request_id)
+into ``--out``. Inputs whose label file exists are skipped, so an
+interrupted run continues where it stopped (``--overwrite`` redoes them).
+Unreadable files are logged and recorded in the summary; the rest is still
+processed. Exit codes: 0 all done, 1 some inputs failed, 2 bad usage or no
+broker/worker, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from batch.inputs import UsageError, discover
+from batch.runner import BatchSettings, ConnectionFailure, run_batch
+from protocol.client import DEFAULT_FRONTEND
+from protocol.errors import SecurityError
+
+log = logging.getLogger("batch")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+LOG_FORMAT = "%(asctime)s.%(msecs)03d batch[%(process)d] %(levelname)s %(name)s: %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of the batch command, with its default and meaning."""
+    parser = argparse.ArgumentParser(
+        prog="sam2-batch",
+        description="Automatic SAM2 segmentation of many images through the broker: "
+        "label TIFFs and a summary.csv.",
+    )
+    parser.add_argument(
+        "inputs", nargs="+", type=Path, help="image files (tif, tiff, png, jpg) and/or folders of them"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for the label TIFFs and summary.csv")
+    parser.add_argument("--broker", default=DEFAULT_FRONTEND, help="broker client endpoint (%(default)s)")
+    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model = service name (%(default)s)")
+    parser.add_argument(
+        "--points-per-side", type=_positive_int, default=32, help="auto's prompt grid per side (%(default)s)"
+    )
+    parser.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=None,
+        help="keep masks whose predicted quality is at least this, 0..1 (default: the worker's, 0.8)",
+    )
+    parser.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=None,
+        help="keep masks at least this stable, 0..1 (default: the worker's, 0.95)",
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=_positive_int,
+        default=None,
+        help="requests at once (default: 2 x the workers the broker reports)",
+    )
+    parser.add_argument(
+        "--timeout-s",
+        type=_positive_float,
+        default=600.0,
+        help="silence allowed per request before it is retried once, then failed (%(default)s)",
+    )
+    parser.add_argument(
+        "--contrast-limits",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="map LOW..HIGH to black..white for non-uint8 images "
+        "(default: each image's 1st-99th percentiles, a stack's over all its slices)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    return parser
+
+
+def setup_logging(level: str, log_file: Path | None) -> None:
+    """Timestamped log lines naming the role (``batch``) and process id, to stderr and optionally a file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(
+        level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, handlers=handlers, force=True
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one batch; return the exit code (0 ok, 1 some failed, 2 usage/connection, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_file)
+    if args.contrast_limits is not None and not args.contrast_limits[0] < args.contrast_limits[1]:
+        log.error("--contrast-limits needs LOW < HIGH, got %s", args.contrast_limits)
+        return EXIT_USAGE
+    settings = BatchSettings(
+        broker=args.broker,
+        model=args.model,
+        points_per_side=args.points_per_side,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        in_flight=args.in_flight,
+        timeout_s=args.timeout_s,
+        contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    try:
+        files = discover(args.inputs)
+        report = run_batch(files, args.out, settings)
+    except (UsageError, ConnectionFailure, SecurityError) as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        log.warning("interrupted: finished inputs are kept; run the same command again to continue")
+        return EXIT_INTERRUPTED
+    log.info(
+        "batch finished: %d done, %d skipped, %d failed of %d inputs "
+        "(%d slices, %d failed) in %.1f s; summary %s",
+        report.processed,
+        report.skipped,
+        report.failed,
+        report.files,
+        report.slices,
+        report.failed_slices,
+        report.seconds,
+        report.summary,
+    )
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Finding the images of a batch, naming their outputs, and reading them as slices.
+
+Inputs are files or folders. A folder contributes its files with a
+supported suffix (not recursively), sorted by name; other files are ignored.
+Each input file is either a single image, (H, W) grey or (H, W, 3|4) colour,
+or a stack whose every 2D slice is segmented: a multi-page TIFF, or any
+TIFF series with more axes (Z, T, C ...). Colour is recognised by the TIFF
+samples axis (``S``), or a last axis of 3 or 4 in PNG/JPEG files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+OUTPUT_SUFFIX = "_labels.tif"
+# The wire's dtypes (protocol/README.md); others are converted on reading.
+WIRE_DTYPES = frozenset({"bool", "uint8", "uint16", "int16", "int32", "uint32", "float32"})
+PERCENTILES = (1.0, 99.0)
+PERCENTILE_SAMPLE = 1 << 22
+
+
+class UsageError(Exception):
+    """Inputs the batch cannot work with at all (missing, empty, ambiguous output names)."""
+
+
+class ReadError(Exception):
+    """One input file that cannot be read as an image; the batch records it and goes on."""
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """The pixels of one input file as 2D slices.
+
+    Attributes:
+        slices: (N, H, W) grey or (N, H, W, C) colour, C in {3, 4}, a wire dtype.
+        stack_shape: the leading axes for a stack (e.g. ``(Z,)`` or ``(T, Z)``,
+            their product is N), or None for a single image (N == 1).
+    """
+
+    slices: np.ndarray
+    stack_shape: tuple[int, ...] | None
+
+    @property
+    def is_stack(self) -> bool:
+        return self.stack_shape is not None
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """Shape of the label image: ``stack_shape + (H, W)``, or (H, W)."""
+        height, width = self.slices.shape[1:3]
+        return (*(self.stack_shape or ()), height, width)
+
+
+def discover(paths: Sequence[Path]) -> list[Path]:
+    """The files to process, in order: each argument's files (folders: sorted by name).
+
+    Raises:
+        UsageError: a path does not exist, a named file has an unsupported
+            suffix, or nothing is left to process.
+    """
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(
+                (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES),
+                key=lambda p: p.name,
+            )
+        elif path.is_file():
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise UsageError(f"{path}: not a supported image file ({', '.join(SUPPORTED_SUFFIXES)})")
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        raise UsageError(f"no images ({', '.join(SUPPORTED_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    return unique
+
+
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """The label file name of each input: ``<stem>_labels.tif``.
+
+    Inputs whose stems collide (``a.png`` and ``a.tif``) get their suffix in
+    the name too (``a_png_labels.tif``), so the names depend only on the set
+    of inputs and are stable from one run to the next.
+
+    Raises:
+        UsageError: two inputs would still write the same file (the same name
+            in different folders): give them separate ``--out`` folders.
+    """
+    stems = Counter(p.stem for p in files)
+    names: dict[Path, str] = {}
+    for path in files:
+        if stems[path.stem] == 1:
+            names[path] = path.stem + OUTPUT_SUFFIX
+        else:
+            names[path] = f"{path.stem}_{path.suffix.lstrip('.').lower()}{OUTPUT_SUFFIX}"
+    writers = Counter(names.values())
+    clashes = sorted(str(p) for p, name in names.items() if writers[name] > 1)
+    if clashes:
+        raise UsageError(
+            f"these inputs would write the same label file: {', '.join(clashes)}; "
+            "run them with separate --out folders"
+        )
+    return names
+
+
+def _to_wire_dtype(array: np.ndarray) -> np.ndarray:
+    """The pixels in a dtype the wire carries (int8 -> int16, 64-bit and float16 -> float32)."""
+    if array.dtype.name in WIRE_DTYPES:
+        return array
+    if array.dtype == np.int8:
+        return array.astype(np.int16)
+    if array.dtype.kind in "uif":
+        return array.astype(np.float32)
+    raise ReadError(f"pixel type {array.dtype} is not supported")
+
+
+def read_image(path: Path) -> InputImage:
+    """Read one input file as 2D slices.
+
+    Raises:
+        ReadError: unreadable, corrupt, or not an image (the message says why).
+    """
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                data = np.asarray(series.asarray())
+                colour = series.axes.endswith("S") and data.shape[-1] in (3, 4)
+        else:
+            import imageio.v3 as iio
+
+            data = np.asarray(iio.imread(path))
+            colour = data.ndim == 3 and data.shape[-1] in (3, 4)
+    except Exception as e:  # each reader raises its own types for corrupt files
+        raise ReadError(f"cannot read {path.name}: {type(e).__name__}: {e}") from e
+    spatial = 3 if colour else 2
+    if data.ndim < spatial or any(s == 0 for s in data.shape):
+        raise ReadError(f"{path.name}: shape {list(data.shape)} is not an image or a stack of images")
+    data = _to_wire_dtype(data)
+    if data.ndim == spatial:
+        return InputImage(np.ascontiguousarray(data[None]), None)
+    stack_shape = tuple(int(s) for s in data.shape[:-spatial])
+    slices = data.reshape(math.prod(stack_shape), *data.shape[-spatial:])
+    return InputImage(np.ascontiguousarray(slices), stack_shape)
+
+
+def stack_contrast_limits(slices: np.ndarray) -> tuple[float, float] | None:
+    """The 1st and 99th percentiles of all slices of a stack, so that every slice is scaled alike.
+
+    None for uint8 and bool (sent as they are), for stacks without finite
+    values and for flat stacks (the worker then scales each slice itself).
+    """
+    if slices.dtype in (np.uint8, np.bool_):
+        return None
+    flat = slices.reshape(-1)
+    sample = flat[:: max(1, flat.size // PERCENTILE_SAMPLE)]
+    if sample.dtype.kind == "f":
+        sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return None
+    low, high = (float(v) for v in np.percentile(sample, PERCENTILES))
+    return (low, high) if low < high else None

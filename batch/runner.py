@@ -1,0 +1,412 @@
+"""Running a batch: ``auto`` on every slice of every input, many requests in flight.
+
+Each in-flight request has its own :class:`protocol.client.SamClient` (one
+per thread of a pool; a SamClient is not thread-safe), so the broker sees
+several clients and hands their requests to all idle workers at once. The
+default number in flight is twice the number of workers the broker reports
+(``mmi.services``): while a worker computes one request, the next one is
+already queued for it. Files are read one at a time, only when their first
+slice is about to be sent, so memory holds a few images, not the folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from batch.inputs import InputImage, ReadError, output_names, read_image, stack_contrast_limits
+from batch.outputs import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    SUMMARY_NAME,
+    Row,
+    merge_rows,
+    read_summary,
+    write_labels,
+    write_summary,
+)
+from protocol.client import DEFAULT_FRONTEND, ClientConfig, SamClient
+from protocol.errors import ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 5.0
+
+
+class ConnectionFailure(Exception):
+    """No broker answered, or it has no worker for the model."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How to run a batch.
+
+    Attributes:
+        broker: the broker's client endpoint.
+        model: the service (model name) to ask.
+        points_per_side: ``auto``'s prompt grid (points per image side).
+        pred_iou_thresh: ``auto``'s predicted-quality filter, None: the worker's default.
+        stability_score_thresh: ``auto``'s stability filter, None: the worker's default.
+        in_flight: requests sent at once; None: 2 x the workers the broker reports.
+        timeout_s: silence allowed per request before it counts as lost
+            (``auto`` reports progress about once a second, which resets it).
+        contrast_limits: (low, high) for every non-uint8 input; None: each
+            image's own 1st-99th percentiles (a stack's over all its slices).
+        overwrite: redo inputs whose label file already exists.
+        progress: show a progress bar (only on a terminal).
+    """
+
+    broker: str = DEFAULT_FRONTEND
+    model: str = "sam2.1_hiera_tiny"
+    points_per_side: int = 32
+    pred_iou_thresh: float | None = None
+    stability_score_thresh: float | None = None
+    in_flight: int | None = None
+    timeout_s: float = 600.0
+    contrast_limits: tuple[float, float] | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def auto_params(self) -> dict[str, float | int]:
+        """The ``auto`` params of every request (contrast limits go separately)."""
+        params: dict[str, float | int] = {"points_per_side": self.points_per_side}
+        if self.pred_iou_thresh is not None:
+            params["pred_iou_thresh"] = self.pred_iou_thresh
+        if self.stability_score_thresh is not None:
+            params["stability_score_thresh"] = self.stability_score_thresh
+        return params
+
+
+@dataclass
+class BatchReport:
+    """What a batch did (files are inputs; a stack counts once, its slices in ``slices``)."""
+
+    files: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    slices: int = 0
+    failed_slices: int = 0
+    in_flight: int = 0
+    seconds: float = 0.0
+    summary: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+@dataclass
+class _FileJob:
+    """One input being segmented: its slices' results arrive in any order."""
+
+    path: Path
+    output: Path
+    image: InputImage
+    contrast_limits: tuple[float, float] | None
+    labels: np.ndarray
+    rows: list[Row | None]
+    remaining: int
+    started_s: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class _SliceOutcome:
+    labels: np.ndarray | None
+    objects: int
+    seconds: float
+    error: str
+    request_id: str
+
+
+def broker_workers(settings: BatchSettings) -> int:
+    """Number of workers the broker has for ``settings.model``.
+
+    Raises:
+        ConnectionFailure: no broker answered within a few seconds, or it has no such worker.
+    """
+    try:
+        with SamClient(settings.broker, settings.model) as client:
+            listing = client.services(timeout_s=PROBE_TIMEOUT_S)
+    except (RequestTimeout, ProtocolError) as e:
+        raise ConnectionFailure(f"no broker answered at {settings.broker}: {e}") from e
+    workers = int(listing.get(settings.model, {}).get("workers", 0))
+    if workers < 1:
+        known = ", ".join(sorted(name for name, entry in listing.items() if entry.get("workers"))) or "none"
+        raise ConnectionFailure(
+            f"the broker at {settings.broker} has no worker for model {settings.model!r} "
+            f"(models with workers: {known})"
+        )
+    return workers
+
+
+class _Clients:
+    """One SamClient per pool thread, all closed at the end."""
+
+    def __init__(self, settings: BatchSettings) -> None:
+        self._settings = settings
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[SamClient] = []
+
+    def get(self) -> SamClient:
+        client: SamClient | None = getattr(self._local, "client", None)
+        if client is None:
+            config = ClientConfig(timeout_s=self._settings.timeout_s, retries=1)
+            client = SamClient(self._settings.broker, self._settings.model, config=config)
+            self._local.client = client
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    def close_all(self) -> None:
+        with self._lock:
+            for client in self._all:
+                client.close()
+            self._all.clear()
+
+
+class BatchRunner:
+    """Segments ``files`` into ``out_dir``; see :func:`run_batch`."""
+
+    def __init__(self, files: Sequence[Path], out_dir: Path, settings: BatchSettings) -> None:
+        self.files = list(files)
+        self.out_dir = out_dir
+        self.settings = settings
+        self.outputs = {path: out_dir / name for path, name in output_names(self.files).items()}
+        self.summary_path = out_dir / SUMMARY_NAME
+        self.report = BatchReport(files=len(self.files), summary=self.summary_path)
+        self._rows: list[Row] = []
+        self._skipped: set[str] = set()
+        self._cancel = threading.Event()
+        self._clients = _Clients(settings)
+        self._progress: object = None
+
+    def run(self) -> BatchReport:
+        """Run the batch; the summary is written even when interrupted.
+
+        Raises:
+            ConnectionFailure: no broker, or no worker for the model.
+        """
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        started = time.perf_counter()
+        previous = read_summary(self.summary_path)
+        known = {row.file for row in previous}
+        todo = [p for p in self.files if self.settings.overwrite or not self.outputs[p].exists()]
+        for path in self.files:
+            if path not in todo:
+                self._skip(path, known)
+        if todo:
+            workers = broker_workers(self.settings)
+            self.report.in_flight = self.settings.in_flight or 2 * workers
+            log.info(
+                "batch: %d inputs (%d skipped: labels exist), model=%s workers=%d in_flight=%d out=%s",
+                len(self.files),
+                self.report.skipped,
+                self.settings.model,
+                workers,
+                self.report.in_flight,
+                self.out_dir,
+            )
+        progress = tqdm(
+            total=len(self.files),
+            initial=self.report.skipped,
+            unit="image",
+            desc="sam2-batch",
+            disable=None if self.settings.progress else True,
+        )
+        try:
+            with logging_redirect_tqdm(), progress:
+                self._progress = progress
+                if todo:
+                    self._run_all(todo)
+        finally:
+            self._clients.close_all()
+            self.report.seconds = time.perf_counter() - started
+            write_summary(self.summary_path, merge_rows(previous, self._rows, self._skipped))
+        return self.report
+
+    # -- scheduling -------------------------------------------------------------
+
+    def _run_all(self, todo: list[Path]) -> None:
+        tasks = self._slice_tasks(todo)
+        pending: dict[Future[_SliceOutcome], tuple[_FileJob, int]] = {}
+        with ThreadPoolExecutor(self.report.in_flight, thread_name_prefix="sam2-batch") as pool:
+            try:
+                while True:
+                    while len(pending) < self.report.in_flight:
+                        task = next(tasks, None)
+                        if task is None:
+                            break
+                        job, index = task
+                        future = pool.submit(self._segment, job, index)
+                        pending[future] = (job, index)
+                    if not pending:
+                        return
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job, index = pending.pop(future)
+                        self._record(job, index, future.result())
+            except BaseException:
+                self._cancel.set()  # in-flight calls raise Superseded at once (and cancel at the broker)
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+    def _slice_tasks(self, todo: list[Path]) -> Iterator[tuple[_FileJob, int]]:
+        """Yield (job, slice index) for every slice, reading each file when it is first needed."""
+        for path in todo:
+            try:
+                image = read_image(path)
+            except ReadError as e:
+                log.error("unreadable file=%s: %s", path, e)
+                self._rows.append(Row(str(path), status=STATUS_ERROR, error=str(e)))
+                self.report.failed += 1
+                self._advance()
+                continue
+            count = image.slices.shape[0]
+            limits = self.settings.contrast_limits
+            if limits is None and image.is_stack:
+                limits = stack_contrast_limits(image.slices)
+            job = _FileJob(
+                path,
+                self.outputs[path],
+                image,
+                limits,
+                np.zeros((count, *image.slices.shape[1:3]), np.uint32),
+                [None] * count,
+                count,
+            )
+            self.report.slices += count
+            for index in range(count):
+                yield job, index
+
+    # -- one slice ----------------------------------------------------------------
+
+    def _segment(self, job: _FileJob, index: int) -> _SliceOutcome:
+        """Run ``auto`` on slice ``index`` of ``job`` (in a pool thread)."""
+        pixels = job.image.slices[index]
+        started = time.perf_counter()
+        try:
+            reply = self._clients.get().call(
+                "auto",
+                self.settings.auto_params(),
+                image=pixels,
+                contrast_limits=job.contrast_limits,
+                cancel=self._cancel,
+            )
+        except RemoteError as e:
+            return _SliceOutcome(None, 0, time.perf_counter() - started, str(e), e.request_id or "")
+        except Superseded:
+            return _SliceOutcome(None, 0, time.perf_counter() - started, "interrupted", "")
+        except (ClientError, ProtocolError) as e:
+            return _SliceOutcome(None, 0, time.perf_counter() - started, f"{type(e).__name__}: {e}", "")
+        seconds = time.perf_counter() - started
+        labels = reply.arrays.get("labels")
+        if labels is None or labels.dtype != np.uint32 or labels.shape != pixels.shape[:2]:
+            got = "none" if labels is None else f"{labels.dtype} {list(labels.shape)}"
+            return _SliceOutcome(None, 0, seconds, f"bad labels in the reply: {got}", reply.request_id)
+        objects = int(reply.header.get("result", {}).get("num_objects", int(labels.max(initial=0))))
+        return _SliceOutcome(labels, objects, seconds, "", reply.request_id)
+
+    def _record(self, job: _FileJob, index: int, outcome: _SliceOutcome) -> None:
+        slice_name = str(index) if job.image.is_stack else ""
+        if outcome.labels is not None:
+            job.labels[index] = outcome.labels
+            status, error = STATUS_OK, ""
+            log.info(
+                "slice file=%s slice=%s objects=%d ms=%.0f request_id=%s",
+                job.path,
+                slice_name or "-",
+                outcome.objects,
+                1000 * outcome.seconds,
+                outcome.request_id,
+            )
+        else:
+            status, error = STATUS_ERROR, outcome.error
+            self.report.failed_slices += 1
+            log.error(
+                "slice failed file=%s slice=%s request_id=%s: %s",
+                job.path,
+                slice_name or "-",
+                outcome.request_id or "-",
+                outcome.error,
+            )
+        job.rows[index] = Row(
+            str(job.path),
+            slice_name,
+            str(outcome.objects) if status == STATUS_OK else "",
+            f"{outcome.seconds:.3f}",
+            status,
+            error,
+            outcome.request_id,
+        )
+        job.remaining -= 1
+        if job.remaining == 0:
+            self._finish(job)
+
+    def _finish(self, job: _FileJob) -> None:
+        rows = [row for row in job.rows if row is not None]
+        failed = [row for row in rows if row.status != STATUS_OK]
+        if not failed:
+            try:
+                write_labels(job.output, job.labels.reshape(job.image.label_shape))
+            except OSError as e:
+                message = f"cannot write {job.output}: {e}"
+                log.error("%s", message)
+                rows = [
+                    Row(r.file, r.slice, "", r.seconds, STATUS_ERROR, message, r.request_id) for r in rows
+                ]
+                failed = rows
+        self._rows += rows
+        if failed:
+            self.report.failed += 1
+            log.error(
+                "failed file=%s: %d of %d slices failed, no label file written",
+                job.path,
+                len(failed),
+                len(rows),
+            )
+        else:
+            self.report.processed += 1
+            log.info(
+                "done file=%s slices=%d objects=%d seconds=%.1f labels=%s",
+                job.path,
+                len(rows),
+                sum(int(r.objects) for r in rows),
+                time.perf_counter() - job.started_s,
+                job.output,
+            )
+        self._advance()
+
+    def _skip(self, path: Path, known: set[str]) -> None:
+        """Count ``path`` as done earlier; its earlier summary rows stay (a row says so if there are none)."""
+        self.report.skipped += 1
+        self._skipped.add(str(path))
+        log.info("skip file=%s: %s exists (use --overwrite to redo)", path, self.outputs[path])
+        if str(path) not in known:
+            self._rows.append(Row(str(path), status=STATUS_SKIPPED))
+
+    def _advance(self) -> None:
+        update = getattr(self._progress, "update", None)
+        if update is not None:
+            update(1)
+
+
+def run_batch(files: Sequence[Path], out_dir: Path, settings: BatchSettings) -> BatchReport:
+    """Segment every slice of ``files`` with ``auto``; write label TIFFs and ``summary.csv`` to ``out_dir``.
+
+    Raises:
+        UsageError: two inputs would write the same label file.
+        ConnectionFailure: no broker, or no worker for the model.
+    """
+    return BatchRunner(files, out_dir, settings).run()
