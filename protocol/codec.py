@@ -8,7 +8,7 @@ Frame layout of one body::
 Header fields (requests and replies)::
 
     v           int     protocol version, currently 1
-    op          str     operation: info | embed | segment | auto | echo | sleep
+    op          str     operation: info | embed | segment | auto | propagate | echo | sleep
     request_id  str     client-chosen id (<= 64 chars), echoed in every reply
     image_key   str     optional, content key of the image (see image_key.py)
     params      object  request only: operation parameters (JSON values)
