@@ -54,7 +54,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -
         [
             PYTHON, "-m", "workers", "--connect", broker.backend, "--model", MODEL,
             "--checkpoint", str(random_checkpoint), "--device", "cpu", "--threads", "1",
-            "--heartbeat-interval-s", "0.2", "--max-side", "4096",
+            "--heartbeat-interval-s", "0.2",
+            "--max-side", "4096", "--max-header-kib", "32", "--max-arrays", "6",
         ],
         "worker",
     )  # fmt: skip
@@ -115,8 +116,11 @@ CASES: list[tuple[str, Callable[[Path], list[bytes]], tuple[str, ...]]] = [
      lambda m: [b"MDPC02", b"\x01", b"no.such.model", *request_body("bad-1")],
      (ERROR, "no_worker", "no worker for service 'no.such.model' within 1 s")),
     ("oversized header",
-     lambda m: [_header(params={"pad": "x" * 70_000})],
-     (ERROR, BAD, "limit is 65536")),
+     lambda m: [_header(params={"pad": "x" * 40_000})],
+     (ERROR, BAD, "limit is 32768")),
+    ("more arrays than --max-arrays",
+     lambda m: [_header(arrays=[{**_spec(), "name": f"a{i}"} for i in range(7)]), *[bytes(256)] * 7],
+     (ERROR, BAD, "7 arrays, limit is 6")),
     ("header not JSON",
      lambda m: [b"\xff\xfe not json"],
      (ERROR, BAD, "header is not UTF-8 JSON")),
