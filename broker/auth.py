@@ -190,13 +190,13 @@ class CurveAuthenticator:
         try:
             while not self._stop.is_set():
                 for socket, _ in poller.poll(200):
+                    if socket is self._zap:
+                        self._answer_zap()
+                        continue
                     try:
-                        if socket is self._zap:
-                            self._zap.send_multipart(self.handle_zap(self._zap.recv_multipart()))
-                        else:
-                            self._on_monitor_event(socket.recv_multipart(), names[socket])
-                    except Exception:  # never let one bad request stop authentication
-                        self._log.exception("curve: error in the authentication thread")
+                        self._on_monitor_event(socket.recv_multipart(), names[socket])
+                    except Exception:  # a strange event must not stop authentication
+                        self._log.exception("curve: could not read a handshake event")
         finally:
             self._close_sockets()
 
@@ -205,6 +205,23 @@ class CurveAuthenticator:
             monitor.close(linger=0)
         self._monitors.clear()
         self._zap.close(linger=0)
+
+    def _answer_zap(self) -> None:
+        """Receive one ZAP request and always answer it (a REP socket that skips a reply is stuck)."""
+        request = self._zap.recv_multipart()
+        try:
+            reply = self.handle_zap(request)
+        except Exception:  # e.g. an unreadable key folder: refuse, and keep authenticating
+            self._log.exception("curve: error while checking a key; refused")
+            reply = [
+                ZAP_VERSION,
+                request[1] if len(request) > 1 else b"",
+                b"500",
+                b"internal error",
+                b"",
+                b"",
+            ]
+        self._zap.send_multipart(reply)
 
     def handle_zap(self, frames: list[bytes]) -> list[bytes]:
         """The ZAP reply to one request (RFC 27): 200 for a listed CURVE key, 400 otherwise."""
