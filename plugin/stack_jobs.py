@@ -154,15 +154,15 @@ class StackJobs:
         def write(part: PropagatedSlice) -> None:
             if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
                 return
+            if part.frame_index != run.source_index:
+                target = plane_on(plane, axis, part.frame_index)
+                edit, _ = compute_edit(slice_view(layer, target), part.mask, int(label_id), mode)
+                with history.capture() as steps:
+                    write_edit(layer, target, edit)
+                run.steps.extend(steps)
+                run.written[part.frame_index] = part.mask
+            # last: napari's progress may process queued events (the next slice, the end) right here
             on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")
-            if part.frame_index == run.source_index:
-                return
-            target = plane_on(plane, axis, part.frame_index)
-            edit, _ = compute_edit(slice_view(layer, target), part.mask, int(label_id), mode)
-            with history.capture() as steps:
-                write_edit(layer, target, edit)
-            run.steps.extend(steps)
-            run.written[part.frame_index] = part.mask
 
         def job(client: Any) -> int:
             wire = stack_to_wire(extract_stack(data, plane, axis, rgb), limits)
@@ -212,12 +212,12 @@ class StackJobs:
         def write(index: int, answer: AutoAnswer) -> None:
             if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
                 return
-            on_progress(index + 1, total, f"AUTO-SEGMENT STACK: slice {index + 1} of {total}")
             with self.c.histories(layer).capture() as steps:
                 ids, _pixels = self.c.paste_auto(layer, plane_on(plane, axis, index), answer.labels)
             run.steps.extend(steps)
             run.label_ids.extend(ids)
             run.written[index] = answer.labels
+            on_progress(index + 1, total, f"AUTO-SEGMENT STACK: slice {index + 1} of {total}")  # last
 
         def job(client: Any) -> int:
             for index in range(total):
