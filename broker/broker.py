@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import zmq
 
@@ -206,7 +207,7 @@ class Broker:
             except Exception:
                 self.counters.dropped += 1
                 self._log.exception("unexpected error handling a message from %s; dropped", sender.hex())
-            if not socket.get(_EVENTS) & _POLLIN:  # cheaper than a recv that raises zmq.Again
+            if not cast(int, socket.get(_EVENTS)) & _POLLIN:  # cheaper than a recv raising zmq.Again
                 return
 
     # ------------------------------------------------------------------ clients
