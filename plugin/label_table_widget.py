@@ -1,7 +1,8 @@
 """The label-control panel: the labels of a layer (id, colour, name, pixels), kept in sync.
 
-Select a row to make it the layer's selected label and show the slice
-where it is; edit a name in place; delete or merge the selected labels;
+The list follows the labels layer made active in napari's layer list (or
+the one chosen in its own box). Select a row to make it the layer's
+selected label and show the slice where it is; edit a name in place; delete or merge the selected labels;
 undo and redo (also ``Ctrl+Z`` / ``Ctrl+Shift+Z`` on the layer). Counting
 and following the layer is :class:`plugin.label_watch.LabelWatcher`; the
 edits are :mod:`plugin.label_edits`. Propagation through the stack is the
@@ -80,7 +81,14 @@ class LabelTable(QWidget):
         self.highlight.toggled.connect(self._on_highlight)
         layout.addWidget(self.highlight)
         layout.addLayout(self._edit_row())
+        viewer.layers.selection.events.active.connect(self._on_active)
+        self._on_active()
         self.watcher.watch(self.layer_combo.layer())
+
+    def _on_active(self, _event: object = None) -> None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Labels) and active is not self.layer:
+            self.layer_combo.set_layer(active)
 
     def _edit_row(self) -> QHBoxLayout:
         self.undo_button = button("Undo", self.undo, "Undo the last edit of this layer (Ctrl+Z on it)")
@@ -121,8 +129,9 @@ class LabelTable(QWidget):
         self.table.setRowCount(len(self._rows))
         for r, row in enumerate(self._rows):
             swatch = QTableWidgetItem("")
-            if layer is not None:
-                swatch.setBackground(QColor.fromRgbF(*[float(c) for c in layer.get_color(row.label_id)[:3]]))
+            if layer is not None:  # a colour square, visible on selected rows too
+                colour = QColor.fromRgbF(*[float(c) for c in layer.get_color(row.label_id)[:3]])
+                swatch.setData(Qt.ItemDataRole.DecorationRole, colour)
             cells = [swatch, QTableWidgetItem(str(row.label_id)), QTableWidgetItem(row.name)]
             cells.append(QTableWidgetItem(f"{row.pixels:,}"))
             for column, item in enumerate(cells):
@@ -229,6 +238,7 @@ class LabelTable(QWidget):
         self.select(target)
 
     def shutdown(self) -> None:
+        self.viewer.layers.selection.events.active.disconnect(self._on_active)
         self.watcher.close()
 
 

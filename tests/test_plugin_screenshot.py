@@ -1,7 +1,9 @@
 """A SHOWN viewer (under Xvfb) with the plugin docked, masks and named regions: screenshot and check.
 
-Saves ``tests/artifacts/plugin_canvas.png`` (the canvas) and
-``tests/artifacts/plugin_window.png`` (the whole window, with the dock widget).
+Saves ``tests/artifacts/plugin_canvas.png`` (the canvas),
+``tests/artifacts/plugin_window.png`` (the whole window, with the dock widget),
+``tests/artifacts/plugin_labels_tab.png`` (the label list) and
+``tests/artifacts/plugin_backend_tab.png`` (the backend events).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 from skimage import io, measure
 
 from plugin.label_names import METADATA_KEY
@@ -117,3 +120,25 @@ def test_screenshot_shows_masks_and_names(make_napari_viewer, make_backend, qtbo
     patch = shot[far[0] - 3 : far[0] + 3, far[1] - 3 : far[1] + 3, :3].astype(int)
     assert (patch.max(axis=-1) - patch.min(axis=-1)).mean() < 8
     assert "1 worker(s)" in widget.status_label.text()
+
+    # the Labels tab: the list of the layer's labels, one selected; then the Backend tab
+    widget.tabs.setCurrentIndex(1)
+    widget.labels.layer_combo.set_layer(labels)
+    qtbot.wait(200)
+    table = widget.labels.table
+    rows = [tuple(table.item(r, c).text() for c in (1, 2, 3)) for r in range(table.rowCount())]
+    assert rows == [("1", "cell", f"{cell_mask.sum():,}"), ("2", "debris", f"{debris.sum():,}")]
+    widget.labels.select(2)
+    qtbot.wait(300)
+    io.imsave(ARTIFACTS / "plugin_labels_tab.png", viewer.screenshot(canvas_only=False, flash=False))
+    swatch = table.item(1, 0).data(Qt.ItemDataRole.DecorationRole)
+    colour = np.asarray(labels.get_color(2))[:3] * 255
+    assert np.allclose([swatch.red(), swatch.green(), swatch.blue()], colour, atol=2)
+    answers: list = []
+    session = widget.controller.session
+    session.submit("info", lambda client: client.call("info"), answers.append, answers.append)
+    qtbot.waitUntil(lambda: bool(answers), timeout=30_000)
+    widget.tabs.setCurrentIndex(2)
+    qtbot.waitUntil(lambda: widget.events_panel.rows()[0][2] == "info", timeout=5000)
+    io.imsave(ARTIFACTS / "plugin_backend_tab.png", viewer.screenshot(canvas_only=False, flash=False))
+    assert widget.events_panel.rows()[-1][1] == "connect"
