@@ -53,7 +53,11 @@ def _names(text: str) -> list[str]:
 
 
 def make_keypair(folder: Path, name: str) -> tuple[Path, bool]:
-    """Create ``folder/name.key`` and ``.key_secret`` (0600) unless they exist; return (public path, created)."""
+    """Create ``folder/name.key`` and ``.key_secret`` (0600) unless they exist.
+
+    Returns:
+        (public key path, whether it was created now).
+    """
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
     if secret.exists():
