@@ -11,6 +11,7 @@ edits are :mod:`plugin.label_edits`. Propagation through the stack is the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from napari.layers import Labels
@@ -57,6 +58,8 @@ class LabelTable(QWidget):
         self._schedule = Coalescer(60, self)
         self.watcher = LabelWatcher(controller.histories, lambda: self._schedule(self.refresh))
         self._rows: list[LabelRow] = []
+        self.on_named: Callable[[Labels], None] = lambda _layer: None
+        """Called after a name is typed into the list (the main widget draws the names)."""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.layer_combo = LayerCombo(viewer, Labels)
@@ -193,6 +196,7 @@ class LabelTable(QWidget):
             return
         label_id = self._rows[item.row()].label_id
         set_names(layer, with_name(names_from_metadata(layer.metadata), label_id, item.text()))
+        self.on_named(layer)
 
     def _on_highlight(self, on: bool) -> None:
         if self.layer is not None:

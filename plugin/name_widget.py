@@ -91,7 +91,7 @@ class NameWidget(QGroupBox):
             napari_notify("warning", "NAME LABEL: choose a labels layer first.")
             return
         names = set_label_name(layer, self.label_id.value(), self.name_edit.text())
-        self._attach(layer)
+        self.attach(layer)
         self._show_names()
         if self.label_id.value() in names:
             napari_notify(
@@ -142,7 +142,8 @@ class NameWidget(QGroupBox):
 
     # -- overlays ------------------------------------------------------------------------
 
-    def _attach(self, layer: Labels) -> None:
+    def attach(self, layer: Labels) -> None:
+        """Draw ``layer``'s names on the canvas (a names layer that follows it)."""
         if layer.unique_id not in self.overlays:
             self.overlays[layer.unique_id] = NameOverlay(self.viewer, layer, self._schedule)
         else:
@@ -150,7 +151,7 @@ class NameWidget(QGroupBox):
 
     def _attach_if_named(self, layer: Any) -> None:
         if isinstance(layer, Labels) and names_from_metadata(layer.metadata):
-            self._attach(layer)
+            self.attach(layer)
 
     def _on_inserted(self, event: Any) -> None:
         self._attach_if_named(event.value)

@@ -134,6 +134,14 @@ class PropagatedSlice:
 DIRECTIONS = ("both", "forward", "backward")
 
 
+@dataclass(frozen=True)
+class PropagateAnswer:
+    """The FINAL of ``propagate``: ``frames`` slices produced, ``cancelled`` if the backend stopped early."""
+
+    frames: int
+    cancelled: bool
+
+
 def propagate(
     client: SamClient,
     stack: WireStack,
@@ -143,7 +151,7 @@ def propagate(
     on_slice: Callable[[PropagatedSlice], None],
     cancel: threading.Event | None = None,
     timeout_s: float | None = None,
-) -> int:
+) -> PropagateAnswer:
     """Run ``propagate`` (blocking; call from a worker thread); ``on_slice`` gets each slice as it comes.
 
     Args:
@@ -157,7 +165,7 @@ def propagate(
         timeout_s: silence allowed between slices (default the client's).
 
     Returns:
-        How many slices the worker produced.
+        How many slices the worker produced, and whether it stopped early.
 
     Raises:
         ProtocolError: a slice that is not a bool (H, W) mask of a slice of the stack.
@@ -188,7 +196,8 @@ def propagate(
         on_partial=partial,
         cancel=cancel,
     )
-    return int((reply.header.get("result") or {}).get("frames", 0))
+    result = reply.header.get("result") or {}
+    return PropagateAnswer(int(result.get("frames", 0)), bool(result.get("cancelled", False)))
 
 
 def partial_fraction(message: Message) -> float | None:

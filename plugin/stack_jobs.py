@@ -27,7 +27,7 @@ from plugin.history import Step
 from plugin.image_slice import extract_slice, extract_stack, plane_on, stack_axis, stack_to_wire, to_wire
 from plugin.label_ops import compute_edit
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
-from plugin.session import AutoAnswer, PropagatedSlice, auto, propagate
+from plugin.session import AutoAnswer, PropagateAnswer, PropagatedSlice, auto, propagate
 from protocol.errors import Superseded
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class StackJobs:
             # last: napari's progress may process queued events (the next slice, the end) right here
             on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")
 
-        def job(client: Any) -> int:
+        def job(client: Any) -> PropagateAnswer:
             wire = stack_to_wire(extract_stack(data, plane, axis, rgb), limits)
             return propagate(
                 client,
@@ -177,16 +177,17 @@ class StackJobs:
                 timeout_s=PROPAGATE_TIMEOUT_S,
             )
 
-        def done(frames: int) -> None:
+        def done(answer: PropagateAnswer) -> None:
             if run.finished:
                 return
-            self._finish(run, True)
-            written = len(run.written)
-            self.c.notify(
-                "info",
-                f"Propagate: label {label_id} written on {written} slice(s) of {layer.name} "
-                f"({frames} answered, mode {mode.value}).",
-            )
+            self._finish(run, not answer.cancelled)
+            written = f"label {label_id} written on {len(run.written)} slice(s) of {layer.name}"
+            if answer.cancelled:
+                self.c.notify(
+                    "warning", f"Propagate: the backend stopped after {answer.frames} slice(s); {written}."
+                )
+            else:
+                self.c.notify("info", f"Propagate: {written} (mode {mode.value}).")
 
         on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
         return self._submit(run, job, done)
@@ -246,7 +247,7 @@ class StackJobs:
 
     # -- common ---------------------------------------------------------------------------------------
 
-    def _submit(self, run: StackRun, job: Callable[[Any], int], done: Callable[[int], None]) -> bool:
+    def _submit(self, run: StackRun, job: Callable[[Any], Any], done: Callable[[Any], None]) -> bool:
         assert self.c.session is not None
 
         def failed(error: Exception) -> None:

@@ -152,6 +152,7 @@ class SamWidget(QWidget):
         page = QWidget()
         column = QVBoxLayout(page)
         self.labels = LabelTable(self.viewer, self.controller)
+        self.labels.on_named = self.names.attach
         self.propagate_box = PropagateBox(self.controller, self.labels)
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
@@ -298,6 +299,8 @@ class SamWidget(QWidget):
         if not status.connected and not self._lost:
             self._lost = True
             self._timer.start(RETRY_INTERVAL_MS)
+            self.controller.cancel_auto()  # long tasks end now, keeping what they wrote
+            self.controller.stack.abandon()
             self.controller.events.record(DISCONNECT, detail=status.describe())
             self.controller.notify(
                 "warning",
