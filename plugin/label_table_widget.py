@@ -82,7 +82,13 @@ class LabelTable(QWidget):
         layout.addWidget(self.summary)
         self.highlight = QCheckBox("Show the selected label only")
         self.highlight.toggled.connect(self._on_highlight)
-        layout.addWidget(self.highlight)
+        self.recount_button = button(
+            "Recount", self.watcher.recount, "Count again (after the data was changed outside napari's edits)"
+        )
+        row = QHBoxLayout()
+        row.addWidget(self.highlight, 1)
+        row.addWidget(self.recount_button)
+        layout.addLayout(row)
         layout.addLayout(self._edit_row())
         viewer.layers.selection.events.active.connect(self._on_active)
         self._on_active()

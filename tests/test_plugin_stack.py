@@ -285,16 +285,19 @@ def test_backend_death_keeps_labels_and_reconnects(shared_backend, connect, qtbo
 def test_propagate_through_the_stack_and_cancel(shared_backend, connect, qtbot) -> None:
     stack = np.stack([cell(64, shift=4 * k) for k in range(4)])
     viewer, image, widget = connect(shared_backend, stack)
-    labels = viewer.add_labels(np.zeros(stack.shape, np.uint32), name="tracked")
-    labels.data[1, 20:40, 18:44] = 7
-    labels.data[3, 0:10, 0:10] = 2  # another object, left alone except where a mask covers it
+    start = np.zeros(stack.shape, np.uint32)
+    start[1, 20:40, 18:44] = 7
+    start[3, 0:10, 0:10] = 2  # another object, left alone except where a mask covers it
+    labels = viewer.add_labels(start, name="tracked")
     labels.metadata = {METADATA_KEY: {7: "cell"}}
-    viewer.dims.set_point(0, 1)
     widget.tabs.setCurrentIndex(1)
     widget.labels.layer_combo.set_layer(labels)
     qtbot.wait(120)
+    viewer.dims.set_point(0, 0)
+    widget.labels.select(2)  # selecting a label shows the slice where it is
+    assert viewer.dims.current_step[0] == 3 and labels.selected_label == 2
     widget.labels.select(7)
-    assert labels.selected_label == 7
+    assert viewer.dims.current_step[0] == 1 and labels.selected_label == 7
     before = labels.data.copy()
     box = widget.propagate_box
     box.direction.setCurrentText("both")
