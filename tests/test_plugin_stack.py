@@ -175,9 +175,18 @@ def test_label_list_edits_and_undo_with_answers(shared_backend, connect, qtbot) 
         assert names_from_metadata(labels.metadata) == names
     assert not table.redo_button.isEnabled()
     assert table_state(widget, qtbot) == expected_rows(labels)
-    # Ctrl+Z on the prompt layer undoes on the layer the last answer went to
-    assert widget.controller.undo_last()
+    # the keys, as napari dispatches them: Ctrl+Z / Ctrl+Shift+Z on the labels layer, then Ctrl+Z on
+    # the prompt layer (which undoes on the layer the last answer went to)
+    keys = viewer.window._qt_viewer._key_map_handler
+    viewer.layers.selection.active = labels
+    keys.press_key("Control-Z")
     np.testing.assert_array_equal(labels.data, states[-2][0])
+    keys.press_key("Control-Shift-Z")
+    np.testing.assert_array_equal(labels.data, states[-1][0])
+    viewer.layers.selection.active = viewer.layers[PROMPT_POINTS]
+    keys.press_key("Control-Z")
+    np.testing.assert_array_equal(labels.data, states[-2][0])
+    assert names_from_metadata(labels.metadata) == states[-2][1]
     # a name typed into the list names the label
     qtbot.wait(120)
     row = [r[0] for r in table_state(widget, qtbot)].index(1)
