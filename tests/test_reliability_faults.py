@@ -74,8 +74,7 @@ def test_stalled_worker_is_dropped_within_liveness_and_its_request_served_by_ano
     backend = make_backend(workers=2, heartbeat_interval_s=interval_s)
     expiry_s = interval_s * 3
     with _client(backend.frontend) as client:
-        wait_for_idle = lambda: client.services()[MODEL]["idle"] == 2  # noqa: E731
-        assert wait_until(wait_for_idle, 30)
+        assert wait_until(lambda: client.services()[MODEL]["idle"] == 2, 30)
         outcome: dict[str, Any] = {}
 
         def call() -> None:
