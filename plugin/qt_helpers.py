@@ -52,7 +52,10 @@ class Coalescer(QObject):
 
     def __call__(self, fn: Callable[[], None]) -> None:
         self._pending[fn] = None  # bound methods of one object compare equal: one call each
-        self._timer.start()
+        try:
+            self._timer.start()
+        except RuntimeError:  # the owning widget was destroyed (viewer closed): nothing to refresh
+            self._pending.clear()
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Run the whole test suite on this machine: scripts/test.sh [pytest args...]
 # Sets up the environment (including Xvfb and Qt's libraries), lints, then
-# runs pytest under a virtual X display so napari can show real windows.
+# runs pytest twice: the backend and logic tests, then the napari GUI tests
+# (marked "gui") under a virtual X display. They run in separate processes
+# because the GUI's OpenGL (Mesa) and torch's triton each load their own LLVM,
+# which can crash one process that holds both.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,9 +19,34 @@ echo "[test] ruff"
 ruff check .
 ruff format --check .
 
-echo "[test] pytest"
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 args=(-q -p no:cacheprovider -ra "$@")
+xvfb=()
 if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null 2>&1; then
-  exec xvfb-run -a -s "-screen 0 1600x1200x24" python -m pytest "${args[@]}"
+  xvfb=(xvfb-run -a -s "-screen 0 1600x1200x24")
 fi
-exec python -m pytest "${args[@]}"
+
+set +e
+echo "[test] pytest: backend and logic"
+python -m pytest -m "not gui" "${args[@]}" 2>&1 | tee "$logs/backend.log"
+rc_backend=${PIPESTATUS[0]}
+echo "[test] pytest: napari GUI"
+"${xvfb[@]}" python -m pytest -m gui "${args[@]}" 2>&1 | tee "$logs/gui.log"
+rc_gui=${PIPESTATUS[0]}
+set -e
+
+count() {  # count WORD: sum of "N WORD" over both sessions' summary lines (0 when absent)
+  { grep -hE ' in [0-9.]+s' "$logs"/*.log || true; } | { grep -oE "[0-9]+ $1" || true; } \
+    | awk '{s += $1} END {print s + 0}'
+}
+passed=$(count passed); failed=$(count failed); errors=$(count error); skipped=$(count skipped)
+# pytest exits 5 when a session selects no test (e.g. "-k codec" matches no GUI test).
+ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
+if ok "$rc_backend" && ok "$rc_gui" && [ "$passed" -gt 0 ]; then
+  echo "tests: $passed passed, $((failed + errors)) failed, $skipped skipped"
+  exit 0
+fi
+echo "[test] FAILED: backend session exit $rc_backend, GUI session exit $rc_gui"
+echo "tests: $passed passed, $((failed + errors)) failed, $skipped skipped"
+exit 1
