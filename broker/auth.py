@@ -288,8 +288,10 @@ class CurveAuthenticator:
         else:
             why = f"no detail (errno {value})"
         endpoint = event["endpoint"].decode("utf-8", "replace")
+        # One report per socket per interval, whatever the errno: a refused peer's
+        # reconnects fail in several ways (protocol error, then resets) and are one story.
         self._refuse(
-            ("handshake", socket_name, str(value)),
+            ("handshake", socket_name),
             "refused a connection on the %s (%s): handshake failed: %s",
             socket_name,
             endpoint,

@@ -187,6 +187,8 @@ class Broker:
         )
         self._backend.close(linger=int(self.config.shutdown_linger_s * 1000))
         self._frontend.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         self._context.term()
 
     def _receive(self, socket: zmq.Socket[bytes], handler: Callable[[bytes, list[Frame]], None]) -> None:
