@@ -123,13 +123,14 @@ def test_prompt_reaches_sam_in_xy_order(
 ) -> None:
     embed(service, rgb_image, rgb_key)
     seen: dict[str, Any] = {}
-    real_predict = service.predictor.predict
+    real_prep = service.predictor._prep_prompts
 
-    def spy(**kwargs: Any) -> Any:
-        seen.update(kwargs)
-        return real_predict(**kwargs)
+    def spy(point_coords: Any, point_labels: Any, box: Any, *args: Any, **kwargs: Any) -> Any:
+        # The predictor's own entry for prompts (predict and the worker's predict_best call it).
+        seen.update(point_coords=point_coords, point_labels=point_labels, box=box)
+        return real_prep(point_coords, point_labels, box, *args, **kwargs)
 
-    monkeypatch.setattr(service.predictor, "predict", spy)
+    monkeypatch.setattr(service.predictor, "_prep_prompts", spy)
     ok(
         service,
         "segment",
@@ -335,10 +336,10 @@ def test_unexpected_failure_is_internal_and_service_keeps_serving(
 ) -> None:
     embed(service, rgb_image, rgb_key)
 
-    def broken(**kwargs: Any) -> Any:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("decoder exploded")
 
-    monkeypatch.setattr(service.predictor, "predict", broken)
+    monkeypatch.setattr(service.predictor.model.sam_mask_decoder, "forward", broken)
     reply = final(service, "segment", params=POINT, key=rgb_key)
     assert reply.status == "error" and reply.error == ("internal", "RuntimeError: decoder exploded")
     monkeypatch.undo()

@@ -38,7 +38,7 @@ from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
 from workers.models import get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
-from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
+from workers.prompts import MAX_POINTS, Prompt, PromptError, SamPrompt, parse_prompt
 from workers.propagate import (
     DEFAULT_MAX_STACK_FRAMES,
     DIRECTIONS,
@@ -429,16 +429,8 @@ class Sam2Service:
         self._set_image(ref)
         sam = prompt.to_sam()
         with torch.inference_mode(), self.device.autocast():
-            masks, scores, low_res = self.predictor.predict(
-                point_coords=sam.point_coords,
-                point_labels=sam.point_labels,
-                box=sam.box,
-                mask_input=mask_input,
-                multimask_output=multimask,
-            )
-        best = int(np.argmax(scores))
+            mask, scores, best, low_res = predict_best(self.predictor, sam, mask_input, multimask)
         height, width = ref.hw
-        mask = np.ascontiguousarray(masks[best] > 0.5)
         if mask.shape != (height, width):
             raise RuntimeError(f"predictor returned a {mask.shape} mask for a {(height, width)} image")
         self.last_prompt = {
@@ -633,6 +625,61 @@ class Sam2Service:
         if self._cancel.wait(seconds):
             raise cancelled(f"sleep after {time.perf_counter() - started:.1f} s")
         yield Reply(STATUS_OK, {"slept_s": round(time.perf_counter() - started, 6)})
+
+
+def predict_best(
+    predictor: Any, sam: SamPrompt, mask_input: np.ndarray | None, multimask: bool
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """``SAM2ImagePredictor.predict`` for one prompt, bringing only the best mask to full size.
+
+    The same steps as sam2 1.1.0's ``predict`` / ``_predict`` (prompt
+    encoder, mask decoder, post-processing, threshold), except that of the 1
+    or 3 low-resolution masks only the one with the highest predicted IoU is
+    upsampled to the image size and copied to numpy: ``predict`` upsamples
+    all three (about 7 of its 45 ms on a CPU at 1024², bench/RESULTS.md).
+    Call it under ``torch.inference_mode()`` and the device's autocast, with
+    an image set on ``predictor``.
+
+    Args:
+        predictor: a ``SAM2ImagePredictor`` holding one image.
+        sam: the prompt in SAM's (x, y) pixel conventions.
+        mask_input: float32 (1, 256, 256) low-res logits of a previous answer, or None.
+        multimask: ask the decoder for three masks (else one).
+
+    Returns:
+        ``(mask, scores, best, low_res)``: bool (H, W) mask of the best
+        prediction, float32 (C,) predicted IoUs, the index of the best, and
+        float32 (C, 256, 256) low-res logits clamped to [-32, 32] (C = 3 or 1).
+    """
+    mask_t, coords, labels, box = predictor._prep_prompts(
+        sam.point_coords, sam.point_labels, sam.box, mask_input, normalize_coords=True
+    )
+    model = predictor.model
+    points = None if coords is None else (coords, labels)
+    if box is not None:  # a box is two corner points with labels 2 and 3, in front of the clicks
+        box_coords = box.reshape(-1, 2, 2)
+        box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=box.device).repeat(box.size(0), 1)
+        if points is None:
+            points = (box_coords, box_labels)
+        else:
+            points = (torch.cat([box_coords, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
+    sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_t)
+    features = predictor._features
+    low_res, iou, _, _ = model.sam_mask_decoder(
+        image_embeddings=features["image_embed"][-1].unsqueeze(0),
+        image_pe=model.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+        repeat_image=False,
+        high_res_features=[level[-1].unsqueeze(0) for level in features["high_res_feats"]],
+    )
+    scores = iou[0].float().cpu().numpy()
+    best = int(np.argmax(scores))
+    upsampled = predictor._transforms.postprocess_masks(low_res[:, best : best + 1], predictor._orig_hw[-1])
+    mask = np.ascontiguousarray((upsampled[0, 0] > predictor.mask_threshold).cpu().numpy())
+    logits = torch.clamp(low_res[0], -32.0, 32.0).float().cpu().numpy()
+    return mask, scores, best, logits
 
 
 def _package_version(name: str) -> str:
