@@ -36,6 +36,7 @@ from protocol.image_key import image_key
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
+from workers.memory import release_free_memory
 from workers.models import get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
 from workers.prompts import MAX_POINTS, Prompt, PromptError, SamPrompt, parse_prompt
@@ -277,6 +278,7 @@ class Sam2Service:
             yield Reply(STATUS_ERROR, error=("unknown_op", f"unknown op {op!r}; known ops: {', '.join(OPS)}"))
             return
         self.counters.by_op[op] = self.counters.by_op.get(op, 0) + 1
+        encoder_runs = self.counters.encoder_runs
         try:
             for reply in handler(message):
                 yield reply
@@ -293,6 +295,10 @@ class Sam2Service:
             self.counters.errors += 1
             log.exception("request_id=%s op=%s failed", message.request_id, op)
             yield Reply(STATUS_ERROR, error=("internal", f"{type(e).__name__}: {e}"))
+        finally:
+            # Runs when the worker loop asks for the next reply, i.e. after the final one is sent.
+            if self.counters.encoder_runs != encoder_runs:
+                release_free_memory()
 
     def count_undecodable(self) -> None:
         """Count a request whose body could not be decoded (answered by the worker loop)."""
