@@ -1,0 +1,264 @@
+"""Benchmark 3: what the broker adds (latency) and how much it carries (throughput).
+
+Latency: one client DEALER does request/reply round trips, one at a time,
+through three paths measured in interleaved blocks in the same run:
+
+* ``direct``: client DEALER <-> a ROUTER echo process (no broker at all);
+* ``C proxy``: client -> ``zmq.proxy(ROUTER, DEALER)`` -> DEALER echo process;
+* ``our broker``: client -> ``python -m broker`` -> MDP echo worker (``bench/peers.py``).
+
+The added latency of the broker is ``median(broker) - median(direct)``
+(target <= 100 us for small messages).
+
+Throughput: N load-generating client processes and N echo workers (N = 1, 2,
+4), each client keeping ``window`` requests in flight; our broker next to
+libzmq's C proxy on the same machine (target: >= 50 % of the proxy's rate).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from bench.common import (
+    BenchResult,
+    Processes,
+    Stats,
+    Table,
+    Target,
+    base_parser,
+    fmt,
+    free_endpoint,
+    start_broker,
+    start_peer,
+    wait_for_workers,
+)
+from protocol import codec, mdp
+
+SMALL = 0
+SIZES = (("small (header only)", SMALL), ("64 KiB", 64 * 1024), ("1 MiB", 1 << 20))
+
+
+def _frames(service: str, payload_bytes: int) -> list[Any]:
+    header = codec.encode({"op": "echo", "request_id": "latency", "params": {}})[0]
+    frames: list[Any] = [mdp.CLIENT_HEADER, mdp.C_REQUEST, service.encode(), header]
+    if payload_bytes:
+        frames.append(b"\1" * payload_bytes)
+    return frames
+
+
+def _round_trips(sock: zmq.Socket[Any], frames: list[Any], count: int) -> list[float]:
+    """Seconds of ``count`` sequential round trips."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        sock.send_multipart(frames, copy=False)
+        if not sock.poll(5000):
+            raise RuntimeError("no echo within 5 s")
+        sock.recv_multipart(copy=False)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def measure_latency(
+    endpoints: dict[str, str], service: str, samples: int, blocks: int
+) -> dict[tuple[str, str], Stats]:
+    """Round-trip latency (microseconds) per (path, size), paths measured in alternating blocks."""
+    context = zmq.Context()
+    socks = {}
+    for path, endpoint in endpoints.items():
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(endpoint)
+        socks[path] = sock
+    results: dict[tuple[str, str], Stats] = {}
+    try:
+        for size_name, size in SIZES:
+            frames = _frames(service, size)
+            count = samples if size < (1 << 20) else max(20, samples // 10)
+            collected: dict[str, list[float]] = {path: [] for path in endpoints}
+            for sock in socks.values():
+                _round_trips(sock, frames, max(20, count // 10))  # warm-up
+            for _ in range(blocks):
+                for path, sock in socks.items():
+                    collected[path] += _round_trips(sock, frames, max(1, count // blocks))
+            for path, values in collected.items():
+                results[(path, size_name)] = Stats.of(values).scaled(1e6)
+    finally:
+        context.destroy(linger=0)
+    return results
+
+
+def measure_throughput(
+    procs: Processes, frontend: str, service: str, clients: int, window: int, seconds: float
+) -> float:
+    """Requests per second of ``clients`` load-generating processes against ``frontend``."""
+    start_at = time.time() + 0.8 + 0.15 * clients
+    runners = [
+        start_peer(
+            procs,
+            "client",
+            "--connect", frontend,
+            "--service", service,
+            "--start-at", f"{start_at:.3f}",
+            "--seconds", str(seconds),
+            "--window", str(window),
+            name=f"client-{service}-{i}",
+            stdout_pipe=True,
+        )
+        for i in range(clients)
+    ]  # fmt: skip
+    rate = 0.0
+    for proc in runners:
+        out, _ = proc.communicate(timeout=seconds + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load client failed: {procs.log_text(proc)[-2000:]}")
+        result = json.loads(out.decode().strip().splitlines()[-1])
+        rate += result["replies"] / result["elapsed_s"]
+    return rate
+
+
+def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
+    """Run benchmark 3 and return its tables and targets.
+
+    ``compare_tree``: also measure the broker of another checkout (e.g. a
+    copy from before an optimisation), alternating with this one.
+    """
+    result = BenchResult("broker", "3. Broker overhead and throughput")
+    samples = 600 if quick else 4000
+    blocks = 3 if quick else 8
+    counts = (1, 2) if quick else (1, 2, 4)
+    windows = (1,) if quick else (1, 8)
+    seconds = 0.5 if quick else 1.5
+    rounds = 1 if quick else 3
+    with Processes() as procs:
+        brokers = {"our broker": start_broker(procs)[:2]}
+        if compare_tree is not None:
+            brokers[f"broker of {compare_tree.name}"] = start_broker(procs, "broker-compare", compare_tree)[
+                :2
+            ]
+        direct = free_endpoint()
+        started = [start_peer(procs, "router-echo", "--bind", direct, name="router-echo")]
+        proxies: dict[int, str] = {}
+        for n in counts:
+            proxy_front, proxy_back = free_endpoint(), free_endpoint()
+            started.append(
+                start_peer(
+                    procs, "proxy", "--frontend", proxy_front, "--backend", proxy_back, name=f"proxy{n}"
+                )
+            )
+            proxies[n] = proxy_front
+            for i in range(n):
+                started.append(
+                    start_peer(procs, "dealer-echo", "--connect", proxy_back, name=f"dealer{n}-{i}")
+                )
+                for b, (_, backend) in enumerate(brokers.values()):
+                    started.append(
+                        start_peer(
+                            procs,
+                            "mdp-echo",
+                            "--connect",
+                            backend,
+                            "--service",
+                            f"echo{n}",
+                            name=f"mdp{b}-{n}-{i}",
+                        )  # fmt: skip
+                    )
+        for proc in started:
+            procs.wait_for_log(proc, "ready", 60)
+        for frontend, _ in brokers.values():
+            for n in counts:
+                wait_for_workers(frontend, f"echo{n}", n)
+        time.sleep(0.5)  # let the proxies' DEALERs finish connecting to their echo workers
+
+        paths = {"direct": direct, "C proxy": proxies[1]}
+        paths.update({name: frontend for name, (frontend, _) in brokers.items()})
+        latency = measure_latency(paths, "echo1", samples, blocks)
+        table = Table(
+            "Round-trip latency, one request at a time (microseconds: median [p10-p90])",
+            ["message", *(f"{p}" for p in paths), "our broker adds (median)"],
+        )
+        for size_name, _ in SIZES:
+            cells = [latency[(p, size_name)] for p in paths]
+            added = latency[("our broker", size_name)].median - latency[("direct", size_name)].median
+            table.add(
+                size_name, *(f"{c.median:.0f} [{c.p10:.0f}-{c.p90:.0f}]" for c in cells), f"{added:+.0f}"
+            )
+        table.note = (
+            f"{latency[('direct', SIZES[0][0])].n} round trips per path and size (fewer for 1 MiB), "
+            f"in {blocks} alternating blocks; every peer is a separate process on loopback TCP; "
+            "direct = client DEALER <-> ROUTER echo process, C proxy = zmq.proxy(ROUTER, DEALER) with a "
+            "DEALER echo worker, broker = python -m broker with an MDP echo worker (bench/peers.py)."
+        )
+        result.tables.append(table)
+        small = SIZES[0][0]
+        added = latency[("our broker", small)].median - latency[("direct", small)].median
+        result.targets.append(
+            Target(
+                "broker: added round-trip latency, small message",
+                f"{added:.0f} us",
+                "<= 100 us",
+                added <= 100,
+            )
+        )
+
+        systems = {"C proxy": proxies, **{name: {n: fe for n in counts} for name, (fe, _) in brokers.items()}}
+        rates: dict[tuple[str, int, int], list[float]] = {}
+        for _ in range(rounds):
+            for window in windows:
+                for n in counts:
+                    for name, endpoints in systems.items():
+                        rate = measure_throughput(procs, endpoints[n], f"echo{n}", n, window, seconds)
+                        rates.setdefault((name, n, window), []).append(rate)
+        throughput = Table(
+            "Throughput (requests/s, median of rounds; N clients and N echo workers)",
+            ["N", "in flight per client", *systems, "our broker / proxy"],
+        )
+        worst = None
+        for window in windows:
+            for n in counts:
+                medians = {name: statistics.median(rates[(name, n, window)]) for name in systems}
+                ratio = medians["our broker"] / medians["C proxy"]
+                worst = ratio if worst is None else min(worst, ratio)
+                throughput.add(n, window, *(fmt(medians[name], 0) for name in systems), f"{ratio:.0%}")
+        throughput.note = (
+            f"Median of {rounds} rounds, systems alternating; in each, every client is its own process "
+            f"counting replies for {seconds} s after a warm-up. The C proxy's workers are DEALERs that echo "
+            "the whole message, ours are MDP/0.2 workers (bench/peers.py). Clients, workers and broker share "
+            "the machine's cores."
+        )
+        result.tables.append(throughput)
+        if worst is not None:
+            result.targets.append(
+                Target(
+                    "broker: throughput vs libzmq C proxy (worst row)", f"{worst:.0%}", ">= 50%", worst >= 0.5
+                )
+            )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.common import finish
+
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        default=None,
+        help="also measure the broker of this checkout (a copy of the repository), alternating",
+    )
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    finish(run(quick=args.quick, compare_tree=args.compare_tree), started, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

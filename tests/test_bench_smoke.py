@@ -1,0 +1,43 @@
+"""The cheap benchmarks run in quick mode and report sane tables (correctness only, never speed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import bench_broker, bench_codec
+from bench.common import BenchResult, Table, Target
+
+
+def _check(result: BenchResult) -> None:
+    assert result.tables and all(table.rows for table in result.tables)
+    for table in result.tables:
+        assert all(len(row) == len(table.columns) for row in table.rows)
+        assert "|" in table.to_markdown() and table.title in table.to_text()
+    assert result.targets and all(target.measured for target in result.targets)
+    again = BenchResult.from_json(result.to_json())
+    assert again.tables[0].rows == result.tables[0].rows and again.targets == result.targets
+
+
+def test_codec_quick_mode_round_trips_every_setting() -> None:
+    result = bench_codec.run(quick=True)  # measure() checks every round trip is lossless
+    _check(result)
+    labels = {row[0].removesuffix(" (default)") for table in result.tables[:4] for row in table.rows}
+    assert "lz4 noshuffle 5" in labels  # the default for bool masks is measured and shown
+
+
+@pytest.mark.timeout(120)
+def test_broker_quick_mode_measures_every_path() -> None:
+    result = bench_broker.run(quick=True)
+    _check(result)
+    latency, throughput = result.tables
+    assert [row[0] for row in latency.rows] == [name for name, _ in bench_broker.SIZES]
+    for row in latency.rows:  # every path answered: medians are positive numbers of microseconds
+        assert all(float(cell.split()[0].replace(",", "")) > 0 for cell in row[1:-1])
+    assert all(float(cell.replace(",", "")) > 0 for row in throughput.rows for cell in row[2:-1])
+
+
+def test_table_refuses_a_row_of_the_wrong_width() -> None:
+    table = Table("t", ["a", "b"])
+    with pytest.raises(ValueError):
+        table.add(1)
+    assert Target("c", "1", "<= 2", True).met is True
