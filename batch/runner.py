@@ -306,9 +306,12 @@ class BatchRunner:
             )
         except RemoteError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, str(e), e.request_id or "")
-        except Superseded:
-            return _SliceOutcome(None, 0, time.perf_counter() - started, "interrupted", "")
-        except (ClientError, ProtocolError) as e:
+        except Superseded as e:
+            return _SliceOutcome(None, 0, time.perf_counter() - started, "interrupted", e.request_id or "")
+        except ClientError as e:
+            elapsed = time.perf_counter() - started
+            return _SliceOutcome(None, 0, elapsed, f"{type(e).__name__}: {e}", e.request_id or "")
+        except ProtocolError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, f"{type(e).__name__}: {e}", "")
         seconds = time.perf_counter() - started
         labels = reply.arrays.get("labels")

@@ -235,6 +235,7 @@ class SamClient:
         timeout_s: float | None = None,
         on_partial: Callable[[codec.Message], None] | None = None,
         cancel: threading.Event | None = None,
+        retries: int | None = None,
     ) -> codec.Message:
         """Run one operation and return its FINAL reply.
 
@@ -251,6 +252,8 @@ class SamClient:
             cancel: set it to abandon the call: the broker is asked
                 (``mmi.cancel``) to drop the request or stop the worker
                 serving it, and :class:`Superseded` is raised at once.
+            retries: extra attempts after a silent one (default from config);
+                0 for work that must not run twice.
 
         Raises:
             RemoteError: the worker or broker answered with an error.
@@ -264,12 +267,15 @@ class SamClient:
         if image is not None:
             key = compute_image_key(image, contrast_limits, self.service)
         send_image = image is not None and key not in self._sent_keys
+        attempts = 1 + (self.config.retries if retries is None else max(0, retries))
         reply = self._call_once(
-            op, full_params, arrays, image, key, send_image, timeout_s, on_partial, cancel
+            op, full_params, arrays, image, key, send_image, timeout_s, on_partial, cancel, attempts
         )
         if reply.status == codec.STATUS_NEED_IMAGE and image is not None and not send_image:
             log.info("worker does not hold %s; resending with the image", key)
-            reply = self._call_once(op, full_params, arrays, image, key, True, timeout_s, on_partial, cancel)
+            reply = self._call_once(
+                op, full_params, arrays, image, key, True, timeout_s, on_partial, cancel, attempts
+            )
         if reply.status == codec.STATUS_ERROR:
             error = reply.header.get("error") or {}
             raise RemoteError(
@@ -302,6 +308,7 @@ class SamClient:
         timeout_s: float | None,
         on_partial: Callable[[codec.Message], None] | None,
         cancel: threading.Event | None,
+        attempts: int,
     ) -> codec.Message:
         request_id = uuid.uuid4().hex
         header: dict[str, Any] = {"op": op, "request_id": request_id, "params": params}
@@ -313,7 +320,7 @@ class SamClient:
         body = codec.encode(header, all_arrays)
         silence_s = self.config.timeout_s if timeout_s is None else timeout_s
         service = self.service.encode()
-        for attempt in range(self.config.retries + 1):
+        for attempt in range(attempts):
             if attempt:
                 log.warning("request %s (%s) timed out; retry %d on a fresh socket", request_id, op, attempt)
                 self.mdp.connect()
@@ -324,7 +331,8 @@ class SamClient:
         self.mdp.connect()
         raise RequestTimeout(
             f"{op} got no reply from service {self.service!r} at {self.endpoint} "
-            f"within {silence_s:.1f} s, {self.config.retries + 1} attempts"
+            f"within {silence_s:.1f} s, {attempts} attempt{'s' if attempts > 1 else ''}",
+            request_id=request_id,
         )
 
     def _await_final(
@@ -339,7 +347,7 @@ class SamClient:
         while (left := deadline - time.monotonic()) > 0:
             if cancel is not None and cancel.is_set():
                 self._send_cancel(request_id)
-                raise Superseded(f"request {request_id} was cancelled")
+                raise Superseded(f"request {request_id} was cancelled", request_id=request_id)
             message = self.mdp.recv(min(left, _POLL_SLICE_S))
             if message is None:
                 continue

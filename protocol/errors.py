@@ -16,7 +16,15 @@ class CodecError(ValueError):
 
 
 class ClientError(Exception):
-    """Base class for failures seen by a client call."""
+    """Base class for failures seen by a client call.
+
+    Attributes:
+        request_id: the id of the request that failed, when known (for logs).
+    """
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class RequestTimeout(ClientError):
@@ -37,10 +45,9 @@ class RemoteError(ClientError):
     """
 
     def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(f"{code}: {message}", request_id)
         self.code = code
         self.message = message
-        self.request_id = request_id
 
 
 class SecurityError(Exception):

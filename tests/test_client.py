@@ -85,12 +85,13 @@ def test_late_reply_of_a_cancelled_request_is_dropped(broker) -> None:
     partials: list[int] = []
     with ScriptedWorker(backend, SERVICE, handler) as worker, _client(frontend) as client:
         threading.Timer(0.2, cancel.set).start()
-        with pytest.raises(Superseded):
+        with pytest.raises(Superseded) as info:
             client.call("echo", cancel=cancel)
         result = client.call("echo", on_partial=lambda m: partials.append(m.header["result"]["call"]))
     assert result.header["result"] == {"call": 2}
     assert partials == [2]  # the first call's PARTIAL and FINAL reached this socket and were dropped
     assert len(worker.requests) == 2
+    assert info.value.request_id == worker.requests[0].request_id
 
 
 def test_need_image_resends_with_the_image_once(broker) -> None:
@@ -144,10 +145,19 @@ def test_silent_worker_gives_request_timeout_after_retries(broker) -> None:
     with ScriptedWorker(backend, SERVICE, lambda r, n: []) as worker:
         with _client(frontend, timeout_s=0.3, retries=1) as client:
             start = time.monotonic()
-            with pytest.raises(RequestTimeout, match="2 attempts"):
+            with pytest.raises(RequestTimeout, match="2 attempts") as info:
                 client.call("echo")
             assert time.monotonic() - start < 3
     assert len(worker.requests) == 1  # the broker holds the retry while the worker is busy
+    assert info.value.request_id == worker.requests[0].request_id
+
+
+def test_per_call_retries_override_the_config(broker) -> None:
+    frontend, backend = broker
+    with ScriptedWorker(backend, SERVICE, lambda r, n: []):
+        with _client(frontend, timeout_s=0.3, retries=3) as client:
+            with pytest.raises(RequestTimeout, match=r"1 attempt$"):  # not 4
+                client.call("echo", retries=0)
 
 
 def test_no_worker_error_from_broker(broker) -> None:
@@ -162,8 +172,9 @@ def test_cancel_raises_superseded(broker) -> None:
     cancel = threading.Event()
     with ScriptedWorker(backend, SERVICE, lambda r, n: []), _client(frontend, timeout_s=10) as client:
         threading.Timer(0.3, cancel.set).start()
-        with pytest.raises(Superseded):
+        with pytest.raises(Superseded) as info:
             client.call("echo", cancel=cancel)
+    assert info.value.request_id and info.value.request_id in str(info.value)
 
 
 def test_services_lists_registered_workers(broker) -> None:
