@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QRadioButton,
     QScrollArea,
+    QSizePolicy,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -122,6 +123,9 @@ class SamWidget(QWidget):
         form.addRow("Model", self.model)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
+        # QFormLayout does not give a wrapped label the height of its lines: reserve two.
+        self.status_label.setMinimumHeight(2 * self.status_label.fontMetrics().lineSpacing() + 4)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         form.addRow(self.status_label)
         self.image_combo = LayerCombo(self.viewer, Image)
         self.image_combo.layer_changed.connect(self._on_image)
