@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
 from bench.common import (
@@ -139,11 +140,13 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
     seconds = 0.5 if quick else 1.5
     rounds = 1 if quick else 3
     with Processes() as procs:
-        brokers = {"our broker": start_broker(procs)[:2]}
+        ours = start_broker(procs)
+        brokers = {"our broker": ours[:2]}
         if compare_tree is not None:
             brokers[f"broker of {compare_tree.name}"] = start_broker(procs, "broker-compare", compare_tree)[
                 :2
             ]
+        broker_process = psutil.Process(ours[2].pid)
         direct = free_endpoint()
         started = [start_peer(procs, "router-echo", "--bind", direct, name="router-echo")]
         proxies: dict[int, str] = {}
@@ -183,19 +186,25 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
         latency = measure_latency(paths, "echo1", samples, blocks)
         table = Table(
             "Round-trip latency, one request at a time (microseconds: median [p10-p90])",
-            ["message", *(f"{p}" for p in paths), "our broker adds (median)"],
+            ["message", *(f"{p}" for p in paths), "our broker adds (median)", "of which over the C proxy"],
         )
         for size_name, _ in SIZES:
             cells = [latency[(p, size_name)] for p in paths]
             added = latency[("our broker", size_name)].median - latency[("direct", size_name)].median
+            over_proxy = latency[("our broker", size_name)].median - latency[("C proxy", size_name)].median
             table.add(
-                size_name, *(f"{c.median:.0f} [{c.p10:.0f}-{c.p90:.0f}]" for c in cells), f"{added:+.0f}"
+                size_name,
+                *(f"{c.median:.0f} [{c.p10:.0f}-{c.p90:.0f}]" for c in cells),
+                f"{added:+.0f}",
+                f"{over_proxy:+.0f}",
             )
         table.note = (
             f"{latency[('direct', SIZES[0][0])].n} round trips per path and size (fewer for 1 MiB), "
             f"in {blocks} alternating blocks; every peer is a separate process on loopback TCP; "
             "direct = client DEALER <-> ROUTER echo process, C proxy = zmq.proxy(ROUTER, DEALER) with a "
-            "DEALER echo worker, broker = python -m broker with an MDP echo worker (bench/peers.py)."
+            "DEALER echo worker, broker = python -m broker with an MDP echo worker (bench/peers.py). "
+            "Any broker adds a second network hop each way; the C proxy's numbers show what that hop costs "
+            "here without any Python."
         )
         result.tables.append(table)
         small = SIZES[0][0]
@@ -211,15 +220,22 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
 
         systems = {"C proxy": proxies, **{name: {n: fe for n in counts} for name, (fe, _) in brokers.items()}}
         rates: dict[tuple[str, int, int], list[float]] = {}
+        cpu_per_request: dict[tuple[int, int], list[float]] = {}
         for _ in range(rounds):
             for window in windows:
                 for n in counts:
                     for name, endpoints in systems.items():
+                        cpu_before = sum(broker_process.cpu_times()[:2])
+                        wall_before = time.perf_counter()
                         rate = measure_throughput(procs, endpoints[n], f"echo{n}", n, window, seconds)
                         rates.setdefault((name, n, window), []).append(rate)
+                        if name == "our broker":  # its CPU over the whole run (warm-up too) per request
+                            cpu = sum(broker_process.cpu_times()[:2]) - cpu_before
+                            served = rate * (time.perf_counter() - wall_before)  # an upper bound
+                            cpu_per_request.setdefault((n, window), []).append(cpu / max(served, 1.0))
         throughput = Table(
             "Throughput (requests/s, median of rounds; N clients and N echo workers)",
-            ["N", "in flight per client", *systems, "our broker / proxy"],
+            ["N", "in flight per client", *systems, "our broker / proxy", "our broker's CPU us/request"],
         )
         worst = None
         for window in windows:
@@ -227,12 +243,17 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
                 medians = {name: statistics.median(rates[(name, n, window)]) for name in systems}
                 ratio = medians["our broker"] / medians["C proxy"]
                 worst = ratio if worst is None else min(worst, ratio)
-                throughput.add(n, window, *(fmt(medians[name], 0) for name in systems), f"{ratio:.0%}")
+                cpu_us = statistics.median(cpu_per_request[(n, window)]) * 1e6
+                rate_cells = [fmt(medians[name], 0) for name in systems]
+                throughput.add(n, window, *rate_cells, f"{ratio:.0%}", f">= {cpu_us:.0f}")
         throughput.note = (
             f"Median of {rounds} rounds, systems alternating; in each, every client is its own process "
             f"counting replies for {seconds} s after a warm-up. The C proxy's workers are DEALERs that echo "
-            "the whole message, ours are MDP/0.2 workers (bench/peers.py). Clients, workers and broker share "
-            "the machine's cores."
+            "the whole message, ours are MDP/0.2 workers (bench/peers.py); an MDP worker holds one request "
+            "at a time (RFC 18), a DEALER behind the proxy is sent the next ones before it answers. "
+            "Clients, workers and broker share the machine's cores. CPU us/request: the broker process's "
+            "CPU time during the run divided by the requests it could have served then (a lower bound); "
+            "1 / that is its rate with a core of its own."
         )
         result.tables.append(throughput)
         if worst is not None:

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Run every benchmark and write ``bench/RESULTS.md``.
 
-    .venv/bin/python bench/run_all.py              # everything (~20 min on a 2-core CPU machine)
+    .venv/bin/python bench/run_all.py              # everything (~40 min on a 2-core CPU machine)
     .venv/bin/python bench/run_all.py --quick      # a smoke run (~2-3 min); writes bench/out/RESULTS-quick.md
     .venv/bin/python bench/run_all.py --only codec,broker
     .venv/bin/python bench/run_all.py --gpu        # on a machine with CUDA: benchmark 7 too
+    .venv/bin/python bench/run_all.py --only internals --reuse   # rerun one, keep the others' last results
 
 Each benchmark runs as its own process (``python -m bench.bench_<name>
 --json ...``), so one that fails does not stop the others and none inherits
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "scaling": ("bench.bench_scaling", []),
     "codec": ("bench.bench_codec", []),
     "memory": ("bench.bench_memory", []),
+    "internals": ("bench.bench_internals", []),
     "gpu": ("bench.bench_prompt", ["--device", "cuda", "--models", "sam2.1_hiera_tiny,sam2.1_hiera_large"]),
     "napari": ("bench.bench_napari", []),
 }
@@ -79,6 +81,20 @@ def run_one(name: str, quick: bool, results_dir: Path) -> tuple[BenchResult | No
     if proc.returncode != 0 or not json_path.is_file():
         return None, output
     return BenchResult.from_json(json.loads(json_path.read_text())), output
+
+
+def reuse_results(results_dir: Path, names: list[str]) -> dict[str, BenchResult]:
+    """The last saved result of each of ``names`` that has one, with a note saying when it was taken."""
+    reused = {}
+    for name in names:
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            continue
+        result = BenchResult.from_json(json.loads(path.read_text()))
+        taken = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(path.stat().st_mtime))
+        result.notes.insert(0, f"From the previous run's saved result ({taken}), not rerun this time.")
+        reused[name] = result
+    return reused
 
 
 def write_results(
@@ -160,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="before each benchmark wait up to this long for other processes to leave the CPU idle",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take the benchmarks not run now from the last run's bench/out/results/*.json (noted as such)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = sorted(set(names) - set(BENCHMARKS))
@@ -167,17 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmarks {unknown}; known: {', '.join(BENCHMARKS)}")
     if args.gpu is False and "gpu" in names:
         names.remove("gpu")
-    everything = set(names) >= set(BENCHMARKS) - {"gpu"}
+    results_dir = OUT_DIR / ("results-quick" if args.quick else "results")
+    reused = reuse_results(results_dir, [n for n in BENCHMARKS if n not in names]) if args.reuse else {}
+    everything = set(names) | set(reused) >= set(BENCHMARKS) - {"gpu"}
     out = args.out or (
         REPO_ROOT / "bench" / "RESULTS.md"
         if everything and not args.quick
         else OUT_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS-partial.md")
     )
-    results_dir = OUT_DIR / ("results-quick" if args.quick else "results")
     results_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     info = machine_info()
-    results: dict[str, BenchResult | None] = {}
+    results: dict[str, BenchResult | None] = dict(reused)
     outputs: dict[str, str] = {}
     loads: dict[str, float] = {}
     for name in names:
@@ -186,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             loads[name] = background_cpu_percent()
         results[name], outputs[name] = run_one(name, args.quick, results_dir)
+    results = {name: results[name] for name in BENCHMARKS if name in results}  # the report's order
     command = "bench/run_all.py" + (" " + " ".join(sys.argv[1:]) if len(sys.argv) > 1 else "")
     write_results(out, results, outputs, loads, info, command, time.monotonic() - started)
     print(f"\n[run_all] wrote {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
