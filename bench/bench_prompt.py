@@ -325,7 +325,9 @@ def run(
         "SAM2ImagePredictor.predict (3 masks) + picking the best, in this process (on a thread of its own, "
         "as the worker runs it). full path: "
         "SamClient.call('segment', image=...) -> python -m broker -> python -m workers -> mask back, "
-        "decoded. worker ms: the worker's own time for the request (its log, 1 ms resolution); client "
+        "decoded; the worker decodes with workers.ops.predict_best (the same mask, only the best one "
+        "upsampled; what that saves is in the 'Best mask only' table). "
+        "worker ms: the worker's own time for the request (its log, 1 ms resolution); client "
         "key ms: hashing the image for its key, done by the client on every call. Random weights "
         "(same compute as real ones)."
     )
