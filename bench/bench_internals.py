@@ -7,7 +7,7 @@
   mask (``tests/test_worker_predict_best.py``).
 * **Heap trimming**: the worker's per-image steps (prepare, encode, store the
   embedding in a 64 MiB ``EmbeddingCache``) over distinct images in two
-  fresh processes, one calling ``workers.memory.release_free_memory`` after
+  fresh processes, one calling ``protocol.memory.release_free_memory`` after
   each encoder run as the worker does, one not; RSS after each image.
 """
 
@@ -113,8 +113,8 @@ def rss_child(trim: bool, images: int, size: int, cache_mib: float) -> None:
     import psutil
     import torch
 
+    from protocol.memory import release_free_memory
     from workers.cache import EmbeddingCache, EmbeddingEntry
-    from workers.memory import release_free_memory
     from workers.prep import prepare_image
 
     predictor = _predictor()

@@ -33,10 +33,10 @@ import torch
 
 from protocol.codec import ALLOWED_DTYPES, STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Message
 from protocol.image_key import image_key
+from protocol.memory import release_free_memory
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
-from workers.memory import release_free_memory
 from workers.models import get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
 from workers.prompts import MAX_POINTS, Prompt, PromptError, SamPrompt, parse_prompt

@@ -1,10 +1,11 @@
 """Hand freed heap memory back to the operating system after large temporary allocations.
 
-The image encoder allocates a few hundred MiB of temporary tensors per image
-from many threads; glibc keeps much of that in per-thread arenas after it is
-freed, so a worker's RSS creeps up image after image although the live data
-(model + embedding cache) does not grow. ``malloc_trim(0)`` returns the free
-pages (bench/RESULTS.md, benchmark 6: about 200 MiB per tiny worker on CPU).
+Shared by the worker and the broker. The image encoder allocates a few
+hundred MiB of temporary tensors per image from many threads, and libzmq's
+I/O threads allocate every received message; glibc keeps much of that in
+per-thread arenas after it is freed, so RSS creeps up although the live
+data does not grow. ``malloc_trim(0)`` returns the free pages
+(bench/RESULTS.md: about 120-230 MiB per tiny SAM2 worker on CPU).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ _MALLOC_TRIM = _find_malloc_trim()
 def release_free_memory() -> bool:
     """Return freed heap pages to the OS (glibc only); whether anything was released.
 
-    Takes a few milliseconds for a worker's heap, so call it after an
-    image-encoder run (seconds), never on the path of a cached prompt.
+    Takes up to a few milliseconds for a worker's heap, so call it after an
+    image-encoder run (seconds) or on a timer, never on the path of a
+    cached prompt.
     """
     if _MALLOC_TRIM is None:
         return False

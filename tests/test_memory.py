@@ -1,4 +1,4 @@
-"""``workers.memory.release_free_memory`` gives a thread arena's freed pages back (glibc).
+"""``protocol.memory.release_free_memory`` gives a thread arena's freed pages back (glibc).
 
 The image encoder frees its temporaries in torch's worker threads; glibc
 keeps such memory in the threads' arenas. This reproduces that with plain
@@ -13,7 +13,7 @@ import threading
 import psutil
 import pytest
 
-from workers.memory import release_free_memory
+from protocol.memory import release_free_memory
 
 MIB = 2**20
 
