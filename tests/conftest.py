@@ -12,11 +12,27 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import zmq
+
+if TYPE_CHECKING:
+    from tests.test_broker_support import BrokerHandle, ThreadedWorker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+
+NO_DISPLAY = sys.platform.startswith("linux") and not (
+    os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+)
+# pytestmark of every napari test module.
+GUI_TEST_MARKS = [
+    pytest.mark.gui,
+    pytest.mark.model,
+    # napari renders with OpenGL: without an X server Qt would abort the whole session
+    pytest.mark.skipif(NO_DISPLAY, reason="needs a display: run under Xvfb (scripts/test.sh does)"),
+]
 
 
 def free_tcp_port() -> int:
@@ -177,3 +193,28 @@ def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[...
         return backend
 
     return factory
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context for the test's own sockets, destroyed without lingering."""
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def broker(spawn: ProcessSpawner) -> BrokerHandle:
+    """``python -m broker`` with the test heartbeat settings (tests/test_broker_support.py)."""
+    from tests.test_broker_support import start_broker
+
+    return start_broker(spawn)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[ThreadedWorker]]:
+    """Append in-thread MDP workers here; they are stopped after the test."""
+    started: list[ThreadedWorker] = []
+    yield started
+    for worker in started:
+        worker.stop()

@@ -9,10 +9,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import zmq
 
 from protocol import codec
@@ -50,21 +48,6 @@ while True:
         if frames[1] == b"\\x02":
             print("got request", flush=True)
 """
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[ThreadedWorker]]:
-    started: list[ThreadedWorker] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def result_worker(body: list[bytes]) -> str:

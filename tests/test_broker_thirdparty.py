@@ -35,7 +35,6 @@ from tests.test_broker_support import (
     ThreadedWorker,
     echo_handler,
     request_body,
-    start_broker,
     wait_for_workers,
 )
 
@@ -91,18 +90,6 @@ def import_majortomo() -> types.ModuleType:
     import majortomo
 
     return majortomo
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def broker(spawn: ProcessSpawner) -> BrokerHandle:
-    return start_broker(spawn)
 
 
 def rfc18_client_class() -> type[Any]:

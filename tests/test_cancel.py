@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ import zmq
 from protocol import mdp
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import Superseded
-from tests.conftest import ProcessSpawner, wait_until
+from tests.conftest import wait_until
 from tests.scripted_worker import ScriptedWorker, reply
 from tests.test_broker_support import (
     DISCONNECT,
@@ -30,24 +29,11 @@ from tests.test_broker_support import (
     error_of,
     request_body,
     services,
-    start_broker,
     wait_for_workers,
 )
 
 SERVICE = b"echo"
 CANCEL = b"mmi.cancel"
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def broker(spawn: ProcessSpawner) -> BrokerHandle:
-    return start_broker(spawn)
 
 
 def _cancel(client: RawClient, request_id: str) -> list[bytes]:

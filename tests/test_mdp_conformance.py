@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,18 +32,6 @@ from tests.test_broker_support import (
 
 SERVICE = b"echo"
 EXPIRY_S = TEST_HEARTBEAT_INTERVAL_S * TEST_HEARTBEAT_LIVENESS
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
-def broker(spawn: ProcessSpawner) -> BrokerHandle:
-    return start_broker(spawn)
 
 
 def ready_worker(ctx: zmq.Context[Any], broker: BrokerHandle, identity: bytes | None = None) -> RawWorker:

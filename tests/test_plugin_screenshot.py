@@ -8,28 +8,18 @@ Saves ``tests/artifacts/plugin_canvas.png`` (the canvas),
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from qtpy.QtCore import Qt
 from skimage import io, measure
 
 from plugin.label_names import METADATA_KEY
 from plugin.label_ops import LabelMode, compute_edit
 from plugin.layers import POINTS_MASK, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
+from tests.conftest import GUI_TEST_MARKS
 
-NO_DISPLAY = sys.platform.startswith("linux") and not (
-    os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-)
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.model,
-    # napari renders with OpenGL: without an X server Qt would abort the whole session
-    pytest.mark.skipif(NO_DISPLAY, reason="needs a display: run under Xvfb (scripts/test.sh does)"),
-]
+pytestmark = GUI_TEST_MARKS
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 

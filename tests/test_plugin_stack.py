@@ -11,9 +11,7 @@ with which ids, the undo steps, and what the panels show.
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,16 +25,9 @@ from plugin.label_stats import pixel_counts
 from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from plugin.stack_jobs import AUTO_STACK, PROPAGATE
 from plugin.widget import SamWidget
-from tests.conftest import MODEL, PYTHON, Backend, ProcessSpawner, log_text, wait_until
+from tests.conftest import GUI_TEST_MARKS, MODEL, PYTHON, Backend, ProcessSpawner, log_text, wait_until
 
-NO_DISPLAY = sys.platform.startswith("linux") and not (
-    os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-)
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.model,
-    pytest.mark.skipif(NO_DISPLAY, reason="needs a display: run under Xvfb (scripts/test.sh does)"),
-]
+pytestmark = GUI_TEST_MARKS
 
 TIMEOUT_MS = 90_000
 HEARTBEAT = ["--heartbeat-interval-s", "0.25", "--heartbeat-liveness", "3"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,17 +26,9 @@ from plugin.label_ops import LabelMode
 from plugin.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
 from plugin.widget import SamWidget
 from protocol.client import SamClient
-from tests.conftest import Backend, free_endpoint, wait_until
+from tests.conftest import GUI_TEST_MARKS, Backend, free_endpoint, wait_until
 
-NO_DISPLAY = sys.platform.startswith("linux") and not (
-    os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-)
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.model,
-    # napari renders with OpenGL: without an X server Qt would abort the whole session
-    pytest.mark.skipif(NO_DISPLAY, reason="needs a display: run under Xvfb (scripts/test.sh does)"),
-]
+pytestmark = GUI_TEST_MARKS
 
 ANSWER_TIMEOUT_MS = 60_000
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +35,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "authorized_clients: alice" in out.stdout and "authorized_workers: gpu1" in out.stdout
     subprocess.run([*script, str(root / "intruders"), "--clients", "mallory", "--workers", "rogue"], **run)
     return root
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def client_keys(
