@@ -25,6 +25,8 @@ from pathlib import Path
 
 from batch.inputs import UsageError, discover
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
+from protocol import cli
+from protocol.cli import positive_float, positive_int
 from protocol.client import DEFAULT_FRONTEND
 from protocol.errors import SecurityError
 
@@ -36,20 +38,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 LOG_FORMAT = "%(asctime)s.%(msecs)03d batch[%(process)d] %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", default=DEFAULT_FRONTEND, help="broker client endpoint (%(default)s)")
     parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model = service name (%(default)s)")
     parser.add_argument(
-        "--points-per-side", type=_positive_int, default=32, help="auto's prompt grid per side (%(default)s)"
+        "--points-per-side", type=positive_int, default=32, help="auto's prompt grid per side (%(default)s)"
     )
     parser.add_argument(
         "--pred-iou-thresh",
@@ -82,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--in-flight",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="requests at once (default: 2 x the workers the broker reports)",
     )
     parser.add_argument(
         "--timeout-s",
-        type=_positive_float,
+        type=positive_float,
         default=600.0,
         help="silence allowed per request before it is retried once, then failed (%(default)s)",
     )
@@ -110,13 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(level: str, log_file: Path | None) -> None:
     """Timestamped log lines naming the role (``batch``) and process id, to stderr and optionally a file."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(
-        level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, handlers=handlers, force=True
-    )
+    cli.setup_logging(level, log_file, LOG_FORMAT, LOG_DATE_FORMAT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import zmq
 
 from broker.broker import Broker
 from broker.config import BrokerConfig
+from protocol import cli
 from protocol.errors import SecurityError
 
 LOG_FORMAT = "%(asctime)s broker %(levelname)s %(message)s"
@@ -93,10 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def setup_logging(level: str, log_file: str | None) -> None:
     """Log to stderr (and ``log_file``) with timestamps and the role ``broker``."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=level, format=LOG_FORMAT, handlers=handlers, force=True)
+    cli.setup_logging(level, log_file, LOG_FORMAT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

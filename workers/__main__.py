@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from protocol import cli
+from protocol.cli import non_negative_float, positive_float, positive_int
 from protocol.codec import Limits
 from protocol.errors import SecurityError
 from protocol.security import CurveClientKeys, is_loopback_endpoint
@@ -39,20 +41,6 @@ LOG_FORMAT = "%(asctime)s.%(msecs)03d worker[%(process)d] %(levelname)s %(name)s
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def _workers_per_host_from_env() -> int:
     text = os.environ.get("SAM2_WORKERS_PER_HOST", "")
     try:
@@ -61,13 +49,6 @@ def _workers_per_host_from_env() -> int:
         if text:
             log.warning("ignoring SAM2_WORKERS_PER_HOST=%r (not an integer)", text)
         return 1
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,49 +81,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="TESTS ONLY: build the model with random weights, no checkpoint; masks are meaningless",
     )
     parser.add_argument(
-        "--cache-mib", type=_non_negative_float, default=1024.0, help="embedding cache budget in MiB"
+        "--cache-mib", type=non_negative_float, default=1024.0, help="embedding cache budget in MiB"
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="torch CPU threads (default: CPU cores // --workers-per-host, at least 1)",
     )
     parser.add_argument(
         "--workers-per-host",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="workers sharing this machine's cores (default: $SAM2_WORKERS_PER_HOST or 1)",
     )
     parser.add_argument(
-        "--heartbeat-interval-s", type=_positive_float, default=1.0, help="seconds between heartbeats"
+        "--heartbeat-interval-s", type=positive_float, default=1.0, help="seconds between heartbeats"
     )
     parser.add_argument(
         "--heartbeat-liveness",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="missed heartbeats before the broker is dead",
     )
     parser.add_argument(
         "--reconnect-max-s",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         help="longest wait between reconnection attempts while the broker is silent (starts at 0.25 s)",
     )
     parser.add_argument(
-        "--max-array-mib", type=_positive_float, default=1024.0, help="largest array in a request"
+        "--max-array-mib", type=positive_float, default=1024.0, help="largest array in a request"
     )
     parser.add_argument(
-        "--max-total-mib", type=_positive_float, default=1024.0, help="largest request in total"
+        "--max-total-mib", type=positive_float, default=1024.0, help="largest request in total"
     )
-    parser.add_argument("--max-side", type=_positive_int, default=65536, help="longest axis of any array")
+    parser.add_argument("--max-side", type=positive_int, default=65536, help="longest axis of any array")
     parser.add_argument(
-        "--max-header-kib", type=_positive_float, default=64.0, help="largest JSON header of a request"
+        "--max-header-kib", type=positive_float, default=64.0, help="largest JSON header of a request"
     )
-    parser.add_argument("--max-arrays", type=_positive_int, default=8, help="most array frames in a request")
+    parser.add_argument("--max-arrays", type=positive_int, default=8, help="most array frames in a request")
     parser.add_argument(
         "--max-stack-frames",
-        type=_positive_int,
+        type=positive_int,
         default=512,
         help="most slices in one propagate stack (state memory grows with each slice)",
     )
@@ -181,15 +162,7 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 
     Python warnings (e.g. deprecations inside torch or sam2) go through the same log.
     """
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
-    for handler in handlers:
-        handler.addFilter(_QuietSam2Root())
-    logging.basicConfig(
-        level=level, format=LOG_FORMAT, datefmt=LOG_DATE_FORMAT, handlers=handlers, force=True
-    )
+    cli.setup_logging(level, log_file, LOG_FORMAT, LOG_DATE_FORMAT, filters=[_QuietSam2Root()])
     logging.captureWarnings(True)
     # sam2 1.1.0 builds its transforms with torch.jit.script; torch warns once per process.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
