@@ -82,6 +82,19 @@ def find_layer(viewer: napari.Viewer, name: str, kind: type) -> Any:
     return layer if isinstance(layer, kind) else None
 
 
+def _prompt_layer(viewer: napari.Viewer, name: str, kind: type, ndim: int) -> Any:
+    """The prompt layer ``name`` of type ``kind`` if it has ``ndim`` dimensions, else None.
+
+    One with other dimensions (made for another image) is removed, so that a
+    new one can take its name.
+    """
+    layer = find_layer(viewer, name, kind)
+    if layer is not None and layer.ndim != ndim:
+        viewer.layers.remove(layer)
+        return None
+    return layer
+
+
 def ensure_labels(viewer: napari.Viewer, image: Image, name: str) -> Labels:
     """The result layer ``name`` for ``image`` (same spatial shape and transform), created if needed.
 
@@ -114,11 +127,9 @@ def ensure_points(viewer: napari.Viewer, image: Image) -> tuple[Points, bool]:
     """The ``Prompt Points`` layer (created when missing); returns (layer, created)."""
     from napari.layers import Points
 
-    layer = find_layer(viewer, PROMPT_POINTS, Points)
-    if layer is not None and layer.ndim == image.ndim:
-        return layer, False
+    layer = _prompt_layer(viewer, PROMPT_POINTS, Points, image.ndim)
     if layer is not None:
-        viewer.layers.remove(layer)
+        return layer, False
     height, width = spatial_shape(image)[-2:]
     features = pd.DataFrame({POLARITY: pd.Categorical([], categories=["negative", "positive"])})
     layer = Points(
@@ -142,11 +153,9 @@ def ensure_box(viewer: napari.Viewer, image: Image) -> tuple[Shapes, bool]:
     """The ``Bounding Box`` layer (created when missing); returns (layer, created)."""
     from napari.layers import Shapes
 
-    layer = find_layer(viewer, BOUNDING_BOX, Shapes)
-    if layer is not None and layer.ndim == image.ndim:
-        return layer, False
+    layer = _prompt_layer(viewer, BOUNDING_BOX, Shapes, image.ndim)
     if layer is not None:
-        viewer.layers.remove(layer)
+        return layer, False
     height, width = spatial_shape(image)[-2:]
     layer = Shapes(
         ndim=image.ndim,
