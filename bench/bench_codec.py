@@ -27,7 +27,7 @@ import blosc2
 import numpy as np
 import zmq
 
-from bench.common import BenchResult, Table, Target, base_parser, finish, fmt
+from bench.common import BenchResult, Table, Target, fmt, quick_main
 from protocol import codec
 
 LINKS_GBIT = (10.0, 1.0, 0.1)
@@ -433,10 +433,7 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
-    started = time.monotonic()
-    finish(run(quick=args.quick), started, args.json)
-    return 0
+    return quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

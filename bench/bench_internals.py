@@ -55,14 +55,13 @@ def _predictor(device: str = "cpu") -> Any:
 def best_mask_only(size: int, rounds: int) -> Table:
     """predict + argmax vs predict_best on one ``size``² RGB image; ms per prompt."""
     import torch
-    from skimage import data
-    from skimage.transform import resize
 
+    from bench.bench_prompt import test_images
     from workers.ops import predict_best
     from workers.prompts import SamPrompt
 
     predictor = _predictor()
-    image = resize(data.retina(), (size, size), preserve_range=True, anti_aliasing=True).astype(np.uint8)
+    image = test_images(size)[0].pixels  # the RGB uint8 image of benchmark 1
     with torch.inference_mode():
         predictor.set_image(image)
     rng = np.random.default_rng(0)

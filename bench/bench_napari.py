@@ -14,12 +14,11 @@ slow on the napari side"; these are the numbers behind that claim.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from bench.common import BenchResult, Stats, Table, base_parser, finish, fmt_range, timed
+from bench.common import BenchResult, Stats, Table, fmt_range, quick_main, timed
 
 
 def run(quick: bool = False) -> BenchResult:
@@ -99,10 +98,7 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
-    started = time.monotonic()
-    finish(run(quick=args.quick), started, args.json)
-    return 0
+    return quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

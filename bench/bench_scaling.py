@@ -24,9 +24,8 @@ from bench.common import (
     Processes,
     Table,
     Target,
-    base_parser,
-    finish,
     fmt,
+    quick_main,
     start_broker,
     start_peer,
     wait_for_workers,
@@ -126,10 +125,7 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
-    started = time.monotonic()
-    finish(run(quick=args.quick), started, args.json)
-    return 0
+    return quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

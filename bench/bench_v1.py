@@ -31,11 +31,10 @@ from bench.common import (
     Stats,
     Table,
     Target,
-    base_parser,
     ensure_checkpoint,
-    finish,
     fmt_range,
     free_endpoint,
+    quick_main,
     start_broker,
     start_sam_worker,
 )
@@ -165,10 +164,7 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = base_parser(__doc__.splitlines()[0]).parse_args(argv)
-    started = time.monotonic()
-    finish(run(quick=args.quick), started, args.json)
-    return 0
+    return quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -222,6 +222,14 @@ def finish(result: BenchResult, started_s: float, json_path: Path | None) -> Ben
     return result
 
 
+def quick_main(run: Callable[..., BenchResult], description: str, argv: Sequence[str] | None = None) -> int:
+    """``main()`` of a benchmark whose only options are ``--quick`` and ``--json``."""
+    args = base_parser(description).parse_args(argv)
+    started = time.monotonic()
+    finish(run(quick=args.quick), started, args.json)
+    return 0
+
+
 # ----------------------------------------------------------------------------
 # processes
 
