@@ -9,6 +9,7 @@ import pickle
 import blosc2
 import numpy as np
 import pytest
+import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -84,6 +85,7 @@ GOOD_SPEC = {"name": "image", "dtype": "uint8", "shape": [4, 4], "codec": "raw"}
     [
         ([], "empty body"),
         ([b"\xff\xfe"], "not UTF-8 JSON"),
+        ([json.dumps(BASE).encode("utf-16")], "not UTF-8 JSON"),  # json.loads(bytes) would take it
         ([b"[1, 2]"], "must be a JSON object"),
         ([b'{"v": 1, "op": "segment", "request_id": "r", "params": {"x": NaN}}'], "NaN"),
         ([json.dumps({**BASE, "v": 2}).encode()], "unsupported protocol version"),
@@ -209,6 +211,8 @@ def test_reply_helpers_echo_only_safe_fields() -> None:
     assert decoded.header["error"] == {"code": "bad_request", "message": "nope"}
     assert codec.peek_header(b"\x00not json") == {}
     assert codec.peek_header(b"x" * 100, max_bytes=10) == {}
+    assert codec.peek_header(b'{"request_id": "r", "x": NaN}') == {}
+    assert codec.peek_header(zmq.Frame(b'{"request_id": "r"}')) == {"request_id": "r"}
 
 
 def test_image_key_changes_with_pixels_preparation_and_model() -> None:
