@@ -92,12 +92,21 @@ class Broker:
     Args:
         config: every tunable (see :class:`BrokerConfig`).
         clock: monotonic time in seconds (injectable for tests).
+        context: a ZeroMQ context to make the sockets in, for a broker
+            embedded in a process whose other sockets reach it over
+            ``inproc://`` (the caller then owns and terminates it); by default
+            the broker makes and terminates its own.
 
     Raises:
         SecurityError: ``config.curve_dir`` is set but holds no usable broker keypair.
     """
 
-    def __init__(self, config: BrokerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        clock: Callable[[], float] = time.monotonic,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
         self.config = config
         self.counters = BrokerCounters()
         self._clock = clock
@@ -107,13 +116,15 @@ class Broker:
         self._stop_requested = False
         self._queued_bytes = 0
         self._messages_at_trim = 0
-        self._context = zmq.Context()
+        self._owns_context = context is None
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context() if context is None else context
         self._auth: CurveAuthenticator | None = None
         if config.curve_dir is not None:
             try:
                 self._auth = CurveAuthenticator.from_directory(self._context, Path(config.curve_dir))
             except Exception:
-                self._context.term()
+                if self._owns_context:
+                    self._context.term()
                 raise
         self._frontend = self._router_socket()
         self._backend = self._router_socket()
@@ -121,9 +132,7 @@ class Broker:
             self._auth.secure(self._frontend, "frontend")
             self._auth.secure(self._backend, "backend")
             self._auth.start()
-        self._poller = zmq.Poller()
-        self._poller.register(self._frontend, zmq.POLLIN)
-        self._poller.register(self._backend, zmq.POLLIN)
+        self._poll_items = [(self._frontend, _POLLIN), (self._backend, _POLLIN)]
 
     def _router_socket(self) -> zmq.Socket[bytes]:
         socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
@@ -159,12 +168,7 @@ class Broker:
         next_heartbeat_s = now + self.config.heartbeat_interval_s
         next_stats_s = now + self.config.stats_interval_s
         while not self._stop_requested:
-            timeout_ms = max(0, int((next_heartbeat_s - self._clock()) * 1000))
-            events = dict(self._poller.poll(timeout_ms))
-            if events.get(self._frontend):
-                self._receive(self._frontend, self.process_client)
-            if events.get(self._backend):
-                self._receive(self._backend, self.process_worker)
+            self.serve_ready(max(0, int((next_heartbeat_s - self._clock()) * 1000)))
             now = self._clock()
             if now >= next_heartbeat_s:
                 self.purge_workers()
@@ -182,7 +186,7 @@ class Broker:
                 next_stats_s = now + self.config.stats_interval_s
 
     def close(self) -> None:
-        """Send DISCONNECT to every worker, close both sockets and the context."""
+        """Send DISCONNECT to every worker, close both sockets and the context it made."""
         for worker in self._workers.values():
             self._send_worker(worker.identity, mdp.W_DISCONNECT, delimited=worker.delimited)
         self._log.info(
@@ -192,7 +196,16 @@ class Broker:
         self._frontend.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
-        self._context.term()
+        if self._owns_context:
+            self._context.term()
+
+    def serve_ready(self, timeout_ms: int) -> None:
+        """Wait up to ``timeout_ms`` for messages, then handle what waits on either socket."""
+        for socket, _ in zmq.zmq_poll(self._poll_items, timeout_ms):
+            if socket is self._frontend:
+                self._receive(self._frontend, self.process_client)
+            else:
+                self._receive(self._backend, self.process_worker)
 
     def _receive(self, socket: zmq.Socket[bytes], handler: Callable[[bytes, list[Frame]], None]) -> None:
         """Hand each waiting message (up to ``RECEIVE_BATCH``) to ``handler``; log and survive any error."""

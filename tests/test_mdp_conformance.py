@@ -295,3 +295,38 @@ def test_peers_with_a_leading_empty_frame_are_answered_in_their_framing(
     legacy_client = RawClient(ctx, broker.frontend)
     legacy_client.send([b"", b"MDPC02", b"\x01", b"mmi.service", SERVICE])
     assert legacy_client.recv() == [b"", b"MDPC02", b"\x03", b"mmi.service", b"200"]
+
+
+def test_embedded_broker_serves_over_inproc_and_leaves_the_callers_context_open() -> None:
+    """``Broker(context=...)`` runs inside the caller's process; ``serve_ready`` handles one poll's worth."""
+    from broker.broker import Broker
+    from broker.config import BrokerConfig
+
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        broker = Broker(BrokerConfig(frontend="inproc://front", backend="inproc://back"), context=context)
+        broker.bind()
+        worker = context.socket(zmq.DEALER)
+        worker.connect("inproc://back")
+        worker.send_multipart([b"MDPW02", b"\x01", SERVICE])
+        broker.serve_ready(1000)
+        client = context.socket(zmq.DEALER)
+        client.setsockopt(zmq.ROUTING_ID, b"client-E")
+        client.connect("inproc://front")
+        body = request_body("embedded")
+        client.send_multipart([b"MDPC02", b"\x01", SERVICE, *body])
+        broker.serve_ready(1000)
+        assert worker.poll(1000) and worker.recv_multipart() == [b"MDPW02", b"\x02", b"client-E", b"", *body]
+        worker.send_multipart([b"MDPW02", b"\x04", b"client-E", b"", b"done"])
+        broker.serve_ready(1000)
+        assert client.poll(1000) and client.recv_multipart() == [b"MDPC02", b"\x03", SERVICE, b"done"]
+        assert broker.counters.requests == 1 and broker.counters.replies == 1
+        broker.serve_ready(0)  # nothing waiting: returns at once, handles nothing
+        assert broker.counters.dropped == 0
+        worker.close(linger=0)
+        client.close(linger=0)
+        broker.close()
+        assert not context.closed  # the caller's context: still usable, the caller terminates it
+        context.socket(zmq.PAIR).close()
+    finally:
+        context.term()
