@@ -71,7 +71,7 @@ def _round_trips(sock: zmq.Socket[Any], frames: list[Any], count: int) -> list[f
 def measure_latency(
     endpoints: dict[str, str], service: str, samples: int, blocks: int
 ) -> dict[tuple[str, str], Stats]:
-    """Round-trip latency (microseconds) per (path, size), paths measured in alternating blocks."""
+    """Round-trip latency (microseconds) per (path, size), paths measured in blocks in rotating order."""
     context = zmq.Context()
     socks = {}
     for path, endpoint in endpoints.items():
@@ -87,14 +87,111 @@ def measure_latency(
             collected: dict[str, list[float]] = {path: [] for path in endpoints}
             for sock in socks.values():
                 _round_trips(sock, frames, max(20, count // 10))  # warm-up
-            for _ in range(blocks):
-                for path, sock in socks.items():
-                    collected[path] += _round_trips(sock, frames, max(1, count // blocks))
+            order = list(socks)
+            for block in range(blocks):  # each path leads in turn: no path always follows another
+                shift = block % len(order)
+                for path in order[shift:] + order[:shift]:
+                    collected[path] += _round_trips(socks[path], frames, max(1, count // blocks))
             for path, values in collected.items():
                 results[(path, size_name)] = Stats.of(values).scaled(1e6)
     finally:
         context.destroy(linger=0)
     return results
+
+
+def measure_python_cost(rounds: int, count: int) -> dict[str, Stats]:
+    """Microseconds of broker-process Python per small round trip, measured in this process.
+
+    A client DEALER and an MDP echo worker's DEALER reach, over ``inproc://``
+    (no I/O threads, no network),
+
+    * ``our broker``: a real :class:`broker.broker.Broker`, one ``serve_ready``
+      call per message (poll, receive, parse, queue, dispatch, send);
+    * ``bare forwarding``: the fewest pyzmq calls that move the same frames
+      (poll, receive each frame without a copy, swap the envelope, send),
+      without MDP parsing, checks, queue or bookkeeping: the floor for any
+      broker written in Python on pyzmq.
+
+    Only the broker side is timed; one median per round of ``count`` round
+    trips, the two alternating round by round.
+    """
+    from broker.broker import Broker
+    from broker.config import BrokerConfig
+
+    context: zmq.Context[zmq.Socket[Any]] = zmq.Context()
+    broker = Broker(
+        BrokerConfig(frontend="inproc://ours-front", backend="inproc://ours-back"), context=context
+    )
+    broker.bind()
+    front, back = context.socket(zmq.ROUTER), context.socket(zmq.ROUTER)
+    front.bind("inproc://bare-front")
+    back.bind("inproc://bare-back")
+    peers: dict[str, tuple[zmq.Socket[Any], zmq.Socket[Any]]] = {}
+    for name, prefix in (("our broker", "inproc://ours"), ("bare forwarding", "inproc://bare")):
+        client, worker = context.socket(zmq.DEALER), context.socket(zmq.DEALER)
+        client.connect(f"{prefix}-front")
+        worker.connect(f"{prefix}-back")
+        worker.send_multipart(mdp.worker_message(mdp.W_READY, service=b"echo"))
+        peers[name] = (client, worker)
+    broker.serve_ready(1000)
+    worker_id = back.recv_multipart()[0]
+    request = _frames("echo", SMALL)
+    items = [(front, zmq.POLLIN), (back, zmq.POLLIN)]
+    nonblock, more = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+
+    def forward(source: zmq.Socket[Any], target: zmq.Socket[Any], to_worker: bool) -> None:
+        zmq.zmq_poll(items, 1000)
+        frame = source.recv(nonblock, copy=False)
+        frames = [frame]
+        while frame.more:
+            frame = source.recv(nonblock, copy=False)
+            frames.append(frame)
+        out: list[Any]
+        if to_worker:
+            out = [worker_id, mdp.WORKER_HEADER, mdp.W_REQUEST, frames[0].bytes, b"", *frames[4:]]
+        else:
+            out = [frames[3].bytes, mdp.CLIENT_HEADER, mdp.C_FINAL, b"echo", *frames[5:]]
+        for part in out[:-1]:
+            target.send(part, more, copy=False)
+        target.send(out[-1], nonblock, copy=False)
+
+    def round_trip(name: str) -> float:
+        client, worker = peers[name]
+        client.send_multipart(request)
+        started = time.perf_counter()
+        if name == "our broker":
+            broker.serve_ready(1000)
+        else:
+            forward(front, back, to_worker=True)
+        spent = time.perf_counter() - started
+        job = worker.recv_multipart(copy=False)
+        worker.send_multipart([mdp.WORKER_HEADER, mdp.W_FINAL, job[2], b"", *job[4:]], copy=False)
+        started = time.perf_counter()
+        if name == "our broker":
+            broker.serve_ready(1000)
+        else:
+            forward(back, front, to_worker=False)
+        spent += time.perf_counter() - started
+        client.recv_multipart(copy=False)
+        return spent
+
+    medians: dict[str, list[float]] = {name: [] for name in peers}
+    try:
+        for name in peers:
+            for _ in range(count):  # warm-up
+                round_trip(name)
+        for _ in range(rounds):
+            for name in peers:
+                medians[name].append(statistics.median(round_trip(name) for _ in range(count)))
+    finally:
+        for client, worker in peers.values():
+            client.close(linger=0)
+            worker.close(linger=0)
+        front.close(linger=0)
+        back.close(linger=0)
+        broker.close()
+        context.term()
+    return {name: Stats.of(values).scaled(1e6) for name, values in medians.items()}
 
 
 def measure_throughput(
@@ -134,7 +231,7 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
     """
     result = BenchResult("broker", "3. Broker overhead and throughput")
     samples = 600 if quick else 4000
-    blocks = 3 if quick else 8
+    blocks = 3 if quick else 12
     counts = (1, 2) if quick else (1, 2, 4)
     windows = (1,) if quick else (1, 8)
     seconds = 0.5 if quick else 1.5
@@ -200,7 +297,7 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
             )
         table.note = (
             f"{latency[('direct', SIZES[0][0])].n} round trips per path and size (fewer for 1 MiB), "
-            f"in {blocks} alternating blocks; every peer is a separate process on loopback TCP; "
+            f"in {blocks} blocks, paths in rotating order; every peer is a separate process on loopback TCP; "
             "direct = client DEALER <-> ROUTER echo process, C proxy = zmq.proxy(ROUTER, DEALER) with a "
             "DEALER echo worker, broker = python -m broker with an MDP echo worker (bench/peers.py). "
             "Any broker adds a second network hop each way; the C proxy's numbers show what that hop costs "
@@ -209,6 +306,28 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
         result.tables.append(table)
         small = SIZES[0][0]
         added = latency[("our broker", small)].median - latency[("direct", small)].median
+        proxy_added = latency[("C proxy", small)].median - latency[("direct", small)].median
+        cost = measure_python_cost(rounds=3 if quick else 7, count=1000 if quick else 3000)
+        ours_cost, bare_cost = cost["our broker"], cost["bare forwarding"]
+        python_table = Table(
+            "Python in the broker process per small round trip (microseconds, in-process over inproc://)",
+            ["our broker", "bare forwarding (the floor)", "our MDP logic", "C proxy adds (above)"],
+        )
+        python_table.add(
+            f"{ours_cost.median:.1f} [{ours_cost.p10:.1f}-{ours_cost.p90:.1f}]",
+            f"{bare_cost.median:.1f} [{bare_cost.p10:.1f}-{bare_cost.p90:.1f}]",
+            f"{ours_cost.median - bare_cost.median:+.1f}",
+            f"{proxy_added:+.0f}",
+        )
+        python_table.note = (
+            f"Medians of {ours_cost.n} rounds, the two alternating. our broker: Broker.serve_ready for the "
+            "REQUEST and for the FINAL (poll, receive, parse, queue, dispatch, send). bare forwarding: "
+            "poll, receive and send the same frames with the envelope swapped and nothing else, the least "
+            "any broker written in Python on pyzmq does. A broker adds the C proxy's extra hop plus its "
+            f"own Python; with no logic at all that is about {proxy_added:.0f} + {bare_cost.median:.0f} us "
+            "here (less the C proxy's own few us), against a target of 100 us."
+        )
+        result.tables.append(python_table)
         result.targets.append(
             Target(
                 "broker: added round-trip latency, small message",

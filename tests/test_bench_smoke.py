@@ -29,10 +29,12 @@ def test_codec_quick_mode_round_trips_every_setting() -> None:
 def test_broker_quick_mode_measures_every_path() -> None:
     result = bench_broker.run(quick=True)
     _check(result)
-    latency, throughput = result.tables
+    latency, python_cost, throughput = result.tables
     assert [row[0] for row in latency.rows] == [name for name, _ in bench_broker.SIZES]
     for row in latency.rows:  # every path answered: medians are positive numbers of microseconds
         assert all(float(cell.split()[0].replace(",", "")) > 0 for cell in row[1:-2])
+    (cost_row,) = python_cost.rows  # the in-process broker and the bare forwarder both served
+    assert all(float(cell.split()[0]) > 0 for cell in cost_row[:2])
     assert all(float(cell.replace(",", "")) > 0 for row in throughput.rows for cell in row[2:-2])
     assert all(row[-1].startswith(">= ") and float(row[-1][3:]) > 0 for row in throughput.rows)  # CPU us
 
