@@ -70,8 +70,11 @@ def _round_trips(sock: zmq.Socket[Any], frames: list[Any], count: int) -> list[f
 
 def measure_latency(
     endpoints: dict[str, str], service: str, samples: int, blocks: int
-) -> dict[tuple[str, str], Stats]:
-    """Round-trip latency (microseconds) per (path, size), paths measured in blocks in rotating order."""
+) -> tuple[dict[tuple[str, str], Stats], dict[tuple[str, str], list[float]]]:
+    """Round-trip latency (microseconds) per (path, size), paths measured in blocks in rotating order.
+
+    Returns the statistics of all round trips and the median of each block.
+    """
     context = zmq.Context()
     socks = {}
     for path, endpoint in endpoints.items():
@@ -80,6 +83,7 @@ def measure_latency(
         sock.connect(endpoint)
         socks[path] = sock
     results: dict[tuple[str, str], Stats] = {}
+    block_medians: dict[tuple[str, str], list[float]] = {}
     try:
         for size_name, size in SIZES:
             frames = _frames(service, size)
@@ -91,12 +95,14 @@ def measure_latency(
             for block in range(blocks):  # each path leads in turn: no path always follows another
                 shift = block % len(order)
                 for path in order[shift:] + order[:shift]:
-                    collected[path] += _round_trips(socks[path], frames, max(1, count // blocks))
+                    times = _round_trips(socks[path], frames, max(1, count // blocks))
+                    block_medians.setdefault((path, size_name), []).append(statistics.median(times) * 1e6)
+                    collected[path] += times
             for path, values in collected.items():
                 results[(path, size_name)] = Stats.of(values).scaled(1e6)
     finally:
         context.destroy(linger=0)
-    return results
+    return results, block_medians
 
 
 def measure_python_cost(rounds: int, count: int) -> dict[str, Stats]:
@@ -280,20 +286,35 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
 
         paths = {"direct": direct, "C proxy": proxies[1]}
         paths.update({name: frontend for name, (frontend, _) in brokers.items()})
-        latency = measure_latency(paths, "echo1", samples, blocks)
+        latency, block_medians = measure_latency(paths, "echo1", samples, blocks)
         table = Table(
             "Round-trip latency, one request at a time (microseconds: median [p10-p90])",
-            ["message", *(f"{p}" for p in paths), "our broker adds (median)", "of which over the C proxy"],
+            [
+                "message",
+                *(f"{p}" for p in paths),
+                "our broker adds (median)",
+                "of which over the C proxy",
+                "adds, block by block (min-max)",
+            ],
         )
         for size_name, _ in SIZES:
             cells = [latency[(p, size_name)] for p in paths]
             added = latency[("our broker", size_name)].median - latency[("direct", size_name)].median
             over_proxy = latency[("our broker", size_name)].median - latency[("C proxy", size_name)].median
+            by_block = [
+                ours - direct_median
+                for ours, direct_median in zip(
+                    block_medians[("our broker", size_name)],
+                    block_medians[("direct", size_name)],
+                    strict=True,
+                )
+            ]
             table.add(
                 size_name,
                 *(f"{c.median:.0f} [{c.p10:.0f}-{c.p90:.0f}]" for c in cells),
                 f"{added:+.0f}",
                 f"{over_proxy:+.0f}",
+                f"{min(by_block):+.0f} to {max(by_block):+.0f}",
             )
         table.note = (
             f"{latency[('direct', SIZES[0][0])].n} round trips per path and size (fewer for 1 MiB), "
@@ -301,7 +322,8 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
             "direct = client DEALER <-> ROUTER echo process, C proxy = zmq.proxy(ROUTER, DEALER) with a "
             "DEALER echo worker, broker = python -m broker with an MDP echo worker (bench/peers.py). "
             "Any broker adds a second network hop each way; the C proxy's numbers show what that hop costs "
-            "here without any Python."
+            "here without any Python. Block by block: our broker's median minus direct's in each block, "
+            "how far the added latency moves within one run on this machine."
         )
         result.tables.append(table)
         small = SIZES[0][0]
