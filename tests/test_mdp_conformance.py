@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import zmq
 
+from broker.broker import Broker
+from broker.config import BrokerConfig
 from tests.conftest import ProcessSpawner, wait_until
 from tests.test_broker_support import (
     DISCONNECT,
@@ -299,9 +301,6 @@ def test_peers_with_a_leading_empty_frame_are_answered_in_their_framing(
 
 def test_embedded_broker_serves_over_inproc_and_leaves_the_callers_context_open() -> None:
     """``Broker(context=...)`` runs inside the caller's process; ``serve_ready`` handles one poll's worth."""
-    from broker.broker import Broker
-    from broker.config import BrokerConfig
-
     context: zmq.Context[Any] = zmq.Context()
     try:
         broker = Broker(BrokerConfig(frontend="inproc://front", backend="inproc://back"), context=context)
