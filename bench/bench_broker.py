@@ -378,12 +378,12 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
             "Throughput (requests/s, median of rounds; N clients and N echo workers)",
             ["N", "in flight per client", *systems, "our broker / proxy", "our broker's CPU us/request"],
         )
-        worst = None
+        worst: dict[int, float] = {}
         for window in windows:
             for n in counts:
                 medians = {name: statistics.median(rates[(name, n, window)]) for name in systems}
                 ratio = medians["our broker"] / medians["C proxy"]
-                worst = ratio if worst is None else min(worst, ratio)
+                worst[window] = min(worst.get(window, ratio), ratio)
                 cpu_us = statistics.median(cpu_per_request[(n, window)]) * 1e6
                 rate_cells = [fmt(medians[name], 0) for name in systems]
                 throughput.add(n, window, *rate_cells, f"{ratio:.0%}", f">= {cpu_us:.0f}")
@@ -391,16 +391,22 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
             f"Median of {rounds} rounds, systems alternating; in each, every client is its own process "
             f"counting replies for {seconds} s after a warm-up. The C proxy's workers are DEALERs that echo "
             "the whole message, ours are MDP/0.2 workers (bench/peers.py); an MDP worker holds one request "
-            "at a time (RFC 18), a DEALER behind the proxy is sent the next ones before it answers. "
+            "at a time (RFC 18), a DEALER behind the proxy is sent the next ones before it answers: "
+            "after each FINAL an MDP worker waits one round trip to the broker for its next REQUEST (about "
+            f"the direct path's {latency[('direct', small)].median:.0f} us above plus the broker's Python), "
+            "so one MDP worker serves at most about 1 / that per second however many requests wait. "
             "Clients, workers and broker share the machine's cores. CPU us/request: the broker process's "
             "CPU time during the run divided by the requests it could have served then (a lower bound); "
             "1 / that is its rate with a core of its own."
         )
         result.tables.append(throughput)
-        if worst is not None:
+        for window, ratio in worst.items():
             result.targets.append(
                 Target(
-                    "broker: throughput vs libzmq C proxy (worst row)", f"{worst:.0%}", ">= 50%", worst >= 0.5
+                    f"broker: throughput vs libzmq C proxy, {window} in flight per client (worst N)",
+                    f"{ratio:.0%}",
+                    ">= 50%",
+                    ratio >= 0.5,
                 )
             )
     return result

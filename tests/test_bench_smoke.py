@@ -39,6 +39,8 @@ def test_broker_quick_mode_measures_every_path() -> None:
     assert all(float(cell.split()[0]) > 0 for cell in cost_row[:2])
     assert all(float(cell.replace(",", "")) > 0 for row in throughput.rows for cell in row[2:-2])
     assert all(row[-1].startswith(">= ") and float(row[-1][3:]) > 0 for row in throughput.rows)  # CPU us
+    throughput_claims = [t.claim for t in result.targets if "throughput" in t.claim]
+    assert throughput_claims == ["broker: throughput vs libzmq C proxy, 1 in flight per client (worst N)"]
 
 
 def test_table_refuses_a_row_of_the_wrong_width() -> None:
