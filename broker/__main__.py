@@ -23,6 +23,7 @@ from broker.broker import Broker
 from broker.config import BrokerConfig
 from protocol import cli
 from protocol.errors import SecurityError
+from protocol.memory import reuse_freed_memory
 
 LOG_FORMAT = "%(asctime)s broker %(levelname)s %(message)s"
 
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             log.info("binding %s with CurveZMQ: encrypted, authorised keys only", endpoint)
+    reuse_freed_memory()
     try:
         broker = Broker(config)
     except SecurityError as e:
