@@ -37,6 +37,7 @@ from bench.common import (
     base_parser,
     fmt,
     free_endpoint,
+    minor_faults,
     start_broker,
     start_peer,
     wait_for_workers,
@@ -69,11 +70,13 @@ def _round_trips(sock: zmq.Socket[Any], frames: list[Any], count: int) -> list[f
 
 
 def measure_latency(
-    endpoints: dict[str, str], service: str, samples: int, blocks: int
-) -> tuple[dict[tuple[str, str], Stats], dict[tuple[str, str], list[float]]]:
+    endpoints: dict[str, str], service: str, samples: int, blocks: int, pids: dict[str, int] | None = None
+) -> tuple[dict[tuple[str, str], Stats], dict[tuple[str, str], list[float]], dict[tuple[str, str], float]]:
     """Round-trip latency (microseconds) per (path, size), paths measured in blocks in rotating order.
 
-    Returns the statistics of all round trips and the median of each block.
+    Returns the statistics of all round trips, the median of each block, and
+    for each path in ``pids`` (path -> the pid of the process serving it)
+    that process's minor page faults per timed round trip (Linux; else none).
     """
     context = zmq.Context()
     socks = {}
@@ -84,6 +87,8 @@ def measure_latency(
         socks[path] = sock
     results: dict[tuple[str, str], Stats] = {}
     block_medians: dict[tuple[str, str], list[float]] = {}
+    faults: dict[tuple[str, str], float] = {}
+    pids = pids or {}
     try:
         for size_name, size in SIZES:
             frames = _frames(service, size)
@@ -95,14 +100,20 @@ def measure_latency(
             for block in range(blocks):  # each path leads in turn: no path always follows another
                 shift = block % len(order)
                 for path in order[shift:] + order[:shift]:
+                    before = minor_faults(pids[path]) if path in pids else None
                     times = _round_trips(socks[path], frames, max(1, count // blocks))
+                    after = minor_faults(pids[path]) if path in pids else None
                     block_medians.setdefault((path, size_name), []).append(statistics.median(times) * 1e6)
                     collected[path] += times
+                    if before is not None and after is not None:
+                        faults[(path, size_name)] = faults.get((path, size_name), 0.0) + after - before
             for path, values in collected.items():
                 results[(path, size_name)] = Stats.of(values).scaled(1e6)
+                if (path, size_name) in faults:
+                    faults[(path, size_name)] /= len(values)
     finally:
         context.destroy(linger=0)
-    return results, block_medians
+    return results, block_medians, faults
 
 
 def measure_python_cost(rounds: int, count: int) -> dict[str, Stats]:
@@ -244,11 +255,9 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
     rounds = 1 if quick else 3
     with Processes() as procs:
         ours = start_broker(procs)
-        brokers = {"our broker": ours[:2]}
+        brokers = {"our broker": ours}
         if compare_tree is not None:
-            brokers[f"broker of {compare_tree.name}"] = start_broker(procs, "broker-compare", compare_tree)[
-                :2
-            ]
+            brokers[f"broker of {compare_tree.name}"] = start_broker(procs, "broker-compare", compare_tree)
         broker_process = psutil.Process(ours[2].pid)
         direct = free_endpoint()
         started = [start_peer(procs, "router-echo", "--bind", direct, name="router-echo")]
@@ -265,7 +274,7 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
                 started.append(
                     start_peer(procs, "dealer-echo", "--connect", proxy_back, name=f"dealer{n}-{i}")
                 )
-                for b, (_, backend) in enumerate(brokers.values()):
+                for b, (_, backend, _) in enumerate(brokers.values()):
                     started.append(
                         start_peer(
                             procs,
@@ -279,14 +288,15 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
                     )
         for proc in started:
             procs.wait_for_log(proc, "ready", 60)
-        for frontend, _ in brokers.values():
+        for frontend, _, _ in brokers.values():
             for n in counts:
                 wait_for_workers(frontend, f"echo{n}", n)
         time.sleep(0.5)  # let the proxies' DEALERs finish connecting to their echo workers
 
         paths = {"direct": direct, "C proxy": proxies[1]}
-        paths.update({name: frontend for name, (frontend, _) in brokers.items()})
-        latency, block_medians = measure_latency(paths, "echo1", samples, blocks)
+        paths.update({name: frontend for name, (frontend, _, _) in brokers.items()})
+        broker_pids = {name: proc.pid for name, (_, _, proc) in brokers.items()}
+        latency, block_medians, faults = measure_latency(paths, "echo1", samples, blocks, broker_pids)
         table = Table(
             "Round-trip latency, one request at a time (microseconds: median [p10-p90])",
             [
@@ -295,6 +305,7 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
                 "our broker adds (median)",
                 "of which over the C proxy",
                 "adds, block by block (min-max)",
+                *(f"page faults per round trip, {name}" for name in brokers),
             ],
         )
         for size_name, _ in SIZES:
@@ -315,6 +326,7 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
                 f"{added:+.0f}",
                 f"{over_proxy:+.0f}",
                 f"{min(by_block):+.0f} to {max(by_block):+.0f}",
+                *(fmt(faults.get((name, size_name)), 1) for name in brokers),
             )
         table.note = (
             f"{latency[('direct', SIZES[0][0])].n} round trips per path and size (fewer for 1 MiB), "
@@ -323,7 +335,9 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
             "DEALER echo worker, broker = python -m broker with an MDP echo worker (bench/peers.py). "
             "Any broker adds a second network hop each way; the C proxy's numbers show what that hop costs "
             "here without any Python. Block by block: our broker's median minus direct's in each block, "
-            "how far the added latency moves within one run on this machine."
+            "how far the added latency moves within one run on this machine. Page faults: minor faults of "
+            "a broker's process during its timed round trips (the kernel handing it fresh zeroed pages); "
+            "256 per round trip would be a whole 1 MiB buffer each time."
         )
         result.tables.append(table)
         small = SIZES[0][0]
@@ -359,7 +373,8 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
             )
         )
 
-        systems = {"C proxy": proxies, **{name: {n: fe for n in counts} for name, (fe, _) in brokers.items()}}
+        systems = {"C proxy": proxies}
+        systems.update({name: {n: fe for n in counts} for name, (fe, _, _) in brokers.items()})
         rates: dict[tuple[str, int, int], list[float]] = {}
         cpu_per_request: dict[tuple[int, int], list[float]] = {}
         for _ in range(rounds):

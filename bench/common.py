@@ -423,6 +423,16 @@ def ensure_checkpoint(model: str = MODEL) -> Path:
     return path
 
 
+def minor_faults(pid: int) -> int | None:
+    """Minor page faults of process ``pid`` so far (Linux's /proc; None elsewhere or once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+    except OSError:
+        return None
+    return int(fields[7])  # minflt, field 10 of proc(5)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process ``pid``."""
     import psutil
