@@ -165,7 +165,7 @@ class Broker:
         self._stop_requested = True
 
     def run(self) -> None:
-        """Serve until ``stop()``: poll, handle one message per socket, run the timers."""
+        """Serve until ``stop()``: poll, handle what waits (workers first), run the timers."""
         now = self._clock()
         next_heartbeat_s = now + self.config.heartbeat_interval_s
         next_stats_s = now + self.config.stats_interval_s
