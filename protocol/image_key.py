@@ -4,15 +4,21 @@
 A key names exactly one prepared model input: the raw pixels (bytes, dtype,
 shape), how they are turned into the model's uint8 RGB (contrast limits),
 and the model. Two requests with the same key produce the same embedding.
+
+The hash is BLAKE3 (cryptographic, so nobody can make another image's key
+and poison a worker's cache; see protocol/README.md), truncated to 128
+bits. The client hashes the slice on every prompt: BLAKE3 does a 1024²
+RGB slice in about 0.3 ms where BLAKE2b took 2.2 ms (bench/RESULTS.md,
+"Image key").
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 
 import numpy as np
+from blake3 import blake3
 
 
 def image_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model: str) -> str:
@@ -25,10 +31,10 @@ def image_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model:
         model: service/model name, e.g. ``"sam2.1_hiera_tiny"``.
 
     Returns:
-        ``"img-"`` followed by 32 hex digits (BLAKE2b-128).
+        ``"img-"`` followed by 32 hex digits (BLAKE3, 128 bits).
     """
     array = np.ascontiguousarray(image)
-    digest = hashlib.blake2b(digest_size=16)
+    digest = blake3()
     prep = {
         "dtype": array.dtype.name,
         "shape": list(array.shape),
@@ -37,4 +43,4 @@ def image_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model:
     }
     digest.update(json.dumps(prep, sort_keys=True).encode())
     digest.update(array.reshape(-1).view(np.uint8).data)
-    return "img-" + digest.hexdigest()
+    return "img-" + digest.hexdigest(length=16)

@@ -10,6 +10,7 @@ import blosc2
 import numpy as np
 import pytest
 import zmq
+from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -229,3 +230,13 @@ def test_image_key_changes_with_pixels_preparation_and_model() -> None:
         image_key(image.astype(np.int32), (0, 100), "m"),
     }
     assert len(keys) == 5
+
+
+def test_image_key_is_blake3_of_the_documented_bytes() -> None:
+    image = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    prep = b'{"contrast_limits": [0.0, 100.0], "dtype": "uint16", "model": "m", "shape": [8, 8]}'
+    expected = "img-" + blake3(prep + image.tobytes()).hexdigest(length=16)
+    assert image_key(image, (0, 100), "m") == expected
+    strided = np.zeros((16, 16), np.uint16)
+    strided[::2, ::2] = image  # a view with strides hashes as its C-order pixels
+    assert image_key(strided[::2, ::2], (0, 100), "m") == expected
