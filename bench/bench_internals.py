@@ -13,6 +13,9 @@
   a JSON decoder on every call, against ``protocol.codec``'s one prebuilt
   decoder, on the headers of a point prompt and of an echo; the broker peeks
   at every request's header, the worker parses it.
+* **Image key**: ``protocol.image_key`` with BLAKE2b (before) and BLAKE3
+  (after) on the slices a click sends: the client hashes the slice on every
+  prompt, the worker every image it receives.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -199,18 +203,71 @@ def header_parsing(rounds: int, calls: int) -> Table:
     )
     for name, frame in headers.items():
         assert before(frame) == codec.peek_header(frame)
-        samples: dict[str, list[float]] = {"before": [], "after": []}
-        for _ in range(rounds):
-            for way, parse in (("before", before), ("after", codec.peek_header)):
-                started = time.perf_counter()
-                for _ in range(calls):
-                    parse(frame)
-                samples[way].append((time.perf_counter() - started) / calls * 1e6)
-        cells = [Stats.of(samples[way]) for way in ("before", "after")]
-        table.add(name, len(frame), *(f"{c.median:.2f} [{c.p10:.2f}-{c.p90:.2f}]" for c in cells))
+        cells = _alternating([partial(before, frame), partial(codec.peek_header, frame)], rounds, calls)
+        table.add(name, len(frame), *(fmt_range(c.scaled(1e6)) for c in cells))
     table.note = (
         f"{calls} calls per round, {rounds} rounds, the two ways alternating, in this process. Both give "
         "the same dict; the codec also decodes as UTF-8 only, as the protocol says."
+    )
+    return table
+
+
+def _alternating(ways: Sequence[Callable[[], Any]], rounds: int, calls: int) -> list[Stats]:
+    """Seconds per call of each way: ``rounds`` rounds of ``calls`` calls, the ways alternating."""
+    samples: list[list[float]] = [[] for _ in ways]
+    for _ in range(rounds):
+        for way, call in enumerate(ways):
+            started = time.perf_counter()
+            for _ in range(calls):
+                call()
+            samples[way].append((time.perf_counter() - started) / calls)
+    return [Stats.of(values) for values in samples]
+
+
+def _blake2b_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model: str) -> str:
+    """``protocol.image_key`` as it was before BLAKE3 (the "before" of the Image key table)."""
+    import hashlib
+
+    array = np.ascontiguousarray(image)
+    digest = hashlib.blake2b(digest_size=16)
+    prep = {
+        "dtype": array.dtype.name,
+        "shape": list(array.shape),
+        "contrast_limits": None if contrast_limits is None else [float(v) for v in contrast_limits],
+        "model": model,
+    }
+    digest.update(json.dumps(prep, sort_keys=True).encode())
+    digest.update(array.reshape(-1).view(np.uint8).data)
+    return "img-" + digest.hexdigest()
+
+
+def image_keys(rounds: int, calls: int, sizes: Sequence[int]) -> Table:
+    """Milliseconds per image key: BLAKE2b (before) vs BLAKE3 (after), on RGB uint8 and grey uint16 slices."""
+    from protocol.image_key import image_key
+
+    rng = np.random.default_rng(0)
+    table = Table(
+        "Image key: ms per slice (median [p10-p90] of rounds)",
+        ["slice", "MiB", "BLAKE2b (before)", "BLAKE3 (after)", "after / before"],
+    )
+    for size in sizes:
+        for name, image in (
+            (f"RGB uint8 {size}²", rng.integers(0, 256, (size, size, 3), dtype=np.uint8)),
+            (f"grey uint16 {size}²", rng.integers(0, 65536, (size, size), dtype=np.uint16)),
+        ):
+            limits = None if image.dtype == np.uint8 else (100.0, 60000.0)
+            ways = [partial(_blake2b_key, image, limits, MODEL), partial(image_key, image, limits, MODEL)]
+            cells = _alternating(ways, rounds, calls)
+            table.add(
+                name,
+                f"{image.nbytes / MIB:.0f}",
+                *(fmt_range(c.scaled(1e3)) for c in cells),
+                f"{cells[1].median / cells[0].median:.2f}",
+            )
+    table.note = (
+        f"{calls} calls per round, {rounds} rounds, the two ways alternating, in this process, one thread "
+        "each. Both hash the same bytes (the preparation's JSON, then the pixels); BLAKE3 keeps a "
+        "cryptographic hash, so a key still cannot be forged to poison a worker's cache."
     )
     return table
 
@@ -221,6 +278,8 @@ def run(quick: bool = False) -> BenchResult:
     result.tables.append(best_mask_only(512 if quick else 1024, 6 if quick else 30))
     result.tables.append(heap_trimming(3 if quick else 8, 256, 64.0))
     result.tables.append(header_parsing(5 if quick else 15, 2000 if quick else 20000))
+    sizes = (512,) if quick else (1024, 2048)
+    result.tables.append(image_keys(3 if quick else 11, 5 if quick else 20, sizes))
     return result
 
 
