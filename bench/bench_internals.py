@@ -228,16 +228,10 @@ def _blake2b_key(image: np.ndarray, contrast_limits: Sequence[float] | None, mod
     """``protocol.image_key`` as it was before BLAKE3 (the "before" of the Image key table)."""
     import hashlib
 
-    array = np.ascontiguousarray(image)
+    from protocol.image_key import hash_image_into
+
     digest = hashlib.blake2b(digest_size=16)
-    prep = {
-        "dtype": array.dtype.name,
-        "shape": list(array.shape),
-        "contrast_limits": None if contrast_limits is None else [float(v) for v in contrast_limits],
-        "model": model,
-    }
-    digest.update(json.dumps(prep, sort_keys=True).encode())
-    digest.update(array.reshape(-1).view(np.uint8).data)
+    hash_image_into(digest, image, contrast_limits, model)
     return "img-" + digest.hexdigest()
 
 

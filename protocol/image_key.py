@@ -16,9 +16,31 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 from blake3 import blake3
+
+
+class _Digest(Protocol):
+    """A hash object: hashlib's or blake3's."""
+
+    def update(self, data: bytes | memoryview, /) -> object: ...
+
+
+def hash_image_into(
+    digest: _Digest, image: np.ndarray, contrast_limits: Sequence[float] | None, model: str
+) -> None:
+    """Feed ``digest`` the bytes a key names: the preparation as sorted JSON, then the pixels in C order."""
+    array = np.ascontiguousarray(image)
+    prep = {
+        "dtype": array.dtype.name,
+        "shape": list(array.shape),
+        "contrast_limits": None if contrast_limits is None else [float(v) for v in contrast_limits],
+        "model": model,
+    }
+    digest.update(json.dumps(prep, sort_keys=True).encode())
+    digest.update(array.reshape(-1).view(np.uint8).data)
 
 
 def image_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model: str) -> str:
@@ -33,14 +55,6 @@ def image_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model:
     Returns:
         ``"img-"`` followed by 32 hex digits (BLAKE3, 128 bits).
     """
-    array = np.ascontiguousarray(image)
     digest = blake3()
-    prep = {
-        "dtype": array.dtype.name,
-        "shape": list(array.shape),
-        "contrast_limits": None if contrast_limits is None else [float(v) for v in contrast_limits],
-        "model": model,
-    }
-    digest.update(json.dumps(prep, sort_keys=True).encode())
-    digest.update(array.reshape(-1).view(np.uint8).data)
+    hash_image_into(digest, image, contrast_limits, model)
     return "img-" + digest.hexdigest(length=16)
