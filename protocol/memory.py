@@ -16,22 +16,29 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, cast
 
-log = logging.getLogger(__name__)
+
+def _load_libc() -> ctypes.CDLL | None:
+    """The C library on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def _glibc_function(name: str, argtypes: list[Any]) -> Callable[..., int] | None:
     """The C library's ``name`` with its argument types set, or None (macOS, Windows, musl without it)."""
-    if not sys.platform.startswith("linux"):
-        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        function = getattr(libc, name)
-    except (OSError, AttributeError):
+        function = getattr(_LIBC, name)
+    except AttributeError:  # no C library loaded, or it lacks the function
         return None
     function.argtypes = argtypes
     function.restype = ctypes.c_int
