@@ -4,8 +4,10 @@ Binds loopback by default; binding an address other machines can reach
 logs a warning unless CurveZMQ is on (``--curve-dir``, keys from
 ``scripts/curve_keys.py``). SIGINT/SIGTERM: DISCONNECT to every worker,
 close the sockets, exit 0. Logs ``broker ready frontend=... backend=...``
-once both sockets are bound. Exit codes: 0 after a signal, 1 when a socket
-cannot bind, 2 for bad settings or unusable CURVE keys.
+once both sockets are bound. ``--parent-pid PID``: stop the same way once
+that process is gone (an embedded broker never outlives its napari). Exit
+codes: 0 after a signal, 1 when a socket cannot bind, 2 for bad settings or
+unusable CURVE keys.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from broker.config import BrokerConfig
 from protocol import cli
 from protocol.errors import SecurityError
 from protocol.memory import reuse_freed_memory
+from protocol.parent import watch_parent
 
 LOG_FORMAT = "%(asctime)s broker %(levelname)s %(message)s"
 
@@ -90,6 +93,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="CurveZMQ on both sockets with the keys in this directory (made by scripts/curve_keys.py): "
         "encrypted, and only keys in authorized_clients/ and authorized_workers/ get in",
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="stop (as on SIGTERM) within about a second once this process is gone "
+        "(the napari plugin and start_all.sh pass their own pid)",
+    )
     return parser.parse_args(argv)
 
 
@@ -103,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     log = logging.getLogger("broker")
+    watch_parent(args.parent_pid)
     try:
         config = BrokerConfig(
             frontend=args.frontend,

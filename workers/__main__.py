@@ -10,6 +10,9 @@ keypair and the broker's public key (``scripts/curve_keys.py`` makes them)::
     python -m workers --connect tcp://broker-host:5556 \
         --curve-key curve/workers/gpu1.key_secret --curve-server-key curve/broker.key
 
+``--parent-pid PID``: stop as on SIGTERM once that process is gone (an
+embedded worker never outlives its napari).
+
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
 line, a missing or unusable checkpoint or CURVE key, or an unavailable device.
 """
@@ -31,6 +34,7 @@ from protocol import cli
 from protocol.cli import non_negative_float, positive_float, positive_int
 from protocol.codec import Limits
 from protocol.errors import SecurityError
+from protocol.parent import watch_parent
 from protocol.security import CurveClientKeys, is_loopback_endpoint
 from workers.models import MODELS, CheckpointError, get_spec
 
@@ -144,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rfc: frames exactly as RFC 18 writes them; delimited: an empty frame before every command, "
         "for brokers built on the reference libmdp or majortomo",
     )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="stop (as on SIGTERM) within about a second once this process is gone "
+        "(the napari plugin and start_all.sh pass their own pid)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
     return parser
@@ -177,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until SIGTERM/SIGINT; return the process exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    watch_parent(args.parent_pid)  # before loading the model: a parent may die meanwhile
     spec = get_spec(args.model)
     curve: CurveClientKeys | None = None
     if (args.curve_key is None) != (args.curve_server_key is None):
