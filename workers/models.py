@@ -20,11 +20,10 @@ from typing import Any
 
 import torch
 
+from protocol import checkpoints
+
 log = logging.getLogger(__name__)
 
-CHECKPOINT_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT_DIR = REPO_ROOT / "checkpoints"
 RANDOM_WEIGHTS_SEED = 0
 
 
@@ -45,12 +44,13 @@ class ModelSpec:
     @property
     def url(self) -> str:
         """Official download URL of the checkpoint."""
-        return f"{CHECKPOINT_BASE_URL}/{self.checkpoint_file}"
+        return checkpoints.BASE_URL + self.checkpoint_file
 
     @property
     def default_checkpoint_path(self) -> Path:
-        """``<repo>/checkpoints/<checkpoint_file>``, where ``checkpoints/download.sh`` puts it."""
-        return DEFAULT_CHECKPOINT_DIR / self.checkpoint_file
+        """``<checkpoint dir>/<checkpoint_file>`` (``protocol.checkpoints.checkpoint_dir``:
+        ``$SAM2_CHECKPOINT_DIR``, the repository's ``checkpoints/``, or a per-user cache)."""
+        return checkpoints.checkpoint_dir() / self.checkpoint_file
 
 
 def _spec(name: str, suffix: str) -> ModelSpec:
@@ -88,8 +88,11 @@ def get_spec(name: str) -> ModelSpec:
 
 def how_to_get(spec: ModelSpec, path: Path) -> str:
     """Human instructions for obtaining the checkpoint of ``spec`` at ``path``."""
+    command = checkpoints.download_command(spec.name)
+    if checkpoints.source_checkout() is not None:
+        command = f"checkpoints/download.sh {spec.name}"
     return (
-        f"Get it with `checkpoints/download.sh {spec.name}`, or download {spec.url} to {path}, "
+        f"Get it with `{command}`, or download {spec.url} to {path}, "
         f"or pass --checkpoint PATH. For tests only, --random-weights runs without a checkpoint "
         f"(masks are then meaningless)."
     )
