@@ -3,9 +3,11 @@
 ``write_labels("cells.tif", ...)`` writes three files, each atomically (a
 temporary file in the same folder, then ``os.replace``):
 
-* ``cells.tif``: the labels, nD kept, smallest unsigned dtype that holds
-  them; the names, scale and translate are also in its (tifffile "shaped")
-  JSON description;
+* ``cells.tif``: the labels as an ImageJ/Fiji hyperstack (:mod:`plugin.formats.imagej`:
+  calibration, origin, names in Info and Properties; uint8, uint16, or float32
+  for ids above 65535) when ImageJ can hold them, else a plain TIFF in the
+  smallest unsigned dtype with the names, scale and translate in its
+  (tifffile "shaped") JSON description;
 * ``cells.names.json``: ``{"label_names": {"1": "cell nucleus"}, "scale": [...],
   "translate": [...]}``;
 * ``cells.names.csv``: ``id,name,pixel_count`` for every label present or named.
@@ -20,35 +22,22 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
+from plugin.formats.atomic import atomic_file
+from plugin.formats.geometry import Geometry
+from plugin.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
+from plugin.formats.labels_file import LabelsFile
 from plugin.label_names import METADATA_KEY, clean_name, names_from_metadata
 
 FORMAT = "napari-sam2-broker labels v1"
 TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class LabelsFile:
-    """What a saved labels file holds.
-
-    Attributes:
-        data: nD integer labels.
-        names: ``{label_id: name}``.
-        scale, translate: per-axis world transform (None when unknown).
-    """
-
-    data: np.ndarray = field(repr=False)
-    names: dict[int, str]
-    scale: tuple[float, ...] | None = None
-    translate: tuple[float, ...] | None = None
+__all__ = ["LabelsFile", "is_labels_file", "read_labels", "write_labels"]
 
 
 def tiff_path(path: str | os.PathLike[str]) -> Path:
@@ -101,14 +90,8 @@ def names_csv_text(names: Mapping[int, str], counts: Mapping[int, int]) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        write(tmp)
 
 
 def write_labels(
@@ -117,6 +100,8 @@ def write_labels(
     names: Mapping[int, str],
     scale: Sequence[float] | None = None,
     translate: Sequence[float] | None = None,
+    units: Sequence[Any] | None = None,
+    axis_labels: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write labels + names (TIFF, JSON, CSV); return the three paths written.
 
@@ -125,6 +110,8 @@ def write_labels(
         data: nD integer labels (any array-like; read once).
         names: ``{label_id: name}``.
         scale, translate: the layer's world transform, stored for reopening.
+        units, axis_labels: the layer's ``units`` and ``axis_labels`` (napari >= 0.5), for the
+            calibration Fiji shows; unknown units stay unknown (pixels).
     """
     array = compact_dtype(np.asarray(data))
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
@@ -134,13 +121,18 @@ def write_labels(
         "scale": None if scale is None else [float(s) for s in scale],
         "translate": None if translate is None else [float(t) for t in translate],
     }
+    geometry = _geometry(array.ndim, scale, translate, units, axis_labels)
+    if geometry is not None:
+        meta["axes"] = geometry.axes
+        meta["units"] = list(geometry.units)
     tif = tiff_path(path)
     json_path, csv_path = sidecar_paths(tif)
     tif.parent.mkdir(parents=True, exist_ok=True)
     csv_text = names_csv_text(clean, pixel_counts(array))
 
     def write_tiff(tmp: Path) -> None:
-        tifffile.imwrite(tmp, array, metadata=meta, compression="zlib")
+        if geometry is None or not write_imagej(tmp, array, clean, geometry, meta):
+            tifffile.imwrite(tmp, array, metadata=meta, compression="zlib")
 
     _atomic_write(tif, write_tiff)
     _atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8"))
@@ -148,10 +140,30 @@ def write_labels(
     return [tif, json_path, csv_path]
 
 
+def _geometry(
+    ndim: int,
+    scale: Sequence[float] | None,
+    translate: Sequence[float] | None,
+    units: Sequence[Any] | None,
+    axis_labels: Sequence[str] | None,
+) -> Geometry | None:
+    """The labels' geometry, None when it has no NGFF/ImageJ form (1D, more than 5D, bad scale)."""
+    try:
+        return Geometry.from_layer(ndim, scale, translate, units, axis_labels)
+    except ValueError:
+        return None
+
+
 def _tiff_meta(tif: tifffile.TiffFile) -> dict[str, Any]:
     shaped = tif.shaped_metadata or ()
     meta = shaped[0] if shaped else {}
     return dict(meta) if isinstance(meta, dict) and meta.get("format") == FORMAT else {}
+
+
+def _is_ours(tif: tifffile.TiffFile) -> bool:
+    """Whether the TIFF carries our facts (ImageJ property or shaped JSON description)."""
+    properties = (tif.imagej_metadata or {}).get("Properties")
+    return (isinstance(properties, dict) and PROPERTIES_KEY in properties) or bool(_tiff_meta(tif))
 
 
 def is_labels_file(path: str | os.PathLike[str]) -> bool:
@@ -165,7 +177,7 @@ def is_labels_file(path: str | os.PathLike[str]) -> bool:
         return True
     try:
         with tifffile.TiffFile(p) as tif:
-            return bool(_tiff_meta(tif))
+            return _is_ours(tif)
     except (OSError, tifffile.TiffFileError):
         return False
 
@@ -186,6 +198,12 @@ def _tuple(value: Any) -> tuple[float, ...] | None:
     return None
 
 
+def _units(value: Any) -> tuple[str | None, ...] | None:
+    if isinstance(value, list) and all(v is None or isinstance(v, str) for v in value):
+        return tuple(value)
+    return None
+
+
 def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
     """Read a labels file written by :func:`write_labels` (TIFF or its names JSON)."""
     p = Path(path)
@@ -195,8 +213,12 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
             raise FileNotFoundError(f"no TIFF next to {p}")
         p = found
     with tifffile.TiffFile(p) as tif:
-        data = tif.asarray()
-        meta = _tiff_meta(tif)
+        from_imagej = read_imagej(tif)
+        if from_imagej is not None:
+            data, meta = from_imagej
+        else:
+            data, meta = tif.asarray(), _tiff_meta(tif)
+    data = compact_dtype(data)
     json_path = sidecar_paths(p)[0]
     if json_path.is_file():
         try:
@@ -206,8 +228,13 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
         except ValueError:
             pass
     scale, translate = _tuple(meta.get("scale")), _tuple(meta.get("translate"))
+    units, axes = _units(meta.get("units")), meta.get("axes")
     if scale is not None and len(scale) != data.ndim:
         scale = None
     if translate is not None and len(translate) != data.ndim:
         translate = None
-    return LabelsFile(data, names_from_metadata(meta), scale, translate)
+    if units is not None and len(units) != data.ndim:
+        units = None
+    if not isinstance(axes, str) or len(axes) != data.ndim:
+        axes = None
+    return LabelsFile(data, names_from_metadata(meta), scale, translate, units, axes)
