@@ -18,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from protocol.wire_image import to_wire_dtype
+
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 OUTPUT_SUFFIX = "_labels.tif"
-# The wire's dtypes (protocol/README.md); others are converted on reading.
-WIRE_DTYPES = frozenset({"bool", "uint8", "uint16", "int16", "int32", "uint32", "float32"})
-PERCENTILES = (1.0, 99.0)
-PERCENTILE_SAMPLE = 1 << 22
 
 
 class UsageError(Exception):
@@ -113,14 +111,11 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
 
 
 def _to_wire_dtype(array: np.ndarray) -> np.ndarray:
-    """The pixels in a dtype the wire carries (int8 -> int16, 64-bit and float16 -> float32)."""
-    if array.dtype.name in WIRE_DTYPES:
-        return array
-    if array.dtype == np.int8:
-        return array.astype(np.int16)
-    if array.dtype.kind in "uif":
-        return array.astype(np.float32)
-    raise ReadError(f"pixel type {array.dtype} is not supported")
+    """The pixels in a dtype the wire carries (:func:`protocol.wire_image.to_wire_dtype`)."""
+    try:
+        return to_wire_dtype(array)
+    except ValueError as e:
+        raise ReadError(str(e)) from e
 
 
 def read_image(path: Path) -> InputImage:
@@ -153,21 +148,3 @@ def read_image(path: Path) -> InputImage:
     stack_shape = tuple(int(s) for s in data.shape[:-spatial])
     slices = data.reshape(math.prod(stack_shape), *data.shape[-spatial:])
     return InputImage(np.ascontiguousarray(slices), stack_shape)
-
-
-def stack_contrast_limits(slices: np.ndarray) -> tuple[float, float] | None:
-    """The 1st and 99th percentiles of all slices of a stack, so that every slice is scaled alike.
-
-    None for uint8 and bool (sent as they are), for stacks without finite
-    values and for flat stacks (the worker then scales each slice itself).
-    """
-    if slices.dtype in (np.uint8, np.bool_):
-        return None
-    flat = slices.reshape(-1)
-    sample = flat[:: max(1, flat.size // PERCENTILE_SAMPLE)]
-    if sample.dtype.kind == "f":
-        sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return None
-    low, high = (float(v) for v in np.percentile(sample, PERCENTILES))
-    return (low, high) if low < high else None

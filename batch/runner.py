@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batch.inputs import InputImage, ReadError, output_names, read_image, stack_contrast_limits
+from batch.inputs import InputImage, ReadError, output_names, read_image
 from batch.outputs import (
     STATUS_ERROR,
     STATUS_OK,
@@ -34,7 +34,9 @@ from batch.outputs import (
     write_summary,
 )
 from protocol.client import DEFAULT_FRONTEND, ClientConfig, SamClient
-from protocol.errors import ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.errors import AnswerError, ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.ops import auto
+from protocol.wire_image import WireImage, stack_contrast_limits
 
 log = logging.getLogger(__name__)
 
@@ -294,16 +296,10 @@ class BatchRunner:
 
     def _segment(self, job: _FileJob, index: int) -> _SliceOutcome:
         """Run ``auto`` on slice ``index`` of ``job`` (in a pool thread)."""
-        pixels = job.image.slices[index]
+        image = WireImage(job.image.slices[index], job.contrast_limits)
         started = time.perf_counter()
         try:
-            reply = self._clients.get().call(
-                "auto",
-                self.settings.auto_params(),
-                image=pixels,
-                contrast_limits=job.contrast_limits,
-                cancel=self._cancel,
-            )
+            answer = auto(self._clients.get(), image, self.settings.auto_params(), cancel=self._cancel)
         except RemoteError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, str(e), e.request_id or "")
         except Superseded as e:
@@ -311,15 +307,13 @@ class BatchRunner:
         except ClientError as e:
             elapsed = time.perf_counter() - started
             return _SliceOutcome(None, 0, elapsed, f"{type(e).__name__}: {e}", e.request_id or "")
+        except AnswerError as e:
+            elapsed = time.perf_counter() - started
+            return _SliceOutcome(None, 0, elapsed, f"bad labels in the reply: {e}", e.request_id or "")
         except ProtocolError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, f"{type(e).__name__}: {e}", "")
         seconds = time.perf_counter() - started
-        labels = reply.arrays.get("labels")
-        if labels is None or labels.dtype != np.uint32 or labels.shape != pixels.shape[:2]:
-            got = "none" if labels is None else f"{labels.dtype} {list(labels.shape)}"
-            return _SliceOutcome(None, 0, seconds, f"bad labels in the reply: {got}", reply.request_id)
-        objects = int(reply.header.get("result", {}).get("num_objects", int(labels.max(initial=0))))
-        return _SliceOutcome(labels, objects, seconds, "", reply.request_id)
+        return _SliceOutcome(answer.labels, answer.num_objects, seconds, "", answer.request_id)
 
     def _record(self, job: _FileJob, index: int, outcome: _SliceOutcome) -> None:
         slice_name = str(index) if job.image.is_stack else ""

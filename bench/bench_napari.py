@@ -25,9 +25,10 @@ def run(quick: bool = False) -> BenchResult:
     """Time each step of the plugin's per-click work on a large stack."""
     from bench.bench_codec import sam_like_mask
     from plugin.coords import plane_at
-    from plugin.image_slice import extract_slice, to_wire
+    from plugin.image_slice import extract_slice
     from plugin.label_ops import LabelMode, compute_edit
     from protocol.image_key import image_key
+    from protocol.wire_image import to_wire
 
     result = BenchResult("napari", "Client side: the plugin's per-click work on a large stack")
     depth, side = (4, 1024) if quick else (32, 2048)

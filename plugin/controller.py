@@ -33,7 +33,7 @@ import numpy as np
 from plugin.coords import OutsideImage, SlicePlane, plane_at
 from plugin.events_log import EventLog
 from plugin.history import REDO_KEYS, UNDO_KEYS, Histories
-from plugin.image_slice import extract_slice, to_wire
+from plugin.image_slice import wire_slice
 from plugin.label_ops import (
     LabelIdOverflow,
     LabelIdTracker,
@@ -62,9 +62,10 @@ from plugin.layers import (
     write_edit,
 )
 from plugin.prompts import Prompt, box_prompt, point_label, points_prompt
-from plugin.session import AutoAnswer, SegmentAnswer, Session, auto, partial_fraction, segment
+from plugin.session import Session
 from protocol.codec import Message
 from protocol.errors import RemoteError, RequestTimeout, Superseded
+from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
 
 if TYPE_CHECKING:
     import napari
@@ -443,8 +444,8 @@ class Controller:
         mask_input = obj.logits
 
         def job(client: Any) -> SegmentAnswer:
-            wire = to_wire(extract_slice(data, obj.plane, rgb), limits)
-            return segment(client, wire, prompt, mask_input)
+            wire = wire_slice(data, obj.plane, rgb, limits)
+            return segment(client, wire, prompt.points, prompt.point_labels, prompt.box, mask_input)
 
         def done(answer: SegmentAnswer) -> None:
             self._apply_segment(channel, obj, prompt, answer, mask_input is not None)
@@ -535,7 +536,7 @@ class Controller:
             self.dispatch(lambda: on_progress(fraction, f"AUTO-SEGMENT: {stage}…"))
 
         def job(client: Any) -> AutoAnswer:
-            wire = to_wire(extract_slice(data, plane, rgb), limits)
+            wire = wire_slice(data, plane, rgb, limits)
             return auto(
                 client,
                 wire,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from plugin.coords import SlicePlane, box_in_plane, inside, on_plane, pixel_in_plane
+from protocol.ops import segment_params
 
 POSITIVE = 1
 NEGATIVE = 0
@@ -52,15 +54,9 @@ class Prompt:
     def empty(self) -> bool:
         return not self.points and self.box is None
 
-    def params(self) -> dict[str, object]:
+    def params(self) -> dict[str, Any]:
         """Wire parameters of the ``segment`` op (points, point_labels, box)."""
-        out: dict[str, object] = {}
-        if self.points:
-            out["points"] = [[r, c] for r, c in self.points]
-            out["point_labels"] = list(self.point_labels)
-        if self.box is not None:
-            out["box"] = list(self.box)
-        return out
+        return segment_params(self.points, self.point_labels, self.box)
 
 
 def points_prompt(data_points: np.ndarray, labels: Sequence[int], plane: SlicePlane) -> Prompt:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWidget
 
 from plugin.qt_helpers import TaskProgress, button
-from plugin.session import DIRECTIONS
 from plugin.stack_jobs import PROPAGATE
+from protocol.ops import DIRECTIONS
 
 if TYPE_CHECKING:
     from plugin.controller import Controller

@@ -24,11 +24,11 @@ import numpy as np
 
 from plugin.coords import OutsideImage, SlicePlane
 from plugin.history import Step
-from plugin.image_slice import extract_slice, extract_stack, plane_on, stack_axis, stack_to_wire, to_wire
+from plugin.image_slice import plane_on, stack_axis, wire_slice, wire_stack
 from plugin.label_ops import compute_edit
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
-from plugin.session import AutoAnswer, PropagateAnswer, PropagatedSlice, auto, propagate
 from protocol.errors import Superseded
+from protocol.ops import AutoAnswer, PropagateAnswer, PropagatedSlice, auto, propagate
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -165,7 +165,7 @@ class StackJobs:
             on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")
 
         def job(client: Any) -> PropagateAnswer:
-            wire = stack_to_wire(extract_stack(data, plane, axis, rgb), limits)
+            wire = wire_stack(data, plane, axis, rgb, limits)
             return propagate(
                 client,
                 wire,
@@ -226,7 +226,7 @@ class StackJobs:
                     raise Superseded("AUTO-SEGMENT STACK was cancelled")
                 text = f"AUTO-SEGMENT STACK: segmenting slice {index + 1} of {total}…"
                 dispatch(lambda i=index, t=text: on_progress(i, total, t))  # type: ignore[misc]
-                wire = to_wire(extract_slice(data, plane_on(plane, axis, index), rgb), limits)
+                wire = wire_slice(data, plane_on(plane, axis, index), rgb, limits)
                 params = settings.params()
                 answer = auto(client, wire, params, cancel=run.cancel, timeout_s=settings.timeout_s)
                 dispatch(lambda i=index, a=answer: write(i, a))  # type: ignore[misc]

@@ -11,6 +11,19 @@ class ProtocolError(Exception):
     """A message that does not follow MDP/0.2 (RFC 18) framing."""
 
 
+class AnswerError(ProtocolError):
+    """A reply that decodes but does not answer the request (a mask of the wrong
+    shape, labels of the wrong dtype): checked by :mod:`protocol.ops`.
+
+    Attributes:
+        request_id: the id of the request it answers (for logs).
+    """
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
 class CodecError(ValueError):
     """A body (header + array frames) that fails validation or decoding."""
 

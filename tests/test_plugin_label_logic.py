@@ -24,6 +24,7 @@ from plugin.label_names import METADATA_KEY, names_from_metadata
 from plugin.label_ops import LabelMode, compute_edit
 from plugin.label_watch import LabelWatcher
 from plugin.layers import write_edit
+from protocol import wire_image
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -316,7 +317,7 @@ def test_stack_slices_match_single_slices_for_any_view() -> None:
     plane = coords.plane_at([2, 0, 0], rgb.shape[:-1], (1, 2))
     assert image_slice.extract_stack(rgb, plane, 0, rgb=True).shape == (3, 4, 5, 3)
     assert image_slice.stack_axis(coords.plane_at([0, 0], (4, 5), (0, 1))) is None
-    wire = image_slice.stack_to_wire(data[:, 0].astype(np.float64), (0, 100))
+    wire = wire_image.stack_to_wire(data[:, 0].astype(np.float64), (0, 100))
     assert wire.pixels.dtype == np.float32 and wire.contrast_limits == (0.0, 100.0) and wire.frames == 4
     assert wire.size == (6, 7)
 

@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from plugin import backend, coords, export, image_slice, label_names, label_ops, prompts
 from plugin.label_ops import LabelMode
+from protocol import wire_image
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -337,8 +338,8 @@ ANY_DTYPE = st.sampled_from(
     st.one_of(st.none(), st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3))),
 )
 def test_to_wire_gives_an_allowed_dtype_and_sane_limits(pixels: np.ndarray, limits) -> None:
-    wire = image_slice.to_wire(pixels, limits)
-    assert wire.pixels.dtype.name in image_slice.WIRE_DTYPES
+    wire = wire_image.to_wire(pixels, limits)
+    assert wire.pixels.dtype.name in wire_image.WIRE_DTYPES
     assert wire.pixels.shape == pixels.shape
     assert wire.pixels.flags.c_contiguous and wire.pixels.dtype.byteorder in "=|<"
     if wire.pixels.dtype == np.uint8:
@@ -355,13 +356,13 @@ def test_to_wire_gives_an_allowed_dtype_and_sane_limits(pixels: np.ndarray, limi
 
 def test_float64_becomes_float32_with_the_layer_limits() -> None:
     pixels = np.array([[0.0, 0.5], [np.nan, 2.0]])
-    wire = image_slice.to_wire(pixels, (0.0, 1.0))
+    wire = wire_image.to_wire(pixels, (0.0, 1.0))
     assert wire.pixels.dtype == np.float32
     assert wire.contrast_limits == (0.0, 1.0)
     assert wire.pixels[1, 0] == 0.0  # NaN -> low limit
-    assert image_slice.to_wire(np.ones((2, 2), bool), None).pixels.max() == 255
+    assert wire_image.to_wire(np.ones((2, 2), bool), None).pixels.max() == 255
     with pytest.raises(ValueError):
-        image_slice.to_wire(np.zeros((2, 2, 5), np.uint8), None)
+        wire_image.to_wire(np.zeros((2, 2, 5), np.uint8), None)
 
 
 # -- export ------------------------------------------------------------------------------

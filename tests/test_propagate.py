@@ -21,6 +21,7 @@ import torch
 from protocol.client import ClientConfig, SamClient
 from protocol.codec import Message
 from protocol.errors import RemoteError, Superseded
+from protocol.wire_image import stack_contrast_limits
 from tests.conftest import MODEL, Backend, ProcessSpawner, log_text, wait_until
 from workers.propagate import (
     StackFrames,
@@ -28,7 +29,6 @@ from workers.propagate import (
     check_stack,
     frame_order,
     init_inference_state,
-    stack_contrast_limits,
 )
 
 SIZE = 64

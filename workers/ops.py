@@ -34,6 +34,7 @@ import torch
 from protocol.codec import ALLOWED_DTYPES, STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Message
 from protocol.image_key import image_key
 from protocol.memory import release_free_memory
+from protocol.wire_image import stack_contrast_limits
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
@@ -47,7 +48,6 @@ from workers.propagate import (
     VideoPropagator,
     check_stack,
     frame_order,
-    stack_contrast_limits,
 )
 
 log = logging.getLogger(__name__)

@@ -45,8 +45,6 @@ DEFAULT_MAX_STACK_FRAMES = 512
 # sam2's load_video_frames defaults (ImageNet statistics), RGB order.
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
-# Pixels sampled to estimate a stack's percentiles (a strided subsample beyond this).
-PERCENTILE_SAMPLE = 1 << 22
 OBJECT_ID = 1
 
 
@@ -104,27 +102,6 @@ def frame_order(frames: int, frame_index: int, direction: str, max_frames: int |
     if direction in ("backward", "both"):
         order += list(range(frame_index - 1, max(frame_index - reach, 0) - 1, -1))
     return order
-
-
-def stack_contrast_limits(stack: np.ndarray) -> tuple[float, float] | None:
-    """The 1st and 99th percentiles of a whole stack, so that every slice is scaled alike.
-
-    Per-slice percentiles (what a single ``image`` gets) would make the
-    brightness jump between slices. ``None`` for uint8 and bool stacks
-    (used as they are), for stacks without finite values and for flat stacks
-    (``workers.prep`` then handles each slice). Large stacks are subsampled.
-    """
-    if stack.dtype in (np.uint8, np.bool_):
-        return None
-    flat = stack.reshape(-1)
-    step = max(1, flat.size // PERCENTILE_SAMPLE)
-    sample = flat[::step]
-    if sample.dtype.kind == "f":
-        sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return None
-    low, high = (float(v) for v in np.percentile(sample, (1.0, 99.0)))
-    return (low, high) if low < high else None
 
 
 class StackFrames:
