@@ -9,11 +9,16 @@ No Qt, no napari; blocking functions meant for a worker thread.
   users who have not started a server. The plugin never imports ``broker``
   or ``workers``; it only starts them.
 * :func:`find_checkpoint` / :func:`download_checkpoint` locate or fetch the
-  weights (``checkpoints/download.py``). Random weights are used only when
-  ``SAM2_RANDOM_WEIGHTS=1`` asks for them (tests).
+  weights (:mod:`protocol.checkpoints`: ``$SAM2_CHECKPOINT_DIR``, else the
+  repository's ``checkpoints/`` in a source checkout, else
+  ``~/.cache/napari-sam2-broker/checkpoints``). Random weights are used only
+  when ``SAM2_RANDOM_WEIGHTS=1`` asks for them (tests).
+* An embedded backend needs the ``worker`` extra (torch, sam2); without it
+  (:func:`local_backend_missing`) the plugin starts nothing and says so, and
+  still works with any broker.
 
 Environment: ``SAM2_BROKER_ADDRESS`` (default ``tcp://127.0.0.1:5555``),
-``SAM2_MODEL`` (default ``sam2.1_hiera_tiny``), ``SAM2_RANDOM_WEIGHTS=1``,
+``SAM2_MODEL`` (default ``sam2.1_hiera_tiny``), ``SAM2_CHECKPOINT_DIR``, ``SAM2_RANDOM_WEIGHTS=1``,
 ``SAM2_EMBEDDED=0`` (never start an embedded backend), ``SAM2_DEVICE``
 (embedded worker device, default ``auto``).
 """
@@ -35,13 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol import checkpoints
+from protocol.checkpoints import DEFAULT_MODEL
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import ClientError, ProtocolError
+from protocol.extras import worker_extra_missing
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
-DEFAULT_MODEL = "sam2.1_hiera_tiny"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DOWNLOAD_SCRIPT = REPO_ROOT / "checkpoints" / "download.py"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _TCP_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)$")
 
@@ -149,68 +154,48 @@ def choose_model(services: Mapping[str, Mapping[str, int]], wanted: str) -> str 
     return next((m for m, s in sorted(services.items()) if s.get("workers", 0) > 0), None)
 
 
-def find_checkpoint(model: str, timeout_s: float = 120.0) -> Path:
-    """Where the worker looks for ``model``'s weights (it may not exist yet).
+def local_backend_missing() -> str | None:
+    """Why this environment cannot run an embedded backend (one line), or None when it can.
 
-    Asks ``workers.models`` in a subprocess (the plugin does not import
-    workers); falls back to ``checkpoints/<model>.pt`` in the repository.
+    Looks for torch and sam2 without importing them (a thin client install has neither).
     """
-    code = (
-        "import sys; from workers.models import get_spec; "
-        "print(get_spec(sys.argv[1]).default_checkpoint_path)"
-    )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code, model],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=True,
-        )
-        lines = done.stdout.strip().splitlines()
-        if lines:
-            return Path(lines[-1])
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return REPO_ROOT / "checkpoints" / f"{model}.pt"
+    message = worker_extra_missing("a local backend")
+    return None if message is None else f"{message}, or enter the address of a running broker"
+
+
+def find_checkpoint(model: str) -> Path:
+    """Where the worker looks for ``model``'s weights (it may not exist yet)."""
+    return checkpoints.checkpoint_path(model)
 
 
 def how_to_get_checkpoint(model: str, path: Path) -> str:
     return (
-        f"no {model} checkpoint at {path}. Download it with `python checkpoints/download.py {model}` "
+        f"no {model} checkpoint at {path}. Download it with `{checkpoints.download_command(model)}` "
         f"(or copy the file there by hand; see checkpoints/README.md), then press Connect."
     )
 
 
 def download_checkpoint(
-    model: str, timeout_s: float = 1800.0, cancel: threading.Event | None = None
+    model: str,
+    timeout_s: float = 1800.0,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[bool, str]:
-    """Run ``checkpoints/download.py model``; return (success, its last output lines)."""
-    if not DOWNLOAD_SCRIPT.is_file():
-        return False, f"{DOWNLOAD_SCRIPT} is missing"
-    with tempfile.TemporaryFile() as output:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, str(DOWNLOAD_SCRIPT), model],
-                cwd=REPO_ROOT,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        except OSError as e:
-            return False, str(e)
-        deadline = time.monotonic() + timeout_s
-        while proc.poll() is None:
-            if time.monotonic() > deadline or (cancel is not None and cancel.is_set()):
-                proc.kill()
-                proc.wait()
-                return False, "the download was stopped"
-            time.sleep(0.2)
-        output.seek(0)
-        text = output.read().decode(errors="replace")
-    tail = "\n".join(text.replace("\r", "\n").strip().splitlines()[-3:])
-    return proc.returncode == 0, tail
+    """Download ``model``'s checkpoint (:func:`protocol.checkpoints.download`); (success, why not).
+
+    ``progress(done_bytes, total_bytes)`` is called after each MiB; ``cancel``
+    or ``timeout_s`` stop the download and leave no partial file.
+    """
+    deadline = time.monotonic() + timeout_s
+
+    def should_stop() -> bool:
+        return time.monotonic() > deadline or (cancel is not None and cancel.is_set())
+
+    try:
+        checkpoints.download(model, progress=progress, should_stop=should_stop)
+    except checkpoints.DownloadError as e:
+        return False, str(e)
+    return True, ""
 
 
 class LocalBackend:
@@ -235,7 +220,7 @@ class LocalBackend:
         with open(log_path, "ab") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, *args],
-                cwd=REPO_ROOT,
+                cwd=self.log_dir,  # not the user's folder: nothing there may shadow our packages
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -319,6 +304,9 @@ def start_local(
     cancel: threading.Event | None = None,
 ) -> tuple[LocalBackend | None, str | None]:
     """Start an embedded backend serving ``model`` at ``address``; return (backend, error)."""
+    missing = local_backend_missing()
+    if missing is not None:
+        return None, f"no broker answers at {address}, and {missing}"
     checkpoint: Path | None = None
     if env_flag("SAM2_RANDOM_WEIGHTS"):
         report("Starting a local backend with RANDOM weights (SAM2_RANDOM_WEIGHTS=1: test mode)…")
@@ -327,7 +315,13 @@ def start_local(
         checkpoint = find_checkpoint(model)
         if not checkpoint.is_file():
             report(f"Downloading the {model} checkpoint (one time, ~150-900 MB)…")
-            ok, output = download_checkpoint(model, cancel=cancel)
+            ok, output = download_checkpoint(
+                model,
+                cancel=cancel,
+                progress=lambda done, total: report(
+                    f"Downloading the {model} checkpoint… {done >> 20} / {total >> 20 or '?'} MiB"
+                ),
+            )
             if not ok or not checkpoint.is_file():
                 detail = f"\nThe download failed: {output}" if output else ""
                 return None, how_to_get_checkpoint(model, checkpoint) + detail

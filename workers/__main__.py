@@ -34,9 +34,14 @@ from protocol import cli
 from protocol.cli import non_negative_float, positive_float, positive_int
 from protocol.codec import Limits
 from protocol.errors import SecurityError
+from protocol.extras import exit_without_worker_extra
 from protocol.parent import watch_parent
 from protocol.security import CurveClientKeys, is_loopback_endpoint
-from workers.models import MODELS, CheckpointError, get_spec
+
+# A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
+exit_without_worker_extra("a SAM2 worker")
+
+from workers.models import MODELS, CheckpointError, get_spec  # noqa: E402
 
 log = logging.getLogger("workers")
 
