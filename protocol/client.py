@@ -9,7 +9,9 @@ Three layers, each usable alone:
   for other ids dropped (stale), PARTIALs delivered as they come, a silence
   timeout (reset by each PARTIAL) with retries on a fresh socket (RFC 18's
   recommended strategy; workers are idempotent), the "need image" resend,
-  and remote errors raised as :class:`RemoteError`.
+  and remote errors raised as :class:`RemoteError`. A reply to the request
+  that cannot be decoded (too large, corrupt) is :class:`BadReply` at once,
+  never a silent retry of the work.
 * :class:`LatestOnly` — runs at most one job at a time and delivers only the
   newest submitted job's result; older results are dropped.
 """
@@ -30,7 +32,7 @@ import numpy as np
 import zmq
 
 from protocol import codec, mdp
-from protocol.errors import ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.errors import BadReply, ProtocolError, RemoteError, RequestTimeout, Superseded
 from protocol.image_key import image_key as compute_image_key
 from protocol.security import CurveClientKeys
 
@@ -257,6 +259,8 @@ class SamClient:
 
         Raises:
             RemoteError: the worker or broker answered with an error.
+            BadReply: a reply to this request could not be decoded (e.g. larger
+                than ``limits``); raised at once, the request is not re-run.
             RequestTimeout: every attempt stayed silent past the timeout.
             Superseded: ``cancel`` was set.
         """
@@ -357,8 +361,13 @@ class SamClient:
             try:
                 reply = codec.decode(message.body, self.limits)
             except codec.CodecError as e:
-                # A broker-made error FINAL may carry a request id but no valid body otherwise.
-                log.warning("dropping undecodable reply: %s", e)
+                if _names_request(message.body, request_id):
+                    # Ours, but unreadable: the work is done; re-running it would only fail again.
+                    kind = "PARTIAL" if message.command == mdp.C_PARTIAL else "reply"
+                    raise BadReply(
+                        f"the {kind} to this request cannot be decoded: {e}", request_id=request_id
+                    ) from e
+                log.warning("dropping an undecodable reply for another request: %s", e)
                 continue
             if reply.request_id != request_id:
                 log.debug("dropping stale reply for request %s", reply.request_id)
@@ -384,6 +393,15 @@ class SamClient:
             self.mdp.socket.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.ZMQError as e:
             log.debug("could not send mmi.cancel for %s: %s", request_id, e)
+
+
+def _names_request(body: list[Any], request_id: str) -> bool:
+    """Whether a reply's header frame mentions ``request_id`` (read as bytes, whatever its size).
+
+    Request ids are fresh random hex strings, so a frame holding one is a
+    reply to that request even when it is too large or too broken to parse.
+    """
+    return bool(body) and request_id.encode() in bytes(body[0])
 
 
 T = TypeVar("T")

@@ -63,5 +63,14 @@ class RemoteError(ClientError):
         self.message = message
 
 
+class BadReply(RemoteError):
+    """A reply to this request arrived but cannot be decoded (too large for the
+    client's limits, corrupt): the work was done, so it is reported at once
+    (code ``bad_reply``) and never re-run."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__("bad_reply", message, request_id)
+
+
 class SecurityError(Exception):
     """CURVE keys that are missing, malformed or unsafe to use."""

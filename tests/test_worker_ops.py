@@ -221,7 +221,7 @@ def test_auto_returns_a_label_image_with_ids_1_to_n(service: Sam2Service, rgb_im
     n = reply.result["num_objects"]
     assert n >= 1  # thresholds at 0 keep masks even with random weights
     assert set(np.unique(labels).tolist()) - {0} == set(range(1, n + 1))
-    assert reply.result["areas"] == [int(np.count_nonzero(labels == i)) for i in range(1, n + 1)]
+    assert reply.arrays["areas"].tolist() == [int(np.count_nonzero(labels == i)) for i in range(1, n + 1)]
     assert service.counters.encoder_runs == runs + 1
 
 

@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -521,8 +521,7 @@ class Sam2Service:
                     len(event.areas),
                     time.perf_counter() - started,
                 )
-                result = {"num_objects": len(event.areas), "areas": event.areas}
-                yield Reply(STATUS_OK, result, {"labels": event.labels}, image_key=ref.key)
+                yield auto_reply(event.labels, event.areas, ref.key)
                 return
         except AutoCancelled:
             raise cancelled(f"auto after {time.perf_counter() - started:.1f} s") from None
@@ -631,6 +630,22 @@ class Sam2Service:
         if self._cancel.wait(seconds):
             raise cancelled(f"sleep after {time.perf_counter() - started:.1f} s")
         yield Reply(STATUS_OK, {"slept_s": round(time.perf_counter() - started, 6)})
+
+
+def auto_reply(labels: np.ndarray, areas: Sequence[int], image_key: str | None = None) -> Reply:
+    """The FINAL of ``auto``: the label image and each object's area as array frames.
+
+    The header holds only ``num_objects``, so its size does not grow with the
+    number of objects (a per-object list there passed the client's 64 KiB
+    header limit at about 10,000 objects).
+
+    Args:
+        labels: uint32 (H, W), 0 = background, ids 1..n.
+        areas: visible pixels of label ``i + 1`` at index ``i`` (n entries).
+    """
+    area_array = np.asarray(areas, dtype=np.uint32).reshape(-1)
+    arrays = {"labels": labels, "areas": area_array}
+    return Reply(STATUS_OK, {"num_objects": int(area_array.size)}, arrays, image_key=image_key)
 
 
 def predict_best(
