@@ -1,0 +1,197 @@
+"""Tiles, stitching and slice linking (protocol/tiling.py), without a network.
+
+Each tile's labels are what a perfect segmenter would answer for that tile's
+window (the true labels cropped to it, renumbered per tile), so every
+difference from the truth is the stitcher's.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage
+
+from protocol.tiling import PlaneView, StackLinker, TileStitcher, link_slice, stitch_tiles, tile_grid
+from tests.standin_worker import disc_image, scattered_discs
+
+
+def tile_answer(truth: np.ndarray, window: tuple[int, int, int, int], seed: int) -> np.ndarray:
+    """The truth seen through a tile window, with ids renumbered as a worker would (shuffled)."""
+    crop = truth[window[0] : window[2], window[1] : window[3]]
+    ids = np.unique(crop[crop > 0])
+    new_ids = np.random.default_rng(seed).permutation(len(ids)) + 1
+    lut = np.zeros(int(truth.max()) + 1, dtype=np.uint32)
+    lut[ids] = new_ids
+    return lut[crop]
+
+
+def assert_same_objects(stitched: np.ndarray, truth: np.ndarray) -> None:
+    """Every true object is exactly one stitched label and vice versa (same pixels)."""
+    pairs = set(zip(truth[truth > 0].tolist(), stitched[truth > 0].tolist(), strict=True))
+    assert (stitched[truth == 0] == 0).all()
+    assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) == int(truth.max())
+
+
+def test_tiles_have_the_model_size_and_cores_partition_the_slice() -> None:
+    grid = tile_grid((3000, 2100), tile_size=1024, halo=128)
+    owner = np.zeros((3000, 2100), dtype=np.int32)
+    for tile in grid.tiles:
+        assert tile.shape[0] <= 1024 and tile.shape[1] <= 1024
+        assert tile.shape == (1024, 1024)  # widened to the model's input where the slice allows
+        r0, c0, r1, c1 = tile.window
+        assert r0 <= tile.core[0] and tile.core[2] <= r1 and c0 <= tile.core[1] and tile.core[3] <= c1
+        owner[tile.core_slices] += 1
+    assert (owner == 1).all()
+    # Every inner core border has at least the halo of context on both sides.
+    for tile in grid.tiles:
+        if tile.core[0] > 0:
+            assert tile.core[0] - tile.window[0] >= 128
+        if tile.core[3] < 2100:
+            assert tile.window[3] - tile.core[3] >= 128
+    assert len(tile_grid((1000, 700)).tiles) == 1
+    with pytest.raises(ValueError, match="halo"):
+        tile_grid((3000, 3000), tile_size=256, halo=128)
+
+
+@pytest.mark.parametrize("radius", [(6.0, 10.0), (30.0, 60.0)])
+def test_stitching_gives_every_object_once_whole_in_any_order(radius: tuple[float, float]) -> None:
+    """Discs straddling tile borders (and large ones cut by tile windows) come back once, whole."""
+    shape = (2500, 2300)
+    centres, radii = scattered_discs(shape, spacing=int(radius[1] * 3 + 20), radius_range=radius, seed=1)
+    _, truth = disc_image(shape, centres, radii)
+    grid = tile_grid(
+        shape, tile_size=512, halo=64
+    )  # small tiles: many borders, some discs wider than the halo
+    answers = [tile_answer(truth, t.window, seed=t.flat) for t in grid.tiles]
+    results = []
+    for order_seed in (0, 1):
+        out = np.zeros(shape, dtype=np.uint32)
+        stitcher = TileStitcher(out, grid)
+        for k in np.random.default_rng(order_seed).permutation(len(grid)):
+            stitcher.add(grid.tiles[k], answers[k])
+        result = stitcher.finish()
+        assert result.num_objects == int(truth.max()) and result.tiles_done == len(grid)
+        assert_same_objects(out, truth)
+        assert sorted(result.areas) == sorted(np.bincount(truth.ravel())[1:].tolist())
+        results.append(out)
+    # Labels are numbered the same whatever order tiles arrived in.
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_a_two_object_mask_in_one_tile_does_not_glue_its_neighbours_objects() -> None:
+    shape = (1000, 1600)
+    truth = np.zeros(shape, dtype=np.uint32)
+    truth[400:420, 690:730] = 1
+    truth[430:450, 690:730] = 2
+    grid = tile_grid(shape, tile_size=1024, halo=128)
+    assert len(grid) == 2 and grid.tiles[0].core[3] > 730 and grid.tiles[1].window[1] < 690
+    answers = [tile_answer(truth, t.window, seed=0) for t in grid.tiles]
+    # The right tile sees both objects in its halo as one (as SAM might with little context).
+    right = answers[1]
+    right[right > 0] = 1
+    out = np.zeros(shape, dtype=np.uint32)
+    result = stitch_tiles(out, grid, answers)
+    assert result.num_objects == 2
+    assert_same_objects(out, truth)
+
+
+def test_stitching_into_zarr_touches_only_one_tile_at_a_time() -> None:
+    shape = (2100, 2100)
+    centres, radii = scattered_discs(shape, spacing=50, seed=3)
+    _, truth = disc_image(shape, centres, radii)
+    grid = tile_grid(shape, tile_size=1024, halo=128)
+    store = zarr.zeros(shape, chunks=(512, 512), dtype=np.uint32)
+    written: list[tuple[int, int]] = []
+
+    class Recording:
+        """A zarr array that records the size of every region written or read."""
+
+        shape = store.shape
+
+        def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+            written.append((key[0].stop - key[0].start, key[1].stop - key[1].start))
+            return store[key]
+
+        def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+            written.append(value.shape)
+            store[key] = value
+
+    result = stitch_tiles(Recording(), grid, [tile_answer(truth, t.window, t.flat) for t in grid.tiles])
+    assert max(r * c for r, c in written) <= 1024 * 1024
+    assert result.num_objects == int(truth.max())
+    assert_same_objects(store[:], truth)
+
+
+def test_stitcher_refuses_wrong_tiles_clearly() -> None:
+    grid = tile_grid((2000, 2000))
+    stitcher = TileStitcher(np.zeros((2000, 2000), dtype=np.uint32), grid)
+    with pytest.raises(ValueError, match="shape"):
+        stitcher.add(grid.tiles[0], np.zeros((10, 10), dtype=np.uint32))
+    stitcher.add(grid.tiles[0], np.zeros(grid.tiles[0].shape, dtype=np.uint32))
+    with pytest.raises(ValueError, match="already"):
+        stitcher.add(grid.tiles[0], np.zeros(grid.tiles[0].shape, dtype=np.uint32))
+    with pytest.raises(ValueError, match="does not match"):
+        TileStitcher(np.zeros((10, 10), dtype=np.uint32), grid)
+    # A cancelled run (tiles missing) still finishes with consistent labels.
+    assert stitcher.finish().tiles_done == 1
+
+
+def moving_discs(frames: int, shape: tuple[int, int]) -> np.ndarray:
+    """(Z, H, W) labels: three discs drifting slowly, a fourth appearing at z = 2; ids shuffled per slice."""
+    stack = np.zeros((frames, *shape), dtype=np.uint32)
+    for z in range(frames):
+        centres = np.array([[50 + 3 * z, 50], [150, 60 + 2 * z], [100, 200 - 3 * z], [200, 200]], float)
+        radii = np.array([20.0, 15.0, 25.0, 18.0 if z >= 2 else 0.0])
+        _, labels = disc_image(shape, centres, radii)
+        perm = np.random.default_rng(z).permutation(4) + 7  # arbitrary per-slice ids
+        lut = np.concatenate([[0], perm]).astype(np.uint32)
+        stack[z] = lut[labels]
+    return stack
+
+
+def test_linked_stacks_keep_one_id_per_object_through_z() -> None:
+    stack = moving_discs(5, (256, 256))
+    out = zarr.zeros(stack.shape, chunks=(1, 128, 128), dtype=np.uint32)
+    linker = StackLinker(link=True, band_rows=100)
+    for z in range(len(stack)):
+        linker.add(stack[z], PlaneView(out, z))
+    linked = out[:]
+    # The object at (50 + 3z, 50) has one id on every slice, and each id one object per slice.
+    ids = [int(linked[z, 50 + 3 * z, 50]) for z in range(5)]
+    assert len(set(ids)) == 1
+    assert {int(linked[z, 200, 200]) for z in range(2, 5)} == {4}  # the newcomer gets the next id
+    assert linker.next_id == 5
+    for z in range(5):
+        assert len(np.unique(linked[z])) == len(np.unique(stack[z]))
+        for before, after in itertools.pairwise([stack[z], linked[z]]):
+            assert len(set(zip(before.ravel().tolist(), after.ravel().tolist(), strict=True))) == len(
+                np.unique(before)
+            )
+
+
+def test_per_slice_ids_when_linking_is_off() -> None:
+    stack = moving_discs(3, (256, 256))
+    out = np.zeros_like(stack)
+    linker = StackLinker(link=False)
+    for z in range(3):
+        linker.add(stack[z], out[z])
+    np.testing.assert_array_equal(out, stack)
+
+
+def test_link_slice_is_one_to_one_and_respects_the_threshold() -> None:
+    prev = np.zeros((100, 100), dtype=np.uint32)
+    prev[10:50, 10:50] = 1
+    cur = np.zeros((100, 100), dtype=np.uint32)
+    cur[10:50, 10:30] = 5  # half of object 1: IoU 0.5
+    cur[10:50, 30:50] = 6  # the other half: IoU 0.5, same IoU, lower priority by id
+    cur[80:90, 80:90] = 7  # new
+    out = np.zeros_like(cur)
+    next_id = link_slice(prev, cur, out, next_id=2, iou_threshold=0.5)
+    assert out[20, 20] == 1 and out[20, 40] == 2 and out[85, 85] == 3 and next_id == 4
+    strict = np.zeros_like(cur)
+    link_slice(prev, cur, strict, next_id=2, iou_threshold=0.6)
+    assert strict[20, 20] != 1
+    assert ndimage.label(out > 0)[1] == 2
