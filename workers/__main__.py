@@ -13,6 +13,11 @@ keypair and the broker's public key (``scripts/curve_keys.py`` makes them)::
 ``--parent-pid PID``: stop as on SIGTERM once that process is gone (an
 embedded worker never outlives its napari).
 
+SIGTERM or SIGINT (``scancel``, preemption, a SLURM time limit,
+``start_all.sh`` stopping, Ctrl-C): take no new request, finish the one held
+within ``--drain-grace-s`` or hand it back to the broker, send DISCONNECT and
+exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
+
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
 line, a missing or unusable checkpoint or CURVE key, or an unavailable device.
 """
@@ -118,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         default=2.0,
         help="longest wait between reconnection attempts while the broker is silent (starts at 0.25 s)",
+    )
+    parser.add_argument(
+        "--drain-grace-s",
+        type=non_negative_float,
+        default=20.0,
+        help="on SIGTERM/SIGINT, seconds the request being computed may take to finish before it is "
+        "handed back to the broker (keep it below SLURM's KillWait, often 30 s)",
     )
     parser.add_argument(
         "--max-array-mib", type=positive_float, default=1024.0, help="largest array in a request"
@@ -265,12 +277,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits=limits,
         delimited=args.mdp_framing == "delimited",
         curve=curve,
+        drain_grace_s=args.drain_grace_s,
     )
     worker = Worker(config, service)
 
+    interrupts: list[int] = []
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("got %s: sending DISCONNECT and exiting", signal.Signals(signum).name)
-        worker.stop()
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            interrupts.append(signum)
+            if len(interrupts) > 1:
+                log.info("got %s again: stopping now, handing back any request held", name)
+                worker.stop()
+                return
+        log.info("got %s: draining, then DISCONNECT and exit", name)
+        worker.drain()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

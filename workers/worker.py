@@ -22,6 +22,14 @@ request: some conforming brokers (majortomo) send no heartbeats to busy
 workers. Replies to requests received on an older connection are dropped:
 the broker that sent them no longer knows this worker.
 
+Draining (SIGTERM from a scheduler, ``start_all.sh`` or a user): after
+:meth:`Worker.drain` the worker takes no new request; the one it holds is
+finished if it ends within ``drain_grace_s``, else handed back. Then it sends
+DISCONNECT and ``run()`` returns. A REQUEST that arrives while draining (the
+broker may send the next one the moment a FINAL reaches it) is handed back
+at once, unstarted. A broker re-queues a request whose worker sent
+DISCONNECT, so the client still gets exactly one FINAL, from another worker.
+
 Cancellation: whenever the worker drops a broker connection (DISCONNECT,
 silence, shutdown), the requests received on it can no longer be answered,
 so their cancel events are set; the handler stops long operations early
@@ -98,6 +106,10 @@ class WorkerConfig:
             framing when false.
         curve: this worker's CURVE keypair and the broker's public key, for
             a broker started with ``--curve-dir``; None: no encryption.
+        drain_grace_s: after :meth:`Worker.drain`, seconds the request being
+            computed may take to finish before it is handed back to the broker.
+        disconnect_linger_s: seconds the last messages (a FINAL, DISCONNECT)
+            may take to leave when the worker closes its broker connection.
     """
 
     connect: str
@@ -110,6 +122,8 @@ class WorkerConfig:
     limits: codec.Limits = field(default_factory=codec.Limits)
     delimited: bool = False
     curve: CurveClientKeys | None = None
+    drain_grace_s: float = 20.0
+    disconnect_linger_s: float = 2.0
 
     @property
     def broker_timeout_s(self) -> float:
@@ -228,8 +242,9 @@ class _ComputeThread(threading.Thread):
 class Worker:
     """An MDP/0.2 worker serving ``handler`` for one service.
 
-    ``run()`` blocks until ``stop()`` is called (from a signal handler or
-    another thread); it then sends DISCONNECT and returns.
+    ``run()`` blocks until ``stop()`` (at once) or ``drain()`` (after the
+    request it holds, within ``config.drain_grace_s``) is called from a
+    signal handler or another thread; it then sends DISCONNECT and returns.
     """
 
     def __init__(
@@ -240,6 +255,9 @@ class Worker:
         self._context = context or zmq.Context()
         self._own_context = context is None
         self._stop = threading.Event()
+        self._drain = threading.Event()
+        self._drain_deadline: float | None = None
+        self._handed_back = 0
         self._dealer: zmq.Socket[Any] | None = None
         self._connection = 0
         self._connect_at = 0.0
@@ -255,8 +273,15 @@ class Worker:
     # -- public ---------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask ``run()`` to finish (safe from signal handlers and other threads)."""
+        """Ask ``run()`` to finish now, cancelling any request held (safe from signal handlers)."""
         self._stop.set()
+
+    def drain(self) -> None:
+        """Ask ``run()`` to finish once the request it holds is done or handed back.
+
+        Safe from signal handlers and other threads; calling it again changes nothing.
+        """
+        self._drain.set()
 
     def run(self) -> bool:
         """Serve until :meth:`stop`; always leaves with DISCONNECT sent and sockets closed.
@@ -276,7 +301,7 @@ class Worker:
         compute.start()
         try:
             self._connect()
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not (self._drain.is_set() and self._drained()):
                 self._poll_once(results, compute)
         finally:
             self._disconnect(send=True)
@@ -293,6 +318,35 @@ class Worker:
         return clean
 
     # -- loop -----------------------------------------------------------------
+
+    def _drained(self) -> bool:
+        """While draining: whether to leave now (nothing held, a request to hand back, or grace over)."""
+        now = time.monotonic()
+        if self._drain_deadline is None:
+            self._drain_deadline = now + self.config.drain_grace_s
+            log.info(
+                "draining: taking no new request; %s",
+                f"finishing the one held within {self.config.drain_grace_s:g} s, else handing it back"
+                if self._in_flight
+                else "none held",
+            )
+        if self._dealer is None or self._in_flight == 0:
+            log.info("drained: no request held; sending DISCONNECT")
+            return True
+        if self._handed_back:
+            log.info(
+                "handing back %d request(s) received while draining; sending DISCONNECT", self._in_flight
+            )
+            return True
+        if now >= self._drain_deadline:
+            log.warning(
+                "grace period of %g s over: handing back %d unfinished request(s) to the broker; "
+                "sending DISCONNECT",
+                self.config.drain_grace_s,
+                self._in_flight,
+            )
+            return True
+        return False
 
     def _poll_once(self, results: zmq.Socket[Any], compute: _ComputeThread) -> None:
         now = time.monotonic()
@@ -348,6 +402,9 @@ class Worker:
                 log.info("request queued behind %d others", self._in_flight - 1)
             job = _Job(self._connection, message.client, message.body, now)
             self._job_cancels.append(job.cancel)
+            if self._drain.is_set():
+                self._handed_back += 1  # never started: handed back with the DISCONNECT
+                return
             compute.jobs.put(job)
         elif message.command == mdp.W_HEARTBEAT:
             return
@@ -430,7 +487,7 @@ class Worker:
                 self._dealer.send_multipart(self._frames(mdp.W_DISCONNECT), flags=zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 log.warning("could not send DISCONNECT: %s", e)
-            self._dealer.linger = 500
+            self._dealer.linger = int(1000 * self.config.disconnect_linger_s)
         self._poller.unregister(self._dealer)
         self._dealer.close()
         self._dealer = None
