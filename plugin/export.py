@@ -14,6 +14,10 @@ temporary file in the same folder, then ``os.replace``):
 
 :func:`read_labels` restores data, names, scale and translate (names from the
 JSON file, or from the TIFF description when the JSON file is missing).
+
+:func:`export_labels` writes any of :data:`EXPORT_FORMATS` (this TIFF set,
+OME-Zarr, GeoJSON, measurements CSV; see :mod:`plugin.formats`) and
+:func:`read_any` reads the first three back.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +35,25 @@ import numpy as np
 import tifffile
 
 from plugin.formats.atomic import atomic_file
+from plugin.formats.geojson import PIXEL, is_geojson, read_geojson, write_geojson
 from plugin.formats.geometry import Geometry
 from plugin.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
 from plugin.formats.labels_file import LabelsFile
+from plugin.formats.measure import MEASUREMENTS_SUFFIX, write_measurements
+from plugin.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels
 from plugin.label_names import METADATA_KEY, clean_name, names_from_metadata
 
 FORMAT = "napari-sam2-broker labels v1"
 TIFF_SUFFIXES = (".tif", ".tiff")
-__all__ = ["LabelsFile", "is_labels_file", "read_labels", "write_labels"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "LabelsFile",
+    "export_labels",
+    "is_labels_file",
+    "read_any",
+    "read_labels",
+    "write_labels",
+]
 
 
 def tiff_path(path: str | os.PathLike[str]) -> Path:
@@ -238,3 +254,93 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
     if not isinstance(axes, str) or len(axes) != data.ndim:
         axes = None
     return LabelsFile(data, names_from_metadata(meta), scale, translate, units, axes)
+
+
+# -- every export format -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One way to save a labels layer.
+
+    Attributes:
+        key: the name used by ``sam2-batch --format`` and the export box.
+        title: what the export box shows.
+        suffix: added to a chosen path that lacks it.
+        file_filter: the save dialog's filter.
+    """
+
+    key: str
+    title: str
+    suffix: str
+    file_filter: str
+
+
+TIFF = ExportFormat("tiff", "TIFF for Fiji (+ names JSON, CSV)", ".tif", "TIFF (*.tif *.tiff)")
+OME_ZARR = ExportFormat("ome-zarr", "OME-Zarr (NGFF labels)", ".ome.zarr", "OME-Zarr (*.zarr)")
+GEOJSON = ExportFormat("geojson", "GeoJSON for QuPath / GIS", ".geojson", "GeoJSON (*.geojson)")
+MEASUREMENTS = ExportFormat("measurements", "Measurements CSV", MEASUREMENTS_SUFFIX, "CSV (*.csv)")
+EXPORT_FORMATS = {f.key: f for f in (TIFF, OME_ZARR, GEOJSON, MEASUREMENTS)}
+
+
+def export_labels(
+    fmt: str,
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    names: Mapping[int, str],
+    *,
+    scale: Sequence[float] | None = None,
+    translate: Sequence[float] | None = None,
+    units: Sequence[Any] | None = None,
+    axis_labels: Sequence[str] | None = None,
+    image: np.ndarray | None = None,
+    coordinates: str = PIXEL,
+    title: str = "labels",
+) -> list[Path]:
+    """Save labels with names as ``fmt`` (a key of :data:`EXPORT_FORMATS`); return the paths written.
+
+    Args:
+        fmt: ``tiff``, ``ome-zarr``, ``geojson`` or ``measurements``.
+        path: where (the format's suffix is added when missing).
+        data: nD integer labels.
+        names: ``{label_id: name}``.
+        scale, translate, units, axis_labels: the layer's world transform, units and axis names.
+        image: intensities for the measurements' mean intensity (same shape, or plus a colour axis).
+        coordinates: GeoJSON coordinates, ``pixel`` or ``physical``.
+        title: the label image's name inside an OME-Zarr store.
+
+    Raises:
+        ValueError: unknown format, labels the format cannot hold, or an image that does not match.
+        TypeError: labels that are not integers.
+        OSError: the file system refused.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == TIFF.key:
+        return write_labels(path, data, names, scale, translate, units, axis_labels)
+    array = compact_dtype(np.asarray(data))
+    clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
+    geometry = Geometry.from_layer(array.ndim, scale, translate, units, axis_labels)
+    if fmt == OME_ZARR.key:
+        if array.dtype.kind == "i":
+            raise ValueError("OME-Zarr labels must not be negative")
+        return [write_ngff_labels(path, array, clean, geometry, name=title)]
+    if fmt == GEOJSON.key:
+        return [write_geojson(path, array, clean, geometry, coordinates)]
+    return [write_measurements(path, array, clean, geometry, image)]
+
+
+def read_any(path: str | os.PathLike[str]) -> list[LabelsFile]:
+    """Read labels with names from any format we write (TIFF or names JSON, OME-Zarr, GeoJSON).
+
+    Raises:
+        ValueError: not a labels file we can read.
+    """
+    p = Path(path)
+    if is_ngff_labels(p):
+        return read_ngff_labels(p)
+    if is_geojson(p):
+        return [read_geojson(p)]
+    if is_labels_file(p):
+        return [read_labels(p)]
+    raise ValueError(f"{p} is not a labels file this plugin reads")
