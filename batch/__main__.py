@@ -26,9 +26,10 @@ from pathlib import Path
 from batch.inputs import UsageError, discover
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
 from protocol import cli
+from protocol.checkpoints import DEFAULT_MODEL
 from protocol.cli import positive_float, positive_int
-from protocol.client import DEFAULT_FRONTEND
 from protocol.errors import SecurityError
+from protocol.mdp import DEFAULT_FRONTEND
 
 log = logging.getLogger("batch")
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for the label TIFFs and summary.csv")
     parser.add_argument("--broker", default=DEFAULT_FRONTEND, help="broker client endpoint (%(default)s)")
-    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="model = service name (%(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model = service name (%(default)s)")
     parser.add_argument(
         "--points-per-side", type=positive_int, default=32, help="auto's prompt grid per side (%(default)s)"
     )

@@ -33,8 +33,10 @@ from batch.outputs import (
     write_labels,
     write_summary,
 )
-from protocol.client import DEFAULT_FRONTEND, ClientConfig, SamClient
+from protocol.checkpoints import DEFAULT_MODEL
+from protocol.client import ClientConfig, SamClient
 from protocol.errors import AnswerError, ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.mdp import DEFAULT_FRONTEND
 from protocol.ops import auto
 from protocol.wire_image import WireImage, stack_contrast_limits
 
@@ -67,7 +69,7 @@ class BatchSettings:
     """
 
     broker: str = DEFAULT_FRONTEND
-    model: str = "sam2.1_hiera_tiny"
+    model: str = DEFAULT_MODEL
     points_per_side: int = 32
     pred_iou_thresh: float | None = None
     stability_score_thresh: float | None = None

@@ -27,6 +27,7 @@ def run(quick: bool = False) -> BenchResult:
     from plugin.coords import plane_at
     from plugin.image_slice import extract_slice
     from plugin.label_ops import LabelMode, compute_edit
+    from protocol.checkpoints import DEFAULT_MODEL
     from protocol.image_key import image_key
     from protocol.wire_image import to_wire
 
@@ -53,7 +54,7 @@ def run(quick: bool = False) -> BenchResult:
     steps.append(
         (
             "image key of the slice (client, every call)",
-            timed(lambda: image_key(wire.pixels, wire.contrast_limits, "sam2.1_hiera_tiny"), repeats),
+            timed(lambda: image_key(wire.pixels, wire.contrast_limits, DEFAULT_MODEL), repeats),
         )
     )
     labels2d = labels[plane.numpy_index()]

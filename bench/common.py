@@ -24,10 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.checkpoints import DEFAULT_MODEL
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO_ROOT / "bench" / "out"
 PYTHON = sys.executable
-MODEL = "sam2.1_hiera_tiny"
+MODEL = DEFAULT_MODEL
 
 
 # ----------------------------------------------------------------------------

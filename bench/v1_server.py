@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from protocol.checkpoints import DEFAULT_MODEL
+
 
 def create_app(checkpoint: str, model_name: str, device: str) -> Any:
     """The Flask app with the model loaded."""
@@ -50,7 +52,7 @@ def create_app(checkpoint: str, model_name: str, device: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--model", default="sam2.1_hiera_tiny")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -30,12 +30,12 @@ import zmq
 
 from broker.auth import CurveAuthenticator
 from broker.config import QUEUE_ENTRY_OVERHEAD_BYTES, BrokerConfig
-from broker.mmi import MMI_CANCEL, STATUS_FOUND, STATUS_NOT_FOUND, cancel_request_id, is_mmi, mmi_reply
+from broker.mmi import STATUS_FOUND, STATUS_NOT_FOUND, cancel_request_id, is_mmi, mmi_reply
 from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
 from protocol import mdp
 from protocol.codec import error_body, peek_header
 from protocol.errors import ProtocolError
-from protocol.mdp import Frame
+from protocol.mdp import MMI_CANCEL, Frame
 from protocol.memory import release_free_memory
 
 # Error codes of the broker's own error FINALs (see protocol/README.md).

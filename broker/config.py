@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from protocol.mdp import DEFAULT_BACKEND, DEFAULT_FRONTEND
 from protocol.security import is_loopback_endpoint
-
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
-DEFAULT_BACKEND = "tcp://127.0.0.1:5556"
 
 __all__ = [
     "DEFAULT_BACKEND",

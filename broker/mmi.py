@@ -18,19 +18,15 @@ import re
 from collections.abc import Mapping, Sequence
 
 from broker.records import ServiceRecord
-from protocol.mdp import Frame
-
-MMI_PREFIX = b"mmi."
-MMI_SERVICE = b"mmi.service"
-MMI_SERVICES = b"mmi.services"
-MMI_CANCEL = b"mmi.cancel"
+from protocol.codec import MAX_REQUEST_ID_CHARS, REQUEST_ID_PATTERN
+from protocol.mdp import MMI_PREFIX, MMI_SERVICE, MMI_SERVICES, Frame
 
 STATUS_FOUND = b"200"
 STATUS_NOT_FOUND = b"404"
 STATUS_NOT_IMPLEMENTED = b"501"
 
-# The codec's request id rule (protocol/codec.py), as bytes.
-_REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9_.:-]{1,64}")
+# The codec's request id rule, as bytes.
+_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN.encode())
 
 
 def is_mmi(service: bytes) -> bool:
@@ -40,7 +36,7 @@ def is_mmi(service: bytes) -> bool:
 
 def cancel_request_id(body: Sequence[Frame]) -> str | None:
     """The request id an ``mmi.cancel`` body names, or None when the body is not one valid id."""
-    if len(body) != 1 or len(body[0]) > 64:
+    if len(body) != 1 or len(body[0]) > MAX_REQUEST_ID_CHARS:
         return None
     value = bytes(body[0])
     return value.decode("ascii") if _REQUEST_ID_RE.fullmatch(value) else None

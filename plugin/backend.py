@@ -45,8 +45,9 @@ from protocol.checkpoints import DEFAULT_MODEL
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import ClientError, ProtocolError
 from protocol.extras import worker_extra_missing
+from protocol.mdp import DEFAULT_FRONTEND
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+DEFAULT_ADDRESS = DEFAULT_FRONTEND
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _TCP_RE = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)$")
 

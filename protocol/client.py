@@ -32,14 +32,14 @@ import numpy as np
 import zmq
 
 from protocol import codec, mdp
+from protocol.checkpoints import DEFAULT_MODEL
 from protocol.errors import BadReply, ProtocolError, RemoteError, RequestTimeout, Superseded
 from protocol.image_key import image_key as compute_image_key
+from protocol.mdp import DEFAULT_FRONTEND, MMI_CANCEL, MMI_SERVICES
 from protocol.security import CurveClientKeys
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
-MMI_CANCEL = b"mmi.cancel"
 _POLL_SLICE_S = 0.05
 
 
@@ -171,7 +171,7 @@ class SamClient:
     def __init__(
         self,
         endpoint: str = DEFAULT_FRONTEND,
-        service: str = "sam2.1_hiera_tiny",
+        service: str = DEFAULT_MODEL,
         *,
         config: ClientConfig = ClientConfig(),
         limits: codec.Limits = codec.DEFAULT_LIMITS,
@@ -208,7 +208,7 @@ class SamClient:
         Raises:
             RequestTimeout: no broker answered within ``timeout_s``.
         """
-        reply = self._raw_call(b"mmi.services", [], timeout_s)
+        reply = self._raw_call(MMI_SERVICES, [], timeout_s)
         try:
             return dict(json.loads(bytes(reply[0]))["services"])
         except (IndexError, ValueError, KeyError, TypeError) as e:

@@ -56,7 +56,10 @@ STATUS_ERROR = "error"
 STATUS_NEED_IMAGE = "need_image"
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# A request id: client-chosen, echoed in every reply, named by ``mmi.cancel``.
+MAX_REQUEST_ID_CHARS = 64
+REQUEST_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,%d}" % MAX_REQUEST_ID_CHARS
+_ID_RE = re.compile(f"^{REQUEST_ID_PATTERN}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 # blosc2 refuses chunks past this many bytes of uncompressed data.

@@ -61,6 +61,16 @@ WORKER_COMMAND_NAMES = {
 
 MAX_SERVICE_NAME_BYTES = 255
 
+# A broker's default endpoints: clients connect to the frontend, workers to the backend.
+DEFAULT_FRONTEND = "tcp://127.0.0.1:5555"
+DEFAULT_BACKEND = "tcp://127.0.0.1:5556"
+
+# The broker's own management services (ZeroMQ RFC 8 style; answered in broker/mmi.py).
+MMI_PREFIX = b"mmi."
+MMI_SERVICE = b"mmi.service"
+MMI_SERVICES = b"mmi.services"
+MMI_CANCEL = b"mmi.cancel"
+
 # A frame as received: ``bytes`` or a zero-copy ``zmq.Frame`` (buffer protocol).
 Frame = Any
 

@@ -54,10 +54,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from protocol import codec, mdp  # noqa: E402
+from protocol.checkpoints import DEFAULT_MODEL  # noqa: E402
 from protocol.client import MDPClient, SamClient  # noqa: E402
 from protocol.image_key import image_key  # noqa: E402
 
-MODEL = "sam2.1_hiera_tiny"
+MODEL = DEFAULT_MODEL
 PYTHON = sys.executable
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import zmq
 
+from protocol.checkpoints import DEFAULT_MODEL
+
 if TYPE_CHECKING:
     from tests.test_broker_support import BrokerHandle, ThreadedWorker
 
@@ -107,7 +109,7 @@ def log_text(proc: subprocess.Popen[bytes]) -> str:
     return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
 
-MODEL = "sam2.1_hiera_tiny"
+MODEL = DEFAULT_MODEL
 
 
 @pytest.fixture(scope="session")

@@ -36,10 +36,12 @@ from pathlib import Path
 from types import FrameType
 
 from protocol import cli
+from protocol.checkpoints import DEFAULT_MODEL
 from protocol.cli import non_negative_float, positive_float, positive_int
 from protocol.codec import Limits
 from protocol.errors import SecurityError
 from protocol.extras import exit_without_worker_extra
+from protocol.mdp import DEFAULT_BACKEND
 from protocol.parent import watch_parent
 from protocol.security import CurveClientKeys, is_loopback_endpoint
 
@@ -70,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
     )
-    parser.add_argument("--connect", default="tcp://127.0.0.1:5556", help="broker backend endpoint")
+    parser.add_argument("--connect", default=DEFAULT_BACKEND, help="broker backend endpoint")
     parser.add_argument(
-        "--model", default="sam2.1_hiera_tiny", choices=list(MODELS), help="model = service name"
+        "--model", default=DEFAULT_MODEL, choices=list(MODELS), help="model = service name"
     )
     parser.add_argument(
         "--checkpoint",
