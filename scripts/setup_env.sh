@@ -48,7 +48,7 @@ pip=("$venv/bin/python" -m pip)
 
 stamp="$venv/.sam2-broker-stamp"
 digest=$(cat pyproject.toml scripts/constraints.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, torch, zmq, blosc2, napari" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, torch, zmq, blosc2, napari, PyQt6" 2>/dev/null; then
   say "environment up to date ($venv)"
   exit 0
 fi
@@ -63,7 +63,10 @@ if ! "$venv/bin/python" -c "import sam2" 2>/dev/null; then
   say "installing sam2"
   SAM2_BUILD_CUDA=0 "${pip[@]}" install -q --no-build-isolation -c scripts/constraints.txt sam2
 fi
-say "installing the project and its test tools"
-"${pip[@]}" install -q -c scripts/constraints.txt -e ".[test,bench]"
+# The full environment: the base install (plugin, protocol, broker, sam2-batch), the
+# worker extra (torch, torchvision, sam2: already there from the steps above), and the
+# test extra, which brings PyQt6 (the base install pins no Qt binding; napari needs one).
+say "installing the project, its worker extra and its test tools"
+"${pip[@]}" install -q -c scripts/constraints.txt -e ".[worker,test,bench]"
 echo "$digest" > "$stamp"
 say "environment ready ($venv)"
