@@ -71,6 +71,8 @@ def label_polygons(plane: np.ndarray) -> dict[int, Any]:
     values = labels.ravel()[starts]
     keep = values != 0
     starts, ends, values = starts[keep], ends[keep], values[keep]
+    if values.size == 0:
+        return {}
     run_rows, first_col, last_col = starts // cols, starts % cols, ends % cols + 1
     # runs repeated on consecutive rows (same label, same columns) become one taller rectangle
     order = np.lexsort((run_rows, last_col, first_col, values))
