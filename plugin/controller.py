@@ -35,13 +35,10 @@ from plugin.events_log import EventLog
 from plugin.history import REDO_KEYS, UNDO_KEYS, Histories
 from plugin.image_slice import wire_slice
 from plugin.label_ops import (
-    LabelIdOverflow,
     LabelIdTracker,
     LabelMode,
     SliceEdit,
     compute_edit,
-    compute_paste,
-    dtype_max_id,
 )
 from plugin.layers import (
     AUTO_MASK,
@@ -62,9 +59,11 @@ from plugin.layers import (
     write_edit,
 )
 from plugin.prompts import Prompt, box_prompt, point_label, points_prompt
+from plugin.results import Notify, Results, napari_notify
 from plugin.session import Session
+from plugin.stack_jobs import StackJobs
 from protocol.codec import Message
-from protocol.errors import RemoteError, RequestTimeout, Superseded
+from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
 
 if TYPE_CHECKING:
@@ -72,16 +71,6 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels, Points, Shapes
 
 POINTS, BOX, AUTO = "points", "box", "auto"
-Notify = Callable[[str, str], None]
-"""``notify(level, message)`` with level ``info``, ``warning`` or ``error``."""
-
-
-def napari_notify(level: str, message: str) -> None:
-    """Show ``message`` as a napari notification (never a traceback dialog)."""
-    from napari.utils import notifications
-
-    show = {"info": notifications.show_info, "warning": notifications.show_warning}
-    show.get(level, notifications.show_error)(message)
 
 
 @dataclass(frozen=True)
@@ -182,15 +171,16 @@ class Controller:
     ) -> None:
         self.viewer = viewer
         self.dispatch = dispatch
-        self.notify = notify or napari_notify
+        self.results = Results(notify or napari_notify)
         self.session: Session | None = None
+        self.unavailable: str | None = None
+        """Set by the widget while the backend cannot segment (no worker): prompts are refused at once."""
         self._image: Image | None = None
         self.mode = LabelMode.ADD
         self.refine_layer: Labels | None = None
         self.refine_id = 0
         self.negative = False
         self.auto_settings = AutoSettings()
-        self.tracker = LabelIdTracker()
         self.objects: dict[str, ActiveObject] = {}
         self.applied: dict[str, Applied] = {}
         self.listeners: list[Callable[[Applied], None]] = []
@@ -199,12 +189,63 @@ class Controller:
         self._watched: set[Hashable] = set()
         self._auto_cancel: threading.Event | None = None
         self.events = EventLog()
-        self.histories = Histories()
         self.histories.before_change.append(self.new_object)
-        self.last_written: Labels | None = None
-        from plugin.stack_jobs import StackJobs
-
         self.stack = StackJobs(self)
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    def close(self) -> None:
+        """Stop following the viewer's layer list (the widget is closing)."""
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+
+    def _on_removed(self, event: Any) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            self.forget(layer)
+
+    def forget(self, layer: Any) -> None:
+        """Drop everything held for ``layer``, removed from the viewer, so its memory can go.
+
+        Its undo history, id counter, stored logits, current objects, the
+        stack jobs writing it (cancelled) and the last answers written to it.
+        """
+        key = layer.unique_id
+        self.results.forget(layer)
+        self._watched.discard(key)
+        self._logits = {k: v for k, v in self._logits.items() if k[0] != key}
+        self.objects = {c: o for c, o in self.objects.items() if not same_layer(o.layer, layer)}
+        self.applied = {c: a for c, a in self.applied.items() if a.layer_name != layer.name}
+        if same_layer(self.refine_layer, layer):
+            self.refine_layer = None
+        if same_layer(self._image, layer):
+            self._image = None
+            self.objects.clear()
+        self.stack.forget(layer)
+
+    # -- shared with the stack jobs (plugin.results) -----------------------------
+
+    @property
+    def notify(self) -> Notify:
+        """User notifications: ``notify(level, message)``."""
+        return self.results.notify
+
+    @notify.setter
+    def notify(self, notify: Notify) -> None:
+        self.results.notify = notify
+
+    @property
+    def histories(self) -> Histories:
+        """The undo history of each labels layer."""
+        return self.results.histories
+
+    @property
+    def tracker(self) -> LabelIdTracker:
+        """The next free label id of each labels layer."""
+        return self.results.tracker
+
+    @property
+    def last_written(self) -> Labels | None:
+        """The labels layer the plugin wrote last."""
+        return self.results.last_written
 
     # -- state set by the widget ------------------------------------------------
 
@@ -284,11 +325,6 @@ class Controller:
         history = self.histories(layer)
         return history.redo() if redo else history.undo()
 
-    def wrote(self, layer: Labels) -> None:
-        """Note that the plugin wrote ``layer`` (its undo keys go through :mod:`plugin.history`)."""
-        self.histories(layer)
-        self.last_written = layer
-
     def _choose_polarity(self, layer: Points, event: Any) -> None:
         label = point_label(getattr(event, "modifiers", ()), self.negative)
         layer.feature_defaults[POLARITY] = POLARITY_NAMES[label]
@@ -332,9 +368,13 @@ class Controller:
 
     # -- segment ------------------------------------------------------------------
 
-    def _ready(self) -> Image | None:
+    def ready(self) -> Image | None:
+        """The image to segment, or None after telling the user why nothing can be segmented now."""
         if self.session is None:
             self.notify("warning", "Not connected to a SAM2 backend: press Connect in the SAM2 panel.")
+            return None
+        if self.unavailable is not None:
+            self.notify("warning", self.unavailable)
             return None
         if self.image is None:
             self.notify("warning", "Choose the image to segment in the SAM2 panel.")
@@ -385,7 +425,7 @@ class Controller:
 
     def segment_points(self, layer: Points, newest: bool = True) -> None:
         """Send the points of the newest point's slice (or the current object's) as one prompt."""
-        image = self._ready()
+        image = self.ready()
         if image is None or len(layer.data) == 0:
             self.objects.pop(POINTS, None)
             return
@@ -422,7 +462,7 @@ class Controller:
 
     def segment_box(self, layer: Shapes, index: int, fresh: bool) -> None:
         """Send box ``index`` of a shapes layer (its bounding box on its slice) as a prompt."""
-        image = self._ready()
+        image = self.ready()
         if image is None:
             return
         corners = to_image_data(layer, np.asarray(layer.data[index]), image)
@@ -452,19 +492,6 @@ class Controller:
 
         self.session.submit(channel, job, done, self.on_error)
 
-    def _allocate(self, layer: Labels, labels2d: np.ndarray, count: int = 1) -> int:
-        if layer.unique_id not in self._watched:
-            self._watched.add(layer.unique_id)
-            layer.events.paint.connect(lambda _e: self.tracker.observe(layer.unique_id, layer.selected_label))
-        data = layer.data
-        return self.tracker.allocate(
-            layer.unique_id,
-            lambda: int(np.max(data)) if data.size else 0,
-            count=count,
-            seen=int(labels2d.max()) if labels2d.size else 0,
-            max_id=dtype_max_id(np.dtype(data.dtype)),
-        )
-
     def _apply_segment(
         self, channel: str, obj: ActiveObject, prompt: Prompt, answer: SegmentAnswer, sent_logits: bool
     ) -> None:
@@ -483,10 +510,10 @@ class Controller:
             record((), 0)
             return
         if obj.label_id is None:
-            obj.label_id = self._allocate(obj.layer, labels2d)
+            obj.label_id = self.results.allocate(obj.layer, labels2d)
         edit, obj.cumulative = compute_edit(labels2d, answer.mask, obj.label_id, obj.mode, obj.cumulative)
         write_edit(obj.layer, obj.plane, edit)
-        self.wrote(obj.layer)
+        self.results.wrote(obj.layer)
         if answer.logits is not None:
             obj.logits = answer.logits
             self._logits[(obj.layer.unique_id, obj.label_id)] = (obj.plane.key, obj.image_id, answer.logits)
@@ -499,16 +526,7 @@ class Controller:
 
     def on_error(self, error: Exception) -> None:
         """Report a failed request as a notification (superseded requests are silent)."""
-        if isinstance(error, Superseded):
-            return
-        if isinstance(error, RemoteError):
-            self.notify("error", f"SAM2 backend error ({error.code}): {error.message}")
-        elif isinstance(error, RequestTimeout):
-            self.notify("warning", f"No answer from the SAM2 backend: {error}")
-        elif isinstance(error, LabelIdOverflow | ValueError):
-            self.notify("error", f"Segmentation not written: {error}")
-        else:
-            self.notify("error", f"Segmentation failed: {type(error).__name__}: {error}")
+        self.results.report_error(error)
 
     # -- auto -----------------------------------------------------------------------
 
@@ -516,7 +534,7 @@ class Controller:
         self, on_progress: Callable[[float | None, str], None], on_done: Callable[[bool], None]
     ) -> bool:
         """AUTO-SEGMENT the current slice into ``AutoSeg_mask``; False if it could not start."""
-        image = self._ready()
+        image = self.ready()
         if image is None:
             return False
         try:
@@ -584,15 +602,7 @@ class Controller:
         Returns:
             ``(ids written, pixels changed)``.
         """
-        count = int(objects.max()) if objects.size else 0
-        if count == 0:
-            return (), 0
-        labels2d = slice_view(layer, plane)
-        first = self._allocate(layer, labels2d, count=count)
-        edit = compute_paste(labels2d, objects, first)
-        write_edit(layer, plane, edit)
-        self.wrote(layer)
-        return tuple(int(i) + first - 1 for i in np.unique(objects) if i), edit.size
+        return self.results.paste_auto(layer, plane, objects)
 
 
 def plane_key_of(point: np.ndarray, plane: SlicePlane) -> tuple[int, ...]:

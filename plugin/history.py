@@ -252,6 +252,18 @@ class Histories:
             self._by_layer[layer.unique_id] = history
         return history
 
+    def forget(self, layer: Labels) -> None:
+        """Drop the history kept for ``layer`` (removed from the viewer): its names entries go with it."""
+        history = self._by_layer.pop(layer.unique_id, None)
+        if history is not None:
+            history.listeners.clear()
+            history.before_change.clear()
+            history._entries.clear()
+
+    def __len__(self) -> int:
+        """How many layers have a history here."""
+        return len(self._by_layer)
+
     def _notify(self, layer: Labels, changes: list[tuple[np.ndarray, np.ndarray]]) -> None:
         for listener in list(self.listeners):
             listener(layer, changes)

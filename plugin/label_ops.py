@@ -64,6 +64,13 @@ class LabelIdTracker:
         """The highest id known for ``key`` (None before its first use)."""
         return self._highest.get(key)
 
+    def forget(self, key: Hashable) -> None:
+        """Drop the counter of ``key`` (its layer was removed)."""
+        self._highest.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._highest)
+
     def observe(self, key: Hashable, label_id: int) -> None:
         """Record that ``label_id`` exists in ``key`` (e.g. painted by the user)."""
         if key in self._highest:

@@ -18,22 +18,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from plugin.coords import OutsideImage, SlicePlane
 from plugin.history import Step
 from plugin.image_slice import plane_on, stack_axis, wire_slice, wire_stack
-from plugin.label_ops import compute_edit
+from plugin.label_ops import LabelMode, compute_edit
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
+from plugin.results import Results
+from plugin.session import Session
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, PropagateAnswer, PropagatedSlice, auto, propagate
 
 if TYPE_CHECKING:
+    import napari
     from napari.layers import Image, Labels
-
-    from plugin.controller import Controller
 
 PROPAGATE, AUTO_STACK = "propagate", "auto_stack"
 PROPAGATE_TIMEOUT_S = 600.0
@@ -42,6 +43,41 @@ Progress = Callable[[int, int, str], None]
 """``on_progress(done, total, text)`` on the GUI thread."""
 Done = Callable[[bool], None]
 """``on_done(completed)`` on the GUI thread (False: failed or cancelled)."""
+
+
+class AutoParams(Protocol):
+    """The ``auto`` settings the user chose (:class:`plugin.controller.AutoSettings`)."""
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+
+class StackHost(Protocol):
+    """What stack jobs need from the plugin's state (the :class:`plugin.controller.Controller`)."""
+
+    @property
+    def viewer(self) -> napari.Viewer: ...
+
+    @property
+    def dispatch(self) -> Callable[[Callable[[], None]], None]: ...
+
+    @property
+    def results(self) -> Results: ...
+
+    @property
+    def session(self) -> Session | None: ...
+
+    @property
+    def mode(self) -> LabelMode: ...
+
+    @property
+    def auto_settings(self) -> AutoParams: ...
+
+    def ready(self) -> Image | None:
+        """The image to segment, or None (the user was told why)."""
+        ...
 
 
 @dataclass
@@ -84,10 +120,11 @@ class StackRun:
 
 
 class StackJobs:
-    """Propagation and stack AUTO-SEGMENT for a :class:`plugin.controller.Controller`."""
+    """Propagation and stack AUTO-SEGMENT for the plugin's state (a :class:`StackHost`)."""
 
-    def __init__(self, controller: Controller) -> None:
-        self.c = controller
+    def __init__(self, host: StackHost) -> None:
+        self.c = host
+        self.results = host.results
         self.runs: dict[str, StackRun] = {}
 
     def running(self, kind: str) -> bool:
@@ -100,6 +137,14 @@ class StackJobs:
             if kind in (None, name):
                 run.cancel.set()
 
+    def forget(self, layer: Labels) -> None:
+        """``layer`` was removed from the viewer: stop the jobs writing it and drop their records."""
+        for kind, run in list(self.runs.items()):
+            if run.layer.unique_id == layer.unique_id:
+                run.cancel.set()
+                self._finish(run, False)
+                del self.runs[kind]
+
     def abandon(self) -> None:
         """End every running job now (its session is gone): what was written stays, as one step."""
         for run in list(self.runs.values()):
@@ -107,17 +152,19 @@ class StackJobs:
             self._finish(run, False)
 
     def _stack(self, what: str) -> tuple[Image, SlicePlane, int] | None:
-        image = self.c._ready()
+        image = self.c.ready()
         if image is None:
             return None
         try:
             plane = plane_of(self.c.viewer, image, spatial_shape(image))
         except (ValueError, OutsideImage) as e:
-            self.c.notify("warning", f"{what}: {e}")
+            self.results.notify("warning", f"{what}: {e}")
             return None
         axis = stack_axis(plane)
         if axis is None:
-            self.c.notify("warning", f"{what} needs a stack (a 3D or higher image); {image.name} is 2D.")
+            self.results.notify(
+                "warning", f"{what} needs a stack (a 3D or higher image); {image.name} is 2D."
+            )
             return None
         return image, plane, axis
 
@@ -139,15 +186,19 @@ class StackJobs:
             return False
         image, plane, axis = found
         if tuple(layer.data.shape) != spatial_shape(image):
-            self.c.notify("warning", f"Propagate: {layer.name} does not have the shape of {image.name}.")
+            self.results.notify(
+                "warning", f"Propagate: {layer.name} does not have the shape of {image.name}."
+            )
             return False
         mask = slice_view(layer, plane) == label_id
         if label_id <= 0 or not mask.any():
-            self.c.notify("warning", f"Propagate: label {label_id} is not on this slice of {layer.name}.")
+            self.results.notify(
+                "warning", f"Propagate: label {label_id} is not on this slice of {layer.name}."
+            )
             return False
         run = StackRun(PROPAGATE, layer, plane, axis, label_ids=[int(label_id)], on_done=on_done)
         mode = self.c.mode
-        history = self.c.histories(layer)
+        history = self.results.histories(layer)
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         dispatch = self.c.dispatch
 
@@ -183,11 +234,11 @@ class StackJobs:
             self._finish(run, not answer.cancelled)
             written = f"label {label_id} written on {len(run.written)} slice(s) of {layer.name}"
             if answer.cancelled:
-                self.c.notify(
+                self.results.notify(
                     "warning", f"Propagate: the backend stopped after {answer.frames} slice(s); {written}."
                 )
             else:
-                self.c.notify("info", f"Propagate: {written} (mode {mode.value}).")
+                self.results.notify("info", f"Propagate: {written} (mode {mode.value}).")
 
         on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
         return self._submit(run, job, done)
@@ -213,8 +264,8 @@ class StackJobs:
         def write(index: int, answer: AutoAnswer) -> None:
             if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
                 return
-            with self.c.histories(layer).capture() as steps:
-                ids, _pixels = self.c.paste_auto(layer, plane_on(plane, axis, index), answer.labels)
+            with self.results.histories(layer).capture() as steps:
+                ids, _pixels = self.results.paste_auto(layer, plane_on(plane, axis, index), answer.labels)
             run.steps.extend(steps)
             run.label_ids.extend(ids)
             run.written[index] = answer.labels
@@ -236,7 +287,7 @@ class StackJobs:
             if run.finished:
                 return
             self._finish(run, True)
-            self.c.notify(
+            self.results.notify(
                 "info",
                 f"AUTO-SEGMENT STACK: {len(run.label_ids)} objects on {len(run.written)} slice(s) "
                 f"written to {layer.name}.",
@@ -256,9 +307,11 @@ class StackJobs:
             self._finish(run, False)
             if isinstance(error, Superseded):
                 what = "Propagate" if run.kind == PROPAGATE else "AUTO-SEGMENT STACK"
-                self.c.notify("info", f"{what} cancelled; {len(run.written)} slice(s) written are kept.")
+                self.results.notify(
+                    "info", f"{what} cancelled; {len(run.written)} slice(s) written are kept."
+                )
             else:
-                self.c.on_error(error)
+                self.results.report_error(error)
 
         self.cancel(run.kind)
         self.runs[run.kind] = run
@@ -270,6 +323,6 @@ class StackJobs:
             return
         run.finished, run.completed = True, completed
         if run.layer in self.c.viewer.layers:
-            self.c.histories(run.layer).squash(run.steps)
-            self.c.wrote(run.layer)
+            self.results.histories(run.layer).squash(run.steps)
+            self.results.wrote(run.layer)
         run.on_done(completed)

@@ -212,9 +212,11 @@ class SamWidget(QWidget):
     def connect_backend(self) -> None:
         """Connect (or reconnect) to the broker in the address field, off the GUI thread."""
         address, model = self.address.text().strip(), self.model.currentText() or default_model()
-        if self.local is not None and not self.local.running:
-            self.local.stop()  # the embedded backend died: a new one may start
-            self.local = None
+        retired: LocalBackend | None = None
+        if self.local is not None and (not self.local.running or address != self.local.frontend):
+            # the embedded backend gave up, or the user chose another broker: stop it
+            retired, self.local = self.local, None
+            self.controller.unavailable = None
         self._set_connected(False)
         self._show_status(f"Connecting to {address}…", ok=True)
 
@@ -230,8 +232,14 @@ class SamWidget(QWidget):
                 self.dispatch(lambda: self._connected(*result))
 
         allow_embedded = self.local is None
+
+        def job() -> tuple[BackendStatus, LocalBackend | None]:
+            if retired is not None:
+                retired.stop()
+            return establish(address, model, report, allow_embedded=allow_embedded, cancel=cancel)
+
         self._connector.submit(
-            lambda: establish(address, model, report, allow_embedded=allow_embedded, cancel=cancel),
+            job,
             delivered,
             lambda error: self.dispatch(
                 lambda: self._connected(BackendStatus(address, error=str(error)), None)
@@ -245,7 +253,11 @@ class SamWidget(QWidget):
             return
         if local is not None:
             self.local = local
+            local.listeners.append(
+                lambda text, up: self.dispatch(lambda: self._on_local_event(local, text, up))
+            )
         self.status = status
+        self.controller.unavailable = None
         self.model.blockSignals(True)
         self.model.clear()
         self.model.addItems(sorted(status.services) or [status.model or default_model()])
@@ -296,10 +308,41 @@ class SamWidget(QWidget):
 
         self._connector.submit(job, lambda fresh: self.dispatch(lambda: self._refreshed(fresh)))
 
+    def _on_local_event(self, local: LocalBackend, text: str, up: bool) -> None:
+        """The embedded backend lost a process, restarts it, gave up, or serves again (GUI thread)."""
+        if self._closed or local is not self.local:
+            return
+        if up:
+            self.controller.notify("info", f"SAM2: {text}")
+            if self.controller.session is None:
+                self.connect_backend()
+            else:
+                self.refresh_status()
+            return
+        self.controller.unavailable = f"No SAM2 worker is running: {text}"
+        self._set_connected(False)
+        self._show_status(f"Not connected: {text}", ok=False)
+        self.controller.events.record(DISCONNECT, detail=text)
+        self.controller.notify("warning", f"SAM2: {text}")
+        if not self._lost and self.controller.session is not None:
+            self._lost = True
+            self._timer.start(RETRY_INTERVAL_MS)
+            self.controller.cancel_auto()  # long tasks end now, keeping what they wrote
+            self.controller.stack.abandon()
+
     def _refreshed(self, status: BackendStatus) -> None:
         if self.controller.session is None or status.address != self.status.address or self._closed:
             return  # reconnected meanwhile
+        problem = self.local.problem if self.local is not None else None
+        if problem is not None:  # the embedded backend is down, restarting or gave up
+            status = replace(status, error=problem)
         self.status = status
+        if status.connected:
+            self.controller.unavailable = None
+        elif problem is not None:
+            self.controller.unavailable = f"No SAM2 worker is running: {problem}"
+        else:
+            self.controller.unavailable = f"SAM2 cannot segment now: {status.describe()}"
         if not status.connected and not self._lost:
             self._lost = True
             self._timer.start(RETRY_INTERVAL_MS)
@@ -432,6 +475,7 @@ class SamWidget(QWidget):
             self.controller.session = None
         self.names.shutdown()
         self.labels.shutdown()
+        self.controller.close()
         self.events_panel.shutdown()
         if self.local is not None:
             self.local.stop()

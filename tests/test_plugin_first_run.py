@@ -1,0 +1,119 @@
+"""What a new user hit on a first run (issue 12), through the dock widget in a real napari viewer.
+
+Tests that need answers talk to a REAL backend (one broker and one
+random-weight SAM2 tiny worker for the module); the others need no backend
+(the widget then says it is not connected, which is what they check around).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from plugin.layers import plane_of
+from plugin.widget import SamWidget
+from tests.conftest import GUI_TEST_MARKS, Backend, ProcessSpawner, free_endpoint
+from tests.test_plugin_stack import start_worker
+
+pytestmark = GUI_TEST_MARKS
+
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
+    """One broker + one worker for the module's tests that need answers."""
+    spawner = ProcessSpawner(tmp_path_factory.mktemp("first_run_backend"))
+    try:
+        backend = Backend(spawner, random_checkpoint, heartbeat_interval_s=0.25)
+        start_worker(backend)
+        yield backend
+    finally:
+        spawner.stop_all()
+
+
+@pytest.fixture
+def offline(make_napari_viewer, qtbot, monkeypatch) -> Callable[[], tuple]:
+    """Factory: a viewer and the dock widget with no backend to talk to."""
+
+    def factory() -> tuple:
+        monkeypatch.setenv("SAM2_BROKER_ADDRESS", free_endpoint())
+        monkeypatch.setenv("SAM2_EMBEDDED", "0")
+        viewer = make_napari_viewer()
+        widget = SamWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+        qtbot.waitUntil(lambda: "Not connected" in widget.status_label.text(), timeout=10_000)
+        return viewer, widget
+
+    return factory
+
+
+@pytest.fixture
+def connect(make_napari_viewer, qtbot, monkeypatch) -> Callable[..., tuple]:
+    """Factory: a viewer with ``image``, the dock widget connected to ``backend``."""
+
+    def factory(backend: Backend, image: np.ndarray, **kwargs) -> tuple:
+        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+        monkeypatch.setenv("SAM2_EMBEDDED", "0")
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(image, **kwargs)
+        widget = SamWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        return viewer, layer, widget
+
+    return factory
+
+
+def notes_of(widget: SamWidget) -> list[tuple[str, str]]:
+    """Record the controller's notifications (level, message) from now on."""
+    notes: list[tuple[str, str]] = []
+    widget.controller.notify = lambda level, message: notes.append((level, message))
+    return notes
+
+
+# -- 5: memory ---------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    gc.collect()
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
+    viewer, widget = offline()
+    controller = widget.controller
+    size = 4000
+    objects = np.zeros((size, size), np.uint32)
+    objects[200:1200, 200:1200] = 1  # an AUTO-SEGMENT answer: two objects, 1.25 M pixels
+    objects[2000:2500, 2000:2500] = 2
+    readings = []
+    for round_ in range(10):
+        labels = viewer.add_labels(np.zeros((size, size), np.uint32), name=f"big {round_}")
+        widget.labels.layer_combo.set_layer(labels)  # the Labels tab follows it
+        plane = plane_of(viewer, labels, labels.data.shape)
+        ids, pixels = controller.paste_auto(labels, plane, objects)  # history, ids, watchers
+        assert ids == (1, 2) and pixels == 1_250_000
+        widget.names.layer_combo.set_layer(labels)
+        widget.names.label_id.setValue(1)
+        widget.names.name_edit.setText("cell")
+        widget.names.name_button.click()  # a name table and a names overlay
+        qtbot.waitUntil(lambda la=labels: f"{la.name} names" in viewer.layers, timeout=5000)
+        qtbot.wait(150)  # the table and the overlay redraw
+        assert widget.labels.table.rowCount() == 2
+        viewer.layers.remove(labels)
+        del labels
+        qtbot.wait(150)
+        readings.append(rss_mb())
+    growth = readings[-1] - readings[0]
+    assert growth < 0.1 * readings[0], readings  # each round held 64 MB of labels and 30 MB of history
+    assert "big 9 names" not in viewer.layers and len(viewer.layers) == 0
+    assert len(controller.histories) == 0 and len(controller.tracker) == 0
+    assert not controller.objects and not controller._watched and controller.last_written is None
+    assert widget.labels.layer is None and widget.labels.table.rowCount() == 0
+    assert not widget.names.overlays
