@@ -1,0 +1,244 @@
+"""Automatic segmentation of a slice of any size: tiles fanned out over every worker, stitched.
+
+:func:`tiled_auto` cuts an (H, W) slice into tiles of the model's input with
+a halo (:func:`protocol.tiling.tile_grid`), sends each tile as one ``auto``
+request, keeps as many requests in flight as the broker has workers for the
+service (one :class:`~protocol.client.SamClient` per thread; the broker
+routes them), and stitches the tile labels into one label image as they
+arrive (:class:`protocol.tiling.TileStitcher`). A slice no larger than the
+tile size is one request, answered as is.
+
+The source is any array-like with numpy slicing (numpy, zarr, dask, napari
+layer data): only each tile's window is read, in the thread that sends it.
+The output may be a numpy or zarr array; only one tile's core is written at
+a time. So neither the slice nor its labels need to fit in memory.
+
+Every tile of a slice is sent with the same contrast limits (given, or
+estimated once from a strided sample of the slice), so that a tile of
+background is not stretched into noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from protocol import ops
+from protocol.client import SamClient
+from protocol.errors import ClientError, Superseded
+from protocol.tiling import (
+    DEFAULT_HALO,
+    DEFAULT_MERGE_IOU,
+    DEFAULT_TILE_SIZE,
+    StitchResult,
+    Tile,
+    TileStitcher,
+    tile_grid,
+)
+from protocol.wire_image import stack_contrast_limits, to_wire
+
+log = logging.getLogger(__name__)
+
+# Pixels read to estimate a slice's contrast limits (a strided sample).
+CONTRAST_SAMPLE_PIXELS = 1 << 20
+
+
+@dataclass(frozen=True)
+class TiledAutoResult:
+    """What :func:`tiled_auto` wrote into its output.
+
+    Attributes:
+        num_objects: labels 1..n in the output.
+        areas: pixels of label i at ``areas[i - 1]``.
+        tiles: tiles in the grid.
+        tiles_done: tiles answered and stitched (fewer than ``tiles`` only when cancelled).
+        in_flight: requests kept in flight.
+        seconds: wall time of the whole run.
+        cancelled: the run stopped early because ``cancel`` was set.
+    """
+
+    num_objects: int
+    areas: list[int]
+    tiles: int
+    tiles_done: int
+    in_flight: int
+    seconds: float
+    cancelled: bool
+
+
+def sample_contrast_limits(
+    source: Any, max_pixels: int = CONTRAST_SAMPLE_PIXELS
+) -> tuple[float, float] | None:
+    """The 1st and 99th percentiles of an (H, W[, C]) slice, from a strided sample of at most ~``max_pixels``.
+
+    The sample is one strided read (no larger than a tile by default).
+
+    ``None`` for uint8 and bool slices (sent as they are) and flat ones.
+    """
+    if np.dtype(source.dtype) in (np.uint8, np.bool_):
+        return None
+    height, width = int(source.shape[0]), int(source.shape[1])
+    step = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
+    sample = np.asarray(source[::step, ::step])
+    return stack_contrast_limits(sample)
+
+
+def worker_count(client: SamClient, timeout_s: float = 2.0) -> int:
+    """Workers the broker has for ``client.service`` (``mmi.services``); at least 1."""
+    try:
+        services = client.services(timeout_s)
+    except ClientError as e:
+        log.warning("could not ask the broker for its workers (%s); one request in flight", e)
+        return 1
+    return max(1, int(services.get(client.service, {}).get("workers", 1)))
+
+
+def tiled_auto(
+    source: Any,
+    out: Any,
+    client_factory: Callable[[], SamClient],
+    params: Mapping[str, Any] | None = None,
+    *,
+    contrast_limits: tuple[float, float] | None = None,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    halo: int = DEFAULT_HALO,
+    merge_iou: float = DEFAULT_MERGE_IOU,
+    in_flight: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    timeout_s: float | None = None,
+) -> TiledAutoResult:
+    """Segment an (H, W[, C]) slice automatically, tile by tile, over all workers.
+
+    Args:
+        source: (H, W) grey or (H, W, 3|4) colour array-like with numpy
+            slicing; only tile windows are read.
+        out: (H, W) uint32 zero-filled output (numpy or zarr array); gets
+            labels 0 = background, 1..n.
+        client_factory: makes one connected client per sending thread, e.g.
+            ``lambda: SamClient(endpoint, service)``.
+        params: ``auto``'s parameters (protocol/README.md), the same for every tile.
+        contrast_limits: (low, high) for non-uint8 pixels; ``None``: the
+            slice's 1st/99th percentiles (:func:`sample_contrast_limits`).
+        tile_size: tile side in pixels (the model's input: tiles are seen at native resolution).
+        halo: overlap in pixels between neighbouring tiles; objects cut by a
+            core border are matched there. Should exceed the largest object's radius.
+        merge_iou: IoU in the overlap from which two tile objects are one.
+        in_flight: requests at once; ``None``: the broker's worker count for the service.
+        on_progress: ``on_progress(tiles_done, tiles_total)`` after each stitched tile
+            (on the calling thread).
+        cancel: set it to stop: no new tile is sent, tiles in flight are
+            cancelled (``mmi.cancel``); what was stitched so far stays in ``out``.
+        timeout_s: silence allowed per tile request (default: the client's).
+
+    Returns:
+        :class:`TiledAutoResult`.
+
+    Raises:
+        RemoteError, RequestTimeout, AnswerError: a tile failed (the other
+            tiles are cancelled first).
+        ValueError: shapes of ``source`` and ``out`` do not match.
+    """
+    started = time.monotonic()
+    height, width = int(source.shape[0]), int(source.shape[1])
+    if tuple(int(s) for s in out.shape) != (height, width):
+        raise ValueError(f"output of shape {tuple(out.shape)} does not match the slice {(height, width)}")
+    grid = tile_grid((height, width), tile_size, halo)
+    stitcher = TileStitcher(out, grid, merge_iou=merge_iou)
+    stop = cancel if cancel is not None else threading.Event()
+    failed = threading.Event()
+    halt = _AnyEvent(stop, failed)
+    if contrast_limits is None and len(grid) > 1:
+        contrast_limits = sample_contrast_limits(source)
+    auto_params = dict(params or {})
+
+    first = client_factory()
+    try:
+        workers = in_flight if in_flight is not None else worker_count(first)
+    except BaseException:
+        first.close()
+        raise
+    workers = max(1, min(workers, len(grid)))
+    todo: queue.SimpleQueue[Tile] = queue.SimpleQueue()
+    for tile in grid.tiles:
+        todo.put(tile)
+    results: queue.SimpleQueue[tuple[Tile, np.ndarray | None, BaseException | None]] = queue.SimpleQueue()
+
+    def send_tiles(client: SamClient) -> None:
+        try:
+            while not halt.is_set():
+                try:
+                    tile = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
+                    answer = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+                    results.put((tile, answer.labels, None))
+                except BaseException as e:  # handed to the stitching thread, which raises it
+                    results.put((tile, None, e))
+                    return
+        finally:
+            client.close()
+
+    threads = []
+    for k in range(workers):
+        client = first if k == 0 else client_factory()
+        thread = threading.Thread(target=send_tiles, args=(client,), name=f"tiled-auto-{k}", daemon=True)
+        threads.append(thread)
+        thread.start()
+    error: BaseException | None = None
+    try:
+        while stitcher.tiles_done < len(grid):
+            if not any(t.is_alive() for t in threads) and results.empty():
+                break
+            try:
+                tile, labels, exc = results.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if exc is not None:
+                if not isinstance(exc, Superseded) and error is None:
+                    error = exc
+                    failed.set()
+                continue
+            if labels is None or halt.is_set():
+                continue
+            stitcher.add(tile, labels)
+            if on_progress is not None:
+                on_progress(stitcher.tiles_done, len(grid))
+    finally:
+        if error is not None:
+            failed.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    if error is not None:
+        raise error
+    stitched: StitchResult = stitcher.finish()
+    return TiledAutoResult(
+        num_objects=stitched.num_objects,
+        areas=stitched.areas,
+        tiles=len(grid),
+        tiles_done=stitched.tiles_done,
+        in_flight=workers,
+        seconds=time.monotonic() - started,
+        cancelled=stop.is_set(),
+    )
+
+
+class _AnyEvent(threading.Event):
+    """Set when any of its events is set (what ``SamClient.call``'s ``cancel`` polls)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        super().__init__()
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)

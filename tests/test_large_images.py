@@ -1,0 +1,252 @@
+"""Images larger than the model's input, end to end: a real broker, real worker processes.
+
+The deterministic stand-in worker (tests/standin_worker.py) sees what it is
+sent at <= 1024 px, like SAM, so on synthetic discs the right answer is
+known: with tiles and windows every disc must come back once, whole, at
+native resolution; sent whole, they come back coarse (which shows the test
+can fail). The real SAM2 worker (random weights) runs the same paths for
+shapes and offsets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+from protocol.client import ClientConfig, SamClient
+from protocol.tiled_auto import tiled_auto
+from protocol.tiling import label_areas, pair_overlaps
+from protocol.windowed_segment import segment_windowed
+from tests.conftest import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
+from tests.standin_worker import disc_image, scattered_discs
+
+SERVICE = "standin"
+
+
+class StandinBackend:
+    """``python -m broker`` and ``n`` stand-in worker processes."""
+
+    def __init__(self, spawn: ProcessSpawner, workers: int, delay_s: float = 0.0) -> None:
+        self.frontend, self.backend = free_endpoint(), free_endpoint()
+        broker = spawn(
+            [PYTHON, "-m", "broker", "--frontend", self.frontend, "--backend", self.backend,
+             "--heartbeat-interval-s", "0.25", "--heartbeat-liveness", "4"],
+            "broker",
+        )  # fmt: skip
+        assert wait_until(lambda: "broker ready" in log_text(broker), 30), log_text(broker)
+        self.workers = [
+            spawn(
+                [
+                    PYTHON,
+                    "-m",
+                    "tests.standin_worker",
+                    "--connect",
+                    self.backend,
+                    "--service",
+                    SERVICE,
+                    "--heartbeat-interval-s",
+                    "0.25",
+                    "--heartbeat-liveness",
+                    "4",
+                    "--delay-s",
+                    str(delay_s),
+                ],
+                f"standin{k}",
+            )  # fmt: skip
+            for k in range(workers)
+        ]
+        for proc in self.workers:
+            assert wait_until(lambda p=proc: "worker ready" in log_text(p), 60), log_text(proc)
+        with self.client() as client:
+            assert wait_until(lambda: client.services().get(SERVICE, {}).get("workers") == workers, 10)
+
+    def client(self, service: str = SERVICE) -> SamClient:
+        return SamClient(self.frontend, service, config=ClientConfig(timeout_s=60.0, retries=0))
+
+
+@pytest.fixture
+def standin(spawn: ProcessSpawner) -> Callable[..., StandinBackend]:
+    return lambda workers=3, delay_s=0.0: StandinBackend(spawn, workers, delay_s)
+
+
+def disc_scores(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Per true disc, the IoU of its best-matching label; and the number of labels matching no disc or
+    sharing a disc with another label (duplicates)."""
+    t_ids, l_ids, inter = pair_overlaps(truth, labels)
+    tk, ta = label_areas(truth)
+    lk, la = label_areas(labels)
+    t_area = ta[np.searchsorted(tk, t_ids)]
+    l_area = la[np.searchsorted(lk, l_ids)]
+    iou = inter / (t_area + l_area - inter)
+    best = np.zeros(int(truth.max()) + 1)
+    np.maximum.at(best, t_ids.astype(np.int64), iou)
+    matched = set(l_ids[iou >= 0.5].tolist())
+    stray = len(set(lk.tolist()) - matched)
+    per_disc = np.bincount(t_ids.astype(np.int64), minlength=int(truth.max()) + 1)[1:]
+    duplicates = int((per_disc > 1).sum())
+    return best[1:], stray, duplicates
+
+
+class CountingArray:
+    """An array-like that records every region read (to prove only windows/tiles are read)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.reads: list[int] = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        value = np.asarray(self.array[key])
+        with self._lock:
+            self.reads.append(int(value.shape[0] * value.shape[1]))
+        return value
+
+
+@pytest.fixture(scope="module")
+def discs_3000() -> tuple[np.ndarray, np.ndarray]:
+    shape = (3000, 3000)
+    centres, radii = scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=7)
+    return disc_image(shape, centres, radii)
+
+
+def test_tiled_auto_finds_every_disc_once_whole_and_whole_slices_come_back_coarse(
+    standin: Callable[..., StandinBackend], discs_3000: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image, truth = discs_3000
+    backend = standin(workers=3)
+    progress: list[tuple[int, int]] = []
+    out = np.zeros(image.shape, dtype=np.uint32)
+    result = tiled_auto(image, out, backend.client, on_progress=lambda d, t: progress.append((d, t)))
+    assert result.in_flight == 3 and result.tiles == result.tiles_done == 16 and not result.cancelled
+    assert progress[-1] == (16, 16) and len(progress) == 16
+    iou, stray, duplicates = disc_scores(out, truth)
+    assert result.num_objects == int(truth.max()) == 49 * 49
+    assert stray == 0 and duplicates == 0
+    assert iou.min() >= 0.9, f"worst disc IoU {iou.min():.2f}"
+    # Every worker took part.
+    with backend.client() as client:
+        pids = {int(client.call("info").header["result"]["pid"]) for _ in range(9)}
+    assert pids == {p.pid for p in backend.workers}
+
+    # The same slice sent whole: the worker sees it 3x downsampled and the discs come back coarse.
+    whole = np.zeros(image.shape, dtype=np.uint32)
+    coarse = tiled_auto(image, whole, backend.client, tile_size=4096, halo=0)
+    assert coarse.tiles == 1
+    coarse_iou, _, _ = disc_scores(whole, truth)
+    assert np.median(coarse_iou) < 0.85 and (coarse_iou >= 0.9).mean() < 0.5, np.median(coarse_iou)
+
+
+def test_tiled_auto_reads_a_zarr_slice_tile_by_tile_into_a_zarr_output(
+    standin: Callable[..., StandinBackend], discs_3000: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image, truth = discs_3000
+    backend = standin(workers=2)
+    source = CountingArray(zarr.array(image, chunks=(512, 512)))
+    out = zarr.zeros(image.shape, chunks=(512, 512), dtype=np.uint32)
+    result = tiled_auto(source, out, backend.client, contrast_limits=None)
+    assert max(source.reads) <= 1024 * 1024, "a read larger than one tile"
+    assert result.num_objects == 49 * 49
+    iou, stray, duplicates = disc_scores(out[:], truth)
+    assert iou.min() >= 0.9 and stray == 0 and duplicates == 0
+
+
+def test_cancel_stops_the_remaining_tiles(standin: Callable[..., StandinBackend]) -> None:
+    backend = standin(workers=2, delay_s=0.3)
+    image = np.zeros((4000, 4000), dtype=np.uint8)
+    out = np.zeros(image.shape, dtype=np.uint32)
+    cancel = threading.Event()
+
+    def on_progress(done: int, total: int) -> None:
+        if done >= 2:
+            cancel.set()
+
+    result = tiled_auto(image, out, backend.client, on_progress=on_progress, cancel=cancel)
+    assert result.cancelled and 2 <= result.tiles_done < result.tiles == 36
+
+
+def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_place(
+    standin: Callable[..., StandinBackend],
+) -> None:
+    backend = standin(workers=1)
+    shape = (6000, 6000)
+    centres = np.array([[4711.0, 5333.0], [4711.0, 5400.0], [300.0, 300.0]])
+    image, truth = disc_image(shape, centres, np.array([9.0, 9.0, 9.0]))
+    source = CountingArray(image)
+    with backend.client() as client:
+        answer = segment_windowed(client, source, [[4711.5, 5333.5]], [1])
+        # A second click on the neighbour reuses the window: the image travels once.
+        again = segment_windowed(client, source, [[4711.5, 5400.5]], [1])
+        info = client.call("info").header["result"]
+    assert answer.tries == 1 and not answer.touches_border
+    assert max(source.reads) <= 1024 * 1024
+    placed = np.zeros(shape, dtype=bool)
+    answer.paste_into(placed)
+    np.testing.assert_array_equal(placed, truth == 1)  # exact: right place, native resolution
+    assert answer.bbox == (4702, 5324, 4720, 5342)
+    assert again.window == answer.window
+    assert info["counters"]["images_received"] == 1 and info["image_shapes"] == [[1024, 1024]]
+
+
+def test_an_object_cut_by_the_window_is_asked_again_on_a_window_that_holds_it(
+    standin: Callable[..., StandinBackend],
+) -> None:
+    backend = standin(workers=1)
+    shape = (5000, 5000)
+    image, truth = disc_image(shape, np.array([[2500.0, 2500.0]]), np.array([400.0]))
+    with backend.client() as client:
+        # A click near the disc's edge: the first window (1024 px around it) cuts the disc.
+        answer = segment_windowed(client, image, [[2500.5, 2150.5]], [1])
+    assert answer.tries >= 2 and not answer.touches_border
+    placed = np.zeros(shape, dtype=bool)
+    answer.paste_into(placed)
+    np.testing.assert_array_equal(placed, truth == 1)
+
+
+def test_a_big_box_is_sent_downsampled_and_comes_back_at_native_size(
+    standin: Callable[..., StandinBackend],
+) -> None:
+    backend = standin(workers=1)
+    shape = (6000, 6000)
+    image, truth = disc_image(shape, np.array([[3000.0, 3000.0]]), np.array([700.0]))
+    with backend.client() as client:
+        answer = segment_windowed(client, image, box=[2280.0, 2280.0, 3720.0, 3720.0])
+        info = client.call("info").header["result"]
+    assert answer.window.factor == 2 and info["image_shapes"] == [[1024, 1024]]
+    placed = np.zeros(shape, dtype=bool)
+    answer.paste_into(placed)
+    inter = (placed & (truth == 1)).sum()
+    assert inter / (placed | (truth == 1)).sum() >= 0.98
+    assert abs(answer.bbox[0] - 2300) <= 2 and abs(answer.bbox[2] - 3700) <= 2
+
+
+@pytest.mark.model
+def test_real_worker_tiled_auto_and_windowed_segment_shapes_and_offsets(make_backend: Any) -> None:
+    backend = make_backend(workers=1)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4000, size=(2000, 1500), dtype=np.uint16)
+    out = np.zeros(image.shape, dtype=np.uint32)
+
+    def client() -> SamClient:
+        return SamClient(backend.frontend, "sam2.1_hiera_tiny", config=ClientConfig(timeout_s=240, retries=0))
+
+    result = tiled_auto(image, out, client, {"points_per_side": 2, "points_per_batch": 4})
+    assert result.tiles == result.tiles_done == 6
+    assert out.max() == result.num_objects == len(result.areas)
+    with client() as c:
+        answer = segment_windowed(c, image, [[1800.5, 1400.5]], [1], contrast_limits=(0.0, 4000.0))
+        info = c.call("info").header["result"]
+    window = answer.window
+    assert (window.rows, window.cols, window.factor) == (1024, 1024, 1)
+    assert (window.row1, window.col1) == (2000, 1500)  # clipped to the slice's corner
+    assert info["last_prompt"]["shape"] == [1024, 1024]
+    assert answer.tries >= 1
+    if not answer.empty:
+        r0, c0, r1, c1 = answer.bbox
+        assert window.row0 <= r0 < r1 <= window.row1 and window.col0 <= c0 < c1 <= window.col1
