@@ -1,5 +1,10 @@
 """NAME LABEL and export: name label ids, draw the names, save labels with names.
 
+**Export as** chooses the format (:data:`plugin.export.EXPORT_FORMATS`): TIFF
+for Fiji (+ names JSON and CSV), OME-Zarr, GeoJSON for QuPath (pixel or
+physical coordinates) or measurements CSV (mean intensity of the image layer
+of the same shape, when there is one).
+
 Names are kept in the labels layer's metadata (and features); a
 :class:`plugin.name_overlay.NameOverlay` per named labels layer draws them.
 Layers opened from files we wrote come back with their names and get an
@@ -11,8 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -23,7 +30,8 @@ from qtpy.QtWidgets import (
 )
 
 from plugin.controller import napari_notify
-from plugin.export import write_labels
+from plugin.export import EXPORT_FORMATS, GEOJSON, MEASUREMENTS, TIFF, export_labels
+from plugin.formats.geojson import PHYSICAL, PIXEL
 from plugin.label_names import METADATA_KEY, names_from_metadata, with_name
 from plugin.name_overlay import NameOverlay
 from plugin.picking import pick_once
@@ -33,9 +41,44 @@ if TYPE_CHECKING:
     import napari
 
 
-def export_layer(layer: Labels, path: str | Path) -> list[Path]:
-    """Save ``layer`` with its names (TIFF + names JSON + CSV, atomically)."""
-    return write_labels(path, layer.data, names_from_metadata(layer.metadata), layer.scale, layer.translate)
+def matching_image(viewer: napari.Viewer, layer: Labels) -> Image | None:
+    """The image layer of the labels' shape (the active one first), for mean intensities; None if none."""
+    shape = tuple(layer.data.shape)
+    images = [x for x in viewer.layers if isinstance(x, Image) and not x.multiscale]
+    active = viewer.layers.selection.active
+    ordered = ([active] if active in images else []) + [x for x in images if x is not active]
+    return next((x for x in ordered if tuple(x.data.shape[: len(shape)]) == shape), None)
+
+
+def export_layer(
+    layer: Labels,
+    path: str | Path,
+    fmt: str = TIFF.key,
+    image: Image | None = None,
+    coordinates: str = PIXEL,
+) -> list[Path]:
+    """Save ``layer`` with its names as ``fmt`` (atomically); return the paths written.
+
+    Args:
+        layer: the labels layer (names from its metadata; scale, translate, units, axis labels).
+        path: where (the format's suffix is added when missing).
+        fmt: a key of :data:`plugin.export.EXPORT_FORMATS`.
+        image: intensities for the measurements CSV (same shape as the labels, or plus colour).
+        coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
+    """
+    return export_labels(
+        fmt,
+        path,
+        layer.data,
+        names_from_metadata(layer.metadata),
+        scale=layer.scale,
+        translate=layer.translate,
+        units=getattr(layer, "units", None),
+        axis_labels=getattr(layer, "axis_labels", None),
+        image=None if image is None else image.data,
+        coordinates=coordinates,
+        title=layer.name,
+    )
 
 
 def set_label_name(layer: Labels, label_id: int, name: str) -> dict[int, str]:
@@ -75,6 +118,19 @@ class NameWidget(QGroupBox):
         row.addWidget(self.name_button)
         row.addWidget(self.export_button)
         form.addRow(row)
+        self.format_combo = QComboBox()
+        for export_format in EXPORT_FORMATS.values():
+            self.format_combo.addItem(export_format.title, export_format.key)
+        self.physical_check = QCheckBox("physical units")
+        self.physical_check.setToolTip(
+            "GeoJSON coordinates times the pixel size (+ origin); off: pixels, as QuPath expects"
+        )
+        self.format_combo.currentIndexChanged.connect(self._on_format)
+        row = QHBoxLayout()
+        row.addWidget(self.format_combo, 1)
+        row.addWidget(self.physical_check)
+        form.addRow("Export as", row)
+        self._on_format()
         self.names_label = QLabel()
         self.names_label.setWordWrap(True)
         form.addRow(self.names_label)
@@ -114,25 +170,40 @@ class NameWidget(QGroupBox):
         self.name_edit.setText(names_from_metadata(layer.metadata).get(label_id, "") if layer else "")
         self.name_edit.setFocus()
 
+    def export_format(self) -> str:
+        """The chosen format's key (``tiff``, ``ome-zarr``, ``geojson``, ``measurements``)."""
+        return str(self.format_combo.currentData())
+
+    def set_export_format(self, key: str) -> None:
+        self.format_combo.setCurrentIndex(self.format_combo.findData(key))
+
+    def _on_format(self, *_args: Any) -> None:
+        self.physical_check.setEnabled(self.export_format() == GEOJSON.key)
+
     def export_dialog(self) -> None:
         layer = self.layer_combo.layer()
         if layer is None:
             napari_notify("warning", "Export: choose a labels layer first.")
             return
+        chosen = EXPORT_FORMATS[self.export_format()]
         path, _ = QFileDialog.getSaveFileName(
-            self, "Export labels with names", f"{layer.name}.tif", "TIFF (*.tif *.tiff)"
+            self, f"Export labels: {chosen.title}", f"{layer.name}{chosen.suffix}", chosen.file_filter
         )
         if path:
             self.export(layer, path)
 
     def export(self, layer: Labels, path: str | Path) -> list[Path]:
-        """Write ``layer`` to ``path`` (plus names JSON/CSV) and say where."""
+        """Write ``layer`` to ``path`` in the chosen format and say where."""
+        fmt = self.export_format()
+        image = matching_image(self.viewer, layer) if fmt == MEASUREMENTS.key else None
+        coordinates = PHYSICAL if self.physical_check.isChecked() else PIXEL
         try:
-            written = export_layer(layer, path)
+            written = export_layer(layer, path, fmt, image, coordinates)
         except (OSError, ValueError, TypeError) as e:
             napari_notify("error", f"Export of {layer.name} failed: {e}")
             return []
-        napari_notify("info", "Saved " + ", ".join(str(p) for p in written))
+        note = f" (mean intensity of {image.name})" if image is not None else ""
+        napari_notify("info", "Saved " + ", ".join(str(p) for p in written) + note)
         return written
 
     def _show_names(self, *_args: Any) -> None:

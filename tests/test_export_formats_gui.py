@@ -1,0 +1,100 @@
+"""Every export format from the export box and from ``File > Save Selected Layers``, opened again in napari.
+
+A real viewer (Xvfb): the export box writes TIFF, OME-Zarr, GeoJSON and the
+measurements CSV of a named labels stack in microns; napari's save goes
+through the npe2 writers by extension; each file reopens through the
+plugin's reader as a labels layer with its names, scale and units.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plugin.label_names import METADATA_KEY
+from plugin.name_widget import NameWidget, set_label_name
+from tests.conftest import GUI_TEST_MARKS
+
+pytestmark = GUI_TEST_MARKS
+
+PLUGIN = "napari-sam2-broker"
+SCALE = (2.0, 0.25, 0.5)
+
+
+@pytest.fixture
+def scene(make_napari_viewer):
+    viewer = make_napari_viewer()
+    data = np.zeros((3, 40, 50), np.uint16)
+    data[1, 5:25, 5:30] = 4
+    data[1, 10:15, 10:15] = 0
+    data[2, 30:38, 30:40] = 9
+    image = np.random.default_rng(0).random(data.shape).astype(np.float32)
+    viewer.add_image(image, name="cells", scale=SCALE, units="um")
+    labels = viewer.add_labels(data, name="nuclei", scale=SCALE, units="um")
+    set_label_name(labels, 4, "cell nucleus")
+    set_label_name(labels, 9, "mitochondrion")
+    return viewer, labels, data
+
+
+def assert_reopens(viewer, path: Path, data: np.ndarray) -> None:
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert type(layer).__name__ == "Labels"
+    np.testing.assert_array_equal(np.asarray(layer.data), data)
+    assert layer.metadata[METADATA_KEY] == {4: "cell nucleus", 9: "mitochondrion"}
+    np.testing.assert_allclose(layer.scale, SCALE)
+    assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    viewer.layers.remove(layer)
+
+
+def test_export_box_writes_each_format_and_napari_reopens_it(scene, tmp_path: Path) -> None:
+    viewer, labels, data = scene
+    box = NameWidget(viewer)
+    box.layer_combo.set_layer(labels)
+    assert [box.format_combo.itemData(i) for i in range(box.format_combo.count())] == [
+        "tiff",
+        "ome-zarr",
+        "geojson",
+        "measurements",
+    ]
+    written = {}
+    for key in ("tiff", "ome-zarr", "geojson", "measurements"):
+        box.set_export_format(key)
+        assert box.physical_check.isEnabled() == (key == "geojson")
+        written[key] = box.export(labels, tmp_path / "nuclei")
+    assert [p.name for p in written["tiff"]] == ["nuclei.tif", "nuclei.names.json", "nuclei.names.csv"]
+    assert [p.name for p in written["ome-zarr"]] == ["nuclei.ome.zarr"]
+    assert [p.name for p in written["geojson"]] == ["nuclei.geojson"]
+    assert [p.name for p in written["measurements"]] == ["nuclei.measurements.csv"]
+    for key in ("tiff", "ome-zarr", "geojson"):
+        assert_reopens(viewer, written[key][0], data)
+    with open(written["measurements"][0], newline="") as f:
+        rows = {(r["slice"], r["id"]): r for r in csv.DictReader(f)}
+    image = viewer.layers["cells"].data
+    assert float(rows[("1", "4")]["mean_intensity"]) == pytest.approx(image[1][data[1] == 4].mean(), rel=1e-5)
+    assert float(rows[("all", "9")]["volume"]) == pytest.approx(80 * 2.0 * 0.25 * 0.5)
+    assert rows[("1", "4")]["name"] == "cell nucleus"
+    # a bad target is reported, not raised, and leaves nothing behind
+    (tmp_path / "taken.ome.zarr").write_text("a file, not a store")
+    box.set_export_format("ome-zarr")
+    assert box.export(labels, tmp_path / "taken.ome.zarr") == []
+
+
+def test_save_selected_layers_picks_the_writer_by_extension(scene, tmp_path: Path) -> None:
+    viewer, labels, data = scene
+    viewer.layers.selection = {labels}
+    for name in ("via.tif", "via.ome.zarr", "via.geojson"):
+        saved = viewer.layers.save(str(tmp_path / name), selected=True, plugin=PLUGIN)
+        assert Path(saved[0]).name == name
+        assert_reopens(viewer, tmp_path / name, data)
+        viewer.layers.selection = {labels}
+    # measurements: with the image selected too, the CSV has its mean intensity
+    viewer.layers.selection = {labels, viewer.layers["cells"]}
+    (saved,) = viewer.layers.save(str(tmp_path / "via.csv"), selected=True, plugin=PLUGIN)
+    header = Path(saved).read_text().splitlines()[0].split(",")
+    assert header[:5] == ["id", "name", "slice", "pixel_count", "area"] and header[-1] == "mean_intensity"
+    viewer.layers.selection = {labels}
+    (saved,) = viewer.layers.save(str(tmp_path / "alone.csv"), selected=True, plugin=PLUGIN)
+    assert "mean_intensity" not in Path(saved).read_text().splitlines()[0]
