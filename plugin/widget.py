@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 
 from plugin.auto_widget import AutoBox
 from plugin.backend import BackendStatus, LocalBackend, default_address, default_model, establish, probe
-from plugin.controller import Applied, Controller
+from plugin.controller import Applied, Controller, same_layer
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.events_widget import EventsPanel
 from plugin.label_ops import LabelMode
@@ -129,8 +129,11 @@ class SamWidget(QWidget):
         form.addRow(self.status_label)
         self.image_combo = LayerCombo(self.viewer, Image)
         self.image_combo.layer_changed.connect(self._on_image)
+        self.image_combo.setToolTip("The image prompts go to: follows the image you select or add")
         form.addRow("Image", self.image_combo)
         self._on_image(self.image_combo.layer())
+        self.viewer.layers.selection.events.active.connect(self._follow_image)
+        self.viewer.layers.events.inserted.connect(self._follow_image)
         return box
 
     def _segment_tab(self) -> QScrollArea:
@@ -377,7 +380,16 @@ class SamWidget(QWidget):
     # -- prompts and modes ------------------------------------------------------------
 
     def _on_image(self, layer: Image | None) -> None:
+        changed = not same_layer(layer, self.controller.image)
         self.controller.image = layer
+        if changed and layer is not None and hasattr(self, "result"):
+            self.result.setText(f"Prompts now go to the image {layer.name}.")
+
+    def _follow_image(self, event: Any = None) -> None:
+        """The Image box follows the image layer the user selects or adds (other layers leave it)."""
+        layer = getattr(event, "value", None)  # the inserted layer, or the newly active one
+        if isinstance(layer, Image) and not same_layer(layer, self.controller.image):
+            self.image_combo.set_layer(layer)
 
     def start_points(self) -> None:
         """Select the ``Prompt Points`` layer in add mode (creating it)."""
@@ -409,8 +421,10 @@ class SamWidget(QWidget):
     def _on_applied(self, applied: Applied) -> None:
         ids = ", ".join(map(str, applied.label_ids[:5])) + ("…" if len(applied.label_ids) > 5 else "")
         what = f"label {ids}" if applied.label_ids else "nothing (empty mask)"
+        image = self.controller.image
+        where = f" on {image.name}" if image is not None else ""
         self.result.setText(
-            f"{applied.channel}: {what} in {applied.layer_name}, {applied.pixels} pixels changed"
+            f"{applied.channel}{where}: {what} in {applied.layer_name}, {applied.pixels} pixels changed"
         )
 
     def toggle_auto(self) -> None:
@@ -473,6 +487,8 @@ class SamWidget(QWidget):
         if self.controller.session is not None:
             self.controller.session.close(timeout_s=0.5)
             self.controller.session = None
+        self.viewer.layers.selection.events.active.disconnect(self._follow_image)
+        self.viewer.layers.events.inserted.disconnect(self._follow_image)
         self.names.shutdown()
         self.labels.shutdown()
         self.controller.close()

@@ -15,10 +15,11 @@ import numpy as np
 import psutil
 import pytest
 
-from plugin.layers import plane_of
+from plugin.controller import POINTS
+from plugin.layers import POINTS_MASK, plane_of
 from plugin.widget import SamWidget
 from tests.conftest import GUI_TEST_MARKS, Backend, ProcessSpawner, free_endpoint
-from tests.test_plugin_stack import start_worker
+from tests.test_plugin_stack import cell, click_point, start_worker
 
 pytestmark = GUI_TEST_MARKS
 
@@ -117,3 +118,25 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
     assert not controller.objects and not controller._watched and controller.last_written is None
     assert widget.labels.layer is None and widget.labels.table.rowCount() == 0
     assert not widget.names.overlays
+
+
+# -- 6: the Image box follows the user --------------------------------------------------------------
+
+
+def test_prompts_go_to_the_image_the_user_adds_or_selects(shared_backend, connect, qtbot) -> None:
+    viewer, first, widget = connect(shared_backend, cell(96), name="first")
+    click_point(widget, qtbot, [40, 40])
+    assert widget.controller.applied[POINTS].layer_name == POINTS_MASK
+    assert "on first" in widget.result.text()
+    second = viewer.add_image(cell(64, shift=30), name="second")  # added: prompts go to it
+    assert widget.image_combo.layer() is second and widget.controller.image is second
+    assert "second" in widget.result.text()
+    viewer.layers.selection.active = first  # selected in the layer list: prompts go to it
+    assert widget.controller.image is first
+    viewer.layers.selection.active = second
+    assert widget.image_combo.layer() is second and widget.controller.image is second
+    click_point(widget, qtbot, [30, 30])
+    applied = widget.controller.applied[POINTS]
+    assert applied.layer_name == f"{POINTS_MASK} (second)"
+    assert viewer.layers[applied.layer_name].data.shape == (64, 64)
+    assert "on second" in widget.result.text() and f"{POINTS_MASK} (second)" in widget.result.text()
