@@ -296,6 +296,7 @@ class Controller:
             layer.mouse_drag_callbacks.insert(0, self._choose_polarity)
             layer.bind_key("n", lambda _layer: self.new_object(), overwrite=True)
             self._bind_undo(layer)
+            layer.events.visible.connect(self._on_prompt_visibility)
             layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
         return layer
 
@@ -308,7 +309,18 @@ class Controller:
             self._watched.add(layer.unique_id)
             layer.events.data.connect(self._on_box)
             self._bind_undo(layer)
+            layer.events.visible.connect(self._on_prompt_visibility)
         return layer
+
+    def _on_prompt_visibility(self, event: Any) -> None:
+        """napari ignores clicks on a hidden layer: say so when a prompt layer is hidden."""
+        layer = event.source
+        if not layer.visible:
+            self.notify(
+                "info",
+                f"{layer.name} is hidden: clicks add no prompts until it is shown "
+                "(the Point prompts / Box prompts buttons show it).",
+            )
 
     def _bind_undo(self, layer: Points | Shapes) -> None:
         """Ctrl+Z / Ctrl+Shift+Z on a prompt layer undo / redo on the labels layer written last."""

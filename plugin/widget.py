@@ -67,6 +67,10 @@ ADDRESS_TIP = (
     "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
     "the plugin starts an embedded backend and stops it when napari closes."
 )
+NO_IMAGE = (
+    "open an image first (File > Open, or File > Open Sample > SAM2 Segmentation > Cell), "
+    "then choose it in the Image box."
+)
 CPU_NOTICE = (
     "SAM2 runs on the CPU here: the first prompt on each new image takes a few seconds "
     "(image encoding); later prompts on it are quick."
@@ -392,18 +396,29 @@ class SamWidget(QWidget):
             self.image_combo.set_layer(layer)
 
     def start_points(self) -> None:
-        """Select the ``Prompt Points`` layer in add mode (creating it)."""
+        """Select the ``Prompt Points`` layer in add mode (creating it, showing it if hidden)."""
         layer = self.controller.points_layer()
-        if layer is not None:
-            self.viewer.layers.selection.active = layer
+        if self._show_prompt_layer(layer, "Point prompts"):
             layer.mode = "add"
 
     def start_box(self) -> None:
-        """Select the ``Bounding Box`` layer in rectangle mode (creating it)."""
+        """Select the ``Bounding Box`` layer in rectangle mode (creating it, showing it if hidden)."""
         layer = self.controller.box_layer()
-        if layer is not None:
-            self.viewer.layers.selection.active = layer
+        if self._show_prompt_layer(layer, "Box prompts"):
             layer.mode = "add_rectangle"
+
+    def _show_prompt_layer(self, layer: Any, what: str) -> bool:
+        """Make a prompt layer visible and active; say why not when there is no image."""
+        if layer is None:
+            self.controller.notify("warning", f"{what}: {NO_IMAGE}")
+            return False
+        if not layer.visible:
+            layer.visible = True
+            self.controller.notify(
+                "info", f"{layer.name} was hidden; it is shown again so that clicks add prompts."
+            )
+        self.viewer.layers.selection.active = layer
+        return True
 
     def _update_mode(self, *_args: Any) -> None:
         refine = self.refine_radio.isChecked()

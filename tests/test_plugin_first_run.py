@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from plugin.controller import POINTS
-from plugin.layers import POINTS_MASK, plane_of
+from plugin.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
 from plugin.widget import SamWidget
 from tests.conftest import GUI_TEST_MARKS, Backend, ProcessSpawner, free_endpoint
 from tests.test_plugin_stack import cell, click_point, start_worker
@@ -140,3 +140,26 @@ def test_prompts_go_to_the_image_the_user_adds_or_selects(shared_backend, connec
     assert applied.layer_name == f"{POINTS_MASK} (second)"
     assert viewer.layers[applied.layer_name].data.shape == (64, 64)
     assert "on second" in widget.result.text() and f"{POINTS_MASK} (second)" in widget.result.text()
+
+
+# -- 7: Point prompts explain themselves -------------------------------------------------------------
+
+
+def test_point_prompts_without_an_image_or_with_the_layer_hidden_say_why(offline, qtbot) -> None:
+    viewer, widget = offline()
+    notes = notes_of(widget)
+    widget.start_points()  # no image yet: a clear message, no layer
+    assert PROMPT_POINTS not in viewer.layers
+    assert notes[-1][0] == "warning" and notes[-1][1].startswith("Point prompts: open an image first")
+    widget.start_box()
+    assert BOUNDING_BOX not in viewer.layers and notes[-1][1].startswith("Box prompts: open an image first")
+    viewer.add_image(cell(64))
+    widget.start_points()
+    points = viewer.layers[PROMPT_POINTS]
+    assert points.visible and points.mode == "add"
+    points.visible = False  # the user hides it: clicks would do nothing, so the plugin says so
+    assert notes[-1][0] == "info" and f"{PROMPT_POINTS} is hidden" in notes[-1][1]
+    viewer.layers.selection.active = viewer.layers[0]
+    widget.start_points()  # pressing Point prompts shows it again and says so
+    assert points.visible and viewer.layers.selection.active is points and points.mode == "add"
+    assert "shown again" in notes[-1][1]
