@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Start the broker, N SAM2 workers per GPU (one CPU worker without a GPU),
-# and napari with the plugin. One log per process under --log-dir.
+# and napari with the plugin, then keep them running. One log per process
+# under --log-dir, plus start_all.log with what this script did.
 #
-#   scripts/start_all.sh [--model sam2.1_hiera_tiny] [--checkpoint PATH]
-#                        [--gpus all|none|0,1] [--workers-per-gpu N]
-#                        [--frontend tcp://127.0.0.1:5555] [--backend tcp://127.0.0.1:5556]
-#                        [--cache-mib 1024] [--log-dir logs] [--log-level INFO]
-#                        [--random-weights] [--no-viewer]
-#
-# Policy when a child dies unexpectedly: everything is stopped and the
-# script exits non-zero, naming the process and its log (a silent restart
-# would hide a broken GPU or checkpoint). Ctrl-C stops every child cleanly.
+# Policy when a child dies: a dead worker or broker is restarted with a
+# back-off (1, 2, 4 ... s, at most 30 s); after more than --max-restarts
+# restarts of one process within 10 minutes it is left down, said loudly on
+# stdout and in start_all.log, and everything else (napari with your unsaved
+# labels, the other workers) keeps running. A backend crash never closes
+# napari. Everything stops on Ctrl-C / SIGTERM, or when napari closes.
+# --help lists the options.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -26,8 +25,42 @@ log_dir=$root/logs
 log_level=INFO
 random_weights=0
 viewer=1
+max_restarts=5
+restart_window_s=600
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() {
+  cat <<'USAGE'
+Usage: scripts/start_all.sh [options]
+
+Start a SAM2 backend (one broker, SAM2 workers) and napari with the SAM2
+plugin connected to it. Dead workers and a dead broker are restarted (back-off
+1, 2, 4 ... 30 s; at most --max-restarts restarts per process in 10 minutes);
+napari is never closed by this script because a backend process died.
+Ctrl-C (or SIGTERM) stops everything; closing napari stops the backend.
+
+Options:
+  --model NAME           SAM2 model = service name: sam2.1_hiera_tiny (default),
+                         sam2.1_hiera_small, sam2.1_hiera_base_plus, sam2.1_hiera_large
+  --checkpoint PATH      checkpoint file (default: checkpoints/<model file>, downloaded if missing)
+  --gpus all|none|0,1    GPUs that get workers (default: all that nvidia-smi lists;
+                         none, or no GPU: one CPU worker)
+  --workers-per-gpu N    workers per GPU (default 1)
+  --frontend ENDPOINT    where clients connect (default tcp://127.0.0.1:5555)
+  --backend ENDPOINT     where workers connect (default tcp://127.0.0.1:5556)
+  --cache-mib MIB        embedding cache of each worker (default 1024)
+  --log-dir DIR          one log per process, plus start_all.log (default logs/)
+  --log-level LEVEL      DEBUG, INFO (default), WARNING or ERROR
+  --max-restarts N       restarts of one process within 10 minutes before it is
+                         left down (default 5; 0: never restart)
+  --random-weights       no checkpoint: random weights, MEANINGLESS masks (tests only)
+  --no-viewer            server mode: backend only, no napari (runs until Ctrl-C/SIGTERM)
+  -h, --help             show this help and exit
+
+Examples:
+  scripts/start_all.sh                                   # backend + napari on this machine
+  scripts/start_all.sh --no-viewer --workers-per-gpu 2   # a shared GPU server
+USAGE
+}
 need() { [ $# -ge 2 ] || { echo "start_all: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +73,7 @@ while [ $# -gt 0 ]; do
     --cache-mib) need "$@"; cache_mib=$2; shift 2 ;;
     --log-dir) need "$@"; log_dir=$2; shift 2 ;;
     --log-level) need "$@"; log_level=$2; shift 2 ;;
+    --max-restarts) need "$@"; max_restarts=$2; shift 2 ;;
     --random-weights) random_weights=1; shift ;;
     --no-viewer) viewer=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -47,8 +81,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$workers_per_gpu" in ''|*[!0-9]*|0) echo "start_all: --workers-per-gpu must be a positive integer" >&2; exit 2 ;; esac
+case "$max_restarts" in ''|*[!0-9]*) echo "start_all: --max-restarts must be an integer >= 0" >&2; exit 2 ;; esac
 
-say() { printf '[start_all] %s\n' "$*"; }
+say() { printf '[start_all] %s\n' "$*"; [ -d "$log_dir" ] && printf '%s %s\n' "$(date '+%F %T')" "$*" >> "$log_dir/start_all.log"; return 0; }
 
 if [ $viewer -eq 1 ]; then "$root/scripts/setup_env.sh" --gui; else "$root/scripts/setup_env.sh"; fi
 py=${VENV:-$root/.venv}/bin/python
@@ -87,30 +122,43 @@ if [ "$gpus" != none ] && command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 # --- processes --------------------------------------------------------------
-pids=()
-names=()
+# Per process i: names[i], cmds[i] (the command, shell-quoted), pids[i],
+# started[i] (SECONDS at start), delay[i] (next back-off), restart_at[i]
+# (SECONDS when a pending restart is due, or empty), history[i] (SECONDS of
+# each restart), done[i] (1 once given up).
+names=(); cmds=(); pids=(); started=(); delay=(); restart_at=(); history=(); done=()
+napari=-1
 stopping=0
-stop_all() {
+stop_all() {  # SIGTERM every child (napari too), SIGKILL what is left after 5 s
   stopping=1
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  local pid alive
+  for pid in "${pids[@]}" "$napari"; do [ "$pid" -gt 0 ] && kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do
     alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in "${pids[@]}" "$napari"; do [ "$pid" -gt 0 ] && kill -0 "$pid" 2>/dev/null && alive=1; done
     [ $alive -eq 0 ] && break
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" "$napari"; do [ "$pid" -gt 0 ] && kill -KILL "$pid" 2>/dev/null || true; done
 }
 on_signal() { say "stopping"; stop_all; exit 0; }
 trap on_signal INT TERM
 trap 'stop_all' EXIT
 
-start() {  # start NAME CMD... : run in the background with its own log
+launch() {  # launch I: (re)start process I in the background, appending to its log
+  local i=$1
+  ( eval "exec ${cmds[$i]}" ) >> "$log_dir/${names[$i]}.log" 2>&1 < /dev/null &
+  pids[i]=$!
+  started[i]=$SECONDS
+}
+
+start() {  # start NAME CMD...: a new supervised process with its own log
   local name=$1; shift
-  "$@" >> "$log_dir/$name.log" 2>&1 &
-  pids+=($!)
-  names+=("$name")
-  say "started $name (pid $!, log $log_dir/$name.log)"
+  local i=${#names[@]}
+  names[i]=$name; cmds[i]=$(printf '%q ' "$@"); delay[i]=1; restart_at[i]=""; history[i]=""; done[i]=0
+  : > "$log_dir/$name.log"
+  launch "$i"
+  say "started $name (pid ${pids[$i]}, log $log_dir/$name.log)"
 }
 
 wait_for_line() {  # wait_for_line LOG PATTERN SECONDS PID
@@ -123,25 +171,24 @@ wait_for_line() {  # wait_for_line LOG PATTERN SECONDS PID
   return 1
 }
 
-: > "$log_dir/broker.log"
-start broker "$py" -m broker --frontend "$frontend" --backend "$backend" --log-level "$log_level"
+# Processes stop by themselves if this script is killed (-9) and cannot stop them.
+watch=(--parent-pid $$)
+start broker "$py" -m broker --frontend "$frontend" --backend "$backend" --log-level "$log_level" "${watch[@]}"
 if ! wait_for_line "$log_dir/broker.log" "broker ready" 30 "${pids[0]}"; then
   say "the broker did not start; see $log_dir/broker.log"; tail -5 "$log_dir/broker.log" >&2; exit 1
 fi
 
 connect=${backend/0.0.0.0/127.0.0.1}
-common=(--connect "$connect" --model "$model" --cache-mib "$cache_mib" --log-level "$log_level" "${worker_weights[@]}")
+common=(--connect "$connect" --model "$model" --cache-mib "$cache_mib" --log-level "$log_level"
+        "${worker_weights[@]}" "${watch[@]}")
 if [ ${#gpu_ids[@]} -eq 0 ]; then
   say "no GPU found: starting one CPU worker (interactive prompts work, encoding an image takes seconds)"
-  : > "$log_dir/worker-cpu.log"
   start worker-cpu "$py" -m workers "${common[@]}" --device cpu --workers-per-host 1
 else
   total=$((${#gpu_ids[@]} * workers_per_gpu))
   for gpu in "${gpu_ids[@]}"; do
     for n in $(seq 1 "$workers_per_gpu"); do
-      name="worker-gpu$gpu-$n"
-      : > "$log_dir/$name.log"
-      CUDA_VISIBLE_DEVICES=$gpu start "$name" "$py" -m workers "${common[@]}" --device cuda \
+      start "worker-gpu$gpu-$n" env CUDA_VISIBLE_DEVICES="$gpu" "$py" -m workers "${common[@]}" --device cuda \
         --workers-per-host "$total"
     done
   done
@@ -156,26 +203,57 @@ say "backend ready: clients connect to $frontend (model $model, ${#pids[@]} proc
 
 if [ $viewer -eq 1 ]; then
   say "opening napari with the SAM2 plugin"
-  SAM2_BROKER_ADDRESS=$frontend SAM2_MODEL=$model "$py" -m napari -w napari-sam2-broker \
-    >> "$log_dir/napari.log" 2>&1 &
-  pids+=($!)
-  names+=(napari)
+  # SAM2_VIEWER_CMD replaces the napari command (tests use a stand-in viewer).
+  SAM2_BROKER_ADDRESS=$frontend SAM2_MODEL=$model SAM2_EMBEDDED=0 \
+    bash -c "${SAM2_VIEWER_CMD:-exec \"\$0\" -m napari -w napari-sam2-broker}" "$py" \
+    >> "$log_dir/napari.log" 2>&1 < /dev/null &
+  napari=$!
+  say "napari running (pid $napari, log $log_dir/napari.log)"
 fi
 
-# Wait for any child; napari closing is a normal end, anything else is not.
+on_exit() {  # on_exit I CODE: process I died; schedule its restart, or give up on it
+  local i=$1 code=$2 name=${names[$1]} now=$SECONDS recent="" t n
+  [ $((now - started[i])) -ge 60 ] && delay[i]=1  # it had been up a while: start the back-off over
+  for t in ${history[$i]}; do [ $((now - t)) -lt $restart_window_s ] && recent+="$t "; done
+  history[i]=$recent
+  n=$(wc -w <<< "$recent")
+  if [ "$n" -ge "$max_restarts" ]; then
+    done[i]=1
+    say "ERROR: $name (pid ${pids[$i]}) exited with status $code after $n restarts within" \
+      "$((restart_window_s / 60)) minutes; NOT restarting it again (log: $log_dir/$name.log)." \
+      "Everything else keeps running; fix the cause, then restart start_all.sh."
+    tail -5 "$log_dir/$name.log" >&2 || true
+    return
+  fi
+  restart_at[i]=$((now + delay[i]))
+  say "$name (pid ${pids[$i]}) exited with status $code; restarting it in ${delay[$i]} s" \
+    "(restart $((n + 1))/$max_restarts within $((restart_window_s / 60)) minutes; log: $log_dir/$name.log)"
+  tail -3 "$log_dir/$name.log" >&2 || true
+  delay[i]=$((delay[i] * 2 > 30 ? 30 : delay[i] * 2))
+}
+
+# Supervise: restart what dies, until a signal or napari closes.
 while true; do
-  set +e
-  wait -n "${pids[@]}"
-  set -e
+  sleep 0.5 & wait $! || true  # a short sleep that a signal interrupts at once
   [ $stopping -eq 1 ] && exit 0
-  for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-      if [ "${names[$i]}" = napari ]; then
-        say "napari closed; stopping the backend"; stop_all; exit 0
+  if [ "$napari" -gt 0 ] && ! kill -0 "$napari" 2>/dev/null; then
+    say "napari closed; stopping the backend"; stop_all; exit 0
+  fi
+  for i in "${!names[@]}"; do
+    [ "${done[$i]}" -eq 1 ] && continue
+    if [ -n "${restart_at[$i]}" ]; then
+      if [ $SECONDS -ge "${restart_at[$i]}" ]; then
+        restart_at[i]=""
+        history[i]+="$SECONDS "
+        launch "$i"
+        say "restarted ${names[$i]} (pid ${pids[$i]})"
       fi
-      say "${names[$i]} exited unexpectedly; stopping everything (log: $log_dir/${names[$i]}.log)"
-      tail -5 "$log_dir/${names[$i]}.log" >&2 || true
-      stop_all; exit 1
+    elif ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      code=0; wait "${pids[$i]}" 2>/dev/null || code=$?
+      on_exit "$i" "$code"
     fi
   done
+  if [ $viewer -eq 0 ] && ! [[ " ${done[*]} " =~ " 0 " ]]; then
+    say "ERROR: every backend process was given up; exiting"; exit 1
+  fi
 done
