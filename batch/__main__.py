@@ -6,9 +6,11 @@ multi-page TIFFs or other stacks (every 2D slice), through a running broker::
     sam2-batch data/plates/ --out results/ --points-per-side 32
     sam2-batch embryo.tif --out results/ --broker tcp://gpu-server:5555
 
-Writes ``<stem>_labels.tif`` (uint32; one page per slice for a stack) and
-``summary.csv`` (file, slice, objects, seconds, status, error, request_id)
-into ``--out``. Inputs whose label file exists are skipped, so an
+Writes ``<stem>_labels.tif`` (uint32; one page per slice for a stack; or
+with ``--format ome-zarr`` an NGFF label image ``<stem>_labels.ome.zarr``, with
+``--format geojson`` polygons ``<stem>_labels.geojson``) and ``summary.csv``
+(file, slice, objects, seconds, status, error, request_id) into ``--out``.
+Inputs whose label file (in the chosen format) exists are skipped, so an
 interrupted run continues where it stopped (``--overwrite`` redoes them).
 Unreadable files are logged and recorded in the summary; the rest is still
 processed. Exit codes: 0 all done, 1 some inputs failed, 2 bad usage or no
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batch.inputs import UsageError, discover
+from batch.outputs import FORMAT_TIFF, OUTPUT_FORMATS
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
 from protocol import cli
 from protocol.checkpoints import DEFAULT_MODEL
@@ -90,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="map LOW..HIGH to black..white for non-uint8 images "
         "(default: each image's 1st-99th percentiles, a stack's over all its slices)",
     )
+    parser.add_argument(
+        "--format",
+        dest="output_format",
+        choices=list(OUTPUT_FORMATS),
+        default=FORMAT_TIFF,
+        help="label files: tiff (uint32 TIFF), ome-zarr (NGFF labels) or geojson (polygons) (%(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -120,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        output_format=args.output_format,
     )
     try:
         files = discover(args.inputs)

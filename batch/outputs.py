@@ -1,9 +1,17 @@
-"""What a batch leaves behind: label TIFFs and a CSV summary, both written atomically.
+"""What a batch leaves behind: label files and a CSV summary, all written atomically.
+
+Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, uint32, one
+page per slice), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
+image) or ``geojson`` (``<stem>_labels.geojson``, one polygon per label and
+slice, pixel coordinates, QuPath conventions); the last two are written by
+:mod:`plugin.formats` (no napari involved), in pixel units (the inputs'
+pixel size is not read).
 
 Every file is written to a temporary name in its folder and moved into place
-with ``os.replace``, so a crash or Ctrl-C never leaves a half-written label
-file that a later run would take for a finished one. Resume rule: an input
-whose label file exists is skipped (unless ``--overwrite``).
+with ``os.replace`` (a zarr store: a temporary directory swapped in), so a
+crash or Ctrl-C never leaves a half-written label file that a later run
+would take for a finished one. Resume rule: an input whose label file in the
+chosen format exists is skipped (unless ``--overwrite``).
 
 The summary describes the inputs of the latest run: one row per slice
 (``slice`` empty for a single image) and one row per unreadable file. An
@@ -23,6 +31,11 @@ from pathlib import Path
 import numpy as np
 
 SUMMARY_NAME = "summary.csv"
+FORMAT_TIFF = "tiff"
+FORMAT_OME_ZARR = "ome-zarr"
+FORMAT_GEOJSON = "geojson"
+OUTPUT_FORMATS = {FORMAT_TIFF: ".tif", FORMAT_OME_ZARR: ".ome.zarr", FORMAT_GEOJSON: ".geojson"}
+"""``--format`` choices and the suffix of their label files."""
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 STATUS_SKIPPED = "skipped"
@@ -78,6 +91,41 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack")
+
+
+def output_path(tiff_path: Path, output_format: str) -> Path:
+    """The label file for ``output_format`` from its TIFF name (``a_labels.tif`` -> ``a_labels.geojson``)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(
+            f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    stem = tiff_path.name[: -len(tiff_path.suffix)] if tiff_path.suffix.lower() == ".tif" else tiff_path.name
+    return tiff_path.with_name(stem + OUTPUT_FORMATS[output_format])
+
+
+def write_output(path: Path, labels: np.ndarray, output_format: str = FORMAT_TIFF) -> None:
+    """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
+
+    Raises:
+        ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
+        OSError: the file system refused.
+    """
+    if output_format == FORMAT_TIFF:
+        write_labels(path, labels)
+        return
+    from plugin.formats.geojson import write_geojson
+    from plugin.formats.geometry import Geometry
+    from plugin.formats.ngff import write_ngff_labels
+
+    if labels.dtype != np.uint32:
+        raise ValueError(f"labels must be uint32, got {labels.dtype}")
+    geometry = Geometry.plain(labels.ndim)
+    if output_format == FORMAT_OME_ZARR:
+        write_ngff_labels(path, labels, {}, geometry, name=path.name.split(".")[0])
+    elif output_format == FORMAT_GEOJSON:
+        write_geojson(path, labels, {}, geometry)
+    else:
+        raise ValueError(f"unknown output format {output_format!r}")
 
 
 def read_summary(path: Path) -> list[Row]:

@@ -29,8 +29,9 @@ from batch.outputs import (
     SUMMARY_NAME,
     Row,
     merge_rows,
+    output_path,
     read_summary,
-    write_labels,
+    write_output,
     write_summary,
 )
 from protocol.checkpoints import DEFAULT_MODEL
@@ -65,6 +66,7 @@ class BatchSettings:
         contrast_limits: (low, high) for every non-uint8 input; None: each
             image's own 1st-99th percentiles (a stack's over all its slices).
         overwrite: redo inputs whose label file already exists.
+        output_format: ``tiff``, ``ome-zarr`` or ``geojson`` (see :mod:`batch.outputs`).
         progress: show a progress bar (only on a terminal).
     """
 
@@ -78,6 +80,7 @@ class BatchSettings:
     contrast_limits: tuple[float, float] | None = None
     overwrite: bool = False
     progress: bool = True
+    output_format: str = "tiff"
 
     def auto_params(self) -> dict[str, float | int]:
         """The ``auto`` params of every request (contrast limits go separately)."""
@@ -185,7 +188,10 @@ class BatchRunner:
         self.files = list(files)
         self.out_dir = out_dir
         self.settings = settings
-        self.outputs = {path: out_dir / name for path, name in output_names(self.files).items()}
+        self.outputs = {
+            path: output_path(out_dir / name, settings.output_format)
+            for path, name in output_names(self.files).items()
+        }
         self.summary_path = out_dir / SUMMARY_NAME
         self.report = BatchReport(files=len(self.files), summary=self.summary_path)
         self._rows: list[Row] = []
@@ -358,8 +364,10 @@ class BatchRunner:
         failed = [row for row in rows if row.status != STATUS_OK]
         if not failed:
             try:
-                write_labels(job.output, job.labels.reshape(job.image.label_shape))
-            except OSError as e:
+                write_output(
+                    job.output, job.labels.reshape(job.image.label_shape), self.settings.output_format
+                )
+            except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"
                 log.error("%s", message)
                 rows = [
