@@ -42,15 +42,19 @@ from plugin.label_ops import (
 )
 from plugin.layers import (
     AUTO_MASK,
+    BOUNDING_BOX,
     BOX_MASK,
     POINTS_MASK,
     POLARITY,
     POLARITY_NAMES,
+    PROMPT_POINTS,
     base_data,
     displayed_axes,
     ensure_box,
     ensure_labels,
     ensure_points,
+    find_layer,
+    fits_image,
     plane_of,
     point_labels,
     slice_view,
@@ -260,6 +264,35 @@ class Controller:
         if not same_layer(layer, self._image):
             self._image = layer
             self.objects.clear()
+            if layer is not None:
+                self._refit_prompt_layers(layer)
+
+    def _refit_prompt_layers(self, image: Image) -> None:
+        """Rebuild the prompt layers made for an image of other dimensions or transform, and say so.
+
+        Prompt layers share their image's world transform (so points are drawn
+        at its scale and land on its pixels); the user's selection is kept.
+        """
+        from napari.layers import Points, Shapes
+
+        for name, kind, make in (
+            (PROMPT_POINTS, Points, self.points_layer),
+            (BOUNDING_BOX, Shapes, self.box_layer),
+        ):
+            layer = find_layer(self.viewer, name, kind)
+            if layer is None or fits_image(layer, image):
+                continue
+            active, prompts, ndim = self.viewer.layers.selection.active, len(layer.data), layer.ndim
+            self.viewer.layers.remove(layer)
+            make()
+            if active is not None and active is not layer and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
+            if prompts or ndim != image.ndim:
+                why = (
+                    f"{image.ndim}D instead of {ndim}D" if ndim != image.ndim else "another scale or position"
+                )
+                cleared = f"; its {prompts} earlier prompt(s) were cleared" if prompts else ""
+                self.notify("info", f"{name} was rebuilt for {image.name} ({why}){cleared}.")
 
     def set_mode(self, mode: LabelMode, refine_layer: Labels | None = None, refine_id: int = 0) -> None:
         """Change the labeling mode / refine target; the next prompt starts a new object."""

@@ -82,14 +82,31 @@ def find_layer(viewer: napari.Viewer, name: str, kind: type) -> Any:
     return layer if isinstance(layer, kind) else None
 
 
-def _prompt_layer(viewer: napari.Viewer, name: str, kind: type, ndim: int) -> Any:
-    """The prompt layer ``name`` of type ``kind`` if it has ``ndim`` dimensions, else None.
+def fits_image(layer: Layer, image: Image) -> bool:
+    """Whether ``layer`` has ``image``'s dimensions and world transform.
 
-    One with other dimensions (made for another image) is removed, so that a
-    new one can take its name.
+    A prompt layer that fits draws its points at the image's scale and maps
+    them onto the image's pixels; one made for another image does not.
+    """
+    if layer.ndim != image.ndim:
+        return False
+    same = all(
+        np.allclose(
+            np.asarray(getattr(layer, name), dtype=float), np.asarray(getattr(image, name), dtype=float)
+        )
+        for name in ("scale", "translate", "rotate", "shear")
+    )
+    return same and bool(np.allclose(layer.affine.affine_matrix, image.affine.affine_matrix))
+
+
+def _prompt_layer(viewer: napari.Viewer, name: str, kind: type, image: Image) -> Any:
+    """The prompt layer ``name`` of type ``kind`` if it fits ``image`` (:func:`fits_image`), else None.
+
+    One made for another image (other dimensions or transform) is removed,
+    so that a new one can take its name.
     """
     layer = find_layer(viewer, name, kind)
-    if layer is not None and layer.ndim != ndim:
+    if layer is not None and not fits_image(layer, image):
         viewer.layers.remove(layer)
         return None
     return layer
@@ -127,7 +144,7 @@ def ensure_points(viewer: napari.Viewer, image: Image) -> tuple[Points, bool]:
     """The ``Prompt Points`` layer (created when missing); returns (layer, created)."""
     from napari.layers import Points
 
-    layer = _prompt_layer(viewer, PROMPT_POINTS, Points, image.ndim)
+    layer = _prompt_layer(viewer, PROMPT_POINTS, Points, image)
     if layer is not None:
         return layer, False
     height, width = spatial_shape(image)[-2:]
@@ -153,7 +170,7 @@ def ensure_box(viewer: napari.Viewer, image: Image) -> tuple[Shapes, bool]:
     """The ``Bounding Box`` layer (created when missing); returns (layer, created)."""
     from napari.layers import Shapes
 
-    layer = _prompt_layer(viewer, BOUNDING_BOX, Shapes, image.ndim)
+    layer = _prompt_layer(viewer, BOUNDING_BOX, Shapes, image)
     if layer is not None:
         return layer, False
     height, width = spatial_shape(image)[-2:]

@@ -163,3 +163,42 @@ def test_point_prompts_without_an_image_or_with_the_layer_hidden_say_why(offline
     widget.start_points()  # pressing Point prompts shows it again and says so
     assert points.visible and viewer.layers.selection.active is points and points.mode == "add"
     assert "shown again" in notes[-1][1]
+
+
+# -- 8: prompt layers follow the image -------------------------------------------------------------------
+
+
+def test_prompt_layers_follow_the_current_images_transform_and_dimensions(offline, qtbot) -> None:
+    viewer, widget = offline()
+    notes = notes_of(widget)
+    small = viewer.add_image(cell(64), name="quarter", scale=(0.25, 0.25), translate=(5, 5))
+    widget.start_points()
+    widget.start_box()
+    points = viewer.layers[PROMPT_POINTS]
+    np.testing.assert_allclose(points.scale, [0.25, 0.25])
+    points.add([10, 10])
+    plain = viewer.add_image(cell(64, shift=20), name="plain")  # scale 1: prompts must follow it
+    assert widget.controller.image is plain
+    points = viewer.layers[PROMPT_POINTS]
+    np.testing.assert_allclose(points.scale, plain.scale)
+    np.testing.assert_allclose(points.translate, plain.translate)
+    np.testing.assert_allclose(viewer.layers[BOUNDING_BOX].scale, plain.scale)
+    assert len(points.data) == 0 and any(
+        "rebuilt for plain" in m and "1 earlier prompt" in m for _, m in notes
+    )
+    widget.start_points()
+    points.add([30, 30])  # drawn at the image's scale: as wide as 4 of its pixels, not 1 of the old one's
+    world_size = float(np.asarray(points.size)[0]) * float(points.scale[-1])
+    assert world_size >= 4 * float(plain.scale[-1])
+    viewer.layers.selection.active = small
+    assert widget.controller.image is small
+    np.testing.assert_allclose(viewer.layers[PROMPT_POINTS].scale, small.scale)
+
+    seen = len(notes)
+    stack = viewer.add_image(np.stack([cell(64)] * 3), name="stack")  # 3D: no silent deletion
+    assert widget.controller.image is stack
+    assert viewer.layers[PROMPT_POINTS].ndim == 3 and viewer.layers[BOUNDING_BOX].ndim == 3
+    said = [m for _, m in notes[seen:]]
+    assert any(f"{PROMPT_POINTS} was rebuilt for stack (3D instead of 2D)" in m for m in said), said
+    assert any(f"{BOUNDING_BOX} was rebuilt for stack (3D instead of 2D)" in m for m in said), said
+    assert viewer.layers.selection.active is stack  # the user's selection is kept
