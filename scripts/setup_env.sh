@@ -12,7 +12,18 @@ cd "$root"
 venv=${VENV:-$root/.venv}
 python=${PYTHON:-python3}
 want_gui=0
-[ "${1:-}" = "--gui" ] && want_gui=1
+case "${1:-}" in
+  --gui) want_gui=1 ;;
+  -h|--help)
+    cat <<'USAGE'
+Usage: scripts/setup_env.sh [--gui]
+
+Create or refresh the virtual environment (VENV, default .venv; PYTHON, default
+python3) with everything the project needs; a no-op when nothing changed.
+  --gui   also install the Debian packages napari and Qt need (Xvfb for tests)
+USAGE
+    exit 0 ;;
+esac
 
 say() { printf '[setup] %s\n' "$*"; }
 

@@ -6,6 +6,19 @@
 # because the GUI's OpenGL (Mesa) and torch's triton each load their own LLVM,
 # which can crash one process that holds both.
 set -euo pipefail
+case "${1:-}" in
+  -h|--help)
+    cat <<'USAGE'
+Usage: scripts/test.sh [pytest arguments...]
+
+Set up the environment (.venv, Xvfb and Qt's libraries), run ruff, then pytest
+twice: the backend and logic tests (-m "not gui"), then the napari tests
+(-m gui) under Xvfb. Arguments go to both pytest sessions, e.g.
+  scripts/test.sh -k codec
+Prints one combined line: "tests: N passed, N failed, N skipped".
+USAGE
+    exit 0 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/scripts/setup_env.sh" --gui
