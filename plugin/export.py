@@ -234,6 +234,8 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
             data, meta = from_imagej
         else:
             data, meta = tif.asarray(), _tiff_meta(tif)
+    if data.dtype.kind == "f" and np.array_equal(data, np.round(data)):
+        data = data.astype(np.int64)  # a 32-bit label image saved again by Fiji
     data = compact_dtype(data)
     json_path = sidecar_paths(p)[0]
     if json_path.is_file():

@@ -101,6 +101,17 @@ def test_tiff_large_ids_stay_exact(tmp_path: Path) -> None:
     assert back.names == {70_000: "far"}
 
 
+def test_tiff_saved_again_by_fiji_keeps_names_from_the_json(tmp_path: Path) -> None:
+    data = stack()
+    tif, names_json, _ = export.write_labels(tmp_path / "cells.tif", data, NAMES, (2.0, 0.25, 0.5))
+    # Fiji's File > Save As > Tiff of a 32-bit label image: ImageJ metadata of its own, none of ours
+    tifffile.imwrite(tif, data.astype(np.float32), imagej=True, metadata={"axes": "ZYX"})
+    assert export.is_labels_file(tif)  # the names JSON beside it says so
+    back = export.read_labels(tif)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.data.dtype.kind == "u" and back.names == NAMES and back.scale == (2.0, 0.25, 0.5)
+
+
 # -- OME-Zarr (NGFF) -------------------------------------------------------------------------
 
 
@@ -303,6 +314,9 @@ def test_geojson_from_qupath_opens_as_labels_with_class_names(tmp_path: Path) ->
     assert kind == "labels" and data.shape == (12, 12)
     assert np.count_nonzero(data == 1) == 12 and np.count_nonzero(data == 2) == 4
     assert kwargs["metadata"][METADATA_KEY] == {1: "Tumor"}
+    path.write_text(json.dumps(qupath["features"]))  # exported without "Export as FeatureCollection"
+    ((again, _, _),) = io_hooks.read_layers(str(path))
+    np.testing.assert_array_equal(again, data)
 
 
 # -- measurements ----------------------------------------------------------------------------

@@ -228,7 +228,7 @@ def read_geojson(path: str | os.PathLike[str]) -> LabelsFile:
     feature order.
 
     Raises:
-        ValueError: not a GeoJSON FeatureCollection or Feature.
+        ValueError: not a GeoJSON FeatureCollection, Feature or list of features.
     """
     import shapely
 
@@ -238,9 +238,12 @@ def read_geojson(path: str | os.PathLike[str]) -> LabelsFile:
         raise ValueError(f"{path}: not a readable GeoJSON file ({e})") from e
     if isinstance(document, dict) and document.get("type") == "Feature":
         document = {"type": "FeatureCollection", "features": [document]}
+    if isinstance(document, list):  # QuPath's export without "Export as FeatureCollection"
+        document = {"type": "FeatureCollection", "features": document}
     if not isinstance(document, dict) or not isinstance(document.get("features"), list):
         raise ValueError(f"{path}: not a GeoJSON FeatureCollection")
-    ours = document.get(COLLECTION_KEY) if isinstance(document.get(COLLECTION_KEY), dict) else {}
+    stored = document.get(COLLECTION_KEY)
+    ours: dict[str, Any] = stored if isinstance(stored, dict) else {}
     shapes = []
     for i, feature in enumerate(document["features"]):
         geo = feature.get("geometry") if isinstance(feature, dict) else None
