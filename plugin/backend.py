@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plugin.restart_policy import RestartPolicy
 from protocol import checkpoints
 from protocol.checkpoints import DEFAULT_MODEL
 from protocol.client import ClientConfig, SamClient
@@ -200,7 +201,15 @@ def download_checkpoint(
 
 
 class LocalBackend:
-    """A broker and one worker started as subprocesses of this napari.
+    """A broker and one worker started as subprocesses of this napari, restarted when they die.
+
+    Both get ``--parent-pid`` (this process), so they stop by themselves when
+    napari ends, however it ends. After :meth:`supervise`, a daemon thread
+    restarts a process that died (back-off and limit of
+    :class:`plugin.restart_policy.RestartPolicy`) and tells ``listeners``:
+    ``listener(text, up)``, ``up`` False while a process is down or being
+    restarted (``text`` says what happens), True once the worker is
+    registered again. Listeners are called on that thread.
 
     Args:
         frontend: the client endpoint to bind (local TCP).
@@ -208,19 +217,35 @@ class LocalBackend:
         log_dir: where ``broker.log`` and ``worker.log`` go (a temp dir by default).
     """
 
+    NAMES = ("broker", "worker")
+    POLL_S = 0.25
+
     def __init__(self, frontend: str, model: str, log_dir: Path | None = None) -> None:
         self.frontend = frontend
         self.model = model
         self.backend = free_local_endpoint()
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="napari-sam2-"))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.listeners: list[Callable[[str, bool], None]] = []
+        self.restarts = {name: RestartPolicy() for name in self.NAMES}
+        self.given_up: set[str] = set()
+        self.problem: str | None = None
+        """Why the backend cannot serve now (a process down, restarting, or given up), else None."""
+        self._args: dict[str, list[str]] = {}
+        self._started_at: dict[str, float] = {}
+        self._restart_at: dict[str, float] = {}
+        self._ready_after: int | None = None  # worker log size at the last restart; None: not waiting
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
         atexit.register(self.stop)
 
     def _spawn(self, name: str, args: list[str]) -> None:
+        self._args[name] = args
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, *args],
+                [sys.executable, *args, "--parent-pid", str(os.getpid())],
                 cwd=self.log_dir,  # not the user's folder: nothing there may shadow our packages
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -228,6 +253,7 @@ class LocalBackend:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
+        self._started_at[name] = time.monotonic()
 
     def start(self, checkpoint: Path | None, device: str = "auto") -> None:
         """Start the broker and the worker (``checkpoint`` None: random weights, tests only)."""
@@ -279,21 +305,114 @@ class LocalBackend:
 
     @property
     def running(self) -> bool:
-        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
+        """Whether the backend runs or is being brought back (False once a restart limit was reached)."""
+        if not self.procs or self.given_up:
+            return False
+        if self._monitor is not None and self._monitor.is_alive():
+            return True
+        return all(p.poll() is None for p in self.procs.values())
+
+    @property
+    def recovering(self) -> bool:
+        """Whether a process is down, waiting to restart, or restarted and not serving yet."""
+        return self.problem is not None and not self.given_up
+
+    # -- supervision --------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Start restarting processes that die (call once the backend is ready)."""
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="sam2-local-backend", daemon=True)
+            self._monitor.start()
+
+    def _emit(self, text: str, up: bool) -> None:
+        self.problem = None if up else text
+        for listener in list(self.listeners):
+            listener(text, up)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.POLL_S):
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                events = [self._check(name, time.monotonic()) for name in self.NAMES]
+                if self._ready_after is not None and self._serving_again():
+                    self._ready_after = None
+                    events.append((f"The embedded {self.model} worker is back.", True))
+            for event in events:
+                if event is not None:
+                    self._emit(*event)
+
+    def _check(self, name: str, now: float) -> tuple[str, bool] | None:
+        """Notice a death of ``name`` or restart it when its back-off is over; the event to report."""
+        proc = self.procs.get(name)
+        if proc is None or name in self.given_up:
+            return None
+        code = proc.poll()
+        if code is None:
+            return None
+        policy = self.restarts[name]
+        log_path = self.log_dir / f"{name}.log"
+        if name not in self._restart_at:
+            delay = policy.on_exit(now, now - self._started_at.get(name, now))
+            if delay is None:
+                self.given_up.add(name)
+                return (
+                    f"the embedded {name} died {policy.max_restarts + 1} times within "
+                    f"{policy.window_s / 60:.0f} minutes (last exit code {code}); not restarting it. "
+                    f"Log {log_path}:\n{self.log_tail(name)}\nPress Connect to start a new local backend.",
+                    False,
+                )
+            self._restart_at[name] = now + delay
+            return (
+                f"the embedded {name} exited (code {code}); restarting it in {delay:.0f} s "
+                f"({policy.describe_attempt()}, log {log_path})…",
+                False,
+            )
+        if now < self._restart_at[name]:
+            return None
+        del self._restart_at[name]
+        attempt = policy.describe_attempt()
+        policy.on_restart(now)
+        self._ready_after = self._log_size("worker")
+        self._spawn(name, self._args[name])
+        return f"restarting the embedded {name} ({attempt}): loading the model…", False
+
+    def _log_size(self, name: str) -> int:
+        try:
+            return (self.log_dir / f"{name}.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _serving_again(self) -> bool:
+        """After a restart: all processes up, the worker says ready, and the broker lists exactly it."""
+        if self._restart_at or any(p.poll() is not None for p in self.procs.values()):
+            return False
+        try:
+            with open(self.log_dir / "worker.log", "rb") as log:
+                log.seek(self._ready_after or 0)
+                if b"worker ready" not in log.read():
+                    return False
+            services = probe(self.frontend, timeout_s=1.0)
+        except (OSError, ClientError, ProtocolError):
+            return False
+        return services.get(self.model, {}).get("workers", 0) == 1
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """SIGTERM the worker then the broker, SIGKILL what is left after ``timeout_s``."""
-        for name in ("worker", "broker"):
-            proc = self.procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout_s)
-        self.procs.clear()
+        """Stop supervising; SIGTERM the worker then the broker, SIGKILL what is left after ``timeout_s``."""
+        self._stopping.set()
+        with self._lock:
+            for name in ("worker", "broker"):
+                proc = self.procs.get(name)
+                if proc is not None and proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in self.procs.values():
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=timeout_s)
+            self.procs.clear()
         atexit.unregister(self.stop)
 
 
@@ -337,6 +456,7 @@ def start_local(
     if error is not None:
         local.stop()
         return None, error
+    local.supervise()
     return local, None
 
 
