@@ -25,6 +25,7 @@ with ``weights_only=True`` and fails loudly on missing keys. Downloads go to
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import urllib.request
@@ -209,12 +210,21 @@ def _print_progress(done: int, expected: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Command line: download the named checkpoints (default ``tiny``); 0 on success."""
+    """Command line: download the named checkpoints (default ``tiny``); 0 on success, 2 bad usage."""
+    in_checkout = source_checkout() is not None
+    parser = argparse.ArgumentParser(
+        prog="python checkpoints/download.py" if in_checkout else "python -m protocol.checkpoints",
+        description="Download official SAM 2.1 checkpoints (checked: size, Content-Length, zip signature) "
+        f"into {checkpoint_dir()} (${CHECKPOINT_DIR_ENV} chooses another folder).",
+    )
+    parser.add_argument(
+        "models", nargs="*", default=["tiny"], help="tiny, small, base_plus, large, all or a full model name"
+    )
+    args = parser.parse_args(argv)
     try:
-        models = [m for name in argv or ["tiny"] for m in resolve(name)]
+        models = [m for name in args.models for m in resolve(name)]
     except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
+        parser.error(str(e))
     directory = checkpoint_dir()
     for model in models:
         path = checkpoint_path(model, directory)
