@@ -99,7 +99,8 @@ class NameWidget(QGroupBox):
         self._cancel_pick = lambda: None
         form = QFormLayout(self)
         self.layer_combo = LayerCombo(viewer, Labels)
-        self.layer_combo.layer_changed.connect(self._show_names)
+        self._names_of: Labels | None = None  # the layer whose names the summary shows
+        self.layer_combo.layer_changed.connect(self._follow_names)
         form.addRow("Labels layer", self.layer_combo)
         self.label_id = spin_box(1, 2**31 - 1)
         self.pick_button = button("Pick", self.pick)
@@ -138,7 +139,7 @@ class NameWidget(QGroupBox):
         viewer.layers.events.removed.connect(self._on_removed)
         for layer in list(viewer.layers):
             self._attach_if_named(layer)
-        self._show_names()
+        self._follow_names(self.layer_combo.layer())
 
     def name_label(self) -> None:
         """Give the chosen label id the typed name (empty: remove the name)."""
@@ -206,6 +207,15 @@ class NameWidget(QGroupBox):
         napari_notify("info", "Saved " + ", ".join(str(p) for p in written) + note)
         return written
 
+    def _follow_names(self, layer: Labels | None) -> None:
+        """Show ``layer``'s names and keep them current (renames in the Labels tab, undo, files)."""
+        if self._names_of is not None:
+            self._names_of.events.metadata.disconnect(self._show_names)
+        self._names_of = layer
+        if layer is not None:
+            layer.events.metadata.connect(self._show_names)
+        self._show_names()
+
     def _show_names(self, *_args: Any) -> None:
         layer = self.layer_combo.layer()
         names = names_from_metadata(layer.metadata) if layer is not None else {}
@@ -235,3 +245,4 @@ class NameWidget(QGroupBox):
 
     def shutdown(self) -> None:
         self._cancel_pick()
+        self._follow_names(None)

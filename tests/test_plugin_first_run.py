@@ -202,3 +202,31 @@ def test_prompt_layers_follow_the_current_images_transform_and_dimensions(offlin
     assert any(f"{PROMPT_POINTS} was rebuilt for stack (3D instead of 2D)" in m for m in said), said
     assert any(f"{BOUNDING_BOX} was rebuilt for stack (3D instead of 2D)" in m for m in said), said
     assert viewer.layers.selection.active is stack  # the user's selection is kept
+
+
+# -- 9: the names summary follows renames -----------------------------------------------------------------
+
+
+def test_names_summary_follows_a_rename_in_the_labels_table(offline, qtbot) -> None:
+    viewer, widget = offline()
+    data = np.zeros((40, 40), np.uint32)
+    data[2:10, 2:10], data[20:30, 20:30] = 1, 2
+    labels = viewer.add_labels(data, name="cells")
+    widget.names.layer_combo.set_layer(labels)
+    widget.names.label_id.setValue(2)
+    widget.names.name_edit.setText("debris")
+    widget.names.name_button.click()
+    assert widget.names.names_label.text() == "2: debris"
+    widget.labels.layer_combo.set_layer(labels)
+    qtbot.wait(150)  # the table's coalesced redraw
+    table = widget.labels.table
+    row = [table.item(r, 1).text() for r in range(table.rowCount())].index("2")
+    table.item(row, 2).setText("cell fragment")  # renamed in the Labels tab
+    assert widget.names.names_label.text() == "2: cell fragment"
+    # names also follow a delete and its undo
+    widget.labels.select(2)
+    widget.labels.delete_button.click()
+    assert widget.names.names_label.text() == "No named labels yet."
+    qtbot.wait(150)
+    widget.labels.undo_button.click()
+    assert widget.names.names_label.text() == "2: cell fragment"
