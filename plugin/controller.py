@@ -65,7 +65,7 @@ from plugin.layers import (
 from plugin.prompts import Prompt, box_prompt, point_label, points_prompt
 from plugin.results import Notify, Results, napari_notify
 from plugin.session import Session
-from plugin.stack_jobs import StackJobs
+from plugin.stack_jobs import AUTO_STACK, StackJobs
 from protocol.codec import Message
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
@@ -192,6 +192,8 @@ class Controller:
         self._own_edits = 0
         self._watched: set[Hashable] = set()
         self._auto_cancel: threading.Event | None = None
+        self.auto_running = False
+        """Whether a single-slice AUTO-SEGMENT is in flight (AUTO-SEGMENT STACK waits for it)."""
         self.events = EventLog()
         self.histories.before_change.append(self.new_object)
         self.stack = StackJobs(self)
@@ -578,7 +580,18 @@ class Controller:
     def run_auto(
         self, on_progress: Callable[[float | None, str], None], on_done: Callable[[bool], None]
     ) -> bool:
-        """AUTO-SEGMENT the current slice into ``AutoSeg_mask``; False if it could not start."""
+        """AUTO-SEGMENT the current slice into ``AutoSeg_mask``; False if it could not start.
+
+        Refused while AUTO-SEGMENT STACK runs: the stack writes every slice of
+        ``AutoSeg_mask``, this one included, and one worker channel serves both.
+        """
+        if self.stack.running(AUTO_STACK):
+            self.notify(
+                "warning",
+                "AUTO-SEGMENT was not started: AUTO-SEGMENT STACK is running and segments this slice too. "
+                "Wait for it, or cancel it first.",
+            )
+            return False
         image = self.ready()
         if image is None:
             return False
@@ -610,16 +623,19 @@ class Controller:
             )
 
         def done(answer: AutoAnswer) -> None:
+            self.auto_running = False
             self._apply_auto(layer, plane, answer)
             on_done(True)
 
         def failed(error: Exception) -> None:
+            self.auto_running = False
             if isinstance(error, Superseded):
                 self.notify("info", "AUTO-SEGMENT cancelled.")
             self.on_error(error)
             on_done(False)
 
         on_progress(None, f"AUTO-SEGMENT: sending slice {plane.index} to the backend…")
+        self.auto_running = True
         self.session.submit(AUTO, job, done, failed)
         return True
 

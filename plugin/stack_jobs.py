@@ -75,6 +75,11 @@ class StackHost(Protocol):
     @property
     def auto_settings(self) -> AutoParams: ...
 
+    @property
+    def auto_running(self) -> bool:
+        """Whether a single-slice AUTO-SEGMENT is in flight."""
+        ...
+
     def ready(self) -> Image | None:
         """The image to segment, or None (the user was told why)."""
         ...
@@ -251,6 +256,13 @@ class StackJobs:
         Slices go one at a time; each slice's objects get new ids (unique
         across slices and above every id the layer had).
         """
+        if self.c.auto_running:
+            self.results.notify(
+                "warning",
+                "AUTO-SEGMENT STACK was not started: AUTO-SEGMENT is running on a slice. "
+                "Wait for it, or cancel it first.",
+            )
+            return False
         found = self._stack("AUTO-SEGMENT STACK")
         if found is None:
             return False

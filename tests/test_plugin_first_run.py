@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import pytest
 
-from plugin.controller import POINTS
+from plugin.controller import AUTO, POINTS
 from plugin.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
 from plugin.widget import SamWidget
 from tests.conftest import GUI_TEST_MARKS, Backend, ProcessSpawner, free_endpoint
@@ -230,3 +230,28 @@ def test_names_summary_follows_a_rename_in_the_labels_table(offline, qtbot) -> N
     qtbot.wait(150)
     widget.labels.undo_button.click()
     assert widget.names.names_label.text() == "2: cell fragment"
+
+
+# -- 10: one AUTO-SEGMENT at a time -------------------------------------------------------------------------
+
+
+def test_auto_segment_is_refused_while_the_stack_runs_and_the_reverse(shared_backend, connect, qtbot) -> None:
+    viewer, image, widget = connect(shared_backend, np.stack([cell(64, shift=9 * k) for k in range(3)]))
+    notes = notes_of(widget)
+    widget.points_per_side.setValue(2)
+    box = widget.auto_box
+    box.stack_button.click()
+    assert box.stack_task.running
+    box.auto_button.click()  # a slice while the stack runs: refused at once, with the reason
+    assert not box.slice_task.running and box.auto_button.text() == "AUTO-SEGMENT"
+    assert notes[-1][0] == "warning" and "AUTO-SEGMENT STACK is running" in notes[-1][1]
+    box.stack_button.click()  # cancel the stack
+    qtbot.waitUntil(lambda: not box.stack_task.running, timeout=TIMEOUT_MS)
+    widget.controller.session.wait_idle(30)
+
+    box.auto_button.click()  # the reverse: a stack while a slice runs is refused too
+    assert box.slice_task.running
+    box.stack_button.click()
+    assert not box.stack_task.running and "AUTO-SEGMENT is running on a slice" in notes[-1][1]
+    qtbot.waitUntil(lambda: not box.slice_task.running, timeout=TIMEOUT_MS)
+    assert AUTO in widget.controller.applied  # the slice's answer was written
