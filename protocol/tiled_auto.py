@@ -156,7 +156,7 @@ def tiled_auto(
     stop = cancel if cancel is not None else threading.Event()
     failed = threading.Event()
     halt = _AnyEvent(stop, failed)
-    if contrast_limits is None and len(grid) > 1:
+    if contrast_limits is None:
         contrast_limits = sample_contrast_limits(source)
     auto_params = dict(params or {})
 
@@ -214,9 +214,10 @@ def tiled_auto(
             stitcher.add(tile, labels)
             if on_progress is not None:
                 on_progress(stitcher.tiles_done, len(grid))
+    except BaseException:  # a failing callback or stitch, or Ctrl-C: stop the senders too
+        failed.set()
+        raise
     finally:
-        if error is not None:
-            failed.set()
         for thread in threads:
             thread.join(timeout=30)
     if error is not None:
