@@ -1,0 +1,127 @@
+"""Writing answers into labels layers: new ids, pasting, undo steps and notifications.
+
+napari layer models only (no Qt). Shared by the controller (one prompt's
+answer at a time) and the stack jobs (:mod:`plugin.stack_jobs`, answers
+slice by slice), so neither reaches into the other. :class:`Results` owns
+what both need when an answer arrives: the label id counter of each layer
+(:class:`plugin.label_ops.LabelIdTracker`, fed by the user's own painting),
+the undo histories (:class:`plugin.history.Histories`), the layer written
+last (for the prompt layers' undo keys) and the user notifications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from plugin.coords import SlicePlane
+from plugin.history import Histories
+from plugin.label_ops import LabelIdOverflow, LabelIdTracker, compute_paste, dtype_max_id
+from plugin.layers import slice_view, write_edit
+from protocol.errors import RemoteError, RequestTimeout, Superseded
+
+if TYPE_CHECKING:
+    from napari.layers import Labels
+
+Notify = Callable[[str, str], None]
+"""``notify(level, message)`` with level ``info``, ``warning`` or ``error``."""
+
+
+def napari_notify(level: str, message: str) -> None:
+    """Show ``message`` as a napari notification (never a traceback dialog)."""
+    from napari.utils import notifications
+
+    show = {"info": notifications.show_info, "warning": notifications.show_warning}
+    show.get(level, notifications.show_error)(message)
+
+
+class Results:
+    """Where answers are written: ids, pastes, undo steps, notifications.
+
+    Args:
+        notify: user notifications.
+
+    Attributes:
+        notify: user notifications (replaceable).
+        tracker: the next free label id of each labels layer.
+        histories: the undo history of each labels layer.
+        last_written: the labels layer the plugin wrote last (None: none, or removed).
+    """
+
+    def __init__(self, notify: Notify) -> None:
+        self.notify = notify
+        self.tracker = LabelIdTracker()
+        self.histories = Histories()
+        self.last_written: Labels | None = None
+        self._painted: set[Hashable] = set()  # layers whose paint events feed the tracker
+
+    def wrote(self, layer: Labels) -> None:
+        """Note that the plugin wrote ``layer`` (its undo keys go through :mod:`plugin.history`)."""
+        self.histories(layer)
+        self.last_written = layer
+
+    def allocate(self, layer: Labels, labels2d: np.ndarray, count: int = 1) -> int:
+        """The first of ``count`` new label ids for ``layer`` (ids the user painted are never reused).
+
+        Args:
+            layer: the labels layer written.
+            labels2d: (H, W) its slice about to be written (ids on it count as used).
+            count: how many consecutive ids.
+
+        Raises:
+            LabelIdOverflow: the layer's dtype has no room for them.
+        """
+        key = layer.unique_id
+        if key not in self._painted:
+            self._painted.add(key)
+            layer.events.paint.connect(lambda _e: self.tracker.observe(key, layer.selected_label))
+        data = layer.data
+        return self.tracker.allocate(
+            key,
+            lambda: int(np.max(data)) if data.size else 0,
+            count=count,
+            seen=int(labels2d.max()) if labels2d.size else 0,
+            max_id=dtype_max_id(np.dtype(data.dtype)),
+        )
+
+    def paste_auto(
+        self, layer: Labels, plane: SlicePlane, objects: np.ndarray
+    ) -> tuple[tuple[int, ...], int]:
+        """Write an automatic segmentation (H, W) (0 = none, 1..n) on ``plane`` with new ids.
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        count = int(objects.max()) if objects.size else 0
+        if count == 0:
+            return (), 0
+        labels2d = slice_view(layer, plane)
+        first = self.allocate(layer, labels2d, count=count)
+        edit = compute_paste(labels2d, objects, first)
+        write_edit(layer, plane, edit)
+        self.wrote(layer)
+        return tuple(int(i) + first - 1 for i in np.unique(objects) if i), edit.size
+
+    def report_error(self, error: Exception) -> None:
+        """Report a failed request as a notification (superseded requests are silent)."""
+        if isinstance(error, Superseded):
+            return
+        if isinstance(error, RemoteError):
+            self.notify("error", f"SAM2 backend error ({error.code}): {error.message}")
+        elif isinstance(error, RequestTimeout):
+            self.notify("warning", f"No answer from the SAM2 backend: {error}")
+        elif isinstance(error, LabelIdOverflow | ValueError):
+            self.notify("error", f"Segmentation not written: {error}")
+        else:
+            self.notify("error", f"Segmentation failed: {type(error).__name__}: {error}")
+
+    def forget(self, layer: Labels) -> None:
+        """Drop the history, id counter and paint watch held for ``layer`` (removed from the viewer)."""
+        key = layer.unique_id
+        self.histories.forget(layer)
+        self.tracker.forget(key)
+        self._painted.discard(key)
+        if self.last_written is not None and self.last_written.unique_id == key:
+            self.last_written = None
