@@ -65,8 +65,8 @@ def best_mask_only(size: int, rounds: int) -> Table:
     import torch
 
     from bench.bench_prompt import test_images
-    from workers.ops import predict_best
     from workers.prompts import SamPrompt
+    from workers.sam2_internals import predict_best
 
     predictor = _predictor()
     image = test_images(size)[0].pixels  # the RGB uint8 image of benchmark 1

@@ -1,4 +1,4 @@
-"""``workers.ops.predict_best`` answers exactly what ``SAM2ImagePredictor.predict`` answers.
+"""``workers.sam2_internals.predict_best`` answers exactly what ``SAM2ImagePredictor.predict`` answers.
 
 The worker upsamples only the best of SAM2's masks (bench/: benchmark 1);
 this checks, with the real tiny model (random weights), that mask, scores,
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from workers.models import load_model
-from workers.ops import predict_best
 from workers.prompts import SamPrompt
+from workers.sam2_internals import check_predictor, predict_best
 
 pytestmark = pytest.mark.model
 
@@ -35,6 +35,11 @@ def predictor(random_checkpoint: Path) -> Iterator[Any]:
     with torch.inference_mode():
         predictor.set_image(image)
     yield predictor
+
+
+def test_the_installed_sam2_has_every_private_member_the_worker_uses(predictor: Any) -> None:
+    # A sam2 upgrade that renames one fails here and at worker start-up, naming it.
+    check_predictor(predictor)
 
 
 def _prompts() -> list[tuple[str, SamPrompt, bool, bool]]:

@@ -22,6 +22,7 @@ from workers.labels import paint_labels
 from workers.models import MODELS, CheckpointError, get_spec, load_model
 from workers.prep import check_contrast_limits, prepare_image
 from workers.prompts import MAX_POINTS, PromptError, box_rc_to_xyxy, parse_prompt, points_rc_to_xy
+from workers.sam2_internals import Sam2InternalsChanged, check_predictor
 
 WIRE_DTYPES = ["bool", "uint8", "uint16", "int16", "int32", "uint32", "float32"]
 
@@ -263,6 +264,33 @@ def test_cache_entry_restores_exactly_what_set_image_sets() -> None:
     assert predictor._features["high_res_feats"] == list(entry.high_res_feats)
     again = EmbeddingEntry.from_predictor(predictor)
     assert again.orig_hw == (30, 40) and again.nbytes == entry.nbytes
+
+
+def _sam2_1_1_0_predictor() -> SimpleNamespace:
+    """Every SAM2ImagePredictor member that workers/sam2_internals.py uses, as sam2 1.1.0 has them."""
+    return SimpleNamespace(
+        _features=None,
+        _orig_hw=None,
+        _is_image_set=False,
+        _is_batch=False,
+        _transforms=SimpleNamespace(postprocess_masks=lambda masks, hw: masks),
+        _prep_prompts=lambda *args, **kwargs: None,
+    )
+
+
+def test_a_sam2_that_renamed_a_private_member_fails_loudly_naming_it() -> None:
+    check_predictor(_sam2_1_1_0_predictor())  # all there
+    renamed = _sam2_1_1_0_predictor()
+    del renamed._orig_hw
+    with pytest.raises(
+        Sam2InternalsChanged, match=r"has no _orig_hw: workers/sam2_internals.py .* sam2 1\.1\.0"
+    ):
+        check_predictor(renamed)
+    changed = _sam2_1_1_0_predictor()
+    changed._transforms = SimpleNamespace()
+    del changed._prep_prompts
+    with pytest.raises(Sam2InternalsChanged, match=r"has no _prep_prompts, _transforms.postprocess_masks"):
+        check_predictor(changed)
 
 
 # ----------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """LRU cache of image embeddings, keyed by image key and bounded in bytes.
 
 An entry is exactly what ``SAM2ImagePredictor.set_image`` leaves behind for
-one image (sam2 1.1.0): ``_features = {"image_embed": (1, 256, 64, 64),
-"high_res_feats": [(1, 32, 256, 256), (1, 64, 128, 128)]}`` (float32, or
-bfloat16 under CUDA autocast, on the model's device) and ``_orig_hw =
-[(H, W)]``. Restoring an entry sets those fields plus ``_is_image_set=True``
-and ``_is_batch=False``, so ``predict`` works without running the image
-encoder. About 16 MiB per entry in float32.
+one image: the image embedding (1, 256, 64, 64), the high-resolution
+features ((1, 32, 256, 256), (1, 64, 128, 128)) (float32, or bfloat16 under
+CUDA autocast, on the model's device) and the image's (H, W). Restoring an
+entry makes ``predict`` work without running the image encoder. Reading and
+writing that predictor state is :mod:`workers.sam2_internals`' job (sam2's
+private members). About 16 MiB per entry in float32.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from workers.sam2_internals import capture_embedding, restore_embedding
 
 
 @dataclass(frozen=True)
@@ -45,19 +47,11 @@ class EmbeddingEntry:
         Raises:
             RuntimeError: no single image is set.
         """
-        if not predictor._is_image_set or predictor._is_batch or predictor._features is None:
-            raise RuntimeError("the predictor holds no single-image embedding to cache")
-        features = predictor._features
-        height, width = predictor._orig_hw[0]
-        return cls(features["image_embed"], tuple(features["high_res_feats"]), (int(height), int(width)))
+        return cls(*capture_embedding(predictor))
 
     def restore_into(self, predictor: Any) -> None:
         """Make ``predictor`` hold this embedding, exactly as ``set_image`` would have left it."""
-        predictor.reset_predictor()
-        predictor._features = {"image_embed": self.image_embed, "high_res_feats": list(self.high_res_feats)}
-        predictor._orig_hw = [self.orig_hw]
-        predictor._is_batch = False
-        predictor._is_image_set = True
+        restore_embedding(predictor, self.image_embed, self.high_res_feats, self.orig_hw)
 
 
 class EmbeddingCache:

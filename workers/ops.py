@@ -40,7 +40,7 @@ from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
 from workers.models import get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
-from workers.prompts import MAX_POINTS, Prompt, PromptError, SamPrompt, parse_prompt
+from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
 from workers.propagate import (
     DEFAULT_MAX_STACK_FRAMES,
     DIRECTIONS,
@@ -49,6 +49,7 @@ from workers.propagate import (
     check_stack,
     frame_order,
 )
+from workers.sam2_internals import check_predictor, predict_best
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ class Sam2Service:
         self.max_points = max_points
         self.max_stack_frames = max_stack_frames
         self.predictor = SAM2ImagePredictor(model)
+        check_predictor(self.predictor)  # a sam2 that renamed what the cache and predict_best use fails here
         self.propagator = VideoPropagator(model, get_spec(model_name).config, device.device, device.autocast)
         self.cache = EmbeddingCache(cache_limit_bytes)
         self.counters = Counters()
@@ -646,61 +648,6 @@ def auto_reply(labels: np.ndarray, areas: Sequence[int], image_key: str | None =
     area_array = np.asarray(areas, dtype=np.uint32).reshape(-1)
     arrays = {"labels": labels, "areas": area_array}
     return Reply(STATUS_OK, {"num_objects": int(area_array.size)}, arrays, image_key=image_key)
-
-
-def predict_best(
-    predictor: Any, sam: SamPrompt, mask_input: np.ndarray | None, multimask: bool
-) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-    """``SAM2ImagePredictor.predict`` for one prompt, bringing only the best mask to full size.
-
-    The same steps as sam2 1.1.0's ``predict`` / ``_predict`` (prompt
-    encoder, mask decoder, post-processing, threshold), except that of the 1
-    or 3 low-resolution masks only the one with the highest predicted IoU is
-    upsampled to the image size and copied to numpy: ``predict`` upsamples
-    all three (about 7 of its 45 ms on a CPU at 1024², bench/RESULTS.md).
-    Call it under ``torch.inference_mode()`` and the device's autocast, with
-    an image set on ``predictor``.
-
-    Args:
-        predictor: a ``SAM2ImagePredictor`` holding one image.
-        sam: the prompt in SAM's (x, y) pixel conventions.
-        mask_input: float32 (1, 256, 256) low-res logits of a previous answer, or None.
-        multimask: ask the decoder for three masks (else one).
-
-    Returns:
-        ``(mask, scores, best, low_res)``: bool (H, W) mask of the best
-        prediction, float32 (C,) predicted IoUs, the index of the best, and
-        float32 (C, 256, 256) low-res logits clamped to [-32, 32] (C = 3 or 1).
-    """
-    mask_t, coords, labels, box = predictor._prep_prompts(
-        sam.point_coords, sam.point_labels, sam.box, mask_input, normalize_coords=True
-    )
-    model = predictor.model
-    points = None if coords is None else (coords, labels)
-    if box is not None:  # a box is two corner points with labels 2 and 3, in front of the clicks
-        box_coords = box.reshape(-1, 2, 2)
-        box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=box.device).repeat(box.size(0), 1)
-        if points is None:
-            points = (box_coords, box_labels)
-        else:
-            points = (torch.cat([box_coords, points[0]], dim=1), torch.cat([box_labels, points[1]], dim=1))
-    sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_t)
-    features = predictor._features
-    low_res, iou, _, _ = model.sam_mask_decoder(
-        image_embeddings=features["image_embed"][-1].unsqueeze(0),
-        image_pe=model.sam_prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse,
-        dense_prompt_embeddings=dense,
-        multimask_output=multimask,
-        repeat_image=False,
-        high_res_features=[level[-1].unsqueeze(0) for level in features["high_res_feats"]],
-    )
-    scores = iou[0].float().cpu().numpy()
-    best = int(np.argmax(scores))
-    upsampled = predictor._transforms.postprocess_masks(low_res[:, best : best + 1], predictor._orig_hw[-1])
-    mask = np.ascontiguousarray((upsampled[0, 0] > predictor.mask_threshold).cpu().numpy())
-    logits = torch.clamp(low_res[0], -32.0, 32.0).float().cpu().numpy()
-    return mask, scores, best, logits
 
 
 def _package_version(name: str) -> str:
