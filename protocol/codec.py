@@ -65,6 +65,10 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 # blosc2 refuses chunks past this many bytes of uncompressed data.
 _BLOSC2_MAX_NBYTES = blosc2.MAX_BUFFERSIZE
 
+# Compress and decompress without holding the GIL: filling the fresh buffer of a large array
+# takes seconds (page faults), during which a worker must keep heartbeating and a GUI keep drawing.
+blosc2.set_releasegil(True)
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -238,13 +238,28 @@ def pair_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def label_areas(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, pixel counts) of the nonzero labels of ``labels``."""
+    """(ids, pixel counts) of the nonzero labels of ``labels``, ids ascending."""
+    top = int(labels.max(initial=0))
+    if top <= 4 * labels.size + 1024:  # few, small ids (what workers answer): count densely
+        counts = np.bincount(labels.ravel(), minlength=top + 1)
+        ids = np.flatnonzero(counts)
+        ids = ids[ids != 0]
+        return ids.astype(labels.dtype), counts[ids].astype(np.int64)
     ids, counts = np.unique(labels[labels != 0], return_counts=True)
     return ids, counts.astype(np.int64)
 
 
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """The nonzero ids present in ``labels``, ascending."""
+    return label_areas(labels)[0]
+
+
 def _lookup(keys: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Map each element of ``x`` through sorted ``keys`` -> ``values`` (every x must be a key)."""
+    if keys.size and x.size > 64 and int(keys[-1]) <= 4 * x.size + 1024:  # small ids: a dense table
+        table = np.zeros(int(keys[-1]) + 1, dtype=values.dtype)
+        table[keys.astype(np.int64)] = values
+        return table[x]
     return values[np.searchsorted(keys, x)]
 
 
@@ -320,8 +335,7 @@ class TileStitcher:
         if labels.dtype.kind not in "ui":
             raise ValueError(f"labels must be integers, got {labels.dtype}")
         labels = labels.astype(np.uint32, copy=False)
-        local_ids = np.unique(labels)
-        local_ids = local_ids[local_ids != 0]
+        local_ids = present_labels(labels)
         nodes = np.array([self._new_node(tile.flat, int(i)) for i in local_ids], dtype=np.int64)
         # Paint the core with this tile's nodes (provisional ids until finish()).
         core = labels[tile.core_in_window]
@@ -338,7 +352,13 @@ class TileStitcher:
             if seen is not None:
                 self._match(tile, labels, local_ids, nodes, other, seen)
         self._done.add(tile.flat)
-        chunk = blosc2.compress2(np.ascontiguousarray(labels), typesize=4)
+        chunk = blosc2.compress2(
+            np.ascontiguousarray(labels),
+            typesize=4,
+            clevel=1,
+            codec=blosc2.Codec.LZ4,
+            filters=[blosc2.Filter.SHUFFLE],
+        )
         self._seen[tile.flat] = _Seen(bytes(chunk), labels.shape, local_ids, nodes)
         for t in [tile, *self.grid.neighbours(tile)]:
             if t.flat in self._seen and all(n.flat in self._done for n in self.grid.neighbours(t)):
@@ -369,11 +389,16 @@ class TileStitcher:
         theirs = other_labels[
             r0 - other.window[0] : r1 - other.window[0], c0 - other.window[1] : c1 - other.window[1]
         ]
-        for a, b, _ in mutual_best_matches(mine, theirs, self.merge_iou):
-            node_a = int(_lookup(local_ids, nodes, np.array([a], dtype=np.uint32))[0])
-            node_b = int(_lookup(seen.local_ids, seen.nodes, np.array([b], dtype=np.uint32))[0])
-            self._uf.union(node_a, node_b)
-            self.merges += 1
+        matches = mutual_best_matches(mine, theirs, self.merge_iou)
+        if not matches:
+            return
+        mine_ids = np.array([a for a, _, _ in matches], dtype=np.uint32)
+        their_ids = np.array([b for _, b, _ in matches], dtype=np.uint32)
+        nodes_a = _lookup(local_ids, nodes, mine_ids).tolist()
+        nodes_b = _lookup(seen.local_ids, seen.nodes, their_ids).tolist()
+        for node_a, node_b in zip(nodes_a, nodes_b, strict=True):
+            self._uf.union(int(node_a), int(node_b))
+        self.merges += len(matches)
 
     def finish(self) -> StitchResult:
         """Renumber the output to labels 1..n (one pass over the added tiles' cores).

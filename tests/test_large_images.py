@@ -19,6 +19,7 @@ import pytest
 import zarr
 
 from protocol.client import ClientConfig, SamClient
+from protocol.errors import RemoteError
 from protocol.tiled_auto import tiled_auto
 from protocol.tiling import label_areas, pair_overlaps
 from protocol.windowed_segment import segment_windowed
@@ -240,13 +241,49 @@ def test_real_worker_tiled_auto_and_windowed_segment_shapes_and_offsets(make_bac
     assert result.tiles == result.tiles_done == 6
     assert out.max() == result.num_objects == len(result.areas)
     with client() as c:
+        first = segment_windowed(
+            c, image, [[1800.5, 1400.5]], [1], contrast_limits=(0.0, 4000.0), max_tries=1
+        )
+        first_info = c.call("info").header["result"]
+        # Random-weight masks often run into the window's border: then it is asked again, grown.
         answer = segment_windowed(c, image, [[1800.5, 1400.5]], [1], contrast_limits=(0.0, 4000.0))
         info = c.call("info").header["result"]
-    window = answer.window
+    window = first.window
     assert (window.rows, window.cols, window.factor) == (1024, 1024, 1)
     assert (window.row1, window.col1) == (2000, 1500)  # clipped to the slice's corner
-    assert info["last_prompt"]["shape"] == [1024, 1024]
-    assert answer.tries >= 1
-    if not answer.empty:
-        r0, c0, r1, c1 = answer.bbox
-        assert window.row0 <= r0 < r1 <= window.row1 and window.col0 <= c0 < c1 <= window.col1
+    assert first_info["last_prompt"]["shape"] == [1024, 1024] and first.tries == 1
+    final = answer.window
+    assert info["last_prompt"]["shape"] == list(final.sent_shape)
+    assert final.row0 <= window.row0 and final.col0 <= window.col0 and 1 <= answer.tries <= 3
+    for got in (first, answer):
+        if not got.empty:
+            r0, c0, r1, c1 = got.bbox
+            w = got.window
+            assert w.row0 <= r0 < r1 <= w.row1 and w.col0 <= c0 < c1 <= w.col1
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+@pytest.mark.model
+def test_a_huge_image_gets_a_clear_answer_and_worker_memory_stays_bounded(make_backend: Any) -> None:
+    """A 16,384² float32 request of zeros (1 GiB): answered (here: refused with a clear message),
+    with the worker's peak memory within what it held before plus twice the request."""
+    backend = make_backend(workers=1)
+    pid = backend.workers[0].pid
+    request_kib = 16384 * 16384 * 4 // 1024
+    with SamClient(backend.frontend, "sam2.1_hiera_tiny", config=ClientConfig(timeout_s=120, retries=0)) as c:
+        c.call("info")
+        rss_before = _status_kib(pid, "VmRSS")
+        with pytest.raises(RemoteError) as refused:
+            c.call("embed", image=np.zeros((16384, 16384), dtype=np.float32))
+        assert refused.value.code == "bad_request"
+        assert "8192 x 8192" in refused.value.message and "window" in refused.value.message
+        peak = _status_kib(pid, "VmHWM")
+        # The worker is still serving.
+        assert c.call("info").header["result"]["counters"]["errors"] == 1
+    assert peak <= rss_before + 2 * request_kib, (peak, rss_before)
