@@ -151,8 +151,8 @@ done
 case "$broker" in login|job|none) ;; *) die "--broker must be login, job or none (got '$broker')" ;; esac
 case "$gpu_request" in gres|gpus-per-task) ;; *) die "--gpu-request must be gres or gpus-per-task" ;; esac
 [ "$frontend_port" != "$backend_port" ] || die "--frontend-port and --backend-port must differ"
-mkdir -p "$run_dir"
-run_dir=$(cd "$run_dir" && pwd)
+run_dir=$(realpath -m "$run_dir")
+[ $dry_run -eq 1 ] || mkdir -p "$run_dir"
 address_file="$run_dir/broker.address"
 jobs_file="$run_dir/jobs"
 log_dir="$run_dir/logs"
@@ -198,8 +198,7 @@ fi
 # --- CurveZMQ keys -------------------------------------------------------------------
 curve_worker_args=()
 if [ -n "$curve" ]; then
-  mkdir -p "$curve"
-  curve=$(cd "$curve" && pwd)
+  curve=$(realpath -m "$curve")
   client_name=$(printf '%s' "${USER:-$(id -un)}" | tr -c 'A-Za-z0-9_.-' '_')
   if [ $dry_run -eq 0 ]; then
     "$python" "$root/scripts/curve_keys.py" "$curve" --workers slurm-workers --clients "$client_name" >&2
@@ -215,7 +214,7 @@ common=()
 [ -n "$account" ] && common+=("--account=$account")
 
 worker_args=(--model "$model" --drain-grace-s "$drain_grace_s")
-[ -n "$checkpoint" ] && worker_args+=(--checkpoint "$(cd "$(dirname "$checkpoint")" && pwd)/$(basename "$checkpoint")")
+[ -n "$checkpoint" ] && worker_args+=(--checkpoint "$(realpath -m "$checkpoint")")
 [ $random_weights -eq 1 ] && worker_args+=(--random-weights)
 worker_args+=("${curve_worker_args[@]}" "${worker_extra[@]}")
 

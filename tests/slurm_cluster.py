@@ -103,13 +103,20 @@ class SlurmCluster:
             if self.node_state() == "idle":
                 return
             time.sleep(0.25)
-        raise RuntimeError(f"the test SLURM node never became idle (state {self.node_state()!r})\n{self.logs_text()}")
+        raise RuntimeError(
+            f"the test SLURM node never became idle (state {self.node_state()!r})\n{self.logs_text()}"
+        )
 
     def stop(self) -> None:
         """Cancel every job, wait for its processes to end, then stop the daemons (never raises)."""
         try:
             if self.jobs():
-                subprocess.run(["scancel", "--full", "--user=root"], env=self.env(), timeout=COMMAND_TIMEOUT_S, check=False)
+                subprocess.run(
+                    ["scancel", "--full", "--user=root"],
+                    env=self.env(),
+                    timeout=COMMAND_TIMEOUT_S,
+                    check=False,
+                )
                 deadline = time.monotonic() + KILL_WAIT_S + 15
                 while self.jobs() and time.monotonic() < deadline:
                     time.sleep(0.5)
@@ -225,9 +232,13 @@ PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE St
 """
 
     def _run_daemon(self, args: list[str]) -> None:
-        done = subprocess.run(args, env=self.env(), capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            args, env=self.env(), capture_output=True, text=True, timeout=START_TIMEOUT_S, check=False
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed to start (exit {done.returncode}): {done.stderr}\n{self.logs_text()}")
+            raise RuntimeError(
+                f"{args[0]} failed to start (exit {done.returncode}): {done.stderr}\n{self.logs_text()}"
+            )
 
     def _stop_daemon(self, name: str) -> None:
         pid_file = self._pid_files[name]

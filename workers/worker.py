@@ -58,6 +58,10 @@ from protocol.security import CurveClientKeys
 log = logging.getLogger(__name__)
 
 POLL_MAX_S = 0.1
+# On the way out: how long a cancelled request may take to stop, and how long
+# DISCONNECT gets to leave when the process exits without terminating its context.
+COMPUTE_STOP_WAIT_S = 1.0
+DISCONNECT_FLUSH_S = 0.5
 
 
 class ReplyLike(Protocol):
@@ -306,15 +310,21 @@ class Worker:
         finally:
             self._disconnect(send=True)
             compute.jobs.put(None)
-            if compute.busy.is_set():
+            # A request held was cancelled by the disconnect: most operations
+            # stop within moments (between steps), so give them that long.
+            compute.join(timeout=COMPUTE_STOP_WAIT_S)
+            if compute.is_alive():
                 log.warning("stopping while a request is still being computed; its reply is dropped")
-            else:
-                compute.join(timeout=2.0)
             self._poller.unregister(results)
             results.close()
         clean = not compute.is_alive()
         if clean and self._own_context:
-            self._context.term()
+            self._context.term()  # waits up to disconnect_linger_s for DISCONNECT to leave
+        elif not clean:
+            # The caller will exit without terminating the context (the compute
+            # thread still holds a socket): give ZeroMQ's I/O thread a moment
+            # to deliver DISCONNECT, or the broker only notices at its liveness timeout.
+            time.sleep(min(DISCONNECT_FLUSH_S, self.config.disconnect_linger_s))
         return clean
 
     # -- loop -----------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""Workers as SLURM jobs, through a real one-node SLURM cluster (tests/slurm_cluster.py).
+
+``scripts/start_slurm.sh`` starts the broker on this "login node" and submits
+two CPU worker tasks (sam2.1 tiny, random weights) as a job array. The tests
+then use them as a user would: ``info``, a point prompt and ``sam2-batch``
+through the printed address; a task requeued the way ``--requeue-before``
+does it comes back and registers again; ``scancel`` of the task serving a
+long request leaves the client with exactly one FINAL, from the other task;
+and ``--dry-run`` prints exactly what sbatch was given.
+
+Skipped, saying why, only where a SLURM cluster cannot run (not root, or
+Debian's slurm-wlm and munge not installed: scripts/setup_env.sh installs
+them as root). Every wait is bounded; the cluster's daemons and jobs are
+stopped at the end of the session even when a test fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+import zmq
+
+from protocol import codec
+from protocol.client import ClientConfig, SamClient
+from tests.conftest import MODEL, REPO_ROOT, free_tcp_port, wait_until
+from tests.slurm_cluster import SlurmCluster, unavailable_reason
+from tests.test_broker_support import RawClient, request_body, services
+
+pytestmark = [pytest.mark.model, pytest.mark.slurm]
+
+LAUNCHER = REPO_ROOT / "scripts" / "start_slurm.sh"
+DRAIN_GRACE_S = 2.0
+BROKER_LIVENESS_S = 3.0  # the broker's defaults: heartbeat 1 s x liveness 3
+REGISTER_TIMEOUT_S = 150.0  # two tasks importing torch and building the model on 2 busy cores
+TIME_LIMIT_MIN = 10
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    # Two worker tasks and room for more; jobs are not bound to cores (task/none).
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), cpus=max(os.cpu_count() or 1, 4))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass
+class Launch:
+    """One ``start_slurm.sh`` run: what it printed and what it submitted."""
+
+    run_dir: Path
+    frontend: str
+    array_job: str
+    stdout: str
+    stderr: str
+    dry_run: str
+
+    def task_log(self, task: int) -> Path:
+        return self.run_dir / "logs" / f"workers-{self.array_job}_{task}.log"
+
+    def task_text(self, task: int) -> str:
+        path = self.task_log(task)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def broker_log(self) -> str:
+        path = self.run_dir / "broker.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def launcher(cluster: SlurmCluster, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**cluster.env(), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [str(LAUNCHER), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+@pytest.fixture(scope="module")
+def launched(
+    slurm: SlurmCluster, tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path
+) -> Iterator[Launch]:
+    """The broker on this node and a 2-task CPU worker array, as ``start_slurm.sh`` starts them."""
+    run_dir = tmp_path_factory.mktemp("slurm-run")
+    args = [
+        "--cpu", "--tasks", "2", "--cpus-per-worker", "1",
+        "--partition", slurm.partition, "--time", str(TIME_LIMIT_MIN), "--job-name", "sam2test",
+        "--model", MODEL, "--checkpoint", str(random_checkpoint),
+        "--drain-grace-s", f"{DRAIN_GRACE_S:g}", "--requeue-before", "60",
+        "--run-dir", str(run_dir), "--broker-host", "127.0.0.1",
+        "--frontend-port", str(free_tcp_port()), "--backend-port", str(free_tcp_port()),
+        "--wait-broker-s", "60",
+    ]  # fmt: skip
+    dry = launcher(slurm, *args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert not (run_dir / "jobs").exists() and not slurm.jobs(), "--dry-run submitted something"
+    done = launcher(slurm, *args)
+    try:
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        match = re.search(r"^SAM2_BROKER_ADDRESS=(tcp://\S+)$", done.stdout, re.MULTILINE)
+        assert match, done.stdout
+        array_job = (run_dir / "jobs").read_text().split()[-1]
+        yield Launch(run_dir, match.group(1), array_job, done.stdout, done.stderr, dry.stdout)
+    finally:
+        stop = launcher(slurm, "--stop", "--run-dir", str(run_dir), timeout_s=60)
+        assert stop.returncode == 0, stop.stderr
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def registered(context: zmq.Context[Any], frontend: str) -> int:
+    return int(services(context, frontend).get(MODEL, {}).get("workers", 0))
+
+
+def wait_registered(context: zmq.Context[Any], launch: Launch, count: int, timeout_s: float) -> None:
+    ok = wait_until(lambda: registered(context, launch.frontend) == count, timeout_s, interval_s=0.5)
+    assert ok, (
+        f"{registered(context, launch.frontend)} workers registered, wanted {count}\n"
+        f"--- task 0\n{launch.task_text(0)[-3000:]}\n--- task 1\n{launch.task_text(1)[-3000:]}"
+    )
+
+
+def _image(seed: int, size: int = 64) -> np.ndarray:
+    """A grey uint8 image with a bright disk, (size, size)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:size, :size]
+    disk = (rows - size / 2) ** 2 + (cols - size / 3) ** 2 < (size / 5) ** 2
+    return (rng.integers(0, 60, (size, size)) + 150 * disk).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_what_sbatch_was_given(slurm: SlurmCluster, launched: Launch) -> None:
+    commands = [shlex.split(line) for line in launched.dry_run.splitlines() if line.startswith("sbatch ")]
+    assert len(commands) == 1, launched.dry_run  # the broker runs on this node: one sbatch, the array
+    sbatch = commands[0]
+    script = str(REPO_ROOT / "scripts" / "slurm" / "workers.sbatch")
+    at = sbatch.index(script)
+    options, command = sbatch[1:at], sbatch[at:]
+    job = slurm.show_job(f"{launched.array_job}_0")
+    text = slurm.run("scontrol", "show", "job", "-o", f"{launched.array_job}_0").stdout
+    shown_command = text.split(" Command=", 1)[1].split(" WorkDir=", 1)[0]
+    assert shown_command.split(" ") == command
+
+    tasks = {line.split()[0] for line in slurm.jobs() if line.startswith(f"{launched.array_job}_")}
+    expected = {
+        "--job-name": lambda v: job["JobName"] == v,
+        "--partition": lambda v: job["Partition"] == v,
+        "--time": lambda v: job["TimeLimit"] == f"00:{int(v):02d}:00",
+        "--array": lambda v: v == "0-1" and tasks == {f"{launched.array_job}_0", f"{launched.array_job}_1"},
+        "--ntasks": lambda v: job["NumTasks"] == v,
+        "--cpus-per-task": lambda v: job["CPUs/Task"] == v,
+        "--requeue": lambda v: job["Requeue"] == "1",
+        "--chdir": lambda v: job["WorkDir"] == v,
+        "--output": lambda v: (
+            job["StdOut"] == v.replace("%A", launched.array_job).replace("%a", job["ArrayTaskId"])
+        ),
+    }
+    not_shown_by_scontrol = {"--parsable", "--open-mode", "--signal"}
+    for option in options:
+        name, _, value = option.partition("=")
+        if name in not_shown_by_scontrol:
+            continue
+        assert name in expected, f"the dry run gives sbatch {option}, which this test does not compare"
+        assert expected[name](value), f"{option} vs scontrol: {job}"
+    assert "--signal=B:USR1@60" in options and "--open-mode=append" in options and "--requeue" in options
+
+
+def test_two_tasks_register_and_serve_info_points_and_batch(
+    launched: Launch, zctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    wait_registered(zctx, launched, 2, REGISTER_TIMEOUT_S)
+    assert "napari:     SAM2_BROKER_ADDRESS=" + launched.frontend in launched.stderr
+    assert f"sam2-batch --broker {launched.frontend}" in launched.stderr
+    assert "ssh -N -L" in launched.stderr
+    with SamClient(launched.frontend, MODEL, config=ClientConfig(timeout_s=120, retries=0)) as client:
+        info = client.call("info").header["result"]
+        assert info["model"] == MODEL and info["device"] == "cpu"
+        image = _image(1)
+        reply = client.call("segment", {"points": [[30, 20]], "point_labels": [1]}, image=image)
+        assert reply.arrays["mask"].shape == image.shape and reply.arrays["mask"].dtype == np.bool_
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(2):  # one for each worker: both are idle, so each gets one
+        tifffile.imwrite(folder / f"img{i}.tif", _image(10 + i))
+    batch = subprocess.run(
+        [
+            sys.executable, "-m", "batch", str(folder), "--out", str(out),
+            "--broker", launched.frontend, "--model", MODEL, "--points-per-side", "2",
+            "--timeout-s", "120", "--no-progress",
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert batch.returncode == 0, batch.stderr
+    with (out / "summary.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["ok"] * 2, rows
+    request_ids = [row["request_id"] for row in rows]
+    for task in (0, 1):
+        text = launched.task_text(task)
+        served = [r for r in request_ids if f"request_id={r} op=auto status=ok" in text]
+        assert served, f"task {task} served none of {request_ids}:\n{text[-2000:]}"
+
+
+def test_task_requeued_before_its_time_limit_comes_back_and_registers_again(
+    slurm: SlurmCluster, launched: Launch, zctx: zmq.Context[Any]
+) -> None:
+    wait_registered(zctx, launched, 2, REGISTER_TIMEOUT_S)
+    task = f"{launched.array_job}_0"
+    ready_before = launched.task_text(0).count("worker ready")
+    # What --requeue-before makes SLURM send that long before the time limit.
+    slurm.run("scancel", "--batch", "--signal=USR1", task)
+    assert wait_until(lambda: "requeueing this task" in launched.task_text(0), 15), launched.task_text(0)
+    assert wait_until(lambda: slurm.job_state(task) == "PENDING", 30), slurm.jobs()
+    wait_registered(zctx, launched, 1, 15)
+    assert "all workers stopped" in launched.task_text(0)
+    # SLURM holds a requeued job for about two minutes (its BeginTime); a user's
+    # job just waits. The test lifts the hold instead, after 2 s: slurmd refuses
+    # to launch a job whose credential is from the second its last run was killed.
+    time.sleep(2.0)
+    slurm.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+    assert wait_until(lambda: slurm.job_state(task) == "RUNNING", 30), slurm.jobs()
+    wait_registered(zctx, launched, 2, REGISTER_TIMEOUT_S)
+    text = launched.task_text(0)
+    assert "(restart 1," in text and text.count("worker ready") == ready_before + 1
+
+
+def test_scancel_during_a_long_request_hands_it_to_the_other_task(
+    slurm: SlurmCluster, launched: Launch, zctx: zmq.Context[Any]
+) -> None:
+    wait_registered(zctx, launched, 2, REGISTER_TIMEOUT_S)
+    client = RawClient(zctx, launched.frontend)
+    sleep_s = 8.0
+    client.request(MODEL.encode(), request_body("long-slurm", op="sleep", params={"seconds": sleep_s}))
+    started = "request_id=long-slurm op=sleep started"
+    assert wait_until(lambda: any(started in launched.task_text(t) for t in (0, 1)), 30)
+    holder = next(t for t in (0, 1) if started in launched.task_text(t))
+    other = 1 - holder
+    slurm.run("scancel", f"{launched.array_job}_{holder}")
+    cancelled = time.monotonic()
+
+    requeued = (
+        "requeue request_id=long-slurm service=sam2.1_hiera_tiny attempts=1 reason=worker sent DISCONNECT"
+    )
+    assert wait_until(lambda: requeued in launched.broker_log(), DRAIN_GRACE_S + BROKER_LIVENESS_S + 2)
+    assert time.monotonic() - cancelled < DRAIN_GRACE_S + BROKER_LIVENESS_S + 2
+    partials, body = client.final(sleep_s + DRAIN_GRACE_S + BROKER_LIVENESS_S + 10)
+    assert partials == [] and client.recv(1.0) is None, "more than one reply"
+    reply = codec.decode(body)
+    assert reply.status == codec.STATUS_OK and reply.header["result"]["slept_s"] >= sleep_s
+    assert "request_id=long-slurm op=sleep status=ok" in launched.task_text(other)
+    holder_text = launched.task_text(holder)
+    assert f"grace period of {DRAIN_GRACE_S:g} s over: handing back 1 unfinished request(s)" in holder_text
+    assert wait_until(lambda: "all workers stopped" in launched.task_text(holder), 10), holder_text
+    wait_registered(zctx, launched, 1, 10)
+    client.close()
+
+
+def test_dry_run_for_gpus_and_a_broker_job(tmp_path: Path) -> None:
+    """No cluster needed: the GPU request, array size and CPU count, and the broker job's dependency."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    done = subprocess.run(
+        [
+            str(LAUNCHER), "--dry-run", "--gpus", "8", "--gpus-per-task", "2", "--workers-per-gpu", "3",
+            "--cpus-per-worker", "2", "--broker", "job", "--account", "lab", "--time", "08:00:00",
+            "--run-dir", str(tmp_path),
+        ],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    broker, workers = [shlex.split(line) for line in done.stdout.splitlines() if line.startswith("sbatch ")]
+    assert str(REPO_ROOT / "scripts" / "slurm" / "broker.sbatch") in broker and "--account=lab" in broker
+    for option in ("--array=0-3", "--gres=gpu:2", "--cpus-per-task=12", "--requeue", "--account=lab"):
+        assert option in workers, workers
+    assert "--dependency=after:BROKER_JOB_ID" in workers and "--cpu" not in workers
+    assert workers[workers.index("--workers-per-gpu") + 1] == "3"
+    assert not list(tmp_path.iterdir()), "--dry-run wrote files"
+
+    other = subprocess.run(
+        [
+            str(LAUNCHER), "--dry-run", "--gpus", "2", "--gpu-request", "gpus-per-task",
+            "--run-dir", str(tmp_path),
+        ],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "--gpus-per-task=1" in other.stdout and "--gres" not in other.stdout, other.stdout
+    bad = subprocess.run(
+        [str(LAUNCHER), "--dry-run", "--gpus", "3", "--gpus-per-task", "2", "--run-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "multiple of --gpus-per-task" in bad.stderr
