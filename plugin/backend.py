@@ -7,7 +7,9 @@ No Qt, no napari; blocking functions meant for a worker thread.
 * :class:`LocalBackend` runs an *embedded* backend, a broker and one
   worker as subprocesses (``python -m broker``, ``python -m workers``), for
   users who have not started a server. The plugin never imports ``broker``
-  or ``workers``; it only starts them.
+  or ``workers``; it only starts them. It restarts a process that dies
+  (:mod:`plugin.restart_policy`), and both end with this process
+  (``--parent-pid``), however it ends.
 * :func:`find_checkpoint` / :func:`download_checkpoint` locate or fetch the
   weights (:mod:`protocol.checkpoints`: ``$SAM2_CHECKPOINT_DIR``, else the
   repository's ``checkpoints/`` in a source checkout, else

@@ -13,6 +13,10 @@ The connection is re-checked every few seconds. When the backend stops
 answering, prompts are disabled, a notification says so (labels already
 made are untouched: they live in napari), and the check repeats faster
 until the backend is back; then a fresh session starts and prompts work again.
+Meanwhile a click is refused at once (``Controller.unavailable`` says why).
+An embedded backend reports its own crashes and restarts
+(:class:`plugin.backend.LocalBackend` listeners), so the status follows
+them at once; choosing another broker address stops it.
 """
 
 from __future__ import annotations
