@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from plugin.backend import LocalBackend, probe
 from plugin.restart_policy import RestartPolicy
-from tests.conftest import MODEL, REPO_ROOT, free_endpoint, wait_until
+from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -97,3 +98,31 @@ def test_embedded_broker_and_worker_end_when_their_napari_process_is_killed(tmp_
         for pid in pids.values():
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_embedded_broker_is_restarted_then_given_up_past_its_limit_and_listeners_hear_it(tmp_path) -> None:
+    """Only a broker (no model needed): killed once it comes back, killed again it is left down."""
+    local = LocalBackend(free_endpoint(), MODEL, log_dir=tmp_path)
+    local.restarts["broker"] = RestartPolicy(max_restarts=1, first_delay_s=0.2)
+    heard: list[tuple[str, bool]] = []
+    local.listeners.append(lambda text, up: heard.append((text, up)))
+    local._spawn("broker", ["-m", "broker", "--frontend", local.frontend, "--backend", local.backend])
+    try:
+        first = local.procs["broker"]
+        assert wait_until(lambda: "broker ready" in (tmp_path / "broker.log").read_text(), 60, 0.1)
+        local.supervise()
+        first.kill()
+        assert wait_until(lambda: local.procs["broker"] is not first, 10, 0.05)
+        assert local.recovering and local.running
+        assert "restarting it in 0 s (attempt 1/1" in heard[0][0] and heard[0][1] is False
+        assert "restarting the embedded broker (attempt 1/1)" in heard[1][0]
+        assert wait_until(lambda: (tmp_path / "broker.log").read_text().count("broker ready") == 2, 60, 0.1)
+        assert probe(local.frontend) == {}  # the new broker answers on the same address
+
+        local.procs["broker"].kill()
+        assert wait_until(lambda: not local.running, 10, 0.05)
+        assert "broker" in local.given_up and not local.recovering
+        assert "died 2 times within 10 minutes" in heard[-1][0] and "Press Connect" in heard[-1][0]
+        assert local.problem == heard[-1][0]
+    finally:
+        local.stop()

@@ -19,7 +19,7 @@ import pytest
 
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import ClientError
-from tests.conftest import MODEL, REPO_ROOT, free_endpoint, wait_until
+from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]
 
@@ -138,5 +138,25 @@ def test_viewer_survives_a_worker_crash_and_closing_it_stops_the_backend(tmp_pat
         assert run.proc.wait(timeout=30) == 0
         assert "napari closed; stopping the backend" in run.output
         assert wait_until(lambda: not alive(broker) and not alive(new_worker), 15)
+    finally:
+        run.kill()
+
+
+def test_a_process_past_its_restart_limit_is_left_down_loudly_and_the_rest_keeps_running(tmp_path) -> None:
+    run = StartAll(tmp_path, "--no-viewer", "--max-restarts", "0")
+    try:
+        run.wait_for("backend ready", READY_TIMEOUT_S)
+        broker, worker = run.pid_of("broker"), run.pid_of("worker-cpu")
+        os.kill(worker, signal.SIGKILL)
+        run.wait_for("NOT restarting it again", 10)
+        assert re.search(r"ERROR: worker-cpu \(pid \d+\) exited with status 137 after 0 restarts", run.output)
+        assert "NOT restarting" in (run.log_dir / "start_all.log").read_text()
+        time.sleep(2.0)
+        assert "restarted worker-cpu" not in run.output
+        assert alive(broker) and run.proc.poll() is None  # the broker keeps serving (clients get no_worker)
+        # with nothing left to supervise, server mode ends with an error
+        os.kill(broker, signal.SIGKILL)
+        assert run.proc.wait(timeout=15) == 1
+        assert "every backend process was given up" in run.output
     finally:
         run.kill()
