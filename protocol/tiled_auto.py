@@ -8,6 +8,9 @@ routes them), and stitches the tile labels into one label image as they
 arrive (:class:`protocol.tiling.TileStitcher`). A slice no larger than the
 tile size is one request, answered as is.
 
+:func:`tiled_auto_stack` does the same for every slice of a stack and links
+the slices, so one object keeps one id through z or time.
+
 The source is any array-like with numpy slicing (numpy, zarr, dask, napari
 layer data): only each tile's window is read, in the thread that sends it.
 The output may be a numpy or zarr array; only one tile's core is written at
@@ -36,8 +39,11 @@ from protocol.client import SamClient
 from protocol.errors import ClientError, Superseded
 from protocol.tiling import (
     DEFAULT_HALO,
+    DEFAULT_LINK_IOU,
     DEFAULT_MERGE_IOU,
     DEFAULT_TILE_SIZE,
+    PlaneView,
+    StackLinker,
     StitchResult,
     Tile,
     TileStitcher,
@@ -243,3 +249,78 @@ class _AnyEvent(threading.Event):
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self._events)
+
+
+@dataclass(frozen=True)
+class StackAutoResult:
+    """What :func:`tiled_auto_stack` wrote.
+
+    Attributes:
+        slices: one :class:`TiledAutoResult` per slice done (ids there are per slice, before linking).
+        num_ids: ids used in the whole output (1..num_ids; with linking, one per object through z).
+        cancelled: the run stopped early because ``cancel`` was set.
+    """
+
+    slices: list[TiledAutoResult]
+    num_ids: int
+    cancelled: bool
+
+
+def tiled_auto_stack(
+    stack: Any,
+    out: Any,
+    client_factory: Callable[[], SamClient],
+    params: Mapping[str, Any] | None = None,
+    *,
+    link: bool = True,
+    link_iou: float = DEFAULT_LINK_IOU,
+    contrast_limits: tuple[float, float] | None = None,
+    on_progress: Callable[[int, int, int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    **tiling: Any,
+) -> StackAutoResult:
+    """:func:`tiled_auto` on every slice of a (Z, H, W[, C]) stack, linking slices by overlap.
+
+    Each slice is segmented into ``out[z]`` and then relabelled in place
+    (:class:`protocol.tiling.StackLinker`): with ``link`` an object keeps
+    one id through z (IoU >= ``link_iou`` with the previous slice), without
+    it the ids of each slice are 1..n. Slices are read and written through
+    :class:`protocol.tiling.PlaneView`, so a zarr stack is touched tile by tile.
+
+    Args:
+        stack: (Z, H, W) or (Z, H, W, 3|4) array-like.
+        out: (Z, H, W) uint32 zero-filled output.
+        client_factory, params, contrast_limits: as :func:`tiled_auto`
+            (``None`` limits: each slice's own percentiles).
+        on_progress: ``on_progress(slice_index, slices, tiles_done, tiles)``.
+        cancel: stops after the tiles in flight; finished slices stay linked.
+        **tiling: ``tile_size``, ``halo``, ``merge_iou``, ``in_flight``, ``timeout_s``.
+    """
+    depth = int(stack.shape[0])
+    if tuple(int(s) for s in out.shape) != tuple(int(s) for s in stack.shape[:3]):
+        raise ValueError(f"output of shape {tuple(out.shape)} does not match the stack {tuple(stack.shape)}")
+    linker = StackLinker(link=link, iou_threshold=link_iou)
+    done: list[TiledAutoResult] = []
+    stop = cancel if cancel is not None else threading.Event()
+    for z in range(depth):
+        if stop.is_set():
+            break
+        plane = PlaneView(out, z)
+
+        def progress(tiles_done: int, tiles: int, z: int = z) -> None:
+            if on_progress is not None:
+                on_progress(z, depth, tiles_done, tiles)
+
+        result = tiled_auto(
+            PlaneView(stack, z),
+            plane,
+            client_factory,
+            params,
+            contrast_limits=contrast_limits,
+            on_progress=progress,
+            cancel=stop,
+            **tiling,
+        )
+        done.append(result)
+        linker.add(plane, plane)
+    return StackAutoResult(done, linker.next_id - 1, stop.is_set())

@@ -562,7 +562,7 @@ class StackLinker:
     Attributes:
         link: link slices by overlap.
         iou_threshold: IoU from which two objects of neighbouring slices are one.
-        next_id: the first id not yet used.
+        next_id: the first id not yet used (without ``link``: one past the largest id of any slice).
     """
 
     link: bool = True
@@ -575,7 +575,9 @@ class StackLinker:
         """Write slice ``labels`` (H, W) into ``out`` (H, W) with its final ids; ``out`` may be ``labels``."""
         if not self.link:
             for band in _Bands(tuple(labels.shape), self.band_rows):
-                out[band] = np.asarray(labels[band])
+                values = np.asarray(labels[band])
+                out[band] = values
+                self.next_id = max(self.next_id, int(values.max(initial=0)) + 1)
             self._prev = out
             return
         if self._prev is None:

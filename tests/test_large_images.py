@@ -20,11 +20,11 @@ import zarr
 
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import RemoteError
-from protocol.tiled_auto import tiled_auto
+from protocol.tiled_auto import tiled_auto, tiled_auto_stack
 from protocol.tiling import label_areas, pair_overlaps
 from protocol.windowed_segment import segment_windowed
-from tests.conftest import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 from tests.standin_worker import disc_image, scattered_discs
+from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 
 SERVICE = "standin"
 
@@ -62,7 +62,7 @@ class StandinBackend:
             for k in range(workers)
         ]
         for proc in self.workers:
-            assert wait_until(lambda p=proc: "worker ready" in log_text(p), 60), log_text(proc)
+            assert wait_until(lambda p=proc: "worker ready" in log_text(p), 60), log_text(proc)  # type: ignore[misc]
         with self.client() as client:
             assert wait_until(lambda: client.services().get(SERVICE, {}).get("workers") == workers, 10)
 
@@ -154,7 +154,7 @@ def test_tiled_auto_reads_a_zarr_slice_tile_by_tile_into_a_zarr_output(
     result = tiled_auto(source, out, backend.client, contrast_limits=None)
     assert max(source.reads) <= 1024 * 1024, "a read larger than one tile"
     assert result.num_objects == 49 * 49
-    iou, stray, duplicates = disc_scores(out[:], truth)
+    iou, stray, duplicates = disc_scores(np.asarray(out[:]), truth)
     assert iou.min() >= 0.9 and stray == 0 and duplicates == 0
 
 
@@ -172,6 +172,27 @@ def test_cancel_stops_the_remaining_tiles(standin: Callable[..., StandinBackend]
     assert result.cancelled and 2 <= result.tiles_done < result.tiles == 36
 
 
+def test_stack_auto_keeps_one_id_per_object_through_z(standin: Callable[..., StandinBackend]) -> None:
+    backend = standin(workers=2)
+    shape = (1500, 1400)
+    centres, radii = scattered_discs(shape, spacing=70, radius_range=(8.0, 12.0), seed=5)
+    stack = np.stack([disc_image(shape, centres + [2.0 * z, -1.5 * z], radii)[0] for z in range(3)])
+    source = zarr.array(stack, chunks=(1, 512, 512))
+    out = zarr.zeros(stack.shape, chunks=(1, 512, 512), dtype=np.uint32)
+    seen: list[tuple[int, int, int, int]] = []
+    result = tiled_auto_stack(source, out, backend.client, on_progress=lambda *p: seen.append(p))
+    assert not result.cancelled and len(result.slices) == 3 and seen[-1] == (2, 3, 4, 4)
+    linked = np.asarray(out[:])
+    assert result.num_ids == len(centres) == int(linked.max())
+    for r, c in centres.astype(int):
+        ids = {int(linked[z, r + 2 * z, c - int(1.5 * z)]) for z in range(3)}
+        assert len(ids) == 1 and 0 not in ids
+    per_slice = zarr.zeros(stack.shape, chunks=(1, 512, 512), dtype=np.uint32)
+    unlinked = tiled_auto_stack(source, per_slice, backend.client, link=False)
+    assert unlinked.num_ids == len(centres)
+    assert all(int(np.asarray(per_slice[z]).max()) == len(centres) for z in range(3))
+
+
 def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_place(
     standin: Callable[..., StandinBackend],
 ) -> None:
@@ -179,7 +200,7 @@ def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_pla
     shape = (6000, 6000)
     centres = np.array([[4711.0, 5333.0], [4711.0, 5400.0], [300.0, 300.0]])
     image, truth = disc_image(shape, centres, np.array([9.0, 9.0, 9.0]))
-    source = CountingArray(image)
+    source = CountingArray(zarr.array(image, chunks=(1024, 1024)))  # a lazy slice
     with backend.client() as client:
         answer = segment_windowed(client, source, [[4711.5, 5333.5]], [1])
         # A second click on the neighbour reuses the window: the image travels once.
