@@ -66,6 +66,7 @@ from plugin.prompts import Prompt, box_prompt, point_label, points_prompt
 from plugin.results import Notify, Results, napari_notify
 from plugin.session import Session
 from plugin.stack_jobs import AUTO_STACK, StackJobs
+from plugin.wording import plural, slice_text
 from protocol.codec import Message
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
@@ -634,7 +635,7 @@ class Controller:
             self.on_error(error)
             on_done(False)
 
-        on_progress(None, f"AUTO-SEGMENT: sending slice {plane.index} to the backend…")
+        on_progress(None, f"AUTO-SEGMENT: sending {slice_text(plane)} to the backend…")
         self.auto_running = True
         self.session.submit(AUTO, job, done, failed)
         return True
@@ -652,7 +653,8 @@ class Controller:
             self.notify("info", "AUTO-SEGMENT found no objects on this slice (try more points per side).")
             return
         self.notify(
-            "info", f"AUTO-SEGMENT: {len(ids)} objects written to {layer.name} (ids {ids[0]}-{ids[-1]})."
+            "info",
+            f"AUTO-SEGMENT: {plural(len(ids), 'object')} written to {layer.name} (ids {ids[0]}-{ids[-1]}).",
         )
 
     def paste_auto(

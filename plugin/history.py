@@ -15,7 +15,10 @@ not know about:
   (propagation, automatic segmentation of a stack) is squashed into one
   step when it ends (:meth:`LabelHistory.squash`).
 * **listeners**: the label list updates its counts from the pixels each
-  undo or redo changed (:func:`atom_changes`), without a rescan.
+  undo or redo changed (:func:`atom_changes`), without a rescan. An undo or
+  redo made by napari itself (``layer.undo()``: its menus, a script), which
+  only refreshes the layer, is recognised from the step that moved between
+  napari's two histories and handled the same way.
 
 napari keeps its history in private attributes (``_undo_history``,
 ``_redo_history``: deques of steps, each a list of *atoms*); this module is
@@ -105,11 +108,23 @@ class LabelHistory:
         self.listeners: list[Listener] = []
         self.before_change: list[Callable[[], None]] = []
         self._entries: list[_NamesEntry] = []
+        self._moving = False
+        self._depths = (self.undo_depth, self.redo_depth)
+        layer.events.paint.connect(self._remember_depths)
+        layer.events.set_data.connect(self._on_set_data)
         if bind_keys:
             for key in UNDO_KEYS:
                 layer.bind_key(key, lambda _layer: self.undo(), overwrite=True)
             for key in REDO_KEYS:
                 layer.bind_key(key, lambda _layer: self.redo(), overwrite=True)
+
+    def disconnect(self) -> None:
+        """Stop following the layer (it was removed)."""
+        self.layer.events.paint.disconnect(self._remember_depths)
+        self.layer.events.set_data.disconnect(self._on_set_data)
+        self.listeners.clear()
+        self.before_change.clear()
+        self._entries.clear()
 
     # -- napari's history (private attributes, read here only) ---------------------------------
 
@@ -186,6 +201,7 @@ class LabelHistory:
         for _ in steps:
             history.pop()
         history.append([atom for step in steps for atom in step])
+        self._remember_depths()
         return True
 
     # -- undo / redo -------------------------------------------------------------------------------
@@ -205,15 +221,47 @@ class LabelHistory:
         for hook in list(self.before_change):
             hook()
         step = source[-1]
-        if undoing:
-            self.layer.undo()
-        else:
-            self.layer.redo()
+        self._moving = True
+        try:
+            if undoing:
+                self.layer.undo()
+            else:
+                self.layer.redo()
+        finally:
+            self._moving = False
+        self._moved(step, undoing)
+        return True
+
+    def _moved(self, step: Step, undoing: bool) -> None:
+        self._remember_depths()
         self._sync_names()
         changes = atom_changes(step, undoing)
         for listener in list(self.listeners):
             listener(self.layer, changes)
-        return True
+
+    def _remember_depths(self, _event: Any = None) -> None:
+        self._depths = (self.undo_depth, self.redo_depth)
+
+    def _on_set_data(self, _event: Any) -> None:
+        """Catch an undo or redo made by napari itself (``layer.undo()``, its menus), not through here.
+
+        napari then only refreshes the layer; the step that moved between its
+        two histories says which pixels changed, so names and listeners
+        (the label list) follow as after :meth:`undo` / :meth:`redo`.
+        """
+        if self._moving:
+            return
+        (undo_before, redo_before), now = self._depths, (self.undo_depth, self.redo_depth)
+        if now == (undo_before - 1, redo_before + 1):
+            step, undoing = self._redo_steps()[-1], True
+        elif now == (undo_before + 1, redo_before - 1):
+            step, undoing = self._undo_steps()[-1], False
+        else:
+            self._depths = now  # the data was replaced (its history reset) or a squash
+            return
+        for hook in list(self.before_change):
+            hook()
+        self._moved(step, undoing)
 
     def _sync_names(self) -> None:
         """Revert the names changes of undone steps, re-apply those of redone ones."""
@@ -256,9 +304,7 @@ class Histories:
         """Drop the history kept for ``layer`` (removed from the viewer): its names entries go with it."""
         history = self._by_layer.pop(layer.unique_id, None)
         if history is not None:
-            history.listeners.clear()
-            history.before_change.clear()
-            history._entries.clear()
+            history.disconnect()
 
     def __len__(self) -> int:
         """How many layers have a history here."""

@@ -34,7 +34,7 @@ from plugin.export import EXPORT_FORMATS, GEOJSON, MEASUREMENTS, TIFF, export_la
 from plugin.formats.geojson import PHYSICAL, PIXEL
 from plugin.label_names import METADATA_KEY, names_from_metadata, with_name
 from plugin.name_overlay import NameOverlay
-from plugin.picking import pick_once
+from plugin.picking import PICK_WAITING, pick_once
 from plugin.qt_helpers import Coalescer, LayerCombo, button, spin_box
 
 if TYPE_CHECKING:
@@ -48,6 +48,21 @@ def matching_image(viewer: napari.Viewer, layer: Labels) -> Image | None:
     active = viewer.layers.selection.active
     ordered = ([active] if active in images else []) + [x for x in images if x is not active]
     return next((x for x in ordered if tuple(x.data.shape[: len(shape)]) == shape), None)
+
+
+def export_folder(viewer: napari.Viewer, layer: Labels) -> Path:
+    """Where the export dialog opens: the folder of the file the labels or their image came from, else home.
+
+    The labels layer's own file first, then the image of its shape
+    (:func:`matching_image`), then any image opened from a file.
+    """
+    images = [x for x in viewer.layers if isinstance(x, Image)]
+    first = matching_image(viewer, layer)
+    for candidate in [layer, first, *images]:
+        path = getattr(getattr(candidate, "source", None), "path", None)
+        if path and Path(path).parent.is_dir():
+            return Path(path).parent
+    return Path.home()
 
 
 def export_layer(
@@ -157,10 +172,16 @@ class NameWidget(QGroupBox):
             )
 
     def pick(self) -> None:
+        """Wait for a click on a region of the chosen layer (the button says so meanwhile)."""
         layer = self.layer_combo.layer()
-        if layer is not None:
-            self._cancel_pick()
-            self._cancel_pick = pick_once(self.viewer, layer, self._picked)
+        if layer is None:
+            napari_notify("warning", "Pick: choose a labels layer first.")
+            return
+        self._cancel_pick()
+        self.pick_button.setText(PICK_WAITING)
+        self._cancel_pick = pick_once(
+            self.viewer, layer, self._picked, on_end=lambda: self.pick_button.setText("Pick")
+        )
 
     def _picked(self, label_id: int) -> None:
         if label_id <= 0:
@@ -187,8 +208,9 @@ class NameWidget(QGroupBox):
             napari_notify("warning", "Export: choose a labels layer first.")
             return
         chosen = EXPORT_FORMATS[self.export_format()]
+        start = export_folder(self.viewer, layer) / f"{layer.name}{chosen.suffix}"
         path, _ = QFileDialog.getSaveFileName(
-            self, f"Export labels: {chosen.title}", f"{layer.name}{chosen.suffix}", chosen.file_filter
+            self, f"Export labels: {chosen.title}", str(start), chosen.file_filter
         )
         if path:
             self.export(layer, path)

@@ -9,6 +9,12 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Labels
 
+PICK_HELP = "Click a region to pick its label (press Pick again to start over)."
+"""Shown in napari's status bar while a pick waits for its click."""
+PICK_CURSOR = "crosshair"
+PICK_WAITING = "Click a region…"
+"""The Pick button's text while it waits for the click."""
+
 
 def label_at(layer: Labels, event: Any) -> int:
     """The label id under a mouse event in ``layer`` (0 outside or on the background)."""
@@ -26,22 +32,41 @@ def label_at(layer: Labels, event: Any) -> int:
         return 0
 
 
-def pick_once(viewer: napari.Viewer, layer: Labels, on_pick: Callable[[int], None]) -> Callable[[], None]:
+def pick_once(
+    viewer: napari.Viewer,
+    layer: Labels,
+    on_pick: Callable[[int], None],
+    on_end: Callable[[], None] = lambda: None,
+) -> Callable[[], None]:
     """Call ``on_pick(label_id)`` with the label under the next click in ``layer``.
 
-    The layer is made active in pan/zoom mode first, so the click edits
-    nothing. Returns a function that cancels the pick.
+    While it waits, ``layer`` is active in pan/zoom mode (the click edits
+    nothing), the cursor is a crosshair and napari's status bar says to
+    click. The click (or the returned cancel function) puts back the layer
+    that was active, the layer's mode, cursor and the status bar help, then
+    calls ``on_end()``.
     """
+    previous, mode, cursor, help_text = viewer.layers.selection.active, layer.mode, layer.cursor, viewer.help
 
     def callback(_viewer: Any, event: Any) -> None:
         cancel()
         on_pick(label_at(layer, event))
 
     def cancel() -> None:
-        if callback in viewer.mouse_drag_callbacks:
-            viewer.mouse_drag_callbacks.remove(callback)
+        if callback not in viewer.mouse_drag_callbacks:
+            return
+        viewer.mouse_drag_callbacks.remove(callback)
+        layer.mode = mode
+        layer.cursor = cursor
+        if viewer.help == PICK_HELP:
+            viewer.help = help_text
+        if previous is not None and previous in viewer.layers:
+            viewer.layers.selection.active = previous
+        on_end()
 
     viewer.layers.selection.active = layer
     layer.mode = "pan_zoom"
+    layer.cursor = PICK_CURSOR
+    viewer.help = PICK_HELP
     viewer.mouse_drag_callbacks.append(callback)
     return cancel

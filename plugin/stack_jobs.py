@@ -29,6 +29,7 @@ from plugin.label_ops import LabelMode, compute_edit
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from plugin.results import Results
 from plugin.session import Session
+from plugin.wording import plural
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, PropagateAnswer, PropagatedSlice, auto, propagate
 
@@ -301,8 +302,8 @@ class StackJobs:
             self._finish(run, True)
             self.results.notify(
                 "info",
-                f"AUTO-SEGMENT STACK: {len(run.label_ids)} objects on {len(run.written)} slice(s) "
-                f"written to {layer.name}.",
+                f"AUTO-SEGMENT STACK: {plural(len(run.label_ids), 'object')} on "
+                f"{plural(len(run.written), 'slice')} written to {layer.name}.",
             )
 
         on_progress(0, total, f"AUTO-SEGMENT STACK: {total} slices…")

@@ -53,11 +53,11 @@ from plugin.events_widget import EventsPanel
 from plugin.label_ops import LabelMode
 from plugin.label_table_widget import LabelTable
 from plugin.name_widget import NameWidget
-from plugin.picking import pick_once
+from plugin.picking import PICK_WAITING, pick_once
 from plugin.propagate_widget import PropagateBox
 from plugin.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
+from plugin.latest_only import LatestOnly
 from plugin.session import Session
-from protocol.client import LatestOnly
 from protocol.errors import ClientError, ProtocolError
 
 if TYPE_CHECKING:
@@ -432,10 +432,16 @@ class SamWidget(QWidget):
         self.controller.set_mode(mode, self.refine_layer.layer(), self.refine_id.value())
 
     def pick_refine_label(self) -> None:
+        """Wait for a click on a region of the refine layer (the button says so meanwhile)."""
         layer = self.refine_layer.layer()
-        if layer is not None:
-            self._cancel_pick()
-            self._cancel_pick = pick_once(self.viewer, layer, self.refine_id.setValue)
+        if layer is None:
+            self.controller.notify("warning", "Pick: choose the labels layer to refine first.")
+            return
+        self._cancel_pick()
+        self.pick_button.setText(PICK_WAITING)
+        self._cancel_pick = pick_once(
+            self.viewer, layer, self.refine_id.setValue, on_end=lambda: self.pick_button.setText("Pick")
+        )
 
     def _on_applied(self, applied: Applied) -> None:
         ids = ", ".join(map(str, applied.label_ids[:5])) + ("…" if len(applied.label_ids) > 5 else "")

@@ -17,9 +17,12 @@ import pytest
 
 from plugin.controller import AUTO, POINTS
 from plugin.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
+from plugin.picking import PICK_CURSOR, PICK_HELP, PICK_WAITING
 from plugin.widget import SamWidget
-from tests.conftest import GUI_TEST_MARKS, Backend, ProcessSpawner, free_endpoint
-from tests.test_plugin_stack import cell, click_point, start_worker
+from tests.support.backend import Backend
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import cell, click_point, start_worker
+from tests.support.processes import ProcessSpawner, free_endpoint
 
 pytestmark = GUI_TEST_MARKS
 
@@ -251,7 +254,100 @@ def test_auto_segment_is_refused_while_the_stack_runs_and_the_reverse(shared_bac
 
     box.auto_button.click()  # the reverse: a stack while a slice runs is refused too
     assert box.slice_task.running
+    assert (
+        box.progress_bar.format() == "AUTO-SEGMENT: sending slice 0 to the backend…"
+    )  # not "(0, None, None)"
     box.stack_button.click()
     assert not box.stack_task.running and "AUTO-SEGMENT is running on a slice" in notes[-1][1]
     qtbot.waitUntil(lambda: not box.slice_task.running, timeout=TIMEOUT_MS)
     assert AUTO in widget.controller.applied  # the slice's answer was written
+
+
+# -- 12: minor -------------------------------------------------------------------------------------------
+
+
+def table_rows(widget: SamWidget, qtbot) -> list[tuple[int, int]]:
+    qtbot.wait(150)  # the table's coalesced redraw
+    table = widget.labels.table
+    return [
+        (int(table.item(r, 1).text()), int(table.item(r, 3).text().replace(",", "")))
+        for r in range(table.rowCount())
+    ]
+
+
+def test_a_label_undone_by_napari_leaves_the_labels_table(offline, qtbot) -> None:
+    viewer, widget = offline()
+    labels = viewer.add_labels(np.zeros((40, 40), np.uint32), name="cells")
+    widget.labels.layer_combo.set_layer(labels)
+    objects = np.zeros((40, 40), np.uint32)
+    objects[5:10, 5:10] = 1
+    widget.controller.paste_auto(labels, plane_of(viewer, labels, (40, 40)), objects)  # as AUTO-SEGMENT
+    assert table_rows(widget, qtbot) == [(1, 25)]
+    labels.undo()  # napari's own undo (its menu, a script), not the plugin's keys
+    assert table_rows(widget, qtbot) == []
+    labels.redo()
+    assert table_rows(widget, qtbot) == [(1, 25)]
+    widget.labels.undo_button.click()  # and the plugin's own undo, as before
+    assert table_rows(widget, qtbot) == [] and not labels.data.any()
+
+
+def test_export_dialog_opens_where_the_image_came_from(offline, qtbot, tmp_path, monkeypatch) -> None:
+    import tifffile
+
+    viewer, widget = offline()
+    folder = tmp_path / "experiment 1"
+    folder.mkdir()
+    tifffile.imwrite(folder / "cells.tif", cell(48))
+    asked: list[str] = []
+
+    def dialog(_parent, _title, start, _filter):
+        asked.append(start)
+        return "", ""  # the user cancels
+
+    monkeypatch.setattr("plugin.name_widget.QFileDialog.getSaveFileName", dialog)
+    labels = viewer.add_labels(np.zeros((48, 48), np.uint32), name="nuclei")
+    widget.names.layer_combo.set_layer(labels)
+    widget.names.export_button.click()  # no file anywhere: the home folder
+    assert Path(asked[-1]).parent == Path.home() and Path(asked[-1]).name.startswith("nuclei.")
+    viewer.open(str(folder / "cells.tif"), plugin="napari")
+    widget.names.layer_combo.set_layer(labels)
+    widget.names.export_button.click()  # the image's folder
+    assert Path(asked[-1]).parent == folder and Path(asked[-1]).name.startswith("nuclei.")
+
+
+def test_pick_shows_it_waits_and_gives_back_the_active_layer(offline, qtbot) -> None:
+    from napari.utils.events import Event
+    from napari.utils.interactions import mouse_press_callbacks
+
+    viewer, widget = offline()
+    image = viewer.add_image(cell(40))
+    data = np.zeros((40, 40), np.uint32)
+    data[10:20, 10:20] = 7
+    labels = viewer.add_labels(data, name="cells")
+    viewer.layers.selection.active = image
+    names = widget.names
+    names.layer_combo.set_layer(labels)
+    names.pick_button.click()
+    assert names.pick_button.text() == PICK_WAITING and viewer.help == PICK_HELP
+    assert viewer.layers.selection.active is labels and labels.cursor == PICK_CURSOR
+    click = Event(
+        type_name="mouse_press",
+        position=(15.0, 15.0),
+        view_direction=None,
+        dims_displayed=[0, 1],
+        modifiers=[],
+        is_dragging=False,
+    )
+    mouse_press_callbacks(viewer, click)
+    assert names.label_id.value() == 7
+    assert viewer.layers.selection.active is image  # the layer the user worked on is active again
+    assert names.pick_button.text() == "Pick" and viewer.help != PICK_HELP and labels.cursor != PICK_CURSOR
+    # the Refine box's Pick too
+    widget.refine_radio.setChecked(True)
+    widget.refine_layer.set_layer(labels)
+    viewer.layers.selection.active = image
+    widget.pick_button.click()
+    assert widget.pick_button.text() == PICK_WAITING
+    mouse_press_callbacks(viewer, click)
+    assert widget.refine_id.value() == 7 and viewer.layers.selection.active is image
+    assert widget.pick_button.text() == "Pick"
