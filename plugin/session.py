@@ -2,7 +2,7 @@
 
 No Qt and no napari here. A :class:`Session` talks to one broker and one
 model. Each *channel* (one per result layer: ``Points_mask``, ``Box_mask``,
-``AutoSeg_mask``) has its own :class:`protocol.client.LatestOnly` runner and
+``AutoSeg_mask``) has its own :class:`plugin.latest_only.LatestOnly` runner and
 its own :class:`protocol.client.SamClient` (used only by that runner's jobs,
 one at a time), so at most one request per channel is in flight and a newer
 submission supersedes an older one. Results are handed to ``dispatch``
@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from plugin.events_log import ERROR, REQUEST, EventLog
-from protocol.client import ClientConfig, LatestOnly, SamClient
+from plugin.latest_only import LatestOnly
+from protocol.client import ClientConfig, SamClient
 from protocol.codec import Message
 from protocol.errors import ClientError, ProtocolError, RemoteError, Superseded
 

@@ -52,11 +52,11 @@ from plugin.events_log import CONNECT, DISCONNECT
 from plugin.events_widget import EventsPanel
 from plugin.label_ops import LabelMode
 from plugin.label_table_widget import LabelTable
+from plugin.latest_only import LatestOnly
 from plugin.name_widget import NameWidget
 from plugin.picking import PICK_WAITING, pick_once
 from plugin.propagate_widget import PropagateBox
 from plugin.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
-from plugin.latest_only import LatestOnly
 from plugin.session import Session
 from protocol.errors import ClientError, ProtocolError
 

@@ -1,7 +1,7 @@
 """The client side: MDP/0.2 requests with ids, timeouts, retries and
-latest-only semantics.
+PARTIAL streaming.
 
-Three layers, each usable alone:
+Two layers, each usable alone:
 
 * :class:`MDPClient` — one DEALER socket speaking the RFC 18 client
   sub-protocol; raw frames in and out; one thread.
@@ -12,8 +12,8 @@ Three layers, each usable alone:
   and remote errors raised as :class:`RemoteError`. A reply to the request
   that cannot be decoded (too large, corrupt) is :class:`BadReply` at once,
   never a silent retry of the work.
-* :class:`LatestOnly` — runs at most one job at a time and delivers only the
-  newest submitted job's result; older results are dropped.
+
+The typed operations on top of :class:`SamClient` are :mod:`protocol.ops`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import zmq
@@ -402,93 +402,3 @@ def _names_request(body: list[Any], request_id: str) -> bool:
     reply to that request even when it is too large or too broken to parse.
     """
     return bool(body) and request_id.encode() in bytes(body[0])
-
-
-T = TypeVar("T")
-
-
-class LatestOnly(Generic[T]):
-    """Run jobs one at a time on a background thread; deliver only the newest.
-
-    ``submit`` never blocks. While a job runs, newer submissions replace
-    each other in a single pending slot. When a job finishes, its result is
-    delivered only if no newer job was submitted meanwhile; otherwise it is
-    dropped (counted in ``superseded``) and the newest pending job starts.
-    So at most one request is in flight, and a stale reply is never used.
-
-    Callbacks run on the background thread; GUI code must marshal them.
-    """
-
-    def __init__(self, name: str = "latest-only") -> None:
-        self.name = name
-        self._lock = threading.Lock()
-        self._generation = 0
-        self._pending: (
-            tuple[int, Callable[[], T], Callable[[T], None], Callable[[Exception], None]] | None
-        ) = None
-        self._running = False
-        self._thread: threading.Thread | None = None
-        self.superseded = 0
-        self.delivered = 0
-
-    def submit(
-        self,
-        job: Callable[[], T],
-        on_result: Callable[[T], None],
-        on_error: Callable[[Exception], None] = lambda e: None,
-    ) -> int:
-        """Queue ``job`` as the newest; return its generation number."""
-        with self._lock:
-            self._generation += 1
-            if self._pending is not None:
-                self.superseded += 1
-            self._pending = (self._generation, job, on_result, on_error)
-            if not self._running:
-                self._running = True
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
-            return self._generation
-
-    def is_current(self, generation: int) -> bool:
-        with self._lock:
-            return generation == self._generation
-
-    @property
-    def busy(self) -> bool:
-        with self._lock:
-            return self._running
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until no job runs or is pending (for tests and shutdown)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.busy:
-                return True
-            time.sleep(0.01)
-        return not self.busy
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if self._pending is None:
-                    self._running = False
-                    return
-                generation, job, on_result, on_error = self._pending
-                self._pending = None
-            outcome: T | Exception
-            try:
-                outcome = job()
-            except Exception as e:  # delivered to on_error, never lost
-                outcome = e
-            if not self.is_current(generation):
-                with self._lock:
-                    self.superseded += 1
-                continue
-            self.delivered += 1
-            try:
-                if isinstance(outcome, Exception):
-                    on_error(outcome)
-                else:
-                    on_result(outcome)
-            except Exception:
-                log.exception("%s: result callback failed", self.name)

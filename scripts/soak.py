@@ -16,7 +16,7 @@ misrouted FINALs and wrong results. Exit status 0 only when lost, duplicates
 and wrong results are all 0.
 
 Hostile input (``--fuzz N``): N random and mutated multipart messages
-(``tests/fuzzing.py``) to the broker's frontend and backend and to a real
+(``tests/support/fuzzing.py``) to the broker's frontend and backend and to a real
 SAM2 worker that is connected to a fake broker run by this script; health
 checks (a valid request through the broker, and straight to the worker)
 every ``--check-every`` messages. Printed: messages sent per target, worker
@@ -442,8 +442,8 @@ def run_fault_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -
 
 
 def run_fuzz_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -> int:
-    from tests import fuzzing
-    from tests.test_broker_support import RawClient, RawPeer, ThreadedWorker, echo_handler, request_body
+    from tests.support import fuzzing
+    from tests.support.broker_peers import RawClient, RawPeer, ThreadedWorker, echo_handler, request_body
 
     checkpoint = ensure_checkpoint(args.checkpoint, work_dir)
     context: zmq.Context[Any] = zmq.Context()

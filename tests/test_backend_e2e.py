@@ -17,7 +17,7 @@ import pytest
 
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import RemoteError
-from tests.conftest import MODEL, REPO_ROOT, free_endpoint, wait_until
+from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
 
 pytestmark = pytest.mark.model
 

@@ -20,7 +20,7 @@ from batch.__main__ import main
 from batch.inputs import ReadError, UsageError, discover, output_names, read_image
 from batch.outputs import Row, atomic_path, merge_rows, read_summary, write_summary
 from protocol.wire_image import stack_contrast_limits
-from tests.conftest import REPO_ROOT, free_endpoint, log_text
+from tests.support.processes import REPO_ROOT, free_endpoint, log_text
 
 SIZE = 64
 

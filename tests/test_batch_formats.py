@@ -19,8 +19,8 @@ import tifffile
 
 from batch.outputs import output_path, write_output
 from plugin.formats import geojson, ngff
-from tests.conftest import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.standin_worker import disc_image, scattered_discs
+from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.test_large_images import SERVICE, StandinBackend
 
 SHAPE = (200, 240)

@@ -12,8 +12,8 @@ import pytest
 import zmq
 
 from broker.config import BrokerConfig, is_loopback_endpoint
-from tests.conftest import ProcessSpawner, free_tcp_port, log_text
-from tests.test_broker_support import DISCONNECT, RawWorker, start_broker, wait_for_workers
+from tests.support.broker_peers import DISCONNECT, RawWorker, start_broker, wait_for_workers
+from tests.support.processes import ProcessSpawner, free_tcp_port, log_text
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} broker (DEBUG|INFO|WARNING|ERROR) ")
 

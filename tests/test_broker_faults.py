@@ -14,8 +14,7 @@ from typing import Any
 import zmq
 
 from protocol import codec
-from tests.conftest import ProcessSpawner, log_text, wait_until
-from tests.test_broker_support import (
+from tests.support.broker_peers import (
     DISCONNECT,
     TEST_HEARTBEAT_INTERVAL_S,
     TEST_HEARTBEAT_LIVENESS,
@@ -28,6 +27,7 @@ from tests.test_broker_support import (
     start_broker,
     wait_for_workers,
 )
+from tests.support.processes import ProcessSpawner, log_text, wait_until
 
 SERVICE = b"sam2.1_hiera_tiny"
 EXPIRY_S = TEST_HEARTBEAT_INTERVAL_S * TEST_HEARTBEAT_LIVENESS

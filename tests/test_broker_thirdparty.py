@@ -28,8 +28,7 @@ import pytest
 import zmq
 
 from protocol import codec, mdp
-from tests.conftest import ProcessSpawner, log_text, wait_until
-from tests.test_broker_support import (
+from tests.support.broker_peers import (
     REPLY_TIMEOUT_S,
     BrokerHandle,
     ThreadedWorker,
@@ -37,6 +36,7 @@ from tests.test_broker_support import (
     request_body,
     wait_for_workers,
 )
+from tests.support.processes import ProcessSpawner, log_text, wait_until
 
 SERVICE = b"echo"
 # majortomo's worker heartbeats at this interval (s); it must be well under

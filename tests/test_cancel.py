@@ -17,9 +17,7 @@ import zmq
 from protocol import mdp
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import Superseded
-from tests.conftest import wait_until
-from tests.scripted_worker import ScriptedWorker, reply
-from tests.test_broker_support import (
+from tests.support.broker_peers import (
     DISCONNECT,
     BrokerHandle,
     RawClient,
@@ -31,6 +29,8 @@ from tests.test_broker_support import (
     services,
     wait_for_workers,
 )
+from tests.support.processes import wait_until
+from tests.support.scripted_worker import ScriptedWorker, reply
 
 SERVICE = b"echo"
 CANCEL = b"mmi.cancel"

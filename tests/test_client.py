@@ -1,6 +1,6 @@
 """The client against a real broker process and scripted real workers:
 retries on a fresh socket, stale replies dropped, PARTIALs streamed, the
-"need image" resend, remote errors, timeouts, and latest-only delivery."""
+"need image" resend, remote errors and timeouts."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from protocol import mdp
-from protocol.client import ClientConfig, LatestOnly, SamClient
+from protocol.client import ClientConfig, SamClient
 from protocol.errors import RemoteError, RequestTimeout, Superseded
-from tests.conftest import PYTHON, free_endpoint, log_text, wait_until
-from tests.scripted_worker import ScriptedWorker, reply
+from tests.support.processes import PYTHON, free_endpoint, log_text, wait_until
+from tests.support.scripted_worker import ScriptedWorker, reply
 
 SERVICE = "scripted"
 
@@ -187,51 +187,3 @@ def test_services_lists_registered_workers(broker) -> None:
 def test_services_without_broker_times_out() -> None:
     with SamClient(free_endpoint(), SERVICE) as client, pytest.raises(RequestTimeout, match="no answer"):
         client.services(timeout_s=0.3)
-
-
-def test_latest_only_delivers_only_newest_and_runs_one_at_a_time() -> None:
-    runner: LatestOnly[int] = LatestOnly()
-    gate = threading.Event()
-    running = 0
-    max_running = 0
-    started: list[int] = []
-    lock = threading.Lock()
-
-    def job(i: int):
-        def run() -> int:
-            nonlocal running, max_running
-            with lock:
-                running += 1
-                max_running = max(max_running, running)
-                started.append(i)
-            if i == 0:
-                gate.wait(5)
-            with lock:
-                running -= 1
-            return i
-
-        return run
-
-    delivered: list[int] = []
-    runner.submit(job(0), delivered.append)
-    assert wait_until(lambda: started == [0], 5)  # job 0 is in flight
-    for i in range(1, 5):
-        runner.submit(job(i), delivered.append)
-    gate.set()
-    assert runner.wait_idle(5)
-    assert delivered == [4]  # job 0 finished but was superseded; 1-3 never ran
-    assert started == [0, 4]
-    assert max_running == 1
-    assert runner.superseded == 4
-
-
-def test_latest_only_delivers_errors_of_the_newest_job() -> None:
-    runner: LatestOnly[int] = LatestOnly()
-    errors: list[Exception] = []
-
-    def fail() -> int:
-        raise ValueError("backend said no")
-
-    runner.submit(fail, lambda r: None, errors.append)
-    assert runner.wait_idle(5)
-    assert [str(e) for e in errors] == ["backend said no"]

@@ -23,7 +23,7 @@ from plugin import export, io_hooks
 from plugin.formats import atomic, geojson, imagej, measure, ngff
 from plugin.formats.geometry import Geometry
 from plugin.label_names import METADATA_KEY
-from tests.conftest import PYTHON, REPO_ROOT, wait_until
+from tests.support.processes import PYTHON, REPO_ROOT, wait_until
 
 NAMES = {3: "cell nucleus", 9: "mitochondrion"}
 

@@ -16,7 +16,7 @@ import pytest
 
 from plugin.label_names import METADATA_KEY
 from plugin.name_widget import NameWidget, set_label_name
-from tests.conftest import GUI_TEST_MARKS
+from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS
 

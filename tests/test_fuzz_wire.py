@@ -20,10 +20,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from protocol import codec, mdp
-from tests import fuzzing
-from tests.conftest import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
-from tests.fuzzing import FakeBroker
-from tests.test_broker_support import (
+from tests.support import fuzzing
+from tests.support.broker_peers import (
     BrokerHandle,
     RawClient,
     RawPeer,
@@ -33,7 +31,16 @@ from tests.test_broker_support import (
     start_broker,
     wait_for_workers,
 )
-from tests.test_reliability_faults import rss_bytes
+from tests.support.fuzzing import FakeBroker
+from tests.support.processes import (
+    MODEL,
+    PYTHON,
+    ProcessSpawner,
+    free_endpoint,
+    log_text,
+    rss_bytes,
+    wait_until,
+)
 
 # No shrinking: each example goes through real processes, and a failure's
 # seed and frames are in the assertion message already.

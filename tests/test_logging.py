@@ -13,7 +13,7 @@ import pytest
 
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import RemoteError
-from tests.conftest import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
+from tests.support.processes import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 
 pytestmark = pytest.mark.model
 

@@ -15,8 +15,7 @@ import zmq
 
 from broker.broker import Broker
 from broker.config import BrokerConfig
-from tests.conftest import ProcessSpawner, wait_until
-from tests.test_broker_support import (
+from tests.support.broker_peers import (
     DISCONNECT,
     HEARTBEAT,
     REPLY_TIMEOUT_S,
@@ -31,6 +30,7 @@ from tests.test_broker_support import (
     start_broker,
     wait_for_workers,
 )
+from tests.support.processes import ProcessSpawner, wait_until
 
 SERVICE = b"echo"
 EXPIRY_S = TEST_HEARTBEAT_INTERVAL_S * TEST_HEARTBEAT_LIVENESS

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support.processes import REPO_ROOT
 
 MIB = 2**20
 

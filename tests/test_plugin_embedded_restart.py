@@ -21,7 +21,8 @@ from skimage import data as skdata
 from plugin.controller import POINTS
 from plugin.layers import POINTS_MASK, PROMPT_POINTS
 from plugin.widget import SamWidget
-from tests.conftest import GUI_TEST_MARKS, free_endpoint, wait_until
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.processes import free_endpoint, wait_until
 
 pytestmark = [*GUI_TEST_MARKS, pytest.mark.timeout(900)]
 

@@ -23,8 +23,10 @@ from plugin.label_edits import delete_labels, merge_labels
 from plugin.label_names import METADATA_KEY, names_from_metadata
 from plugin.label_ops import LabelMode, compute_edit
 from plugin.label_watch import LabelWatcher
+from plugin.latest_only import LatestOnly
 from plugin.layers import write_edit
 from protocol import wire_image
+from tests.support.processes import wait_until
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -354,3 +356,54 @@ def test_events_log_keeps_the_newest_first_and_is_thread_safe() -> None:
     )  # 12.5 ms rounds half to even
     with pytest.raises(ValueError):
         log.record("reboot")
+
+
+# -- latest-only runner ------------------------------------------------------------
+
+
+def test_latest_only_delivers_only_newest_and_runs_one_at_a_time() -> None:
+    runner: LatestOnly[int] = LatestOnly()
+    gate = threading.Event()
+    running = 0
+    max_running = 0
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def job(i: int):
+        def run() -> int:
+            nonlocal running, max_running
+            with lock:
+                running += 1
+                max_running = max(max_running, running)
+                started.append(i)
+            if i == 0:
+                gate.wait(5)
+            with lock:
+                running -= 1
+            return i
+
+        return run
+
+    delivered: list[int] = []
+    runner.submit(job(0), delivered.append)
+    assert wait_until(lambda: started == [0], 5)  # job 0 is in flight
+    for i in range(1, 5):
+        runner.submit(job(i), delivered.append)
+    gate.set()
+    assert runner.wait_idle(5)
+    assert delivered == [4]  # job 0 finished but was superseded; 1-3 never ran
+    assert started == [0, 4]
+    assert max_running == 1
+    assert runner.superseded == 4
+
+
+def test_latest_only_delivers_errors_of_the_newest_job() -> None:
+    runner: LatestOnly[int] = LatestOnly()
+    errors: list[Exception] = []
+
+    def fail() -> int:
+        raise ValueError("backend said no")
+
+    runner.submit(fail, lambda r: None, errors.append)
+    assert runner.wait_idle(5)
+    assert [str(e) for e in errors] == ["backend said no"]

@@ -17,7 +17,7 @@ from skimage import io, measure
 from plugin.label_names import METADATA_KEY
 from plugin.label_ops import LabelMode, compute_edit
 from plugin.layers import POINTS_MASK, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
-from tests.conftest import GUI_TEST_MARKS
+from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS
 

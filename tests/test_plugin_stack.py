@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from skimage import data as skdata
 
 from plugin.controller import POINTS
 from plugin.label_names import METADATA_KEY, names_from_metadata
@@ -25,24 +24,12 @@ from plugin.label_stats import pixel_counts
 from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from plugin.stack_jobs import AUTO_STACK, PROPAGATE
 from plugin.widget import SamWidget
-from tests.conftest import GUI_TEST_MARKS, MODEL, PYTHON, Backend, ProcessSpawner, log_text, wait_until
+from tests.support.backend import Backend
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import HEARTBEAT, TIMEOUT_MS, cell, click_point, start_worker
+from tests.support.processes import PYTHON, ProcessSpawner, log_text, wait_until
 
 pytestmark = GUI_TEST_MARKS
-
-TIMEOUT_MS = 90_000
-HEARTBEAT = ["--heartbeat-interval-s", "0.25", "--heartbeat-liveness", "3"]
-
-
-def start_worker(backend: Backend, threads: int = 2) -> None:
-    """A worker like conftest's, with two torch threads (stack work is encoder-bound)."""
-    proc = backend.spawn(
-        [PYTHON, "-m", "workers", "--connect", backend.backend, "--model", MODEL,
-         "--checkpoint", str(backend.checkpoint), "--device", "cpu", "--threads", str(threads), *HEARTBEAT],
-        f"worker{len(backend.workers)}",
-    )  # fmt: skip
-    backend.workers.append(proc)
-    ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
-    assert ok and proc.poll() is None, log_text(proc)
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +42,6 @@ def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: 
         yield backend
     finally:
         spawner.stop_all()
-
-
-def cell(size: int = 96, shift: int = 0) -> np.ndarray:
-    """A real fluorescence crop (scikit-image's ``cell``), small."""
-    return np.ascontiguousarray(skdata.cell()[220 : 220 + size, 170 + shift : 170 + shift + size])
 
 
 @pytest.fixture
@@ -77,15 +59,6 @@ def connect(make_napari_viewer, qtbot, monkeypatch) -> Callable[..., tuple]:
         return viewer, layer, widget
 
     return factory
-
-
-def click_point(widget: SamWidget, qtbot, position: list[float]) -> None:
-    """Add a prompt point and wait for its answer."""
-    previous = widget.controller.applied.get(POINTS)
-    widget.start_points()
-    widget.viewer.layers[PROMPT_POINTS].add(position)
-    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
-    qtbot.wait(20)
 
 
 def table_state(widget: SamWidget, qtbot) -> list[tuple[int, str, int]]:

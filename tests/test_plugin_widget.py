@@ -26,7 +26,9 @@ from plugin.label_ops import LabelMode
 from plugin.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
 from plugin.widget import SamWidget
 from protocol.client import SamClient
-from tests.conftest import GUI_TEST_MARKS, Backend, free_endpoint, wait_until
+from tests.support.backend import Backend
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.processes import free_endpoint, wait_until
 
 pytestmark = GUI_TEST_MARKS
 

@@ -22,7 +22,8 @@ from protocol.client import ClientConfig, SamClient
 from protocol.codec import Message
 from protocol.errors import RemoteError, Superseded
 from protocol.wire_image import stack_contrast_limits
-from tests.conftest import MODEL, Backend, ProcessSpawner, log_text, wait_until
+from tests.support.backend import Backend
+from tests.support.processes import MODEL, ProcessSpawner, log_text, wait_until
 from workers.propagate import (
     StackFrames,
     build_video_predictor,

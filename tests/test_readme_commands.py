@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support.processes import REPO_ROOT
 
 READMES = [REPO_ROOT / "README.md", REPO_ROOT / "plugin" / "README.md"]
 _FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.S)

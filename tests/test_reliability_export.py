@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from plugin.export import read_labels, sidecar_paths
-from tests.conftest import PYTHON, REPO_ROOT, wait_until
+from tests.support.processes import PYTHON, REPO_ROOT, wait_until
 
 SIZE = 1200
 WRITER = f"""

@@ -20,8 +20,7 @@ import zmq
 
 from protocol import codec
 from protocol.client import ClientConfig, SamClient
-from tests.conftest import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
-from tests.test_broker_support import (
+from tests.support.broker_peers import (
     RawClient,
     ThreadedWorker,
     error_of,
@@ -31,17 +30,18 @@ from tests.test_broker_support import (
     start_broker,
     wait_for_workers,
 )
+from tests.support.processes import (
+    MODEL,
+    PYTHON,
+    ProcessSpawner,
+    free_endpoint,
+    log_text,
+    rss_bytes,
+    wait_until,
+)
 
 SERVICE = MODEL.encode()
 MARGIN_S = 2.0  # slack for a loaded 2-core machine
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def _client(frontend: str, timeout_s: float = 60.0, retries: int = 0) -> SamClient:

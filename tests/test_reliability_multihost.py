@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
+from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
 
 pytestmark = pytest.mark.model
 

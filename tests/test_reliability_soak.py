@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO_ROOT
+from tests.support.processes import PYTHON, REPO_ROOT
 
 pytestmark = pytest.mark.model
 

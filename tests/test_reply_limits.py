@@ -2,7 +2,7 @@
 and the worker's ``auto`` answer keeps its header small whatever the number of objects.
 
 The client side runs against a real broker process and a scripted real
-worker (tests/scripted_worker.py); the worker side packs a real ``auto``
+worker (tests/support/scripted_worker.py); the worker side packs a real ``auto``
 answer with the worker's own function and encodes it with the wire codec.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from protocol import codec, mdp
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import BadReply, RemoteError
-from tests.conftest import PYTHON, free_endpoint, log_text, wait_until
-from tests.scripted_worker import ScriptedWorker, reply
+from tests.support.processes import PYTHON, free_endpoint, log_text, wait_until
+from tests.support.scripted_worker import ScriptedWorker, reply
 
 SERVICE = "scripted"
 

@@ -21,9 +21,9 @@ import zmq
 
 from protocol import codec
 from protocol.image_key import image_key
-from tests.conftest import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
-from tests.fuzzing import PickleBomb
-from tests.test_broker_support import BrokerHandle, RawClient, request_body, start_broker
+from tests.support.broker_peers import BrokerHandle, RawClient, request_body, start_broker
+from tests.support.fuzzing import PickleBomb
+from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
 
 pytestmark = pytest.mark.model
 

@@ -18,8 +18,16 @@ from protocol import mdp
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import RequestTimeout, SecurityError
 from protocol.security import CurveClientKeys, CurveKeyPair, is_loopback_endpoint
-from tests.conftest import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, free_tcp_port, log_text, wait_until
-from tests.test_broker_support import BrokerHandle, start_broker
+from tests.support.broker_peers import BrokerHandle, start_broker
+from tests.support.processes import (
+    MODEL,
+    PYTHON,
+    REPO_ROOT,
+    ProcessSpawner,
+    free_tcp_port,
+    log_text,
+    wait_until,
+)
 
 SERVICE = MODEL.encode()
 REFUSED_WAIT_S = 1.5

@@ -35,9 +35,10 @@ import zmq
 
 from protocol import codec
 from protocol.client import ClientConfig, SamClient
-from tests.conftest import MODEL, REPO_ROOT, free_tcp_port, wait_until
+from protocol.security import CurveClientKeys
 from tests.slurm_cluster import SlurmCluster, unavailable_reason
-from tests.test_broker_support import RawClient, request_body, services
+from tests.support.broker_peers import RawClient, request_body
+from tests.support.processes import MODEL, REPO_ROOT, free_tcp_port, wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.slurm]
 

@@ -19,8 +19,9 @@ import pytest
 import zmq
 
 from protocol import codec
-from tests.conftest import MODEL, PYTHON, Backend, ProcessSpawner, log_text, wait_until
-from tests.test_broker_support import RawClient, request_body, services
+from tests.support.backend import Backend
+from tests.support.broker_peers import RawClient, request_body, services
+from tests.support.processes import MODEL, PYTHON, ProcessSpawner, log_text, wait_until
 
 pytestmark = pytest.mark.model
 

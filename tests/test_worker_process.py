@@ -25,7 +25,7 @@ from majortomo.broker import Broker
 
 from protocol import codec, mdp
 from protocol.image_key import image_key
-from tests.conftest import PYTHON, REPO_ROOT, ProcessSpawner, free_endpoint, log_text, wait_until
+from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner, free_endpoint, log_text, wait_until
 
 pytestmark = pytest.mark.model
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the broker tests (this module holds no tests).
+"""Helpers for the broker tests.
 
 A real broker subprocess on free ports, raw DEALER clients and workers that
 speak MDP/0.2 frame by frame, and a threaded worker that answers by itself.
@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from protocol import codec, mdp
-from tests.conftest import ProcessSpawner, free_endpoint, log_text, wait_until
+from tests.support.processes import ProcessSpawner, free_endpoint, log_text, wait_until
 
 # Generous bounds: the machine has 2 cores shared with other test runs.
 BROKER_START_TIMEOUT_S = 30.0

@@ -1,0 +1,61 @@
+"""A real backend for tests: a broker subprocess and SAM2 worker subprocesses (random weights)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.support.processes import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
+
+
+class Backend:
+    """A running broker plus workers, all real subprocesses.
+
+    Attributes:
+        frontend: client endpoint.
+        backend: worker endpoint.
+        broker: the broker process.
+        workers: the worker processes.
+    """
+
+    def __init__(self, spawn: ProcessSpawner, checkpoint: Path, heartbeat_interval_s: float) -> None:
+        self.spawn = spawn
+        self.checkpoint = checkpoint
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.frontend = free_endpoint()
+        self.backend = free_endpoint()
+        self.broker = spawn(
+            [
+                PYTHON, "-m", "broker",
+                "--frontend", self.frontend,
+                "--backend", self.backend,
+                "--heartbeat-interval-s", str(heartbeat_interval_s),
+                "--heartbeat-liveness", "3",
+                "--log-level", "DEBUG",
+            ],
+            "broker",
+        )  # fmt: skip
+        assert wait_until(lambda: "broker ready" in log_text(self.broker), 30), log_text(self.broker)
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def add_worker(self, wait: bool = True) -> subprocess.Popen[bytes]:
+        name = f"worker{len(self.workers)}"
+        proc = self.spawn(
+            [
+                PYTHON, "-m", "workers",
+                "--connect", self.backend,
+                "--model", MODEL,
+                "--checkpoint", str(self.checkpoint),
+                "--device", "cpu",
+                "--threads", "1",
+                "--heartbeat-interval-s", str(self.heartbeat_interval_s),
+                "--heartbeat-liveness", "3",
+                "--log-level", "DEBUG",
+            ],
+            name,
+        )  # fmt: skip
+        self.workers.append(proc)
+        if wait:
+            ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
+            assert ok and proc.poll() is None, log_text(proc)
+        return proc

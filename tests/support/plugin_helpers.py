@@ -1,0 +1,41 @@
+"""Small pieces shared by the napari test modules: a real image crop, a worker, a click."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import data as skdata
+
+from plugin.controller import POINTS
+from plugin.layers import PROMPT_POINTS
+from plugin.widget import SamWidget
+from tests.support.backend import Backend
+from tests.support.processes import MODEL, PYTHON, log_text, wait_until
+
+TIMEOUT_MS = 90_000
+HEARTBEAT = ["--heartbeat-interval-s", "0.25", "--heartbeat-liveness", "3"]
+
+
+def start_worker(backend: Backend, threads: int = 2) -> None:
+    """A worker like conftest's, with two torch threads (stack work is encoder-bound)."""
+    proc = backend.spawn(
+        [PYTHON, "-m", "workers", "--connect", backend.backend, "--model", MODEL,
+         "--checkpoint", str(backend.checkpoint), "--device", "cpu", "--threads", str(threads), *HEARTBEAT],
+        f"worker{len(backend.workers)}",
+    )  # fmt: skip
+    backend.workers.append(proc)
+    ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
+    assert ok and proc.poll() is None, log_text(proc)
+
+
+def cell(size: int = 96, shift: int = 0) -> np.ndarray:
+    """A real fluorescence crop (scikit-image's ``cell``), small."""
+    return np.ascontiguousarray(skdata.cell()[220 : 220 + size, 170 + shift : 170 + shift + size])
+
+
+def click_point(widget: SamWidget, qtbot, position: list[float]) -> None:
+    """Add a prompt point and wait for its answer."""
+    previous = widget.controller.applied.get(POINTS)
+    widget.start_points()
+    widget.viewer.layers[PROMPT_POINTS].add(position)
+    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
+    qtbot.wait(20)
