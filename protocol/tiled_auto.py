@@ -166,13 +166,15 @@ def tiled_auto(
         contrast_limits = sample_contrast_limits(source)
     auto_params = dict(params or {})
 
-    first = client_factory()
+    clients = [client_factory()]
     try:
-        workers = in_flight if in_flight is not None else worker_count(first)
+        workers = in_flight if in_flight is not None else worker_count(clients[0])
+        workers = max(1, min(workers, len(grid)))
+        clients += [client_factory() for _ in range(workers - 1)]
     except BaseException:
-        first.close()
+        for client in clients:
+            client.close()
         raise
-    workers = max(1, min(workers, len(grid)))
     todo: queue.SimpleQueue[Tile] = queue.SimpleQueue()
     for tile in grid.tiles:
         todo.put(tile)
@@ -195,11 +197,11 @@ def tiled_auto(
         finally:
             client.close()
 
-    threads = []
-    for k in range(workers):
-        client = first if k == 0 else client_factory()
-        thread = threading.Thread(target=send_tiles, args=(client,), name=f"tiled-auto-{k}", daemon=True)
-        threads.append(thread)
+    threads = [
+        threading.Thread(target=send_tiles, args=(client,), name=f"tiled-auto-{k}", daemon=True)
+        for k, client in enumerate(clients)
+    ]
+    for thread in threads:
         thread.start()
     error: BaseException | None = None
     try:
