@@ -17,9 +17,11 @@ stopped at the end of the session even when a test fails.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import time
@@ -73,6 +75,13 @@ class Launch:
     stdout: str
     stderr: str
     dry_run: str
+    curve_env: dict[str, str]
+
+    @property
+    def curve(self) -> CurveClientKeys:
+        keys = CurveClientKeys.from_env(self.curve_env)
+        assert keys is not None
+        return keys
 
     def task_log(self, task: int) -> Path:
         return self.run_dir / "logs" / f"workers-{self.array_job}_{task}.log"
@@ -106,7 +115,7 @@ def launched(
         "--drain-grace-s", f"{DRAIN_GRACE_S:g}", "--requeue-before", "60",
         "--run-dir", str(run_dir), "--broker-host", "127.0.0.1",
         "--frontend-port", str(free_tcp_port()), "--backend-port", str(free_tcp_port()),
-        "--wait-broker-s", "60",
+        "--wait-broker-s", "60", "--curve", str(run_dir / "curve"),
     ]  # fmt: skip
     dry = launcher(slurm, *args, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -117,7 +126,10 @@ def launched(
         match = re.search(r"^SAM2_BROKER_ADDRESS=(tcp://\S+)$", done.stdout, re.MULTILINE)
         assert match, done.stdout
         array_job = (run_dir / "jobs").read_text().split()[-1]
-        yield Launch(run_dir, match.group(1), array_job, done.stdout, done.stderr, dry.stdout)
+        keys = re.search(r"export (SAM2_CURVE_CLIENT_KEY)=(\S+) (SAM2_CURVE_SERVER_KEY)=(\S+)", done.stderr)
+        assert keys, done.stderr
+        curve_env = {keys.group(1): keys.group(2), keys.group(3): keys.group(4)}
+        yield Launch(run_dir, match.group(1), array_job, done.stdout, done.stderr, dry.stdout, curve_env)
     finally:
         stop = launcher(slurm, "--stop", "--run-dir", str(run_dir), timeout_s=60)
         assert stop.returncode == 0, stop.stderr
@@ -130,14 +142,32 @@ def zctx() -> Iterator[zmq.Context[Any]]:
     context.destroy(linger=0)
 
 
-def registered(context: zmq.Context[Any], frontend: str) -> int:
-    return int(services(context, frontend).get(MODEL, {}).get("workers", 0))
+class CurveClient(RawClient):
+    """A bare DEALER MDP client with the launch's CURVE client keys."""
+
+    def __init__(self, context: zmq.Context[Any], launch: Launch) -> None:
+        self.socket = context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        launch.curve.apply(self.socket)
+        self.socket.connect(launch.frontend)
+
+
+def registered(context: zmq.Context[Any], launch: Launch) -> int:
+    """Workers of MODEL the broker lists (``mmi.services``)."""
+    client = CurveClient(context, launch)
+    try:
+        client.request(b"mmi.services", [])
+        _, body = client.final(5.0)
+    finally:
+        client.close()
+    listing: dict[str, dict[str, int]] = json.loads(body[0])["services"]
+    return int(listing.get(MODEL, {}).get("workers", 0))
 
 
 def wait_registered(context: zmq.Context[Any], launch: Launch, count: int, timeout_s: float) -> None:
-    ok = wait_until(lambda: registered(context, launch.frontend) == count, timeout_s, interval_s=0.5)
+    ok = wait_until(lambda: registered(context, launch) == count, timeout_s, interval_s=0.5)
     assert ok, (
-        f"{registered(context, launch.frontend)} workers registered, wanted {count}\n"
+        f"{registered(context, launch)} workers registered, wanted {count}\n"
         f"--- task 0\n{launch.task_text(0)[-3000:]}\n--- task 1\n{launch.task_text(1)[-3000:]}"
     )
 
@@ -196,7 +226,8 @@ def test_two_tasks_register_and_serve_info_points_and_batch(
     assert "napari:     SAM2_BROKER_ADDRESS=" + launched.frontend in launched.stderr
     assert f"sam2-batch --broker {launched.frontend}" in launched.stderr
     assert "ssh -N -L" in launched.stderr
-    with SamClient(launched.frontend, MODEL, config=ClientConfig(timeout_s=120, retries=0)) as client:
+    config = ClientConfig(timeout_s=120, retries=0)
+    with SamClient(launched.frontend, MODEL, config=config, curve=launched.curve) as client:
         info = client.call("info").header["result"]
         assert info["model"] == MODEL and info["device"] == "cpu"
         image = _image(1)
@@ -213,7 +244,7 @@ def test_two_tasks_register_and_serve_info_points_and_batch(
             "--broker", launched.frontend, "--model", MODEL, "--points-per-side", "2",
             "--timeout-s", "120", "--no-progress",
         ],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+        cwd=REPO_ROOT, env={**os.environ, **launched.curve_env}, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert batch.returncode == 0, batch.stderr
     with (out / "summary.csv").open(newline="") as handle:
@@ -224,6 +255,26 @@ def test_two_tasks_register_and_serve_info_points_and_batch(
         text = launched.task_text(task)
         served = [r for r in request_ids if f"request_id={r} op=auto status=ok" in text]
         assert served, f"task {task} served none of {request_ids}:\n{text[-2000:]}"
+
+
+def test_curve_keys_are_private_and_required(launched: Launch, zctx: zmq.Context[Any]) -> None:
+    curve_dir = launched.run_dir / "curve"
+    assert stat.S_IMODE(curve_dir.stat().st_mode) == 0o700
+    secrets = sorted(curve_dir.rglob("*.key_secret"))
+    assert len(secrets) == 3 and {p.name for p in secrets} >= {
+        "broker.key_secret",
+        "slurm-workers.key_secret",
+    }
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in secrets), secrets
+    worker_key = (
+        f"--curve-key {curve_dir}/workers/slurm-workers.key_secret --curve-server-key {curve_dir}/broker.key"
+    )
+    assert worker_key in launched.dry_run
+    assert "curve=on" in launched.broker_log()
+    stranger = RawClient(zctx, launched.frontend)  # no keys: the broker never answers
+    stranger.request(b"mmi.services", [])
+    assert stranger.recv(2.0) is None
+    stranger.close()
 
 
 def test_task_requeued_before_its_time_limit_comes_back_and_registers_again(
@@ -253,7 +304,7 @@ def test_scancel_during_a_long_request_hands_it_to_the_other_task(
     slurm: SlurmCluster, launched: Launch, zctx: zmq.Context[Any]
 ) -> None:
     wait_registered(zctx, launched, 2, REGISTER_TIMEOUT_S)
-    client = RawClient(zctx, launched.frontend)
+    client = CurveClient(zctx, launched)
     sleep_s = 8.0
     client.request(MODEL.encode(), request_body("long-slurm", op="sleep", params={"seconds": sleep_s}))
     started = "request_id=long-slurm op=sleep started"
