@@ -21,7 +21,7 @@ from batch.outputs import output_path, write_output
 from plugin.formats import geojson, ngff
 from tests.standin_worker import disc_image, scattered_discs
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
-from tests.test_large_images import SERVICE, StandinBackend
+from tests.support.standin_backend import SERVICE, StandinBackend
 
 SHAPE = (200, 240)
 

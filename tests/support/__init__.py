@@ -6,5 +6,6 @@
 * ``scripted_worker``: an MDP worker that answers from a script (exact replies, delays).
 * ``fuzzing``: random and mutated messages, and a fake broker, for the fuzz tests.
 * ``marks``: the marks of the napari tests.
+* ``standin_backend``: a broker with deterministic stand-in workers (large-image tests).
 * ``plugin_helpers``: small images and clicks for the napari tests.
 """
