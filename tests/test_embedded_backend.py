@@ -20,16 +20,7 @@ import pytest
 
 from plugin.backend import LocalBackend, probe
 from plugin.restart_policy import RestartPolicy
-from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in {"Z", "X"}
+from tests.support.processes import MODEL, REPO_ROOT, alive, free_endpoint, wait_until
 
 
 def test_restart_policy_backs_off_and_gives_up_after_five_restarts_in_ten_minutes() -> None:

@@ -19,20 +19,11 @@ import pytest
 
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import ClientError
-from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
+from tests.support.processes import MODEL, REPO_ROOT, alive, free_endpoint, wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]
 
 READY_TIMEOUT_S = 400
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in {"Z", "X"}
 
 
 class StartAll:

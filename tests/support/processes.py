@@ -43,6 +43,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
     return bool(predicate())
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as ended; Linux /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in {"Z", "X"}
+
+
 class ProcessSpawner:
     """Starts real subprocesses with a log file each and stops all of them at teardown."""
 
