@@ -1,4 +1,4 @@
-"""Workers as SLURM jobs, through a real one-node SLURM cluster (tests/slurm_cluster.py).
+"""Workers as SLURM jobs, through a real one-node SLURM cluster (tests/support/slurm_cluster.py).
 
 ``scripts/start_slurm.sh`` starts the broker on this "login node" and submits
 two CPU worker tasks (sam2.1 tiny, random weights) as a job array. The tests
@@ -38,9 +38,9 @@ import zmq
 from protocol import codec
 from protocol.client import ClientConfig, SamClient
 from protocol.security import CurveClientKeys
-from tests.slurm_cluster import SlurmCluster, unavailable_reason
 from tests.support.broker_peers import RawClient, request_body
 from tests.support.processes import MODEL, REPO_ROOT, free_tcp_port, wait_until
+from tests.support.slurm_cluster import SlurmCluster, unavailable_reason
 
 pytestmark = [pytest.mark.model, pytest.mark.slurm]
 

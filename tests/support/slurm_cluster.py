@@ -196,7 +196,7 @@ class SlurmCluster:
     def _config(self) -> str:
         base = self.base
         return f"""\
-# A one-node test cluster (tests/slurm_cluster.py); not for production.
+# A one-node test cluster (tests/support/slurm_cluster.py); not for production.
 ClusterName=sam2test
 SlurmctldHost={self.node}(127.0.0.1)
 SlurmUser=root
