@@ -15,7 +15,10 @@ is computed:
 =========================  ==================================
 pixel dtype                sent as
 =========================  ==================================
-uint8                      uint8, no contrast limits
+uint8                      uint8, no contrast limits; limits
+                           other than (0, 255) are applied
+                           here (so the pixels, and the image
+                           key, change with them)
 bool                       uint8 (0 / 255), no contrast limits
 uint16 int16 int32 uint32  unchanged, with contrast limits
 float32                    unchanged (NaN/inf -> low limit)
@@ -144,6 +147,29 @@ def stack_contrast_limits(stack: np.ndarray) -> tuple[float, float] | None:
     return (low, high) if low < high else None
 
 
+def stretch_uint8(pixels: np.ndarray, contrast_limits: Sequence[float] | None) -> np.ndarray:
+    """uint8 pixels as the user sees them with ``contrast_limits`` (low -> 0, high -> 255, clipped).
+
+    The worker uses uint8 as it is, so narrowed limits on a uint8 layer are
+    applied here, with the worker's own rounding (``workers/prep.py``).
+    ``pixels`` itself is returned when the limits are None, not finite or
+    (0, 255).
+    """
+    if contrast_limits is None:
+        return pixels
+    low, high = float(contrast_limits[0]), float(contrast_limits[1])
+    if not (math.isfinite(low) and math.isfinite(high)) or (low, high) == (0.0, 255.0):
+        return pixels
+    low, high = min(low, high), max(low, high)
+    values = np.arange(256, dtype=np.float32)
+    if high <= low:  # flat: everything above low is "on", as the worker does
+        table = np.where(values > low, 255.0, 0.0)
+    else:
+        table = (values - np.float32(low)) * np.float32(255.0 / (high - low))
+    lut = np.clip(np.rint(table), 0, 255).astype(np.uint8)
+    return lut[pixels]
+
+
 def wire_pixels(
     pixels: np.ndarray, contrast_limits: Sequence[float] | None
 ) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -156,7 +182,7 @@ def wire_pixels(
         ValueError: complex or non-numeric pixels.
     """
     if pixels.dtype.name == "uint8":
-        return _native(pixels), None
+        return _native(stretch_uint8(pixels, contrast_limits)), None
     if pixels.dtype.kind == "b":
         return _native(pixels.astype(np.uint8) * np.uint8(255)), None
     converted = to_wire_dtype(pixels)
@@ -172,8 +198,8 @@ def to_wire(pixels: np.ndarray, contrast_limits: Sequence[float] | None) -> Wire
     Args:
         pixels: (H, W) or (H, W, C) image, rows first.
         contrast_limits: what the user sees, e.g. a napari layer's
-            ``contrast_limits`` (ignored for uint8/bool; unusable ones are
-            replaced by the data's range).
+            ``contrast_limits`` (applied here to uint8 when not (0, 255),
+            ignored for bool; unusable ones are replaced by the data's range).
 
     Raises:
         ValueError: not 2D grey or 3/4-channel colour, or an unsupported dtype (complex).
