@@ -49,7 +49,9 @@ MIB = 2**20
 
 def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[Table, Target]:
     """Embed ``images`` distinct images; RSS after each."""
+    from protocol import ops
     from protocol.client import ClientConfig, SamClient
+    from protocol.wire_image import to_wire
 
     checkpoint = ensure_checkpoint(MODEL)
     samples: list[tuple[int, int, dict[str, Any]]] = []
@@ -61,9 +63,9 @@ def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[Table
         with SamClient(frontend, MODEL, config=ClientConfig(timeout_s=300.0, retries=0)) as client:
             for i in range(1, images + 1):
                 image = rng.integers(0, 256, (image_size, image_size), dtype=np.uint8)
-                client.call("embed", image=image)
+                ops.embed(client, to_wire(image, None))
                 if i in (1, 2) or i % max(1, images // 20) == 0 or i == images:
-                    cache = client.call("info").header["result"]["cache"]
+                    cache = ops.info(client)["cache"]
                     samples.append((i, rss_bytes(worker.pid), cache))
     table = Table(
         f"SAM2 worker RSS over distinct images ({image_size}² grey, encoder at 1024², cache limit "

@@ -116,17 +116,6 @@ class SlicePlane:
                 out.append(np.full(rows.shape, fixed, dtype=np.intp))
         return tuple(out)
 
-    def point_in_data(self, row: float, col: float) -> tuple[float, ...]:
-        """Data coordinates (one per layer axis) of wire pixel position ``(row, col)``."""
-        return tuple(
-            float(row) - PIXEL_OFFSET
-            if a == self.row_axis
-            else float(col) - PIXEL_OFFSET
-            if a == self.col_axis
-            else float(i or 0)
-            for a, i in enumerate(self.index)
-        )
-
 
 def slice_index(value: float, length: int) -> int:
     """The array index napari shows for data coordinate ``value`` (``np.round``).

@@ -4,7 +4,9 @@ Pure numpy; all arrays here are 2D (H, W) indexed ``[row, col]``.
 
 Modes (how a new boolean mask meets the labels already there):
 
-* ``add``: the mask is painted with a fresh id on top of existing labels.
+* ``add``: the mask is painted with a fresh id on top of existing labels,
+  or, with ``only_background`` ("Add without overwriting"), only where
+  there is no label yet.
 * ``union``: the chosen label grows by the mask (mask pixels become the
   label, also where another label was).
 * ``intersection``: the chosen label keeps only its pixels inside the
@@ -59,10 +61,6 @@ class LabelIdTracker:
 
     def __init__(self) -> None:
         self._highest: dict[Hashable, int] = {}
-
-    def highest(self, key: Hashable) -> int | None:
-        """The highest id known for ``key`` (None before its first use)."""
-        return self._highest.get(key)
 
     def forget(self, key: Hashable) -> None:
         """Drop the counter of ``key`` (its layer was removed)."""
@@ -171,8 +169,12 @@ def _diff(before: np.ndarray, after: np.ndarray, origin: tuple[int, int]) -> Sli
     return SliceEdit(rows + origin[0], cols + origin[1], before[rows, cols], after[rows, cols])
 
 
-def _apply_mode(baseline: np.ndarray, mask: np.ndarray, label_id: int, mode: LabelMode) -> np.ndarray:
+def _apply_mode(
+    baseline: np.ndarray, mask: np.ndarray, label_id: int, mode: LabelMode, only_background: bool = False
+) -> np.ndarray:
     final = baseline.copy()
+    if mode is LabelMode.ADD and only_background:
+        mask = mask & ((baseline == 0) | (baseline == label_id))
     if mode in (LabelMode.INTERSECTION, LabelMode.OVERWRITE):
         final[(baseline == label_id) & ~mask] = 0
     if mode is not LabelMode.INTERSECTION:
@@ -193,6 +195,7 @@ def compute_edit(
     label_id: int,
     mode: LabelMode,
     previous: SliceEdit | None = None,
+    only_background: bool = False,
 ) -> tuple[SliceEdit, SliceEdit]:
     """Plan writing ``mask`` as ``label_id`` with ``mode``, replacing ``previous``.
 
@@ -204,6 +207,8 @@ def compute_edit(
         previous: the object's cumulative edit so far (returned earlier as
             the second value), or None for a new object. Its pixels that
             still hold its values are first restored to the baseline.
+        only_background: in ``ADD`` mode, write only where the baseline is
+            background (0): the new object never paints over other labels.
 
     Returns:
         ``(to_apply, cumulative)``: the pixels to change now (old = current
@@ -225,11 +230,13 @@ def compute_edit(
         rows, cols = previous.rows - r0, previous.cols - c0
         ours = baseline[rows, cols] == previous.new
         baseline[rows[ours], cols[ours]] = previous.old[ours]
-    final = _apply_mode(baseline, mask[r0:r1, c0:c1], label_id, mode)
+    final = _apply_mode(baseline, mask[r0:r1, c0:c1], label_id, mode, only_background)
     return _diff(current, final, (r0, c0)), _diff(baseline, final, (r0, c0))
 
 
-def compute_paste(labels: np.ndarray, objects: np.ndarray, first_id: int) -> SliceEdit:
+def compute_paste(
+    labels: np.ndarray, objects: np.ndarray, first_id: int, only_background: bool = False
+) -> SliceEdit:
     """Plan pasting an automatic segmentation on top of ``labels``.
 
     Args:
@@ -237,6 +244,8 @@ def compute_paste(labels: np.ndarray, objects: np.ndarray, first_id: int) -> Sli
         objects: (H, W) integer labels from the worker, 0 = background,
             objects 1..n.
         first_id: the id given to object 1 (object k gets ``first_id + k - 1``).
+        only_background: paste only where ``labels`` is 0 (existing labels
+            are never painted over).
 
     Returns:
         The pixels to change.
@@ -251,5 +260,29 @@ def compute_paste(labels: np.ndarray, objects: np.ndarray, first_id: int) -> Sli
     r0, c0, r1, c1 = box
     current = labels[r0:r1, c0:c1]
     sub = objects[r0:r1, c0:c1]
-    final = np.where(sub > 0, sub.astype(np.int64) + (first_id - 1), current).astype(labels.dtype)
+    paint = (sub > 0) & (current == 0) if only_background else sub > 0
+    final = np.where(paint, sub.astype(np.int64) + (first_id - 1), current).astype(labels.dtype)
     return _diff(current, final, (r0, c0))
+
+
+def drop_small_objects(objects: np.ndarray, min_area: int) -> np.ndarray:
+    """An automatic segmentation without its objects under ``min_area`` pixels.
+
+    Args:
+        objects: (H, W) integer labels, 0 = background, objects 1..n.
+        min_area: smallest object kept, in pixels (<= 1 keeps all).
+
+    Returns:
+        (H, W) of the same dtype with the kept objects renumbered 1..m in
+        their order (``objects`` itself when nothing is dropped).
+    """
+    if min_area <= 1 or objects.size == 0 or not objects.any():
+        return objects
+    counts = np.bincount(objects.ravel().astype(np.int64))
+    keep = counts >= min_area
+    keep[0] = False
+    if keep[1:][counts[1:] > 0].all():  # every object present is large enough
+        return objects
+    relabel = np.zeros(counts.size, dtype=objects.dtype)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=objects.dtype)
+    return relabel[objects]

@@ -162,14 +162,6 @@ def locate(
     return None
 
 
-def centre_in_slice(labels2d: np.ndarray, label_id: int) -> tuple[float, float] | None:
-    """``(row, col)`` centre of the bounding box of ``label_id`` on a 2D slice (None if absent)."""
-    rows, cols = np.nonzero(np.asarray(labels2d) == label_id)
-    if rows.size == 0:
-        return None
-    return (float(rows.min() + rows.max()) / 2.0, float(cols.min() + cols.max()) / 2.0)
-
-
 @dataclass(frozen=True)
 class LabelChange:
     """Pixels of an nD labels array to set to one value (one undo step).
@@ -240,14 +232,3 @@ def names_after_merge(names: Mapping[int, str], sources: Iterable[int], target: 
         if inherited is not None:
             out[int(target)] = inherited
     return dict(sorted(out.items()))
-
-
-def names_delta(
-    before: Mapping[int, str], after: Mapping[int, str]
-) -> dict[int, tuple[str | None, str | None]]:
-    """``{label_id: (name before, name after)}`` for every id whose name differs (None: unnamed)."""
-    return {
-        i: (before.get(i), after.get(i))
-        for i in sorted(set(before) | set(after))
-        if before.get(i) != after.get(i)
-    }

@@ -130,19 +130,9 @@ class Session:
         )
         return generation
 
-    def is_current(self, channel: str, generation: int) -> bool:
-        return channel in self._runners and self._runners[channel].is_current(generation)
-
-    def busy(self, channel: str) -> bool:
-        return channel in self._runners and self._runners[channel].busy
-
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no channel has work (tests, shutdown)."""
         return all(r.wait_idle(timeout_s) for r in list(self._runners.values()))
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop delivering results; close the sockets of idle channels."""

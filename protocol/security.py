@@ -37,7 +37,6 @@ from zmq.utils import z85
 
 from protocol.errors import SecurityError
 
-BROKER_KEY = "broker.key"
 BROKER_SECRET_KEY = "broker.key_secret"
 AUTHORIZED_CLIENTS = "authorized_clients"
 AUTHORIZED_WORKERS = "authorized_workers"

@@ -84,10 +84,6 @@ class EmbeddingCache:
         """Bytes held by all entries."""
         return self._bytes
 
-    def peek(self, key: str) -> EmbeddingEntry | None:
-        """The entry for ``key`` without touching counters or recency."""
-        return self._entries.get(key)
-
     def get(self, key: str) -> EmbeddingEntry | None:
         """The entry for ``key`` (a hit, now most recently used) or ``None`` (a miss)."""
         entry = self._entries.get(key)
