@@ -364,3 +364,14 @@ def test_dry_run_for_gpus_and_a_broker_job(tmp_path: Path) -> None:
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert bad.returncode == 2 and "multiple of --gpus-per-task" in bad.stderr
+
+
+def test_help_lists_every_option_the_launcher_accepts() -> None:
+    source = LAUNCHER.read_text()
+    accepted = set(re.findall(r"^\s+(--[\w-]+)\)", source, re.M))
+    assert {"--partition", "--account", "--time", "--gpus", "--curve", "--dry-run", "--broker"} <= accepted
+    text = subprocess.run([str(LAUNCHER), "--help"], capture_output=True, text=True, timeout=30).stdout
+    assert text.startswith("usage: scripts/start_slurm.sh")
+    assert [option for option in sorted(accepted) if option not in text] == []
+    bad = subprocess.run([str(LAUNCHER), "--no-such-option"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown option: --no-such-option" in bad.stderr
