@@ -41,7 +41,7 @@ from protocol.codec import ALLOWED_DTYPES
 WIRE_DTYPES = ALLOWED_DTYPES
 # Percentiles that scale an image without contrast limits (the worker's own default too).
 PERCENTILES = (1.0, 99.0)
-# Pixels sampled to estimate a stack's percentiles (a strided subsample beyond this).
+# Pixels sampled to estimate percentiles (of a stack here, of an image in workers/prep.py).
 PERCENTILE_SAMPLE = 1 << 22
 
 

@@ -22,12 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PERCENTILES = (1.0, 99.0)
+from protocol.wire_image import PERCENTILE_SAMPLE, PERCENTILES
+
 # Largest image accepted, in pixels (8192 x 8192): SAM2's transforms make float32 copies
 # of the whole image (12 bytes per pixel) before resizing it to 1024.
 MAX_IMAGE_PIXELS = 1 << 26
-# Pixels used to estimate percentiles; images up to this size use all their pixels.
-PERCENTILE_SAMPLE = 1 << 22
 # Pixels converted at a time (bounds the float temporaries).
 BAND_PIXELS = 1 << 20
 
