@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -375,3 +376,45 @@ def test_help_lists_every_option_the_launcher_accepts() -> None:
     assert [option for option in sorted(accepted) if option not in text] == []
     bad = subprocess.run([str(LAUNCHER), "--no-such-option"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown option: --no-such-option" in bad.stderr
+
+
+def test_each_worker_of_a_gpu_task_sees_only_its_gpu(tmp_path: Path) -> None:
+    """No cluster needed: the job script as SLURM runs it on a node with GPUs 2 and 3 allocated.
+
+    A stand-in for Python records how each worker was started and waits for SIGTERM.
+    """
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-} $*" > "$(dirname "$0")/started.$$"\n'
+        "trap 'exit 0' TERM\n"
+        "while :; do sleep 0.1; done\n"
+    )
+    fake_python.chmod(0o755)
+    address = tmp_path / "broker.address"
+    address.write_text("SAM2_BROKER_ADDRESS=tcp://login1:5555\nSAM2_BROKER_BACKEND=tcp://login1:5556\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "CUDA_"))},
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "SLURM_CPUS_PER_TASK": "16",
+        "SLURM_ARRAY_JOB_ID": "77",
+        "SLURM_ARRAY_TASK_ID": "1",
+    }
+    script = REPO_ROOT / "scripts" / "slurm" / "workers.sbatch"
+    args = ["bash", str(script), "--python", str(fake_python), "--address-file", str(address)]
+    args += ["--workers-per-gpu", "2", "--", "--model", MODEL]
+    task = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: len(list(tmp_path.glob("started.*"))) == 4, 20)
+        time.sleep(0.2)  # let every stand-in finish writing its line
+        task.send_signal(signal.SIGTERM)
+        output, _ = task.communicate(timeout=20)
+    finally:
+        if task.poll() is None:
+            task.kill()
+            task.wait(timeout=10)
+    assert task.returncode == 0, output
+    lines = sorted(p.read_text().strip() for p in tmp_path.glob("started.*"))
+    expected = "-m workers --connect tcp://login1:5556 --device cuda:0 --threads 4 --model sam2.1_hiera_tiny"
+    assert lines == [f"CUDA_VISIBLE_DEVICES={gpu} {expected}" for gpu in ("2", "2", "3", "3")], lines
+    assert "task 77_1: got SIGTERM: draining 4 worker(s)" in output and "all workers stopped" in output
