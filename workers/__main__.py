@@ -73,9 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
     )
     parser.add_argument("--connect", default=DEFAULT_BACKEND, help="broker backend endpoint")
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, choices=list(MODELS), help="model = service name"
-    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="model = service name")
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -229,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from workers.device import configure_threads, resolve_device
     from workers.models import load_model
     from workers.ops import Sam2Service
+    from workers.sam2_internals import Sam2InternalsChanged
     from workers.worker import Worker, WorkerConfig
 
     try:
@@ -254,14 +253,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             log.warning("%s", line)
 
-    service = Sam2Service(
-        model,
-        spec.name,
-        device,
-        int(args.cache_mib * 2**20),
-        random_weights=args.random_weights,
-        max_stack_frames=args.max_stack_frames,
-    )
+    try:
+        service = Sam2Service(
+            model,
+            spec.name,
+            device,
+            int(args.cache_mib * 2**20),
+            random_weights=args.random_weights,
+            max_stack_frames=args.max_stack_frames,
+        )
+    except Sam2InternalsChanged as e:  # a sam2 upgrade renamed what the worker relies on
+        return _fail(str(e))
     limits = Limits(
         max_header_bytes=int(args.max_header_kib * 1024),
         max_arrays=args.max_arrays,
