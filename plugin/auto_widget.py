@@ -9,24 +9,39 @@ in the box and in napari's activity dock (with its own cancel button).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QFormLayout, QGroupBox, QProgressBar, QWidget
+from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QProgressBar, QSpinBox, QWidget
 
 from plugin.qt_helpers import TaskProgress, button, spin_box
 from plugin.stack_jobs import AUTO_STACK
+from plugin.user_settings import load, save
 
 if TYPE_CHECKING:
     from plugin.controller import Controller
 
+IOU_KEY, STABILITY_KEY, MIN_AREA_KEY = "auto/pred_iou_thresh", "auto/stability_score_thresh", "auto/min_area"
+IOU_TIP = "Keep objects the model rates at least this good (lower finds more on faint images)"
+STABILITY_TIP = "Keep objects whose outline is at least this stable (lower finds more)"
 STACK_TIP = (
     "Segment every slice of the current stack (along the first non-displayed axis) into "
     "AutoSeg_mask, one slice at a time; ids stay unique across slices. One undo step."
 )
 
 
+def fraction_box(value: float, tip: str) -> QDoubleSpinBox:
+    """A 0..1 box in steps of 0.05."""
+    box = QDoubleSpinBox()
+    box.setRange(0.0, 1.0)
+    box.setSingleStep(0.05)
+    box.setDecimals(2)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
 class AutoBox(QGroupBox):
-    """Points per side, AUTO-SEGMENT (slice), AUTO-SEGMENT STACK, their progress."""
+    """AUTO-SEGMENT settings (kept between napari runs), the slice and stack buttons, their progress."""
 
     def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
         super().__init__("Automatic segmentation", parent)
@@ -35,6 +50,26 @@ class AutoBox(QGroupBox):
         self.points_per_side = spin_box(1, 128, 16)
         self.points_per_side.setToolTip("Grid of prompts per side; more finds smaller objects but is slower")
         form.addRow("Points per side", self.points_per_side)
+        defaults = controller.auto_settings
+        self.iou_thresh = fraction_box(load(IOU_KEY, defaults.pred_iou_thresh), IOU_TIP)
+        form.addRow("Predicted IoU ≥", self.iou_thresh)
+        self.stability_thresh = fraction_box(
+            load(STABILITY_KEY, defaults.stability_score_thresh), STABILITY_TIP
+        )
+        form.addRow("Stability ≥", self.stability_thresh)
+        self.min_area = spin_box(0, 2**31 - 1, load(MIN_AREA_KEY, defaults.min_area))
+        self.min_area.setSuffix(" px")
+        self.min_area.setToolTip("Objects smaller than this are dropped (0 keeps all)")
+        form.addRow("Minimum area", self.min_area)
+        boxes: dict[str, tuple[QSpinBox | QDoubleSpinBox, str | None]] = {
+            "points_per_side": (self.points_per_side, None),
+            "pred_iou_thresh": (self.iou_thresh, IOU_KEY),
+            "stability_score_thresh": (self.stability_thresh, STABILITY_KEY),
+            "min_area": (self.min_area, MIN_AREA_KEY),
+        }
+        for name, (box, key) in boxes.items():
+            box.valueChanged.connect(lambda value, n=name, k=key: self._changed(n, k, value))
+            self._changed(name, None, box.value())  # the stored values are the controller's too
         self.auto_button = button("AUTO-SEGMENT", self.toggle_slice, "Segment the current slice")
         form.addRow(self.auto_button)
         self.progress_bar = QProgressBar()
@@ -51,16 +86,18 @@ class AutoBox(QGroupBox):
         )
         self._connected = False
 
-    def _use_settings(self) -> None:
-        settings = self.controller.auto_settings
-        self.controller.auto_settings = replace(settings, points_per_side=self.points_per_side.value())
+    def _changed(self, name: str, key: str | None, value: float) -> None:
+        """One setting changed: the controller uses it from now on, and it is stored under ``key``."""
+        changes: dict[str, Any] = {name: value}
+        self.controller.auto_settings = replace(self.controller.auto_settings, **changes)
+        if key is not None:
+            save(key, value)
 
     def toggle_slice(self) -> None:
         """Start AUTO-SEGMENT on the current slice, or cancel the running one."""
         if self.slice_task.running:
             self.controller.cancel_auto()
             return
-        self._use_settings()
         self.slice_task.start("AUTO-SEGMENT", self.controller.cancel_auto)
         if not self.controller.run_auto(lambda f, text: self.slice_task.step(f, 1.0, text), self._done):
             self._done(False)
@@ -70,7 +107,6 @@ class AutoBox(QGroupBox):
         if self.stack_task.running:
             self.controller.stack.cancel(AUTO_STACK)
             return
-        self._use_settings()
         self.stack_task.start("AUTO-SEGMENT STACK", lambda: self.controller.stack.cancel(AUTO_STACK))
         if not self.controller.stack.auto_stack(self.stack_task.step, self._stack_done):
             self._stack_done(False)

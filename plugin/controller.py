@@ -39,6 +39,7 @@ from plugin.label_ops import (
     LabelMode,
     SliceEdit,
     compute_edit,
+    drop_small_objects,
 )
 from plugin.layers import (
     AUTO_MASK,
@@ -85,6 +86,8 @@ class AutoSettings:
     points_per_side: int = 16
     pred_iou_thresh: float = 0.8
     stability_score_thresh: float = 0.95
+    min_area: int = 0
+    """Objects smaller than this (pixels) are dropped here, before writing (no OpenCV needed)."""
     timeout_s: float = 900.0
 
     def params(self) -> dict[str, Any]:
@@ -559,7 +562,9 @@ class Controller:
             return
         if obj.label_id is None:
             obj.label_id = self.results.allocate(obj.layer, labels2d)
-        edit, obj.cumulative = compute_edit(labels2d, answer.mask, obj.label_id, obj.mode, obj.cumulative)
+        edit, obj.cumulative = compute_edit(
+            labels2d, answer.mask, obj.label_id, obj.mode, obj.cumulative, self.results.only_background
+        )
         write_edit(obj.layer, obj.plane, edit)
         self.results.wrote(obj.layer)
         if answer.logits is not None:
@@ -647,7 +652,9 @@ class Controller:
     def _apply_auto(self, layer: Labels, plane: SlicePlane, answer: AutoAnswer) -> None:
         if layer not in self.viewer.layers:
             return
-        ids, pixels = self.paste_auto(layer, plane, answer.labels)
+        ids, pixels = self.paste_auto(
+            layer, plane, drop_small_objects(answer.labels, self.auto_settings.min_area)
+        )
         self._record(Applied(AUTO, layer.name, ids, plane, pixels, {}, {}, answer=answer.labels))
         if not ids:
             self.notify("info", "AUTO-SEGMENT found no objects on this slice (try more points per side).")

@@ -55,6 +55,8 @@ class Results:
         self.tracker = LabelIdTracker()
         self.histories = Histories()
         self.last_written: Labels | None = None
+        self.only_background = True
+        """"Add without overwriting": new objects (Add mode, AUTO-SEGMENT) only fill background."""
         self._painted: set[Hashable] = set()  # layers whose paint events feed the tracker
 
     def wrote(self, layer: Labels) -> None:
@@ -91,6 +93,9 @@ class Results:
     ) -> tuple[tuple[int, ...], int]:
         """Write an automatic segmentation (H, W) (0 = none, 1..n) on ``plane`` with new ids.
 
+        With :attr:`only_background`, objects fill only background pixels;
+        an object that finds none is not written.
+
         Returns:
             ``(ids written, pixels changed)``.
         """
@@ -99,10 +104,10 @@ class Results:
             return (), 0
         labels2d = slice_view(layer, plane)
         first = self.allocate(layer, labels2d, count=count)
-        edit = compute_paste(labels2d, objects, first)
+        edit = compute_paste(labels2d, objects, first, self.only_background)
         write_edit(layer, plane, edit)
         self.wrote(layer)
-        return tuple(int(i) + first - 1 for i in np.unique(objects) if i), edit.size
+        return tuple(int(i) for i in np.unique(edit.new) if i), edit.size
 
     def report_error(self, error: Exception) -> None:
         """Report a failed request as a notification (superseded requests are silent)."""

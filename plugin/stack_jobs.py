@@ -25,7 +25,7 @@ import numpy as np
 from plugin.coords import OutsideImage, SlicePlane
 from plugin.history import Step
 from plugin.image_slice import plane_on, stack_axis, wire_slice, wire_stack
-from plugin.label_ops import LabelMode, compute_edit
+from plugin.label_ops import LabelMode, compute_edit, drop_small_objects
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from plugin.results import Results
 from plugin.session import Session
@@ -51,6 +51,9 @@ class AutoParams(Protocol):
 
     @property
     def timeout_s(self) -> float: ...
+
+    @property
+    def min_area(self) -> int: ...
 
     def params(self) -> dict[str, Any]: ...
 
@@ -278,10 +281,11 @@ class StackJobs:
             if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
                 return
             with self.results.histories(layer).capture() as steps:
-                ids, _pixels = self.results.paste_auto(layer, plane_on(plane, axis, index), answer.labels)
+                objects = drop_small_objects(answer.labels, settings.min_area)
+                ids, _pixels = self.results.paste_auto(layer, plane_on(plane, axis, index), objects)
             run.steps.extend(steps)
             run.label_ids.extend(ids)
-            run.written[index] = answer.labels
+            run.written[index] = objects
             on_progress(index + 1, total, f"AUTO-SEGMENT STACK: slice {index + 1} of {total}")  # last
 
         def job(client: Any) -> int:

@@ -45,6 +45,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from plugin import user_settings
 from plugin.auto_widget import AutoBox
 from plugin.backend import BackendStatus, LocalBackend, default_address, default_model, establish, probe
 from plugin.controller import Applied, Controller, same_layer
@@ -70,6 +71,11 @@ _OK, _BAD = "color: #3c3;", "color: #e55;"
 ADDRESS_TIP = (
     "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
     "the plugin starts an embedded backend and stops it when napari closes."
+)
+ONLY_BACKGROUND_KEY = "labels/only_background"
+ONLY_BACKGROUND_TIP = (
+    "New objects (Add mode and AUTO-SEGMENT) fill only background: labels already there are never "
+    "painted over. Untick to let new objects paint over them."
 )
 NO_IMAGE = (
     "open an image first (File > Open, or File > Open Sample > SAM2 Segmentation > Cell), "
@@ -199,6 +205,12 @@ class SamWidget(QWidget):
             group.addButton(radio)
             row.addWidget(radio)
         form.addRow(row)
+        self.keep_labels = QCheckBox("Add without overwriting")
+        self.keep_labels.setToolTip(ONLY_BACKGROUND_TIP)
+        self.keep_labels.toggled.connect(self._set_only_background)
+        self.keep_labels.setChecked(user_settings.load(ONLY_BACKGROUND_KEY, True))
+        self._set_only_background(self.keep_labels.isChecked())
+        form.addRow(self.keep_labels)
         self.refine_op = QComboBox()
         self.refine_op.addItems([m.value for m in LabelMode if m is not LabelMode.ADD])
         self.refine_layer = LayerCombo(self.viewer, Labels)
@@ -386,6 +398,11 @@ class SamWidget(QWidget):
         self.connect_button.setText("Reconnect" if connected else "Connect")
 
     # -- prompts and modes ------------------------------------------------------------
+
+    def _set_only_background(self, on: bool) -> None:
+        """New objects (Add, AUTO-SEGMENT) fill only background, or paint over labels; kept between runs."""
+        self.controller.results.only_background = bool(on)
+        user_settings.save(ONLY_BACKGROUND_KEY, bool(on))
 
     def _on_image(self, layer: Image | None) -> None:
         changed = not same_layer(layer, self.controller.image)

@@ -41,6 +41,14 @@ def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: 
         spawner.stop_all()
 
 
+@pytest.fixture(autouse=True)
+def own_settings(tmp_path, monkeypatch) -> Path:
+    """Each test keeps the plugin's settings in its own file (never the user's)."""
+    path = tmp_path / "sam2-settings.ini"
+    monkeypatch.setenv("SAM2_SETTINGS", str(path))
+    return path
+
+
 @pytest.fixture
 def offline(make_napari_viewer, qtbot, monkeypatch) -> Callable[[], tuple]:
     """Factory: a viewer and the dock widget with no backend to talk to."""
@@ -351,3 +359,68 @@ def test_pick_shows_it_waits_and_gives_back_the_active_layer(offline, qtbot) -> 
     mouse_press_callbacks(viewer, click)
     assert widget.refine_id.value() == 7 and viewer.layers.selection.active is image
     assert widget.pick_button.text() == "Pick"
+
+
+# -- expectations: AUTO-SEGMENT settings, "Add without overwriting" ------------------------------------------
+
+
+def test_auto_settings_and_overwriting_are_kept_between_napari_runs(offline, qtbot) -> None:
+    viewer, widget = offline()
+    box = widget.auto_box
+    assert widget.keep_labels.isChecked() and widget.controller.results.only_background  # on by default
+    box.iou_thresh.setValue(0.5)
+    box.stability_thresh.setValue(0.7)
+    box.min_area.setValue(30)
+    widget.keep_labels.setChecked(False)
+    settings = widget.controller.auto_settings
+    assert (settings.pred_iou_thresh, settings.stability_score_thresh, settings.min_area) == (0.5, 0.7, 30)
+    assert settings.params()["pred_iou_thresh"] == 0.5 and settings.params()["stability_score_thresh"] == 0.7
+    assert not widget.controller.results.only_background
+    viewer.close()
+
+    viewer, widget = offline()  # the next run of napari
+    box = widget.auto_box
+    assert (box.iou_thresh.value(), box.stability_thresh.value(), box.min_area.value()) == (0.5, 0.7, 30)
+    settings = widget.controller.auto_settings
+    assert (settings.pred_iou_thresh, settings.stability_score_thresh, settings.min_area) == (0.5, 0.7, 30)
+    assert not widget.keep_labels.isChecked() and not widget.controller.results.only_background
+
+
+def test_auto_segment_settings_and_add_without_overwriting_with_a_backend(
+    shared_backend, connect, qtbot
+) -> None:
+    from plugin.layers import AUTO_MASK
+
+    viewer, image, widget = connect(shared_backend, cell(64))
+    box = widget.auto_box
+    box.points_per_side.setValue(4)
+    box.iou_thresh.setValue(0.0)  # random weights: keep whatever it finds
+    box.stability_thresh.setValue(0.0)
+
+    def run() -> object:
+        previous = widget.controller.applied.get(AUTO)
+        box.auto_button.click()
+        qtbot.waitUntil(lambda: not box.slice_task.running, timeout=TIMEOUT_MS)
+        applied = widget.controller.applied.get(AUTO)
+        assert applied is not None and applied is not previous
+        return applied
+
+    first = run()
+    layer = viewer.layers[AUTO_MASK]
+    if not first.label_ids:
+        pytest.skip("the random-weight model found no object on this image")
+    written = layer.data.copy()
+    np.testing.assert_array_equal(written > 0, first.answer > 0)
+    box.min_area.setValue(64 * 64 + 1)  # every object is smaller: nothing is written
+    again = run()
+    assert again.label_ids == () and again.pixels == 0
+    np.testing.assert_array_equal(layer.data, written)
+    box.min_area.setValue(0)
+    same = run()  # the same objects again: they only fill background, and there is none left under them
+    assert same.pixels == 0
+    np.testing.assert_array_equal(layer.data, written)
+    widget.keep_labels.setChecked(False)  # overwriting allowed: the new objects paint over the old ones
+    over = run()
+    assert over.pixels > 0 and min(over.label_ids) > int(written.max())
+    np.testing.assert_array_equal(layer.data > 0, first.answer > 0)
+    assert not np.isin(layer.data[layer.data > 0], np.unique(written[written > 0])).any()

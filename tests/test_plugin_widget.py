@@ -78,12 +78,13 @@ def worker_info(backend: Backend) -> dict:
 
 
 def assert_written_exactly(labels2d: np.ndarray, before: np.ndarray, applied: Applied) -> None:
-    """The new label covers exactly the answer's mask; everything else is unchanged."""
+    """The new label covers exactly the answer's mask where there was background
+    ("Add without overwriting", on by default); everything else is unchanged."""
     assert applied.answer is not None
     if applied.label_ids:
         (label_id,) = applied.label_ids
         assert label_id > int(before.max())  # a fresh id
-        np.testing.assert_array_equal(labels2d == label_id, applied.answer)
+        np.testing.assert_array_equal(labels2d == label_id, applied.answer & (before == 0))
         np.testing.assert_array_equal(labels2d[~applied.answer], before[~applied.answer])
     else:  # an empty answer writes nothing and allocates no id
         assert not applied.answer.any()
