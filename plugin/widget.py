@@ -419,13 +419,13 @@ class SamWidget(QWidget):
     def start_points(self) -> None:
         """Select the ``Prompt Points`` layer in add mode (creating it, showing it if hidden)."""
         layer = self.controller.points_layer()
-        if self._show_prompt_layer(layer, "Point prompts"):
+        if self._show_prompt_layer(layer, "Point prompts") and layer is not None:
             layer.mode = "add"
 
     def start_box(self) -> None:
         """Select the ``Bounding Box`` layer in rectangle mode (creating it, showing it if hidden)."""
         layer = self.controller.box_layer()
-        if self._show_prompt_layer(layer, "Box prompts"):
+        if self._show_prompt_layer(layer, "Box prompts") and layer is not None:
             layer.mode = "add_rectangle"
 
     def _show_prompt_layer(self, layer: Any, what: str) -> bool:
