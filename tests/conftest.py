@@ -20,6 +20,15 @@ from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broke
 from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
 
 
+@pytest.fixture(autouse=True)
+def plugin_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The plugin's saved settings (plugin/user_settings.py) go to a file of the test's own,
+    so no test reads or changes the user's (or another test's) AUTO-SEGMENT settings."""
+    path = tmp_path / "sam2-plugin-settings.ini"
+    monkeypatch.setenv("SAM2_SETTINGS", str(path))
+    return path
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[ProcessSpawner]:
     spawner = ProcessSpawner(tmp_path)

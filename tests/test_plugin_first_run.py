@@ -41,14 +41,6 @@ def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: 
         spawner.stop_all()
 
 
-@pytest.fixture(autouse=True)
-def own_settings(tmp_path, monkeypatch) -> Path:
-    """Each test keeps the plugin's settings in its own file (never the user's)."""
-    path = tmp_path / "sam2-settings.ini"
-    monkeypatch.setenv("SAM2_SETTINGS", str(path))
-    return path
-
-
 @pytest.fixture
 def offline(make_napari_viewer, qtbot, monkeypatch) -> Callable[[], tuple]:
     """Factory: a viewer and the dock widget with no backend to talk to."""
@@ -262,9 +254,8 @@ def test_auto_segment_is_refused_while_the_stack_runs_and_the_reverse(shared_bac
 
     box.auto_button.click()  # the reverse: a stack while a slice runs is refused too
     assert box.slice_task.running
-    assert (
-        box.progress_bar.format() == "AUTO-SEGMENT: sending slice 0 to the backend…"
-    )  # not "(0, None, None)"
+    shown = viewer.dims.current_step[0]  # named by its index, not "slice (1, None, None)"
+    assert box.progress_bar.format() == f"AUTO-SEGMENT: sending slice {shown} to the backend…"
     box.stack_button.click()
     assert not box.stack_task.running and "AUTO-SEGMENT is running on a slice" in notes[-1][1]
     qtbot.waitUntil(lambda: not box.slice_task.running, timeout=TIMEOUT_MS)
