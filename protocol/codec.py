@@ -58,7 +58,7 @@ STATUS_NEED_IMAGE = "need_image"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # A request id: client-chosen, echoed in every reply, named by ``mmi.cancel``.
 MAX_REQUEST_ID_CHARS = 64
-REQUEST_ID_PATTERN = r"[A-Za-z0-9_.:-]{1,%d}" % MAX_REQUEST_ID_CHARS
+REQUEST_ID_PATTERN = rf"[A-Za-z0-9_.:-]{{1,{MAX_REQUEST_ID_CHARS}}}"
 _ID_RE = re.compile(f"^{REQUEST_ID_PATTERN}$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
