@@ -5,6 +5,10 @@ multi-page TIFFs or other stacks (every 2D slice), through a running broker::
 
     sam2-batch data/plates/ --out results/ --points-per-side 32
     sam2-batch embryo.tif --out results/ --broker tcp://gpu-server:5555
+    sam2-batch slide.ome.tif --out results/ --format ome-zarr   # tiled, any size
+
+Images larger than ``--tile-size`` are segmented as tiles at native
+resolution, stitched; stacks keep one id per object through the slices.
 
 Writes ``<stem>_labels.tif`` (uint32; one page per slice for a stack; or
 with ``--format ome-zarr`` an NGFF label image ``<stem>_labels.ome.zarr``, with
@@ -26,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batch.inputs import UsageError, discover
+from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
 from batch.outputs import FORMAT_TIFF, OUTPUT_FORMATS
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
 from protocol import cli
@@ -33,6 +38,7 @@ from protocol.checkpoints import DEFAULT_MODEL
 from protocol.cli import positive_float, positive_int
 from protocol.errors import SecurityError
 from protocol.mdp import DEFAULT_FRONTEND
+from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE
 
 log = logging.getLogger("batch")
 
@@ -100,11 +106,48 @@ def build_parser() -> argparse.ArgumentParser:
         default=FORMAT_TIFF,
         help="label files: tiff (uint32 TIFF), ome-zarr (NGFF labels) or geojson (polygons) (%(default)s)",
     )
+    parser.add_argument(
+        "--tile-size",
+        type=positive_int,
+        default=DEFAULT_TILE_SIZE,
+        help="images larger than this are segmented as tiles of this side, natively (%(default)s)",
+    )
+    parser.add_argument(
+        "--tile-halo",
+        type=non_negative_int,
+        default=DEFAULT_HALO,
+        help="overlap of neighbouring tiles in px, above the largest object radius (%(default)s)",
+    )
+    parser.add_argument(
+        "--no-tiling",
+        action="store_true",
+        help="send every slice whole (the model then sees large images downsampled)",
+    )
+    parser.add_argument(
+        "--per-slice-ids",
+        action="store_true",
+        help="stacks: number each slice's objects 1..n (default: one id per object through z/t)",
+    )
+    parser.add_argument(
+        "--max-in-memory-mib",
+        type=positive_int,
+        default=DEFAULT_MAX_IN_MEMORY_BYTES >> 20,
+        help="inputs and label images larger than this are read lazily and written tile by tile "
+        "(tiff: a tiled BigTIFF; ome-zarr: chunk by chunk) (%(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
     return parser
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def setup_logging(level: str, log_file: Path | None) -> None:
@@ -116,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one batch; return the exit code (0 ok, 1 some failed, 2 usage/connection, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    if not args.no_tiling and args.tile_size <= 2 * args.tile_halo:
+        log.error(
+            "--tile-size must be more than twice --tile-halo, got %d and %d", args.tile_size, args.tile_halo
+        )
+        return EXIT_USAGE
     if args.contrast_limits is not None and not args.contrast_limits[0] < args.contrast_limits[1]:
         log.error("--contrast-limits needs LOW < HIGH, got %s", args.contrast_limits)
         return EXIT_USAGE
@@ -131,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         output_format=args.output_format,
+        tiling=not args.no_tiling,
+        tile_size=args.tile_size,
+        tile_halo=args.tile_halo,
+        link_slices=not args.per_slice_ids,
+        max_in_memory_bytes=args.max_in_memory_mib << 20,
     )
     try:
         files = discover(args.inputs)

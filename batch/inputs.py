@@ -2,6 +2,8 @@
 
 Inputs are files or folders. A folder contributes its files with a
 supported suffix (not recursively), sorted by name; other files are ignored.
+A folder named ``*.zarr`` / ``*.ome.zarr`` is one OME-Zarr image instead
+(read lazily by :mod:`batch.large`).
 Each input file is either a single image, (H, W) grey or (H, W, 3|4) colour,
 or a stack whose every 2D slice is segmented: a multi-page TIFF, or any
 TIFF series with more axes (Z, T, C ...). Colour is recognised by the TIFF
@@ -21,6 +23,8 @@ import numpy as np
 from protocol.wire_image import to_wire_dtype
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+"""A folder named on the command line with one of these suffixes is one OME-Zarr input, read lazily."""
 OUTPUT_SUFFIX = "_labels.tif"
 
 
@@ -65,7 +69,9 @@ def discover(paths: Sequence[Path]) -> list[Path]:
     """
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
+        if path.is_dir() and is_zarr_input(path):
+            files.append(path)
+        elif path.is_dir():
             files += sorted(
                 (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES),
                 key=lambda p: p.name,
@@ -82,6 +88,19 @@ def discover(paths: Sequence[Path]) -> list[Path]:
     return unique
 
 
+def is_zarr_input(path: Path) -> bool:
+    """An OME-Zarr image folder (given on the command line; folders are not searched for them)."""
+    return path.name.lower().endswith(ZARR_SUFFIXES)
+
+
+def input_stem(path: Path) -> str:
+    """The file name without its suffix (``a.ome.zarr`` -> ``a``)."""
+    for suffix in ZARR_SUFFIXES:
+        if path.name.lower().endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
+
+
 def output_names(files: Sequence[Path]) -> dict[Path, str]:
     """The label file name of each input: ``<stem>_labels.tif``.
 
@@ -93,13 +112,14 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
         UsageError: two inputs would still write the same file (the same name
             in different folders): give them separate ``--out`` folders.
     """
-    stems = Counter(p.stem for p in files)
+    stems = Counter(input_stem(p) for p in files)
     names: dict[Path, str] = {}
     for path in files:
-        if stems[path.stem] == 1:
-            names[path] = path.stem + OUTPUT_SUFFIX
+        stem = input_stem(path)
+        if stems[stem] == 1:
+            names[path] = stem + OUTPUT_SUFFIX
         else:
-            names[path] = f"{path.stem}_{path.suffix.lstrip('.').lower()}{OUTPUT_SUFFIX}"
+            names[path] = f"{stem}_{path.suffix.lstrip('.').lower()}{OUTPUT_SUFFIX}"
     writers = Counter(names.values())
     clashes = sorted(str(p) for p, name in names.items() if writers[name] > 1)
     if clashes:

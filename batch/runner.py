@@ -7,6 +7,14 @@ default number in flight is twice the number of workers the broker reports
 (``mmi.services``): while a worker computes one request, the next one is
 already queued for it. Files are read one at a time, only when their first
 slice is about to be sent, so memory holds a few images, not the folder.
+
+Images larger than the model's input (``tile_size``) are segmented as tiles
+with a halo, stitched (:func:`protocol.tiled_auto.tiled_auto_stack`, the
+same in-flight count), after the small ones; inputs larger than the memory
+budget are read lazily and their labels written tile by tile
+(:mod:`batch.large`). The slices of a stack are linked by overlap so an
+object keeps one id through z/t (along the flattened slice order), unless
+``link_slices`` is off.
 """
 
 from __future__ import annotations
@@ -18,10 +26,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from batch.inputs import InputImage, ReadError, output_names, read_image
+from batch.inputs import InputImage, ReadError, is_zarr_input, output_names, read_image
+from batch.large import (
+    DEFAULT_MAX_IN_MEMORY_BYTES,
+    LabelSink,
+    StackSlices,
+    input_bytes,
+    open_lazy,
+    sample_stack_limits,
+)
 from batch.outputs import (
     STATUS_ERROR,
     STATUS_OK,
@@ -39,6 +56,8 @@ from protocol.client import ClientConfig, SamClient
 from protocol.errors import AnswerError, ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
 from protocol.mdp import DEFAULT_FRONTEND
 from protocol.ops import auto
+from protocol.tiled_auto import StackAutoResult, tiled_auto, tiled_auto_stack
+from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE, PlaneView, StackLinker
 from protocol.wire_image import WireImage, stack_contrast_limits
 
 log = logging.getLogger(__name__)
@@ -68,6 +87,13 @@ class BatchSettings:
         overwrite: redo inputs whose label file already exists.
         output_format: ``tiff``, ``ome-zarr`` or ``geojson`` (see :mod:`batch.outputs`).
         progress: show a progress bar (only on a terminal).
+        tiling: segment slices larger than ``tile_size`` as tiles at native resolution
+            (off: each slice is one request, seen downsampled by the model).
+        tile_size: tile side in pixels (the model's input).
+        tile_halo: overlap of neighbouring tiles in pixels (above the largest object's radius).
+        link_slices: one id per object through a stack's slices (off: each slice's ids 1..n).
+        max_in_memory_bytes: inputs and uint32 label images larger than this are read
+            lazily and written tile by tile.
     """
 
     broker: str = DEFAULT_FRONTEND
@@ -81,6 +107,11 @@ class BatchSettings:
     overwrite: bool = False
     progress: bool = True
     output_format: str = "tiff"
+    tiling: bool = True
+    tile_size: int = DEFAULT_TILE_SIZE
+    tile_halo: int = DEFAULT_HALO
+    link_slices: bool = True
+    max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
 
     def auto_params(self) -> dict[str, float | int]:
         """The ``auto`` params of every request (contrast limits go separately)."""
@@ -199,6 +230,7 @@ class BatchRunner:
         self._cancel = threading.Event()
         self._clients = _Clients(settings)
         self._progress: object = None
+        self._tiled: list[tuple[Path, InputImage | None]] = []
 
     def run(self) -> BatchReport:
         """Run the batch; the summary is written even when interrupted.
@@ -262,7 +294,7 @@ class BatchRunner:
                         future = pool.submit(self._segment, job, index)
                         pending[future] = (job, index)
                     if not pending:
-                        return
+                        break
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for future in done:
                         job, index = pending.pop(future)
@@ -271,10 +303,15 @@ class BatchRunner:
                 self._cancel.set()  # in-flight calls raise Superseded at once (and cancel at the broker)
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+        for path, image in self._tiled:
+            self._run_tiled(path, image)
 
     def _slice_tasks(self, todo: list[Path]) -> Iterator[tuple[_FileJob, int]]:
         """Yield (job, slice index) for every slice, reading each file when it is first needed."""
         for path in todo:
+            if self._lazy(path):
+                self._tiled.append((path, None))
+                continue
             try:
                 image = read_image(path)
             except ReadError as e:
@@ -282,6 +319,9 @@ class BatchRunner:
                 self._rows.append(Row(str(path), status=STATUS_ERROR, error=str(e)))
                 self.report.failed += 1
                 self._advance()
+                continue
+            if self._needs_tiles(image.slices.shape[1:3]):
+                self._tiled.append((path, image))
                 continue
             count = image.slices.shape[0]
             limits = self.settings.contrast_limits
@@ -299,6 +339,112 @@ class BatchRunner:
             self.report.slices += count
             for index in range(count):
                 yield job, index
+
+    def _lazy(self, path: Path) -> bool:
+        """Read ``path`` lazily: an OME-Zarr folder, or a TIFF larger than the memory budget."""
+        return is_zarr_input(path) or input_bytes(path) > self.settings.max_in_memory_bytes
+
+    def _needs_tiles(self, slice_shape: Sequence[int]) -> bool:
+        return self.settings.tiling and max(int(s) for s in slice_shape) > self.settings.tile_size
+
+    # -- one large image, tile by tile ----------------------------------------------
+
+    def _run_tiled(self, path: Path, image: InputImage | None) -> None:
+        """Segment every slice of ``path`` tile by tile, link the slices, write the labels."""
+        if self._cancel.is_set():
+            return
+        started = time.perf_counter()
+        sink: LabelSink | None = None
+        slice_names = [""]
+        try:
+            if image is None:
+                slices, is_stack = open_lazy(path)
+                stack_shape = slices.stack_shape
+                limits = self.settings.contrast_limits
+                if limits is None and is_stack:
+                    limits = sample_stack_limits(slices)
+            else:
+                slices, is_stack = StackSlices(image.slices, image.slices.ndim == 4), image.is_stack
+                stack_shape = image.stack_shape or ()
+                limits = self.settings.contrast_limits
+                if limits is None and is_stack:
+                    limits = stack_contrast_limits(image.slices)
+            count, height, width = slices.shape[:3]
+            slice_names = [str(n) if is_stack else "" for n in range(count)]
+            self.report.slices += count
+            sink = LabelSink(
+                self.outputs[path],
+                (*stack_shape, height, width),
+                self.settings.output_format,
+                self.settings.max_in_memory_bytes,
+            )
+            tiled = self._needs_tiles((height, width))
+            tile_size = self.settings.tile_size if tiled else max(height, width)
+            halo = self.settings.tile_halo if tiled else 0
+            log.info(
+                "tiled file=%s slices=%d size=%dx%d tile=%d halo=%d labels=%s",
+                path,
+                count,
+                height,
+                width,
+                tile_size,
+                halo,
+                "on disk, tile by tile" if sink.on_disk else "in memory",
+            )
+            config = ClientConfig(timeout_s=self.settings.timeout_s, retries=1)
+            options: dict[str, Any] = {
+                "contrast_limits": limits,
+                "cancel": self._cancel,
+                "tile_size": tile_size,
+                "halo": halo,
+                "in_flight": self.report.in_flight,
+            }
+
+            def client_factory() -> SamClient:
+                return SamClient(self.settings.broker, self.settings.model, config=config)
+
+            if count == 1:  # one slice: nothing to link, no relabelling pass
+                params = self.settings.auto_params()
+                single = tiled_auto(
+                    PlaneView(slices, 0), PlaneView(sink.array, 0), client_factory, params, **options
+                )
+                result = StackAutoResult([single], single.num_objects, single.cancelled)
+            else:
+                result = tiled_auto_stack(
+                    slices, sink.array, client_factory, self.settings.auto_params(),
+                    link=self.settings.link_slices, **options,
+                )  # fmt: skip
+            if result.cancelled:
+                raise Superseded("interrupted")
+            sink.commit()
+        except (ClientError, RemoteError, AnswerError, ProtocolError, ValueError, OSError) as e:
+            if sink is not None:
+                sink.discard()
+            message = "interrupted" if isinstance(e, Superseded) else f"{type(e).__name__}: {e}"
+            log.error("failed file=%s: %s, no label file written", path, message)
+            seconds = f"{time.perf_counter() - started:.3f}"
+            self._rows += [Row(str(path), name, "", seconds, STATUS_ERROR, message) for name in slice_names]
+            self.report.failed += 1
+            self.report.failed_slices += len(slice_names)
+            self._advance()
+            return
+        except BaseException:
+            if sink is not None:
+                sink.discard()
+            raise
+        for name, done in zip(slice_names, result.slices, strict=True):
+            self._rows.append(Row(str(path), name, str(done.num_objects), f"{done.seconds:.3f}", STATUS_OK))
+        self.report.processed += 1
+        log.info(
+            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s",
+            path,
+            len(slice_names),
+            sum(done.tiles for done in result.slices),
+            result.num_ids,
+            time.perf_counter() - started,
+            self.outputs[path],
+        )
+        self._advance()
 
     # -- one slice ----------------------------------------------------------------
 
@@ -363,6 +509,10 @@ class BatchRunner:
         rows = [row for row in job.rows if row is not None]
         failed = [row for row in rows if row.status != STATUS_OK]
         if not failed:
+            if job.image.is_stack and self.settings.link_slices:
+                linker = StackLinker(link=True)
+                for plane in job.labels:
+                    linker.add(plane, plane)
             try:
                 write_output(
                     job.output, job.labels.reshape(job.image.label_shape), self.settings.output_format

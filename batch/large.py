@@ -1,0 +1,246 @@
+"""Images larger than memory in a batch: lazy inputs and label files written tile by tile.
+
+**Inputs.** :func:`open_lazy` opens a TIFF (level 0 of a pyramid) through
+``tifffile.imread(path, aszarr=True)`` and an OME-Zarr image folder (its
+first multiscale level) with zarr, without reading pixels. The result's
+``slices`` is a :class:`StackSlices`: the file's leading axes (Z, T, C ...)
+flattened into one slice index, each (H, W[, C]) slice read only where it
+is indexed, so :func:`protocol.tiled_auto.tiled_auto_stack` reads one tile
+at a time.
+
+**Outputs.** :class:`LabelSink` holds the labels of one input: a numpy
+array when they fit in the memory budget, else a chunked zarr array in a
+temporary folder next to the label file, written tile by tile by the
+stitcher. :meth:`LabelSink.commit` writes the label file from it: a tiled
+BigTIFF (tile by tile, one page per slice) or an NGFF label image (chunk by
+chunk through dask), never the whole image in memory.
+
+All arrays are (..., H, W) with (row, col) last.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, atomic_path, write_output
+from protocol.wire_image import stack_contrast_limits, to_wire_dtype
+
+DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30
+"""Label images larger than this (uint32 bytes) are written tile by tile through a zarr store."""
+CHUNK = 1024
+"""Side of the zarr chunks and (halved) the BigTIFF tiles of a tile-by-tile label file."""
+TIFF_TILE = 512
+ZARR_SUFFIXES = (".zarr",)
+CONTRAST_SAMPLE_PIXELS = 1 << 20
+CONTRAST_SAMPLE_SLICES = 16
+
+
+class StackSlices:
+    """The 2D slices of an nD array-like, flattened: ``[n]``, ``[n, rows, cols]`` read lazily.
+
+    Args:
+        array: (..., H, W) grey or (..., H, W, C) colour array-like (zarr, memmap, numpy).
+        colour: the last axis is colour samples.
+
+    Attributes:
+        shape: (N, H, W) or (N, H, W, C), N the product of the leading axes.
+        stack_shape: the leading axes, ``()`` for a single image.
+    """
+
+    def __init__(self, array: Any, colour: bool) -> None:
+        spatial = 3 if colour else 2
+        self.array = array
+        self.stack_shape = tuple(int(s) for s in array.shape[:-spatial])
+        self.shape = (math.prod(self.stack_shape), *(int(s) for s in array.shape[-spatial:]))
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        index = np.unravel_index(int(key[0]), self.stack_shape) if self.stack_shape else ()
+        return np.asarray(self.array[(*(int(i) for i in index), *key[1:])])
+
+
+def open_lazy(path: Path) -> tuple[StackSlices, bool]:
+    """Open ``path`` without reading its pixels; return (slices, is_stack).
+
+    Raises:
+        ValueError: not an image the batch can tile (the message says why).
+        OSError: unreadable.
+    """
+    import zarr
+
+    array: Any
+    if path.is_dir():
+        group = zarr.open_group(str(path), mode="r")
+        attrs: dict[str, Any] = dict(group.attrs)
+        multiscales: Any = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if not multiscales:
+            raise ValueError(f"{path.name}: a zarr folder without NGFF 'multiscales' metadata")
+        array = group[multiscales[0]["datasets"][0]["path"]]
+        colour = False
+    else:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            shape = tuple(series.shape)
+        colour = axes.endswith("S") and shape[-1] in (3, 4)
+        store = tifffile.imread(path, aszarr=True, level=0)
+        array = zarr.open_array(store, mode="r")
+    spatial = 3 if colour else 2
+    if array.ndim < spatial or any(int(s) == 0 for s in array.shape):
+        raise ValueError(f"{path.name}: shape {list(array.shape)} is not an image or a stack of images")
+    if np.dtype(array.dtype).kind == "c":
+        raise ValueError(f"{path.name}: complex pixels cannot be segmented")
+    slices = StackSlices(array, colour)
+    return slices, bool(slices.stack_shape)
+
+
+def input_bytes(path: Path) -> int:
+    """Uncompressed bytes of a TIFF's first series or an OME-Zarr's level 0 (0 if unknown: read it whole)."""
+    try:
+        if path.is_dir():
+            slices, _ = open_lazy(path)
+            return math.prod(slices.shape) * slices.dtype.itemsize
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return int(tif.series[0].nbytes)
+    except Exception:  # the regular reader reports unreadable files
+        return 0
+
+
+def sample_stack_limits(slices: StackSlices) -> tuple[float, float] | None:
+    """A stack's 1st/99th percentiles from strided samples of up to 16 of its slices (None: uint8)."""
+    count = slices.shape[0]
+    picks = sorted(
+        {round(k * (count - 1) / max(1, CONTRAST_SAMPLE_SLICES - 1)) for k in range(min(count, 16))}
+    )
+    height, width = slices.shape[1], slices.shape[2]
+    step = max(1, math.ceil(math.sqrt(height * width * len(picks) / CONTRAST_SAMPLE_PIXELS)))
+    sample = np.stack([slices[n, ::step, ::step] for n in picks])
+    return stack_contrast_limits(to_wire_dtype(sample))
+
+
+class LabelSink:
+    """Where the labels of one input go while it is segmented, then its label file.
+
+    Args:
+        path: the label file to write (in ``output_format``).
+        label_shape: ``stack_shape + (H, W)``.
+        output_format: ``tiff`` or ``ome-zarr`` for labels beyond the budget; any for the rest.
+        max_in_memory_bytes: uint32 labels larger than this go to a zarr store on disk.
+
+    Attributes:
+        array: (N, H, W) uint32, zero-filled: numpy, or zarr on disk (``on_disk``).
+    """
+
+    def __init__(
+        self, path: Path, label_shape: tuple[int, ...], output_format: str, max_in_memory_bytes: int
+    ):
+        self.path = path
+        self.label_shape = label_shape
+        self.output_format = output_format
+        flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
+        self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
+        self._tmp: Path | None = None
+        if not self.on_disk:
+            self.array: Any = np.zeros(flat, np.uint32)
+            return
+        if output_format not in (FORMAT_TIFF, FORMAT_OME_ZARR):
+            raise ValueError(
+                f"labels of {math.prod(flat) * 4 / 2**30:.1f} GiB do not fit in memory and cannot be written "
+                f"as {output_format}; use --format tiff or --format ome-zarr"
+            )
+        import zarr
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tiles", dir=path.parent))
+        self.array = zarr.open_array(
+            str(self._tmp / "labels.zarr"),
+            mode="w",
+            shape=flat,
+            chunks=(1, min(CHUNK, flat[1]), min(CHUNK, flat[2])),
+            dtype=np.uint32,
+            fill_value=0,
+        )
+
+    def commit(self) -> None:
+        """Write the label file atomically (tile by tile when on disk), then drop the temporary store."""
+        try:
+            if not self.on_disk:
+                write_output(self.path, self.array.reshape(self.label_shape), self.output_format)
+            elif self.output_format == FORMAT_TIFF:
+                self._write_tiled_tiff()
+            else:
+                self._write_ngff()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary store (nothing is written)."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _tiles(self) -> Any:
+        count, height, width = (int(s) for s in self.array.shape)
+        for n in range(count):
+            for r in range(0, height, TIFF_TILE):
+                for c in range(0, width, TIFF_TILE):
+                    tile = np.zeros((TIFF_TILE, TIFF_TILE), np.uint32)
+                    block = np.asarray(self.array[n, r : r + TIFF_TILE, c : c + TIFF_TILE])
+                    tile[: block.shape[0], : block.shape[1]] = block
+                    yield tile
+
+    def _write_tiled_tiff(self) -> None:
+        import tifffile
+
+        with atomic_path(self.path) as tmp:
+            tifffile.imwrite(
+                tmp,
+                self._tiles(),
+                shape=self.label_shape,
+                dtype=np.uint32,
+                tile=(TIFF_TILE, TIFF_TILE),
+                bigtiff=True,
+                compression="zlib",
+                photometric="minisblack",
+            )
+
+    def _write_ngff(self) -> None:
+        import dask.array as da
+        import zarr
+        from ome_zarr.format import FormatV04
+        from ome_zarr.writer import write_labels
+
+        from plugin.formats.atomic import atomic_dir
+        from plugin.formats.geometry import Geometry
+        from plugin.formats.ngff import label_group_name, scale_factors, zarr_path
+
+        if not 2 <= len(self.label_shape) <= 5:
+            raise ValueError(f"NGFF labels hold 2 to 5 axes, got shape {self.label_shape}")
+        axes = list(Geometry.plain(len(self.label_shape)).axes)
+        chunks = tuple(1 for _ in self.label_shape[:-2]) + tuple(min(CHUNK, n) for n in self.label_shape[-2:])
+        data = da.from_array(self.array, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
+        store = zarr_path(self.path)
+        with atomic_dir(store) as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
+            write_labels(
+                data,
+                root,
+                name=label_group_name(self.path.name.split(".")[0]),
+                scaler=None,
+                scale_factors=scale_factors((self.label_shape[-2], self.label_shape[-1])),
+                fmt=FormatV04(),
+                axes=axes,
+                storage_options={"chunks": chunks},
+            )
