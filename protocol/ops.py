@@ -87,6 +87,50 @@ class PropagatedSlice:
 
 
 @dataclass(frozen=True)
+class PropagatedLabels:
+    """One slice of a many-object ``propagate`` answer (a PARTIAL reply).
+
+    Attributes:
+        frame_index: the slice (0..Z-1 of the sent stack).
+        done, total: progress of the propagation, in slices.
+        labels: (H, W) uint32, 0 = none, else the object's own id.
+        object_ids: the ids with pixels on that slice, ascending (an object
+            missing from a slice has stopped for the rest of that pass).
+    """
+
+    frame_index: int
+    done: int
+    total: int
+    labels: np.ndarray = field(repr=False)
+    object_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SlicePrompt:
+    """Points and/or a box for one object on one slice (a correction, or the object's start).
+
+    Attributes:
+        frame_index: the slice (0..Z-1).
+        object_id: the object's id (1..2**32-1).
+        points, point_labels, box: as :func:`segment_params`, in (row, col).
+    """
+
+    frame_index: int
+    object_id: int
+    points: tuple[Point, ...] = ()
+    point_labels: tuple[int, ...] = ()
+    box: Box | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``prompts`` entry of a ``propagate`` request."""
+        return {
+            "frame_index": int(self.frame_index),
+            "object_id": int(self.object_id),
+            **segment_params(self.points, self.point_labels, self.box),
+        }
+
+
+@dataclass(frozen=True)
 class PropagateAnswer:
     """The FINAL of ``propagate``: ``frames`` slices produced, ``cancelled`` if the backend stopped early."""
 
@@ -259,6 +303,98 @@ def propagate(
         "propagate",
         {"frame_index": int(frame_index), "direction": direction},
         {"stack": stack.pixels, "mask": np.ascontiguousarray(mask, dtype=bool)},
+        contrast_limits=stack.contrast_limits,
+        timeout_s=timeout_s,
+        on_partial=partial,
+        cancel=cancel,
+    )
+    result = reply.header.get("result") or {}
+    return PropagateAnswer(
+        int(result.get("frames", 0)), bool(result.get("cancelled", False)), reply.request_id
+    )
+
+
+def propagate_objects(
+    client: SamClient,
+    stack: WireStack,
+    frame_index: int,
+    direction: str,
+    on_slice: Callable[[PropagatedLabels], None],
+    masks: np.ndarray | None = None,
+    prompts: Sequence[SlicePrompt] = (),
+    cancel: threading.Event | None = None,
+    timeout_s: float | None = None,
+) -> PropagateAnswer:
+    """Track several objects through ``stack`` in one ``propagate`` request (blocking: off the GUI thread).
+
+    Args:
+        client: the caller's client (one call at a time).
+        stack: (Z, H, W[, C]) slices, one set of contrast limits.
+        frame_index: k, the slice propagation starts from.
+        direction: ``both``, ``forward`` (k, k+1, ...) or ``backward`` (k, k-1, ...).
+        on_slice: called on this thread for each PARTIAL (slice k comes first).
+        masks: (H, W) label image of slice k (0 = none, each other id an
+            object; any integer dtype, sent as uint32), or None.
+        prompts: points/boxes per object and slice; every object needs a
+            prompt on slice k (in ``masks`` or here), others correct it.
+        cancel: set it to stop (the call raises :class:`protocol.errors.Superseded`).
+        timeout_s: silence allowed between slices (default the client's).
+
+    Raises:
+        ValueError: an unknown direction, no object, labels of another shape
+            than the slices, or ids outside 0..2**32-1.
+        AnswerError: a slice that is not a uint32 (H, W) label image of a
+            slice of the stack, or that holds an id that was not asked for.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    arrays: dict[str, np.ndarray] = {"stack": stack.pixels}
+    asked = {int(p.object_id) for p in prompts}
+    if masks is not None:
+        if masks.shape != stack.size:
+            raise ValueError(f"masks {masks.shape} must have the slices' shape {stack.size}")
+        if masks.size and (int(masks.min()) < 0 or int(masks.max()) >= 2**32):
+            raise ValueError("label ids must be in 0..4294967295")
+        arrays["masks"] = np.ascontiguousarray(masks, dtype=np.uint32)
+        asked |= {int(i) for i in np.unique(arrays["masks"]) if i}
+    if not asked:
+        raise ValueError("propagate_objects needs at least one object (masks or prompts)")
+
+    def partial(message: Message) -> None:
+        result = message.header.get("result") or {}
+        labels = message.arrays.get("labels")
+        try:
+            index, done, total = int(result["frame_index"]), int(result["done"]), int(result["total"])
+            ids = tuple(int(i) for i in result["object_ids"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise AnswerError(
+                f"propagate sent a slice without frame_index/done/total/object_ids: {result}",
+                message.request_id,
+            ) from e
+        if (
+            labels is None
+            or labels.dtype != np.uint32
+            or labels.shape != stack.size
+            or not 0 <= index < stack.frames
+        ):
+            got = None if labels is None else f"{labels.dtype} {labels.shape}"
+            raise AnswerError(
+                f"propagate sent slice {index} with labels {got}, expected uint32 {stack.size}",
+                message.request_id,
+            )
+        if not set(ids) <= asked:
+            raise AnswerError(
+                f"propagate sent ids {sorted(set(ids) - asked)} that were not asked for", message.request_id
+            )
+        on_slice(PropagatedLabels(index, done, total, labels, ids))
+
+    params: dict[str, Any] = {"frame_index": int(frame_index), "direction": direction}
+    if prompts:
+        params["prompts"] = [p.to_wire() for p in prompts]
+    reply = client.call(
+        "propagate",
+        params,
+        arrays,
         contrast_limits=stack.contrast_limits,
         timeout_s=timeout_s,
         on_partial=partial,

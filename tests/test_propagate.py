@@ -294,3 +294,138 @@ def test_cancel_stops_the_stream_and_the_worker_serves_the_next_request(backend:
     broker_log = log_text(backend.broker)
     assert "code=cancelled" in broker_log and "cancelled" in broker_log
     assert worker_log.poll() is None
+
+
+# ----------------------------------------------------------------------------
+# several objects in one request
+
+
+def test_to_labels_gives_each_pixel_to_the_highest_logit_and_leaves_stopped_objects_out() -> None:
+    from workers.propagate import to_labels
+
+    logits = torch.full((2, 1, 4, 6), -5.0)
+    logits[0, 0, :, :4] = 2.0  # object 3: columns 0..3
+    logits[1, 0, :, 2:] = 1.0  # object 9: columns 2..5, weaker where both claim
+    labels = to_labels(logits, (3, 9), {3, 9})
+    assert labels.dtype == np.uint32
+    assert labels[0].tolist() == [3, 3, 3, 3, 9, 9]
+    assert to_labels(logits, (3, 9), {9})[0].tolist() == [0, 0, 9, 9, 9, 9]  # 3 stopped: not reported
+
+
+def test_trim_memory_keeps_prompted_slices_and_those_near_the_current_slice_and_k() -> None:
+    from workers.propagate import trim_memory
+
+    state: dict = {
+        "output_dict_per_obj": {
+            0: {
+                "cond_frame_outputs": {0: "k", 40: "fix"},
+                "non_cond_frame_outputs": dict.fromkeys(range(1, 60)),
+            },
+        }
+    }
+    dropped = trim_memory(state, current=59, frame_index=0, keep=3)
+    kept = sorted(state["output_dict_per_obj"][0]["non_cond_frame_outputs"])
+    assert kept == [1, 2, 3, 56, 57, 58, 59]
+    assert dropped == 59 - len(kept)
+    assert state["output_dict_per_obj"][0]["cond_frame_outputs"] == {0: "k", 40: "fix"}
+
+
+def test_object_prompt_checks_refuse_what_sam2_cannot_track() -> None:
+    from workers.propagate import MAX_OBJECTS, ObjectPrompt, check_object_prompts
+
+    mask = np.ones((4, 4), bool)
+    with pytest.raises(ValueError, match="no object"):
+        check_object_prompts([], 0, 3)
+    with pytest.raises(ValueError, match=r"object\(s\) \[5\] have no prompt on slice frame_index 1"):
+        check_object_prompts([ObjectPrompt(1, 2, mask), ObjectPrompt(2, 5, mask)], 1, 3)
+    with pytest.raises(ValueError, match="two prompts for object 2 on slice 1"):
+        check_object_prompts([ObjectPrompt(1, 2, mask), ObjectPrompt(1, 2, mask)], 1, 3)
+    with pytest.raises(ValueError, match="outside 0..2"):
+        check_object_prompts([ObjectPrompt(1, 2, mask), ObjectPrompt(3, 2, mask)], 1, 3)
+    with pytest.raises(ValueError, match="at most"):
+        check_object_prompts([ObjectPrompt(0, i + 1, mask) for i in range(MAX_OBJECTS + 1)], 0, 3)
+    check_object_prompts([ObjectPrompt(1, 2, mask), ObjectPrompt(2, 2, mask), ObjectPrompt(1, 7, mask)], 1, 3)
+
+
+def _two_objects(frames: int) -> np.ndarray:
+    """(frames, 64, 64) uint8: a square drifting right and a still square, on black."""
+    stack = np.zeros((frames, SIZE, SIZE), np.uint8)
+    for z in range(frames):
+        stack[z, 8:24, 4 + 3 * z : 20 + 3 * z] = 255
+        stack[z, 40:56, 40:56] = 180
+    return stack
+
+
+@pytest.mark.model
+def test_many_objects_keep_their_ids_on_every_slice_with_a_correction_on_another_slice(
+    backend: Backend,
+) -> None:
+    """A label image on slice 1 (ids 5 and 900) plus a point for 900 on slice 2: ids stay, slices in order."""
+    stack = _two_objects(3)
+    masks = np.zeros((SIZE, SIZE), np.uint32)
+    masks[8:24, 7:23] = 5
+    masks[40:56, 40:56] = 900
+    params = {
+        "frame_index": 1,
+        "prompts": [{"frame_index": 2, "object_id": 900, "points": [[48.0, 48.0]], "point_labels": [1]}],
+    }
+    with _client(backend) as client:
+        partials: list[Message] = []
+        final = client.call("propagate", params, {"stack": stack, "masks": masks}, on_partial=partials.append)
+    results = [p.header["result"] for p in partials]
+    assert [r["frame_index"] for r in results] == [1, 2, 0]
+    assert [(r["done"], r["total"]) for r in results] == [(1, 3), (2, 3), (3, 3)]
+    assert final.status == "ok" and final.header["result"] == {"frames": 3, "cancelled": False}
+    for partial, result in zip(partials, results, strict=True):
+        labels = partial.arrays["labels"]
+        assert labels.dtype == np.uint32 and labels.shape == (SIZE, SIZE)
+        ids = sorted(int(i) for i in np.unique(labels) if i)
+        assert ids == result["object_ids"]  # the ids listed are exactly those on the slice
+        assert set(ids) <= {5, 900}  # no other id ever appears
+    first = partials[0].arrays["labels"]
+    # slice k is the given label image (a mask prompt is its slice's output), each object its own id
+    for object_id in (5, 900):
+        given, got = masks == object_id, first == object_id
+        assert (given & got).sum() / (given | got).sum() > 0.9, object_id
+    assert results[0]["object_ids"] == [5, 900]
+    assert 900 in results[1]["object_ids"]  # slice 2 carries a prompt for 900: it is there
+
+
+@pytest.mark.model
+def test_bad_many_object_requests_are_refused_before_any_work(backend: Backend) -> None:
+    stack = _two_objects(3)
+    labels = np.zeros((SIZE, SIZE), np.uint32)
+    labels[2:6, 2:6] = 4
+    point = {"points": [[5, 5]], "point_labels": [1]}
+    cases = [
+        ({"frame_index": 0}, {"stack": stack, "masks": labels.astype(np.uint16)}, "masks must be a uint32"),
+        ({"frame_index": 0}, {"stack": stack, "masks": np.zeros((SIZE, SIZE), np.uint32)}, "no object"),
+        ({"frame_index": 0, **point}, {"stack": stack, "masks": labels}, "not both"),
+        (
+            {"frame_index": 0, "prompts": [{"frame_index": 1, "object_id": 4, **point}]},
+            {"stack": stack},
+            "no prompt on slice",
+        ),
+        (
+            {"frame_index": 0, "prompts": [{"frame_index": 0, "object_id": 0, **point}]},
+            {"stack": stack},
+            "object_id",
+        ),
+        (
+            {"frame_index": 0, "prompts": [{"frame_index": 9, "object_id": 4, **point}]},
+            {"stack": stack},
+            "0..2",
+        ),
+        (
+            {"frame_index": 0, "prompts": [{"frame_index": 0, "object_id": 4, "mask": 1}]},
+            {"stack": stack},
+            "unknown keys",
+        ),
+        ({"frame_index": 0, "prompts": [{"frame_index": 0, "object_id": 4}]}, {"stack": stack}, "empty"),
+        ({"frame_index": 0, "prompts": "x"}, {"stack": stack}, "must be a list"),
+    ]
+    with _client(backend) as client:
+        for params, arrays, words in cases:
+            with pytest.raises(RemoteError, match=words) as caught:
+                client.call("propagate", params, arrays)
+            assert caught.value.code == "bad_request", caught.value

@@ -44,8 +44,11 @@ from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
 from workers.propagate import (
     DEFAULT_MAX_STACK_FRAMES,
     DIRECTIONS,
+    MAX_OBJECTS,
+    ObjectPrompt,
     StackFrames,
     VideoPropagator,
+    check_object_prompts,
     check_stack,
     frame_order,
 )
@@ -533,10 +536,19 @@ class Sam2Service:
         params = _params(
             message,
             frozenset(
-                {"frame_index", "direction", "max_frames", "points", "point_labels", "box", "contrast_limits"}
+                {
+                    "frame_index",
+                    "direction",
+                    "max_frames",
+                    "points",
+                    "point_labels",
+                    "box",
+                    "contrast_limits",
+                    "prompts",
+                }
             ),
         )
-        _check_arrays(message, frozenset({"stack", "mask"}))
+        _check_arrays(message, frozenset({"stack", "mask", "masks"}))
         stack = message.arrays.get("stack")
         if stack is None:
             raise bad_request("propagate needs a 'stack' array: (Z, H, W) grey or (Z, H, W, 3|4) colour")
@@ -554,27 +566,38 @@ class Sam2Service:
         if params.get("max_frames") is not None:
             max_frames = _int_param(params, "max_frames", 0, 0, shape.frames)
         contrast_limits = _contrast_limits(params)
-        mask, prompt = self._propagate_prompt(message, params, shape.height, shape.width)
+        many = "masks" in message.arrays or "prompts" in params
+        if many:
+            objects = self._propagate_objects(
+                message, params, frame_index, shape.frames, shape.height, shape.width
+            )
+        else:
+            mask, prompt = self._propagate_prompt(message, params, shape.height, shape.width)
+            objects = [ObjectPrompt(frame_index, 1, mask, prompt)]
         order = frame_order(shape.frames, frame_index, direction, max_frames)
         if contrast_limits is None:
             contrast_limits = stack_contrast_limits(stack)
         frames = StackFrames(stack, int(self.propagator.predictor.image_size), contrast_limits)
         started = time.perf_counter()
         done = 0
-        masks = self.propagator.run(
-            frames, shape, frame_index, direction, max_frames, mask=mask, prompt=prompt
+        slices = self.propagator.run_objects(
+            frames, shape, frame_index, direction, max_frames, objects, stop_vanished=many
         )
         try:
-            for index, slice_mask in masks:
+            for index, present, labels in slices:
                 if done >= len(order) or index != order[done]:
                     raise RuntimeError(f"propagation produced slice {index}, expected the order {order}")
                 done += 1
-                progress = {"frame_index": index, "done": done, "total": len(order)}
-                yield Reply(STATUS_PARTIAL, progress, {"mask": slice_mask})
+                progress: dict[str, Any] = {"frame_index": index, "done": done, "total": len(order)}
+                if many:
+                    progress["object_ids"] = sorted(present)
+                    yield Reply(STATUS_PARTIAL, progress, {"labels": labels})
+                else:
+                    yield Reply(STATUS_PARTIAL, progress, {"mask": labels == 1})
                 if self._cancel.is_set():
                     break
         finally:
-            masks.close()
+            slices.close()
             self.counters.encoder_runs += frames.loads
         was_cancelled = self._cancel.is_set() and done < len(order)
         if was_cancelled:
@@ -582,17 +605,79 @@ class Sam2Service:
         elif done != len(order):
             raise RuntimeError(f"propagation produced {done} slices, expected {len(order)}")
         log.info(
-            "propagate: %d of %d slices of %dx%d from slice %d (%s)%s in %.2fs",
+            "propagate: %d of %d slices of %dx%d from slice %d (%s), %d object(s)%s in %.2fs",
             done,
             len(order),
             shape.height,
             shape.width,
             frame_index,
             direction,
+            len({item.object_id for item in objects}),
             ", cancelled" if was_cancelled else "",
             time.perf_counter() - started,
         )
         yield Reply(STATUS_OK, {"frames": done, "cancelled": was_cancelled})
+
+    def _propagate_objects(
+        self,
+        message: Message,
+        params: Mapping[str, Any],
+        frame_index: int,
+        frames: int,
+        height: int,
+        width: int,
+    ) -> list[ObjectPrompt]:
+        """The many-object form: a uint32 ``masks`` label image on slice k and/or a ``prompts`` list."""
+        if message.arrays.get("mask") is not None or any(
+            params.get(name) not in (None, []) for name in ("points", "point_labels", "box")
+        ):
+            raise bad_request(
+                "give either the one-object form ('mask' or points/box) or the many-object form "
+                "('masks' and/or 'prompts'), not both"
+            )
+        objects: list[ObjectPrompt] = []
+        masks = message.arrays.get("masks")
+        if masks is not None:
+            if masks.dtype != np.uint32 or masks.shape != (height, width):
+                raise bad_request(
+                    f"masks must be a uint32 (H, W) = {[height, width]} label image of slice frame_index "
+                    f"(0 = background, each other id an object), got {masks.dtype} {list(masks.shape)}"
+                )
+            ids = np.unique(masks)
+            ids = ids[ids > 0]
+            if ids.size == 0:
+                raise bad_request("masks has no object: it must label the objects on slice frame_index")
+            if ids.size > MAX_OBJECTS:
+                raise bad_request(f"masks has {ids.size} objects; one request tracks at most {MAX_OBJECTS}")
+            objects += [ObjectPrompt(frame_index, int(i), masks == i) for i in ids]
+        prompts = params.get("prompts", [])
+        if not isinstance(prompts, list) or len(prompts) > 4 * MAX_OBJECTS:
+            raise bad_request(f"param 'prompts' must be a list of at most {4 * MAX_OBJECTS} objects")
+        for n, item in enumerate(prompts):
+            if not isinstance(item, dict):
+                raise bad_request(f"prompts[{n}] must be an object")
+            unknown = sorted(set(item) - {"frame_index", "object_id", "points", "point_labels", "box"})
+            if unknown:
+                raise bad_request(f"prompts[{n}]: unknown keys {unknown}")
+            index, object_id = item.get("frame_index"), item.get("object_id")
+            if type(index) is not int or not 0 <= index < frames:
+                raise bad_request(
+                    f"prompts[{n}]: 'frame_index' must be an integer in 0..{frames - 1}, got {index!r}"
+                )
+            if type(object_id) is not int or not 0 < object_id < 2**32:
+                raise bad_request(
+                    f"prompts[{n}]: 'object_id' must be an integer in 1..4294967295, got {object_id!r}"
+                )
+            try:
+                prompt = parse_prompt(item, (height, width), self.max_points)
+            except PromptError as e:
+                raise bad_request(f"prompts[{n}]: {e}") from e
+            objects.append(ObjectPrompt(index, object_id, None, prompt))
+        try:
+            check_object_prompts(objects, frame_index, frames)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
+        return objects
 
     def _propagate_prompt(
         self, message: Message, params: Mapping[str, Any], height: int, width: int

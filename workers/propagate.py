@@ -1,4 +1,8 @@
-"""Propagation of one object's mask through a stack (z or time) with SAM2's video predictor.
+"""Propagation of objects' masks through a stack (z or time) with SAM2's video predictor.
+
+One object (``VideoPropagator.run``: bool masks) or several tracked together
+in one inference state (``VideoPropagator.run_objects``: uint32 label images,
+each object its own id, prompts on several slices, vanished objects stop).
 
 The frames come from the (Z, H, W) or (Z, H, W, 3|4) stack sent with the
 request, never from JPEG files: each slice is prepared like an ``image``
@@ -18,7 +22,9 @@ forward pass and then the backward pass over the same memory, as Meta's demo
 does. Everything here is tied to sam2 1.1.0's ``SAM2VideoPredictor``
 (``init_state``'s state dict, ``add_new_mask``, ``add_new_points_or_box``,
 ``propagate_in_video``); ``tests/test_propagate.py`` checks the state layout
-against the installed sam2.
+against the installed sam2. Memory: frames are prepared on the CPU, the
+tracking state is stored on the CPU, and :func:`trim_memory` drops tracked
+slices SAM2 no longer reads, so a request's state is bounded whatever Z.
 """
 
 from __future__ import annotations
@@ -46,6 +52,22 @@ DEFAULT_MAX_STACK_FRAMES = 512
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
 OBJECT_ID = 1
+MAX_OBJECTS = 64
+"""Most objects tracked in one request (each costs a memory-attention + decoder pass per slice)."""
+MEMORY_KEEP_FRAMES = 16
+"""Tracked (non-prompted) slices kept in the inference state on each side of the slice being
+computed and of slice k: SAM2 reads at most 7 memory slices and 16 object pointers back, so older
+ones are dropped and the state stays bounded whatever the stack's length."""
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's prompt on one slice: a bool (H, W) ``mask`` or points/box in (row, col), not both."""
+
+    frame_index: int
+    object_id: int
+    mask: np.ndarray | None = None
+    prompt: Prompt | None = None
 
 
 @dataclass(frozen=True)
@@ -145,20 +167,22 @@ def init_inference_state(predictor: Any, frames: StackFrames, height: int, width
     """An inference state over ``frames``, as sam2 1.1.0's ``SAM2VideoPredictor.init_state`` builds one.
 
     Differences from ``init_state``: the frames are ``frames`` (lazy, from
-    the request) instead of files, the video and the state are not offloaded
-    (they live on the model's device), and frame 0 is not pre-encoded (the
-    prompted slice is encoded first, whatever its index).
+    the request, prepared on the CPU: ``offload_video_to_cpu``) instead of
+    files, and frame 0 is not pre-encoded (the prompted slice is encoded
+    first, whatever its index). The tracking state (memory features, low-res
+    masks) is kept in CPU memory (``offload_state_to_cpu``), so GPU memory
+    does not grow with the stack; :func:`trim_memory` bounds the CPU side.
     """
     device = predictor.device
     return {
         "images": frames,
         "num_frames": len(frames),
-        "offload_video_to_cpu": False,
-        "offload_state_to_cpu": False,
+        "offload_video_to_cpu": True,
+        "offload_state_to_cpu": device.type != "cpu",
         "video_height": height,
         "video_width": width,
         "device": device,
-        "storage_device": device,
+        "storage_device": torch.device("cpu"),
         "point_inputs_per_obj": {},
         "mask_inputs_per_obj": {},
         "cached_features": {},
@@ -228,6 +252,9 @@ class VideoPropagator:
         self.config = config
         self.device = device
         self.autocast = autocast
+        self.memory_keep_frames = MEMORY_KEEP_FRAMES
+        self.peak_tracked_outputs = 0
+        """Most tracked slice outputs (all objects) the last run held at once (bounded by trimming)."""
         self._predictor: Any = None
 
     @property
@@ -248,46 +275,93 @@ class VideoPropagator:
         mask: np.ndarray | None = None,
         prompt: Prompt | None = None,
     ) -> Generator[tuple[int, np.ndarray], None, None]:
-        """Yield ``(slice index, bool (H, W) mask)`` in :func:`frame_order`'s order.
+        """Yield ``(slice index, bool (H, W) mask)`` of one object in :func:`frame_order`'s order.
 
-        Args:
-            frames: the stack's slices.
-            shape: the stack's validated shape.
-            frame_index: k, the slice the prompt is on.
-            direction: ``forward``, ``backward`` or ``both``.
-            max_frames: at most this many slices past k per direction, or None.
-            mask: bool (H, W) mask of the object on slice k, or None.
-            prompt: points and/or box on slice k in (row, col), or None.
-
-        Exactly one of ``mask`` and ``prompt`` must be given. Each slice is
-        computed only when the caller asks for it, so a caller that stops
-        iterating (and closes the generator) stops the work between slices.
+        Exactly one of ``mask`` (bool (H, W) on slice k) and ``prompt``
+        (points and/or box on slice k in (row, col)) must be given; see
+        :meth:`run_objects` for the rest.
 
         Raises:
             ValueError: both or neither of ``mask`` and ``prompt``.
         """
+        if (mask is None) == (prompt is None):
+            raise ValueError("give exactly one of mask and prompt")
+        one = ObjectPrompt(frame_index, OBJECT_ID, mask, prompt)
+        stream = self.run_objects(
+            frames, shape, frame_index, direction, max_frames, [one], stop_vanished=False
+        )
+        with contextlib.closing(stream):
+            for index, _ids, labels in stream:
+                yield index, labels == OBJECT_ID
+
+    def run_objects(
+        self,
+        frames: StackFrames,
+        shape: StackShape,
+        frame_index: int,
+        direction: str,
+        max_frames: int | None,
+        prompts: Sequence[ObjectPrompt],
+        *,
+        stop_vanished: bool = True,
+    ) -> Generator[tuple[int, tuple[int, ...], np.ndarray], None, None]:
+        """Track several objects; yield ``(slice, ids on it, uint32 (H, W) labels)``.
+
+        Slices come in :func:`frame_order`'s order.
+
+        Args:
+            frames: the stack's slices.
+            shape: the stack's validated shape.
+            frame_index: k, the slice propagation starts from; every object
+                has a prompt there (:func:`check_object_prompts`).
+            direction: ``forward``, ``backward`` or ``both``.
+            max_frames: at most this many slices past k per direction, or None.
+            prompts: the objects' prompts, on k and possibly on other slices
+                (corrections: SAM2 conditions on every prompted slice).
+            stop_vanished: an object with no pixels on a slice is not
+                reported again in that pass until a slice where it has a prompt.
+
+        A pixel claimed by several objects goes to the one with the highest
+        logit. Each slice is computed only when the caller asks for it, so a
+        caller that stops iterating (and closes the generator) stops the work
+        between slices.
+        """
         predictor = self.predictor
+        prompted: dict[int, set[int]] = {}
+        for item in prompts:
+            prompted.setdefault(item.object_id, set()).add(item.frame_index)
+        # Slice k's prompts last: the last call answers every object's mask on slice k.
+        ordered = sorted(prompts, key=lambda item: item.frame_index == frame_index)
         with torch.inference_mode(), self.autocast():
             state = init_inference_state(predictor, frames, shape.height, shape.width)
-            if mask is not None and prompt is None:
-                _, _, masks = predictor.add_new_mask(state, frame_index, OBJECT_ID, torch.from_numpy(mask))
-            elif prompt is not None and mask is None:
-                sam = prompt.to_sam()
-                _, _, masks = predictor.add_new_points_or_box(
-                    state,
-                    frame_index,
-                    OBJECT_ID,
-                    points=sam.point_coords,
-                    labels=sam.point_labels,
-                    box=sam.box,
-                )
-            else:
-                raise ValueError("give exactly one of mask and prompt")
-            yield frame_index, _to_mask(masks)
+            self.peak_tracked_outputs = 0
+            ids: list[int] = []
+            logits: torch.Tensor | None = None
+            for item in ordered:
+                if item.mask is not None:
+                    _, ids, logits = predictor.add_new_mask(
+                        state, item.frame_index, item.object_id, torch.from_numpy(item.mask)
+                    )
+                elif item.prompt is not None:
+                    sam = item.prompt.to_sam()
+                    _, ids, logits = predictor.add_new_points_or_box(
+                        state,
+                        item.frame_index,
+                        item.object_id,
+                        points=sam.point_coords,
+                        labels=sam.point_labels,
+                        box=sam.box,
+                    )
+            if logits is None:
+                raise ValueError("no prompt")
+            object_ids = tuple(int(i) for i in ids)
+            first = to_labels(logits, object_ids, set(object_ids))
+            yield frame_index, _present(first, object_ids), first
             passes = {"forward": [False], "backward": [True], "both": [False, True]}[direction]
             for reverse in passes:
                 if reverse and frame_index == 0:
                     continue  # sam2 yields nothing backwards from slice 0; nothing is left to do
+                active = set(_present(first, object_ids)) if stop_vanished else set(object_ids)
                 stream = predictor.propagate_in_video(
                     state,
                     start_frame_idx=frame_index,
@@ -296,10 +370,85 @@ class VideoPropagator:
                 )
                 with contextlib.closing(stream):
                     for index, _, masks in stream:
-                        if index != frame_index:  # slice k was sent first
-                            yield int(index), _to_mask(masks)
+                        index = int(index)
+                        trim_memory(state, index, frame_index, self.memory_keep_frames)
+                        held = sum(
+                            len(d["non_cond_frame_outputs"]) for d in state["output_dict_per_obj"].values()
+                        )
+                        self.peak_tracked_outputs = max(self.peak_tracked_outputs, held)
+                        if index == frame_index:  # slice k was sent first
+                            continue
+                        if stop_vanished:
+                            active |= {i for i in object_ids if index in prompted.get(i, ())}
+                        labels = to_labels(masks, object_ids, active)
+                        present = _present(labels, object_ids)
+                        if stop_vanished:
+                            active &= set(present)
+                        yield index, present, labels
 
 
-def _to_mask(video_res_masks: torch.Tensor) -> np.ndarray:
-    """(1, 1, H, W) mask logits of our one object -> bool (H, W) (logit > 0, as sam2's demo)."""
-    return np.ascontiguousarray((video_res_masks[0, 0] > 0.0).cpu().numpy())
+def check_object_prompts(prompts: Sequence[ObjectPrompt], frame_index: int, frames: int) -> None:
+    """Refuse prompt sets SAM2 cannot track from slice k.
+
+    Raises:
+        ValueError: no prompt, more than :data:`MAX_OBJECTS` objects, an id
+            outside 1..2**32-1, a slice outside the stack, two prompts for one
+            object on one slice, or an object without a prompt on slice k.
+    """
+    if not prompts:
+        raise ValueError("no object to propagate")
+    seen: set[tuple[int, int]] = set()
+    for item in prompts:
+        if not 0 < item.object_id < 2**32:
+            raise ValueError(f"object_id {item.object_id} must be in 1..4294967295")
+        if not 0 <= item.frame_index < frames:
+            raise ValueError(
+                f"prompt for object {item.object_id} on slice {item.frame_index}, outside 0..{frames - 1}"
+            )
+        if (item.frame_index, item.object_id) in seen:
+            raise ValueError(f"two prompts for object {item.object_id} on slice {item.frame_index}")
+        seen.add((item.frame_index, item.object_id))
+    ids = {item.object_id for item in prompts}
+    if len(ids) > MAX_OBJECTS:
+        raise ValueError(f"{len(ids)} objects; one request tracks at most {MAX_OBJECTS}")
+    missing = sorted(ids - {item.object_id for item in prompts if item.frame_index == frame_index})
+    if missing:
+        raise ValueError(
+            f"object(s) {missing[:10]} have no prompt on slice frame_index {frame_index}: "
+            "every object needs one there (prompts on other slices correct it)"
+        )
+
+
+def trim_memory(state: dict[str, Any], current: int, frame_index: int, keep: int = MEMORY_KEEP_FRAMES) -> int:
+    """Drop tracked slices SAM2 no longer reads: those more than ``keep`` slices from both ``current`` and k.
+
+    Prompted (conditioning) slices are always kept. Returns how many outputs were dropped.
+    """
+    dropped = 0
+    for output_dict in state["output_dict_per_obj"].values():
+        tracked = output_dict["non_cond_frame_outputs"]
+        for index in [i for i in tracked if abs(i - current) > keep and abs(i - frame_index) > keep]:
+            del tracked[index]
+            dropped += 1
+    return dropped
+
+
+def to_labels(video_res_masks: torch.Tensor, object_ids: Sequence[int], active: set[int]) -> np.ndarray:
+    """(N, 1, H, W) mask logits of ``object_ids`` -> uint32 (H, W) labels.
+
+    A pixel is an object's where its logit is > 0 (as sam2's demo); where
+    several are, the highest logit wins. Objects not in ``active`` are left out.
+    """
+    logits = video_res_masks[:, 0].float()
+    keep = torch.tensor([i in active for i in object_ids], dtype=torch.bool, device=logits.device)
+    logits = torch.where(keep[:, None, None], logits, torch.full_like(logits, -torch.inf))
+    best, which = logits.max(dim=0)
+    ids = torch.tensor([int(i) for i in object_ids], dtype=torch.int64, device=logits.device)
+    labels = torch.where(best > 0.0, ids[which], torch.zeros_like(which))
+    return np.ascontiguousarray(labels.cpu().numpy().astype(np.uint32))
+
+
+def _present(labels: np.ndarray, object_ids: Sequence[int]) -> tuple[int, ...]:
+    """The ids of ``object_ids`` with pixels in ``labels``, in that order."""
+    found = set(np.unique(labels).tolist())
+    return tuple(i for i in object_ids if i in found)
