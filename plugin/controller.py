@@ -33,12 +33,13 @@ import numpy as np
 from plugin.coords import OutsideImage, SlicePlane, plane_at
 from plugin.events_log import EventLog
 from plugin.history import REDO_KEYS, UNDO_KEYS, Histories
-from plugin.image_slice import wire_slice
+from plugin.image_slice import LazyPlane, wire_slice
 from plugin.label_ops import (
     LabelIdTracker,
     LabelMode,
     SliceEdit,
     compute_edit,
+    compute_edit_at,
     drop_small_objects,
 )
 from plugin.layers import (
@@ -71,6 +72,8 @@ from plugin.wording import plural, slice_text
 from protocol.codec import Message
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
+from protocol.windowed_segment import WindowedMask, segment_windowed
+from protocol.windows import MODEL_INPUT, Window, prompt_extent
 
 if TYPE_CHECKING:
     import napari
@@ -111,6 +114,8 @@ class ActiveObject:
         shape_index: the box it comes from (box channel).
         cumulative: its total change since it began (to replace it).
         logits: (1, 256, 256) logits of its last answer (sent as ``mask_input``).
+        window: the window of the slice its last answer was computed on
+            (large slices only; logits are sent again only with that window).
     """
 
     layer: Labels
@@ -121,6 +126,19 @@ class ActiveObject:
     shape_index: int | None = None
     cumulative: SliceEdit | None = None
     logits: np.ndarray | None = field(default=None, repr=False)
+    window: Window | None = None
+
+
+def is_large(plane: SlicePlane, model_input: int = MODEL_INPUT) -> bool:
+    """Whether a slice is larger than the model's input on either side (prompts then go in windows)."""
+    return max(plane.size) > model_input
+
+
+def prompt_inside(window: Window, prompt: Prompt) -> bool:
+    """Whether every point and the box of ``prompt`` lie inside ``window`` (slice pixels)."""
+    points = np.asarray(prompt.points, dtype=float).reshape(-1, 2)
+    r0, c0, r1, c1 = prompt_extent(points if len(points) else None, prompt.box)
+    return window.row0 <= r0 and window.col0 <= c0 and r1 <= window.row1 and c1 <= window.col1
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,10 @@ class Applied:
         sent: the prompt's wire parameters (``segment``) or ``{}`` (``auto``).
         echo: the prompt as the worker received it (``result["prompt"]``).
         mask_input: whether previous logits were sent.
-        answer: the worker's mask (segment, bool (H, W)) or labels (auto, (H, W)).
+        answer: the worker's mask (segment, bool (H, W)) or labels (auto, (H, W));
+            on a large slice the mask cropped to its bounding box, at ``offset``.
+        offset: (row0, col0) of ``answer[0, 0]`` in the slice.
+        window: the window of the slice that was sent (large slices), else None.
     """
 
     channel: str
@@ -148,6 +169,8 @@ class Applied:
     echo: dict[str, Any]
     mask_input: bool = False
     answer: np.ndarray | None = field(default=None, repr=False)
+    offset: tuple[int, int] = (0, 0)
+    window: Window | None = None
 
 
 def same_layer(a: Any, b: Any) -> bool:
@@ -434,7 +457,7 @@ class Controller:
 
     def _target(self, result_name: str, image: Image) -> tuple[Labels, int | None] | None:
         if self.mode is LabelMode.ADD:
-            return ensure_labels(self.viewer, image, result_name), None
+            return ensure_labels(self.viewer, image, result_name, self.notify), None
         layer = self.refine_layer
         if layer is None or layer not in self.viewer.layers or self.refine_id <= 0:
             self.notify("warning", "Refine: choose the labels layer and the label id to refine first.")
@@ -532,6 +555,9 @@ class Controller:
     def _submit_segment(self, channel: str, obj: ActiveObject, prompt: Prompt, image: Image) -> None:
         assert self.session is not None
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        if is_large(obj.plane):
+            self._submit_windowed(channel, obj, prompt, LazyPlane(data, obj.plane, rgb), limits)
+            return
         mask_input = obj.logits
 
         def job(client: Any) -> SegmentAnswer:
@@ -542,6 +568,89 @@ class Controller:
             self._apply_segment(channel, obj, prompt, answer, mask_input is not None)
 
         self.session.submit(channel, job, done, self.on_error)
+
+    def _submit_windowed(
+        self, channel: str, obj: ActiveObject, prompt: Prompt, source: LazyPlane, limits: tuple[float, ...]
+    ) -> None:
+        """Send a window of a large slice around the prompt (``segment_windowed``).
+
+        Only the window is read from the layer's data. The previous answer's
+        logits go along only when the new prompt fits its window (then that
+        window is sent again and the worker's cached embedding is reused).
+        """
+        assert self.session is not None
+        window = obj.window if obj.logits is not None and obj.window is not None else None
+        if window is not None and not prompt_inside(window, prompt):
+            window = None
+        mask_input = obj.logits if window is not None else None
+        low, high = float(limits[0]), float(limits[1])
+
+        def job(client: Any) -> WindowedMask:
+            return segment_windowed(
+                client,
+                source,
+                prompt.points,
+                prompt.point_labels,
+                prompt.box,
+                contrast_limits=(low, high),
+                mask_input=mask_input,
+                window=window,
+            )
+
+        def done(answer: WindowedMask) -> None:
+            self._apply_windowed(channel, obj, prompt, answer, mask_input is not None)
+
+        self.session.submit(channel, job, done, self.on_error)
+
+    def _apply_windowed(
+        self, channel: str, obj: ActiveObject, prompt: Prompt, answer: WindowedMask, sent_logits: bool
+    ) -> None:
+        """Paste a bounding-box answer at its offset; only that box (and the previous one) is touched."""
+        if obj.layer not in self.viewer.layers:
+            return
+        labels = LazyPlane(obj.layer.data, obj.plane)
+
+        def record(ids: tuple[int, ...], pixels: int) -> None:
+            self._record(
+                Applied(
+                    channel,
+                    obj.layer.name,
+                    ids,
+                    obj.plane,
+                    pixels,
+                    prompt.params(),
+                    {},
+                    sent_logits,
+                    answer.mask,
+                    answer.offset,
+                    answer.window,
+                )  # fmt: skip
+            )
+
+        if obj.label_id is None and answer.empty:
+            self.notify("info", "SAM2 found no object at this prompt; try another point or a box.")
+            record((), 0)
+            return
+        if obj.label_id is None:
+            r0, c0, r1, c1 = answer.bbox
+            obj.label_id = self.results.allocate(obj.layer, labels[r0:r1, c0:c1])
+        edit, obj.cumulative = compute_edit_at(
+            labels,
+            answer.mask,
+            answer.offset,
+            obj.label_id,
+            obj.mode,
+            obj.cumulative,
+            self.results.only_background,
+        )
+        write_edit(obj.layer, obj.plane, edit)
+        self.results.wrote(obj.layer)
+        obj.window = answer.window
+        if answer.logits is not None:
+            obj.logits = answer.logits
+        if answer.touches_border:
+            self.notify("info", "The object runs past the largest window SAM2 was sent; it may be cut off.")
+        record((obj.label_id,), edit.size)
 
     def _apply_segment(
         self, channel: str, obj: ActiveObject, prompt: Prompt, answer: SegmentAnswer, sent_logits: bool
@@ -606,7 +715,7 @@ class Controller:
         except (ValueError, OutsideImage) as e:
             self.notify("warning", f"AUTO-SEGMENT: {e}")
             return False
-        layer = ensure_labels(self.viewer, image, AUTO_MASK)
+        layer = ensure_labels(self.viewer, image, AUTO_MASK, self.notify)
         assert self.session is not None
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         settings, cancel = self.auto_settings, threading.Event()

@@ -10,6 +10,7 @@ layer's data, rows along the plane's row axis. Converting them for the wire
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,44 @@ def extract_slice(data: np.ndarray, plane: SlicePlane, rgb: bool) -> np.ndarray:
     if len(data.shape) != expected:
         raise ValueError(f"image has {len(data.shape)} axes, expected {expected}")
     return np.asarray(data[plane.numpy_index()])
+
+
+class LazyPlane:
+    """The 2D slice ``plane`` of an nD array-like, read (and written) rectangle by rectangle.
+
+    ``LazyPlane(data, plane, rgb)[r0:r1, c0:c1]`` indexes only that rectangle
+    of the slice in ``data`` (numpy, dask, zarr, a napari multiscale level),
+    so a window of a 20,000² slice never reads the slice.
+
+    Attributes:
+        shape: (H, W) or (H, W, C) with ``rgb``; rows along ``plane.row_axis``.
+        dtype: the data's dtype.
+    """
+
+    def __init__(self, data: Any, plane: SlicePlane, rgb: bool = False) -> None:
+        expected = plane.ndim + (1 if rgb else 0)
+        if len(data.shape) != expected:
+            raise ValueError(f"image has {len(data.shape)} axes, expected {expected}")
+        self.data, self.plane = data, plane
+        height, width = plane.size
+        self.shape: tuple[int, ...] = (height, width, int(data.shape[-1])) if rgb else (height, width)
+        self.dtype = np.dtype(data.dtype)
+
+    def _index(self, key: Any) -> tuple[Any, ...]:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * max(0, 2 - len(key))
+        rows, cols, rest = key[0], key[1], key[2:]
+        index = tuple(
+            rows if a == self.plane.row_axis else cols if a == self.plane.col_axis else i
+            for a, i in enumerate(self.plane.index)
+        )
+        return index + tuple(rest)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.data[self._index(key)])
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.data[self._index(key)] = value
 
 
 def stack_axis(plane: SlicePlane) -> int | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,10 @@ class LabelIdTracker:
 
     def __len__(self) -> int:
         return len(self._highest)
+
+    def start(self, key: Hashable, highest: int) -> None:
+        """Set ``key``'s highest id without a scan of its data (a layer the plugin just created empty)."""
+        self._highest.setdefault(key, int(highest))
 
     def observe(self, key: Hashable, label_id: int) -> None:
         """Record that ``label_id`` exists in ``key`` (e.g. painted by the user)."""
@@ -216,21 +221,68 @@ def compute_edit(
         for the next answer).
     """
     _check(labels, mask, label_id)
-    mask = mask.astype(bool, copy=False)
-    boxes = [bounding_box(mask), _edit_box(previous)]
+    return compute_edit_at(labels, mask, (0, 0), label_id, mode, previous, only_background)
+
+
+def compute_edit_at(
+    labels: Any,
+    mask: np.ndarray,
+    offset: tuple[int, int],
+    label_id: int,
+    mode: LabelMode,
+    previous: SliceEdit | None = None,
+    only_background: bool = False,
+    label_box: Box | None = None,
+) -> tuple[SliceEdit, SliceEdit]:
+    """:func:`compute_edit` for a mask given as its bounding box at ``offset`` in the slice.
+
+    Only the union of the mask's box and ``previous``'s box is read from
+    ``labels`` (and, in ``intersection`` / ``overwrite`` mode, the refined
+    label's box: ``label_box`` if given, else found by scanning the slice),
+    so on a 20,000² slice an answer costs the size of the object.
+
+    Args:
+        labels: (H, W) array-like with numpy slicing (numpy, a
+            :class:`plugin.image_slice.LazyPlane` of a zarr labels layer...).
+        mask: (h, w) bool, the answer cropped to its box.
+        offset: (row0, col0) of ``mask[0, 0]`` in the slice.
+        label_box: [r0, c0, r1, c1) of ``label_id``'s pixels on the slice, when known.
+
+    Returns:
+        As :func:`compute_edit`.
+    """
+    mask = np.asarray(mask).astype(bool, copy=False)
+    height, width = int(labels.shape[0]), int(labels.shape[1])
+    row0, col0 = int(offset[0]), int(offset[1])
+    inside = row0 + mask.shape[0] <= height and col0 + mask.shape[1] <= width
+    if mask.ndim != 2 or row0 < 0 or col0 < 0 or not inside:
+        raise ValueError(f"mask {mask.shape} at {offset} does not lie inside the slice {(height, width)}")
+    if label_id is not None and not 0 < label_id <= dtype_max_id(np.dtype(labels.dtype)):
+        raise LabelIdOverflow(f"label id {label_id} does not fit labels of dtype {labels.dtype}")
+    own = bounding_box(mask)
+    boxes = [None if own is None else (own[0] + row0, own[1] + col0, own[2] + row0, own[3] + col0)]
+    boxes.append(_edit_box(previous))
     if mode in (LabelMode.INTERSECTION, LabelMode.OVERWRITE):
-        boxes.append(bounding_box(labels == label_id))
+        found = label_box if label_box is not None else bounding_box(np.asarray(labels[:, :]) == label_id)
+        boxes.append(found)
     box = _union(boxes)
     if box is None:
-        return SliceEdit.empty(labels.dtype), SliceEdit.empty(labels.dtype)
+        empty = SliceEdit.empty(np.dtype(labels.dtype))
+        return empty, empty
     r0, c0, r1, c1 = box
-    current = labels[r0:r1, c0:c1]
+    current = np.array(labels[r0:r1, c0:c1])
     baseline = current.copy()
     if previous is not None and previous.size:
         rows, cols = previous.rows - r0, previous.cols - c0
         ours = baseline[rows, cols] == previous.new
         baseline[rows[ours], cols[ours]] = previous.old[ours]
-    final = _apply_mode(baseline, mask[r0:r1, c0:c1], label_id, mode, only_background)
+    region = np.zeros(current.shape, dtype=bool)
+    top, left = row0 - r0, col0 - c0  # the mask's place in the region (may start before it)
+    mr0, mc0 = max(0, -top), max(0, -left)
+    mr1, mc1 = min(mask.shape[0], current.shape[0] - top), min(mask.shape[1], current.shape[1] - left)
+    if mr1 > mr0 and mc1 > mc0:
+        region[top + mr0 : top + mr1, left + mc0 : left + mc1] = mask[mr0:mr1, mc0:mc1]
+    final = _apply_mode(baseline, region, label_id, mode, only_background)
     return _diff(current, final, (r0, c0)), _diff(baseline, final, (r0, c0))
 
 

@@ -8,6 +8,9 @@ data coordinates are the image's; clicks are still mapped through
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -112,11 +115,55 @@ def _prompt_layer(viewer: napari.Viewer, name: str, kind: type, image: Image) ->
     return layer
 
 
-def ensure_labels(viewer: napari.Viewer, image: Image, name: str) -> Labels:
+LABELS_BUDGET_BYTES = 2 * 1024**3
+"""Largest labels layer held in memory (also at most a quarter of the machine's RAM)."""
+LABELS_CHUNK = 1024
+"""Side of a zarr-backed labels layer's chunks (per slice)."""
+
+
+def memory_budget(fraction: float = 0.25, cap: int | None = None) -> int:
+    """Bytes a labels layer may take in memory: ``cap`` (default :data:`LABELS_BUDGET_BYTES`) or
+    ``fraction`` of physical RAM, the smaller."""
+    cap = LABELS_BUDGET_BYTES if cap is None else cap
+    try:
+        ram = int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return cap
+    return min(cap, int(ram * fraction))
+
+
+def new_labels_data(shape: tuple[int, ...], budget: int | None = None) -> tuple[Any, str | None]:
+    """Zero uint32 labels of ``shape``: numpy when it fits ``budget``, else a zarr array on disk.
+
+    Returns:
+        ``(array, note)``: ``note`` says where a zarr-backed array lives (None for numpy).
+    """
+    budget = memory_budget() if budget is None else budget
+    nbytes = int(np.prod(shape, dtype=np.float64)) * 4
+    if nbytes <= budget:
+        return np.zeros(shape, dtype=np.uint32), None
+    import zarr
+
+    folder = tempfile.mkdtemp(prefix="sam2-labels-")
+    chunks = (1,) * (len(shape) - 2) + tuple(min(LABELS_CHUNK, int(s)) for s in shape[-2:])
+    array = zarr.create_array(store=folder, shape=shape, chunks=chunks, dtype="uint32", fill_value=0)
+    note = (
+        f"The labels for this image would take {nbytes / 1024**3:.1f} GiB, more than the "
+        f"{budget / 1024**3:.1f} GiB the plugin holds in memory: they are kept on disk in a zarr array "
+        f"at {folder} (chunks of {LABELS_CHUNK}²). Export them before closing napari."
+    )
+    return array, note
+
+
+def ensure_labels(
+    viewer: napari.Viewer, image: Image, name: str, notify: Callable[[str, str], None] | None = None
+) -> Labels:
     """The result layer ``name`` for ``image`` (same spatial shape and transform), created if needed.
 
     A layer called ``name`` of another shape (made for another image) is left
-    alone; the result then goes to ``"name (image name)"``.
+    alone; the result then goes to ``"name (image name)"``. A new layer is
+    the image's level-0 shape; when that does not fit in memory
+    (:func:`new_labels_data`) it is zarr-backed and ``notify`` says so.
     """
     from napari.layers import Labels
 
@@ -127,8 +174,11 @@ def ensure_labels(viewer: napari.Viewer, image: Image, name: str) -> Labels:
             return layer
         if candidate not in viewer.layers:
             break
+    data, note = new_labels_data(shape)
+    if note is not None and notify is not None:
+        notify("warning", note)
     labels = Labels(
-        np.zeros(shape, dtype=np.uint32),
+        data,
         name=candidate,
         metadata={METADATA_KEY: {}},
         opacity=0.6,

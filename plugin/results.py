@@ -12,7 +12,7 @@ last (for the prompt layers' undo keys) and the user notifications.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,17 @@ def napari_notify(level: str, message: str) -> None:
 
     show = {"info": notifications.show_info, "warning": notifications.show_warning}
     show.get(level, notifications.show_error)(message)
+
+
+def data_max(data: Any) -> int:
+    """Highest id in a labels array; a zarr array with no chunk written is 0 (no scan)."""
+    if getattr(data, "nchunks_initialized", None) == 0:
+        return 0
+    if isinstance(data, np.ndarray):
+        return int(np.max(data)) if data.size else 0
+    from plugin.label_stats import pixel_counts
+
+    return max(pixel_counts(data), default=0)
 
 
 class Results:
@@ -69,7 +80,8 @@ class Results:
 
         Args:
             layer: the labels layer written.
-            labels2d: (H, W) its slice about to be written (ids on it count as used).
+            labels2d: (H, W) its slice about to be written, or on a large slice
+                the bounding box about to be written (ids on it count as used).
             count: how many consecutive ids.
 
         Raises:
@@ -82,7 +94,7 @@ class Results:
         data = layer.data
         return self.tracker.allocate(
             key,
-            lambda: int(np.max(data)) if data.size else 0,
+            lambda: data_max(data),
             count=count,
             seen=int(labels2d.max()) if labels2d.size else 0,
             max_id=dtype_max_id(np.dtype(data.dtype)),

@@ -1,0 +1,176 @@
+"""The napari plugin on slices larger than the model's input, against the deterministic stand-in worker.
+
+The stand-in worker (tests/standin_worker.py) labels the bright component
+under a prompt in what it is sent, looked at <= 1024 px: a disc comes back
+exact only when the plugin sends a native-resolution window around the
+click and pastes the answer at the window's offset. Real viewer under Xvfb,
+real broker and worker processes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+from plugin.controller import POINTS, Applied
+from plugin.layers import POINTS_MASK, PROMPT_POINTS
+from plugin.widget import SamWidget
+from protocol.windows import Window, window_for_prompt
+from tests.standin_worker import disc_image
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.processes import ProcessSpawner
+from tests.support.standin_backend import SERVICE, StandinBackend
+
+pytestmark = GUI_TEST_MARKS
+
+TIMEOUT_MS = 60_000
+
+
+class CountingArray:
+    """An array-like that records the size of every region read (napari and the plugin read through it)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+        self.reads: list[tuple[int, ...]] = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        value = np.asarray(self.array[key])
+        with self._lock:
+            self.reads.append(tuple(value.shape))
+        return value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise AssertionError("the whole array was read")
+
+
+@pytest.fixture
+def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> Callable[..., tuple]:
+    """Factory: a viewer showing ``data``, a stand-in backend, and a connected SAM2 widget."""
+
+    def factory(data: Any, **image_kwargs: Any) -> tuple:
+        backend = StandinBackend(spawn, 1)
+        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+        monkeypatch.setenv("SAM2_MODEL", SERVICE)
+        monkeypatch.setenv("SAM2_EMBEDDED", "0")
+        viewer = make_napari_viewer()
+        layer = viewer.add_image(data, **image_kwargs)
+        widget = SamWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        assert widget.controller.image is layer
+        return viewer, layer, widget, backend
+
+    return factory
+
+
+def click(widget: SamWidget, qtbot, position: list[float]) -> Applied:
+    """Add a prompt point (image data coordinates) and wait for its answer."""
+    previous = widget.controller.applied.get(POINTS)
+    widget.start_points()
+    widget.viewer.layers[PROMPT_POINTS].add(position)
+    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
+    widget.controller.session.wait_idle(5)
+    qtbot.wait(20)
+    return widget.controller.applied[POINTS]
+
+
+def sent_shapes(backend: StandinBackend) -> list[list[int]]:
+    with backend.client() as client:
+        return list(client.call("info").header["result"]["image_shapes"])
+
+
+def test_a_click_on_a_scaled_6000_slice_sends_a_window_and_writes_the_disc_exactly(viewer_on, qtbot) -> None:
+    shape = (6000, 6000)
+    centres = np.array([[4711.0, 5333.0], [4711.0, 5400.0], [300.0, 300.0]])
+    image, truth = disc_image(shape, centres, np.array([9.0, 9.0, 9.0]))
+    viewer, layer, widget, backend = viewer_on(image, scale=(0.5, 0.5), translate=(7.0, -3.0))
+    applied = click(widget, qtbot, [4711.0, 5333.0])
+    labels = np.asarray(viewer.layers[POINTS_MASK].data)
+    (label_id,) = applied.label_ids
+    np.testing.assert_array_equal(labels == label_id, truth == 1)  # exact: native resolution, right place
+    assert applied.window is not None and (applied.window.rows, applied.window.cols) == (1024, 1024)
+    assert applied.offset == (4702, 5324) and applied.answer is not None and applied.answer.shape == (18, 18)
+    assert sent_shapes(backend) == [[1024, 1024]]  # never the 6000² slice
+    # A second object nearby: a new id, same window (the worker's cached embedding), the first one kept.
+    widget.controller.new_object()
+    second = click(widget, qtbot, [4711.0, 5400.0])
+    labels = np.asarray(viewer.layers[POINTS_MASK].data)
+    assert second.window == applied.window and second.label_ids[0] > label_id
+    np.testing.assert_array_equal(labels == second.label_ids[0], truth == 2)
+    np.testing.assert_array_equal(labels == label_id, truth == 1)
+    assert sent_shapes(backend) == [[1024, 1024]]
+
+
+def test_a_click_on_slice_k_of_a_large_stack_writes_only_slice_k(viewer_on, qtbot) -> None:
+    shape = (2600, 2600)
+    image2d, truth = disc_image(shape, np.array([[2000.0, 700.0]]), np.array([12.0]))
+    stack = np.zeros((3, *shape), dtype=np.uint8) + 20
+    stack[1] = image2d
+    viewer, layer, widget, _backend = viewer_on(stack, scale=(2.0, 0.5, 0.5))
+    viewer.dims.set_point(0, 2.0)  # world z of slice 1
+    applied = click(widget, qtbot, [1.0, 2000.0, 700.0])
+    labels = np.asarray(viewer.layers[POINTS_MASK].data)
+    (label_id,) = applied.label_ids
+    np.testing.assert_array_equal(labels[1] == label_id, truth == 1)
+    assert not labels[0].any() and not labels[2].any()
+
+
+def test_a_disc_cut_by_the_first_window_comes_back_whole(viewer_on, qtbot) -> None:
+    shape = (5000, 5000)
+    image, truth = disc_image(shape, np.array([[2500.0, 2500.0]]), np.array([400.0]))
+    viewer, _layer, widget, _backend = viewer_on(image)
+    applied = click(widget, qtbot, [2500.0, 2150.0])  # near the disc's edge: 1024 px around it cut the disc
+    labels = np.asarray(viewer.layers[POINTS_MASK].data)
+    np.testing.assert_array_equal(labels == applied.label_ids[0], truth == 1)
+
+    def holds_disc(win: Window) -> bool:
+        return win.row0 <= 2100 and win.col0 <= 2100 and win.row1 >= 2901 and win.col1 >= 2901
+
+    assert not holds_disc(window_for_prompt(shape, [[2500.5, 2150.5]]))  # the click's window cut the disc
+    assert applied.window is not None and holds_disc(applied.window)  # the answer's window holds it
+
+
+def test_a_20000_zarr_pyramid_is_read_window_by_window_and_labels_go_to_zarr(
+    viewer_on, qtbot, monkeypatch
+) -> None:
+    """A 3-level multiscale image whose level 0 is a 20,000² uint16 zarr array: a click reads one window of
+    level 0; the labels (1.6 GB in memory) are made zarr-backed past the budget, and the user is told."""
+    import plugin.layers
+
+    monkeypatch.setattr(plugin.layers, "LABELS_BUDGET_BYTES", 256 * 1024**2)
+    shape = (20000, 20000)
+    level0 = zarr.create_array(store={}, shape=shape, chunks=(1024, 1024), dtype="uint16", fill_value=500)
+    centre, radius = (15321.0, 4123.0), 11.0
+    r0, c0 = int(centre[0]) - 20, int(centre[1]) - 20
+    patch, truth_patch = disc_image((41, 41), np.array([[20.0, 20.0]]), np.array([radius]), dtype=np.uint16)
+    patch = np.where(truth_patch > 0, 40000, 500).astype(np.uint16)
+    level0[r0 : r0 + 41, c0 : c0 + 41] = patch
+    counting = CountingArray(level0)
+    levels = [counting, np.full((5000, 5000), 500, np.uint16), np.full((1250, 1250), 500, np.uint16)]
+    notes: list[str] = []
+    viewer, layer, widget, backend = viewer_on(levels, multiscale=True, contrast_limits=(0, 40000))
+    assert layer.multiscale
+    widget.controller.notify = lambda level, message: notes.append(message)
+    counting.reads.clear()
+    applied = click(widget, qtbot, list(centre))
+    assert counting.reads and max(r[0] * r[1] for r in counting.reads) <= 1024 * 1024
+    labels_layer = viewer.layers[POINTS_MASK]
+    assert isinstance(labels_layer.data, zarr.Array) and labels_layer.data.shape == shape
+    assert any("zarr" in n for n in notes)
+    (label_id,) = applied.label_ids
+    written = np.asarray(labels_layer.data[r0 : r0 + 41, c0 : c0 + 41])
+    np.testing.assert_array_equal(written == label_id, truth_patch == 1)
+    assert int((np.asarray(labels_layer.data[r0 - 200 : r0 + 241, c0 - 200 : c0 + 241]) > 0).sum()) == int(
+        (truth_patch == 1).sum()
+    )
+    assert sent_shapes(backend) == [[1024, 1024]]
