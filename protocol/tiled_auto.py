@@ -178,7 +178,17 @@ def tiled_auto(
     todo: queue.SimpleQueue[Tile] = queue.SimpleQueue()
     for tile in grid.tiles:
         todo.put(tile)
-    results: queue.SimpleQueue[tuple[Tile, np.ndarray | None, BaseException | None]] = queue.SimpleQueue()
+    # Bounded: when stitching lags behind the workers, senders wait instead of piling up answers in memory.
+    results: queue.Queue[tuple[Tile, np.ndarray | None, BaseException | None]] = queue.Queue(2 * workers)
+
+    def hand_over(item: tuple[Tile, np.ndarray | None, BaseException | None]) -> None:
+        while True:
+            try:
+                results.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if halt.is_set():
+                    return  # the stitching thread has stopped taking answers
 
     def send_tiles(client: SamClient) -> None:
         try:
@@ -190,9 +200,9 @@ def tiled_auto(
                 try:
                     image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
                     answer = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
-                    results.put((tile, answer.labels, None))
+                    hand_over((tile, answer.labels, None))
                 except BaseException as e:  # handed to the stitching thread, which raises it
-                    results.put((tile, None, e))
+                    hand_over((tile, None, e))
                     return
         finally:
             client.close()
