@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QProgressBar, QSpinBox, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QProgressBar,
+    QSpinBox,
+    QWidget,
+)
 
 from plugin.qt_helpers import TaskProgress, button, spin_box
 from plugin.stack_jobs import AUTO_STACK
@@ -21,6 +29,11 @@ if TYPE_CHECKING:
     from plugin.controller import Controller
 
 IOU_KEY, STABILITY_KEY, MIN_AREA_KEY = "auto/pred_iou_thresh", "auto/stability_score_thresh", "auto/min_area"
+TILING_KEY, TILE_SIZE_KEY, HALO_KEY = "auto/tiling", "auto/tile_size", "auto/tile_halo"
+TILING_TIP = (
+    "A slice larger than the model's input (1024 px) is segmented as tiles at native resolution, "
+    "spread over all workers, and stitched; off: the slice is sent whole (seen downsampled)"
+)
 IOU_TIP = "Keep objects the model rates at least this good (lower finds more on faint images)"
 STABILITY_TIP = "Keep objects whose outline is at least this stable (lower finds more)"
 STACK_TIP = (
@@ -61,11 +74,27 @@ class AutoBox(QGroupBox):
         self.min_area.setSuffix(" px")
         self.min_area.setToolTip("Objects smaller than this are dropped (0 keeps all)")
         form.addRow("Minimum area", self.min_area)
+        self.tiling = QCheckBox("Tiles for large slices")
+        self.tiling.setChecked(load(TILING_KEY, defaults.tiling))
+        self.tiling.setToolTip(TILING_TIP)
+        self.tiling.toggled.connect(lambda on: self._changed("tiling", TILING_KEY, bool(on)))
+        self._changed("tiling", None, self.tiling.isChecked())
+        form.addRow(self.tiling)
+        self.tile_size = spin_box(256, 4096, load(TILE_SIZE_KEY, defaults.tile_size))
+        self.tile_size.setSuffix(" px")
+        self.tile_size.setToolTip("Tile side (the model's input, 1024, sees tiles at native resolution)")
+        form.addRow("Tile size", self.tile_size)
+        self.tile_halo = spin_box(0, 1024, load(HALO_KEY, defaults.tile_halo))
+        self.tile_halo.setSuffix(" px")
+        self.tile_halo.setToolTip("Overlap between tiles; make it larger than the largest object's radius")
+        form.addRow("Tile overlap", self.tile_halo)
         boxes: dict[str, tuple[QSpinBox | QDoubleSpinBox, str | None]] = {
             "points_per_side": (self.points_per_side, None),
             "pred_iou_thresh": (self.iou_thresh, IOU_KEY),
             "stability_score_thresh": (self.stability_thresh, STABILITY_KEY),
             "min_area": (self.min_area, MIN_AREA_KEY),
+            "tile_size": (self.tile_size, TILE_SIZE_KEY),
+            "tile_halo": (self.tile_halo, HALO_KEY),
         }
         for name, (box, key) in boxes.items():
             box.valueChanged.connect(lambda value, n=name, k=key: self._changed(n, k, value))

@@ -69,11 +69,14 @@ from plugin.results import Notify, Results, napari_notify
 from plugin.session import Session
 from plugin.stack_jobs import AUTO_STACK, StackJobs
 from plugin.wording import plural, slice_text
+from protocol.client import SamClient
 from protocol.codec import Message
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
+from protocol.tiled_auto import tiled_auto
+from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.windowed_segment import WindowedMask, segment_windowed
-from protocol.windows import MODEL_INPUT, Window, prompt_extent
+from protocol.windows import MAX_FACTOR, MODEL_INPUT, Window, prompt_extent
 
 if TYPE_CHECKING:
     import napari
@@ -92,6 +95,12 @@ class AutoSettings:
     min_area: int = 0
     """Objects smaller than this (pixels) are dropped here, before writing (no OpenCV needed)."""
     timeout_s: float = 900.0
+    tiling: bool = True
+    """A slice larger than the model's input is segmented tile by tile over all workers, then stitched."""
+    tile_size: int = DEFAULT_TILE_SIZE
+    """Tile side in pixels (tiles are seen at native resolution)."""
+    tile_halo: int = DEFAULT_HALO
+    """Overlap between tiles in pixels; should exceed the largest object's radius."""
 
     def params(self) -> dict[str, Any]:
         return {
@@ -726,7 +735,18 @@ class Controller:
             fraction = partial_fraction(message)
             self.dispatch(lambda: on_progress(fraction, f"AUTO-SEGMENT: {stage}…"))
 
+        tiled = settings.tiling and is_large(plane)
+        if not tiled and max(plane.size) > MAX_FACTOR * MODEL_INPUT:
+            self.notify(
+                "warning",
+                f"AUTO-SEGMENT was not started: this slice is {plane.size[0]} x {plane.size[1]} px; "
+                "without tiling it would be read and sent whole. Turn on 'Tiles' in the AUTO-SEGMENT box.",
+            )
+            return False
+
         def job(client: Any) -> AutoAnswer:
+            if tiled:
+                return self._tiled_job(data, plane, rgb, limits, settings, cancel, on_progress)
             wire = wire_slice(data, plane, rgb, limits)
             return auto(
                 client,
@@ -753,6 +773,45 @@ class Controller:
         self.auto_running = True
         self.session.submit(AUTO, job, done, failed)
         return True
+
+    def _tiled_job(
+        self,
+        data: Any,
+        plane: SlicePlane,
+        rgb: bool,
+        limits: tuple[float, ...],
+        settings: AutoSettings,
+        cancel: threading.Event,
+        on_progress: Callable[[float | None, str], None],
+    ) -> AutoAnswer:
+        """AUTO-SEGMENT a large slice as tiles with a halo, as many in flight as the broker has workers.
+
+        Runs on the AUTO channel's thread; only tile windows are read from
+        ``data``. Cancelled: raises :class:`Superseded` (nothing is written).
+        """
+        assert self.session is not None
+        endpoint, model, config = self.session.endpoint, self.session.model, self.session.config
+        out = np.zeros(plane.size, dtype=np.uint32)
+
+        def progress(done: int, total: int) -> None:
+            text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
+            self.dispatch(lambda: on_progress(done / total, text))
+
+        result = tiled_auto(
+            LazyPlane(data, plane, rgb),
+            out,
+            lambda: SamClient(endpoint, model, config=config),
+            settings.params(),
+            contrast_limits=(float(limits[0]), float(limits[1])),
+            tile_size=settings.tile_size,
+            halo=settings.tile_halo,
+            on_progress=progress,
+            cancel=cancel,
+            timeout_s=settings.timeout_s,
+        )
+        if result.cancelled:
+            raise Superseded("AUTO-SEGMENT was cancelled")
+        return AutoAnswer(out, result.num_objects)
 
     def cancel_auto(self) -> None:
         if self._auto_cancel is not None:

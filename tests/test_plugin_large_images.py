@@ -17,14 +17,17 @@ import numpy as np
 import pytest
 import zarr
 
-from plugin.controller import POINTS, Applied
-from plugin.layers import POINTS_MASK, PROMPT_POINTS
+from plugin.auto_widget import TILE_SIZE_KEY
+from plugin.controller import AUTO, POINTS, Applied
+from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
+from plugin.user_settings import load
 from plugin.widget import SamWidget
 from protocol.windows import Window, window_for_prompt
-from tests.standin_worker import disc_image
+from tests.standin_worker import disc_image, scattered_discs
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
+from tests.test_large_images import disc_scores
 
 pytestmark = GUI_TEST_MARKS
 
@@ -57,8 +60,8 @@ class CountingArray:
 def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> Callable[..., tuple]:
     """Factory: a viewer showing ``data``, a stand-in backend, and a connected SAM2 widget."""
 
-    def factory(data: Any, **image_kwargs: Any) -> tuple:
-        backend = StandinBackend(spawn, 1)
+    def factory(data: Any, workers: int = 1, **image_kwargs: Any) -> tuple:
+        backend = StandinBackend(spawn, workers)
         monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
         monkeypatch.setenv("SAM2_MODEL", SERVICE)
         monkeypatch.setenv("SAM2_EMBEDDED", "0")
@@ -174,3 +177,24 @@ def test_a_20000_zarr_pyramid_is_read_window_by_window_and_labels_go_to_zarr(
         (truth_patch == 1).sum()
     )
     assert sent_shapes(backend) == [[1024, 1024]]
+
+
+def test_auto_segment_on_a_3000_slice_runs_in_tiles_and_finds_every_disc_once(viewer_on, qtbot) -> None:
+    shape = (3000, 3000)
+    centres, radii = scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=7)
+    image, truth = disc_image(shape, centres, radii)
+    viewer, _layer, widget, backend = viewer_on(image, workers=2, scale=(0.5, 0.5), translate=(3.0, 4.0))
+    box = widget.auto_box
+    assert box.tiling.isChecked()  # on by default
+    box.tile_size.setValue(1000)
+    box.tile_halo.setValue(96)
+    assert widget.controller.auto_settings.tile_size == 1000 and load(TILE_SIZE_KEY, 0) == 1000  # kept
+    box.toggle_slice()
+    qtbot.waitUntil(lambda: widget.controller.applied.get(AUTO) is not None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not box.slice_task.running, timeout=10_000)
+    labels = np.asarray(viewer.layers[AUTO_MASK].data)
+    best, stray, duplicates = disc_scores(labels, truth)
+    assert (best >= 0.9).all() and stray == 0 and duplicates == 0  # every disc once, whole
+    assert len(np.unique(labels[labels > 0])) == len(centres)
+    shapes = sent_shapes(backend)
+    assert shapes and all(max(s) <= 1000 + 2 * 96 for s in shapes)  # tiles, never the whole slice
