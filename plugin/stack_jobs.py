@@ -24,14 +24,22 @@ import numpy as np
 
 from plugin.coords import OutsideImage, SlicePlane
 from plugin.history import Step
-from plugin.image_slice import plane_on, stack_axis, wire_slice, wire_stack
+from plugin.image_slice import is_large, plane_on, stack_axis, wire_slice, wire_stack
 from plugin.label_ops import LabelMode, compute_edit, drop_small_objects
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from plugin.results import Results
 from plugin.session import Session
 from plugin.wording import plural
 from protocol.errors import Superseded
-from protocol.ops import AutoAnswer, PropagateAnswer, PropagatedSlice, auto, propagate
+from protocol.ops import (
+    PropagateAnswer,
+    PropagatedLabels,
+    PropagatedSlice,
+    auto,
+    propagate,
+    propagate_objects,
+)
+from protocol.tiling import StackLinker
 
 if TYPE_CHECKING:
     import napari
@@ -54,6 +62,12 @@ class AutoParams(Protocol):
 
     @property
     def min_area(self) -> int: ...
+
+    @property
+    def tiling(self) -> bool: ...
+
+    @property
+    def link_stack(self) -> bool: ...
 
     def params(self) -> dict[str, Any]: ...
 
@@ -88,6 +102,18 @@ class StackHost(Protocol):
         """The image to segment, or None (the user was told why)."""
         ...
 
+    def tiled_labels(
+        self,
+        data: Any,
+        plane: SlicePlane,
+        rgb: bool,
+        limits: tuple[float, ...],
+        cancel: threading.Event,
+        on_tiles: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, int, bool]:
+        """AUTO-SEGMENT a large slice tile by tile (off the GUI thread): ``(labels, n, cancelled)``."""
+        ...
+
 
 @dataclass
 class StackRun:
@@ -100,9 +126,10 @@ class StackRun:
         axis: the stack axis (a layer axis).
         cancel: set to stop.
         steps: the history steps written so far (squashed into one at the end).
-        written: slice index -> what was written there: the mask (propagate,
-            bool (H, W)) or the worker's labels (auto, (H, W), 0 = none).
-        label_ids: ids written (propagate: the one label; auto: all new ids).
+        written: slice index -> what was written there: the mask (propagate
+            of one label, bool (H, W)) or the worker's labels (propagate of
+            several labels and auto, (H, W), 0 = none).
+        label_ids: ids written (propagate: the labels propagated; auto: all new ids).
         finished, completed: whether it ended, and whether it ran to the end.
         on_done: called once when it ends.
     """
@@ -252,6 +279,93 @@ class StackJobs:
         on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
         return self._submit(run, job, done)
 
+    def propagate_labels(
+        self, layer: Labels, label_ids: list[int], direction: str, on_progress: Progress, on_done: Done
+    ) -> bool:
+        """Propagate several labels of the current slice of ``layer`` in one request; False if not started.
+
+        ``label_ids``: the labels to carry (one or many; those not on this
+        slice are skipped with a warning). One label goes through
+        :meth:`propagate`. Several are tracked together by SAM2 (one
+        ``propagate`` request with the slice's label image, each object its
+        own id): on each slice each object present is written with its own id
+        under the labeling mode, an object that vanished stops, and the
+        prompted slice is left as it is.
+        """
+        wanted = sorted({int(i) for i in label_ids if int(i) > 0})
+        if len(wanted) == 1:
+            return self.propagate(layer, wanted[0], direction, on_progress, on_done)
+        found = self._stack("Propagate")
+        if found is None:
+            return False
+        image, plane, axis = found
+        if tuple(layer.data.shape) != spatial_shape(image):
+            self.results.notify(
+                "warning", f"Propagate: {layer.name} does not have the shape of {image.name}."
+            )
+            return False
+        source = slice_view(layer, plane)
+        on_slice = set(np.unique(source).tolist())
+        ids = [i for i in wanted if i in on_slice]
+        if not ids:
+            self.results.notify("warning", f"Propagate: no label to propagate on this slice of {layer.name}.")
+            return False
+        missing = [i for i in wanted if i not in on_slice]
+        if missing:
+            self.results.notify(
+                "warning",
+                f"Propagate: label(s) {missing[:10]} are not on this slice of {layer.name}; skipped.",
+            )
+        masks = np.where(np.isin(source, ids), source, 0).astype(np.uint32)
+        run = StackRun(PROPAGATE, layer, plane, axis, label_ids=ids, on_done=on_done)
+        mode = self.c.mode
+        history = self.results.histories(layer)
+        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        dispatch = self.c.dispatch
+
+        def write(part: PropagatedLabels) -> None:
+            if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
+                return
+            if part.frame_index != run.source_index:
+                target = plane_on(plane, axis, part.frame_index)
+                with history.capture() as steps:
+                    for object_id in part.object_ids:
+                        edit, _ = compute_edit(
+                            slice_view(layer, target), part.labels == object_id, object_id, mode
+                        )
+                        write_edit(layer, target, edit)
+                run.steps.extend(steps)
+                run.written[part.frame_index] = part.labels
+            on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")  # last
+
+        def job(client: Any) -> PropagateAnswer:
+            wire = wire_stack(data, plane, axis, rgb, limits)
+            return propagate_objects(
+                client,
+                wire,
+                run.source_index,
+                direction,
+                lambda part: dispatch(lambda: write(part)),
+                masks=masks,
+                cancel=run.cancel,
+                timeout_s=PROPAGATE_TIMEOUT_S,
+            )
+
+        def done(answer: PropagateAnswer) -> None:
+            if run.finished:
+                return
+            self._finish(run, not answer.cancelled)
+            written = f"{plural(len(ids), 'label')} written on {len(run.written)} slice(s) of {layer.name}"
+            if answer.cancelled:
+                self.results.notify(
+                    "warning", f"Propagate: the backend stopped after {answer.frames} slice(s); {written}."
+                )
+            else:
+                self.results.notify("info", f"Propagate: {written} (mode {mode.value}).")
+
+        on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
+        return self._submit(run, job, done)
+
     # -- AUTO-SEGMENT STACK ---------------------------------------------------------------------
 
     def auto_stack(self, on_progress: Progress, on_done: Done) -> bool:
@@ -277,15 +391,28 @@ class StackJobs:
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         dispatch, total = self.c.dispatch, run.frames
 
-        def write(index: int, answer: AutoAnswer) -> None:
+        linker = StackLinker(link=settings.link_stack)
+        layer_ids: dict[int, int] = {}  # the linker's id -> the layer's id
+
+        def write(index: int, linked: np.ndarray) -> None:
             if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
                 return
+            target = plane_on(plane, axis, index)
+            if not settings.link_stack:
+                layer_ids.clear()  # each slice's objects are new objects
+            present = [int(i) for i in np.unique(linked) if i and int(i) not in layer_ids]
+            if present:
+                first = self.results.allocate(layer, slice_view(layer, target), count=len(present))
+                layer_ids.update({k: first + n for n, k in enumerate(present)})
+            lut = np.zeros(int(linked.max()) + 1, dtype=np.uint32)
+            for k, v in layer_ids.items():
+                if k < lut.size:
+                    lut[k] = v
             with self.results.histories(layer).capture() as steps:
-                objects = drop_small_objects(answer.labels, settings.min_area)
-                ids, _pixels = self.results.paste_auto(layer, plane_on(plane, axis, index), objects)
+                ids, _pixels = self.results.paste_ids(layer, target, lut[linked])
             run.steps.extend(steps)
-            run.label_ids.extend(ids)
-            run.written[index] = objects
+            run.label_ids.extend(i for i in ids if i not in run.label_ids)
+            run.written[index] = linked
             on_progress(index + 1, total, f"AUTO-SEGMENT STACK: slice {index + 1} of {total}")  # last
 
         def job(client: Any) -> int:
@@ -294,10 +421,19 @@ class StackJobs:
                     raise Superseded("AUTO-SEGMENT STACK was cancelled")
                 text = f"AUTO-SEGMENT STACK: segmenting slice {index + 1} of {total}…"
                 dispatch(lambda i=index, t=text: on_progress(i, total, t))  # type: ignore[misc]
-                wire = wire_slice(data, plane_on(plane, axis, index), rgb, limits)
-                params = settings.params()
-                answer = auto(client, wire, params, cancel=run.cancel, timeout_s=settings.timeout_s)
-                dispatch(lambda i=index, a=answer: write(i, a))  # type: ignore[misc]
+                here = plane_on(plane, axis, index)
+                if settings.tiling and is_large(here):
+                    labels, _n, cancelled = self.c.tiled_labels(data, here, rgb, limits, run.cancel)
+                    if cancelled:
+                        raise Superseded("AUTO-SEGMENT STACK was cancelled")
+                else:
+                    wire = wire_slice(data, here, rgb, limits)
+                    params, limit = settings.params(), settings.timeout_s
+                    labels = auto(client, wire, params, cancel=run.cancel, timeout_s=limit).labels
+                objects = drop_small_objects(labels, settings.min_area)
+                linked = np.zeros(objects.shape, dtype=np.uint32)
+                linker.add(objects, linked)  # one id through the stack (or per-slice ids)
+                dispatch(lambda i=index, a=linked: write(i, a))  # type: ignore[misc]
             return total
 
         def done(_frames: int) -> None:

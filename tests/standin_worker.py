@@ -12,7 +12,9 @@ large image comes back coarse, as it would from SAM.
 It is a real MDP/0.2 worker process, run by the same loop as the SAM2 worker
 (``workers.worker.Worker``: READY, heartbeats, one request at a time,
 cancellation), with the same operations and reply formats
-(``protocol/README.md``): ``info``, ``embed``, ``segment``, ``auto``, ``sleep``.
+(``protocol/README.md``): ``info``, ``embed``, ``segment``, ``auto``, ``sleep``,
+and ``propagate`` (deterministic tracking: the bright component that overlaps
+the object on the previous slice).
 Images are cached by image key (so ``need_image`` works as with SAM2)::
 
     python -m tests.standin_worker --connect tcp://127.0.0.1:5556 --service standin \
@@ -39,8 +41,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from protocol.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, Limits, Message
+from protocol.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Limits, Message
 from protocol.image_key import image_key
+from protocol.wire_image import stack_contrast_limits
 from workers.prep import check_contrast_limits, prepare_image
 from workers.worker import Worker, WorkerConfig
 
@@ -129,10 +132,16 @@ class StandinService:
         ops = {"info": self._info, "embed": self._embed, "segment": self._segment, "auto": self._auto}
         ops["sleep"] = self._sleep
         handler = ops.get(message.op)
+        if message.op == "propagate":
+            handler = self._propagate  # type: ignore[assignment]
         try:
             if handler is None:
                 raise _BadRequest(f"unknown op {message.op!r}")
-            yield handler(message)
+            answer = handler(message)
+            if isinstance(answer, Reply):
+                yield answer
+            else:
+                yield from answer
         except _BadRequest as e:
             self.counters["errors"] += 1
             code = "unknown_op" if handler is None else "bad_request"
@@ -272,6 +281,114 @@ class StandinService:
         labels = seen.to_sent(seen.labels.astype(np.uint32))
         areas = np.bincount(labels.ravel())[1:].tolist()
         return Reply(STATUS_OK, {"num_objects": len(areas), "areas": areas}, {"labels": labels})
+
+    def _propagate(self, message: Message) -> Iterator[Reply]:
+        """Deterministic tracking: an object is the bright component overlapping it on the previous slice.
+
+        Same request and reply forms as the real ``propagate`` (one object:
+        ``mask`` or a point/box -> PARTIALs with ``mask``; several: ``masks``
+        label image and/or ``prompts`` -> PARTIALs with uint32 ``labels`` and
+        ``object_ids``). Slice k's answer is its prompt; an object whose
+        previous mask overlaps no bright component has vanished and stops for
+        the rest of the pass, unless a prompt on a later slice restarts it.
+        ``--delay-s`` is slept per slice (cancel is checked then).
+        """
+        allowed = {"frame_index", "direction", "max_frames", "contrast_limits", "prompts"}
+        params = self._params(message, allowed | {"points", "point_labels", "box"})
+        stack = message.arrays.get("stack")
+        if stack is None or stack.ndim not in (3, 4):
+            raise _BadRequest("propagate needs a 'stack' array: (Z, H, W) grey or (Z, H, W, 3|4) colour")
+        frames = int(stack.shape[0])
+        k = params.get("frame_index")
+        if type(k) is not int or not 0 <= k < frames:
+            raise _BadRequest(f"'frame_index' must be in 0..{frames - 1}, got {k!r}")
+        direction = params.get("direction", "both")
+        if direction not in ("both", "forward", "backward"):
+            raise _BadRequest(f"unknown direction {direction!r}")
+        try:
+            limits = check_contrast_limits(params.get("contrast_limits")) or stack_contrast_limits(stack)
+        except ValueError as e:
+            raise _BadRequest(str(e)) from e
+        components = [look(stack[i], limits) for i in range(frames)]
+
+        def component(index: int, point: Sequence[float] | None, box: Sequence[float] | None) -> np.ndarray:
+            full = components[index].to_sent(components[index].labels)
+            if point is not None:
+                r, c = int(point[0]), int(point[1])
+                if 0 <= r < full.shape[0] and 0 <= c < full.shape[1] and full[r, c]:
+                    return full == full[r, c]
+            elif box is not None:
+                r0, c0, r1, c1 = (int(v) for v in box)
+                inside = full[r0:r1, c0:c1]
+                ids, counts = np.unique(inside[inside > 0], return_counts=True)
+                if ids.size:
+                    return full == ids[np.argmax(counts)]
+            return np.zeros(full.shape, bool)
+
+        def prompt_mask(index: int, item: Mapping[str, Any]) -> np.ndarray:
+            points, labels = item.get("points") or [], item.get("point_labels") or []
+            positive = next((p for p, lab in zip(points, labels, strict=False) if lab == 1), None)
+            return component(index, positive, item.get("box"))
+
+        many = "masks" in message.arrays or "prompts" in params
+        start: dict[int, np.ndarray] = {}
+        fixes: dict[tuple[int, int], np.ndarray] = {}
+        if many:
+            masks = message.arrays.get("masks")
+            if masks is not None:
+                if masks.dtype != np.uint32 or masks.shape != stack.shape[1:3]:
+                    raise _BadRequest("masks must be a uint32 (H, W) label image of slice frame_index")
+                start = {int(i): masks == i for i in np.unique(masks) if i}
+            for item in params.get("prompts") or []:
+                index, object_id = int(item["frame_index"]), int(item["object_id"])
+                if index == k:
+                    start[object_id] = prompt_mask(k, item)
+                else:
+                    fixes[(index, object_id)] = prompt_mask(index, item)
+            if not start or any(object_id not in start for _, object_id in fixes):
+                raise _BadRequest("every object needs a prompt on slice frame_index")
+        elif message.arrays.get("mask") is not None:
+            start = {1: message.arrays["mask"].astype(bool)}
+        else:
+            start = {1: prompt_mask(k, params)}
+        reach = frames if params.get("max_frames") is None else int(params["max_frames"])
+        passes = []
+        if direction in ("forward", "both"):
+            passes.append(list(range(k + 1, min(k + reach, frames - 1) + 1)))
+        if direction in ("backward", "both"):
+            passes.append(list(range(k - 1, max(k - reach, 0) - 1, -1)))
+        total = 1 + sum(len(p) for p in passes)
+        done = 0
+
+        def reply(index: int, objects: Mapping[int, np.ndarray]) -> Reply:
+            nonlocal done
+            done += 1
+            labels = np.zeros(stack.shape[1:3], np.uint32)
+            for object_id in sorted(objects, reverse=True):  # the lowest id wins where two meet
+                labels[objects[object_id]] = object_id
+            result: dict[str, Any] = {"frame_index": index, "done": done, "total": total}
+            if not many:
+                return Reply(STATUS_PARTIAL, result, {"mask": labels == 1})
+            result["object_ids"] = sorted(int(i) for i in np.unique(labels) if i)
+            return Reply(STATUS_PARTIAL, result, {"labels": labels})
+
+        yield reply(k, start)
+        for order in passes:
+            previous = {i: m for i, m in start.items() if m.any()}
+            for index in order:
+                self._wait(self.delay_s)
+                full = components[index].to_sent(components[index].labels)
+                current: dict[int, np.ndarray] = {}
+                for object_id, mask in previous.items():
+                    ids, counts = np.unique(full[mask & (full > 0)], return_counts=True)
+                    if ids.size:
+                        current[object_id] = full == ids[np.argmax(counts)]
+                for (fix_index, object_id), mask in fixes.items():
+                    if fix_index == index and mask.any():
+                        current[object_id] = mask
+                previous = current
+                yield reply(index, current)
+        yield Reply(STATUS_OK, {"frames": done, "cancelled": False})
 
     def _sleep(self, message: Message) -> Reply:
         params = self._params(message, {"seconds"})
