@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 IOU_KEY, STABILITY_KEY, MIN_AREA_KEY = "auto/pred_iou_thresh", "auto/stability_score_thresh", "auto/min_area"
 TILING_KEY, TILE_SIZE_KEY, HALO_KEY = "auto/tiling", "auto/tile_size", "auto/tile_halo"
+LINK_KEY = "auto/link_stack"
+LINK_TIP = (
+    "AUTO-SEGMENT STACK: an object found on neighbouring slices (overlapping) keeps one id through "
+    "z or t; off: every slice's objects get their own ids"
+)
 TILING_TIP = (
     "A slice larger than the model's input (1024 px) is segmented as tiles at native resolution, "
     "spread over all workers, and stitched; off: the slice is sent whole (seen downsampled)"
@@ -38,7 +43,8 @@ IOU_TIP = "Keep objects the model rates at least this good (lower finds more on 
 STABILITY_TIP = "Keep objects whose outline is at least this stable (lower finds more)"
 STACK_TIP = (
     "Segment every slice of the current stack (along the first non-displayed axis) into "
-    "AutoSeg_mask, one slice at a time; ids stay unique across slices. One undo step."
+    "AutoSeg_mask, one slice at a time (large slices in tiles); with 'One id through z/t' an object "
+    "keeps its id from slice to slice, else ids are unique per slice. One undo step."
 )
 
 
@@ -103,6 +109,12 @@ class AutoBox(QGroupBox):
         form.addRow(self.auto_button)
         self.progress_bar = QProgressBar()
         form.addRow(self.progress_bar)
+        self.link_stack = QCheckBox("One id through z/t")
+        self.link_stack.setChecked(load(LINK_KEY, defaults.link_stack))
+        self.link_stack.setToolTip(LINK_TIP)
+        self.link_stack.toggled.connect(lambda on: self._changed("link_stack", LINK_KEY, bool(on)))
+        self._changed("link_stack", None, self.link_stack.isChecked())
+        form.addRow(self.link_stack)
         self.stack_button = button("AUTO-SEGMENT STACK", self.toggle_stack, STACK_TIP)
         form.addRow(self.stack_button)
         self.stack_bar = QProgressBar()

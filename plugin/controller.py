@@ -33,7 +33,7 @@ import numpy as np
 from plugin.coords import OutsideImage, SlicePlane, plane_at
 from plugin.events_log import EventLog
 from plugin.history import REDO_KEYS, UNDO_KEYS, Histories
-from plugin.image_slice import LazyPlane, wire_slice
+from plugin.image_slice import LazyPlane, is_large, wire_slice
 from plugin.label_ops import (
     LabelIdTracker,
     LabelMode,
@@ -101,6 +101,8 @@ class AutoSettings:
     """Tile side in pixels (tiles are seen at native resolution)."""
     tile_halo: int = DEFAULT_HALO
     """Overlap between tiles in pixels; should exceed the largest object's radius."""
+    link_stack: bool = True
+    """AUTO-SEGMENT STACK: the same object on neighbouring slices keeps one id (linked by overlap)."""
 
     def params(self) -> dict[str, Any]:
         return {
@@ -136,11 +138,6 @@ class ActiveObject:
     cumulative: SliceEdit | None = None
     logits: np.ndarray | None = field(default=None, repr=False)
     window: Window | None = None
-
-
-def is_large(plane: SlicePlane, model_input: int = MODEL_INPUT) -> bool:
-    """Whether a slice is larger than the model's input on either side (prompts then go in windows)."""
-    return max(plane.size) > model_input
 
 
 def prompt_inside(window: Window, prompt: Prompt) -> bool:
@@ -746,7 +743,7 @@ class Controller:
 
         def job(client: Any) -> AutoAnswer:
             if tiled:
-                return self._tiled_job(data, plane, rgb, limits, settings, cancel, on_progress)
+                return self._tiled_job(data, plane, rgb, limits, cancel, on_progress)
             wire = wire_slice(data, plane, rgb, limits)
             return auto(
                 client,
@@ -774,29 +771,26 @@ class Controller:
         self.session.submit(AUTO, job, done, failed)
         return True
 
-    def _tiled_job(
+    def tiled_labels(
         self,
         data: Any,
         plane: SlicePlane,
         rgb: bool,
         limits: tuple[float, ...],
-        settings: AutoSettings,
         cancel: threading.Event,
-        on_progress: Callable[[float | None, str], None],
-    ) -> AutoAnswer:
-        """AUTO-SEGMENT a large slice as tiles with a halo, as many in flight as the broker has workers.
+        on_tiles: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, int, bool]:
+        """AUTO-SEGMENT one large slice as tiles with a halo, as many in flight as the broker has workers.
 
-        Runs on the AUTO channel's thread; only tile windows are read from
-        ``data``. Cancelled: raises :class:`Superseded` (nothing is written).
+        Call off the GUI thread. Only tile windows are read from ``data``.
+
+        Returns:
+            ``(labels (H, W) uint32 1..n, n, cancelled)``.
         """
         assert self.session is not None
+        settings = self.auto_settings
         endpoint, model, config = self.session.endpoint, self.session.model, self.session.config
         out = np.zeros(plane.size, dtype=np.uint32)
-
-        def progress(done: int, total: int) -> None:
-            text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
-            self.dispatch(lambda: on_progress(done / total, text))
-
         result = tiled_auto(
             LazyPlane(data, plane, rgb),
             out,
@@ -805,13 +799,31 @@ class Controller:
             contrast_limits=(float(limits[0]), float(limits[1])),
             tile_size=settings.tile_size,
             halo=settings.tile_halo,
-            on_progress=progress,
+            on_progress=on_tiles,
             cancel=cancel,
             timeout_s=settings.timeout_s,
         )
-        if result.cancelled:
+        return out, result.num_objects, result.cancelled
+
+    def _tiled_job(
+        self,
+        data: Any,
+        plane: SlicePlane,
+        rgb: bool,
+        limits: tuple[float, ...],
+        cancel: threading.Event,
+        on_progress: Callable[[float | None, str], None],
+    ) -> AutoAnswer:
+        """:meth:`tiled_labels` for AUTO-SEGMENT; cancelled: raises ``Superseded`` (nothing is written)."""
+
+        def progress(done: int, total: int) -> None:
+            text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
+            self.dispatch(lambda: on_progress(done / total, text))
+
+        out, count, cancelled = self.tiled_labels(data, plane, rgb, limits, cancel, progress)
+        if cancelled:
             raise Superseded("AUTO-SEGMENT was cancelled")
-        return AutoAnswer(out, result.num_objects)
+        return AutoAnswer(out, count)
 
     def cancel_auto(self) -> None:
         if self._auto_cancel is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from plugin.coords import SlicePlane
+from protocol.windows import MODEL_INPUT
 from protocol.wire_image import WireImage, WireStack, stack_to_wire, to_wire
 
 
@@ -34,6 +35,11 @@ def extract_slice(data: np.ndarray, plane: SlicePlane, rgb: bool) -> np.ndarray:
     if len(data.shape) != expected:
         raise ValueError(f"image has {len(data.shape)} axes, expected {expected}")
     return np.asarray(data[plane.numpy_index()])
+
+
+def is_large(plane: SlicePlane, model_input: int = MODEL_INPUT) -> bool:
+    """Whether a slice is larger than the model's input on either side (then windows and tiles are used)."""
+    return max(plane.size) > model_input
 
 
 class LazyPlane:

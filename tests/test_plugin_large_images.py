@@ -198,3 +198,30 @@ def test_auto_segment_on_a_3000_slice_runs_in_tiles_and_finds_every_disc_once(vi
     assert len(np.unique(labels[labels > 0])) == len(centres)
     shapes = sent_shapes(backend)
     assert shapes and all(max(s) <= 1000 + 2 * 96 for s in shapes)  # tiles, never the whole slice
+
+
+def test_auto_segment_stack_of_large_slices_keeps_one_id_per_disc_through_z(viewer_on, qtbot) -> None:
+    shape = (1500, 1500)
+    centres, radii = scattered_discs(shape, spacing=100, radius_range=(8.0, 12.0), seed=3)
+    slices = [disc_image(shape, centres + [0.0, 2.0 * z], radii) for z in range(3)]  # drifting a little
+    stack = np.stack([image for image, _truth in slices])
+    viewer, _layer, widget, _backend = viewer_on(stack, workers=2)
+    box = widget.auto_box
+    assert box.link_stack.isChecked()  # on by default
+    box.toggle_stack()
+    qtbot.waitUntil(lambda: not box.stack_task.running, timeout=3 * TIMEOUT_MS)
+    labels = np.asarray(viewer.layers[AUTO_MASK].data)
+    for z, (_image, truth) in enumerate(slices):
+        best, stray, duplicates = disc_scores(labels[z], truth)
+        assert (best >= 0.9).all() and stray == 0 and duplicates == 0
+    truths = [truth for _image, truth in slices]
+    ids_per_disc = [{int(labels[z][t == k + 1][0]) for z, t in enumerate(truths)} for k in range(len(radii))]
+    assert all(len(ids) == 1 for ids in ids_per_disc)  # one id through z
+    assert len(np.unique(labels[labels > 0])) == len(centres)
+    # "One id through z/t" off: every slice's objects get their own ids.
+    viewer.layers.remove(AUTO_MASK)
+    box.link_stack.setChecked(False)
+    box.toggle_stack()
+    qtbot.waitUntil(lambda: not box.stack_task.running, timeout=3 * TIMEOUT_MS)
+    labels = np.asarray(viewer.layers[AUTO_MASK].data)
+    assert len(np.unique(labels[labels > 0])) == 3 * len(centres)

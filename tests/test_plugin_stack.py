@@ -181,8 +181,8 @@ def test_auto_segment_stack_writes_every_slice_with_unique_ids(shared_backend, c
     stack = np.stack([cell(64, shift=9 * k) for k in range(3)])
     viewer, image, widget = connect(shared_backend, stack)
     widget.controller.auto_settings = type(widget.controller.auto_settings)(
-        pred_iou_thresh=0.0, stability_score_thresh=0.0
-    )
+        pred_iou_thresh=0.0, stability_score_thresh=0.0, link_stack=False
+    )  # per-slice ids ("One id through z/t" off): each slice's objects are new
     widget.points_per_side.setValue(4)
     box = widget.auto_box
     box.stack_button.click()
