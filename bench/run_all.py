@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "batch": ("bench.batch_throughput", []),
     "gpu": ("bench.bench_prompt", ["--device", "cuda", "--models", "sam2.1_hiera_tiny,sam2.1_hiera_large"]),
     "napari": ("bench.bench_napari", []),
+    "large": ("bench.bench_large", []),
 }
 OPTIMISATIONS = REPO_ROOT / "bench" / "OPTIMISATIONS.md"
 

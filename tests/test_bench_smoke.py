@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import bench_broker, bench_codec
+from bench import bench_broker, bench_codec, bench_large
 from bench.common import BenchResult, Table, Target
 
 
@@ -42,6 +42,19 @@ def test_broker_quick_mode_measures_every_path() -> None:
     assert all(row[-1].startswith(">= ") and float(row[-1][3:]) > 0 for row in throughput.rows)  # CPU us
     throughput_claims = [t.claim for t in result.targets if "throughput" in t.claim]
     assert throughput_claims == ["broker: throughput vs libzmq C proxy, 1 in flight per client (worst N)"]
+
+
+@pytest.mark.timeout(300)
+def test_large_quick_mode_measures_clicks_tiles_stitching_and_halo() -> None:
+    result = bench_large.run(quick=True)
+    _check(result)
+    clicks, scaling, halo, stitching = result.tables
+    assert [row[0] for row in clicks.rows] == ["first (new embedding)", "repeat nearby (same window)"]
+    assert [row[0] for row in scaling.rows] == ["1", "2"] and scaling.rows[0][4] == "1.00"
+    for row in halo.rows:  # the stand-in's discs come back once and whole with every halo measured
+        assert row[3] == "100.0%" and row[5] == "0" and row[6] == "0"
+    assert all(float(row[1]) > 0 for row in stitching.rows)
+    assert len(result.targets) == 3 and all(t.met is not None for t in result.targets)
 
 
 def test_table_refuses_a_row_of_the_wrong_width() -> None:
