@@ -59,6 +59,7 @@ from plugin.layers import (
     fits_image,
     plane_of,
     point_labels,
+    size_warning,
     slice_view,
     spatial_shape,
     to_image_data,
@@ -301,6 +302,9 @@ class Controller:
             self.objects.clear()
             if layer is not None:
                 self._refit_prompt_layers(layer)
+                warning = size_warning(layer)
+                if warning is not None:
+                    self.notify("warning", warning)
 
     def _refit_prompt_layers(self, image: Image) -> None:
         """Rebuild the prompt layers made for an image of other dimensions or transform, and say so.

@@ -155,6 +155,35 @@ def new_labels_data(shape: tuple[int, ...], budget: int | None = None) -> tuple[
     return array, note
 
 
+HUGE_SLICE_PIXELS = 8192 * 8192
+"""A single-resolution slice above this many pixels is slow for napari to draw (it reads it whole)."""
+
+
+def size_warning(image: Image) -> str | None:
+    """What to tell the user about an image too large to handle comfortably, or None.
+
+    The plugin itself reads only windows and tiles of any image; this is
+    about napari drawing a huge single-resolution slice and about the
+    labels layer's memory.
+    """
+    shape = spatial_shape(image)
+    height, width = shape[-2:]
+    notes = []
+    if not image.multiscale and height * width > HUGE_SLICE_PIXELS:
+        notes.append(
+            f"{image.name} is {height} x {width} px per slice and not a pyramid: napari reads and draws "
+            "each slice whole, which is slow. Open it as a multiscale image (an OME-Zarr pyramid with "
+            "napari-ome-zarr, or a list of levels) so only what is on screen is read."
+        )
+    labels_bytes = int(np.prod(shape, dtype=np.float64)) * 4
+    if labels_bytes > memory_budget():
+        notes.append(
+            f"Its labels would take {labels_bytes / 1024**3:.1f} GiB: they will be kept on disk in a zarr "
+            "array. Segmenting reads only a window around each prompt (AUTO-SEGMENT: tiles)."
+        )
+    return " ".join(notes) or None
+
+
 def ensure_labels(
     viewer: napari.Viewer, image: Image, name: str, notify: Callable[[str, str], None] | None = None
 ) -> Labels:

@@ -225,3 +225,22 @@ def test_auto_segment_stack_of_large_slices_keeps_one_id_per_disc_through_z(view
     qtbot.waitUntil(lambda: not box.stack_task.running, timeout=3 * TIMEOUT_MS)
     labels = np.asarray(viewer.layers[AUTO_MASK].data)
     assert len(np.unique(labels[labels > 0])) == 3 * len(centres)
+
+
+def test_a_huge_single_resolution_image_gets_a_clear_warning() -> None:
+    """The warning is computed from the layer's shape only. (napari itself reads a single-resolution slice
+    whole to draw it, 2 GB and a minute here, hence a layer-like stand-in instead of an Image layer.)"""
+    from types import SimpleNamespace
+
+    import dask.array as da
+
+    from plugin.layers import size_warning
+
+    huge = CountingArray(da.zeros((30000, 30000), dtype=np.uint16, chunks=(4096, 4096)))
+    layer = SimpleNamespace(data=huge, multiscale=False, rgb=False, name="mosaic")
+    warning = size_warning(layer)  # type: ignore[arg-type]
+    assert warning is not None and "30000 x 30000" in warning and "not a pyramid" in warning
+    assert "zarr" in warning  # its labels (3.4 GiB) would not be held in memory
+    assert not huge.reads
+    pyramid = SimpleNamespace(data=[huge, huge], multiscale=True, rgb=False, name="pyramid")
+    assert "not a pyramid" not in (size_warning(pyramid) or "")  # type: ignore[arg-type]
