@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,9 +133,40 @@ def test_batch_writes_labels_beyond_the_memory_budget_tile_by_tile(
     peak_mib = measured["maxrss_kib"] / 1024
     assert peak_mib < 0.75 * label_mib, f"peak RSS {peak_mib:.0f} MiB for {label_mib:.0f} MiB of labels"
     with tifffile.TiffFile(tmp_path / "out" / "big_labels.tif") as tif:
-        assert tif.is_bigtiff and tif.pages[0].is_tiled and tif.pages[0].shape == shape
+        page: Any = tif.pages[0]
+        assert tif.is_bigtiff and page.is_tiled and page.shape == shape
         labels = tif.asarray()
     assert not list((tmp_path / "out").glob(".*")), "a temporary store was left behind"
     iou, stray, duplicates = disc_scores(labels, truth)
     assert int(labels.max()) == int(truth.max())
     assert iou.min() >= 0.9 and stray == 0 and duplicates == 0
+
+
+def test_batch_reads_an_ome_zarr_folder_and_writes_ngff_labels_tile_by_tile(
+    tmp_path: Path, standin: Callable[..., StandinBackend]
+) -> None:
+    import zarr
+
+    shape = (1500, 1500)
+    centres, radii = scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=5)
+    image, truth = disc_image(shape, centres, radii)
+    root: Any = zarr.open_group(str(tmp_path / "cells.ome.zarr"), mode="w", zarr_format=2)
+    root.create_array("0", data=image[None], chunks=(1, 512, 512))
+    root.attrs["multiscales"] = [
+        {"version": "0.4", "axes": [{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}],
+         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 1]}]}]}
+    ]  # fmt: skip
+    backend = standin(workers=2)
+
+    out = tmp_path / "out"
+    _batch(backend, str(tmp_path / "cells.ome.zarr"), "--out", str(out), "--format", "ome-zarr",
+           "--max-in-memory-mib", "1")  # fmt: skip
+    labels_group: Any = zarr.open_group(str(out / "cells_labels.ome.zarr" / "labels"), mode="r")
+    (name,) = list(labels_group.group_keys())
+    first_level = labels_group[name].attrs["multiscales"][0]["datasets"][0]["path"]
+    assert len(labels_group[name].attrs["multiscales"][0]["datasets"]) > 1, "no pyramid"
+    level0 = np.asarray(labels_group[name][first_level][:])
+    assert level0.shape == (1, *shape) and level0.dtype == np.uint32
+    iou, stray, duplicates = disc_scores(level0[0], truth)
+    assert iou.min() >= 0.9 and stray == 0 and duplicates == 0
+    assert not list(out.glob(".*")), "a temporary store was left behind"
