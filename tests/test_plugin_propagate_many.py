@@ -72,7 +72,6 @@ def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
 
 def test_all_labels_on_the_slice_keep_their_ids_and_a_vanished_disc_stops(setup, qtbot) -> None:
     viewer, widget, labels, a, b = setup
-    widget: SamWidget
     box = widget.propagate_box
     box.which.setCurrentText(ALL_ON_SLICE)
     box.direction.setCurrentText("both")

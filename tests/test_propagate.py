@@ -13,6 +13,7 @@ import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -397,7 +398,7 @@ def test_bad_many_object_requests_are_refused_before_any_work(backend: Backend) 
     labels = np.zeros((SIZE, SIZE), np.uint32)
     labels[2:6, 2:6] = 4
     point = {"points": [[5, 5]], "point_labels": [1]}
-    cases = [
+    cases: list[tuple[dict[str, Any], dict[str, np.ndarray], str]] = [
         ({"frame_index": 0}, {"stack": stack, "masks": labels.astype(np.uint16)}, "masks must be a uint32"),
         ({"frame_index": 0}, {"stack": stack, "masks": np.zeros((SIZE, SIZE), np.uint32)}, "no object"),
         ({"frame_index": 0, **point}, {"stack": stack, "masks": labels}, "not both"),
@@ -429,3 +430,36 @@ def test_bad_many_object_requests_are_refused_before_any_work(backend: Backend) 
             with pytest.raises(RemoteError, match=words) as caught:
                 client.call("propagate", params, arrays)
             assert caught.value.code == "bad_request", caught.value
+
+
+@pytest.mark.model
+def test_tracked_state_stays_bounded_while_the_stack_grows() -> None:
+    """The real video predictor over 3 slices with no memory window: old tracked slices are dropped.
+
+    With ``memory_keep_frames`` = 0 the state holds only the slice just
+    computed (1 tracked output), where an untrimmed state would hold one per
+    tracked slice (2 here, 499 for a 500-slice stack); the default window is
+    16. Masks still come for every slice. (Peak RSS over a 24-slice stack
+    takes many minutes on this CPU; this checks the bound itself.)
+    """
+    import contextlib
+
+    from workers.models import build_random, get_spec
+    from workers.propagate import ObjectPrompt, VideoPropagator
+
+    propagator = VideoPropagator(
+        build_random(MODEL), get_spec(MODEL).config, torch.device("cpu"), contextlib.nullcontext
+    )
+    propagator.memory_keep_frames = 0
+    stack = _two_objects(3)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[8:24, 4:20] = True
+    slices = list(
+        propagator.run_objects(
+            StackFrames(stack, 1024, None), check_stack(stack.shape, 512), 0, "forward", None,
+            [ObjectPrompt(0, 4, mask)],
+        )
+    )  # fmt: skip
+    assert [index for index, _, _ in slices] == [0, 1, 2]
+    assert all(labels.dtype == np.uint32 and set(np.unique(labels)) <= {0, 4} for _, _, labels in slices)
+    assert propagator.peak_tracked_outputs == 1
