@@ -463,3 +463,36 @@ def test_tracked_state_stays_bounded_while_the_stack_grows() -> None:
     assert [index for index, _, _ in slices] == [0, 1, 2]
     assert all(labels.dtype == np.uint32 and set(np.unique(labels)) <= {0, 4} for _, _, labels in slices)
     assert propagator.peak_tracked_outputs == 1
+
+
+@pytest.mark.model
+def test_cancel_of_many_objects_keeps_the_slices_sent_and_the_worker_goes_on(backend: Backend) -> None:
+    stack = _two_objects(5)
+    masks = np.zeros((SIZE, SIZE), np.uint32)
+    masks[8:24, 4:20] = 2
+    masks[40:56, 40:56] = 3
+    cancel = threading.Event()
+    partials: list[Message] = []
+
+    def on_partial(message: Message) -> None:
+        partials.append(message)
+        cancel.set()
+
+    with _client(backend) as client:
+        before = client.call("info").header["result"]["counters"]["cancelled"]
+        with pytest.raises(Superseded):
+            client.call(
+                "propagate",
+                {"frame_index": 0, "direction": "forward"},
+                {"stack": stack, "masks": masks},
+                on_partial=on_partial,
+                cancel=cancel,
+            )
+        assert len(partials) == 1  # what came before the cancel is the caller's to keep
+        first = partials[0]
+        assert first.header["result"]["frame_index"] == 0 and first.header["result"]["object_ids"] == [2, 3]
+        assert set(np.unique(first.arrays["labels"])) == {0, 2, 3}
+        assert wait_until(
+            lambda: client.call("info").header["result"]["counters"]["cancelled"] == before + 1, 120
+        )
+    assert backend.workers[0].poll() is None
