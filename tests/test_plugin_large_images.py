@@ -244,3 +244,35 @@ def test_a_huge_single_resolution_image_gets_a_clear_warning() -> None:
     assert not huge.reads
     pyramid = SimpleNamespace(data=[huge, huge], multiscale=True, rgb=False, name="pyramid")
     assert "not a pyramid" not in (size_warning(pyramid) or "")  # type: ignore[arg-type]
+
+
+def test_real_sam2_worker_answers_a_windowed_click_on_a_2500_by_2000_image(
+    make_napari_viewer, make_backend, qtbot, monkeypatch
+) -> None:
+    """Random weights: the mask is meaningless, so only what is deterministic is checked: the window sent,
+    the answer's offset and shape inside it, and that the labels hold exactly the answer there."""
+    backend = make_backend(workers=1)
+    monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+    monkeypatch.setenv("SAM2_EMBEDDED", "0")
+    image, _truth = disc_image((2500, 2000), np.array([[1800.0, 300.0]]), np.array([40.0]))
+    viewer = make_napari_viewer()
+    viewer.add_image(image, scale=(0.5, 0.5))
+    widget = SamWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+    applied = click(widget, qtbot, [1800.0, 300.0])
+    win = applied.window
+    # Random-weight masks are arbitrary and often run into the window's border, so the window may have
+    # grown (up to the whole slice, averaged down): what was sent is never larger than the model's input.
+    assert win is not None and max(win.sent_shape) <= 1024 and win.slice_shape == (2500, 2000)
+    assert win.row0 <= 1800 < win.row1 and win.col0 <= 300 < win.col1
+    labels = np.asarray(viewer.layers[POINTS_MASK].data)
+    assert not labels[: win.row0].any() and not labels[win.row1 :].any()
+    assert not labels[:, : win.col0].any() and not labels[:, win.col1 :].any()
+    if applied.label_ids:
+        assert applied.answer is not None
+        r0, c0 = applied.offset
+        h, w = applied.answer.shape
+        assert win.row0 <= r0 and r0 + h <= win.row1 and win.col0 <= c0 and c0 + w <= win.col1
+        np.testing.assert_array_equal(labels[r0 : r0 + h, c0 : c0 + w] > 0, applied.answer)
+        assert int((labels > 0).sum()) == int(applied.answer.sum())
