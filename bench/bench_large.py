@@ -360,7 +360,7 @@ def run(quick: bool = False, real: bool | None = None) -> BenchResult:
         # 3. stitching (no network)
         result.tables.append(bench_stitching(2048 if quick else 8192))
         if real:
-            result.tables.append(bench_tiled_real(procs, frontend, backend, 2048, 4))
+            result.tables.append(bench_tiled_real(procs, frontend, backend, 1536, 4))
         else:
             result.notes.append("Real-model tiled auto (1 and 2 SAM2 workers) skipped in quick mode.")
     return result
