@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.coords import OutsideImage, SlicePlane
+from plugin.image_slice import LazyPlane
 from plugin.label_names import features_table, label_anchors, names_from_metadata
-from plugin.layers import plane_of, slice_view
+from plugin.layers import plane_of
 
 if TYPE_CHECKING:
     import napari
@@ -25,6 +26,30 @@ if TYPE_CHECKING:
 
 TEXT_COLOUR = "white"
 TEXT_SIZE = 12
+ANCHOR_SCAN = 2048
+"""Most pixels per side read to place names: a larger slice is read where it is in view, strided."""
+
+
+def bounded_anchors(
+    labels: Any, ids: list[int], view: tuple[int, int, int, int] | None, scan: int = ANCHOR_SCAN
+) -> dict[int, tuple[float, float]]:
+    """:func:`plugin.label_names.label_anchors` of an (H, W) slice, reading at most ``scan``² pixels.
+
+    A slice no larger than ``scan`` on either side is read whole (exact
+    anchors). A larger one is read only within ``view`` ([r0, c0, r1, c1),
+    the part on screen; None: all of it), every ``step``-th pixel, so an
+    answer on a 20,000² slice costs no more than on a 2,048² one; regions
+    thinner than ``step`` pixels at that zoom may get no name until you zoom in.
+    """
+    height, width = int(labels.shape[0]), int(labels.shape[1])
+    if max(height, width) <= scan:
+        return label_anchors(np.asarray(labels[:, :]), ids)
+    r0, c0, r1, c1 = view if view is not None else (0, 0, height, width)
+    r0, c0 = max(0, min(r0, height - 1)), max(0, min(c0, width - 1))
+    r1, c1 = max(r0 + 1, min(r1, height)), max(c0 + 1, min(c1, width))
+    step = max(1, -(-max(r1 - r0, c1 - c0) // scan))
+    found = label_anchors(np.asarray(labels[r0:r1:step, c0:c1:step]), ids)
+    return {k: (r0 + row * step, c0 + col * step) for k, (row, col) in found.items()}
 
 
 def anchor_points(plane: SlicePlane, anchors: dict[int, tuple[float, float]]) -> np.ndarray:
@@ -101,7 +126,19 @@ class NameOverlay:
             plane = plane_of(self.viewer, self.labels, tuple(self.labels.data.shape))
         except (ValueError, OutsideImage):
             return None, {}, names
-        return plane, label_anchors(slice_view(self.labels, plane), list(names)), names
+        labels = LazyPlane(self.labels.data, plane)
+        return plane, bounded_anchors(labels, list(names), self._view(plane)), names
+
+    def _view(self, plane: SlicePlane) -> tuple[int, int, int, int] | None:
+        """[r0, c0, r1, c1) of the slice on screen (napari's ``corner_pixels``), or None if unknown."""
+        try:
+            corners = np.asarray(self.labels.corner_pixels, dtype=np.int64)
+            rows, cols = corners[:, plane.row_axis], corners[:, plane.col_axis]
+        except (AttributeError, IndexError, ValueError):
+            return None
+        if rows[1] <= rows[0] or cols[1] <= cols[0]:
+            return None
+        return int(rows[0]), int(cols[0]), int(rows[1]) + 1, int(cols[1]) + 1
 
     def update(self) -> None:
         """Rebuild the names layer for the current slice."""

@@ -276,3 +276,17 @@ def test_real_sam2_worker_answers_a_windowed_click_on_a_2500_by_2000_image(
         assert win.row0 <= r0 and r0 + h <= win.row1 and win.col0 <= c0 and c0 + w <= win.col1
         np.testing.assert_array_equal(labels[r0 : r0 + h, c0 : c0 + w] > 0, applied.answer)
         assert int((labels > 0).sum()) == int(applied.answer.sum())
+
+
+def test_names_on_a_6000_slice_are_placed_from_at_most_2048_squared_pixels() -> None:
+    from plugin.label_names import label_anchors
+    from plugin.name_overlay import bounded_anchors
+
+    _image, truth = disc_image((6000, 6000), np.array([[4000.0, 4100.0]]), np.array([50.0]))
+    labels = CountingArray(truth * 5)
+    exact = label_anchors(truth * 5, [5])[5]
+    zoomed = bounded_anchors(labels, [5], (3500, 3500, 4500, 4500))  # in view: read at full resolution
+    assert zoomed == {5: exact} and labels.reads == [(1000, 1000)]
+    whole = bounded_anchors(labels, [5], None)  # zoomed out: strided
+    assert max(r[0] * r[1] for r in labels.reads) <= 2048 * 2048
+    assert abs(whole[5][0] - exact[0]) <= 3 and abs(whole[5][1] - exact[1]) <= 3
