@@ -23,9 +23,9 @@ import pytest
 import tifffile
 
 from tests.standin_worker import disc_image, scattered_discs
+from tests.support.discs import disc_scores
 from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.test_large_images import disc_scores
 
 # Runs the batch and prints its peak resident memory (KiB) as the last line: VmHWM of its own
 # address space (ru_maxrss would include the parent's memory at the time of the fork).

@@ -21,9 +21,9 @@ import zarr
 from protocol.client import ClientConfig, SamClient
 from protocol.errors import RemoteError
 from protocol.tiled_auto import tiled_auto, tiled_auto_stack
-from protocol.tiling import label_areas, pair_overlaps
 from protocol.windowed_segment import segment_windowed
 from tests.standin_worker import disc_image, scattered_discs
+from tests.support.discs import disc_scores
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
 
@@ -31,24 +31,6 @@ from tests.support.standin_backend import StandinBackend
 @pytest.fixture
 def standin(spawn: ProcessSpawner) -> Callable[..., StandinBackend]:
     return lambda workers=3, delay_s=0.0: StandinBackend(spawn, workers, delay_s)
-
-
-def disc_scores(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """Per true disc, the IoU of its best-matching label; and the number of labels matching no disc or
-    sharing a disc with another label (duplicates)."""
-    t_ids, l_ids, inter = pair_overlaps(truth, labels)
-    tk, ta = label_areas(truth)
-    lk, la = label_areas(labels)
-    t_area = ta[np.searchsorted(tk, t_ids)]
-    l_area = la[np.searchsorted(lk, l_ids)]
-    iou = inter / (t_area + l_area - inter)
-    best = np.zeros(int(truth.max()) + 1)
-    np.maximum.at(best, t_ids.astype(np.int64), iou)
-    matched = set(l_ids[iou >= 0.5].tolist())
-    stray = len(set(lk.tolist()) - matched)
-    per_disc = np.bincount(t_ids.astype(np.int64), minlength=int(truth.max()) + 1)[1:]
-    duplicates = int((per_disc > 1).sum())
-    return best[1:], stray, duplicates
 
 
 class CountingArray:

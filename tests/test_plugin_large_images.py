@@ -24,10 +24,10 @@ from plugin.user_settings import load
 from plugin.widget import SamWidget
 from protocol.windows import Window, window_for_prompt
 from tests.standin_worker import disc_image, scattered_discs
+from tests.support.discs import disc_scores
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.test_large_images import disc_scores
 
 pytestmark = GUI_TEST_MARKS
 
