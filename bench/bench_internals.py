@@ -4,7 +4,7 @@
   the best of SAM2's low-resolution masks) against
   ``SAM2ImagePredictor.predict`` + ``argmax`` (upsamples all three), same
   model, image, prompts and threads, calls alternating. Both give the same
-  mask (``tests/test_worker_predict_best.py``).
+  mask (``tests/workers/test_worker_predict_best.py``).
 * **Heap trimming**: the worker's per-image steps (prepare, encode, store the
   embedding in a 64 MiB ``EmbeddingCache``) over distinct images in two
   fresh processes, one calling ``protocol.memory.release_free_memory`` after

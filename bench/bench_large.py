@@ -9,7 +9,7 @@ Four measurements, each a ratio within this run:
    image, same worker, alternating; then a repeat click nearby (same window,
    embedding cached) against today's repeat click on a 1,024² image.
 2. **Tiled auto over N workers** (:func:`protocol.tiled_auto.tiled_auto`) on
-   an 8,192² image with 1, 2, 4 stand-in workers (``tests/standin_worker.py``,
+   an 8,192² image with 1, 2, 4 stand-in workers (``tests/support/standin_worker.py``,
    ``--delay-s`` emulating model time per tile): throughput against N x one
    worker, which measures the client, stitching and broker side. With time,
    the real SAM2 worker's figure for 1 and 2 workers on a smaller image.
@@ -49,8 +49,8 @@ from protocol.tiled_auto import tiled_auto
 from protocol.tiling import TileStitcher, tile_grid
 from protocol.windowed_segment import segment_windowed
 from protocol.wire_image import to_wire
-from tests.standin_worker import disc_image, scattered_discs
-from tests.test_large_images import disc_scores
+from tests.support.discs import disc_scores
+from tests.support.standin_worker import disc_image, scattered_discs
 
 STANDIN = "standin"
 LARGE_SIDE = 20_000
@@ -64,8 +64,8 @@ SMALL_SIDE = 1024
 def start_standins(
     procs: Processes, backend: str, count: int, delay_s: float, *, encode_delay_s: float = 0.0, first: int = 0
 ) -> list[Any]:
-    """Start ``count`` stand-in workers (``tests/standin_worker.py``) and wait for them."""
-    args = [PYTHON, "-m", "tests.standin_worker", "--connect", backend, "--service", STANDIN]
+    """Start ``count`` stand-in workers (``tests/support/standin_worker.py``) and wait for them."""
+    args = [PYTHON, "-m", "tests.support.standin_worker", "--connect", backend, "--service", STANDIN]
     args += ["--delay-s", str(delay_s), "--encode-delay-s", str(encode_delay_s)]
     started = [
         procs.start(

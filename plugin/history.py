@@ -22,7 +22,7 @@ not know about:
 
 napari keeps its history in private attributes (``_undo_history``,
 ``_redo_history``: deques of steps, each a list of *atoms*); this module is
-the only place that reads them, and ``tests/test_plugin_logic.py`` checks
+the only place that reads them, and ``tests/plugin/test_plugin_logic.py`` checks
 the assumptions against the installed napari. Undo and redo keys are bound
 on the layer *instance* (``layer.bind_key``, public), so ``Ctrl+Z`` on the
 layer goes through :meth:`LabelHistory.undo` as the buttons do.

@@ -49,9 +49,9 @@ if [ $want_gui -eq 1 ] && command -v apt-get >/dev/null 2>&1; then
     libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
     libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3 \
     libfontconfig1 libglib2.0-0 iproute2
-  # tests/test_slurm.py runs a one-node SLURM cluster of its own (its own
+  # tests/system/test_slurm.py runs a one-node SLURM cluster of its own (its own
   # slurm.conf, munge key and ports; the system's services are not configured)
-  apt_install slurm-wlm munge || say "no SLURM: tests/test_slurm.py will be skipped"
+  apt_install slurm-wlm munge || say "no SLURM: tests/system/test_slurm.py will be skipped"
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

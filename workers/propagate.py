@@ -21,7 +21,7 @@ Order of the masks: slice ``k`` (the prompted one) first, then ``k+1, k+2,
 forward pass and then the backward pass over the same memory, as Meta's demo
 does. Everything here is tied to sam2 1.1.0's ``SAM2VideoPredictor``
 (``init_state``'s state dict, ``add_new_mask``, ``add_new_points_or_box``,
-``propagate_in_video``); ``tests/test_propagate.py`` checks the state layout
+``propagate_in_video``); ``tests/workers/test_propagate.py`` checks the state layout
 against the installed sam2. Memory: frames are prepared on the CPU, the
 tracking state is stored on the CPU, and :func:`trim_memory` drops tracked
 slices SAM2 no longer reads, so a request's state is bounded whatever Z.

@@ -1,4 +1,4 @@
-"""A broker with deterministic stand-in workers (``tests/standin_worker.py``) as real subprocesses."""
+"""A broker with deterministic stand-in workers (``tests/support/standin_worker.py``) as real subprocesses."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class StandinBackend:
                 [
                     PYTHON,
                     "-m",
-                    "tests.standin_worker",
+                    "tests.support.standin_worker",
                     "--connect",
                     self.backend,
                     "--service",

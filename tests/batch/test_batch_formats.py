@@ -19,9 +19,9 @@ import tifffile
 
 from batch.outputs import output_path, write_output
 from plugin.formats import geojson, ngff
-from tests.standin_worker import disc_image, scattered_discs
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
+from tests.support.standin_worker import disc_image, scattered_discs
 
 SHAPE = (200, 240)
 

@@ -13,7 +13,7 @@ import zarr
 from scipy import ndimage
 
 from protocol.tiling import PlaneView, StackLinker, TileStitcher, link_slice, stitch_tiles, tile_grid
-from tests.standin_worker import disc_image, scattered_discs
+from tests.support.standin_worker import disc_image, scattered_discs
 
 
 def tile_answer(truth: np.ndarray, window: tuple[int, int, int, int], seed: int) -> np.ndarray:

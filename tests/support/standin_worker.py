@@ -17,7 +17,7 @@ and ``propagate`` (deterministic tracking: the bright component that overlaps
 the object on the previous slice).
 Images are cached by image key (so ``need_image`` works as with SAM2)::
 
-    python -m tests.standin_worker --connect tcp://127.0.0.1:5556 --service standin \
+    python -m tests.support.standin_worker --connect tcp://127.0.0.1:5556 --service standin \
         [--delay-s 0.05] [--encode-delay-s 0.5]
 
 ``--delay-s`` is slept per ``segment``/``auto`` request and
@@ -461,7 +461,7 @@ def scattered_discs(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.standin_worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.support.standin_worker", description=__doc__)
     parser.add_argument("--connect", required=True, help="the broker's backend endpoint")
     parser.add_argument("--service", default="standin", help="service name registered with READY")
     parser.add_argument("--delay-s", type=float, default=0.0, help="seconds per segment/auto request")

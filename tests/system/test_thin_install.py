@@ -44,7 +44,7 @@ from protocol.checkpoints import DEFAULT_MODEL
 
 pytestmark = [pytest.mark.install, pytest.mark.model, pytest.mark.timeout(1500)]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 THIN_DIR = REPO_ROOT / ".venv-thin"
 PACKAGES = ("broker", "workers", "plugin", "protocol", "batch")
 WORKER_HINT = 'pip install "napari-sam2-broker[worker]"'

@@ -21,7 +21,7 @@ from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 class CanvasMap:

@@ -1,6 +1,6 @@
 """The napari plugin on slices larger than the model's input, against the deterministic stand-in worker.
 
-The stand-in worker (tests/standin_worker.py) labels the bright component
+The stand-in worker (tests/support/standin_worker.py) labels the bright component
 under a prompt in what it is sent, looked at <= 1024 px: a disc comes back
 exact only when the plugin sends a native-resolution window around the
 click and pastes the answer at the window's offset. Real viewer under Xvfb,
@@ -23,11 +23,11 @@ from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from plugin.user_settings import load
 from plugin.widget import SamWidget
 from protocol.windows import Window, window_for_prompt
-from tests.standin_worker import disc_image, scattered_discs
 from tests.support.discs import disc_scores
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
+from tests.support.standin_worker import disc_image, scattered_discs
 
 pytestmark = GUI_TEST_MARKS
 

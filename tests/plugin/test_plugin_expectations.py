@@ -1,6 +1,6 @@
 """What users of such tools expect (issue 12): "Add without overwriting", a minimum object area,
 and uint8 images sent as they are shown (narrowed contrast limits applied). Pure logic here;
-the widget side is in tests/test_plugin_first_run.py."""
+the widget side is in tests/plugin/test_plugin_first_run.py."""
 
 from __future__ import annotations
 
