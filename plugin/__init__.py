@@ -8,7 +8,8 @@ Pure logic (no Qt): :mod:`plugin.coords`, :mod:`plugin.image_slice`,
 :mod:`plugin.history`, :mod:`plugin.label_edits`, :mod:`plugin.label_watch`,
 :mod:`plugin.name_overlay`, :mod:`plugin.picking`; thin widgets:
 :mod:`plugin.widget`, :mod:`plugin.auto_widget`, :mod:`plugin.label_table_widget`,
-:mod:`plugin.propagate_widget`, :mod:`plugin.events_widget`, :mod:`plugin.name_widget`
+:mod:`plugin.propagate_widget`, :mod:`plugin.events_widget`, :mod:`plugin.name_widget`,
+:mod:`plugin.export_widget`
 (with :mod:`plugin.qt_helpers`); npe2 hooks: :mod:`plugin.io_hooks`,
 :mod:`plugin.sample_data` (see ``napari.yaml``).
 """

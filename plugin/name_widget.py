@@ -1,26 +1,18 @@
-"""NAME LABEL and export: name label ids, draw the names, save labels with names.
-
-**Export as** chooses the format (:data:`plugin.export.EXPORT_FORMATS`): TIFF
-for Fiji (+ names JSON and CSV), OME-Zarr, GeoJSON for QuPath (pixel or
-physical coordinates) or measurements CSV (mean intensity of the image layer
-of the same shape, when there is one).
+"""NAME LABEL: name label ids and draw the names.
 
 Names are kept in the labels layer's metadata (and features); a
 :class:`plugin.name_overlay.NameOverlay` per named labels layer draws them.
 Layers opened from files we wrote come back with their names and get an
-overlay as soon as they are added.
+overlay as soon as they are added. Saving them is the Labels tab's Export box
+(:mod:`plugin.export_widget`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image, Labels
+from napari.layers import Labels
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -30,8 +22,6 @@ from qtpy.QtWidgets import (
 )
 
 from plugin.controller import napari_notify
-from plugin.export import EXPORT_FORMATS, GEOJSON, MEASUREMENTS, TIFF, export_labels
-from plugin.formats.geojson import PHYSICAL, PIXEL
 from plugin.label_names import METADATA_KEY, names_from_metadata, with_name
 from plugin.name_overlay import NameOverlay
 from plugin.picking import PICK_WAITING, pick_once
@@ -39,61 +29,6 @@ from plugin.qt_helpers import Coalescer, LayerCombo, button, spin_box
 
 if TYPE_CHECKING:
     import napari
-
-
-def matching_image(viewer: napari.Viewer, layer: Labels) -> Image | None:
-    """The image layer of the labels' shape (the active one first), for mean intensities; None if none."""
-    shape = tuple(layer.data.shape)
-    images = [x for x in viewer.layers if isinstance(x, Image) and not x.multiscale]
-    active = viewer.layers.selection.active
-    ordered = ([active] if active in images else []) + [x for x in images if x is not active]
-    return next((x for x in ordered if tuple(x.data.shape[: len(shape)]) == shape), None)
-
-
-def export_folder(viewer: napari.Viewer, layer: Labels) -> Path:
-    """Where the export dialog opens: the folder of the file the labels or their image came from, else home.
-
-    The labels layer's own file first, then the image of its shape
-    (:func:`matching_image`), then any image opened from a file.
-    """
-    images = [x for x in viewer.layers if isinstance(x, Image)]
-    first = matching_image(viewer, layer)
-    for candidate in [layer, first, *images]:
-        path = getattr(getattr(candidate, "source", None), "path", None)
-        if path and Path(path).parent.is_dir():
-            return Path(path).parent
-    return Path.home()
-
-
-def export_layer(
-    layer: Labels,
-    path: str | Path,
-    fmt: str = TIFF.key,
-    image: Image | None = None,
-    coordinates: str = PIXEL,
-) -> list[Path]:
-    """Save ``layer`` with its names as ``fmt`` (atomically); return the paths written.
-
-    Args:
-        layer: the labels layer (names from its metadata; scale, translate, units, axis labels).
-        path: where (the format's suffix is added when missing).
-        fmt: a key of :data:`plugin.export.EXPORT_FORMATS`.
-        image: intensities for the measurements CSV (same shape as the labels, or plus colour).
-        coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
-    """
-    return export_labels(
-        fmt,
-        path,
-        layer.data,
-        names_from_metadata(layer.metadata),
-        scale=layer.scale,
-        translate=layer.translate,
-        units=getattr(layer, "units", None),
-        axis_labels=getattr(layer, "axis_labels", None),
-        image=None if image is None else image.data,
-        coordinates=coordinates,
-        title=layer.name,
-    )
 
 
 def set_label_name(layer: Labels, label_id: int, name: str) -> dict[int, str]:
@@ -104,10 +39,10 @@ def set_label_name(layer: Labels, label_id: int, name: str) -> dict[int, str]:
 
 
 class NameWidget(QGroupBox):
-    """Choose a label (id or click), give it a name, export the layer."""
+    """Choose a label (id or click), give it a name."""
 
     def __init__(self, viewer: napari.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__("NAME LABEL / export", parent)
+        super().__init__("NAME LABEL", parent)
         self.viewer = viewer
         self.overlays: dict[Any, NameOverlay] = {}
         self._schedule = Coalescer(30, self)
@@ -129,24 +64,7 @@ class NameWidget(QGroupBox):
         self.name_edit.returnPressed.connect(self.name_label)
         form.addRow("Name", self.name_edit)
         self.name_button = button("NAME LABEL", self.name_label)
-        self.export_button = button("Export labels…", self.export_dialog)
-        row = QHBoxLayout()
-        row.addWidget(self.name_button)
-        row.addWidget(self.export_button)
-        form.addRow(row)
-        self.format_combo = QComboBox()
-        for export_format in EXPORT_FORMATS.values():
-            self.format_combo.addItem(export_format.title, export_format.key)
-        self.physical_check = QCheckBox("physical units")
-        self.physical_check.setToolTip(
-            "GeoJSON coordinates times the pixel size (+ origin); off: pixels, as QuPath expects"
-        )
-        self.format_combo.currentIndexChanged.connect(self._on_format)
-        row = QHBoxLayout()
-        row.addWidget(self.format_combo, 1)
-        row.addWidget(self.physical_check)
-        form.addRow("Export as", row)
-        self._on_format()
+        form.addRow(self.name_button)
         self.names_label = QLabel()
         self.names_label.setWordWrap(True)
         form.addRow(self.names_label)
@@ -191,43 +109,6 @@ class NameWidget(QGroupBox):
         layer = self.layer_combo.layer()
         self.name_edit.setText(names_from_metadata(layer.metadata).get(label_id, "") if layer else "")
         self.name_edit.setFocus()
-
-    def export_format(self) -> str:
-        """The chosen format's key (``tiff``, ``ome-zarr``, ``geojson``, ``measurements``)."""
-        return str(self.format_combo.currentData())
-
-    def set_export_format(self, key: str) -> None:
-        self.format_combo.setCurrentIndex(self.format_combo.findData(key))
-
-    def _on_format(self, *_args: Any) -> None:
-        self.physical_check.setEnabled(self.export_format() == GEOJSON.key)
-
-    def export_dialog(self) -> None:
-        layer = self.layer_combo.layer()
-        if layer is None:
-            napari_notify("warning", "Export: choose a labels layer first.")
-            return
-        chosen = EXPORT_FORMATS[self.export_format()]
-        start = export_folder(self.viewer, layer) / f"{layer.name}{chosen.suffix}"
-        path, _ = QFileDialog.getSaveFileName(
-            self, f"Export labels: {chosen.title}", str(start), chosen.file_filter
-        )
-        if path:
-            self.export(layer, path)
-
-    def export(self, layer: Labels, path: str | Path) -> list[Path]:
-        """Write ``layer`` to ``path`` in the chosen format and say where."""
-        fmt = self.export_format()
-        image = matching_image(self.viewer, layer) if fmt == MEASUREMENTS.key else None
-        coordinates = PHYSICAL if self.physical_check.isChecked() else PIXEL
-        try:
-            written = export_layer(layer, path, fmt, image, coordinates)
-        except (OSError, ValueError, TypeError) as e:
-            napari_notify("error", f"Export of {layer.name} failed: {e}")
-            return []
-        note = f" (mean intensity of {image.name})" if image is not None else ""
-        napari_notify("info", "Saved " + ", ".join(str(p) for p in written) + note)
-        return written
 
     def _follow_names(self, layer: Labels | None) -> None:
         """Show ``layer``'s names and keep them current (renames in the Labels tab, undo, files)."""

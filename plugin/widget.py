@@ -1,8 +1,8 @@
 """The "SAM2 Segmentation" dock widget: connection, then three tabs.
 
-* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), names and export;
-* **Labels**: the label list (:mod:`plugin.label_table_widget`) and propagation
-  (:mod:`plugin.propagate_widget`);
+* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), names;
+* **Labels**: the label list (:mod:`plugin.label_table_widget`), propagation
+  (:mod:`plugin.propagate_widget`) and export (:mod:`plugin.export_widget`);
 * **Backend**: recent backend events (:mod:`plugin.events_widget`).
 
 Thin: state lives in :class:`plugin.controller.Controller`, network work in
@@ -51,6 +51,7 @@ from plugin.backend import BackendStatus, LocalBackend, default_address, default
 from plugin.controller import Applied, Controller, same_layer
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.events_widget import EventsPanel
+from plugin.export_widget import ExportBox
 from plugin.label_ops import LabelMode
 from plugin.label_table_widget import LabelTable
 from plugin.latest_only import LatestOnly
@@ -175,8 +176,10 @@ class SamWidget(QWidget):
         self.labels = LabelTable(self.viewer, self.controller)
         self.labels.on_named = self.names.attach
         self.propagate_box = PropagateBox(self.controller, self.labels)
+        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer)
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
+        column.addWidget(self.export_box)
         return page
 
     def _prompt_box(self) -> QGroupBox:

@@ -1,21 +1,25 @@
-"""Every export format from the export box and from ``File > Save Selected Layers``, opened again in napari.
+"""Every export format from the Labels tab's Export box and from ``File > Save Selected Layers``.
 
-A real viewer (Xvfb): the export box writes TIFF, OME-Zarr, GeoJSON and the
-measurements CSV of a named labels stack in microns; napari's save goes
-through the npe2 writers by extension; each file reopens through the
-plugin's reader as a labels layer with its names, scale and units.
+A real viewer (Xvfb): the Export box writes TIFF, OME-Zarr, GeoJSON (pixel
+and physical coordinates) and the measurements CSV of a named labels stack
+in microns; napari's save goes through the npe2 writers by extension; each
+file reopens through the plugin's reader as a labels layer with its names,
+scale and units.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 
+from plugin.export_widget import ExportBox
 from plugin.label_names import METADATA_KEY
-from plugin.name_widget import NameWidget, set_label_name
+from plugin.name_widget import set_label_name
 from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS
@@ -51,25 +55,26 @@ def assert_reopens(viewer, path: Path, data: np.ndarray) -> None:
 
 def test_export_box_writes_each_format_and_napari_reopens_it(scene, tmp_path: Path) -> None:
     viewer, labels, data = scene
-    box = NameWidget(viewer)
-    box.layer_combo.set_layer(labels)
-    assert [box.format_combo.itemData(i) for i in range(box.format_combo.count())] == [
-        "tiff",
-        "ome-zarr",
-        "geojson",
-        "measurements",
-    ]
+    box = ExportBox(viewer, lambda: labels)
+    keys = ["tiff", "ome-zarr", "geojson", "geojson-physical", "measurements"]
+    assert [box.format_combo.itemData(i) for i in range(box.format_combo.count())] == keys
     written = {}
-    for key in ("tiff", "ome-zarr", "geojson", "measurements"):
-        box.set_export_format(key)
-        assert box.physical_check.isEnabled() == (key == "geojson")
-        written[key] = box.export(labels, tmp_path / "nuclei")
+    for key in keys:
+        box.set_choice(key)
+        written[key] = box.export(labels, tmp_path / key / "nuclei")
     assert [p.name for p in written["tiff"]] == ["nuclei.tif", "nuclei.names.json", "nuclei.names.csv"]
     assert [p.name for p in written["ome-zarr"]] == ["nuclei.ome.zarr"]
     assert [p.name for p in written["geojson"]] == ["nuclei.geojson"]
+    assert [p.name for p in written["geojson-physical"]] == ["nuclei.geojson"]
     assert [p.name for p in written["measurements"]] == ["nuclei.measurements.csv"]
-    for key in ("tiff", "ome-zarr", "geojson"):
+    for key in ("tiff", "ome-zarr", "geojson", "geojson-physical"):
         assert_reopens(viewer, written[key][0], data)
+    # physical coordinates: the label's outer box (rows 5..25, cols 5..30) in microns
+    pixel, physical = (json.loads(written[k][0].read_text()) for k in ("geojson", "geojson-physical"))
+    assert pixel["features"][0]["properties"]["name"] == "cell nucleus"
+    assert shapely.geometry.shape(pixel["features"][0]["geometry"]).bounds == (5, 5, 30, 25)
+    bounds = shapely.geometry.shape(physical["features"][0]["geometry"]).bounds
+    np.testing.assert_allclose(bounds, (5 * 0.5, 5 * 0.25, 30 * 0.5, 25 * 0.25))
     with open(written["measurements"][0], newline="") as f:
         rows = {(r["slice"], r["id"]): r for r in csv.DictReader(f)}
     image = viewer.layers["cells"].data
@@ -78,7 +83,7 @@ def test_export_box_writes_each_format_and_napari_reopens_it(scene, tmp_path: Pa
     assert rows[("1", "4")]["name"] == "cell nucleus"
     # a bad target is reported, not raised, and leaves nothing behind
     (tmp_path / "taken.ome.zarr").write_text("a file, not a store")
-    box.set_export_format("ome-zarr")
+    box.set_choice("ome-zarr")
     assert box.export(labels, tmp_path / "taken.ome.zarr") == []
 
 
@@ -98,3 +103,37 @@ def test_save_selected_layers_picks_the_writer_by_extension(scene, tmp_path: Pat
     viewer.layers.selection = {labels}
     (saved,) = viewer.layers.save(str(tmp_path / "alone.csv"), selected=True, plugin=PLUGIN)
     assert "mean_intensity" not in Path(saved).read_text().splitlines()[0]
+
+
+def test_file_menu_save_selected_layers_offers_and_writes_each_format(scene, tmp_path, monkeypatch) -> None:
+    """The real ``File > Save Selected Layers...`` action: our writers are in its list and write the file."""
+    from napari._qt import qt_viewer
+
+    viewer, labels, data = scene
+    offered: list[list[str]] = []
+    answer: dict[str, str] = {}
+
+    def dialog(*_args, filter: str = "", **_kwargs):  # the user picks our entry and types a name
+        entries = filter.split(";;")
+        offered.append(entries)
+        chosen = next(e for e in entries if e.startswith(f"SAM2 Segmentation {answer['writer']} ("))
+        return answer["path"], chosen
+
+    monkeypatch.setattr(qt_viewer.QFileDialog, "getSaveFileName", staticmethod(dialog))
+    action = viewer.window.file_menu.findAction("napari.window.file.save_layers_dialog.selected")
+    writers = {
+        "via.tif": "labels with names (Fiji TIFF)",
+        "via.ome.zarr": "labels with names (OME-Zarr)",
+        "via.geojson": "labels as polygons (GeoJSON, QuPath)",
+    }
+    for name, writer in writers.items():
+        viewer.layers.selection = {labels}
+        answer.update(path=str(tmp_path / name), writer=writer)
+        action.trigger()
+        assert_reopens(viewer, tmp_path / name, data)
+    viewer.layers.selection = {labels, viewer.layers["cells"]}
+    answer.update(path=str(tmp_path / "via.csv"), writer="label measurements (CSV)")
+    action.trigger()
+    header = (tmp_path / "via.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["id", "name"] and header[-1] == "mean_intensity"
+    assert len(offered) == 4

@@ -303,14 +303,14 @@ def test_export_dialog_opens_where_the_image_came_from(offline, qtbot, tmp_path,
         asked.append(start)
         return "", ""  # the user cancels
 
-    monkeypatch.setattr("plugin.name_widget.QFileDialog.getSaveFileName", dialog)
+    monkeypatch.setattr("plugin.export_widget.QFileDialog.getSaveFileName", dialog)
     labels = viewer.add_labels(np.zeros((48, 48), np.uint32), name="nuclei")
-    widget.names.layer_combo.set_layer(labels)
-    widget.names.export_button.click()  # no file anywhere: the home folder
+    widget.labels.layer_combo.set_layer(labels)
+    widget.export_box.export_button.click()  # no file anywhere: the home folder
     assert Path(asked[-1]).parent == Path.home() and Path(asked[-1]).name.startswith("nuclei.")
     viewer.open(str(folder / "cells.tif"), plugin="napari")
-    widget.names.layer_combo.set_layer(labels)
-    widget.names.export_button.click()  # the image's folder
+    widget.labels.layer_combo.set_layer(labels)
+    widget.export_box.export_button.click()  # the image's folder
     assert Path(asked[-1]).parent == folder and Path(asked[-1]).name.startswith("nuclei.")
 
 

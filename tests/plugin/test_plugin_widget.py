@@ -298,7 +298,8 @@ def test_names_survive_export_and_reopen(make_napari_viewer, qtbot, tmp_path, mo
     qtbot.waitUntil(lambda: len(overlay.data) == 1 and overlay.data[0][0] == 2, timeout=2000)
     np.testing.assert_allclose(overlay.data[0], [2, 2, 2])
 
-    written = names.export(labels, tmp_path / "nuclei.tif")
+    widget.labels.layer_combo.set_layer(labels)
+    written = widget.export_box.export(labels, tmp_path / "nuclei.tif")  # the Labels tab's Export box
     assert [p.name for p in written] == ["nuclei.tif", "nuclei.names.json", "nuclei.names.csv"]
     assert "4,cell nucleus,175" in written[2].read_text()
     # napari's File > Save Selected Layers goes through the npe2 writer: the same three files
