@@ -155,6 +155,37 @@ class ClientConfig:
     known_keys: int = 64
 
 
+class KnownKeys:
+    """Image keys already sent to a service, newest last, at most ``capacity`` (thread-safe).
+
+    A request for a key in here goes without the image (the worker answers
+    "need image" if it no longer holds it). Clients may share one, so that
+    an image one of them sent (an ``embed`` ahead of prompts, say) is not
+    sent again by another.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = max(1, int(capacity))
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+    def add(self, key: str) -> None:
+        """Remember ``key`` as the most recently sent; forget the oldest past ``capacity``."""
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+
+
 class SamClient:
     """Calls operations of a SAM2 service through the broker.
 
@@ -166,6 +197,8 @@ class SamClient:
         config: timeouts and retries.
         limits: bounds applied when decoding replies.
         curve: CurveZMQ keys (see :class:`MDPClient`; default: from the environment).
+        known_keys: image keys sent so far, shared with other clients
+            (default: this client's own, ``config.known_keys`` of them).
     """
 
     def __init__(
@@ -177,12 +210,13 @@ class SamClient:
         limits: codec.Limits = codec.DEFAULT_LIMITS,
         context: zmq.Context | None = None,
         curve: CurveClientKeys | None | Literal[False] = None,
+        known_keys: KnownKeys | None = None,
     ) -> None:
         self.service = service
         self.config = config
         self.limits = limits
         self.mdp = MDPClient(endpoint, context=context, curve=curve)
-        self._sent_keys: OrderedDict[str, None] = OrderedDict()
+        self.known_keys = known_keys if known_keys is not None else KnownKeys(config.known_keys)
 
     @property
     def endpoint(self) -> str:
@@ -270,7 +304,7 @@ class SamClient:
         key = None
         if image is not None:
             key = compute_image_key(image, contrast_limits, self.service)
-        send_image = image is not None and key not in self._sent_keys
+        send_image = image is not None and key not in self.known_keys
         attempts = 1 + (self.config.retries if retries is None else max(0, retries))
         reply = self._call_once(
             op, full_params, arrays, image, key, send_image, timeout_s, on_partial, cancel, attempts
@@ -292,14 +326,8 @@ class SamClient:
                 request_id=reply.request_id,
             )
         if key is not None:
-            self._remember_key(key)
+            self.known_keys.add(key)
         return reply
-
-    def _remember_key(self, key: str) -> None:
-        self._sent_keys[key] = None
-        self._sent_keys.move_to_end(key)
-        while len(self._sent_keys) > self.config.known_keys:
-            self._sent_keys.popitem(last=False)
 
     def _call_once(
         self,

@@ -406,10 +406,22 @@ def propagate_objects(
     )
 
 
-def embed(client: SamClient, image: WireImage, timeout_s: float | None = None) -> EmbedAnswer:
-    """Run ``embed``: have a worker compute (and cache) ``image``'s embedding ahead of prompts."""
+def embed(
+    client: SamClient,
+    image: WireImage,
+    timeout_s: float | None = None,
+    cancel: threading.Event | None = None,
+) -> EmbedAnswer:
+    """Run ``embed``: have a worker compute (and cache) ``image``'s embedding ahead of prompts.
+
+    ``cancel``: set it to abandon the request (``mmi.cancel``; raises ``Superseded``).
+    """
     reply = client.call(
-        "embed", image=image.pixels, contrast_limits=image.contrast_limits, timeout_s=timeout_s
+        "embed",
+        image=image.pixels,
+        contrast_limits=image.contrast_limits,
+        timeout_s=timeout_s,
+        cancel=cancel,
     )
     result = reply.header.get("result") or {}
     return EmbedAnswer(str(result.get("image_key", "")), bool(result.get("cached", False)))

@@ -3,8 +3,8 @@
 :func:`tiled_auto` cuts an (H, W) slice into tiles of the model's input with
 a halo (:func:`protocol.tiling.tile_grid`), sends each tile as one ``auto``
 request, keeps as many requests in flight as the broker has workers for the
-service (one :class:`~protocol.client.SamClient` per thread; the broker
-routes them), and stitches the tile labels into one label image as they
+service (:func:`protocol.fan_out.fan_out`: one :class:`~protocol.client.SamClient`
+per thread; the broker routes them), and stitches the tile labels into one label image as they
 arrive (:class:`protocol.tiling.TileStitcher`). A slice no larger than the
 tile size is one request, answered as is.
 
@@ -23,9 +23,7 @@ background is not stretched into noise.
 
 from __future__ import annotations
 
-import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +34,7 @@ import numpy as np
 
 from protocol import ops
 from protocol.client import SamClient
-from protocol.errors import ClientError, Superseded
+from protocol.fan_out import fan_out
 from protocol.tiling import (
     DEFAULT_HALO,
     DEFAULT_LINK_IOU,
@@ -50,8 +48,6 @@ from protocol.tiling import (
     tile_grid,
 )
 from protocol.wire_image import stack_contrast_limits, to_wire
-
-log = logging.getLogger(__name__)
 
 # Pixels read to estimate a slice's contrast limits (a strided sample).
 CONTRAST_SAMPLE_PIXELS = 1 << 20
@@ -95,16 +91,6 @@ def sample_contrast_limits(
     step = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
     sample = np.asarray(source[::step, ::step])
     return stack_contrast_limits(sample)
-
-
-def worker_count(client: SamClient, timeout_s: float = 2.0) -> int:
-    """Workers the broker has for ``client.service`` (``mmi.services``); at least 1."""
-    try:
-        services = client.services(timeout_s)
-    except ClientError as e:
-        log.warning("could not ask the broker for its workers (%s); one request in flight", e)
-        return 1
-    return max(1, int(services.get(client.service, {}).get("workers", 1)))
 
 
 def tiled_auto(
@@ -160,107 +146,30 @@ def tiled_auto(
     grid = tile_grid((height, width), tile_size, halo)
     stitcher = TileStitcher(out, grid, merge_iou=merge_iou)
     stop = cancel if cancel is not None else threading.Event()
-    failed = threading.Event()
-    halt = _AnyEvent(stop, failed)
     if contrast_limits is None:
         contrast_limits = sample_contrast_limits(source)
     auto_params = dict(params or {})
 
-    clients = [client_factory()]
-    try:
-        workers = in_flight if in_flight is not None else worker_count(clients[0])
-        workers = max(1, min(workers, len(grid)))
-        clients += [client_factory() for _ in range(workers - 1)]
-    except BaseException:
-        for client in clients:
-            client.close()
-        raise
-    todo: queue.SimpleQueue[Tile] = queue.SimpleQueue()
-    for tile in grid.tiles:
-        todo.put(tile)
-    # Bounded: when stitching lags behind the workers, senders wait instead of piling up answers in memory.
-    results: queue.Queue[tuple[Tile, np.ndarray | None, BaseException | None]] = queue.Queue(2 * workers)
+    def send(client: SamClient, tile: Tile, halt: threading.Event) -> np.ndarray:
+        image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
+        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s).labels
 
-    def hand_over(item: tuple[Tile, np.ndarray | None, BaseException | None]) -> None:
-        while True:
-            try:
-                results.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if halt.is_set():
-                    return  # the stitching thread has stopped taking answers
+    def stitch(tile: Tile, labels: np.ndarray) -> None:
+        stitcher.add(tile, labels)
+        if on_progress is not None:
+            on_progress(stitcher.tiles_done, len(grid))
 
-    def send_tiles(client: SamClient) -> None:
-        try:
-            while not halt.is_set():
-                try:
-                    tile = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
-                    answer = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
-                    hand_over((tile, answer.labels, None))
-                except BaseException as e:  # handed to the stitching thread, which raises it
-                    hand_over((tile, None, e))
-                    return
-        finally:
-            client.close()
-
-    threads = [
-        threading.Thread(target=send_tiles, args=(client,), name=f"tiled-auto-{k}", daemon=True)
-        for k, client in enumerate(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    error: BaseException | None = None
-    try:
-        while stitcher.tiles_done < len(grid):
-            if not any(t.is_alive() for t in threads) and results.empty():
-                break
-            try:
-                tile, labels, exc = results.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if exc is not None:
-                if not isinstance(exc, Superseded) and error is None:
-                    error = exc
-                    failed.set()
-                continue
-            if labels is None or halt.is_set():
-                continue
-            stitcher.add(tile, labels)
-            if on_progress is not None:
-                on_progress(stitcher.tiles_done, len(grid))
-    except BaseException:  # a failing callback or stitch, or Ctrl-C: stop the senders too
-        failed.set()
-        raise
-    finally:
-        for thread in threads:
-            thread.join(timeout=30)
-    if error is not None:
-        raise error
+    run = fan_out(grid.tiles, client_factory, send, stitch, in_flight=in_flight, cancel=stop)
     stitched: StitchResult = stitcher.finish()
     return TiledAutoResult(
         num_objects=stitched.num_objects,
         areas=stitched.areas,
         tiles=len(grid),
         tiles_done=stitched.tiles_done,
-        in_flight=workers,
+        in_flight=run.in_flight,
         seconds=time.monotonic() - started,
         cancelled=stop.is_set(),
     )
-
-
-class _AnyEvent(threading.Event):
-    """Set when any of its events is set (what ``SamClient.call``'s ``cancel`` polls)."""
-
-    def __init__(self, *events: threading.Event) -> None:
-        super().__init__()
-        self._events = events
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ network:
 * :class:`Window` maps prompts into the sent image, reads its pixels from any
   array-like (numpy, zarr, dask: only the window is read) and brings masks
   back to native resolution at the window's offset.
+* :func:`click_windows` lists every window a single click on a slice can
+  get (what embedding a whole slice ahead of clicks means).
 * :func:`touched_inner_sides` and :func:`grow_window` say whether a mask
   runs into the window's border (one that is not the slice's) and propose
   the window to ask again with.
@@ -333,6 +335,41 @@ def window_for_prompt(
         margin_px=margin_px,
         max_factor=max_factor,
     )
+
+
+def click_windows(
+    slice_shape: Sequence[int],
+    *,
+    model_input: int = MODEL_INPUT,
+    margin_px: int = DEFAULT_MARGIN_PX,
+    max_factor: int = MAX_FACTOR,
+) -> list[Window]:
+    """Every window a single click somewhere on a slice of ``slice_shape`` (H, W) gets, rows first.
+
+    The windows :func:`window_for_prompt` gives one point at each pixel
+    centre (rows and columns are placed independently, so these are the
+    row origins times the column origins): embedding them all ahead makes
+    every later click on the slice a decoder call. A slice no larger than
+    ``model_input`` has one window, itself.
+    """
+    height, width = int(slice_shape[0]), int(slice_shape[1])
+    sizing = {"model_input": model_input, "margin_px": margin_px, "max_factor": max_factor}
+    row_origins = sorted(
+        {
+            window_for_region((height, width), (r + 0.5, 0.5, r + 0.5, 0.5), **sizing).row0
+            for r in range(height)
+        }
+    )
+    by_col = {
+        window_for_region((height, width), (0.5, c + 0.5, 0.5, c + 0.5), **sizing) for c in range(width)
+    }
+    columns = sorted({(w.col0, w.cols) for w in by_col})
+    first = next(iter(by_col))
+    return [
+        Window(row0, col0, first.rows, cols, first.factor, (height, width))
+        for row0 in row_origins
+        for col0, cols in columns
+    ]
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:

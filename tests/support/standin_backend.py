@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from protocol import ops
 from protocol.client import ClientConfig, SamClient
+from protocol.fan_out import fan_out
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 
 SERVICE = "standin"
@@ -11,7 +15,10 @@ SERVICE = "standin"
 class StandinBackend:
     """``python -m broker`` and ``n`` stand-in worker processes."""
 
-    def __init__(self, spawn: ProcessSpawner, workers: int, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, spawn: ProcessSpawner, workers: int, delay_s: float = 0.0, worker_args: Sequence[str] = ()
+    ) -> None:
+        """``worker_args``: more options of each stand-in (``--encode-delay-s``, ``--cache-entries``)."""
         self.frontend, self.backend = free_endpoint(), free_endpoint()
         broker = spawn(
             [PYTHON, "-m", "broker", "--frontend", self.frontend, "--backend", self.backend,
@@ -35,6 +42,7 @@ class StandinBackend:
                     "4",
                     "--delay-s",
                     str(delay_s),
+                    *worker_args,
                 ],
                 f"standin{k}",
             )  # fmt: skip
@@ -47,3 +55,18 @@ class StandinBackend:
 
     def client(self, service: str = SERVICE) -> SamClient:
         return SamClient(self.frontend, service, config=ClientConfig(timeout_s=60.0, retries=0))
+
+    def infos(self, tries: int = 5) -> dict[int, dict]:
+        """``info`` of every stand-in worker, by pid (simultaneous requests reach different idle workers)."""
+        found: dict[int, dict] = {}
+        for _ in range(tries):
+            fan_out(
+                list(range(len(self.workers))),
+                self.client,
+                lambda client, _i, _halt: ops.info(client, timeout_s=10.0),
+                lambda _i, info: found.__setitem__(int(info["pid"]), info),
+                in_flight=len(self.workers),
+            )
+            if len(found) == len(self.workers):
+                break
+        return found

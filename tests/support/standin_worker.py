@@ -18,10 +18,13 @@ the object on the previous slice).
 Images are cached by image key (so ``need_image`` works as with SAM2)::
 
     python -m tests.support.standin_worker --connect tcp://127.0.0.1:5556 --service standin \
-        [--delay-s 0.05] [--encode-delay-s 0.5]
+        [--delay-s 0.05] [--encode-delay-s 0.5] [--cache-entries 8]
 
 ``--delay-s`` is slept per ``segment``/``auto`` request and
 ``--encode-delay-s`` per new image, to emulate model time in benchmarks.
+``--cache-entries`` (8) images stay cached; ``info`` reports the cache as the
+real worker does (``entries``, ``bytes``, ``limit_bytes``, counting each
+entry as ``ENTRY_BYTES``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ log = logging.getLogger("standin")
 MODEL_INPUT = 1024
 THRESHOLD = 128
 CACHE_ENTRIES = 8
+ENTRY_BYTES = 1 << 20
+"""Nominal size of one cached image in ``info``'s ``cache`` (the stand-in's cache counts entries)."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,17 @@ def look(image: np.ndarray, contrast_limits: Sequence[float] | None) -> Seen:
 class StandinService:
     """The operations, answered from :func:`look` (one request at a time, like the real worker)."""
 
-    def __init__(self, service: str, delay_s: float = 0.0, encode_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        service: str,
+        delay_s: float = 0.0,
+        encode_delay_s: float = 0.0,
+        cache_entries: int = CACHE_ENTRIES,
+    ) -> None:
         self.service = service
         self.delay_s = delay_s
         self.encode_delay_s = encode_delay_s
+        self.cache_entries = cache_entries
         self.cache: OrderedDict[str, Seen] = OrderedDict()
         self.counters: dict[str, int] = {"requests": 0, "errors": 0, "encoder_runs": 0, "images_received": 0}
         self.by_op: dict[str, int] = {}
@@ -191,7 +203,7 @@ class StandinService:
         self._wait(self.encode_delay_s)
         self.counters["encoder_runs"] += 1
         self.cache[key] = seen
-        while len(self.cache) > CACHE_ENTRIES:
+        while len(self.cache) > self.cache_entries:
             self.cache.popitem(last=False)
         return key, seen
 
@@ -207,6 +219,11 @@ class StandinService:
                 "pid": os.getpid(),
                 "counters": {**self.counters, "by_op": dict(self.by_op)},
                 "image_shapes": self.image_shapes[-64:],
+                "cache": {
+                    "entries": len(self.cache),
+                    "bytes": len(self.cache) * ENTRY_BYTES,
+                    "limit_bytes": self.cache_entries * ENTRY_BYTES,
+                },
             },
         )
 
@@ -466,13 +483,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--service", default="standin", help="service name registered with READY")
     parser.add_argument("--delay-s", type=float, default=0.0, help="seconds per segment/auto request")
     parser.add_argument("--encode-delay-s", type=float, default=0.0, help="seconds per new image")
+    parser.add_argument("--cache-entries", type=int, default=CACHE_ENTRIES, help="images kept cached")
     parser.add_argument("--heartbeat-interval-s", type=float, default=1.0)
     parser.add_argument("--heartbeat-liveness", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s standin[%(process)d] %(levelname)s %(message)s"
     )
-    service = StandinService(args.service, args.delay_s, args.encode_delay_s)
+    service = StandinService(args.service, args.delay_s, args.encode_delay_s, args.cache_entries)
     config = WorkerConfig(
         connect=args.connect,
         service=args.service,
