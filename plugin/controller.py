@@ -74,8 +74,8 @@ from protocol.client import SamClient
 from protocol.codec import Message
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
-from protocol.tiled_auto import tiled_auto
-from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE
+from protocol.tiled_auto import TiledAutoResult, tiled_auto
+from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE, CompressedPlane
 from protocol.windowed_segment import WindowedMask, segment_windowed
 from protocol.windows import MAX_FACTOR, MODEL_INPUT, Window, prompt_extent
 
@@ -178,6 +178,19 @@ class Applied:
     answer: np.ndarray | None = field(default=None, repr=False)
     offset: tuple[int, int] = (0, 0)
     window: Window | None = None
+
+
+@dataclass(frozen=True)
+class StitchedAnswer:
+    """AUTO-SEGMENT of a large slice: the stitched tiles, held compressed (never a slice-sized array).
+
+    Attributes:
+        stitched: (H, W) labels 0 = none, 1..n, in rectangles (the tiles' cores).
+        areas: pixels of object i at ``areas[i - 1]``.
+    """
+
+    stitched: CompressedPlane = field(repr=False)
+    areas: tuple[int, ...]
 
 
 def same_layer(a: Any, b: Any) -> bool:
@@ -745,7 +758,7 @@ class Controller:
             )
             return False
 
-        def job(client: Any) -> AutoAnswer:
+        def job(client: Any) -> AutoAnswer | StitchedAnswer:
             if tiled:
                 return self._tiled_job(data, plane, rgb, limits, cancel, on_progress)
             wire = wire_slice(data, plane, rgb, limits)
@@ -758,7 +771,7 @@ class Controller:
                 timeout_s=settings.timeout_s,
             )
 
-        def done(answer: AutoAnswer) -> None:
+        def done(answer: AutoAnswer | StitchedAnswer) -> None:
             self.auto_running = False
             self._apply_auto(layer, plane, answer)
             on_done(True)
@@ -791,11 +804,25 @@ class Controller:
         Returns:
             ``(labels (H, W) uint32 1..n, n, cancelled)``.
         """
+        out = np.zeros(plane.size, dtype=np.uint32)
+        result = self._run_tiles(data, plane, rgb, limits, cancel, out, on_tiles)
+        return out, result.num_objects, result.cancelled
+
+    def _run_tiles(
+        self,
+        data: Any,
+        plane: SlicePlane,
+        rgb: bool,
+        limits: tuple[float, ...],
+        cancel: threading.Event,
+        out: Any,
+        on_tiles: Callable[[int, int], None] | None,
+    ) -> TiledAutoResult:
+        """``tiled_auto`` of ``plane`` with the user's settings into ``out`` (H, W) (off the GUI thread)."""
         assert self.session is not None
         settings = self.auto_settings
         endpoint, model, config = self.session.endpoint, self.session.model, self.session.config
-        out = np.zeros(plane.size, dtype=np.uint32)
-        result = tiled_auto(
+        return tiled_auto(
             LazyPlane(data, plane, rgb),
             out,
             lambda: SamClient(endpoint, model, config=config),
@@ -807,7 +834,6 @@ class Controller:
             cancel=cancel,
             timeout_s=settings.timeout_s,
         )
-        return out, result.num_objects, result.cancelled
 
     def _tiled_job(
         self,
@@ -817,29 +843,38 @@ class Controller:
         limits: tuple[float, ...],
         cancel: threading.Event,
         on_progress: Callable[[float | None, str], None],
-    ) -> AutoAnswer:
-        """:meth:`tiled_labels` for AUTO-SEGMENT; cancelled: raises ``Superseded`` (nothing is written)."""
+    ) -> StitchedAnswer:
+        """Tiles of a large slice for AUTO-SEGMENT, stitched into compressed rectangles (no slice-sized
+        array); cancelled: raises ``Superseded`` (nothing is written)."""
 
         def progress(done: int, total: int) -> None:
             text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
             self.dispatch(lambda: on_progress(done / total, text))
 
-        out, count, cancelled = self.tiled_labels(data, plane, rgb, limits, cancel, progress)
-        if cancelled:
+        stitched = CompressedPlane(plane.size)
+        result = self._run_tiles(data, plane, rgb, limits, cancel, stitched, progress)
+        if result.cancelled:
             raise Superseded("AUTO-SEGMENT was cancelled")
-        return AutoAnswer(out, count)
+        return StitchedAnswer(stitched, tuple(result.areas))
 
     def cancel_auto(self) -> None:
         if self._auto_cancel is not None:
             self._auto_cancel.set()
 
-    def _apply_auto(self, layer: Labels, plane: SlicePlane, answer: AutoAnswer) -> None:
+    def _apply_auto(self, layer: Labels, plane: SlicePlane, answer: AutoAnswer | StitchedAnswer) -> None:
         if layer not in self.viewer.layers:
             return
-        ids, pixels = self.paste_auto(
-            layer, plane, drop_small_objects(answer.labels, self.auto_settings.min_area)
-        )
-        self._record(Applied(AUTO, layer.name, ids, plane, pixels, {}, {}, answer=answer.labels))
+        min_area = self.auto_settings.min_area
+        if isinstance(answer, StitchedAnswer):  # a large slice: pasted rectangle by rectangle
+            stitched = answer.stitched
+            ids, pixels = self.results.paste_stitched(
+                layer, plane, stitched, stitched.rectangles, answer.areas, min_area
+            )
+            whole = None
+        else:
+            ids, pixels = self.paste_auto(layer, plane, drop_small_objects(answer.labels, min_area))
+            whole = answer.labels
+        self._record(Applied(AUTO, layer.name, ids, plane, pixels, {}, {}, answer=whole))
         if not ids:
             self.notify("info", "AUTO-SEGMENT found no objects on this slice (try more points per side).")
             return

@@ -11,14 +11,15 @@ last (for the prompt layers' undo keys) and the user notifications.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from plugin.coords import SlicePlane
 from plugin.history import Histories
-from plugin.label_ops import LabelIdOverflow, LabelIdTracker, compute_paste, dtype_max_id
+from plugin.image_slice import LazyPlane
+from plugin.label_ops import Box, LabelIdOverflow, LabelIdTracker, SliceEdit, compute_paste, dtype_max_id
 from plugin.layers import slice_view, write_edit
 from protocol.errors import RemoteError, RequestTimeout, Superseded
 
@@ -120,6 +121,57 @@ class Results:
         write_edit(layer, plane, edit)
         self.wrote(layer)
         return tuple(int(i) for i in np.unique(edit.new) if i), edit.size
+
+    def paste_stitched(
+        self,
+        layer: Labels,
+        plane: SlicePlane,
+        stitched: Any,
+        cores: Sequence[Box],
+        areas: Sequence[int],
+        min_area: int = 0,
+    ) -> tuple[tuple[int, ...], int]:
+        """Write a stitched automatic segmentation of a large slice rectangle by rectangle, with new ids.
+
+        Nothing slice-sized is made: each core is read from ``stitched``, its
+        place in the layer is read, planned (:func:`plugin.label_ops.compute_paste`)
+        and written, so the extra memory is one core (plus napari's record of
+        the changed pixels). The whole paste is one undo step.
+
+        Args:
+            layer: the labels layer (numpy or zarr-backed).
+            plane: the slice written.
+            stitched: (H, W) labels 0 = none, 1..n, readable by rectangles
+                (e.g. :class:`protocol.tiling.CompressedPlane`).
+            cores: [r0, c0, r1, c1) rectangles that cover every object (the tiles' cores).
+            areas: pixels of object i at ``areas[i - 1]``.
+            min_area: objects smaller than this are not written (the others keep their order).
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        sizes = np.asarray(areas, dtype=np.int64)
+        keep = sizes >= max(int(min_area), 1)
+        count = int(keep.sum())
+        if count == 0:
+            return (), 0
+        labels = LazyPlane(layer.data, plane)
+        first = self.allocate(layer, np.zeros(0, dtype=np.uint32), count=count)
+        relabel = np.zeros(sizes.size + 1, dtype=np.uint32)
+        relabel[1:][keep] = np.arange(1, count + 1, dtype=np.uint32)
+        written: set[int] = set()
+        pixels = 0
+        with layer.block_history():
+            for r0, c0, r1, c1 in cores:
+                objects = relabel[np.asarray(stitched[r0:r1, c0:c1])]
+                edit = compute_paste(labels[r0:r1, c0:c1], objects, first, self.only_background)
+                if edit.size == 0:
+                    continue
+                write_edit(layer, plane, SliceEdit(edit.rows + r0, edit.cols + c0, edit.old, edit.new))
+                written.update(int(i) for i in np.unique(edit.new) if i)
+                pixels += edit.size
+        self.wrote(layer)
+        return tuple(sorted(written)), pixels
 
     def paste_ids(self, layer: Labels, plane: SlicePlane, ids: np.ndarray) -> tuple[tuple[int, ...], int]:
         """Write (H, W) labels that already hold the layer's final ids (0 = none) on ``plane``.

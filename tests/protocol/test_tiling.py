@@ -12,7 +12,15 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from protocol.tiling import PlaneView, StackLinker, TileStitcher, link_slice, stitch_tiles, tile_grid
+from protocol.tiling import (
+    CompressedPlane,
+    PlaneView,
+    StackLinker,
+    TileStitcher,
+    link_slice,
+    stitch_tiles,
+    tile_grid,
+)
 from tests.support.standin_worker import disc_image, scattered_discs
 
 
@@ -121,6 +129,27 @@ def test_stitching_into_zarr_touches_only_one_tile_at_a_time() -> None:
     assert max(r * c for r, c in written) <= 1024 * 1024
     assert result.num_objects == int(truth.max())
     assert_same_objects(np.asarray(store[:]), truth)
+
+
+def test_stitching_into_a_compressed_plane_gives_the_same_labels_in_a_fraction_of_the_memory() -> None:
+    shape = (2100, 2100)
+    centres, radii = scattered_discs(shape, spacing=50, seed=3)
+    _, truth = disc_image(shape, centres, radii)
+    grid = tile_grid(shape, tile_size=1024, halo=128)
+    answers = [tile_answer(truth, t.window, t.flat) for t in grid.tiles]
+    dense = np.zeros(shape, dtype=np.uint32)
+    expected = stitch_tiles(dense, grid, answers)
+    plane = CompressedPlane(shape)
+    result = stitch_tiles(plane, grid, answers)
+    assert result == expected
+    assert plane.rectangles == sorted(t.core for t in grid.tiles)  # the cores, nothing else
+    np.testing.assert_array_equal(plane[0:2100, 0:2100], dense)
+    np.testing.assert_array_equal(plane[500:1700, 3:2001], dense[500:1700, 3:2001])  # across cores
+    assert plane.nbytes_stored < dense.nbytes / 20
+    with pytest.raises(ValueError, match="partly overlaps"):
+        plane[10:20, 10:20] = 1
+    with pytest.raises(TypeError, match="two slices"):
+        plane[5]
 
 
 def test_stitcher_refuses_wrong_tiles_clearly() -> None:
