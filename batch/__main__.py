@@ -31,7 +31,7 @@ from pathlib import Path
 
 from batch.inputs import UsageError, discover
 from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
-from batch.outputs import FORMAT_TIFF, OUTPUT_FORMATS
+from batch.outputs import COORDINATES, FORMAT_TIFF, OUTPUT_FORMATS
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
 from protocol import cli
 from protocol.checkpoints import DEFAULT_MODEL
@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="label files: tiff (uint32 TIFF), ome-zarr (NGFF labels) or geojson (polygons) (%(default)s)",
     )
     parser.add_argument(
+        "--coordinates",
+        choices=list(COORDINATES),
+        default=COORDINATES[0],
+        help="geojson: pixel coordinates, as QuPath expects, or physical ones (the input TIFF's "
+        "pixel size x pixel; pixels when it has none) (%(default)s)",
+    )
+    parser.add_argument(
         "--tile-size",
         type=positive_int,
         default=DEFAULT_TILE_SIZE,
@@ -179,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         output_format=args.output_format,
+        coordinates=args.coordinates,
         tiling=not args.no_tiling,
         tile_size=args.tile_size,
         tile_halo=args.tile_halo,

@@ -17,10 +17,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from protocol.wire_image import to_wire_dtype
+
+if TYPE_CHECKING:
+    from plugin.formats.geometry import Geometry
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -168,3 +172,25 @@ def read_image(path: Path) -> InputImage:
     stack_shape = tuple(int(s) for s in data.shape[:-spatial])
     slices = data.reshape(math.prod(stack_shape), *data.shape[-spatial:])
     return InputImage(np.ascontiguousarray(slices), stack_shape)
+
+
+def input_geometry(path: Path, label_ndim: int) -> Geometry | None:
+    """The pixel size an input TIFF carries, as the geometry of its ``label_ndim``-axis labels.
+
+    ImageJ, OME or resolution-tag calibration (:mod:`plugin.formats.tiff_geometry`);
+    None (pixel units) for other files, TIFFs without one, or labels of another shape.
+    """
+    if path.is_dir() or path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    import tifffile
+
+    from plugin.formats.tiff_geometry import tiff_geometry
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            geometry = tiff_geometry(tif)
+    except (OSError, ValueError, KeyError, tifffile.TiffFileError):
+        return None
+    if geometry.ndim != label_ndim or all(unit is None for unit in geometry.units):
+        return None
+    return geometry

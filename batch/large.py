@@ -24,12 +24,15 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, atomic_path, write_output
+from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, atomic_path, tiff_resolution, write_output
 from protocol.wire_image import stack_contrast_limits, to_wire_dtype
+
+if TYPE_CHECKING:
+    from plugin.formats.geometry import Geometry
 
 DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30
 """Label images larger than this (uint32 bytes) are written tile by tile through a zarr store."""
@@ -138,17 +141,27 @@ class LabelSink:
         label_shape: ``stack_shape + (H, W)``.
         output_format: ``tiff`` or ``ome-zarr`` for labels beyond the budget; any for the rest.
         max_in_memory_bytes: uint32 labels larger than this go to a zarr store on disk.
+        geometry: the input's axes and pixel size (:func:`batch.inputs.input_geometry`); None: pixels.
+        coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
 
     Attributes:
         array: (N, H, W) uint32, zero-filled: numpy, or zarr on disk (``on_disk``).
     """
 
     def __init__(
-        self, path: Path, label_shape: tuple[int, ...], output_format: str, max_in_memory_bytes: int
+        self,
+        path: Path,
+        label_shape: tuple[int, ...],
+        output_format: str,
+        max_in_memory_bytes: int,
+        geometry: Geometry | None = None,
+        coordinates: str = "pixel",
     ):
         self.path = path
         self.label_shape = label_shape
         self.output_format = output_format
+        self.geometry = geometry if geometry is not None and geometry.ndim == len(label_shape) else None
+        self.coordinates = coordinates
         flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
         self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
         self._tmp: Path | None = None
@@ -177,7 +190,8 @@ class LabelSink:
         """Write the label file atomically (tile by tile when on disk), then drop the temporary store."""
         try:
             if not self.on_disk:
-                write_output(self.path, self.array.reshape(self.label_shape), self.output_format)
+                labels = self.array.reshape(self.label_shape)
+                write_output(self.path, labels, self.output_format, self.geometry, self.coordinates)
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
             else:
@@ -214,6 +228,7 @@ class LabelSink:
                 bigtiff=True,
                 compression="zlib",
                 photometric="minisblack",
+                **tiff_resolution(self.geometry),
             )
 
     def _write_ngff(self) -> None:
@@ -228,7 +243,9 @@ class LabelSink:
 
         if not 2 <= len(self.label_shape) <= 5:
             raise ValueError(f"NGFF labels hold 2 to 5 axes, got shape {self.label_shape}")
-        axes = list(Geometry.plain(len(self.label_shape)).axes)
+        geometry = self.geometry or Geometry.plain(len(self.label_shape))
+        axes = list(geometry.axes)
+        units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
         chunks = tuple(1 for _ in self.label_shape[:-2]) + tuple(min(CHUNK, n) for n in self.label_shape[-2:])
         data = da.from_array(self.array, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
         store = zarr_path(self.path)
@@ -242,5 +259,7 @@ class LabelSink:
                 scale_factors=scale_factors((self.label_shape[-2], self.label_shape[-1])),
                 fmt=FormatV04(),
                 axes=axes,
+                scale=dict(zip(geometry.axes, geometry.scale, strict=True)),
+                axes_units=units or None,
                 storage_options={"chunks": chunks},
             )

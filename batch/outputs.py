@@ -3,9 +3,15 @@
 Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, uint32, one
 page per slice), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
 image) or ``geojson`` (``<stem>_labels.geojson``, one polygon per label and
-slice, pixel coordinates, QuPath conventions); the last two are written by
-:mod:`plugin.formats` (no napari involved), in pixel units (the inputs'
-pixel size is not read).
+slice, QuPath conventions); the last two are written by :mod:`plugin.formats`
+(no napari involved).
+
+The pixel size of an input TIFF (ImageJ, OME or resolution tags, read by
+:mod:`plugin.formats.tiff_geometry`) goes with its labels: the TIFF gets X/Y
+resolution in pixels per centimetre (what Fiji, Bio-Formats and QuPath read),
+the OME-Zarr scale and units per axis, the GeoJSON the pixel size and units in
+its properties and, with ``--coordinates physical``, physical coordinates.
+Without one (or for PNG/JPEG inputs) they are in pixel units.
 
 Every file is written to a temporary name in its folder and moved into place
 with ``os.replace`` (a zarr store: a temporary directory swapped in), so a
@@ -27,8 +33,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from plugin.formats.geometry import Geometry
 
 SUMMARY_NAME = "summary.csv"
 FORMAT_TIFF = "tiff"
@@ -36,6 +46,8 @@ FORMAT_OME_ZARR = "ome-zarr"
 FORMAT_GEOJSON = "geojson"
 OUTPUT_FORMATS = {FORMAT_TIFF: ".tif", FORMAT_OME_ZARR: ".ome.zarr", FORMAT_GEOJSON: ".geojson"}
 """``--format`` choices and the suffix of their label files."""
+COORDINATES = ("pixel", "physical")
+"""GeoJSON coordinates (``--coordinates``): pixels (QuPath) or pixel size x pixel index."""
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 STATUS_SKIPPED = "skipped"
@@ -83,14 +95,39 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Write a uint32 label image atomically: (H, W) one page, (..., H, W) one page per slice."""
+def tiff_resolution(geometry: Geometry | None) -> dict[str, Any]:
+    """tifffile's ``resolution`` (pixels per cm, x then y) and ``resolutionunit``; {} in pixel units."""
+    from plugin.formats.geometry import METRES_PER
+
+    unit = geometry.length_unit if geometry is not None else None
+    if geometry is None or unit is None:
+        return {}
+    cm = METRES_PER[unit] / METRES_PER["centimeter"]
+    x, y = geometry.size("x") * cm, geometry.size("y") * cm
+    return {"resolution": (1.0 / x, 1.0 / y), "resolutionunit": "CENTIMETER"}
+
+
+def pixel_size_text(geometry: Geometry | None) -> str:
+    """The pixel size for the log: ``0.5x0.5 micrometer`` (x then y), or ``pixel`` when unknown."""
+    unit = geometry.length_unit if geometry is not None else None
+    if geometry is None or unit is None:
+        return "pixel"
+    return f"{geometry.size('x'):g}x{geometry.size('y'):g} {unit}"
+
+
+def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = None) -> None:
+    """Write a uint32 label image atomically: (H, W) one page, (..., H, W) one page per slice.
+
+    ``geometry``'s pixel size (when known) goes into the X/Y resolution tags.
+    """
     import tifffile
 
     if labels.dtype != np.uint32:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack")
+        tifffile.imwrite(
+            tmp, labels, compression="zlib", photometric="minisblack", **tiff_resolution(geometry)
+        )
 
 
 def output_path(tiff_path: Path, output_format: str) -> Path:
@@ -103,15 +140,28 @@ def output_path(tiff_path: Path, output_format: str) -> Path:
     return tiff_path.with_name(stem + OUTPUT_FORMATS[output_format])
 
 
-def write_output(path: Path, labels: np.ndarray, output_format: str = FORMAT_TIFF) -> None:
+def write_output(
+    path: Path,
+    labels: np.ndarray,
+    output_format: str = FORMAT_TIFF,
+    geometry: Geometry | None = None,
+    coordinates: str = "pixel",
+) -> None:
     """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
+
+    Args:
+        path: the label file.
+        labels: uint32 labels, 0 = background.
+        output_format: a key of :data:`OUTPUT_FORMATS`.
+        geometry: the input's axes and pixel size (one entry per label axis); None: pixel units.
+        coordinates: GeoJSON ``pixel`` or ``physical`` coordinates (:data:`COORDINATES`).
 
     Raises:
         ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
         OSError: the file system refused.
     """
     if output_format == FORMAT_TIFF:
-        write_labels(path, labels)
+        write_labels(path, labels, geometry)
         return
     from plugin.formats.geojson import write_geojson
     from plugin.formats.geometry import Geometry
@@ -119,11 +169,12 @@ def write_output(path: Path, labels: np.ndarray, output_format: str = FORMAT_TIF
 
     if labels.dtype != np.uint32:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")
-    geometry = Geometry.plain(labels.ndim)
+    if geometry is None or geometry.ndim != labels.ndim:
+        geometry = Geometry.plain(labels.ndim)
     if output_format == FORMAT_OME_ZARR:
         write_ngff_labels(path, labels, {}, geometry, name=path.name.split(".")[0])
     elif output_format == FORMAT_GEOJSON:
-        write_geojson(path, labels, {}, geometry)
+        write_geojson(path, labels, {}, geometry, coordinates)
     else:
         raise ValueError(f"unknown output format {output_format!r}")
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from batch.inputs import InputImage, ReadError, is_zarr_input, output_names, read_image
+from batch.inputs import InputImage, ReadError, input_geometry, is_zarr_input, output_names, read_image
 from batch.large import (
     DEFAULT_MAX_IN_MEMORY_BYTES,
     LabelSink,
@@ -47,6 +47,7 @@ from batch.outputs import (
     Row,
     merge_rows,
     output_path,
+    pixel_size_text,
     read_summary,
     write_output,
     write_summary,
@@ -86,6 +87,7 @@ class BatchSettings:
             image's own 1st-99th percentiles (a stack's over all its slices).
         overwrite: redo inputs whose label file already exists.
         output_format: ``tiff``, ``ome-zarr`` or ``geojson`` (see :mod:`batch.outputs`).
+        coordinates: GeoJSON ``pixel`` (QuPath) or ``physical`` coordinates (the input's pixel size).
         progress: show a progress bar (only on a terminal).
         tiling: segment slices larger than ``tile_size`` as tiles at native resolution
             (off: each slice is one request, seen downsampled by the model).
@@ -107,6 +109,7 @@ class BatchSettings:
     overwrite: bool = False
     progress: bool = True
     output_format: str = "tiff"
+    coordinates: str = "pixel"
     tiling: bool = True
     tile_size: int = DEFAULT_TILE_SIZE
     tile_halo: int = DEFAULT_HALO
@@ -372,17 +375,20 @@ class BatchRunner:
             count, height, width = slices.shape[:3]
             slice_names = [str(n) if is_stack else "" for n in range(count)]
             self.report.slices += count
+            label_shape = (*stack_shape, height, width)
             sink = LabelSink(
                 self.outputs[path],
-                (*stack_shape, height, width),
+                label_shape,
                 self.settings.output_format,
                 self.settings.max_in_memory_bytes,
+                input_geometry(path, len(label_shape)),
+                self.settings.coordinates,
             )
             tiled = self._needs_tiles((height, width))
             tile_size = self.settings.tile_size if tiled else max(height, width)
             halo = self.settings.tile_halo if tiled else 0
             log.info(
-                "tiled file=%s slices=%d size=%dx%d tile=%d halo=%d labels=%s",
+                "tiled file=%s slices=%d size=%dx%d tile=%d halo=%d labels=%s pixel size=%s",
                 path,
                 count,
                 height,
@@ -390,6 +396,7 @@ class BatchRunner:
                 tile_size,
                 halo,
                 "on disk, tile by tile" if sink.on_disk else "in memory",
+                pixel_size_text(sink.geometry),
             )
             config = ClientConfig(timeout_s=self.settings.timeout_s, retries=1)
             options: dict[str, Any] = {
@@ -513,9 +520,12 @@ class BatchRunner:
                 linker = StackLinker(link=True)
                 for plane in job.labels:
                     linker.add(plane, plane)
+            labels = job.labels.reshape(job.image.label_shape)
+            geometry = input_geometry(job.path, labels.ndim)
+            log.info("pixel size file=%s: %s", job.path, pixel_size_text(geometry))
             try:
                 write_output(
-                    job.output, job.labels.reshape(job.image.label_shape), self.settings.output_format
+                    job.output, labels, self.settings.output_format, geometry, self.settings.coordinates
                 )
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"

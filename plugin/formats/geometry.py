@@ -50,6 +50,15 @@ TIME_UNITS = {
 """Unit spellings we understand, mapped to their UDUNITS-2 (NGFF) names."""
 
 SECONDS_PER = {"millisecond": 1e-3, "second": 1.0, "minute": 60.0, "hour": 3600.0}
+METRES_PER = {
+    "angstrom": 1e-10,
+    "nanometer": 1e-9,
+    "micrometer": 1e-6,
+    "millimeter": 1e-3,
+    "centimeter": 1e-2,
+    "meter": 1.0,
+}
+"""Every length unit of :data:`LENGTH_UNITS`, in metres (to convert between them)."""
 IMAGEJ_LENGTH = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
 """ImageJ's spelling of a length unit (Fiji shows ``micron`` as µm)."""
 

@@ -98,3 +98,66 @@ def test_batch_writes_each_format_and_resumes_per_format(tmp_path: Path, standin
     assert plain.returncode == 0, plain.stderr
     np.testing.assert_array_equal(tifffile.imread(out / "discs_labels.tif"), zarr_labels["discs"])
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_labels_keep_the_pixel_size_of_a_calibrated_input(tmp_path: Path, standin) -> None:
+    """A Fiji stack (0.5 x 0.25 µm, z step 2 µm): each format says so; a plain TIFF stays in pixels."""
+    backend = standin()
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    planes = [disc_image(SHAPE, *scattered_discs(SHAPE, spacing=70, seed=s)) for s in (4, 5)]
+    stack = np.stack([p[0] for p in planes])
+    calibration = {"axes": "ZYX", "unit": "um", "spacing": 2.0}
+    tifffile.imwrite(folder / "fiji.tif", stack, imagej=True, resolution=(2.0, 4.0), metadata=calibration)
+    tifffile.imwrite(folder / "plain.tif", stack)
+
+    zarr_run = _run(folder, out, backend, "--format", "ome-zarr")
+    assert zarr_run.returncode == 0, zarr_run.stderr
+    assert "pixel size file=" in zarr_run.stderr and ": 0.5x0.25 micrometer" in zarr_run.stderr
+    (saved,) = ngff.read_ngff_labels(out / "fiji_labels.ome.zarr")
+    assert saved.scale == (2.0, 0.25, 0.5) and saved.units == ("micrometer",) * 3
+    (plain,) = ngff.read_ngff_labels(out / "plain_labels.ome.zarr")
+    assert plain.scale == (1.0, 1.0, 1.0) and plain.units == (None, None, None)
+
+    physical = _run(folder, out, backend, "--format", "geojson", "--coordinates", "physical")
+    assert physical.returncode == 0, physical.stderr
+    document = json.loads((out / "fiji_labels.geojson").read_text())
+    for feature in document["features"]:  # each polygon's area: its pixels x 0.5 x 0.25 µm²
+        props = feature["properties"]
+        area = shapely.geometry.shape(feature["geometry"]).area
+        assert area == pytest.approx(np.count_nonzero(saved.data[props["z"]] == props["label_id"]) * 0.125)
+    back = geojson.read_geojson(out / "fiji_labels.geojson")
+    np.testing.assert_array_equal(back.data, saved.data)
+    assert back.scale == (2.0, 0.25, 0.5) and back.units == ("micrometer",) * 3
+
+    tiff_run = _run(folder, out, backend)
+    assert tiff_run.returncode == 0, tiff_run.stderr
+    with tifffile.TiffFile(out / "fiji_labels.tif") as tif:
+        page = tif.pages.first
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        x, y = (page.tags[n].value[0] / page.tags[n].value[1] for n in ("XResolution", "YResolution"))
+        assert (x, y) == (pytest.approx(1e4 / 0.5), pytest.approx(1e4 / 0.25))  # pixels per cm
+        np.testing.assert_array_equal(tif.asarray(), saved.data)
+    with tifffile.TiffFile(out / "plain_labels.tif") as tif:
+        assert tif.pages.first.tags["ResolutionUnit"].value == tifffile.RESUNIT.NONE
+
+
+def test_labels_written_tile_by_tile_keep_the_pixel_size(tmp_path: Path) -> None:
+    from batch.large import LabelSink
+    from plugin.formats.geometry import Geometry
+
+    geometry = Geometry.from_layer(3, (2.0, 0.25, 0.5), None, ("um", "um", "um"))
+    labels = np.zeros((2, 40, 50), np.uint32)
+    labels[1, 5:20, 10:30] = 7
+    for fmt in ("tiff", "ome-zarr"):
+        path = output_path(tmp_path / "big_labels.tif", fmt)
+        sink = LabelSink(path, labels.shape, fmt, max_in_memory_bytes=1, geometry=geometry)
+        assert sink.on_disk
+        sink.array[:] = labels
+        sink.commit()
+    with tifffile.TiffFile(tmp_path / "big_labels.tif") as tif:
+        x_res = tif.pages.first.tags["XResolution"].value
+        assert x_res[0] / x_res[1] == pytest.approx(1e4 / 0.5)
+    (saved,) = ngff.read_ngff_labels(tmp_path / "big_labels.ome.zarr")
+    np.testing.assert_array_equal(saved.data, labels)
+    assert saved.scale == (2.0, 0.25, 0.5) and saved.units == ("micrometer",) * 3
