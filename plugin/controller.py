@@ -83,6 +83,8 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels, Points, Shapes
 
+    from plugin.prefetch import Prefetcher
+
 POINTS, BOX, AUTO = "points", "box", "auto"
 
 
@@ -242,6 +244,8 @@ class Controller:
         self.auto_running = False
         """Whether a single-slice AUTO-SEGMENT is in flight (AUTO-SEGMENT STACK waits for it)."""
         self.events = EventLog()
+        self.prefetch: Prefetcher | None = None
+        """Embeds the image under the view ahead of clicks (set by the widget, :mod:`plugin.prefetch`)."""
         self.histories.before_change.append(self.new_object)
         self.stack = StackJobs(self)
         viewer.layers.events.removed.connect(self._on_removed)
@@ -577,6 +581,8 @@ class Controller:
 
     def _submit_segment(self, channel: str, obj: ActiveObject, prompt: Prompt, image: Image) -> None:
         assert self.session is not None
+        if self.prefetch is not None:
+            self.prefetch.clicked(image, obj.plane, prompt)  # a prefetch for another place is dropped
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         if is_large(obj.plane):
             self._submit_windowed(channel, obj, prompt, LazyPlane(data, obj.plane, rgb), limits)

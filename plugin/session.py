@@ -24,19 +24,29 @@ from typing import Any, TypeVar
 
 from plugin.events_log import ERROR, REQUEST, EventLog
 from plugin.latest_only import LatestOnly
-from protocol.client import ClientConfig, SamClient
+from protocol.client import ClientConfig, KnownKeys, SamClient
 from protocol.codec import Message
 from protocol.errors import ClientError, ProtocolError, RemoteError, Superseded
 
 T = TypeVar("T")
+KNOWN_KEYS = 4096
+"""Image keys a session remembers having sent (a stack encoded ahead may have thousands of windows)."""
 Dispatch = Callable[[Callable[[], None]], None]
 
 
 class LoggedClient(SamClient):
     """A :class:`SamClient` that records each call (op, request id, duration, outcome) in an event log."""
 
-    def __init__(self, endpoint: str, service: str, *, config: ClientConfig, log: EventLog) -> None:
-        super().__init__(endpoint, service, config=config)
+    def __init__(
+        self,
+        endpoint: str,
+        service: str,
+        *,
+        config: ClientConfig,
+        log: EventLog,
+        known_keys: KnownKeys | None = None,
+    ) -> None:
+        super().__init__(endpoint, service, config=config, known_keys=known_keys)
         self.log = log
 
     def call(self, op: str, *args: Any, **kwargs: Any) -> Message:
@@ -84,6 +94,9 @@ class Session:
         self.model = model
         self.config = config or ClientConfig()
         self.log = log if log is not None else EventLog()
+        self.known_keys = KnownKeys(max(self.config.known_keys, KNOWN_KEYS))
+        """Image keys sent by any of the session's clients: an image embedded ahead (prefetch,
+        Encode stack) goes with its key only when it is clicked."""
         self._dispatch = dispatch
         self._runners: dict[str, LatestOnly[Any]] = {}
         self._clients: dict[str, SamClient] = {}
@@ -98,9 +111,15 @@ class Session:
         # Only ever called from the channel's runner thread, one job at a time.
         client = self._clients.get(channel)
         if client is None:
-            client = LoggedClient(self.endpoint, self.model, config=self.config, log=self.log)
+            client = self.new_client()
             self._clients[channel] = client
         return client
+
+    def new_client(self) -> SamClient:
+        """A new logged client sharing the session's known image keys (fan-outs; the caller closes it)."""
+        return LoggedClient(
+            self.endpoint, self.model, config=self.config, log=self.log, known_keys=self.known_keys
+        )
 
     def submit(
         self,

@@ -1,6 +1,7 @@
 """The "SAM2 Segmentation" dock widget: connection, then three tabs.
 
-* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), names;
+* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), embeddings ahead
+  (prefetch, Encode stack: :mod:`plugin.encode_widget`), names;
 * **Labels**: the label list (:mod:`plugin.label_table_widget`), propagation
   (:mod:`plugin.propagate_widget`) and export (:mod:`plugin.export_widget`);
 * **Backend**: recent backend events (:mod:`plugin.events_widget`).
@@ -49,6 +50,7 @@ from plugin import user_settings
 from plugin.auto_widget import AutoBox
 from plugin.backend import BackendStatus, LocalBackend, default_address, default_model, establish, probe
 from plugin.controller import Applied, Controller, same_layer
+from plugin.encode_widget import EncodeBox
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.events_widget import EventsPanel
 from plugin.export_widget import ExportBox
@@ -155,7 +157,8 @@ class SamWidget(QWidget):
         page = QWidget()
         column = QVBoxLayout(page)
         self.auto_box = AutoBox(self.controller)
-        for box in (self._prompt_box(), self._mode_box(), self.auto_box):
+        self.encode_box = EncodeBox(self.controller)
+        for box in (self._prompt_box(), self._mode_box(), self.auto_box, self.encode_box):
             column.addWidget(box)
         self.points_per_side = self.auto_box.points_per_side
         self.auto_button, self.progress_bar = self.auto_box.auto_button, self.auto_box.progress_bar
@@ -397,6 +400,7 @@ class SamWidget(QWidget):
         for widget in (self.points_button, self.box_button, self.new_button):
             widget.setEnabled(connected)
         self.auto_box.set_connected(connected)
+        self.encode_box.set_connected(connected)
         self.propagate_box.set_connected(connected)
         self.connect_button.setText("Reconnect" if connected else "Connect")
 
@@ -528,6 +532,7 @@ class SamWidget(QWidget):
         self._connector.wait_idle(10.0)
         self._cancel_pick()
         self.auto_box.shutdown()
+        self.encode_box.shutdown()
         self.controller.stack.cancel()
         if self.controller.session is not None:
             self.controller.session.close(timeout_s=0.5)

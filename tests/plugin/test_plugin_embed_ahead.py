@@ -1,0 +1,187 @@
+"""Embeddings ahead of clicks (issue 14): prefetch under the view and Encode stack, against real broker
+and stand-in worker processes (tests/support/standin_worker.py) in a real viewer under Xvfb.
+
+The stand-in counts, per worker, the requests by op, the images it received and its encoder runs; a
+click whose image was embedded ahead goes with its key only, so ``images_received`` does not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from plugin.controller import POINTS, Applied
+from plugin.layers import PROMPT_POINTS
+from plugin.widget import SamWidget
+from protocol.windows import window_for_prompt
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.processes import ProcessSpawner
+from tests.support.standin_backend import SERVICE, StandinBackend
+from tests.support.standin_worker import disc_image
+
+pytestmark = GUI_TEST_MARKS
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> Callable[..., tuple]:
+    """Factory: a viewer showing ``data``, a stand-in backend, a connected SAM2 widget, and its notes."""
+
+    def factory(data: Any, workers: int = 1, worker_args: tuple[str, ...] = (), **kwargs: Any) -> tuple:
+        backend = StandinBackend(spawn, workers, worker_args=worker_args)
+        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+        monkeypatch.setenv("SAM2_MODEL", SERVICE)
+        monkeypatch.setenv("SAM2_EMBEDDED", "0")
+        viewer = make_napari_viewer()
+        viewer.add_image(data, **kwargs)
+        widget = SamWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=TIMEOUT_MS)
+        qtbot.waitUntil(lambda: widget.encode_box.encode_button.isEnabled(), timeout=TIMEOUT_MS)
+        notes: list[tuple[str, str]] = []
+        widget.controller.notify = lambda level, message: notes.append((level, message))
+        return viewer, widget, backend, notes
+
+    return factory
+
+
+def click(widget: SamWidget, qtbot, position: list[float]) -> Applied:
+    """Add a prompt point (image data coordinates) and wait for its answer."""
+    previous = widget.controller.applied.get(POINTS)
+    widget.start_points()
+    widget.viewer.layers[PROMPT_POINTS].add(position)
+    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
+    widget.controller.session.wait_idle(5)
+    return widget.controller.applied[POINTS]
+
+
+def counters(backend: StandinBackend) -> dict[str, int]:
+    """Every worker's counters, summed (``embed``: embed requests)."""
+    total: dict[str, int] = {}
+    infos = backend.infos()
+    assert len(infos) == len(backend.workers)
+    for info in infos.values():
+        for name, value in info["counters"].items():
+            if name == "by_op":
+                total["embed"] = total.get("embed", 0) + int(value.get("embed", 0))
+            else:
+                total[name] = total.get(name, 0) + int(value)
+    return total
+
+
+def look_at(viewer: Any, row: float, col: float) -> None:
+    viewer.camera.center = (row, col)
+
+
+def test_prefetch_embeds_the_window_a_click_there_then_uses(viewer_on, qtbot) -> None:
+    shape = (3000, 3000)
+    image, truth = disc_image(shape, np.array([[2300.0, 2310.0]]), np.array([10.0]))
+    viewer, widget, backend, _notes = viewer_on(image, scale=(0.5, 0.5))
+    prefetcher = widget.encode_box.prefetcher
+    assert widget.encode_box.prefetch.isChecked()  # on by default
+    look_at(viewer, 2300 * 0.5, 2310 * 0.5)  # world coordinates of pixel (2300, 2310)
+    qtbot.waitUntil(lambda: len(prefetcher.sent) == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
+    before = counters(backend)
+    assert (before["embed"], before["images_received"], before["encoder_runs"]) == (1, 1, 1)
+    applied = click(widget, qtbot, [2300.0, 2310.0])
+    assert applied.window == window_for_prompt(shape, [(2300.5, 2310.5)])
+    assert prefetcher.sent[0][-5:] == (*applied.window.bbox, applied.window.factor)  # the same window
+    after = counters(backend)
+    assert after["images_received"] == 1 and after["encoder_runs"] == 1  # the click sent only the key
+    assert applied.label_ids and int((np.asarray(viewer.layers["Points_mask"].data) > 0).sum()) == int(
+        (truth > 0).sum()
+    )
+    # Settling there again sends nothing more: the place is known.
+    look_at(viewer, 2301 * 0.5, 2310 * 0.5)
+    qtbot.wait(1200)
+    assert counters(backend)["embed"] == 1
+
+
+def test_moving_the_view_drops_the_older_prefetch_and_prefetch_off_sends_nothing(viewer_on, qtbot) -> None:
+    image = np.full((2, 256, 256), 20, dtype=np.uint8)
+    image[:, 100:140, 100:140] = 200
+    image[1] += 1  # another image on slice 1
+    viewer, widget, backend, _notes = viewer_on(image, worker_args=("--encode-delay-s", "3"))
+    prefetcher = widget.encode_box.prefetcher
+    viewer.dims.set_point(0, 1)
+    qtbot.waitUntil(lambda: prefetcher.busy, timeout=TIMEOUT_MS)  # slice 1's embed is being encoded
+    viewer.dims.set_point(0, 0)  # the view moves on before it is done
+    qtbot.waitUntil(lambda: len(prefetcher.sent) == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
+    assert prefetcher.sent[0][-1] == 0  # slice 0 only: slice 1's embed was cancelled, not finished
+    events = [e for e in widget.controller.events.recent() if e.op == "embed"]
+    assert any("cancelled" in e.detail for e in events)
+    # Off: nothing is sent, whatever the view does.
+    widget.encode_box.prefetch.setChecked(False)
+    embeds = counters(backend)["embed"]
+    viewer.dims.set_point(0, 1)
+    qtbot.wait(1500)
+    assert not prefetcher.busy and len(prefetcher.sent) == 1 and counters(backend)["embed"] == embeds
+
+
+def test_encode_stack_embeds_every_slice_on_both_workers_then_clicks_send_no_image(viewer_on, qtbot) -> None:
+    slices = [
+        disc_image((200, 200), np.array([[100.0, 60.0 + 10 * z]]), np.array([12.0]))[0] for z in range(6)
+    ]
+    viewer, widget, backend, notes = viewer_on(np.stack(slices), workers=2)
+    box = widget.encode_box
+    box.prefetch.setChecked(False)
+    steps: list[tuple[float | None, float | None]] = []
+    step = box.encode_task.step
+    box.encode_task.step = lambda done, total, text: (steps.append((done, total)), step(done, total, text))  # type: ignore[method-assign]
+    box.toggle_encode()
+    qtbot.waitUntil(lambda: not box.encode_task.running, timeout=TIMEOUT_MS)
+    assert (6, 6) in steps and steps[0] == (0, 6)
+    assert any("encoded 6 slices on 2 workers" in message for _level, message in notes), notes
+    assert not any(level == "warning" for level, _message in notes), notes  # 8 entries each: room for all
+    infos = backend.infos()
+    assert all(int(info["counters"]["by_op"].get("embed", 0)) >= 1 for info in infos.values())  # both used
+    before = counters(backend)
+    assert before["embed"] == 6 and before["encoder_runs"] == 6
+    for z in (5, 0, 3):
+        widget.controller.new_object()
+        applied = click(widget, qtbot, [float(z), 100.0, 60.0 + 10 * z])
+        assert applied.label_ids
+    after = counters(backend)
+    assert after["images_received"] == before["images_received"] and after["encoder_runs"] == 6
+
+
+def test_encode_stack_can_be_cancelled_and_says_when_the_caches_are_too_small(viewer_on, qtbot) -> None:
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, (12, 64, 64), dtype=np.uint8)
+    args = ("--encode-delay-s", "0.3", "--cache-entries", "2")
+    viewer, widget, backend, notes = viewer_on(stack, workers=2, worker_args=args)
+    box = widget.encode_box
+    box.prefetch.setChecked(False)
+    box.toggle_encode()
+    qtbot.waitUntil(lambda: box.encode_bar.value() > 0, timeout=TIMEOUT_MS)
+    box.toggle_encode()  # the button reads "Cancel Encode stack" now
+    qtbot.waitUntil(lambda: not box.encode_task.running, timeout=TIMEOUT_MS)
+    assert any("Encode stack cancelled" in message for _level, message in notes), notes
+    qtbot.wait(500)
+    assert counters(backend)["embed"] < 12
+    notes.clear()
+    box.toggle_encode()
+    qtbot.waitUntil(lambda: not box.encode_task.running, timeout=TIMEOUT_MS)
+    warnings = [message for level, message in notes if level == "warning"]
+    assert warnings == [
+        "Encode stack: the 2 workers' caches hold about 4 of 12 slices; "
+        "the first ones will be encoded again when clicked."
+    ], notes
+
+
+def test_encode_stack_refuses_without_an_image_or_a_connection(viewer_on, qtbot) -> None:
+    viewer, widget, _backend, notes = viewer_on(np.zeros((3, 32, 32), dtype=np.uint8))
+    viewer.layers.clear()
+    widget.encode_box.toggle_encode()
+    assert not widget.encode_box.encode_task.running
+    assert notes and "Choose the image" in notes[-1][1]
+    session, widget.controller.session = widget.controller.session, None
+    try:
+        widget.encode_box.toggle_encode()
+        assert "Not connected" in notes[-1][1]
+    finally:
+        widget.controller.session = session
