@@ -663,6 +663,7 @@ class Controller:
         if obj.label_id is None:
             r0, c0, r1, c1 = answer.bbox
             obj.label_id = self.results.allocate(obj.layer, labels[r0:r1, c0:c1])
+        refining = obj.mode in (LabelMode.INTERSECTION, LabelMode.OVERWRITE)
         edit, obj.cumulative = compute_edit_at(
             labels,
             answer.mask,
@@ -671,6 +672,7 @@ class Controller:
             obj.mode,
             obj.cumulative,
             self.results.only_background,
+            self.results.label_box(obj.layer, obj.plane, obj.label_id) if refining else None,
         )
         write_edit(obj.layer, obj.plane, edit)
         self.results.wrote(obj.layer)

@@ -145,6 +145,8 @@ class SliceEdit:
 
 
 Box = tuple[int, int, int, int]
+NOWHERE: Box = (0, 0, 0, 0)
+"""An empty box: a label known to have no pixel on the slice."""
 
 
 def bounding_box(mask: np.ndarray) -> Box | None:
@@ -157,7 +159,7 @@ def bounding_box(mask: np.ndarray) -> Box | None:
 
 
 def _union(boxes: list[Box | None]) -> Box | None:
-    real = [b for b in boxes if b is not None]
+    real = [b for b in boxes if b is not None and b[0] < b[2] and b[1] < b[3]]
     if not real:
         return None
     return min(b[0] for b in real), min(b[1] for b in real), max(b[2] for b in real), max(b[3] for b in real)
@@ -246,7 +248,8 @@ def compute_edit_at(
             :class:`plugin.image_slice.LazyPlane` of a zarr labels layer...).
         mask: (h, w) bool, the answer cropped to its box.
         offset: (row0, col0) of ``mask[0, 0]`` in the slice.
-        label_box: [r0, c0, r1, c1) of ``label_id``'s pixels on the slice, when known.
+        label_box: [r0, c0, r1, c1) holding ``label_id``'s pixels on the slice, when known
+            (:data:`NOWHERE`: it has none there); None: found by scanning the slice.
 
     Returns:
         As :func:`compute_edit`.

@@ -18,6 +18,7 @@ writes with ``layer.data_setitem`` (one undo step). Names follow with
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,118 @@ class LabelCounts:
     def as_dict(self) -> dict[int, int]:
         """``{label_id: pixels}`` sorted by id (background left out)."""
         return dict(sorted(self._counts.items()))
+
+
+class LabelBoxes:
+    """Where each label of an nD labels array may be: boxes that hold all its pixels.
+
+    Fed with every change to the array (:meth:`extend`: where it wrote and
+    the values there before and after), so boxes only grow: a box may be
+    larger than its label (after an erase), never smaller. Boxes are kept
+    per label and per index on the *stack axes* (all but the two longest
+    axes, the image plane), so a label on many slices has one box per slice.
+    It answers only for an array followed since it was empty (the caller's
+    promise), so refining a label on a 20,000² slice reads that label's box,
+    not the slice.
+
+    Args:
+        shape: the array's shape.
+    """
+
+    MAX_SPREAD = 64
+    """A region over more stack positions than this is kept as one box (any of them)."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        self.ndim = len(shape)
+        longest = sorted(range(self.ndim), key=lambda a: (int(shape[a]), a))[-2:]
+        self.stack_axes = [a for a in range(self.ndim) if a not in longest]
+        self._boxes: dict[int, dict[tuple[int, ...] | None, tuple[np.ndarray, np.ndarray]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def _grow(self, label_id: int, where: tuple[int, ...] | None, lo: np.ndarray, hi: np.ndarray) -> None:
+        entries = self._boxes.setdefault(label_id, {})
+        found = entries.get(where)
+        if found is None:
+            entries[where] = (lo.astype(np.int64), hi.astype(np.int64))
+        else:
+            np.minimum(found[0], lo, out=found[0])
+            np.maximum(found[1], hi, out=found[1])
+
+    def extend(self, index: Sequence[Any], values: np.ndarray) -> None:
+        """Pixels at ``index`` held or now hold ``values``.
+
+        Args:
+            index: ``ndim`` arrays of (N,) pixel indices, or ``ndim`` slices
+                (a region: every value in ``values`` may be anywhere in it).
+            values: (N,) per pixel (or several (N,) arrays concatenated:
+                before and after) for index arrays; any values for slices.
+        """
+        if len(index) != self.ndim:
+            raise ValueError(f"index of {len(index)} axes for an array of {self.ndim}")
+        values = np.asarray(values).ravel()
+        if all(isinstance(i, slice) for i in index):
+            self._extend_region(index, values)
+            return
+        points = np.stack([np.asarray(i, dtype=np.int64).ravel() for i in index])  # (ndim, N)
+        if points.shape[1] == 0:
+            return
+        repeat = values.size // points.shape[1]
+        if repeat * points.shape[1] != values.size:
+            raise ValueError(f"{values.size} values for {points.shape[1]} pixels")
+        points = np.tile(points, repeat)
+        keys = np.vstack([values.astype(np.int64)[None], points[self.stack_axes]])  # (1 + stack axes, N)
+        order = np.lexsort(keys[::-1])
+        keys, points = keys[:, order], points[:, order]
+        starts = np.flatnonzero(np.r_[True, (keys[:, 1:] != keys[:, :-1]).any(axis=0)])
+        lows = np.minimum.reduceat(points, starts, axis=1)
+        highs = np.maximum.reduceat(points, starts, axis=1) + 1
+        for k, start in enumerate(starts.tolist()):
+            label_id = int(keys[0, start])
+            if label_id:
+                self._grow(label_id, tuple(int(x) for x in keys[1:, start]), lows[:, k], highs[:, k])
+
+    def _extend_region(self, index: Sequence[slice], values: np.ndarray) -> None:
+        big = np.iinfo(np.int64).max
+        lo = np.array([0 if i.start is None else int(i.start) for i in index], dtype=np.int64)
+        hi = np.array([big if i.stop is None else int(i.stop) for i in index], dtype=np.int64)
+        spread = [range(int(lo[a]), int(hi[a])) for a in self.stack_axes]
+        places: list[tuple[int, ...] | None] = [None]
+        if int(np.prod([len(r) for r in spread], dtype=np.float64)) <= self.MAX_SPREAD:
+            places = list(itertools.product(*spread))
+        for label_id in np.unique(values).tolist():
+            if not label_id:
+                continue
+            for where in places:
+                if where is None:
+                    self._grow(int(label_id), None, lo, hi)
+                    continue
+                at_lo, at_hi = lo.copy(), hi.copy()
+                at_lo[self.stack_axes], at_hi[self.stack_axes] = where, np.asarray(where) + 1
+                self._grow(int(label_id), where, at_lo, at_hi)
+
+    def box_on(
+        self, label_id: int, row_axis: int, col_axis: int, fixed: Sequence[int | None]
+    ) -> tuple[int, int, int, int] | None:
+        """[r0, c0, r1, c1) on one 2D slice that holds every pixel of ``label_id`` there; None: none there.
+
+        Args:
+            row_axis, col_axis: the slice's axes.
+            fixed: one entry per axis: the slice's index on the other axes (``None`` on its own).
+        """
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        for lo, hi in self._boxes.get(int(label_id), {}).values():
+            if all(
+                index is None or axis in (row_axis, col_axis) or lo[axis] <= index < hi[axis]
+                for axis, index in enumerate(fixed)
+            ):
+                found.append((lo, hi))
+        if not found:
+            return None
+        r0, c0 = min(int(lo[row_axis]) for lo, _ in found), min(int(lo[col_axis]) for lo, _ in found)
+        r1, c1 = max(int(hi[row_axis]) for _, hi in found), max(int(hi[col_axis]) for _, hi in found)
+        return r0, c0, r1, c1
 
 
 @dataclass(frozen=True)

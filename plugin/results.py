@@ -17,9 +17,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.coords import SlicePlane
-from plugin.history import Histories
+from plugin.history import Histories, atom_regions
 from plugin.image_slice import LazyPlane
-from plugin.label_ops import Box, LabelIdOverflow, LabelIdTracker, SliceEdit, compute_paste, dtype_max_id
+from plugin.label_ops import (
+    NOWHERE,
+    Box,
+    LabelIdOverflow,
+    LabelIdTracker,
+    SliceEdit,
+    compute_paste,
+    dtype_max_id,
+)
+from plugin.label_stats import LabelBoxes, pixel_counts
 from plugin.layers import slice_view, write_edit
 from protocol.errors import RemoteError, RequestTimeout, Superseded
 
@@ -44,8 +53,6 @@ def data_max(data: Any) -> int:
         return 0
     if isinstance(data, np.ndarray):
         return int(np.max(data)) if data.size else 0
-    from plugin.label_stats import pixel_counts
-
     return max(pixel_counts(data), default=0)
 
 
@@ -70,6 +77,7 @@ class Results:
         self.only_background = True
         """"Add without overwriting": new objects (Add mode, AUTO-SEGMENT) only fill background."""
         self._painted: set[Hashable] = set()  # layers whose paint events feed the tracker
+        self._boxes: dict[Hashable, LabelBoxes | None] = {}  # per layer; None: not known to be complete
 
     def wrote(self, layer: Labels) -> None:
         """Note that the plugin wrote ``layer`` (its undo keys go through :mod:`plugin.history`)."""
@@ -92,6 +100,7 @@ class Results:
         if key not in self._painted:
             self._painted.add(key)
             layer.events.paint.connect(lambda _e: self.tracker.observe(key, layer.selected_label))
+            self.follow(layer)
         data = layer.data
         return self.tracker.allocate(
             key,
@@ -121,6 +130,51 @@ class Results:
         write_edit(layer, plane, edit)
         self.wrote(layer)
         return tuple(int(i) for i in np.unique(edit.new) if i), edit.size
+
+    def follow(self, layer: Labels) -> None:
+        """Keep a box per label of ``layer`` (:class:`plugin.label_stats.LabelBoxes`) from now on.
+
+        Boxes are trusted only when the layer was empty when following began
+        (a layer the plugin made, or one the user had not painted): then every
+        pixel it holds was written by a change seen here. Replacing its data
+        stops that.
+        """
+        key = layer.unique_id
+        if key in self._boxes:
+            return
+        highest = data_max(layer.data)  # the id counter's first look at the layer, done once
+        self.tracker.start(key, highest)
+        boxes = LabelBoxes(layer.data.shape) if highest == 0 else None
+        self._boxes[key] = boxes
+        if boxes is not None:
+            for step in self.histories(layer).steps():  # what undo or redo could still bring back
+                for index, values in atom_regions(step):
+                    boxes.extend(index, values)
+
+        def on_paint(event: Any) -> None:
+            found = self._boxes.get(key)
+            if found is not None:
+                for index, values in atom_regions(list(event.value)):
+                    found.extend(index, values)
+
+        def on_data(_event: Any) -> None:
+            if key in self._boxes:
+                self._boxes[key] = None  # replaced: its labels were not seen being written
+
+        layer.events.paint.connect(on_paint)
+        layer.events.data.connect(on_data)
+
+    def label_box(self, layer: Labels, plane: SlicePlane, label_id: int) -> Box | None:
+        """[r0, c0, r1, c1) on ``plane`` holding every pixel of ``label_id`` (``NOWHERE``: none there),
+        or None when not known (then the caller looks at the slice)."""
+        boxes = self._boxes.get(layer.unique_id)
+        if boxes is None:
+            return None
+        box = boxes.box_on(label_id, plane.row_axis, plane.col_axis, plane.index)
+        if box is None:
+            return NOWHERE
+        height, width = plane.size
+        return box[0], box[1], min(box[2], height), min(box[3], width)
 
     def paste_stitched(
         self,
@@ -207,5 +261,6 @@ class Results:
         self.histories.forget(layer)
         self.tracker.forget(key)
         self._painted.discard(key)
+        self._boxes.pop(key, None)
         if self.last_written is not None and self.last_written.unique_id == key:
             self.last_written = None

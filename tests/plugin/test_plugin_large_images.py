@@ -330,3 +330,39 @@ def test_auto_segment_on_a_large_slice_never_holds_a_slice_sized_array(viewer_on
     assert history.undo()  # one step undoes the whole run
     labels = np.asarray(labels_layer.data)
     assert int((labels > 0).sum()) == 25 and (labels[:5, :5] == 77).all()
+
+
+def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbot, monkeypatch) -> None:
+    """Refining a label on a 6000² slice clears it outside the new mask wherever it was painted, reading
+    only the union of the label's box (kept from every change) and the answer's."""
+    import plugin.controller
+    from plugin.label_ops import LabelMode
+
+    shape = (6000, 6000)
+    image, truth = disc_image(shape, np.array([[3000.0, 3000.0]]), np.array([30.0]))
+    viewer, _layer, widget, _backend = viewer_on(image)
+    first = click(widget, qtbot, [3000.0, 3000.0])
+    (label_id,) = first.label_ids
+    labels_layer = viewer.layers[POINTS_MASK]
+    labels_layer.data_setitem((np.array([3100, 3101]), np.array([3200, 3200])), label_id)  # painted by hand
+    reads: list[int] = []
+    real = plugin.controller.compute_edit_at
+
+    def recording(labels: Any, *args: Any) -> Any:
+        class Reads:
+            shape, dtype = labels.shape, labels.dtype
+
+            def __getitem__(self, key: Any) -> np.ndarray:
+                value = labels[key]
+                reads.append(int(value.size))
+                return value
+
+        return real(Reads(), *args)
+
+    monkeypatch.setattr(plugin.controller, "compute_edit_at", recording)
+    widget.controller.set_mode(LabelMode.INTERSECTION, labels_layer, label_id)
+    viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
+    click(widget, qtbot, [3000.0, 3000.0])
+    labels = np.asarray(labels_layer.data)
+    np.testing.assert_array_equal(labels == label_id, truth == 1)  # the hand-painted pixels are gone
+    assert reads and max(reads) <= 250 * 250  # the disc (61²) to the painted pixels, never 6000²
