@@ -1,7 +1,7 @@
 """The plugin's napari layers: prompt layers, result layers, slice access.
 
 Uses napari's layer *models* only (no Qt). Layers made here share the
-image's world transform (scale, translate, rotate, shear, affine), so their
+image's world transform (scale, translate, rotate, shear, affine) and units, so their
 data coordinates are the image's; clicks are still mapped through
 ``data_to_world`` / ``world_to_data`` so any layer transform works.
 """
@@ -50,13 +50,18 @@ def base_data(image: Image) -> Any:
 
 
 def transform_of(layer: Layer) -> dict[str, Any]:
-    """Keyword arguments that give a new layer ``layer``'s world transform."""
+    """Keyword arguments that give a new layer ``layer``'s world transform and units.
+
+    The units go along so that labels made on a calibrated image export in its
+    units and napari sees one unit per axis across the layers.
+    """
     return {
         "scale": layer.scale,
         "translate": layer.translate,
         "rotate": layer.rotate,
         "shear": layer.shear,
         "affine": layer.affine,
+        "units": layer.units,
     }
 
 

@@ -137,3 +137,23 @@ def test_file_menu_save_selected_layers_offers_and_writes_each_format(scene, tmp
     header = (tmp_path / "via.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["id", "name"] and header[-1] == "mean_intensity"
     assert len(offered) == 4
+
+
+def test_labels_and_names_made_on_a_calibrated_image_share_its_units(make_napari_viewer, tmp_path) -> None:
+    """Labels made for an image in µm and their names layer are in µm; so is their export."""
+    from plugin.layers import ensure_labels
+    from plugin.name_widget import NameWidget
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((30, 40), np.float32), name="cells", scale=(0.5, 0.5), units="um")
+    labels = ensure_labels(viewer, image, "nuclei")
+    labels.data[5:10, 5:10] = 3
+    set_label_name(labels, 3, "cell nucleus")
+    NameWidget(viewer).attach(labels)
+    assert [str(u) for u in labels.units] == ["micrometer"] * 2
+    assert [str(u) for u in viewer.layers["nuclei names"].units] == ["micrometer"] * 2
+    box = ExportBox(viewer, lambda: labels)
+    box.set_choice("ome-zarr")
+    (path,) = box.export(labels, tmp_path / "nuclei")
+    (layer,) = viewer.open(str(path), plugin=PLUGIN)
+    assert [str(u) for u in layer.units] == ["micrometer"] * 2 and tuple(layer.scale) == (0.5, 0.5)
