@@ -39,6 +39,8 @@ ENCODE_STACK = "encode_stack"
 """The session channel the run is driven from (its requests go on clients of their own)."""
 EMBED_TIMEOUT_S = 300.0
 """Silence allowed per ``embed`` (a busy worker on a CPU takes seconds per image)."""
+MAX_IMAGES = 100_000
+"""Most slices or windows one Encode stack sends (far past any workers' caches)."""
 Progress = Callable[[int, int, str], None]
 """``on_progress(done, total, text)`` on the GUI thread."""
 Done = Callable[[bool], None]
@@ -147,8 +149,6 @@ class EncodeStack:
         except (ValueError, OutsideImage) as e:
             self.c.results.notify("warning", f"Encode stack: {e}")
             return False
-        targets = stack_targets(plane)
-        slices = len({t.plane.key for t in targets})
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         cancel = threading.Event()
         self._cancel = cancel
@@ -164,6 +164,13 @@ class EncodeStack:
 
         def job(_client: Any) -> EncodeReport:
             started = time.monotonic()
+            targets = stack_targets(plane)
+            if len(targets) > MAX_IMAGES:
+                raise ValueError(
+                    f"this image has {len(targets)} slices or windows to encode, more than {MAX_IMAGES}; "
+                    "prefetch encodes the place you look at instead"
+                )
+            progress(0, len(targets))
             with session.new_client() as probe:
                 workers = worker_count(probe)
             result = embed_many(
@@ -178,6 +185,7 @@ class EncodeStack:
                 raise Superseded("Encode stack was cancelled")
             room = cache_room(session.new_client, workers)
             result = replace(result, seconds=time.monotonic() - started)
+            slices = len({t.plane.key for t in targets})
             return EncodeReport(slices, len(targets), result, room)
 
         def finished(report: EncodeReport) -> None:
@@ -197,10 +205,12 @@ class EncodeStack:
             self._cancel = None
             if isinstance(error, Superseded):
                 self.c.results.notify("info", "Encode stack cancelled; what was encoded stays cached.")
+            elif isinstance(error, ValueError):
+                self.c.results.notify("error", f"Encode stack: {error}")
             else:
                 self.c.results.report_error(error)
             on_done(False)
 
-        on_progress(0, len(targets), f"Encode stack: {plural(len(targets), 'image')} to encode…")
+        on_progress(0, 0, "Encode stack: listing the slices…")
         session.submit(ENCODE_STACK, job, finished, failed)
         return True
