@@ -129,7 +129,8 @@ fi
 names=(); cmds=(); pids=(); started=(); delay=(); restart_at=(); history=(); done=()
 napari=-1
 stopping=0
-stop_all() {  # SIGTERM every child (napari too), SIGKILL what is left after 5 s
+stop_all() {  # SIGTERM every child (napari too), SIGKILL what is left after 5 s; once
+  [ $stopping -eq 1 ] && return 0
   stopping=1
   local pid alive
   for pid in "${pids[@]}" "$napari"; do [ "$pid" -gt 0 ] && kill -TERM "$pid" 2>/dev/null || true; done

@@ -160,7 +160,12 @@ def test_start_all_no_viewer_random_weights_answers_info_and_stops(tmp_path) -> 
         assert (log_dir / "broker.log").exists() and (log_dir / "worker-cpu.log").exists()
 
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            logs = {p.name: p.read_text()[-2000:] for p in log_dir.glob("*.log")}
+            pytest.fail(f"start_all.sh did not stop within 30 s of SIGINT; logs: {logs}")
+        assert code == 0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
