@@ -46,7 +46,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from plugin import user_settings
+from plugin import napari_redraw, user_settings
 from plugin.auto_widget import AutoBox
 from plugin.backend import BackendStatus, LocalBackend, default_address, default_model, establish, probe
 from plugin.controller import Applied, Controller, same_layer
@@ -97,6 +97,7 @@ class SamWidget(QWidget):
         self._watched_windows: list[QWidget] = []
         super().__init__(parent)
         self.viewer = viewer
+        napari_redraw.install()  # an answer on labels wider than the GPU's textures redraws only its box
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
         self.controller.listeners.append(self._on_applied)

@@ -146,3 +146,21 @@ def test_a_label_box_gives_the_same_edit_as_scanning_the_slice() -> None:
         got, _ = compute_edit_at(labels, mask, (120, 230), 3, mode, label_box=box)
         for name in ("rows", "cols", "old", "new"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+
+
+def test_a_strided_texture_patch_is_what_a_strided_copy_of_the_changed_slice_holds() -> None:
+    from plugin.napari_redraw import strided_patch
+
+    rng = np.random.default_rng(2)
+    for stride in ((2, 2), (3, 1), (2, 5)):
+        view = rng.integers(0, 255, (61, 47), dtype=np.uint8)
+        texture = view[:: stride[0], :: stride[1]].copy()
+        for _ in range(30):
+            r0, c0 = int(rng.integers(0, 60)), int(rng.integers(0, 46))
+            h, w = int(rng.integers(1, 62 - r0)), int(rng.integers(1, 48 - c0))
+            view[r0 : r0 + h, c0 : c0 + w] = rng.integers(0, 255, (h, w), dtype=np.uint8)
+            found = strided_patch(view, (r0, c0), (h, w), stride)
+            if found is not None:
+                patch, (t0, u0) = found
+                texture[t0 : t0 + patch.shape[0], u0 : u0 + patch.shape[1]] = patch
+            np.testing.assert_array_equal(texture, view[:: stride[0], :: stride[1]])

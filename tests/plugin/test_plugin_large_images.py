@@ -366,3 +366,34 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
     labels = np.asarray(labels_layer.data)
     np.testing.assert_array_equal(labels == label_id, truth == 1)  # the hand-painted pixels are gone
     assert reads and max(reads) <= 250 * 250  # the disc (61²) to the painted pixels, never 6000²
+
+
+def test_an_answer_on_labels_wider_than_the_largest_texture_redraws_only_its_box(
+    make_napari_viewer, qtbot
+) -> None:
+    """napari draws labels wider than GL_MAX_TEXTURE_SIZE from a strided copy; a write must not redraw the
+    whole slice (seconds per answer on 20,000²) but patch the texture (plugin.napari_redraw)."""
+    from napari._vispy.utils.gl import get_max_texture_sizes
+
+    from plugin import napari_redraw
+    from plugin.coords import plane_at
+    from plugin.label_ops import SliceEdit
+    from plugin.layers import write_edit
+
+    assert napari_redraw.install()
+    longest = int(get_max_texture_sizes()[0]) + 100
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_labels(np.zeros((longest, 64), np.uint32))
+    qtbot.wait(200)
+    visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+    assert tuple(visual.node._texture.shape[:2]) == ((longest + 1) // 2, 64)  # napari's strided copy
+    full: list[int] = []
+    real_refresh = layer.refresh
+    layer.refresh = lambda *a, **k: (full.append(1), real_refresh(*a, **k))  # type: ignore[method-assign]
+    plane = plane_at([0, 0], layer.data.shape, (0, 1))
+    rows, cols = np.nonzero(np.ones((9, 9), bool))
+    write_edit(
+        layer, plane, SliceEdit(rows + 100, cols + 5, np.zeros(81, np.uint32), np.full(81, 4, np.uint32))
+    )
+    assert full == []
+    assert (np.asarray(layer.data[100:109, 5:14]) == 4).all()
