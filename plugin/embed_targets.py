@@ -83,7 +83,7 @@ def stack_targets(plane: SlicePlane) -> list[EmbedTarget]:
     (:func:`protocol.windows.click_windows`)."""
     fixed_axes = [a for a, i in enumerate(plane.index) if i is not None]
     windows: list[Window | None] = list(click_windows(plane.size)) if is_large(plane) else [None]
-    targets = []
+    targets: list[EmbedTarget] = []
     for indices in itertools.product(*(range(plane.shape[a]) for a in fixed_axes)):
         chosen = dict(zip(fixed_axes, indices, strict=True))
         index = tuple(chosen.get(a) for a in range(plane.ndim))

@@ -166,7 +166,7 @@ class Prefetcher:
         data = np.asarray(image.world_to_data(world), dtype=float)
         if not np.isfinite(data).all():
             return None
-        return target_at(plane, pixel_in_plane(data, plane))
+        return target_at(plane, pixel_in_plane(data.tolist(), plane))
 
     def settled(self) -> None:
         """The view is still (GUI thread): send ``embed`` for what a click at its centre would send."""

@@ -7,6 +7,7 @@ click whose image was embedded ahead goes with its key only, so ``images_receive
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -113,7 +114,16 @@ def test_moving_the_view_drops_the_older_prefetch_and_prefetch_off_sends_nothing
     qtbot.waitUntil(lambda: len(prefetcher.sent) == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
     assert prefetcher.sent[0][-1] == 0  # slice 0 only: slice 1's embed was cancelled, not finished
     events = [e for e in widget.controller.events.recent() if e.op == "embed"]
-    assert any("cancelled" in e.detail for e in events)
+    assert sum("cancelled" in e.detail for e in events) == 1
+    # A click for another place drops the prefetch in flight and does not wait for it.
+    viewer.dims.set_point(0, 1)
+    qtbot.waitUntil(lambda: prefetcher.busy, timeout=TIMEOUT_MS)
+    started = time.monotonic()
+    click(widget, qtbot, [0.0, 120.0, 120.0])
+    assert time.monotonic() - started < 2.5  # slice 1's encoding takes 3 s
+    qtbot.waitUntil(lambda: not prefetcher.busy, timeout=TIMEOUT_MS)
+    events = [e for e in widget.controller.events.recent() if e.op == "embed"]
+    assert sum("cancelled" in e.detail for e in events) == 2 and len(prefetcher.sent) == 1
     # Off: nothing is sent, whatever the view does.
     widget.encode_box.prefetch.setChecked(False)
     embeds = counters(backend)["embed"]
