@@ -17,13 +17,19 @@ Four measurements, each a ratio within this run:
    numpy and into zarr, against the tile's model time.
 4. **The tile halo**: 64, 128, 256 px on a disc image with discs up to 50 px
    in radius: discs found whole (IoU >= 0.9), strays, duplicates, and time.
+5. **The plugin's work per answer** (``--plugin`` only, under ``xvfb-run -a``):
+   the same disc clicked on 1,024², 8,192² and 20,000² slices in a real viewer
+   and widget (stand-in worker): GUI-thread time per answer and RSS growth
+   per answer, against the 1,024² slice.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -324,6 +330,177 @@ def bench_halo(frontend: str, side: int, halos: Sequence[int]) -> Table:
 # ----------------------------------------------------------------------------
 
 
+# ----------------------------------------------------------------------------
+# 5. the plugin's work per answer (napari under Xvfb)
+
+
+class _GuiClock:
+    """Wall time spent in chosen methods (all run on the GUI thread), patched on their classes."""
+
+    def __init__(self, targets: Sequence[tuple[Any, str]]) -> None:
+        self.total_s = 0.0
+        self._saved = [(owner, name, getattr(owner, name)) for owner, name in targets]
+        for owner, name, real in self._saved:
+            setattr(owner, name, self._timed(real))
+
+    def _timed(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                self.total_s += time.perf_counter() - started
+
+        return timed
+
+    def restore(self) -> None:
+        for owner, name, real in self._saved:
+            setattr(owner, name, real)
+
+
+def _pump(done: Callable[[], bool], timeout_s: float) -> None:
+    """Run the Qt event loop until ``done()`` (RuntimeError after ``timeout_s``)."""
+    from qtpy.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out waiting for the plugin")
+        QApplication.processEvents()
+        time.sleep(0.002)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _answers_on(
+    frontend: str, side: int, centres: list[tuple[float, float]], radius: float
+) -> dict[str, Any]:
+    """Click each disc of a (side, side) uint8 slice once (a new object each) in a real viewer and widget.
+
+    The first click is a warm-up (first use of the labels layer, the worker's embedding); the others
+    are timed: wall time of the plugin's GUI-thread work per answer (writing the answer, and the label
+    list's and the name overlay's coalesced redraws) and the process RSS growth per answer.
+    """
+    import napari
+
+    from plugin.controller import POINTS, Controller
+    from plugin.history import set_names
+    from plugin.label_table_widget import LabelTable
+    from plugin.layers import POINTS_MASK, PROMPT_POINTS
+    from plugin.name_overlay import NameOverlay
+    from plugin.widget import SamWidget
+
+    image = np.full((side, side), 20, np.uint8)
+    yy, xx = np.mgrid[-int(radius) - 1 : int(radius) + 2, -int(radius) - 1 : int(radius) + 2]
+    for row, col in centres:
+        r, c = int(row), int(col)
+        patch = image[r - int(radius) - 1 : r + int(radius) + 2, c - int(radius) - 1 : c + int(radius) + 2]
+        patch[yy**2 + xx**2 <= radius**2] = 200
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.add_image(image, name="slice")
+        widget = SamWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+        _pump(lambda: widget.controller.session is not None, 60)
+        controller = widget.controller
+        controller.notify = lambda level, message: None
+
+        def click(point: tuple[float, float]) -> None:
+            previous = controller.applied.get(POINTS)
+            controller.new_object()
+            widget.start_points()
+            viewer.layers[PROMPT_POINTS].add([point[0] + 0.5, point[1] + 0.5])
+            _pump(lambda: controller.applied.get(POINTS) not in (None, previous), 120)
+            settled = time.monotonic() + 0.25  # the list's and the overlay's coalesced redraws (30-60 ms)
+            _pump(lambda: time.monotonic() > settled, 5)
+
+        click(centres[0])
+        labels = viewer.layers[POINTS_MASK]
+        set_names(labels, {int(controller.applied[POINTS].label_ids[0]): "cell"})  # the overlay draws names
+        widget.names.attach(labels)
+        viewer.layers.selection.active = labels  # the label list follows it
+        click(centres[0])  # settles the overlay and the list (not timed)
+        write = _GuiClock([(Controller, "_apply_windowed"), (Controller, "_apply_segment")])
+        redraw = _GuiClock([(LabelTable, "refresh"), (NameOverlay, "update")])
+        try:
+            gc.collect()
+            rss_before = _rss_bytes()
+            writes: list[float] = []
+            redraws: list[float] = []
+            pixels = []
+            for centre in centres[1:]:
+                before = write.total_s, redraw.total_s
+                click(centre)
+                writes.append(write.total_s - before[0])
+                redraws.append(redraw.total_s - before[1])
+                pixels.append(controller.applied[POINTS].pixels)
+            gc.collect()
+            growth = (_rss_bytes() - rss_before) / len(writes)
+        finally:
+            write.restore()
+            redraw.restore()
+        return {
+            "write_s": writes,
+            "redraw_s": redraws,
+            "gui_s": [a + b for a, b in zip(writes, redraws, strict=True)],
+            "rss_growth": growth,
+            "pixels": float(np.median(pixels)),
+        }
+    finally:
+        viewer.close()
+        gc.collect()
+
+
+def bench_plugin_answers(frontend: str, sides: Sequence[int], answers: int) -> tuple[Table, list[Target]]:
+    """The plugin's per-answer GUI-thread time and memory growth, same object, several slice sizes."""
+    radius = 12.0
+    per_row = int(np.ceil(np.sqrt(answers + 1)))
+    centres = [(200.0 + 60 * (k // per_row), 200.0 + 60 * (k % per_row)) for k in range(answers + 1)]
+    measured = {side: _answers_on(frontend, side, centres, radius) for side in sides}
+    base = float(np.median(measured[sides[0]]["gui_s"]))
+    table = Table(
+        f"The plugin's work per answer: the same {2 * radius + 1:.0f}-px disc clicked on slices of "
+        f"{', '.join(f'{s:,}²' for s in sides)} (napari under Xvfb, stand-in worker)",
+        [
+            "slice",
+            "GUI-thread ms per answer",
+            "of which writing, ms",
+            "redraws (list, names), ms",
+            f"vs {sides[0]:,}²",
+            "RSS growth per answer, KiB",
+            "pixels",
+        ],
+    )
+    targets = []
+    for side in sides:
+        stats = Stats.of(measured[side]["gui_s"]).scaled(1000)
+        ratio = float(np.median(measured[side]["gui_s"])) / base
+        growth = measured[side]["rss_growth"] / 1024
+        writes = fmt(1000 * float(np.median(measured[side]["write_s"])))
+        redraws = fmt(1000 * float(np.median(measured[side]["redraw_s"])))
+        pixels = f"{measured[side]['pixels']:.0f}"
+        table.add(f"{side:,}²", fmt_range(stats), writes, redraws, f"{ratio:.2f}", f"{growth:.0f}", pixels)
+        if side != sides[0]:
+            targets.append(
+                Target(f"large: plugin GUI-thread time per answer, {side:,}² vs {sides[0]:,}²",
+                       f"{ratio:.2f}", "<= 1.5", ratio <= 1.5)
+            )  # fmt: skip
+    table.note = (
+        f"{answers} answers per slice after 2 not counted, each a new object (a disc of the same size in the "
+        "same place of each slice), medians [p10-p90]. GUI-thread time: writing the answer "
+        "(Controller._apply_windowed on slices larger than 1,024², _apply_segment on 1,024²: the edit "
+        "plan, data_setitem with napari's partial redraw, the undo history and the label boxes) plus the "
+        "label list's and the name overlay's coalesced redraws. RSS growth: the process's resident memory "
+        "after the answers minus before, per answer (napari's undo record of the changed pixels; "
+        "page-granular, so noisy). The viewer is shown (a hidden canvas has no texture and napari would "
+        "redraw the whole slice)."
+    )
+    return table, targets
+
+
 def run(quick: bool = False, real: bool | None = None) -> BenchResult:
     """Run the large-image benchmarks and return their tables and targets."""
     result = BenchResult("large", "14. Large images: windows, tiles over N workers, stitching, halo")
@@ -363,11 +540,37 @@ def run(quick: bool = False, real: bool | None = None) -> BenchResult:
             result.tables.append(bench_tiled_real(procs, frontend, backend, 1536, 4))
         else:
             result.notes.append("Real-model tiled auto (1 and 2 SAM2 workers) skipped in quick mode.")
+    if not quick and os.environ.get("DISPLAY"):
+        plugin = run_plugin()
+        result.tables += plugin.tables
+        result.targets += plugin.targets
+    elif not quick:
+        result.notes.append("The plugin's per-answer benchmark needs a display: xvfb-run -a ... --plugin.")
+    return result
+
+
+def run_plugin(quick: bool = False) -> BenchResult:
+    """Only the plugin's per-answer benchmark (needs a display: run under ``xvfb-run -a``)."""
+    result = BenchResult("large_plugin", "14. Large images: the plugin's work per answer")
+    sys.argv = sys.argv[:1]  # napari reads the command line for plugins to open
+    with Processes() as procs:
+        frontend, backend, _ = start_broker(procs)
+        start_standins(procs, backend, 1, 0.0)
+        wait_for_workers(frontend, STANDIN, 1)
+        os.environ.update(SAM2_BROKER_ADDRESS=frontend, SAM2_MODEL=STANDIN, SAM2_EMBEDDED="0")
+        sides = (SMALL_SIDE, 2048, 4096) if quick else (SMALL_SIDE, 8192, LARGE_SIDE)
+        table, targets = bench_plugin_answers(frontend, sides, 4 if quick else 12)
+        result.tables.append(table)
+        result.targets += targets
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return quick_main(run, __doc__.splitlines()[0], argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--plugin" in args:  # only the plugin's per-answer benchmark (under xvfb-run -a)
+        args.remove("--plugin")
+        return quick_main(lambda quick=False: run_plugin(quick), "The plugin's work per answer", args)
+    return quick_main(run, __doc__.splitlines()[0], args)
 
 
 if __name__ == "__main__":
