@@ -804,17 +804,21 @@ class Controller:
         limits: tuple[float, ...],
         cancel: threading.Event,
         on_tiles: Callable[[int, int], None] | None = None,
-    ) -> tuple[np.ndarray, int, bool]:
+    ) -> tuple[CompressedPlane, list[int], bool]:
         """AUTO-SEGMENT one large slice as tiles with a halo, as many in flight as the broker has workers.
 
-        Call off the GUI thread. Only tile windows are read from ``data``.
+        Call off the GUI thread. Only tile windows are read from ``data``; the
+        stitched labels are kept compressed, tile core by tile core (no
+        slice-sized array).
 
         Returns:
-            ``(labels (H, W) uint32 1..n, n, cancelled)``.
+            ``(labels, areas, cancelled)``: labels (H, W) 1..n read by
+            rectangles (its ``rectangles`` cover every object), and the pixels
+            of object i at ``areas[i - 1]``.
         """
-        out = np.zeros(plane.size, dtype=np.uint32)
+        out = CompressedPlane(plane.size)
         result = self._run_tiles(data, plane, rgb, limits, cancel, out, on_tiles)
-        return out, result.num_objects, result.cancelled
+        return out, list(result.areas), result.cancelled
 
     def _run_tiles(
         self,
@@ -859,11 +863,10 @@ class Controller:
             text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
             self.dispatch(lambda: on_progress(done / total, text))
 
-        stitched = CompressedPlane(plane.size)
-        result = self._run_tiles(data, plane, rgb, limits, cancel, stitched, progress)
-        if result.cancelled:
+        stitched, areas, cancelled = self.tiled_labels(data, plane, rgb, limits, cancel, progress)
+        if cancelled:
             raise Superseded("AUTO-SEGMENT was cancelled")
-        return StitchedAnswer(stitched, tuple(result.areas))
+        return StitchedAnswer(stitched, tuple(areas))
 
     def cancel_auto(self) -> None:
         if self._auto_cancel is not None:

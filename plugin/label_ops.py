@@ -320,6 +320,35 @@ def compute_paste(
     return _diff(current, final, (r0, c0))
 
 
+def kept_objects(areas: Any, min_area: int) -> np.ndarray:
+    """The renumbering of :func:`drop_small_objects` from the objects' areas alone.
+
+    Args:
+        areas: pixels of object i at ``areas[i - 1]``.
+        min_area: smallest object kept, in pixels.
+
+    Returns:
+        (n + 1,) uint32: object i becomes ``lut[i]`` (0: dropped; kept ones 1..m in their order).
+    """
+    sizes = np.asarray(areas, dtype=np.int64)
+    keep = sizes >= max(int(min_area), 1)
+    lut = np.zeros(sizes.size + 1, dtype=np.uint32)
+    lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut
+
+
+class Relabelled:
+    """``lut[labels]`` read rectangle by rectangle (an (H, W) array-like; nothing slice-sized is made)."""
+
+    def __init__(self, labels: Any, lut: np.ndarray) -> None:
+        self.labels, self.lut = labels, lut
+        self.shape = tuple(int(n) for n in labels.shape)
+        self.dtype = lut.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.lut[np.asarray(self.labels[key])]
+
+
 def drop_small_objects(objects: np.ndarray, min_area: int) -> np.ndarray:
     """An automatic segmentation without its objects under ``min_area`` pixels.
 

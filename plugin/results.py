@@ -27,6 +27,7 @@ from plugin.label_ops import (
     SliceEdit,
     compute_paste,
     dtype_max_id,
+    kept_objects,
 )
 from plugin.label_stats import LabelBoxes, pixel_counts
 from plugin.layers import slice_view, write_edit
@@ -204,27 +205,44 @@ class Results:
         Returns:
             ``(ids written, pixels changed)``.
         """
-        sizes = np.asarray(areas, dtype=np.int64)
-        keep = sizes >= max(int(min_area), 1)
-        count = int(keep.sum())
+        lut = kept_objects(areas, min_area)
+        count = int(lut.max(initial=0))
         if count == 0:
             return (), 0
-        labels = LazyPlane(layer.data, plane)
         first = self.allocate(layer, np.zeros(0, dtype=np.uint32), count=count)
-        relabel = np.zeros(sizes.size + 1, dtype=np.uint32)
-        relabel[1:][keep] = np.arange(1, count + 1, dtype=np.uint32)
+        lut[lut > 0] += np.uint32(first - 1)
+        return self.paste_rectangles(layer, plane, stitched, cores, lut)
+
+    def paste_rectangles(
+        self, layer: Labels, plane: SlicePlane, source: Any, rectangles: Sequence[Box], lut: np.ndarray
+    ) -> tuple[tuple[int, ...], int]:
+        """Write ``lut[source]`` (the layer's final ids, 0 = none) on ``plane``, one rectangle at a time.
+
+        With :attr:`only_background`, only background pixels are filled. One
+        undo step; the extra memory is one rectangle.
+
+        Args:
+            source: (H, W) labels readable by rectangles (numpy, :class:`protocol.tiling.CompressedPlane`).
+            rectangles: [r0, c0, r1, c1) rectangles that cover every labelled pixel of ``source``.
+            lut: (n + 1,) id in the layer of each id of ``source`` (``lut[0]`` = 0).
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        labels = LazyPlane(layer.data, plane)
         written: set[int] = set()
         pixels = 0
         with layer.block_history():
-            for r0, c0, r1, c1 in cores:
-                objects = relabel[np.asarray(stitched[r0:r1, c0:c1])]
-                edit = compute_paste(labels[r0:r1, c0:c1], objects, first, self.only_background)
+            for r0, c0, r1, c1 in rectangles:
+                objects = lut[np.asarray(source[r0:r1, c0:c1])]
+                edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, self.only_background)
                 if edit.size == 0:
                     continue
                 write_edit(layer, plane, SliceEdit(edit.rows + r0, edit.cols + c0, edit.old, edit.new))
                 written.update(int(i) for i in np.unique(edit.new) if i)
                 pixels += edit.size
-        self.wrote(layer)
+        if written:
+            self.wrote(layer)
         return tuple(sorted(written)), pixels
 
     def paste_ids(self, layer: Labels, plane: SlicePlane, ids: np.ndarray) -> tuple[tuple[int, ...], int]:

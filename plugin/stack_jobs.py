@@ -25,7 +25,7 @@ import numpy as np
 from plugin.coords import OutsideImage, SlicePlane
 from plugin.history import Step
 from plugin.image_slice import is_large, plane_on, stack_axis, wire_slice, wire_stack
-from plugin.label_ops import LabelMode, compute_edit, drop_small_objects
+from plugin.label_ops import LabelMode, Relabelled, compute_edit, drop_small_objects, kept_objects
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from plugin.results import Results
 from plugin.session import Session
@@ -39,13 +39,15 @@ from protocol.ops import (
     propagate,
     propagate_objects,
 )
-from protocol.tiling import StackLinker
+from protocol.tiling import CompressedPlane, StackLinker
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
 
 PROPAGATE, AUTO_STACK = "propagate", "auto_stack"
+LINK_BAND_ROWS = 256
+"""Rows of a large slice read at a time when linking it to the previous one (20,000 wide: 20 MB)."""
 PROPAGATE_TIMEOUT_S = 600.0
 """Silence allowed between two slices of a propagation (the first slice also encodes the stack)."""
 Progress = Callable[[int, int, str], None]
@@ -110,8 +112,9 @@ class StackHost(Protocol):
         limits: tuple[float, ...],
         cancel: threading.Event,
         on_tiles: Callable[[int, int], None] | None = None,
-    ) -> tuple[np.ndarray, int, bool]:
-        """AUTO-SEGMENT a large slice tile by tile (off the GUI thread): ``(labels, n, cancelled)``."""
+    ) -> tuple[CompressedPlane, list[int], bool]:
+        """AUTO-SEGMENT a large slice tile by tile (off the GUI thread): ``(labels, areas, cancelled)``,
+        the labels kept compressed by rectangles."""
         ...
 
 
@@ -128,7 +131,8 @@ class StackRun:
         steps: the history steps written so far (squashed into one at the end).
         written: slice index -> what was written there: the mask (propagate
             of one label, bool (H, W)) or the worker's labels (propagate of
-            several labels and auto, (H, W), 0 = none).
+            several labels and auto, (H, W), 0 = none; a large slice's auto
+            labels are held compressed, :class:`protocol.tiling.CompressedPlane`).
         label_ids: ids written (propagate: the labels propagated; auto: all new ids).
         finished, completed: whether it ended, and whether it ran to the end.
         on_done: called once when it ends.
@@ -140,7 +144,7 @@ class StackRun:
     axis: int
     cancel: threading.Event = field(default_factory=threading.Event)
     steps: list[Step] = field(default_factory=list, repr=False)
-    written: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    written: dict[int, np.ndarray | CompressedPlane] = field(default_factory=dict, repr=False)
     label_ids: list[int] = field(default_factory=list)
     finished: bool = False
     completed: bool = False
@@ -391,25 +395,35 @@ class StackJobs:
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         dispatch, total = self.c.dispatch, run.frames
 
-        linker = StackLinker(link=settings.link_stack)
+        linker = StackLinker(link=settings.link_stack, band_rows=LINK_BAND_ROWS)
         layer_ids: dict[int, int] = {}  # the linker's id -> the layer's id
 
-        def write(index: int, linked: np.ndarray) -> None:
+        def write(index: int, linked: np.ndarray | CompressedPlane) -> None:
             if run.finished or run.cancel.is_set() or layer not in self.c.viewer.layers:
                 return
             target = plane_on(plane, axis, index)
             if not settings.link_stack:
                 layer_ids.clear()  # each slice's objects are new objects
-            present = [int(i) for i in np.unique(linked) if i and int(i) not in layer_ids]
+            # A large slice is held compressed, by rectangles: it is read one rectangle at a time.
+            parts = linked.rectangles if isinstance(linked, CompressedPlane) else [(0, 0, *linked.shape)]
+            found: set[int] = set()
+            for r0, c0, r1, c1 in parts:
+                found.update(int(i) for i in np.unique(linked[r0:r1, c0:c1]) if i)
+            present = sorted(found - set(layer_ids))
             if present:
-                first = self.results.allocate(layer, slice_view(layer, target), count=len(present))
+                seen = (
+                    np.zeros(0, np.uint32)
+                    if isinstance(linked, CompressedPlane)
+                    else slice_view(layer, target)
+                )
+                first = self.results.allocate(layer, seen, count=len(present))
                 layer_ids.update({k: first + n for n, k in enumerate(present)})
-            lut = np.zeros(int(linked.max()) + 1, dtype=np.uint32)
+            lut = np.zeros(max(found, default=0) + 1, dtype=np.uint32)
             for k, v in layer_ids.items():
                 if k < lut.size:
                     lut[k] = v
             with self.results.histories(layer).capture() as steps:
-                ids, _pixels = self.results.paste_ids(layer, target, lut[linked])
+                ids, _pixels = self.results.paste_rectangles(layer, target, linked, parts, lut)
             run.steps.extend(steps)
             run.label_ids.extend(i for i in ids if i not in run.label_ids)
             run.written[index] = linked
@@ -422,16 +436,19 @@ class StackJobs:
                 text = f"AUTO-SEGMENT STACK: segmenting slice {index + 1} of {total}…"
                 dispatch(lambda i=index, t=text: on_progress(i, total, t))  # type: ignore[misc]
                 here = plane_on(plane, axis, index)
-                if settings.tiling and is_large(here):
-                    labels, _n, cancelled = self.c.tiled_labels(data, here, rgb, limits, run.cancel)
+                linked: np.ndarray | CompressedPlane
+                if settings.tiling and is_large(here):  # never a slice-sized array
+                    stitched, areas, cancelled = self.c.tiled_labels(data, here, rgb, limits, run.cancel)
                     if cancelled:
                         raise Superseded("AUTO-SEGMENT STACK was cancelled")
+                    objects: Any = Relabelled(stitched, kept_objects(areas, settings.min_area))
+                    linked = CompressedPlane(here.size)
                 else:
                     wire = wire_slice(data, here, rgb, limits)
                     params, limit = settings.params(), settings.timeout_s
                     labels = auto(client, wire, params, cancel=run.cancel, timeout_s=limit).labels
-                objects = drop_small_objects(labels, settings.min_area)
-                linked = np.zeros(objects.shape, dtype=np.uint32)
+                    objects = drop_small_objects(labels, settings.min_area)
+                    linked = np.zeros(objects.shape, dtype=np.uint32)
                 linker.add(objects, linked)  # one id through the stack (or per-slice ids)
                 dispatch(lambda i=index, a=linked: write(i, a))  # type: ignore[misc]
             return total

@@ -164,3 +164,20 @@ def test_a_strided_texture_patch_is_what_a_strided_copy_of_the_changed_slice_hol
                 patch, (t0, u0) = found
                 texture[t0 : t0 + patch.shape[0], u0 : u0 + patch.shape[1]] = patch
             np.testing.assert_array_equal(texture, view[:: stride[0], :: stride[1]])
+
+
+def test_kept_objects_renumber_as_drop_small_objects_does() -> None:
+    from plugin.label_ops import Relabelled, drop_small_objects, kept_objects
+    from protocol.tiling import CompressedPlane
+
+    rng = np.random.default_rng(9)
+    objects = rng.integers(0, 30, (200, 300)).astype(np.uint32)
+    areas = np.bincount(objects.ravel(), minlength=30)[1:]
+    stored = CompressedPlane(objects.shape)
+    stored[0:100, 0:300] = objects[:100]
+    stored[100:200, 0:300] = objects[100:]
+    for min_area in (0, 1900, 2100, 10**6):
+        expected = drop_small_objects(objects, min_area)
+        view = Relabelled(stored, kept_objects(areas, min_area))
+        np.testing.assert_array_equal(view[0:200, 0:300], expected)
+        np.testing.assert_array_equal(view[50:120, 10:20], expected[50:120, 10:20])
