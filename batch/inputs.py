@@ -24,7 +24,7 @@ import numpy as np
 from protocol.wire_image import to_wire_dtype
 
 if TYPE_CHECKING:
-    from plugin.formats.geometry import Geometry
+    from protocol.formats.geometry import Geometry
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -177,14 +177,14 @@ def read_image(path: Path) -> InputImage:
 def input_geometry(path: Path, label_ndim: int) -> Geometry | None:
     """The pixel size an input TIFF carries, as the geometry of its ``label_ndim``-axis labels.
 
-    ImageJ, OME or resolution-tag calibration (:mod:`plugin.formats.tiff_geometry`);
+    ImageJ, OME or resolution-tag calibration (:mod:`protocol.formats.tiff_geometry`);
     None (pixel units) for other files, TIFFs without one, or labels of another shape.
     """
     if path.is_dir() or path.suffix.lower() not in (".tif", ".tiff"):
         return None
     import tifffile
 
-    from plugin.formats.tiff_geometry import tiff_geometry
+    from protocol.formats.tiff_geometry import tiff_geometry
 
     try:
         with tifffile.TiffFile(path) as tif:

@@ -32,7 +32,7 @@ from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, atomic_path, tiff_resolu
 from protocol.wire_image import stack_contrast_limits, to_wire_dtype
 
 if TYPE_CHECKING:
-    from plugin.formats.geometry import Geometry
+    from protocol.formats.geometry import Geometry
 
 DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30
 """Label images larger than this (uint32 bytes) are written tile by tile through a zarr store."""
@@ -237,9 +237,9 @@ class LabelSink:
         from ome_zarr.format import FormatV04
         from ome_zarr.writer import write_labels
 
-        from plugin.formats.atomic import atomic_dir
-        from plugin.formats.geometry import Geometry
-        from plugin.formats.ngff import label_group_name, scale_factors, zarr_path
+        from protocol.formats.atomic import atomic_dir
+        from protocol.formats.geometry import Geometry
+        from protocol.formats.ngff import label_group_name, scale_factors, zarr_path
 
         if not 2 <= len(self.label_shape) <= 5:
             raise ValueError(f"NGFF labels hold 2 to 5 axes, got shape {self.label_shape}")

@@ -3,11 +3,11 @@
 Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, uint32, one
 page per slice), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
 image) or ``geojson`` (``<stem>_labels.geojson``, one polygon per label and
-slice, QuPath conventions); the last two are written by :mod:`plugin.formats`
+slice, QuPath conventions); the last two are written by :mod:`protocol.formats`
 (no napari involved).
 
 The pixel size of an input TIFF (ImageJ, OME or resolution tags, read by
-:mod:`plugin.formats.tiff_geometry`) goes with its labels: the TIFF gets X/Y
+:mod:`protocol.formats.tiff_geometry`) goes with its labels: the TIFF gets X/Y
 resolution in pixels per centimetre (what Fiji, Bio-Formats and QuPath read),
 the OME-Zarr scale and units per axis, the GeoJSON the pixel size and units in
 its properties and, with ``--coordinates physical``, physical coordinates.
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from plugin.formats.geometry import Geometry
+    from protocol.formats.geometry import Geometry
 
 SUMMARY_NAME = "summary.csv"
 FORMAT_TIFF = "tiff"
@@ -97,7 +97,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def tiff_resolution(geometry: Geometry | None) -> dict[str, Any]:
     """tifffile's ``resolution`` (pixels per cm, x then y) and ``resolutionunit``; {} in pixel units."""
-    from plugin.formats.geometry import METRES_PER
+    from protocol.formats.geometry import METRES_PER
 
     unit = geometry.length_unit if geometry is not None else None
     if geometry is None or unit is None:
@@ -163,9 +163,9 @@ def write_output(
     if output_format == FORMAT_TIFF:
         write_labels(path, labels, geometry)
         return
-    from plugin.formats.geojson import write_geojson
-    from plugin.formats.geometry import Geometry
-    from plugin.formats.ngff import write_ngff_labels
+    from protocol.formats.geojson import write_geojson
+    from protocol.formats.geometry import Geometry
+    from protocol.formats.ngff import write_ngff_labels
 
     if labels.dtype != np.uint32:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")

@@ -3,7 +3,7 @@
 ``write_labels("cells.tif", ...)`` writes three files, each atomically (a
 temporary file in the same folder, then ``os.replace``):
 
-* ``cells.tif``: the labels as an ImageJ/Fiji hyperstack (:mod:`plugin.formats.imagej`:
+* ``cells.tif``: the labels as an ImageJ/Fiji hyperstack (:mod:`protocol.formats.imagej`:
   calibration, origin, names in Info and Properties; uint8, uint16, or float32
   for ids above 65535) when ImageJ can hold them, else a plain TIFF in the
   smallest unsigned dtype with the names, scale and translate in its
@@ -16,7 +16,7 @@ temporary file in the same folder, then ``os.replace``):
 JSON file, or from the TIFF description when the JSON file is missing).
 
 :func:`export_labels` writes any of :data:`EXPORT_FORMATS` (this TIFF set,
-OME-Zarr, GeoJSON, measurements CSV; see :mod:`plugin.formats`) and
+OME-Zarr, GeoJSON, measurements CSV; see :mod:`protocol.formats`) and
 :func:`read_any` reads the first three back.
 """
 
@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from plugin.formats.atomic import atomic_file
-from plugin.formats.geojson import PIXEL, is_geojson, read_geojson, write_geojson
-from plugin.formats.geometry import Geometry
-from plugin.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
-from plugin.formats.labels_file import LabelsFile
-from plugin.formats.measure import MEASUREMENTS_SUFFIX, write_measurements
-from plugin.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels
 from plugin.label_names import METADATA_KEY, clean_name, names_from_metadata
+from protocol.formats.atomic import atomic_file
+from protocol.formats.geojson import PIXEL, is_geojson, read_geojson, write_geojson
+from protocol.formats.geometry import Geometry
+from protocol.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
+from protocol.formats.labels_file import LabelsFile
+from protocol.formats.measure import MEASUREMENTS_SUFFIX, write_measurements
+from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels
 
 FORMAT = "napari-sam2-broker labels v1"
 TIFF_SUFFIXES = (".tif", ".tiff")

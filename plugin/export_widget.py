@@ -21,9 +21,9 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QWidg
 
 from plugin.controller import napari_notify
 from plugin.export import GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels
-from plugin.formats.geojson import PHYSICAL, PIXEL
 from plugin.label_names import names_from_metadata
 from plugin.qt_helpers import button
+from protocol.formats.geojson import PHYSICAL, PIXEL
 
 if TYPE_CHECKING:
     import napari

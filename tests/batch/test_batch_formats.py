@@ -18,7 +18,7 @@ import shapely
 import tifffile
 
 from batch.outputs import output_path, write_output
-from plugin.formats import geojson, ngff
+from protocol.formats import geojson, ngff
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image, scattered_discs
@@ -144,7 +144,7 @@ def test_labels_keep_the_pixel_size_of_a_calibrated_input(tmp_path: Path, standi
 
 def test_labels_written_tile_by_tile_keep_the_pixel_size(tmp_path: Path) -> None:
     from batch.large import LabelSink
-    from plugin.formats.geometry import Geometry
+    from protocol.formats.geometry import Geometry
 
     geometry = Geometry.from_layer(3, (2.0, 0.25, 0.5), None, ("um", "um", "um"))
     labels = np.zeros((2, 40, 50), np.uint32)

@@ -20,9 +20,9 @@ import shapely
 import tifffile
 
 from plugin import export, io_hooks
-from plugin.formats import atomic, geojson, imagej, measure, ngff
-from plugin.formats.geometry import Geometry
 from plugin.label_names import METADATA_KEY
+from protocol.formats import atomic, geojson, imagej, measure, ngff
+from protocol.formats.geometry import Geometry
 from tests.support.processes import PYTHON, REPO_ROOT, wait_until
 
 NAMES = {3: "cell nucleus", 9: "mitochondrion"}
@@ -205,8 +205,8 @@ def test_zarr_directory_swap_is_atomic(tmp_path: Path) -> None:
 ZARR_WRITER = """
 import sys
 import numpy as np
-from plugin.formats.geometry import Geometry
-from plugin.formats.ngff import write_ngff_labels
+from protocol.formats.geometry import Geometry
+from protocol.formats.ngff import write_ngff_labels
 base = np.random.default_rng(0).integers(1, 200, (700, 700)).astype(np.uint16)
 version = 0
 while True:

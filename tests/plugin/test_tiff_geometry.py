@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from plugin.formats.tiff_geometry import tiff_geometry
+from protocol.formats.tiff_geometry import tiff_geometry
 
 STACK = np.zeros((3, 20, 30), np.uint16)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from plugin.formats.geometry import IMAGEJ_LENGTH, SECONDS_PER, Geometry
+from protocol.formats.geometry import IMAGEJ_LENGTH, SECONDS_PER, Geometry
 
 FLOAT_EXACT_MAX = 1 << 24
 PROPERTIES_KEY = "napari-sam2-broker"

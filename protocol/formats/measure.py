@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from plugin.formats.atomic import atomic_file
-from plugin.formats.geometry import Geometry
+from protocol.formats.atomic import atomic_file
+from protocol.formats.geometry import Geometry
 
 MEASUREMENTS_SUFFIX = ".measurements.csv"
 BASE_COLUMNS = [

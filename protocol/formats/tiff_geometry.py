@@ -5,7 +5,7 @@ found wins:
 
 1. **ImageJ** (Fiji's TIFFs): X/Y resolution in pixels per ``unit`` of the
    description, ``spacing`` (z step) and ``finterval`` (per frame, in ``tunit``);
-   read through :func:`plugin.formats.imagej.calibration`.
+   read through :func:`protocol.formats.imagej.calibration`.
 2. **OME-TIFF**: ``Pixels`` ``PhysicalSizeX/Y/Z`` (+ ``...Unit``, default µm)
    and ``TimeIncrement`` (+ unit, default s) of the first image.
 3. **Resolution tags** in centimetres, millimetres or inches (a scanner's
@@ -25,8 +25,8 @@ from typing import Any
 
 import tifffile
 
-from plugin.formats.geometry import METRES_PER, Geometry, axes_for, unit_name
-from plugin.formats.imagej import calibration
+from protocol.formats.geometry import METRES_PER, Geometry, axes_for, unit_name
+from protocol.formats.imagej import calibration
 
 PLACEHOLDER_DPI = (72.0, 96.0)
 """Inch resolutions written by software that knows no pixel size."""

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from plugin.formats.atomic import atomic_file
-from plugin.formats.geometry import Geometry
-from plugin.formats.labels_file import LabelsFile
+from protocol.formats.atomic import atomic_file
+from protocol.formats.geometry import Geometry
+from protocol.formats.labels_file import LabelsFile
 
 GEOJSON_SUFFIXES = (".geojson",)
 COLLECTION_KEY = "napari-sam2-broker"

@@ -1,0 +1,17 @@
+"""File formats for labels with names, for the tools that come next (no napari, no Qt).
+
+Label images on disk, written atomically: used by the plugin's export and by
+``sam2-batch``, so they live in ``protocol/`` (shared by all rooms) and import
+nothing above it.
+
+* :mod:`protocol.formats.geometry`: axes, pixel size, units and origin of a labels array;
+* :mod:`protocol.formats.atomic`: write a file or a directory atomically;
+* :mod:`protocol.formats.imagej`: ImageJ/Fiji-ready TIFF (calibration and names);
+* :mod:`protocol.formats.ngff`: OME-Zarr (NGFF 0.4) labels image with ``image-label`` names;
+* :mod:`protocol.formats.geojson`: one polygon feature per label, QuPath conventions;
+* :mod:`protocol.formats.measure`: a measurements table per label and slice.
+
+The batch command (``sam2-batch --format``) uses the same writers as the
+plugin's export, so these modules import nothing from napari or Qt; zarr,
+ome-zarr, shapely and scikit-image are imported inside the functions that need them.
+"""
