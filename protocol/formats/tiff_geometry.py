@@ -143,7 +143,8 @@ def geometry_from(sizes: Mapping[str, tuple[float, str]], series_axes: str) -> G
     ndim = len(letters)
     axes = axes_for(ndim, list(letters))
     usable = axes == letters
-    scale, units = [1.0] * ndim, [None] * ndim
+    scale: list[float] = [1.0] * ndim
+    units: list[str | None] = [None] * ndim
     for i, axis in enumerate(axes):
         if axis in sizes and (usable or i >= ndim - 2):
             scale[i], units[i] = sizes[axis]
