@@ -71,25 +71,25 @@ def atom_changes(step: Step, undoing: bool) -> list[tuple[np.ndarray, np.ndarray
     return out
 
 
-def atom_regions(step: Step) -> list[tuple[tuple[Any, ...], np.ndarray]]:
-    """``[(index, values), ...]``: where each atom of a step writes, and the values there before and after.
+def atom_regions(step: Step) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
+    """``(index, values)`` of each atom of a step in turn: where it writes, the values there before and after.
 
     ``index`` is a tuple of (N,) index arrays (``data_setitem``; ``values``
     then holds the N old values followed by the N new ones) or of slices (a
     masked paint atom's bounding box; ``values`` are those found in it).
-    Undoing or redoing the step writes only these values there.
+    Undoing or redoing the step writes only these values there. One atom at
+    a time, so a step of many atoms (a tiled paste) never needs all its
+    values at once.
     """
-    out: list[tuple[tuple[Any, ...], np.ndarray]] = []
     for atom in step:
         if hasattr(atom, "old_values"):  # a named tuple: test it first
             old, new = np.asarray(atom.old_values).ravel(), np.asarray([atom.new_value])
-            out.append((tuple(atom.slice_key), np.concatenate([old, new.astype(old.dtype)])))
+            yield tuple(atom.slice_key), np.concatenate([old, new.astype(old.dtype)])
             continue
         indices, old, new = atom
         old = np.asarray(old).ravel()
         new = np.broadcast_to(np.asarray(new), old.shape).ravel()
-        out.append((tuple(indices), np.concatenate([old, new.astype(old.dtype)])))
-    return out
+        yield tuple(indices), np.concatenate([old, new.astype(old.dtype)])
 
 
 def set_names(layer: Labels, names: dict[int, str]) -> None:
