@@ -322,6 +322,8 @@ class Controller:
                 warning = size_warning(layer)
                 if warning is not None:
                     self.notify("warning", warning)
+                if self.prefetch is not None:
+                    self.prefetch.poke()  # the view now shows another image
 
     def _refit_prompt_layers(self, image: Image) -> None:
         """Rebuild the prompt layers made for an image of other dimensions or transform, and say so.

@@ -75,6 +75,8 @@ class EncodeBox(QGroupBox):
 
     def set_connected(self, connected: bool) -> None:
         """Enable starting only while a worker answers; a run whose backend was lost ends now."""
+        if connected and not self._connected:
+            self.prefetcher.poke()  # the view a user already looks at is worth embedding now
         self._connected = connected
         if not connected and self.encoder.running:
             self.encoder.abandon()

@@ -124,6 +124,10 @@ class Prefetcher:
         """Whether a prefetch is in flight."""
         return self._in_flight is not None
 
+    def poke(self) -> None:
+        """The view may show something new (another image, a backend just connected): check it soon."""
+        self._moved()
+
     def _moved(self, _event: Any = None) -> None:
         if self.enabled:
             self._retries = 0
@@ -178,12 +182,12 @@ class Prefetcher:
         if target is None:
             return
         place = self._place(image, target)
-        if place in self._remembered():
-            return
         if self._in_flight is not None:
             if self._in_flight[0] == place:
                 return  # already on its way
-            self.cancel()  # a newer view supersedes it
+            self.cancel()  # the view moved on: a prefetch for another place is dropped
+        if place in self._remembered():
+            return
         cancel = threading.Event()
         self._in_flight = (place, cancel)
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)

@@ -84,22 +84,26 @@ def test_prefetch_embeds_the_window_a_click_there_then_uses(viewer_on, qtbot) ->
     viewer, widget, backend, _notes = viewer_on(image, scale=(0.5, 0.5))
     prefetcher = widget.encode_box.prefetcher
     assert widget.encode_box.prefetch.isChecked()  # on by default
-    look_at(viewer, 2300 * 0.5, 2310 * 0.5)  # world coordinates of pixel (2300, 2310)
+    # Connected, the view the user already looks at is embedded without any move.
     qtbot.waitUntil(lambda: len(prefetcher.sent) == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
+    centre = window_for_prompt(shape, [(1500.5, 1500.5)])
+    assert prefetcher.sent[0][-5:] == (*centre.bbox, centre.factor)
+    look_at(viewer, 2300 * 0.5, 2310 * 0.5)  # world coordinates of pixel (2300, 2310)
+    qtbot.waitUntil(lambda: len(prefetcher.sent) == 2 and not prefetcher.busy, timeout=TIMEOUT_MS)
     before = counters(backend)
-    assert (before["embed"], before["images_received"], before["encoder_runs"]) == (1, 1, 1)
+    assert (before["embed"], before["images_received"], before["encoder_runs"]) == (2, 2, 2)
     applied = click(widget, qtbot, [2300.0, 2310.0])
     assert applied.window == window_for_prompt(shape, [(2300.5, 2310.5)])
-    assert prefetcher.sent[0][-5:] == (*applied.window.bbox, applied.window.factor)  # the same window
+    assert prefetcher.sent[1][-5:] == (*applied.window.bbox, applied.window.factor)  # the same window
     after = counters(backend)
-    assert after["images_received"] == 1 and after["encoder_runs"] == 1  # the click sent only the key
+    assert after["images_received"] == 2 and after["encoder_runs"] == 2  # the click sent only the key
     assert applied.label_ids and int((np.asarray(viewer.layers["Points_mask"].data) > 0).sum()) == int(
         (truth > 0).sum()
     )
     # Settling there again sends nothing more: the place is known.
     look_at(viewer, 2301 * 0.5, 2310 * 0.5)
     qtbot.wait(1200)
-    assert counters(backend)["embed"] == 1
+    assert counters(backend)["embed"] == 2
 
 
 def test_moving_the_view_drops_the_older_prefetch_and_prefetch_off_sends_nothing(viewer_on, qtbot) -> None:
@@ -108,13 +112,17 @@ def test_moving_the_view_drops_the_older_prefetch_and_prefetch_off_sends_nothing
     image[1] += 1  # another image on slice 1
     viewer, widget, backend, _notes = viewer_on(image, worker_args=("--encode-delay-s", "3"))
     prefetcher = widget.encode_box.prefetcher
+    qtbot.waitUntil(lambda: len(prefetcher.sent) == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
+    assert prefetcher.sent[0][-1] == 0  # the slice in view when the backend connected
     viewer.dims.set_point(0, 1)
     qtbot.waitUntil(lambda: prefetcher.busy, timeout=TIMEOUT_MS)  # slice 1's embed is being encoded
-    viewer.dims.set_point(0, 0)  # the view moves on before it is done
-    qtbot.waitUntil(lambda: len(prefetcher.sent) == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
-    assert prefetcher.sent[0][-1] == 0  # slice 0 only: slice 1's embed was cancelled, not finished
-    events = [e for e in widget.controller.events.recent() if e.op == "embed"]
-    assert sum("cancelled" in e.detail for e in events) == 1
+    viewer.dims.set_point(0, 0)  # the view moves back (to a known slice) before it is done
+
+    def cancelled() -> int:
+        return sum("cancelled" in e.detail for e in widget.controller.events.recent() if e.op == "embed")
+
+    qtbot.waitUntil(lambda: cancelled() == 1 and not prefetcher.busy, timeout=TIMEOUT_MS)
+    assert len(prefetcher.sent) == 1  # slice 0 only: slice 1's embed was cancelled, not finished
     # A click for another place drops the prefetch in flight and does not wait for it.
     viewer.dims.set_point(0, 1)
     qtbot.waitUntil(lambda: prefetcher.busy, timeout=TIMEOUT_MS)

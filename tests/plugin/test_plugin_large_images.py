@@ -19,8 +19,9 @@ import zarr
 
 from plugin.auto_widget import TILE_SIZE_KEY
 from plugin.controller import AUTO, POINTS, Applied
+from plugin.encode_widget import PREFETCH_KEY
 from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
-from plugin.user_settings import load
+from plugin.user_settings import load, save
 from plugin.widget import SamWidget
 from protocol.windows import Window, window_for_prompt
 from tests.support.discs import disc_scores
@@ -65,6 +66,8 @@ def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> 
         monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
         monkeypatch.setenv("SAM2_MODEL", SERVICE)
         monkeypatch.setenv("SAM2_EMBEDDED", "0")
+        # These tests count the images a click sends: no prefetch (tests/plugin/test_plugin_embed_ahead.py).
+        save(PREFETCH_KEY, False)
         viewer = make_napari_viewer()
         layer = viewer.add_image(data, **image_kwargs)
         widget = SamWidget(viewer)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from plugin.controller import POINTS
+from plugin.encode_widget import PREFETCH_KEY
 from plugin.layers import POINTS_MASK, PROMPT_POINTS
+from plugin.user_settings import save
 from plugin.widget import SamWidget
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.processes import ProcessSpawner
@@ -53,6 +55,9 @@ def test_a_click_on_an_ome_zarr_pyramid_opened_with_napari_ome_zarr_sends_one_le
     monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
     monkeypatch.setenv("SAM2_MODEL", SERVICE)
     monkeypatch.setenv("SAM2_EMBEDDED", "0")
+    save(
+        PREFETCH_KEY, False
+    )  # this test counts the images a click sends (prefetch: test_plugin_embed_ahead.py)
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(tmp_path / "mosaic.ome.zarr"), plugin="napari-ome-zarr")
     assert layer.multiscale and len(layer.data) == 3 and tuple(layer.data[0].shape) == SHAPE
