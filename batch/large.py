@@ -15,6 +15,14 @@ stitcher. :meth:`LabelSink.commit` writes the label file from it: a tiled
 BigTIFF (tile by tile, one page per slice) or an NGFF label image (chunk by
 chunk through dask), never the whole image in memory.
 
+The tiled BigTIFF is not the Fiji-ready TIFF of :mod:`batch.outputs`: it
+stays uint32 with the pixel size in X/Y resolution tags (pixels per cm).
+tifffile would add ImageJ metadata to it, but only as a "nonconformant
+BigTIFF ImageJ" file, and ImageJ's own TIFF reader opens neither tiled nor
+BigTIFF files. Fiji opens it through Bio-Formats (File > Import >
+Bio-Formats, which reads the resolution tags), without ImageJ calibration
+(no z spacing); ``--format ome-zarr`` keeps every axis' scale and unit.
+
 All arrays are (..., H, W) with (row, col) last.
 """
 
@@ -28,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, atomic_path, tiff_resolution, write_output
+from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, tiff_resolution, write_output
+from protocol.formats.atomic import atomic_file
 from protocol.wire_image import stack_contrast_limits, to_wire_dtype
 
 if TYPE_CHECKING:
@@ -218,7 +227,7 @@ class LabelSink:
     def _write_tiled_tiff(self) -> None:
         import tifffile
 
-        with atomic_path(self.path) as tmp:
+        with atomic_file(self.path) as tmp:
             tifffile.imwrite(
                 tmp,
                 self._tiles(),

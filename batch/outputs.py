@@ -1,17 +1,28 @@
 """What a batch leaves behind: label files and a CSV summary, all written atomically.
 
-Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, uint32, one
-page per slice), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
+Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, one page per
+slice; see below), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
 image) or ``geojson`` (``<stem>_labels.geojson``, one polygon per label and
 slice, QuPath conventions); the last two are written by :mod:`protocol.formats`
 (no napari involved).
 
 The pixel size of an input TIFF (ImageJ, OME or resolution tags, read by
-:mod:`protocol.formats.tiff_geometry`) goes with its labels: the TIFF gets X/Y
-resolution in pixels per centimetre (what Fiji, Bio-Formats and QuPath read),
-the OME-Zarr scale and units per axis, the GeoJSON the pixel size and units in
-its properties and, with ``--coordinates physical``, physical coordinates.
+:mod:`protocol.formats.tiff_geometry`) goes with its labels: the TIFF its
+ImageJ calibration, the OME-Zarr scale and units per axis, the GeoJSON the
+pixel size and units in its properties and, with ``--coordinates physical``,
+physical coordinates.
 Without one (or for PNG/JPEG inputs) they are in pixel units.
+
+The TIFF is the plugin's Fiji-ready TIFF (:mod:`protocol.formats.imagej`)
+whenever ImageJ can hold it: uint16 labels (ids up to 65535; ImageJ
+hyperstacks are 8-bit, 16-bit or 32-bit float, never uint32) with ``unit``
+(``micron``: Fiji shows µm), X/Y resolution in pixels per unit, ``spacing``
+(z step), axes, and the facts the plugin's reader restores the scale from.
+Labels with larger ids (or over 4 GiB as uint16) stay uint32 with X/Y
+resolution in pixels per centimetre (what Bio-Formats and QuPath read, not
+ImageJ's calibration), and the log says so. Label files written tile by tile
+(:mod:`batch.large`) are tiled BigTIFFs, which ImageJ's own reader does not
+open: they stay uint32 with resolution tags too.
 
 Every file is written to a temporary name in its folder and moved into place
 with ``os.replace`` (a zarr store: a temporary directory swapped in), so a
@@ -27,15 +38,15 @@ input skipped because an earlier run made its labels keeps that run's rows.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from protocol.formats.atomic import atomic_file
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry
@@ -51,6 +62,12 @@ COORDINATES = ("pixel", "physical")
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 STATUS_SKIPPED = "skipped"
+IMAGEJ_LABEL_DTYPE = np.dtype(np.uint16)
+"""The pixel type of every Fiji-ready label TIFF of a batch (ids up to 65535)."""
+IMAGEJ_MAX_BYTES = 2**32 - 2**25
+"""Pixel bytes beyond which labels need a BigTIFF, which ImageJ's TIFF reader does not open."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,22 +96,6 @@ class Row:
 COLUMNS = [f.name for f in fields(Row)]
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` to write to; on success it is moved onto ``path``, else deleted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def tiff_resolution(geometry: Geometry | None) -> dict[str, Any]:
     """tifffile's ``resolution`` (pixels per cm, x then y) and ``resolutionunit``; {} in pixel units."""
     from protocol.formats.geometry import METRES_PER
@@ -116,17 +117,45 @@ def pixel_size_text(geometry: Geometry | None) -> str:
 
 
 def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = None) -> None:
-    """Write a uint32 label image atomically: (H, W) one page, (..., H, W) one page per slice.
+    """Write uint32 labels atomically as a TIFF: (H, W) one page, (..., H, W) one page per slice.
 
-    ``geometry``'s pixel size (when known) goes into the X/Y resolution tags.
+    Ids up to 65535 make the plugin's Fiji-ready TIFF (uint16, ImageJ calibration from
+    ``geometry``, pixel units without one); larger ids, more than 5 axes, or more than
+    :data:`IMAGEJ_MAX_BYTES` of uint16 pixels, a uint32 (Big)TIFF with ``geometry``'s pixel
+    size in the X/Y resolution tags (logged).
     """
     import tifffile
 
+    from protocol.formats.geometry import Geometry
+    from protocol.formats.imagej import geometry_facts, write_imagej
+
     if labels.dtype != np.uint32:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")
-    with atomic_path(path) as tmp:
+    if geometry is None or geometry.ndim != labels.ndim:
+        geometry = Geometry.plain(labels.ndim) if 2 <= labels.ndim <= 5 else None
+    classic = labels.size * IMAGEJ_LABEL_DTYPE.itemsize <= IMAGEJ_MAX_BYTES
+    with atomic_file(path) as tmp:
+        if (
+            geometry is not None
+            and classic
+            and write_imagej(tmp, labels, {}, geometry, geometry_facts(geometry), IMAGEJ_LABEL_DTYPE)
+        ):
+            return
+        log.warning(
+            "uint32 TIFF file=%s (max id %d, %d axes): an ImageJ hyperstack holds ids up to 65535, "
+            "5 axes and 4 GiB, so Fiji opens it without ImageJ calibration (pixel size in resolution "
+            "tags only)",
+            path,
+            int(labels.max()) if labels.size else 0,
+            labels.ndim,
+        )
         tifffile.imwrite(
-            tmp, labels, compression="zlib", photometric="minisblack", **tiff_resolution(geometry)
+            tmp,
+            labels,
+            bigtiff=not classic,
+            compression="zlib",
+            photometric="minisblack",
+            **tiff_resolution(geometry),
         )
 
 
@@ -203,7 +232,7 @@ def merge_rows(previous: Iterable[Row], current: Iterable[Row], skipped_files: s
 
 def write_summary(path: Path, rows: Iterable[Row]) -> None:
     """Write the CSV summary atomically."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:

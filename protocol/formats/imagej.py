@@ -7,7 +7,8 @@ text (Image > Show Info) and ``Properties`` we use for the label names.
 
 ImageJ holds 8-bit, 16-bit or 32-bit float pixels only: labels up to 255 are
 saved as uint8, up to 65535 as uint16, up to 2**24 as float32 (every integer
-of that range is exact in float32) and read back as integers. Larger ids, or
+of that range is exact in float32; a caller may ask for a wider one of these
+types) and read back as integers. Larger ids, or
 axes ImageJ cannot order (more than t, z, c, y, x), cannot be an ImageJ TIFF:
 :func:`imagej_dtype` / :func:`write_imagej` say so and the caller writes a
 plain TIFF instead.
@@ -26,6 +27,8 @@ import tifffile
 from protocol.formats.geometry import IMAGEJ_LENGTH, SECONDS_PER, Geometry
 
 FLOAT_EXACT_MAX = 1 << 24
+IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+"""The pixel types of an ImageJ hyperstack (8-bit, 16-bit, 32-bit float)."""
 PROPERTIES_KEY = "napari-sam2-broker"
 """ImageJ property holding our JSON (names, scale, translate) for an exact round trip."""
 NAME_PROPERTY = "label.{}"
@@ -76,6 +79,7 @@ def write_imagej(
     names: Mapping[int, str],
     geometry: Geometry,
     extra: Mapping[str, Any] | None = None,
+    dtype: np.dtype[Any] | type[np.generic] | None = None,
 ) -> bool:
     """Write ``data`` as an ImageJ hyperstack TIFF; False (nothing written) when ImageJ cannot hold it.
 
@@ -85,11 +89,16 @@ def write_imagej(
         names: ``{label_id: name}``.
         geometry: axes, pixel size, origin and units.
         extra: JSON-able facts stored in the ``napari-sam2-broker`` property (names, scale...).
+        dtype: the pixel type to store, an ImageJ type at least as wide as :func:`imagej_dtype`
+            (``sam2-batch`` asks for uint16 so every file of a run has one type); None: the smallest.
     """
-    dtype = imagej_dtype(data)
+    needed = imagej_dtype(data)
     layout = imagej_axes(geometry)
-    if dtype is None or layout is None:
+    if needed is None or layout is None:
         return False
+    if dtype is not None and (np.dtype(dtype) not in IMAGEJ_DTYPES or not np.can_cast(needed, dtype)):
+        return False
+    dtype = needed if dtype is None else np.dtype(dtype)
     axes, perm = layout
     pixel_x, pixel_y = geometry.size("x"), geometry.size("y")
     metadata: dict[str, Any] = {
@@ -125,6 +134,19 @@ def write_imagej(
         compression="zlib",
     )
     return True
+
+
+def geometry_facts(geometry: Geometry) -> dict[str, Any]:
+    """The ``extra`` facts from which the plugin's reader restores a layer: axes, scale, translate, units.
+
+    For a writer that has no napari layer (``sam2-batch``); the plugin stores its layer's own.
+    """
+    return {
+        "axes": geometry.axes,
+        "scale": list(geometry.scale),
+        "translate": list(geometry.translate),
+        "units": list(geometry.units),
+    }
 
 
 def read_imagej(tif: tifffile.TiffFile) -> tuple[np.ndarray, dict[str, Any]] | None:

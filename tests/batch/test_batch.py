@@ -18,7 +18,8 @@ import tifffile
 
 from batch.__main__ import main
 from batch.inputs import ReadError, UsageError, discover, output_names, read_image
-from batch.outputs import Row, atomic_path, merge_rows, read_summary, write_summary
+from batch.outputs import Row, merge_rows, read_summary, write_summary
+from protocol.formats.atomic import atomic_file
 from protocol.wire_image import stack_contrast_limits
 from tests.support.processes import REPO_ROOT, free_endpoint, log_text
 
@@ -120,7 +121,7 @@ def test_summary_merge_and_atomic_writes(tmp_path: Path) -> None:
     ]
     # Rows of files that are no longer inputs go.
     assert merge_rows(rows, [], set()) == []
-    with pytest.raises(RuntimeError), atomic_path(tmp_path / "x.tif") as tmp:
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "x.tif") as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("crash while writing")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv"]  # no half-written file, no temp
@@ -168,9 +169,9 @@ def test_batch_end_to_end_with_resume(tmp_path: Path, make_backend) -> None:
     assert first.returncode == 1, first.stderr  # the corrupt file failed, the rest went through
     labels = {name: tifffile.imread(out / f"{name}_labels.tif") for name in ("a_grey", "b_rgb", "c_16bit")}
     for name, image in labels.items():
-        assert image.dtype == np.uint32 and image.shape == (SIZE, SIZE), name
+        assert image.dtype == np.uint16 and image.shape == (SIZE, SIZE), name  # Fiji-ready: ImageJ 16-bit
     stack = tifffile.imread(out / "d_stack_labels.tif")
-    assert stack.dtype == np.uint32 and stack.shape == (3, SIZE, SIZE)
+    assert stack.dtype == np.uint16 and stack.shape == (3, SIZE, SIZE)
     assert not (out / "e_broken_labels.tif").exists()
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary files left
 

@@ -8,6 +8,7 @@ what lands in each file, not only that a file exists.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,9 @@ import shapely
 import tifffile
 
 from batch.outputs import output_path, write_output
-from protocol.formats import geojson, ngff
+from plugin.export import read_any
+from protocol.formats import geojson, imagej, ngff
+from protocol.formats.geometry import Geometry
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image, scattered_discs
@@ -133,13 +136,63 @@ def test_labels_keep_the_pixel_size_of_a_calibrated_input(tmp_path: Path, standi
     tiff_run = _run(folder, out, backend)
     assert tiff_run.returncode == 0, tiff_run.stderr
     with tifffile.TiffFile(out / "fiji_labels.tif") as tif:
-        page = tif.pages.first
-        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
-        x, y = (page.tags[n].value[0] / page.tags[n].value[1] for n in ("XResolution", "YResolution"))
-        assert (x, y) == (pytest.approx(1e4 / 0.5), pytest.approx(1e4 / 0.25))  # pixels per cm
+        assert imagej.calibration(tif) == {
+            "pixel_width": pytest.approx(0.5),
+            "pixel_height": pytest.approx(0.25),
+            "unit": "micron",
+            "spacing": 2.0,
+            "finterval": None,
+        }
         np.testing.assert_array_equal(tif.asarray(), saved.data)
     with tifffile.TiffFile(out / "plain_labels.tif") as tif:
+        assert tif.is_imagej and "unit" not in (tif.imagej_metadata or {})  # Fiji: pixels
         assert tif.pages.first.tags["ResolutionUnit"].value == tifffile.RESUNIT.NONE
+
+
+def test_a_calibrated_stack_gives_a_fiji_ready_tiff(tmp_path: Path, standin) -> None:
+    """0.5 µm pixels, 2 µm z steps in: an ImageJ 16-bit hyperstack that Fiji shows in µm, and napari too."""
+    backend = standin()
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    planes = [disc_image(SHAPE, *scattered_discs(SHAPE, spacing=70, seed=s)) for s in (4, 5)]
+    calibration = {"axes": "ZYX", "unit": "um", "spacing": 2.0}
+    stack = np.stack([p[0] for p in planes])
+    tifffile.imwrite(folder / "cells.tif", stack, imagej=True, resolution=(2.0, 2.0), metadata=calibration)
+
+    run = _run(folder, out, backend)
+    assert run.returncode == 0, run.stderr
+    assert "uint32 TIFF" not in run.stderr, run.stderr
+    with tifffile.TiffFile(out / "cells_labels.tif") as tif:
+        meta = tif.imagej_metadata or {}
+        assert tif.is_imagej and tif.series[0].axes == "ZYX"
+        assert meta["unit"] == "micron" and meta["spacing"] == 2.0
+        x_res = tif.pages.first.tags["XResolution"].value
+        assert x_res[0] / x_res[1] == pytest.approx(2.0)  # pixels per µm
+        labels = tif.asarray()
+    assert labels.dtype == np.uint16 and labels.shape == stack.shape
+    for z, (_, truth) in enumerate(planes):  # one label per disc on each slice
+        assert len(np.unique(labels[z])) == len(np.unique(truth))
+
+    (back,) = read_any(out / "cells_labels.tif")  # the plugin's reader: napari gets the scale
+    np.testing.assert_array_equal(back.data, labels)
+    assert back.scale == (2.0, 0.5, 0.5) and back.units == ("micrometer",) * 3 and back.axes == "zyx"
+
+
+def test_ids_beyond_16_bits_stay_uint32_with_resolution_tags(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    geometry = Geometry.from_layer(2, (0.5, 0.5), None, ("um", "um"))
+    labels = np.zeros((40, 50), np.uint32)
+    labels[5:20, 10:30] = 70_000
+    with caplog.at_level(logging.WARNING, logger="batch.outputs"):
+        write_output(tmp_path / "many_labels.tif", labels, "tiff", geometry)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "uint32 TIFF" in line and "without ImageJ calibration" in line
+    with tifffile.TiffFile(tmp_path / "many_labels.tif") as tif:
+        assert not tif.is_imagej
+        assert tif.pages.first.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        np.testing.assert_array_equal(tif.asarray(), labels)
+    assert [p.name for p in tmp_path.iterdir()] == ["many_labels.tif"]
 
 
 def test_labels_written_tile_by_tile_keep_the_pixel_size(tmp_path: Path) -> None:
