@@ -38,7 +38,8 @@ class Backend:
         assert wait_until(lambda: "broker ready" in log_text(self.broker), 30), log_text(self.broker)
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def add_worker(self, wait: bool = True) -> subprocess.Popen[bytes]:
+    def add_worker(self, wait: bool = True, threads: int = 1) -> subprocess.Popen[bytes]:
+        """Start one worker with ``threads`` torch threads (2 where it is the only busy process)."""
         name = f"worker{len(self.workers)}"
         proc = self.spawn(
             [
@@ -47,7 +48,7 @@ class Backend:
                 "--model", MODEL,
                 "--checkpoint", str(self.checkpoint),
                 "--device", "cpu",
-                "--threads", "1",
+                "--threads", str(threads),
                 "--heartbeat-interval-s", str(self.heartbeat_interval_s),
                 "--heartbeat-liveness", "3",
                 "--log-level", "DEBUG",
