@@ -55,11 +55,15 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[..., Backend]:
-    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers."""
+    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers.
+
+    A lone worker gets two torch threads (the test process mostly waits on it); several share the cores.
+    """
 
     def factory(workers: int = 1, heartbeat_interval_s: float = 0.25) -> Backend:
         backend = Backend(spawn, random_checkpoint, heartbeat_interval_s)
-        procs = [backend.add_worker(wait=False) for _ in range(workers)]
+        threads = 2 if workers == 1 else 1
+        procs = [backend.add_worker(wait=False, threads=threads) for _ in range(workers)]
         for proc in procs:
             ok = wait_until(lambda p=proc: "worker ready" in log_text(p) or p.poll() is not None, 180)
             assert ok and proc.poll() is None, log_text(proc)
