@@ -60,8 +60,10 @@ def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[...
     A lone worker gets two torch threads (the test process mostly waits on it); several share the cores.
     """
 
-    def factory(workers: int = 1, heartbeat_interval_s: float = 0.25) -> Backend:
-        backend = Backend(spawn, random_checkpoint, heartbeat_interval_s)
+    def factory(
+        workers: int = 1, heartbeat_interval_s: float = 0.25, service_wait_s: float | None = None
+    ) -> Backend:
+        backend = Backend(spawn, random_checkpoint, heartbeat_interval_s, service_wait_s)
         threads = 2 if workers == 1 else 1
         procs = [backend.add_worker(wait=False, threads=threads) for _ in range(workers)]
         for proc in procs:

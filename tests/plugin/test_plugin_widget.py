@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from plugin.widget import SamWidget
 from protocol.client import SamClient
 from tests.support.backend import Backend
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.processes import free_endpoint, wait_until
+from tests.support.processes import ProcessSpawner, free_endpoint, wait_until
 
 pytestmark = GUI_TEST_MARKS
 
@@ -41,12 +41,33 @@ def cell() -> np.ndarray:
     return np.ascontiguousarray(skdata.cell()[200:360, 150:310])
 
 
-@pytest.fixture
-def connected(make_napari_viewer, make_backend, qtbot, monkeypatch) -> Callable[..., tuple]:
-    """Factory: a viewer with an image, a backend and a connected widget."""
+@pytest.fixture(scope="module")
+def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
+    """One broker + one worker for the module's tests that leave the backend as they found it."""
+    spawner = ProcessSpawner(tmp_path_factory.mktemp("widget_backend"))
+    try:
+        backend = Backend(spawner, random_checkpoint, heartbeat_interval_s=0.25)
+        backend.add_worker(threads=2)
+        yield backend
+    finally:
+        spawner.stop_all()
 
-    def factory(image: np.ndarray, **image_kwargs) -> tuple:
-        backend = make_backend(workers=1)
+
+@pytest.fixture
+def connected(make_napari_viewer, make_backend, shared_backend, qtbot, monkeypatch) -> Callable[..., tuple]:
+    """Factory: a viewer with an image, a backend and a connected widget.
+
+    The backend is the module's shared one unless ``own`` (a test that kills its worker, or counts
+    its requests from a cold cache) or ``service_wait_s`` (the broker's, for ``no_worker``) is given.
+    """
+
+    def factory(
+        image: np.ndarray, own: bool = False, service_wait_s: float | None = None, **image_kwargs
+    ) -> tuple:
+        if own or service_wait_s is not None:
+            backend = make_backend(workers=1, service_wait_s=service_wait_s)
+        else:
+            backend = shared_backend
         monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
         monkeypatch.setenv("SAM2_EMBEDDED", "0")
         viewer = make_napari_viewer()
@@ -211,7 +232,7 @@ def test_point_on_slice_k_of_a_scaled_stack_writes_only_slice_k(connected, cell,
 
 
 def test_rapid_prompts_apply_only_the_newest_answer(connected, cell, qtbot) -> None:
-    viewer, image, widget, backend = connected(cell)
+    viewer, image, widget, backend = connected(cell, own=True)
     widget.start_points()
     points = viewer.layers[PROMPT_POINTS]
     segments_before = worker_info(backend)["counters"]["by_op"].get("segment", 0)
@@ -347,7 +368,7 @@ def test_embedded_backend_starts_and_stops_with_napari(make_napari_viewer, qtbot
 def test_backend_errors_become_notifications_and_the_status_follows(connected, cell, qtbot) -> None:
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
-    viewer, image, widget, backend = connected(cell)
+    viewer, image, widget, backend = connected(cell, service_wait_s=1.0)  # no_worker 1 s after the last left
     widget.negative.setChecked(True)  # the toggle: the next point is negative, drawn in another colour
     widget.start_points()
     points = viewer.layers[PROMPT_POINTS]

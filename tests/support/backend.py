@@ -18,7 +18,14 @@ class Backend:
         workers: the worker processes.
     """
 
-    def __init__(self, spawn: ProcessSpawner, checkpoint: Path, heartbeat_interval_s: float) -> None:
+    def __init__(
+        self,
+        spawn: ProcessSpawner,
+        checkpoint: Path,
+        heartbeat_interval_s: float,
+        service_wait_s: float | None = None,
+    ) -> None:
+        """``service_wait_s``: the broker's ``--service-wait-s`` (None: its default)."""
         self.spawn = spawn
         self.checkpoint = checkpoint
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -32,6 +39,7 @@ class Backend:
                 "--heartbeat-interval-s", str(heartbeat_interval_s),
                 "--heartbeat-liveness", "3",
                 "--log-level", "DEBUG",
+                *(["--service-wait-s", str(service_wait_s)] if service_wait_s is not None else []),
             ],
             "broker",
         )  # fmt: skip
