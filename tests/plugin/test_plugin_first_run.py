@@ -1,8 +1,11 @@
 """What a new user hit on a first run (issue 12), through the dock widget in a real napari viewer.
 
-Tests that need answers talk to a REAL backend (one broker and one
-random-weight SAM2 tiny worker for the module); the others need no backend
-(the widget then says it is not connected, which is what they check around).
+Tests that need answers talk to a real broker and a deterministic stand-in
+worker (tests/support/standin_worker.py, one for the module): what they check
+is the plugin's (where prompts go, refusals, minimum area, keep-labels); the
+real SAM2 worker's answers in the widget are tested in test_plugin_widget.py.
+The others need no backend (the widget then says it is not connected, which
+is what they check around).
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ from plugin.controller import AUTO, POINTS
 from plugin.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
 from plugin.picking import PICK_CURSOR, PICK_HELP, PICK_WAITING
 from plugin.widget import SamWidget
-from tests.support.backend import Backend
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import cell, click_point, start_worker
+from tests.support.plugin_helpers import cell, click_point
 from tests.support.processes import ProcessSpawner, free_endpoint
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image
@@ -32,13 +34,12 @@ TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
-def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
-    """One broker + one worker for the module's tests that need answers."""
+def shared_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandinBackend]:
+    """One broker + one stand-in worker for the module's tests that need answers (0.3 s per auto
+    request, so a running AUTO-SEGMENT STACK is still running a moment later)."""
     spawner = ProcessSpawner(tmp_path_factory.mktemp("first_run_backend"))
     try:
-        backend = Backend(spawner, random_checkpoint, heartbeat_interval_s=0.25)
-        start_worker(backend)
-        yield backend
+        yield StandinBackend(spawner, 1, delay_s=0.3)
     finally:
         spawner.stop_all()
 
@@ -63,8 +64,9 @@ def offline(make_napari_viewer, qtbot, monkeypatch) -> Callable[[], tuple]:
 def connect(make_napari_viewer, qtbot, monkeypatch) -> Callable[..., tuple]:
     """Factory: a viewer with ``image``, the dock widget connected to ``backend``."""
 
-    def factory(backend: Backend, image: np.ndarray, **kwargs) -> tuple:
+    def factory(backend: StandinBackend, image: np.ndarray, **kwargs) -> tuple:
         monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+        monkeypatch.setenv("SAM2_MODEL", SERVICE)
         monkeypatch.setenv("SAM2_EMBEDDED", "0")
         viewer = make_napari_viewer()
         layer = viewer.add_image(image, **kwargs)
@@ -380,17 +382,14 @@ def test_auto_settings_and_overwriting_are_kept_between_napari_runs(offline, qtb
 
 
 def test_auto_segment_settings_and_add_without_overwriting_with_a_backend(
-    spawn, connect, qtbot, monkeypatch
+    shared_backend, connect, qtbot
 ) -> None:
-    """Minimum area and keep-labels act on the answer in the plugin, so a stand-in worker
-    (deterministic: its objects are the discs) judges them; the real model's AUTO-SEGMENT
-    is covered in test_plugin_widget.py."""
+    """Minimum area and keep-labels act on the answer in the plugin; the stand-in's objects are
+    the discs, so the first answer is known."""
     from plugin.layers import AUTO_MASK
 
-    backend = StandinBackend(spawn, 1)
-    monkeypatch.setenv("SAM2_MODEL", SERVICE)
     discs, truth = disc_image((64, 64), np.array([[16.0, 16.0], [44.0, 40.0]]), np.array([8.0, 12.0]))
-    viewer, image, widget = connect(backend, discs)
+    viewer, image, widget = connect(shared_backend, discs)
     box = widget.auto_box
     box.points_per_side.setValue(4)
     box.iou_thresh.setValue(0.0)
