@@ -301,7 +301,7 @@ def test_thin_install_segments_and_runs_sam2_batch_against_a_full_backend(
     done = _run([str(batch), *args], timeout_s=300, cwd=tmp_path, env=_thin_env())
     assert done.returncode == 0, done.stdout + done.stderr
     labels = tifffile.imread(tmp_path / "out" / "plate_labels.tif")
-    assert labels.dtype == np.uint32 and labels.shape == (SIZE, SIZE) and labels.max() > 0
+    assert labels.dtype == np.uint16 and labels.shape == (SIZE, SIZE) and labels.max() > 0
     summary = (tmp_path / "out" / "summary.csv").read_text()
     assert "plate.tif" in summary and ",ok," in summary
 
