@@ -68,6 +68,7 @@ from plugin.layers import (
 from plugin.prompts import Prompt, box_prompt, point_label, points_prompt
 from plugin.results import Notify, Results, napari_notify
 from plugin.session import Session
+from plugin.slice_prompts import SlicePrompts
 from plugin.stack_jobs import AUTO_STACK, StackJobs
 from plugin.wording import plural, slice_text
 from protocol.client import SamClient
@@ -247,6 +248,8 @@ class Controller:
         self.prefetch: Prefetcher | None = None
         """Embeds the image under the view ahead of clicks (set by the widget, :mod:`plugin.prefetch`)."""
         self.histories.before_change.append(self.new_object)
+        self.slice_prompts = SlicePrompts()
+        """The newest Point/Box prompt applied to each label on each slice (Propagate sends them)."""
         self.stack = StackJobs(self)
         viewer.layers.events.removed.connect(self._on_removed)
 
@@ -263,10 +266,12 @@ class Controller:
         """Drop everything held for ``layer``, removed from the viewer, so its memory can go.
 
         Its undo history, id counter, stored logits, current objects, the
-        stack jobs writing it (cancelled) and the last answers written to it.
+        prompts kept for Propagate, the stack jobs writing it (cancelled) and
+        the last answers written to it.
         """
         key = layer.unique_id
         self.results.forget(layer)
+        self.slice_prompts.forget_layer(key)
         self._watched.discard(key)
         self._logits = {k: v for k, v in self._logits.items() if k[0] != key}
         self.objects = {c: o for c, o in self.objects.items() if not same_layer(o.layer, layer)}
@@ -678,6 +683,7 @@ class Controller:
         )
         write_edit(obj.layer, obj.plane, edit)
         self.results.wrote(obj.layer)
+        self.slice_prompts.record(obj.layer.unique_id, obj.label_id, prompt)  # slice pixels, not the window's
         obj.window = answer.window
         if answer.logits is not None:
             obj.logits = answer.logits
@@ -709,6 +715,7 @@ class Controller:
         )
         write_edit(obj.layer, obj.plane, edit)
         self.results.wrote(obj.layer)
+        self.slice_prompts.record(obj.layer.unique_id, obj.label_id, prompt)
         if answer.logits is not None:
             obj.logits = answer.logits
             self._logits[(obj.layer.unique_id, obj.label_id)] = (obj.plane.key, obj.image_id, answer.logits)

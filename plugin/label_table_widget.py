@@ -242,6 +242,7 @@ class LabelTable(QWidget):
             self.controller.notify("warning", f"Merge: {e}")
             return
         self.controller.tracker.observe(self.layer.unique_id, target)
+        self.controller.slice_prompts.merge(self.layer.unique_id, sources, target)  # Propagate sends them
         self.controller.notify(
             "info", f"Merged label(s) {_ids(sources)} into {target} in {self.layer.name} ({pixels} pixels)."
         )

@@ -24,17 +24,19 @@ import numpy as np
 
 from plugin.coords import OutsideImage, SlicePlane
 from plugin.history import Step
-from plugin.image_slice import is_large, plane_on, stack_axis, wire_slice, wire_stack
+from plugin.image_slice import LazyPlane, is_large, plane_on, stack_axis, wire_slice, wire_stack
 from plugin.label_ops import LabelMode, Relabelled, compute_edit, drop_small_objects, kept_objects
 from plugin.layers import AUTO_MASK, base_data, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from plugin.results import Results
 from plugin.session import Session
-from plugin.wording import plural
+from plugin.slice_prompts import SlicePrompts
+from plugin.wording import plural, slices_text
 from protocol.errors import Superseded
 from protocol.ops import (
     PropagateAnswer,
     PropagatedLabels,
     PropagatedSlice,
+    SlicePrompt,
     auto,
     propagate,
     propagate_objects,
@@ -91,6 +93,11 @@ class StackHost(Protocol):
 
     @property
     def mode(self) -> LabelMode: ...
+
+    @property
+    def slice_prompts(self) -> SlicePrompts:
+        """The newest Point/Box prompt applied to each label on each slice (sent as corrections)."""
+        ...
 
     @property
     def auto_settings(self) -> AutoParams: ...
@@ -295,10 +302,14 @@ class StackJobs:
         own id): on each slice each object present is written with its own id
         under the labeling mode, an object that vanished stops, and the
         prompted slice is left as it is.
+
+        Corrections: the newest Point/Box prompt of each label on the other
+        slices of the stack that the direction reaches
+        (:meth:`plugin.slice_prompts.SlicePrompts.corrections`; only where the
+        label still has pixels) go in the same request, so SAM2 re-runs the
+        object from each of them. One label with corrections goes this way too.
         """
         wanted = sorted({int(i) for i in label_ids if int(i) > 0})
-        if len(wanted) == 1:
-            return self.propagate(layer, wanted[0], direction, on_progress, on_done)
         found = self._stack("Propagate")
         if found is None:
             return False
@@ -308,6 +319,9 @@ class StackJobs:
                 "warning", f"Propagate: {layer.name} does not have the shape of {image.name}."
             )
             return False
+        corrections = self._corrections(layer, wanted, plane, axis, direction)
+        if len(wanted) == 1 and not corrections:
+            return self.propagate(layer, wanted[0], direction, on_progress, on_done)
         source = slice_view(layer, plane)
         on_slice = set(np.unique(source).tolist())
         ids = [i for i in wanted if i in on_slice]
@@ -321,6 +335,9 @@ class StackJobs:
                 f"Propagate: label(s) {missing[:10]} are not on this slice of {layer.name}; skipped.",
             )
         masks = np.where(np.isin(source, ids), source, 0).astype(np.uint32)
+        corrections = [p for p in corrections if p.object_id in ids]
+        fixed = sorted({p.frame_index for p in corrections})
+        corrected = f", with corrections on {slices_text(fixed)}" if fixed else ""
         run = StackRun(PROPAGATE, layer, plane, axis, label_ids=ids, on_done=on_done)
         mode = self.c.mode
         history = self.results.histories(layer)
@@ -340,7 +357,8 @@ class StackJobs:
                         write_edit(layer, target, edit)
                 run.steps.extend(steps)
                 run.written[part.frame_index] = part.labels
-            on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")  # last
+            text = f"Propagate: slice {part.done} of {part.total}{corrected}"
+            on_progress(part.done, part.total, text)  # last
 
         def job(client: Any) -> PropagateAnswer:
             wire = wire_stack(data, plane, axis, rgb, limits)
@@ -351,6 +369,7 @@ class StackJobs:
                 direction,
                 lambda part: dispatch(lambda: write(part)),
                 masks=masks,
+                prompts=corrections,
                 cancel=run.cancel,
                 timeout_s=PROPAGATE_TIMEOUT_S,
             )
@@ -365,10 +384,28 @@ class StackJobs:
                     "warning", f"Propagate: the backend stopped after {answer.frames} slice(s); {written}."
                 )
             else:
-                self.results.notify("info", f"Propagate: {written} (mode {mode.value}).")
+                self.results.notify("info", f"Propagate: {written} (mode {mode.value}){corrected}.")
 
-        on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
+        what = f"Propagate: {plural(len(ids), 'label')} from slice {run.source_index}{corrected}"
+        on_progress(0, run.frames, f"{what}: sending {run.frames} slices…")
         return self._submit(run, job, done)
+
+    def _corrections(
+        self, layer: Labels, label_ids: list[int], plane: SlicePlane, axis: int, direction: str
+    ) -> list[SlicePrompt]:
+        """The kept prompts of ``label_ids`` on the other slices of the stack through ``plane`` that a
+        propagation in ``direction`` reaches, where the label still has pixels (a deleted or undone
+        label's prompt is not sent). Reads at most the label's box on each such slice."""
+        kept = self.c.slice_prompts.corrections(layer.unique_id, label_ids, plane, axis, direction)
+        found: list[SlicePrompt] = []
+        for prompt in kept:
+            target = plane_on(plane, axis, prompt.frame_index)
+            box = self.results.label_box(layer, target, prompt.object_id)
+            r0, c0, r1, c1 = box if box is not None else (0, 0, *target.size)
+            labels = LazyPlane(layer.data, target)
+            if r1 > r0 and c1 > c0 and (labels[r0:r1, c0:c1] == prompt.object_id).any():
+                found.append(prompt)
+        return found
 
     # -- AUTO-SEGMENT STACK ---------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from plugin.coords import SlicePlane
 
 
@@ -17,3 +19,9 @@ def slice_text(plane: SlicePlane) -> str:
     """
     fixed = [str(i) for i in plane.index if i is not None]
     return f"slice {', '.join(fixed)}" if fixed else "the image"
+
+
+def slices_text(indices: Sequence[int], shown: int = 8) -> str:
+    """``"slice 5"``, ``"slices 25, 31"`` (the first ``shown`` indices, then ``…``)."""
+    listed = ", ".join(str(i) for i in indices[:shown]) + ("…" if len(indices) > shown else "")
+    return f"{'slice' if len(indices) == 1 else 'slices'} {listed}"
