@@ -282,11 +282,17 @@ def slice_view(layer: Labels, plane: SlicePlane) -> np.ndarray:
     return np.asarray(layer.data[plane.numpy_index()])
 
 
-def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit) -> None:
-    """Write a slice edit into the nD labels layer: changed pixels only, one undo step, partial refresh."""
+def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit, refresh: bool = True) -> None:
+    """Write a slice edit into the nD labels layer: changed pixels only, one undo step, partial refresh.
+
+    Args:
+        refresh: redraw now. Many writes in a row pass False to all but the last: the
+            redraw covers every change since the last one, and on a slice larger than
+            the GL texture napari redraws the whole slice for each (0.3 s on 8,192²).
+    """
     if edit.size == 0:
         return
-    layer.data_setitem(plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype))
+    layer.data_setitem(plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype), refresh)
 
 
 def show_slice(viewer: napari.Viewer, layer: Layer, index: tuple[int | None, ...]) -> None:

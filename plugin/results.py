@@ -232,15 +232,20 @@ class Results:
         labels = LazyPlane(layer.data, plane)
         written: set[int] = set()
         pixels = 0
+        pending: SliceEdit | None = None  # written with the redraw once the next one is known (or last)
         with layer.block_history():
             for r0, c0, r1, c1 in rectangles:
                 objects = lut[np.asarray(source[r0:r1, c0:c1])]
                 edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, self.only_background)
                 if edit.size == 0:
                     continue
-                write_edit(layer, plane, SliceEdit(edit.rows + r0, edit.cols + c0, edit.old, edit.new))
+                if pending is not None:
+                    write_edit(layer, plane, pending, refresh=False)
+                pending = SliceEdit(edit.rows + r0, edit.cols + c0, edit.old, edit.new)
                 written.update(int(i) for i in np.unique(edit.new) if i)
                 pixels += edit.size
+            if pending is not None:
+                write_edit(layer, plane, pending)  # one redraw for the whole paste
         if written:
             self.wrote(layer)
         return tuple(sorted(written)), pixels
