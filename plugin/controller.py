@@ -75,7 +75,7 @@ from protocol.client import SamClient
 from protocol.codec import Message
 from protocol.errors import Superseded
 from protocol.ops import AutoAnswer, SegmentAnswer, auto, partial_fraction, segment
-from protocol.tiled_auto import TiledAutoResult, tiled_auto
+from protocol.tiled_auto import tiled_auto
 from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE, CompressedPlane
 from protocol.windowed_segment import WindowedMask, segment_windowed
 from protocol.windows import MAX_FACTOR, MODEL_INPUT, Window, prompt_extent
@@ -825,25 +825,11 @@ class Controller:
             rectangles (its ``rectangles`` cover every object), and the pixels
             of object i at ``areas[i - 1]``.
         """
-        out = CompressedPlane(plane.size)
-        result = self._run_tiles(data, plane, rgb, limits, cancel, out, on_tiles)
-        return out, list(result.areas), result.cancelled
-
-    def _run_tiles(
-        self,
-        data: Any,
-        plane: SlicePlane,
-        rgb: bool,
-        limits: tuple[float, ...],
-        cancel: threading.Event,
-        out: Any,
-        on_tiles: Callable[[int, int], None] | None,
-    ) -> TiledAutoResult:
-        """``tiled_auto`` of ``plane`` with the user's settings into ``out`` (H, W) (off the GUI thread)."""
         assert self.session is not None
         settings = self.auto_settings
         endpoint, model, config = self.session.endpoint, self.session.model, self.session.config
-        return tiled_auto(
+        out = CompressedPlane(plane.size)
+        result = tiled_auto(
             LazyPlane(data, plane, rgb),
             out,
             lambda: SamClient(endpoint, model, config=config),
@@ -855,6 +841,7 @@ class Controller:
             cancel=cancel,
             timeout_s=settings.timeout_s,
         )
+        return out, list(result.areas), result.cancelled
 
     def _tiled_job(
         self,

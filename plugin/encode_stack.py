@@ -25,6 +25,7 @@ from plugin.embed_targets import EmbedTarget, stack_targets
 from plugin.layers import base_data, plane_of, spatial_shape
 from plugin.results import Results
 from plugin.session import Session
+from plugin.stack_jobs import Done, Progress
 from plugin.wording import plural
 from protocol.embed_many import CacheRoom, EmbedManyResult, cache_room, embed_many
 from protocol.errors import Superseded
@@ -41,10 +42,6 @@ EMBED_TIMEOUT_S = 300.0
 """Silence allowed per ``embed`` (a busy worker on a CPU takes seconds per image)."""
 MAX_IMAGES = 100_000
 """Most slices or windows one Encode stack sends (far past any workers' caches)."""
-Progress = Callable[[int, int, str], None]
-"""``on_progress(done, total, text)`` on the GUI thread."""
-Done = Callable[[bool], None]
-"""``on_done(completed)`` on the GUI thread."""
 
 
 class EncodeHost(Protocol):
