@@ -19,6 +19,7 @@ from plugin.layers import PROMPT_POINTS
 from plugin.widget import SamWidget
 from protocol.windows import window_for_prompt
 from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image
@@ -34,14 +35,9 @@ def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> 
 
     def factory(data: Any, workers: int = 1, worker_args: tuple[str, ...] = (), **kwargs: Any) -> tuple:
         backend = StandinBackend(spawn, workers, worker_args=worker_args)
-        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-        monkeypatch.setenv("SAM2_MODEL", SERVICE)
-        monkeypatch.setenv("SAM2_EMBEDDED", "0")
         viewer = make_napari_viewer()
         viewer.add_image(data, **kwargs)
-        widget = SamWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=TIMEOUT_MS)
+        widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE, timeout_ms=TIMEOUT_MS)
         qtbot.waitUntil(lambda: widget.encode_box.encode_button.isEnabled(), timeout=TIMEOUT_MS)
         notes: list[tuple[str, str]] = []
         widget.controller.notify = lambda level, message: notes.append((level, message))

@@ -23,7 +23,7 @@ from plugin.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
 from plugin.picking import PICK_CURSOR, PICK_HELP, PICK_WAITING
 from plugin.widget import SamWidget
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import cell, click_point
+from tests.support.plugin_helpers import cell, click_point, dock_widget
 from tests.support.processes import ProcessSpawner, free_endpoint
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image
@@ -65,14 +65,9 @@ def connect(make_napari_viewer, qtbot, monkeypatch) -> Callable[..., tuple]:
     """Factory: a viewer with ``image``, the dock widget connected to ``backend``."""
 
     def factory(backend: StandinBackend, image: np.ndarray, **kwargs) -> tuple:
-        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-        monkeypatch.setenv("SAM2_MODEL", SERVICE)
-        monkeypatch.setenv("SAM2_EMBEDDED", "0")
         viewer = make_napari_viewer()
         layer = viewer.add_image(image, **kwargs)
-        widget = SamWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
         return viewer, layer, widget
 
     return factory

@@ -26,6 +26,7 @@ from plugin.widget import SamWidget
 from protocol.windows import Window, window_for_prompt
 from tests.support.discs import disc_scores
 from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image, scattered_discs
@@ -63,16 +64,11 @@ def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> 
 
     def factory(data: Any, workers: int = 1, **image_kwargs: Any) -> tuple:
         backend = StandinBackend(spawn, workers)
-        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-        monkeypatch.setenv("SAM2_MODEL", SERVICE)
-        monkeypatch.setenv("SAM2_EMBEDDED", "0")
         # These tests count the images a click sends: no prefetch (tests/plugin/test_plugin_embed_ahead.py).
         save(PREFETCH_KEY, False)
         viewer = make_napari_viewer()
         layer = viewer.add_image(data, **image_kwargs)
-        widget = SamWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
         assert widget.controller.image is layer
         return viewer, layer, widget, backend
 
@@ -255,14 +251,10 @@ def test_real_sam2_worker_answers_a_windowed_click_on_a_2500_by_2000_image(
     """Random weights: the mask is meaningless, so only what is deterministic is checked: the window sent,
     the answer's offset and shape inside it, and that the labels hold exactly the answer there."""
     backend = make_backend(workers=1)
-    monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-    monkeypatch.setenv("SAM2_EMBEDDED", "0")
     image, _truth = disc_image((2500, 2000), np.array([[1800.0, 300.0]]), np.array([40.0]))
     viewer = make_napari_viewer()
     viewer.add_image(image, scale=(0.5, 0.5))
-    widget = SamWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend)
     applied = click(widget, qtbot, [1800.0, 300.0])
     win = applied.window
     # Random-weight masks are arbitrary and often run into the window's border, so the window may have

@@ -18,8 +18,8 @@ from plugin.controller import POINTS
 from plugin.encode_widget import PREFETCH_KEY
 from plugin.layers import POINTS_MASK, PROMPT_POINTS
 from plugin.user_settings import save
-from plugin.widget import SamWidget
 from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image
@@ -52,21 +52,15 @@ def test_a_click_on_an_ome_zarr_pyramid_opened_with_napari_ome_zarr_sends_one_le
     pytest.importorskip("napari_ome_zarr")
     disc = _write_pyramid(tmp_path / "mosaic.ome.zarr")
     backend = StandinBackend(spawn, 1)
-    monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-    monkeypatch.setenv("SAM2_MODEL", SERVICE)
-    monkeypatch.setenv("SAM2_EMBEDDED", "0")
-    save(
-        PREFETCH_KEY, False
-    )  # this test counts the images a click sends (prefetch: test_plugin_embed_ahead.py)
+    # This test counts the images a click sends: no prefetch (tests/plugin/test_plugin_embed_ahead.py).
+    save(PREFETCH_KEY, False)
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(tmp_path / "mosaic.ome.zarr"), plugin="napari-ome-zarr")
     assert layer.multiscale and len(layer.data) == 3 and tuple(layer.data[0].shape) == SHAPE
     assert type(layer.data[0]).__module__.startswith("dask")  # lazy: nothing read yet
     np.testing.assert_allclose(layer.scale, (PIXEL_UM, PIXEL_UM))
     layer.contrast_limits = (0, 40000)
-    widget = SamWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
     assert widget.controller.image is layer
 
     # The user clicks the disc: the prompt layer follows the image's scale, so its data are pixels.

@@ -20,7 +20,7 @@ from plugin.propagate_widget import SELECTED
 from plugin.stack_jobs import PROPAGATE
 from plugin.widget import SamWidget
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import click_point
+from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -57,15 +57,10 @@ def expected(mask: np.ndarray | None) -> np.ndarray:
 @pytest.fixture
 def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
     backend = StandinBackend(spawn, 1)
-    monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-    monkeypatch.setenv("SAM2_MODEL", SERVICE)
-    monkeypatch.setenv("SAM2_EMBEDDED", "0")
     stack, a, d = vanish_then_appear()
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="discs")
-    widget = SamWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
     start = np.zeros(stack.shape, np.uint32)
     start[0][a[0]] = LABEL
     labels = viewer.add_labels(start, name="tracked")

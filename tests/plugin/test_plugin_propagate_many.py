@@ -15,8 +15,8 @@ import pytest
 
 from plugin.propagate_widget import ALL_ON_SLICE, SELECTED
 from plugin.stack_jobs import PROPAGATE
-from plugin.widget import SamWidget
 from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -50,15 +50,10 @@ def drifting_discs() -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | No
 @pytest.fixture
 def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
     backend = StandinBackend(spawn, 1, delay_s=0.4)
-    monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-    monkeypatch.setenv("SAM2_MODEL", SERVICE)
-    monkeypatch.setenv("SAM2_EMBEDDED", "0")
     stack, a, b = drifting_discs()
     viewer = make_napari_viewer()
     viewer.add_image(stack, name="discs")
-    widget = SamWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
     start = np.zeros(stack.shape, np.uint32)
     start[2][a[2]] = 3
     start[2][b[2]] = 8

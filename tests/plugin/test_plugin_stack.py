@@ -28,7 +28,7 @@ from plugin.stack_jobs import AUTO_STACK, PROPAGATE
 from plugin.widget import SamWidget
 from tests.support.backend import Backend
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import HEARTBEAT, TIMEOUT_MS, cell, click_point, start_worker
+from tests.support.plugin_helpers import HEARTBEAT, TIMEOUT_MS, cell, click_point, dock_widget, start_worker
 from tests.support.processes import PYTHON, ProcessSpawner, log_text, wait_until
 from tests.support.standin_backend import SERVICE, StandinBackend
 from tests.support.standin_worker import disc_image
@@ -53,13 +53,9 @@ def connect(make_napari_viewer, qtbot, monkeypatch) -> Callable[..., tuple]:
     """Factory: a viewer with ``image``, the dock widget connected to ``backend``."""
 
     def factory(backend: Backend | StandinBackend, image: np.ndarray, **kwargs) -> tuple:
-        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-        monkeypatch.setenv("SAM2_EMBEDDED", "0")
         viewer = make_napari_viewer()
         layer = viewer.add_image(image, **kwargs)
-        widget = SamWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend)
         return viewer, layer, widget
 
     return factory

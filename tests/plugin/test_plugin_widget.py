@@ -28,6 +28,7 @@ from plugin.widget import SamWidget
 from protocol.client import SamClient
 from tests.support.backend import Backend
 from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner, free_endpoint, wait_until
 
 pytestmark = GUI_TEST_MARKS
@@ -68,13 +69,9 @@ def connected(make_napari_viewer, make_backend, shared_backend, qtbot, monkeypat
             backend = make_backend(workers=1, service_wait_s=service_wait_s)
         else:
             backend = shared_backend
-        monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
-        monkeypatch.setenv("SAM2_EMBEDDED", "0")
         viewer = make_napari_viewer()
         layer = viewer.add_image(image, **image_kwargs)
-        widget = SamWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
-        qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=30_000)
+        widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend)
         assert widget.points_button.isEnabled() and widget.auto_button.isEnabled()
         assert "1 worker(s) of sam2.1_hiera_tiny on cpu" in widget.status_label.text()
         assert widget.controller.image is layer

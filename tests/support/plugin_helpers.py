@@ -1,4 +1,4 @@
-"""Small pieces shared by the napari test modules: a real image crop, a worker, a click."""
+"""Small pieces shared by the napari test modules: a real image crop, a worker, a docked widget, a click."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def start_worker(backend: Backend, threads: int = 2) -> None:
 def cell(size: int = 96, shift: int = 0) -> np.ndarray:
     """A real fluorescence crop (scikit-image's ``cell``), small."""
     return np.ascontiguousarray(skdata.cell()[220 : 220 + size, 170 + shift : 170 + shift + size])
+
+
+def dock_widget(
+    viewer, qtbot, monkeypatch, frontend: str, model: str | None = None, timeout_ms: int = 30_000
+) -> SamWidget:
+    """Point the plugin at the broker ``frontend`` (``model``: its service; no embedded backend),
+    dock a SAM2 widget in ``viewer`` and wait until it is connected."""
+    monkeypatch.setenv("SAM2_BROKER_ADDRESS", frontend)
+    if model is not None:
+        monkeypatch.setenv("SAM2_MODEL", model)
+    monkeypatch.setenv("SAM2_EMBEDDED", "0")
+    widget = SamWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM2 Segmentation")
+    qtbot.waitUntil(lambda: widget.controller.session is not None, timeout=timeout_ms)
+    return widget
 
 
 def click_point(widget: SamWidget, qtbot, position: list[float]) -> None:
