@@ -33,12 +33,12 @@ from batch.inputs import UsageError, discover
 from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
 from batch.outputs import COORDINATES, FORMAT_TIFF, OUTPUT_FORMATS
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
-from protocol import cli
-from protocol.checkpoints import DEFAULT_MODEL
-from protocol.cli import positive_float, positive_int
-from protocol.errors import SecurityError
-from protocol.mdp import DEFAULT_FRONTEND
-from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE
+from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
+from protocol.runtime import cli
+from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.runtime.cli import positive_float, positive_int
+from protocol.wire.errors import SecurityError
+from protocol.wire.mdp import DEFAULT_FRONTEND
 
 log = logging.getLogger("batch")
 

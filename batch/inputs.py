@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from protocol.wire_image import to_wire_dtype
+from protocol.wire.wire_image import to_wire_dtype
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry
@@ -135,7 +135,7 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
 
 
 def _to_wire_dtype(array: np.ndarray) -> np.ndarray:
-    """The pixels in a dtype the wire carries (:func:`protocol.wire_image.to_wire_dtype`)."""
+    """The pixels in a dtype the wire carries (:func:`protocol.wire.wire_image.to_wire_dtype`)."""
     try:
         return to_wire_dtype(array)
     except ValueError as e:

@@ -5,7 +5,7 @@
 first multiscale level) with zarr, without reading pixels. The result's
 ``slices`` is a :class:`StackSlices`: the file's leading axes (Z, T, C ...)
 flattened into one slice index, each (H, W[, C]) slice read only where it
-is indexed, so :func:`protocol.tiled_auto.tiled_auto_stack` reads one tile
+is indexed, so :func:`protocol.ops.tiled.tiled_auto_stack` reads one tile
 at a time.
 
 **Outputs.** :class:`LabelSink` holds the labels of one input: a numpy
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, tiff_resolution, write_output
-from protocol.formats.atomic import atomic_file
-from protocol.wire_image import stack_contrast_limits, to_wire_dtype
+from protocol.runtime.atomic import atomic_file
+from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry
@@ -246,9 +246,9 @@ class LabelSink:
         from ome_zarr.format import FormatV04
         from ome_zarr.writer import write_labels
 
-        from protocol.formats.atomic import atomic_dir
         from protocol.formats.geometry import Geometry
         from protocol.formats.ngff import label_group_name, scale_factors, zarr_path
+        from protocol.runtime.atomic import atomic_dir
 
         if not 2 <= len(self.label_shape) <= 5:
             raise ValueError(f"NGFF labels hold 2 to 5 axes, got shape {self.label_shape}")

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol.formats.atomic import atomic_file
+from protocol.runtime.atomic import atomic_file
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry

@@ -1,6 +1,6 @@
 """Running a batch: ``auto`` on every slice of every input, many requests in flight.
 
-Each in-flight request has its own :class:`protocol.client.SamClient` (one
+Each in-flight request has its own :class:`protocol.wire.client.SamClient` (one
 per thread of a pool; a SamClient is not thread-safe), so the broker sees
 several clients and hands their requests to all idle workers at once. The
 default number in flight is twice the number of workers the broker reports
@@ -9,7 +9,7 @@ already queued for it. Files are read one at a time, only when their first
 slice is about to be sent, so memory holds a few images, not the folder.
 
 Images larger than the model's input (``tile_size``) are segmented as tiles
-with a halo, stitched (:func:`protocol.tiled_auto.tiled_auto_stack`, the
+with a halo, stitched (:func:`protocol.ops.tiled.tiled_auto_stack`, the
 same in-flight count), after the small ones; inputs larger than the memory
 budget are read lazily and their labels written tile by tile
 (:mod:`batch.large`). The slices of a stack are linked by overlap so an
@@ -52,14 +52,22 @@ from batch.outputs import (
     write_output,
     write_summary,
 )
-from protocol.checkpoints import DEFAULT_MODEL
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import AnswerError, ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
-from protocol.mdp import DEFAULT_FRONTEND
-from protocol.ops import auto
-from protocol.tiled_auto import StackAutoResult, tiled_auto, tiled_auto_stack
-from protocol.tiling import DEFAULT_HALO, DEFAULT_TILE_SIZE, PlaneView, StackLinker
-from protocol.wire_image import WireImage, stack_contrast_limits
+from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
+from protocol.geometry.link import PlaneView, StackLinker
+from protocol.ops.requests import auto
+from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
+from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import (
+    AnswerError,
+    ClientError,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    Superseded,
+)
+from protocol.wire.mdp import DEFAULT_FRONTEND
+from protocol.wire.wire_image import WireImage, stack_contrast_limits
 
 log = logging.getLogger(__name__)
 

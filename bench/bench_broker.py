@@ -42,7 +42,7 @@ from bench.common import (
     start_peer,
     wait_for_workers,
 )
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 
 SMALL = 0
 SIZES = (("small (header only)", SMALL), ("64 KiB", 64 * 1024), ("1 MiB", 1 << 20))

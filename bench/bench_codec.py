@@ -9,9 +9,9 @@ Poisson shot noise, camera offset and read noise; one 2048² slice and an
 
 For every (codec, filter, level): compression ratio, compression and
 decompression speed (GB/s of uncompressed data, decompressing into a
-preallocated buffer, as ``protocol.codec`` does), and the time to move the
+preallocated buffer, as ``protocol.wire.codec`` does), and the time to move the
 data set over a link: compress + transfer + decompress, at 10 Gbit/s, 1 Gbit/s
-and 100 Mbit/s. Then ``protocol.codec``'s defaults end to end and what
+and 100 Mbit/s. Then ``protocol.wire.codec``'s defaults end to end and what
 zero-copy frames save on large messages.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import zmq
 
 from bench.common import BenchResult, Table, Target, fmt, quick_main
-from protocol import codec
+from protocol.wire import codec
 
 LINKS_GBIT = (10.0, 1.0, 0.1)
 # A default is justified when no setting beats it on every link by more than this factor.
@@ -213,7 +213,7 @@ def configs(quick: bool) -> list[Config]:
 
 
 def default_config(array: np.ndarray) -> Config:
-    """The setting ``protocol.codec.encode`` uses for ``array``."""
+    """The setting ``protocol.wire.codec.encode`` uses for ``array``."""
     codec_id, filters, clevel = codec.compression_for(array, codec.DEFAULT_COMPRESSION)
     names = {v: k for k, v in CODECS.items()}
     filter_names = {tuple(v): k for k, v in FILTERS.items()}
@@ -290,9 +290,9 @@ def group_table(
 
 
 def end_to_end_table(named: list[tuple[str, np.ndarray]], repeats: int) -> Table:
-    """``protocol.codec.encode`` / ``decode`` with the defaults (validation included)."""
+    """``protocol.wire.codec.encode`` / ``decode`` with the defaults (validation included)."""
     table = Table(
-        "protocol.codec with its defaults, end to end (validation, header, blosc2)",
+        "protocol.wire.codec with its defaults, end to end (validation, header, blosc2)",
         ["data", "MB", "encode ms", "decode ms", "wire MB"],
     )
     for name, array in named:
@@ -357,7 +357,7 @@ def zero_copy_table(sizes_mib: Sequence[int], repeats: int) -> Table:
         context.destroy(linger=0)
     table.note = (
         "copy=True costs a memcpy of the whole frame in the calling thread (holding the GIL) on each side. "
-        "protocol.client, the broker and the worker send and receive with copy=False, so large frames are "
+        "wire.client, the broker and the worker send and receive with copy=False, so large frames are "
         "never copied by pyzmq (it copies frames below zmq.COPY_THRESHOLD, 64 KiB, anyway)."
     )
     return table
@@ -376,7 +376,7 @@ def run(quick: bool = False) -> BenchResult:
                 results[(name, config)] = measure(array, config, repeats)
 
     verdicts = Table(
-        "protocol.codec's defaults against the settings measured (time to compress, move and decompress "
+        "protocol.wire.codec's defaults against the settings measured (time to compress, move and decompress "
         "each group; slowdown = time / fastest time for that link)",
         [
             "data",

@@ -7,13 +7,13 @@
   mask (``tests/workers/test_worker_predict_best.py``).
 * **Heap trimming**: the worker's per-image steps (prepare, encode, store the
   embedding in a 64 MiB ``EmbeddingCache``) over distinct images in two
-  fresh processes, one calling ``protocol.memory.release_free_memory`` after
+  fresh processes, one calling ``protocol.runtime.memory.release_free_memory`` after
   each encoder run as the worker does, one not; RSS after each image.
 * **Header parsing**: ``json.loads(bytes, parse_constant=...)``, which builds
-  a JSON decoder on every call, against ``protocol.codec``'s one prebuilt
+  a JSON decoder on every call, against ``protocol.wire.codec``'s one prebuilt
   decoder, on the headers of a point prompt and of an echo; the broker peeks
   at every request's header, the worker parses it.
-* **Image key**: ``protocol.image_key`` with BLAKE2b (before) and BLAKE3
+* **Image key**: ``protocol.wire.image_key`` with BLAKE2b (before) and BLAKE3
   (after) on the slices a click sends: the client hashes the slice on every
   prompt, the worker every image it receives.
 """
@@ -120,7 +120,7 @@ def rss_child(trim: bool, images: int, size: int, cache_mib: float) -> None:
     import psutil
     import torch
 
-    from protocol.memory import release_free_memory
+    from protocol.runtime.memory import release_free_memory
     from workers.cache import EmbeddingCache, EmbeddingEntry
     from workers.prep import prepare_image
 
@@ -179,7 +179,7 @@ def _reject_constant(name: str) -> None:
 
 def header_parsing(rounds: int, calls: int) -> Table:
     """Microseconds per header: a decoder built per call (before) vs the codec's prebuilt one (after)."""
-    from protocol import codec
+    from protocol.wire import codec
 
     headers = {
         "point prompt": codec.encode(
@@ -225,10 +225,10 @@ def _alternating(ways: Sequence[Callable[[], Any]], rounds: int, calls: int) -> 
 
 
 def _blake2b_key(image: np.ndarray, contrast_limits: Sequence[float] | None, model: str) -> str:
-    """``protocol.image_key`` as it was before BLAKE3 (the "before" of the Image key table)."""
+    """``protocol.wire.image_key`` as it was before BLAKE3 (the "before" of the Image key table)."""
     import hashlib
 
-    from protocol.image_key import hash_image_into
+    from protocol.wire.image_key import hash_image_into
 
     digest = hashlib.blake2b(digest_size=16)
     hash_image_into(digest, image, contrast_limits, model)
@@ -237,7 +237,7 @@ def _blake2b_key(image: np.ndarray, contrast_limits: Sequence[float] | None, mod
 
 def image_keys(rounds: int, calls: int, sizes: Sequence[int]) -> Table:
     """Milliseconds per image key: BLAKE2b (before) vs BLAKE3 (after), on RGB uint8 and grey uint16 slices."""
-    from protocol.image_key import image_key
+    from protocol.wire.image_key import image_key
 
     rng = np.random.default_rng(0)
     table = Table(

@@ -4,16 +4,16 @@ Four measurements, each a ratio within this run:
 
 1. **Clicks on a large slice** (real SAM2 worker, random weights, CPU): the
    first click on a new window of a 20,000² uint16 slice
-   (:func:`protocol.windowed_segment.segment_windowed`: only a window around
+   (:func:`protocol.ops.windowed.segment_windowed`: only a window around
    the click is read and sent) against the first click on a new 1,024²
    image, same worker, alternating; then a repeat click nearby (same window,
    embedding cached) against today's repeat click on a 1,024² image.
-2. **Tiled auto over N workers** (:func:`protocol.tiled_auto.tiled_auto`) on
+2. **Tiled auto over N workers** (:func:`protocol.ops.tiled.tiled_auto`) on
    an 8,192² image with 1, 2, 4 stand-in workers (``tests/support/standin_worker.py``,
    ``--delay-s`` emulating model time per tile): throughput against N x one
    worker, which measures the client, stitching and broker side. With time,
    the real SAM2 worker's figure for 1 and 2 workers on a smaller image.
-3. **Stitching cost per tile** (:class:`protocol.tiling.TileStitcher`), into
+3. **Stitching cost per tile** (:class:`protocol.geometry.stitch.TileStitcher`), into
    numpy and into zarr, against the tile's model time.
 4. **The tile halo**: 64, 128, 256 px on a disc image with discs up to 50 px
    in radius: discs found whole (IoU >= 0.9), strays, duplicates, and time.
@@ -49,12 +49,13 @@ from bench.common import (
     start_sam_worker,
     wait_for_workers,
 )
-from protocol import ops
-from protocol.client import ClientConfig, SamClient
-from protocol.tiled_auto import tiled_auto
-from protocol.tiling import TileStitcher, tile_grid
-from protocol.windowed_segment import segment_windowed
-from protocol.wire_image import to_wire
+from protocol.geometry.grid import tile_grid
+from protocol.geometry.stitch import TileStitcher
+from protocol.ops import requests as ops
+from protocol.ops.tiled import tiled_auto
+from protocol.ops.windowed import segment_windowed
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.wire_image import to_wire
 from tests.support.discs import disc_scores
 from tests.support.standin_worker import disc_image, scattered_discs
 
@@ -320,7 +321,7 @@ def bench_halo(frontend: str, side: int, halos: Sequence[int]) -> Table:
             stray, duplicates,
         )  # fmt: skip
     table.note = (
-        "Default 128 (protocol/tiling.py DEFAULT_HALO): an object is merged whole when the overlap holds "
+        "Default 128 (geometry/grid.py DEFAULT_HALO): an object is merged whole when the overlap holds "
         "enough of it to match; more halo costs more tiles (the grid needs more, smaller cores) for objects "
         "that already come back whole. Keep --tile-halo above the largest object's radius."
     )
@@ -386,12 +387,12 @@ def _answers_on(
     """
     import napari
 
-    from plugin.controller import POINTS, Controller
-    from plugin.history import set_names
-    from plugin.label_table_widget import LabelTable
-    from plugin.layers import POINTS_MASK, PROMPT_POINTS
-    from plugin.name_overlay import NameOverlay
-    from plugin.widget import SamWidget
+    from plugin._qt.label_table_widget import LabelTable
+    from plugin._qt.widget import SamWidget
+    from plugin.jobs.controller import POINTS, Controller
+    from plugin.labels.history import set_names
+    from plugin.view.layers import POINTS_MASK, PROMPT_POINTS
+    from plugin.view.name_overlay import NameOverlay
 
     image = np.full((side, side), 20, np.uint8)
     yy, xx = np.mgrid[-int(radius) - 1 : int(radius) + 2, -int(radius) - 1 : int(radius) + 2]

@@ -42,16 +42,16 @@ from bench.common import (
     start_sam_worker,
     wait_for_workers,
 )
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 
 MIB = 2**20
 
 
 def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[Table, Target]:
     """Embed ``images`` distinct images; RSS after each."""
-    from protocol import ops
-    from protocol.client import ClientConfig, SamClient
-    from protocol.wire_image import to_wire
+    from protocol.ops import requests as ops
+    from protocol.wire.client import ClientConfig, SamClient
+    from protocol.wire.wire_image import to_wire
 
     checkpoint = ensure_checkpoint(MODEL)
     samples: list[tuple[int, int, dict[str, Any]]] = []

@@ -6,7 +6,7 @@ uint16 image, convert it for the wire, compute its image key (what
 ``SamClient.call`` hashes on every call), plan the edit of the labels slice
 from the mask (``compute_edit``, bounding box only) and write the changed
 pixels into a napari ``Labels`` layer (``data_setitem``, as
-``plugin.layers.write_edit`` does). Next to it, the naive way: rewriting the
+``plugin.view.layers.write_edit`` does). Next to it, the naive way: rewriting the
 whole slice of the labels array. No target in the issue beyond "nothing
 slow on the napari side"; these are the numbers behind that claim.
 """
@@ -24,12 +24,12 @@ from bench.common import BenchResult, Stats, Table, fmt_range, quick_main, timed
 def run(quick: bool = False) -> BenchResult:
     """Time each step of the plugin's per-click work on a large stack."""
     from bench.bench_codec import sam_like_mask
-    from plugin.coords import plane_at
-    from plugin.image_slice import extract_slice
-    from plugin.label_ops import LabelMode, compute_edit
-    from protocol.checkpoints import DEFAULT_MODEL
-    from protocol.image_key import image_key
-    from protocol.wire_image import to_wire
+    from plugin.labels.ops import LabelMode, compute_edit
+    from plugin.view.coords import plane_at
+    from plugin.view.image_slice import extract_slice
+    from protocol.runtime.checkpoints import DEFAULT_MODEL
+    from protocol.wire.image_key import image_key
+    from protocol.wire.wire_image import to_wire
 
     result = BenchResult("napari", "Client side: the plugin's per-click work on a large stack")
     depth, side = (4, 1024) if quick else (32, 2048)

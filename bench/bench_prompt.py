@@ -119,8 +119,8 @@ def measure_model(
     import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from protocol.client import ClientConfig, SamClient
-    from protocol.image_key import image_key
+    from protocol.wire.client import ClientConfig, SamClient
+    from protocol.wire.image_key import image_key
     from workers.device import resolve_device
     from workers.models import load_model
     from workers.prep import prepare_image

@@ -1,7 +1,7 @@
 """Benchmark 4: throughput of N workers serving an operation of fixed duration.
 
 Workers are the light MDP workers of ``bench/peers.py`` (``mdp-sleep``):
-they decode each request with ``protocol.codec`` and serve the diagnostic op
+they decode each request with ``protocol.wire.codec`` and serve the diagnostic op
 ``sleep``, which waits without using the CPU, exactly like the SAM2
 worker's ``sleep`` op but without loading a model (16 SAM2 workers would need
 ~8 GB of RAM and would fight over 2 cores while loading). One client keeps
@@ -30,7 +30,7 @@ from bench.common import (
     start_peer,
     wait_for_workers,
 )
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 
 SERVICE = "sleep"
 
@@ -110,7 +110,7 @@ def run(quick: bool = False) -> BenchResult:
             table.add(n, requests, fmt(rate, 1), fmt(n / sleep_s, 1), f"{efficiency:.2f}", efficiency >= 0.9)
     table.note = (
         f"One client keeps 2 N requests in flight; {per_worker} requests per worker. "
-        "Workers: bench/peers.py mdp-sleep (protocol.codec decode + time.sleep), one process each."
+        "Workers: bench/peers.py mdp-sleep (protocol.wire.codec decode + time.sleep), one process each."
     )
     result.tables.append(table)
     result.targets.append(

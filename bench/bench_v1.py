@@ -62,7 +62,7 @@ def run(quick: bool = False) -> BenchResult:
     """Run benchmark 2 and return its table and target."""
     from bench.bench_codec import synthetic_stack
     from bench.bench_prompt import test_images
-    from protocol.client import ClientConfig, SamClient
+    from protocol.wire.client import ClientConfig, SamClient
 
     result = BenchResult("v1", "2. Against the v1.0 design (Flask, JSON image, set_image per request)")
     size = 512 if quick else 1024

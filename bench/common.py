@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol.checkpoints import DEFAULT_MODEL
+from protocol.runtime.checkpoints import DEFAULT_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO_ROOT / "bench" / "out"
@@ -392,7 +392,7 @@ def wait_for_workers(frontend: str, service: str, count: int, timeout_s: float =
     Raises:
         RuntimeError: not within ``timeout_s``.
     """
-    from protocol.client import SamClient
+    from protocol.wire.client import SamClient
 
     deadline = time.monotonic() + timeout_s
     seen = -1

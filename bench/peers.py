@@ -5,7 +5,7 @@
 ``mdp-echo``     an MDP/0.2 worker (RFC 18 framing) that answers every REQUEST
                  with a FINAL carrying the same body frames, untouched.
 ``mdp-sleep``    an MDP/0.2 worker that decodes each body with
-                 ``protocol.codec`` and serves the diagnostic ops ``sleep``
+                 ``protocol.wire.codec`` and serves the diagnostic ops ``sleep``
                  (``params.seconds``; waits without using the CPU) and
                  ``echo``, like ``python -m workers`` but without loading SAM2.
 ``router-echo``  a ROUTER that sends every message back to its sender (the
@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 
 # Body handler of an MDP worker: request body frames -> reply body frames.
 BodyHandler = Callable[[list[Any]], Sequence[Any]]
@@ -48,7 +48,7 @@ def echo_body(body: list[Any]) -> Sequence[Any]:
 
 
 def sleep_body(body: list[Any]) -> Sequence[Any]:
-    """Serve ``sleep`` / ``echo`` from a ``protocol.codec`` body, as the SAM2 worker would."""
+    """Serve ``sleep`` / ``echo`` from a ``protocol.wire.codec`` body, as the SAM2 worker would."""
     try:
         message = codec.decode(body)
     except codec.CodecError as e:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol.checkpoints import DEFAULT_MODEL
+from protocol.runtime.checkpoints import DEFAULT_MODEL
 
 
 def create_app(checkpoint: str, model_name: str, device: str) -> Any:

@@ -23,10 +23,10 @@ import zmq
 
 from broker.broker import Broker
 from broker.config import BrokerConfig
-from protocol import cli
-from protocol.errors import SecurityError
-from protocol.memory import reuse_freed_memory
-from protocol.parent import watch_parent
+from protocol.runtime import cli
+from protocol.runtime.memory import reuse_freed_memory
+from protocol.runtime.parent import watch_parent
+from protocol.wire.errors import SecurityError
 
 LOG_FORMAT = "%(asctime)s broker %(levelname)s %(message)s"
 

@@ -1,6 +1,6 @@
 """CurveZMQ authentication for the broker: a ZAP (ZeroMQ RFC 27) handler thread.
 
-With ``--curve-dir DIR`` (layout in ``protocol/security.py``) both broker
+With ``--curve-dir DIR`` (layout in ``protocol/wire/security.py``) both broker
 sockets become CURVE servers with the broker's keypair: every connection is
 encrypted, and a peer gets in only if its public key is listed, with a
 separate list per socket:
@@ -37,7 +37,7 @@ import zmq
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
-from protocol.security import (
+from protocol.wire.security import (
     AUTHORIZED_CLIENTS,
     AUTHORIZED_WORKERS,
     BROKER_SECRET_KEY,

@@ -1,7 +1,7 @@
 """The Majordomo broker: one poll loop, one short method per kind of message.
 
 Frames as the broker's ROUTER sockets see them (identity first, then the
-RFC 18 frames of ``protocol.mdp``)::
+RFC 18 frames of ``protocol.wire.mdp``)::
 
     frontend in   [client_id, b"MDPC02", 0x01, service, body...]
     frontend out  [client_id, b"MDPC02", 0x02|0x03, service, body...]
@@ -32,11 +32,11 @@ from broker.auth import CurveAuthenticator
 from broker.config import QUEUE_ENTRY_OVERHEAD_BYTES, BrokerConfig
 from broker.mmi import STATUS_FOUND, STATUS_NOT_FOUND, cancel_request_id, is_mmi, mmi_reply
 from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
-from protocol import mdp
-from protocol.codec import error_body, peek_header
-from protocol.errors import ProtocolError
-from protocol.mdp import MMI_CANCEL, Frame
-from protocol.memory import release_free_memory
+from protocol.runtime.memory import release_free_memory
+from protocol.wire import mdp
+from protocol.wire.codec import error_body, peek_header
+from protocol.wire.errors import ProtocolError
+from protocol.wire.mdp import MMI_CANCEL, Frame
 
 # Error codes of the broker's own error FINALs (see protocol/README.md).
 ERROR_BAD_REQUEST = "bad_request"
@@ -600,7 +600,7 @@ class Broker:
     def _reply_error(
         self, request: PendingRequest, code: str, message: str, *, level: int = logging.WARNING
     ) -> None:
-        """Send the client an error FINAL (``protocol.codec.error_body``) for ``request``."""
+        """Send the client an error FINAL (``protocol.wire.codec.error_body``) for ``request``."""
         self.counters.errors[code] += 1
         self._log.log(
             level,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.mdp import DEFAULT_BACKEND, DEFAULT_FRONTEND
-from protocol.security import is_loopback_endpoint
+from protocol.wire.mdp import DEFAULT_BACKEND, DEFAULT_FRONTEND
+from protocol.wire.security import is_loopback_endpoint
 
 __all__ = [
     "DEFAULT_BACKEND",

@@ -18,8 +18,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 from broker.records import ServiceRecord
-from protocol.codec import MAX_REQUEST_ID_CHARS, REQUEST_ID_PATTERN
-from protocol.mdp import MMI_PREFIX, MMI_SERVICE, MMI_SERVICES, Frame
+from protocol.wire.codec import MAX_REQUEST_ID_CHARS, REQUEST_ID_PATTERN
+from protocol.wire.mdp import MMI_PREFIX, MMI_SERVICE, MMI_SERVICES, Frame
 
 STATUS_FOUND = b"200"
 STATUS_NOT_FOUND = b"404"

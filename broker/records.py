@@ -9,7 +9,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.mdp import Frame
+from protocol.wire.mdp import Frame
 
 
 @dataclass(eq=False)

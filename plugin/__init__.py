@@ -1,16 +1,16 @@
 """napari plugin: interactive SAM2 segmentation served by workers behind an MDP/0.2 broker.
 
-Pure logic (no Qt): :mod:`plugin.coords`, :mod:`plugin.image_slice`,
-:mod:`plugin.prompts`, :mod:`plugin.label_ops`, :mod:`plugin.label_names`,
-:mod:`plugin.label_stats`, :mod:`plugin.events_log`, :mod:`plugin.export`,
-:mod:`plugin.session`, :mod:`plugin.backend`; napari glue without Qt:
-:mod:`plugin.layers`, :mod:`plugin.controller`, :mod:`plugin.stack_jobs`,
-:mod:`plugin.history`, :mod:`plugin.label_edits`, :mod:`plugin.label_watch`,
-:mod:`plugin.name_overlay`, :mod:`plugin.picking`; thin widgets:
-:mod:`plugin.widget`, :mod:`plugin.auto_widget`, :mod:`plugin.label_table_widget`,
-:mod:`plugin.propagate_widget`, :mod:`plugin.events_widget`, :mod:`plugin.name_widget`,
-:mod:`plugin.export_widget`
-(with :mod:`plugin.qt_helpers`); npe2 hooks: :mod:`plugin.io_hooks`,
+Pure logic (no Qt): :mod:`plugin.view.coords`, :mod:`plugin.view.image_slice`,
+:mod:`plugin.view.prompts`, :mod:`plugin.labels.ops`, :mod:`plugin.labels.names`,
+:mod:`plugin.labels.stats`, :mod:`plugin.events_log`, :mod:`plugin.export`,
+:mod:`plugin.connection.session`, :mod:`plugin.connection.backend`; napari glue without Qt:
+:mod:`plugin.view.layers`, :mod:`plugin.jobs.controller`, :mod:`plugin.jobs.stacks`,
+:mod:`plugin.labels.history`, :mod:`plugin.labels.edits`, :mod:`plugin.labels.watch`,
+:mod:`plugin.view.name_overlay`, :mod:`plugin.view.picking`; thin widgets:
+:mod:`plugin._qt.widget`, :mod:`plugin._qt.auto_widget`, :mod:`plugin._qt.label_table_widget`,
+:mod:`plugin._qt.propagate_widget`, :mod:`plugin._qt.events_widget`, :mod:`plugin._qt.name_widget`,
+:mod:`plugin._qt.export_widget`
+(with :mod:`plugin._qt.qt_helpers`); npe2 hooks: :mod:`plugin.io_hooks`,
 :mod:`plugin.sample_data` (see ``napari.yaml``).
 """
 

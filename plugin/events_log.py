@@ -1,9 +1,9 @@
 """Recent backend events (connections, errors, request timings) for the events panel.
 
 Pure Python, no Qt: a thread-safe ring buffer. Requests are recorded from
-the request threads (:class:`plugin.session.Session`), connection changes
+the request threads (:class:`plugin.connection.session.Session`), connection changes
 from the GUI; listeners are called on the recording thread, so a widget
-must marshal to the GUI thread (:class:`plugin.events_widget.EventsPanel` does).
+must marshal to the GUI thread (:class:`plugin._qt.events_widget.EventsPanel` does).
 """
 
 from __future__ import annotations

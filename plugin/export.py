@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from plugin.label_names import METADATA_KEY, clean_name, names_from_metadata
-from protocol.formats.atomic import atomic_file
+from plugin.labels.names import METADATA_KEY, clean_name, names_from_metadata
 from protocol.formats.geojson import PIXEL, is_geojson, read_geojson, write_geojson
 from protocol.formats.geometry import Geometry
 from protocol.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
 from protocol.formats.labels_file import LabelsFile
 from protocol.formats.measure import MEASUREMENTS_SUFFIX, write_measurements
 from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels
+from protocol.runtime.atomic import atomic_file
 
 FORMAT = "napari-sam2-broker labels v1"
 TIFF_SUFFIXES = (".tif", ".tiff")

@@ -30,7 +30,7 @@ from plugin.export import (
     read_any,
     write_labels,
 )
-from plugin.label_names import METADATA_KEY, features_table, names_from_metadata
+from plugin.labels.names import METADATA_KEY, features_table, names_from_metadata
 from protocol.formats.geojson import is_geojson
 from protocol.formats.labels_file import LabelsFile
 from protocol.formats.ngff import is_ngff_labels

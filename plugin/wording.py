@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from plugin.coords import SlicePlane
+from plugin.view.coords import SlicePlane
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

@@ -36,10 +36,10 @@ from pathlib import Path
 import zmq.auth
 
 try:
-    from protocol import security
+    from protocol.wire import security
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from protocol import security
+    from protocol.wire import security
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 try:
-    from protocol.checkpoints import DEFAULT_MODEL
+    from protocol.runtime.checkpoints import DEFAULT_MODEL
     from workers.models import MODELS, RANDOM_WEIGHTS_SEED, write_random_checkpoint
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from protocol.checkpoints import DEFAULT_MODEL
+    from protocol.runtime.checkpoints import DEFAULT_MODEL
     from workers.models import MODELS, RANDOM_WEIGHTS_SEED, write_random_checkpoint
 
 

@@ -53,10 +53,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from protocol import codec, mdp  # noqa: E402
-from protocol.checkpoints import DEFAULT_MODEL  # noqa: E402
-from protocol.client import MDPClient, SamClient  # noqa: E402
-from protocol.image_key import image_key  # noqa: E402
+from protocol.runtime.checkpoints import DEFAULT_MODEL  # noqa: E402
+from protocol.wire import codec, mdp  # noqa: E402
+from protocol.wire.client import MDPClient, SamClient  # noqa: E402
+from protocol.wire.image_key import image_key  # noqa: E402
 
 MODEL = DEFAULT_MODEL
 PYTHON = sys.executable

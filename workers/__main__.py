@@ -35,15 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from protocol import cli
-from protocol.checkpoints import DEFAULT_MODEL
-from protocol.cli import non_negative_float, positive_float, positive_int
-from protocol.codec import Limits
-from protocol.errors import SecurityError
-from protocol.extras import exit_without_worker_extra
-from protocol.mdp import DEFAULT_BACKEND
-from protocol.parent import watch_parent
-from protocol.security import CurveClientKeys, is_loopback_endpoint
+from protocol.runtime import cli
+from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.runtime.cli import non_negative_float, positive_float, positive_int
+from protocol.runtime.extras import exit_without_worker_extra
+from protocol.runtime.parent import watch_parent
+from protocol.wire.codec import Limits
+from protocol.wire.errors import SecurityError
+from protocol.wire.mdp import DEFAULT_BACKEND
+from protocol.wire.security import CurveClientKeys, is_loopback_endpoint
 
 # A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
 exit_without_worker_extra("a SAM2 worker")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from protocol import checkpoints
+from protocol.runtime import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ModelSpec:
 
     @property
     def default_checkpoint_path(self) -> Path:
-        """``<checkpoint dir>/<checkpoint_file>`` (``protocol.checkpoints.checkpoint_dir``:
+        """``<checkpoint dir>/<checkpoint_file>`` (``protocol.runtime.checkpoints.checkpoint_dir``:
         ``$SAM2_CHECKPOINT_DIR``, the repository's ``checkpoints/``, or a per-user cache)."""
         return checkpoints.checkpoint_dir() / self.checkpoint_file
 

@@ -7,7 +7,7 @@ time), the embedding cache, the counters and the last segment prompt.
 exactly one final (``ok``, ``need_image`` or ``error``).
 
 Image handling, for every op that takes an image: a request that carries
-``image`` gets its key recomputed (``protocol.image_key``); a different
+``image`` gets its key recomputed (``protocol.wire.image_key``); a different
 ``image_key`` in the header is a ``bad_request``. The image encoder runs only
 when the key is not cached. A request with only ``image_key`` that is not
 cached gets ``need_image``.
@@ -31,10 +31,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from protocol.codec import ALLOWED_DTYPES, STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Message
-from protocol.image_key import image_key
-from protocol.memory import release_free_memory
-from protocol.wire_image import stack_contrast_limits
+from protocol.runtime.memory import release_free_memory
+from protocol.wire.codec import (
+    ALLOWED_DTYPES,
+    STATUS_ERROR,
+    STATUS_NEED_IMAGE,
+    STATUS_OK,
+    STATUS_PARTIAL,
+    Message,
+)
+from protocol.wire.image_key import image_key
+from protocol.wire.wire_image import stack_contrast_limits
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice

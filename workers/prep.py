@@ -11,7 +11,7 @@ RGB result plus temporaries of one band of rows (``BAND_PIXELS``): the
 conversion runs band by band, and the percentiles of an image larger than
 ``PERCENTILE_SAMPLE`` pixels come from a strided sample of that many. Images
 larger than ``MAX_IMAGE_PIXELS`` are refused (clients send windows or tiles
-of large slices, ``protocol.windowed_segment`` / ``protocol.tiled_auto``), so
+of large slices, ``protocol.ops.windowed`` / ``protocol.ops.tiled``), so
 one request never makes the model's own float copies of a huge image.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from protocol.wire_image import PERCENTILE_SAMPLE, PERCENTILES
+from protocol.wire.wire_image import PERCENTILE_SAMPLE, PERCENTILES
 
 # Largest image accepted, in pixels (8192 x 8192): SAM2's transforms make float32 copies
 # of the whole image (12 bytes per pixel) before resizing it to 1024.
@@ -48,8 +48,8 @@ def check_image_shape(shape: Sequence[int]) -> tuple[int, int]:
     if shape[0] * shape[1] > MAX_IMAGE_PIXELS:
         raise ValueError(
             f"image must have at most {MAX_IMAGE_PIXELS} pixels (8192 x 8192), got {shape[0]} x {shape[1]}: "
-            "send a window around the prompt or tiles of the slice (protocol.windowed_segment, "
-            "protocol.tiled_auto), which are seen at the model's 1024 px anyway"
+            "send a window around the prompt or tiles of the slice (protocol.ops.windowed, "
+            "protocol.ops.tiled), which are seen at the model's 1024 px anyway"
         )
     return shape[0], shape[1]
 

@@ -51,9 +51,9 @@ from typing import Any, Protocol
 import blosc2
 import zmq
 
-from protocol import codec, mdp
-from protocol.errors import CodecError, ProtocolError
-from protocol.security import CurveClientKeys
+from protocol.wire import codec, mdp
+from protocol.wire.errors import CodecError, ProtocolError
+from protocol.wire.security import CurveClientKeys
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Label images on disk, written atomically: used by the plugin's export and by
 nothing above it.
 
 * :mod:`protocol.formats.geometry`: axes, pixel size, units and origin of a labels array;
-* :mod:`protocol.formats.atomic`: write a file or a directory atomically;
+* :mod:`protocol.runtime.atomic`: write a file or a directory atomically;
 * :mod:`protocol.formats.imagej`: ImageJ/Fiji-ready TIFF (calibration and names);
 * :mod:`protocol.formats.ngff`: OME-Zarr (NGFF 0.4) labels image with ``image-label`` names;
 * :mod:`protocol.formats.geojson`: one polygon feature per label, QuPath conventions;

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from protocol.formats.atomic import atomic_file
 from protocol.formats.geometry import Geometry
 from protocol.formats.labels_file import LabelsFile
+from protocol.runtime.atomic import atomic_file
 
 GEOJSON_SUFFIXES = (".geojson",)
 COLLECTION_KEY = "napari-sam2-broker"

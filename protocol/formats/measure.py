@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from protocol.formats.atomic import atomic_file
 from protocol.formats.geometry import Geometry
+from protocol.runtime.atomic import atomic_file
 
 MEASUREMENTS_SUFFIX = ".measurements.csv"
 BASE_COLUMNS = [

@@ -13,7 +13,7 @@ and napari-ome-zarr all read it)::
 neighbour, as labels need) while both stay at least :data:`MIN_LEVEL_SIZE`.
 Pixel size and units come from the layer; an axis whose unit is unknown has
 no ``unit`` (NGFF: none said). The store is written into a temporary
-directory beside the target, then swapped in (:func:`protocol.formats.atomic.atomic_dir`).
+directory beside the target, then swapped in (:func:`protocol.runtime.atomic.atomic_dir`).
 
 In napari-ome-zarr open ``cells.ome.zarr/labels`` (or ``labels/cells``); this
 plugin's reader opens ``cells.ome.zarr`` itself.
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from protocol.formats.atomic import atomic_dir
 from protocol.formats.geometry import Geometry
 from protocol.formats.labels_file import LabelsFile
+from protocol.runtime.atomic import atomic_dir
 
 NGFF_SUFFIXES = (".ome.zarr", ".zarr")
 MIN_LEVEL_SIZE = 256

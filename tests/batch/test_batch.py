@@ -19,8 +19,8 @@ import tifffile
 from batch.__main__ import main
 from batch.inputs import ReadError, UsageError, discover, output_names, read_image
 from batch.outputs import Row, merge_rows, read_summary, write_summary
-from protocol.formats.atomic import atomic_file
-from protocol.wire_image import stack_contrast_limits
+from protocol.runtime.atomic import atomic_file
+from protocol.wire.wire_image import stack_contrast_limits
 from tests.support.processes import REPO_ROOT, free_endpoint, log_text
 
 SIZE = 64

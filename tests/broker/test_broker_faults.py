@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from protocol import codec
+from protocol.wire import codec
 from tests.support.broker_peers import (
     DISCONNECT,
     TEST_HEARTBEAT_INTERVAL_S,

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import zmq
 
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 from tests.support.broker_peers import (
     REPLY_TIMEOUT_S,
     BrokerHandle,

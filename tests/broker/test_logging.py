@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import RemoteError
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import RemoteError
 from tests.support.processes import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 
 pytestmark = pytest.mark.model

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import zmq
 
-from protocol import mdp
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import RequestTimeout, SecurityError
-from protocol.security import CurveClientKeys, CurveKeyPair, is_loopback_endpoint
+from protocol.wire import mdp
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import RequestTimeout, SecurityError
+from protocol.wire.security import CurveClientKeys, CurveKeyPair, is_loopback_endpoint
 from tests.support.broker_peers import BrokerHandle, start_broker
 from tests.support.processes import (
     MODEL,
@@ -131,7 +131,7 @@ def test_authorised_client_and_real_worker_work_over_curve(
 def test_client_from_the_environment_gets_in(spawn: ProcessSpawner, keys: Path) -> None:
     broker = curve_broker(spawn, keys)
     code = (
-        "from protocol.client import SamClient\n"
+        "from protocol.wire.client import SamClient\n"
         f"print(SamClient({broker.frontend!r}).services(timeout_s=5.0))\n"
     )
     env_keys = {

@@ -1,14 +1,14 @@
-"""What is embedded ahead of clicks (plugin/embed_targets.py) and what Encode stack says (pure logic)."""
+"""What is embedded ahead of clicks (plugin/jobs/embed_targets.py) and what Encode stack says (pure logic)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from plugin.coords import SlicePlane
-from plugin.embed_targets import prompt_target, stack_targets, target_at
-from plugin.encode_stack import EncodeReport, cache_warning, summary
-from protocol.embed_many import CacheRoom, EmbedManyResult
-from protocol.windows import click_windows, window_for_prompt
+from plugin.jobs.embed_targets import prompt_target, stack_targets, target_at
+from plugin.jobs.encode_stack import EncodeReport, cache_warning, summary
+from plugin.view.coords import SlicePlane
+from protocol.geometry.windows import click_windows, window_for_prompt
+from protocol.ops.embed_many import CacheRoom, EmbedManyResult
 
 
 def test_a_stack_of_large_slices_lists_every_slice_times_every_click_window() -> None:

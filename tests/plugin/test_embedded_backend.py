@@ -1,4 +1,4 @@
-"""The plugin's embedded backend (:class:`plugin.backend.LocalBackend`) with real processes.
+"""The plugin's embedded backend (:class:`plugin.connection.backend.LocalBackend`) with real processes.
 
 * It never outlives the process that started it: a napari (here a plain
   Python process) SIGKILLed takes its broker and worker with it.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from plugin.backend import LocalBackend, probe
-from plugin.restart_policy import RestartPolicy
+from plugin.connection.backend import LocalBackend, probe
+from plugin.connection.restart_policy import RestartPolicy
 from tests.support.processes import MODEL, REPO_ROOT, alive, free_endpoint, wait_until
 
 
@@ -45,7 +45,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from plugin.backend import LocalBackend
+    from plugin.connection.backend import LocalBackend
     local = LocalBackend(sys.argv[1], sys.argv[2], log_dir=Path(sys.argv[3]))
     local.start(None, device="cpu")
     print(json.dumps({name: proc.pid for name, proc in local.procs.items()}), flush=True)

@@ -20,9 +20,10 @@ import shapely
 import tifffile
 
 from plugin import export, io_hooks
-from plugin.label_names import METADATA_KEY
-from protocol.formats import atomic, geojson, imagej, measure, ngff
+from plugin.labels.names import METADATA_KEY
+from protocol.formats import geojson, imagej, measure, ngff
 from protocol.formats.geometry import Geometry
+from protocol.runtime import atomic
 from tests.support.processes import PYTHON, REPO_ROOT, wait_until
 
 NAMES = {3: "cell nucleus", 9: "mitochondrion"}

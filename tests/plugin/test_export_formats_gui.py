@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import shapely
 
-from plugin.export_widget import ExportBox
-from plugin.label_names import METADATA_KEY
-from plugin.name_widget import set_label_name
+from plugin._qt.export_widget import ExportBox
+from plugin._qt.name_widget import set_label_name
+from plugin.labels.names import METADATA_KEY
 from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS
@@ -141,8 +141,8 @@ def test_file_menu_save_selected_layers_offers_and_writes_each_format(scene, tmp
 
 def test_labels_and_names_made_on_a_calibrated_image_share_its_units(make_napari_viewer, tmp_path) -> None:
     """Labels made for an image in µm and their names layer are in µm; so is their export."""
-    from plugin.layers import ensure_labels
-    from plugin.name_widget import NameWidget
+    from plugin._qt.name_widget import NameWidget
+    from plugin.view.layers import ensure_labels
 
     viewer = make_napari_viewer()
     image = viewer.add_image(np.zeros((30, 40), np.float32), name="cells", scale=(0.5, 0.5), units="um")

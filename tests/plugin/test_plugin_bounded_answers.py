@@ -13,12 +13,12 @@ import numpy as np
 import zarr
 from napari.layers import Labels
 
-from plugin.coords import plane_at
-from plugin.image_slice import LazyPlane
-from plugin.label_ops import NOWHERE, LabelMode, compute_edit, compute_edit_at
-from plugin.label_stats import LabelBoxes
-from plugin.layers import write_edit
-from plugin.results import Results
+from plugin.jobs.results import Results
+from plugin.labels.ops import NOWHERE, LabelMode, compute_edit, compute_edit_at
+from plugin.labels.stats import LabelBoxes
+from plugin.view.coords import plane_at
+from plugin.view.image_slice import LazyPlane
+from plugin.view.layers import write_edit
 
 SIDE = 20_000
 
@@ -149,7 +149,7 @@ def test_a_label_box_gives_the_same_edit_as_scanning_the_slice() -> None:
 
 
 def test_a_strided_texture_patch_is_what_a_strided_copy_of_the_changed_slice_holds() -> None:
-    from plugin.napari_redraw import strided_patch
+    from plugin.view.napari_redraw import strided_patch
 
     rng = np.random.default_rng(2)
     for stride in ((2, 2), (3, 1), (2, 5)):
@@ -167,8 +167,8 @@ def test_a_strided_texture_patch_is_what_a_strided_copy_of_the_changed_slice_hol
 
 
 def test_kept_objects_renumber_as_drop_small_objects_does() -> None:
-    from plugin.label_ops import Relabelled, drop_small_objects, kept_objects
-    from protocol.tiling import CompressedPlane
+    from plugin.labels.ops import Relabelled, drop_small_objects, kept_objects
+    from protocol.geometry.compressed import CompressedPlane
 
     rng = np.random.default_rng(9)
     objects = rng.integers(0, 30, (200, 300)).astype(np.uint32)

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from plugin.controller import POINTS, Applied
-from plugin.layers import PROMPT_POINTS
-from plugin.widget import SamWidget
-from protocol.windows import window_for_prompt
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import POINTS, Applied
+from plugin.view.layers import PROMPT_POINTS
+from protocol.geometry.windows import window_for_prompt
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner

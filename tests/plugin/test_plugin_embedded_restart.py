@@ -18,9 +18,9 @@ import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from skimage import data as skdata
 
-from plugin.controller import POINTS
-from plugin.layers import POINTS_MASK, PROMPT_POINTS
-from plugin.widget import SamWidget
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import POINTS
+from plugin.view.layers import POINTS_MASK, PROMPT_POINTS
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.processes import free_endpoint, wait_until
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugin.label_ops import LabelMode, compute_edit, compute_paste, drop_small_objects
-from protocol.image_key import image_key
-from protocol.wire_image import stack_to_wire, to_wire
+from plugin.labels.ops import LabelMode, compute_edit, compute_paste, drop_small_objects
+from protocol.wire.image_key import image_key
+from protocol.wire.wire_image import stack_to_wire, to_wire
 from workers.prep import prepare_image
 
 MODEL = "sam2.1_hiera_tiny"

@@ -18,10 +18,10 @@ import numpy as np
 import psutil
 import pytest
 
-from plugin.controller import AUTO, POINTS
-from plugin.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
-from plugin.picking import PICK_CURSOR, PICK_HELP, PICK_WAITING
-from plugin.widget import SamWidget
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import AUTO, POINTS
+from plugin.view.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
+from plugin.view.picking import PICK_CURSOR, PICK_HELP, PICK_WAITING
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import cell, click_point, dock_widget
 from tests.support.processes import ProcessSpawner, free_endpoint
@@ -302,7 +302,7 @@ def test_export_dialog_opens_where_the_image_came_from(offline, qtbot, tmp_path,
         asked.append(start)
         return "", ""  # the user cancels
 
-    monkeypatch.setattr("plugin.export_widget.QFileDialog.getSaveFileName", dialog)
+    monkeypatch.setattr("plugin._qt.export_widget.QFileDialog.getSaveFileName", dialog)
     labels = viewer.add_labels(np.zeros((48, 48), np.uint32), name="nuclei")
     widget.labels.layer_combo.set_layer(labels)
     widget.export_box.export_button.click()  # no file anywhere: the home folder
@@ -381,7 +381,7 @@ def test_auto_segment_settings_and_add_without_overwriting_with_a_backend(
 ) -> None:
     """Minimum area and keep-labels act on the answer in the plugin; the stand-in's objects are
     the discs, so the first answer is known."""
-    from plugin.layers import AUTO_MASK
+    from plugin.view.layers import AUTO_MASK
 
     discs, truth = disc_image((64, 64), np.array([[16.0, 16.0], [44.0, 40.0]]), np.array([8.0, 12.0]))
     viewer, image, widget = connect(shared_backend, discs)

@@ -16,16 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from plugin import coords, image_slice, label_stats
+from plugin.connection.latest_only import LatestOnly
 from plugin.events_log import CONNECT, ERROR, REQUEST, EventLog
-from plugin.history import Histories, LabelHistory, atom_changes, set_names
-from plugin.label_edits import delete_labels, merge_labels
-from plugin.label_names import METADATA_KEY, names_from_metadata
-from plugin.label_ops import LabelMode, compute_edit
-from plugin.label_watch import LabelWatcher
-from plugin.latest_only import LatestOnly
-from plugin.layers import write_edit
-from protocol import wire_image
+from plugin.labels import stats as label_stats
+from plugin.labels.edits import delete_labels, merge_labels
+from plugin.labels.history import Histories, LabelHistory, atom_changes, set_names
+from plugin.labels.names import METADATA_KEY, names_from_metadata
+from plugin.labels.ops import LabelMode, compute_edit
+from plugin.labels.watch import LabelWatcher
+from plugin.view import coords, image_slice
+from plugin.view.layers import write_edit
+from protocol.wire import wire_image
 from tests.support.processes import wait_until
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

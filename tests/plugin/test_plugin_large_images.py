@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import zarr
 
-from plugin.auto_widget import TILE_SIZE_KEY
-from plugin.controller import AUTO, POINTS, Applied
-from plugin.encode_widget import PREFETCH_KEY
-from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
+from plugin._qt.auto_widget import TILE_SIZE_KEY
+from plugin._qt.encode_widget import PREFETCH_KEY
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import AUTO, POINTS, Applied
 from plugin.user_settings import load, save
-from plugin.widget import SamWidget
-from protocol.windows import Window, window_for_prompt
+from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
+from protocol.geometry.windows import Window, window_for_prompt
 from tests.support.discs import disc_scores
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
@@ -147,9 +147,9 @@ def test_a_20000_zarr_pyramid_is_read_window_by_window_and_labels_go_to_zarr(
 ) -> None:
     """A 3-level multiscale image whose level 0 is a 20,000² uint16 zarr array: a click reads one window of
     level 0; the labels (1.6 GB in memory) are made zarr-backed past the budget, and the user is told."""
-    import plugin.layers
+    import plugin.view.layers
 
-    monkeypatch.setattr(plugin.layers, "LABELS_BUDGET_BYTES", 256 * 1024**2)
+    monkeypatch.setattr(plugin.view.layers, "LABELS_BUDGET_BYTES", 256 * 1024**2)
     shape = (20000, 20000)
     level0 = zarr.create_array(store={}, shape=shape, chunks=(1024, 1024), dtype="uint16", fill_value=500)
     centre, radius = (15321.0, 4123.0), 11.0
@@ -233,7 +233,7 @@ def test_a_huge_single_resolution_image_gets_a_clear_warning() -> None:
 
     import dask.array as da
 
-    from plugin.layers import size_warning
+    from plugin.view.layers import size_warning
 
     huge = CountingArray(da.zeros((30000, 30000), dtype=np.uint16, chunks=(4096, 4096)))
     layer = SimpleNamespace(data=huge, multiscale=False, rgb=False, name="mosaic")
@@ -274,8 +274,8 @@ def test_real_sam2_worker_answers_a_windowed_click_on_a_2500_by_2000_image(
 
 
 def test_names_on_a_6000_slice_are_placed_from_at_most_2048_squared_pixels() -> None:
-    from plugin.label_names import label_anchors
-    from plugin.name_overlay import bounded_anchors
+    from plugin.labels.names import label_anchors
+    from plugin.view.name_overlay import bounded_anchors
 
     _image, truth = disc_image((6000, 6000), np.array([[4000.0, 4100.0]]), np.array([50.0]))
     labels = CountingArray(truth * 5)
@@ -293,7 +293,7 @@ def test_auto_segment_on_a_large_slice_never_holds_a_slice_sized_array(viewer_on
     the paste is one undo step."""
     import tracemalloc
 
-    from plugin.layers import ensure_labels
+    from plugin.view.layers import ensure_labels
 
     shape = (4096, 4096)
     centres, radii = scattered_discs(shape, spacing=400, radius_range=(8.0, 12.0), seed=5)
@@ -334,7 +334,7 @@ def test_auto_segment_stack_of_large_slices_never_holds_a_slice_sized_array(view
     against 64 MiB)."""
     import tracemalloc
 
-    from plugin.layers import ensure_labels
+    from plugin.view.layers import ensure_labels
 
     shape = (4096, 4096)
     centres, radii = scattered_discs(shape, spacing=500, radius_range=(8.0, 12.0), seed=6)
@@ -369,8 +369,8 @@ def test_auto_segment_stack_of_large_slices_never_holds_a_slice_sized_array(view
 def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbot, monkeypatch) -> None:
     """Refining a label on a 6000² slice clears it outside the new mask wherever it was painted, reading
     only the union of the label's box (kept from every change) and the answer's."""
-    import plugin.controller
-    from plugin.label_ops import LabelMode
+    import plugin.jobs.controller
+    from plugin.labels.ops import LabelMode
 
     shape = (6000, 6000)
     image, truth = disc_image(shape, np.array([[3000.0, 3000.0]]), np.array([30.0]))
@@ -380,7 +380,7 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
     labels_layer = viewer.layers[POINTS_MASK]
     labels_layer.data_setitem((np.array([3100, 3101]), np.array([3200, 3200])), label_id)  # painted by hand
     reads: list[int] = []
-    real = plugin.controller.compute_edit_at
+    real = plugin.jobs.controller.compute_edit_at
 
     def recording(labels: Any, *args: Any) -> Any:
         class Reads:
@@ -393,7 +393,7 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
 
         return real(Reads(), *args)
 
-    monkeypatch.setattr(plugin.controller, "compute_edit_at", recording)
+    monkeypatch.setattr(plugin.jobs.controller, "compute_edit_at", recording)
     widget.controller.set_mode(LabelMode.INTERSECTION, labels_layer, label_id)
     viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
     click(widget, qtbot, [3000.0, 3000.0])
@@ -406,13 +406,13 @@ def test_an_answer_on_labels_wider_than_the_largest_texture_redraws_only_its_box
     make_napari_viewer, qtbot
 ) -> None:
     """napari draws labels wider than GL_MAX_TEXTURE_SIZE from a strided copy; a write must not redraw the
-    whole slice (seconds per answer on 20,000²) but patch the texture (plugin.napari_redraw)."""
+    whole slice (seconds per answer on 20,000²) but patch the texture (plugin.view.napari_redraw)."""
     from napari._vispy.utils.gl import get_max_texture_sizes
 
-    from plugin import napari_redraw
-    from plugin.coords import plane_at
-    from plugin.label_ops import SliceEdit
-    from plugin.layers import write_edit
+    from plugin.labels.ops import SliceEdit
+    from plugin.view import napari_redraw
+    from plugin.view.coords import plane_at
+    from plugin.view.layers import write_edit
 
     assert napari_redraw.install()
     longest = int(get_max_texture_sizes()[0]) + 100

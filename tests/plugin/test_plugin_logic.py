@@ -15,9 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from plugin import backend, coords, export, image_slice, label_names, label_ops, prompts
-from plugin.label_ops import LabelMode
-from protocol import wire_image
+from plugin import export
+from plugin.connection import backend
+from plugin.jobs import prompts
+from plugin.labels import names as label_names
+from plugin.labels import ops as label_ops
+from plugin.labels.ops import LabelMode
+from plugin.view import coords, image_slice
+from protocol.wire import wire_image
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -451,7 +456,7 @@ def test_without_a_checkpoint_nothing_starts_and_the_user_is_told_how_to_get_one
 def test_writing_an_answer_touches_one_slice_and_is_one_undo_step() -> None:
     from napari.layers import Labels
 
-    from plugin.layers import write_edit
+    from plugin.view.layers import write_edit
 
     layer = Labels(np.zeros((3, 8, 9), np.uint32))
     layer.data[2, 0, 0] = 7

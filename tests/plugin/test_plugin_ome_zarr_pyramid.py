@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin.controller import POINTS
-from plugin.encode_widget import PREFETCH_KEY
-from plugin.layers import POINTS_MASK, PROMPT_POINTS
+from plugin._qt.encode_widget import PREFETCH_KEY
+from plugin.jobs.controller import POINTS
 from plugin.user_settings import save
+from plugin.view.layers import POINTS_MASK, PROMPT_POINTS
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner

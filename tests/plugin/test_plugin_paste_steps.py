@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Labels
 
-from plugin.coords import SlicePlane
-from plugin.results import Results
-from protocol.tiling import CompressedPlane, tile_grid
+from plugin.jobs.results import Results
+from plugin.view.coords import SlicePlane
+from protocol.geometry.compressed import CompressedPlane
+from protocol.geometry.grid import tile_grid
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.standin_worker import disc_image, scattered_discs
 

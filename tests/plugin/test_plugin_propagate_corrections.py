@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin.layers import PROMPT_POINTS
-from plugin.propagate_widget import SELECTED
-from plugin.stack_jobs import PROPAGATE
-from plugin.widget import SamWidget
+from plugin._qt.propagate_widget import SELECTED
+from plugin._qt.widget import SamWidget
+from plugin.jobs.stacks import PROPAGATE
+from plugin.view.layers import PROMPT_POINTS
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import ProcessSpawner

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plugin.propagate_widget import ALL_ON_SLICE, SELECTED
-from plugin.stack_jobs import PROPAGATE
+from plugin._qt.propagate_widget import ALL_ON_SLICE, SELECTED
+from plugin.jobs.stacks import PROPAGATE
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner

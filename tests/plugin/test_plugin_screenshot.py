@@ -14,9 +14,9 @@ import numpy as np
 from qtpy.QtCore import Qt
 from skimage import io, measure
 
-from plugin.label_names import METADATA_KEY
-from plugin.label_ops import LabelMode, compute_edit
-from plugin.layers import POINTS_MASK, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
+from plugin.labels.names import METADATA_KEY
+from plugin.labels.ops import LabelMode, compute_edit
+from plugin.view.layers import POINTS_MASK, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS

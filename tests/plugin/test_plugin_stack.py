@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugin.controller import POINTS
-from plugin.label_names import METADATA_KEY, names_from_metadata
-from plugin.label_stats import pixel_counts
-from plugin.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
-from plugin.stack_jobs import AUTO_STACK, PROPAGATE
-from plugin.widget import SamWidget
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import POINTS
+from plugin.jobs.stacks import AUTO_STACK, PROPAGATE
+from plugin.labels.names import METADATA_KEY, names_from_metadata
+from plugin.labels.stats import pixel_counts
+from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from tests.support.backend import Backend
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import HEARTBEAT, TIMEOUT_MS, cell, click_point, dock_widget, start_worker
@@ -214,8 +214,8 @@ def test_auto_segment_stack_writes_every_slice_with_unique_ids(spawn, connect, q
 def test_backend_death_keeps_labels_and_reconnects(shared_backend, connect, qtbot, monkeypatch) -> None:
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
-    monkeypatch.setattr("plugin.widget.REFRESH_INTERVAL_MS", 300)
-    monkeypatch.setattr("plugin.widget.RETRY_INTERVAL_MS", 300)
+    monkeypatch.setattr("plugin._qt.widget.REFRESH_INTERVAL_MS", 300)
+    monkeypatch.setattr("plugin._qt.widget.RETRY_INTERVAL_MS", 300)
     backend = shared_backend  # killed and started again: later tests get the new one
     viewer, image, widget = connect(backend, cell(64))
     click_point(widget, qtbot, [30, 30])

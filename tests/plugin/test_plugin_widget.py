@@ -20,12 +20,12 @@ from napari.utils.events import Event
 from napari.utils.interactions import mouse_press_callbacks
 from skimage import data as skdata
 
-from plugin.controller import AUTO, BOX, POINTS, Applied
-from plugin.label_names import METADATA_KEY
-from plugin.label_ops import LabelMode
-from plugin.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
-from plugin.widget import SamWidget
-from protocol.client import SamClient
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import AUTO, BOX, POINTS, Applied
+from plugin.labels.names import METADATA_KEY
+from plugin.labels.ops import LabelMode
+from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
+from protocol.wire.client import SamClient
 from tests.support.backend import Backend
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugin.coords import SlicePlane
+from plugin.view.coords import SlicePlane
 from plugin.wording import plural, slice_text
 
 

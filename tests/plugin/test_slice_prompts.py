@@ -1,12 +1,12 @@
-"""The prompts kept per label and slice for Propagate's corrections (plugin/slice_prompts.py): pure logic."""
+"""The prompts kept per label and slice for Propagate's corrections : pure logic."""
 
 from __future__ import annotations
 
-from plugin.coords import SlicePlane
-from plugin.image_slice import plane_on
-from plugin.prompts import Prompt
-from plugin.slice_prompts import SlicePrompts
-from protocol.ops import SlicePrompt
+from plugin.jobs.slice_prompts import SlicePrompts
+from plugin.view.coords import SlicePlane
+from plugin.view.image_slice import plane_on
+from plugin.view.prompts import Prompt
+from protocol.ops.requests import SlicePrompt
 
 TZYX = SlicePlane((4, 30, 64, 64), 2, 3, (1, 0, None, None))
 """A (T, Z, Y, X) layer seen at t = 1, z = 0: its stack runs along T (axis 0)."""

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import zmq
 
-from protocol import mdp
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import Superseded
+from protocol.wire import mdp
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import Superseded
 from tests.support.broker_peers import (
     DISCONNECT,
     BrokerHandle,

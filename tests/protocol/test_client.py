@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from protocol import mdp
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import RemoteError, RequestTimeout, Superseded
+from protocol.wire import mdp
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import RemoteError, RequestTimeout, Superseded
 from tests.support.processes import PYTHON, free_endpoint, log_text, wait_until
 from tests.support.scripted_worker import ScriptedWorker, reply
 
@@ -130,7 +130,7 @@ def test_error_final_raises_remote_error(broker) -> None:
     frontend, backend = broker
 
     def handler(request, n):
-        from protocol import codec
+        from protocol.wire import codec
 
         return [(mdp.W_FINAL, codec.error_body(request.header, "bad_request", "point (900, 3) is outside"))]
 

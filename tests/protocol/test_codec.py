@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from protocol import codec
-from protocol.errors import CodecError
-from protocol.image_key import image_key
+from protocol.wire import codec
+from protocol.wire.errors import CodecError
+from protocol.wire.image_key import image_key
 
 BASE = {"op": "segment", "request_id": "req-1"}
 

@@ -1,4 +1,4 @@
-"""Embeddings ahead of prompts (protocol/embed_many.py): every image over every worker, then prompts
+"""Embeddings ahead of prompts (protocol/ops/embed_many.py): every image over every worker, then prompts
 that carry no image; cancel; how many embeddings the workers' caches hold. Real broker and stand-in
 worker processes (tests/support/standin_worker.py)."""
 
@@ -8,11 +8,11 @@ import threading
 
 import numpy as np
 
-from protocol import ops
-from protocol.client import ClientConfig, KnownKeys, SamClient
-from protocol.embed_many import cache_room, embed_many, worker_capacity
-from protocol.windows import click_windows, window_for_prompt
-from protocol.wire_image import WireImage, to_wire
+from protocol.geometry.windows import click_windows, window_for_prompt
+from protocol.ops import requests as ops
+from protocol.ops.embed_many import cache_room, embed_many, worker_capacity
+from protocol.wire.client import ClientConfig, KnownKeys, SamClient
+from protocol.wire.wire_image import WireImage, to_wire
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 

@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 from tests.support import fuzzing
 from tests.support.broker_peers import (
     BrokerHandle,

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import zarr
 
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import RemoteError
-from protocol.tiled_auto import tiled_auto, tiled_auto_stack
-from protocol.windowed_segment import segment_windowed
+from protocol.ops.tiled import tiled_auto, tiled_auto_stack
+from protocol.ops.windowed import segment_windowed
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import RemoteError
 from tests.support.discs import disc_scores
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend

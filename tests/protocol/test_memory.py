@@ -1,4 +1,4 @@
-"""``protocol.memory``: freed pages go back to the OS on a trim, and are reused between trims (glibc).
+"""``protocol.runtime.memory``: freed pages go back to the OS on a trim, and are reused between trims (glibc).
 
 The image encoder frees its temporaries in torch's worker threads; glibc
 keeps such memory in the threads' arenas. This reproduces that with plain
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 SCRIPT = """
 import json, threading
 import psutil
-from protocol.memory import release_free_memory
+from protocol.runtime.memory import release_free_memory
 
 survivors = []
 
@@ -67,7 +67,7 @@ def test_freed_thread_arena_memory_goes_back_to_the_os() -> None:
 REUSE_SCRIPT = """
 import json, resource, sys
 import psutil
-from protocol.memory import release_free_memory, reuse_freed_memory
+from protocol.runtime.memory import release_free_memory, reuse_freed_memory
 
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()

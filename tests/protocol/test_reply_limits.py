@@ -13,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from protocol import codec, mdp
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import BadReply, RemoteError
+from protocol.wire import codec, mdp
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import BadReply, RemoteError
 from tests.support.processes import PYTHON, free_endpoint, log_text, wait_until
 from tests.support.scripted_worker import ScriptedWorker, reply
 

@@ -1,4 +1,4 @@
-"""Tiles, stitching and slice linking (protocol/tiling.py), without a network.
+"""Tiles, stitching and slice linking (protocol/geometry/), without a network.
 
 Each tile's labels are what a perfect segmenter would answer for that tile's
 window (the true labels cropped to it, renumbered per tile), so every
@@ -7,21 +7,27 @@ difference from the truth is the stitcher's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pytest
 import zarr
 from scipy import ndimage
 
-from protocol.tiling import (
-    CompressedPlane,
-    PlaneView,
-    StackLinker,
-    TileStitcher,
-    link_slice,
-    stitch_tiles,
-    tile_grid,
-)
+from protocol.geometry.compressed import CompressedPlane
+from protocol.geometry.grid import TileGrid, tile_grid
+from protocol.geometry.link import PlaneView, StackLinker, link_slice
+from protocol.geometry.stitch import StitchResult, TileStitcher
 from tests.support.standin_worker import disc_image, scattered_discs
+
+
+def stitch_tiles(out: Any, grid: TileGrid, tile_labels: Sequence[np.ndarray]) -> StitchResult:
+    """Stitch all tiles at once (``tile_labels[k]`` belongs to ``grid.tiles[k]``), in grid order."""
+    stitcher = TileStitcher(out, grid)
+    for tile, labels in zip(grid.tiles, tile_labels, strict=True):
+        stitcher.add(tile, labels)
+    return stitcher.finish()
 
 
 def tile_answer(truth: np.ndarray, window: tuple[int, int, int, int], seed: int) -> np.ndarray:

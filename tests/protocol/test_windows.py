@@ -1,11 +1,11 @@
-"""Windows of a large slice around a prompt (protocol/windows.py): placement, snapping, the way back."""
+"""Windows of a large slice around a prompt: placement, snapping, the way back."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from protocol.windows import (
+from protocol.geometry.windows import (
     Window,
     block_mean,
     grow_window,

@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 from tests.support.processes import ProcessSpawner, free_endpoint, log_text, wait_until
 
 # Generous bounds: the machine has 2 cores shared with other test runs.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocol.tiling import label_areas, pair_overlaps
+from protocol.geometry.overlaps import label_areas, pair_overlaps
 
 
 def disc_scores(labels: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, int, int]:

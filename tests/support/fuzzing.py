@@ -30,7 +30,7 @@ import blosc2
 import numpy as np
 import zmq
 
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 
 # A service name the fuzzer never produces: health checks use it.
 CHECK_SERVICE = b"fuzz.check"

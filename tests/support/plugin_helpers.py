@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from skimage import data as skdata
 
-from plugin.controller import POINTS
-from plugin.layers import PROMPT_POINTS
-from plugin.widget import SamWidget
+from plugin._qt.widget import SamWidget
+from plugin.jobs.controller import POINTS
+from plugin.view.layers import PROMPT_POINTS
 from tests.support.backend import Backend
 from tests.support.processes import MODEL, PYTHON, log_text, wait_until
 

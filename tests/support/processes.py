@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from protocol.checkpoints import DEFAULT_MODEL
+from protocol.runtime.checkpoints import DEFAULT_MODEL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from protocol import codec, mdp
+from protocol.wire import codec, mdp
 
 # handler(request, n) -> steps (command, body frames[, delay_s]); [] = stay silent
 Handler = Callable[[codec.Message, int], list[tuple[Any, ...]]]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol import ops
-from protocol.client import ClientConfig, SamClient
-from protocol.fan_out import fan_out
+from protocol.ops import requests as ops
+from protocol.ops.fan_out import fan_out
+from protocol.wire.client import ClientConfig, SamClient
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 
 SERVICE = "standin"

@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from protocol.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Limits, Message
-from protocol.image_key import image_key
-from protocol.wire_image import stack_contrast_limits
+from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Limits, Message
+from protocol.wire.image_key import image_key
+from protocol.wire.wire_image import stack_contrast_limits
 from workers.prep import check_contrast_limits, prepare_image
 from workers.worker import Worker, WorkerConfig
 

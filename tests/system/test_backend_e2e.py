@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import RemoteError
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import RemoteError
 from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
 
 pytestmark = pytest.mark.model

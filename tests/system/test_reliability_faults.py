@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import zmq
 
-from protocol import codec
-from protocol.client import ClientConfig, SamClient
+from protocol.wire import codec
+from protocol.wire.client import ClientConfig, SamClient
 from tests.support.broker_peers import (
     RawClient,
     ThreadedWorker,

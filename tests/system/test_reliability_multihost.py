@@ -132,7 +132,7 @@ def network(spawn: ProcessSpawner) -> Iterator[Network]:
 CLIENT_SCRIPT = """
 import json, sys, time
 import numpy as np
-from protocol.client import ClientConfig, SamClient
+from protocol.wire.client import ClientConfig, SamClient
 client = SamClient(sys.argv[1], sys.argv[2], config=ClientConfig(timeout_s=20, retries=1))
 deadline = time.monotonic() + 120
 while client.services().get(sys.argv[2], {}).get("workers", 0) < int(sys.argv[3]):

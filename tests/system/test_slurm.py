@@ -36,9 +36,9 @@ import pytest
 import tifffile
 import zmq
 
-from protocol import codec
-from protocol.client import ClientConfig, SamClient
-from protocol.security import CurveClientKeys
+from protocol.wire import codec
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.security import CurveClientKeys
 from tests.support.broker_peers import RawClient, request_body
 from tests.support.processes import MODEL, REPO_ROOT, free_tcp_port, wait_until
 from tests.support.slurm_cluster import SlurmCluster, unavailable_reason

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.client import ClientConfig, SamClient
-from protocol.errors import ClientError
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.errors import ClientError
 from tests.support.processes import MODEL, REPO_ROOT, alive, free_endpoint, wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]

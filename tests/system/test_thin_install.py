@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from protocol.checkpoints import DEFAULT_MODEL
+from protocol.runtime.checkpoints import DEFAULT_MODEL
 
 pytestmark = [pytest.mark.install, pytest.mark.model, pytest.mark.timeout(1500)]
 
@@ -186,7 +186,7 @@ def test_the_wheel_declares_no_torch_and_carries_the_napari_manifest(wheel: Path
         files = set(archive.namelist())
         (entry_points,) = [n for n in files if n.endswith(".dist-info/entry_points.txt")]
         entries = archive.read(entry_points).decode()
-    assert "plugin/napari.yaml" in files and "protocol/checkpoints.py" in files
+    assert "plugin/napari.yaml" in files and "protocol/runtime/checkpoints.py" in files
     assert "napari-sam2-broker = plugin:napari.yaml" in entries
     for script in ("sam2-batch = batch.__main__:main", "sam2-broker = broker.__main__:main"):
         assert script in entries
@@ -197,8 +197,8 @@ import importlib.util, json, sys
 import numpy as np
 import npe2
 import plugin, protocol
-from plugin import backend
-from protocol.client import SamClient
+from plugin.connection import backend
+from protocol.wire.client import SamClient
 
 frontend, model = sys.argv[1], sys.argv[2]
 out = {name: importlib.util.find_spec(name) is not None for name in ("torch", "sam2")}
@@ -254,7 +254,7 @@ def test_thin_install_segments_and_runs_sam2_batch_against_a_full_backend(
         assert Path(out[key]).resolve().is_relative_to(thin_root), out[key]
     # npe2 finds the plugin through the wheel's entry point and napari.yaml.
     assert out["manifest"] == ["napari-sam2-broker", "SAM2 Segmentation", "0.1.0"]
-    assert out["widget_command"] == ["plugin.widget:SamWidget"]
+    assert out["widget_command"] == ["plugin._qt.widget:SamWidget"]
 
     # A point prompt through the full environment's broker and worker.
     assert out["mask"] == ["bool", [SIZE, SIZE]]

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from protocol.client import ClientConfig, SamClient
-from protocol.codec import Message
-from protocol.errors import RemoteError, Superseded
-from protocol.wire_image import stack_contrast_limits
+from protocol.wire.client import ClientConfig, SamClient
+from protocol.wire.codec import Message
+from protocol.wire.errors import RemoteError, Superseded
+from protocol.wire.wire_image import stack_contrast_limits
 from tests.support.backend import Backend
 from tests.support.processes import MODEL, ProcessSpawner, log_text, wait_until
 from workers.propagate import (

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import zmq
 
-from protocol import codec
+from protocol.wire import codec
 from tests.support.backend import Backend
 from tests.support.broker_peers import RawClient, request_body, services
 from tests.support.processes import MODEL, PYTHON, ProcessSpawner, log_text, wait_until

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from protocol.codec import Message
-from protocol.image_key import image_key
+from protocol.wire.codec import Message
+from protocol.wire.image_key import image_key
 from workers.device import resolve_device
 from workers.models import load_model
 from workers.ops import Reply, Sam2Service

@@ -23,8 +23,8 @@ import zmq
 from majortomo import Client
 from majortomo.broker import Broker
 
-from protocol import codec, mdp
-from protocol.image_key import image_key
+from protocol.wire import codec, mdp
+from protocol.wire.image_key import image_key
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner, free_endpoint, log_text, wait_until
 
 pytestmark = pytest.mark.model

@@ -1,0 +1,257 @@
+"""The label-control panel: the labels of a layer (id, colour, name, pixels), kept in sync.
+
+The list follows the labels layer made active in napari's layer list (or
+the one chosen in its own box). Select a row to make it the layer's
+selected label and show the slice where it is; edit a name in place; delete or merge the selected labels;
+undo and redo (also ``Ctrl+Z`` / ``Ctrl+Shift+Z`` on the layer). Counting
+and following the layer is :class:`plugin.labels.watch.LabelWatcher`; the
+edits are :mod:`plugin.labels.edits`. Propagation through the stack is the
+:class:`plugin._qt.propagate_widget.PropagateBox` below the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from napari.layers import Labels
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QTableWidgetSelectionRange,
+    QVBoxLayout,
+    QWidget,
+)
+
+from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
+from plugin.labels.edits import delete_labels, merge_labels
+from plugin.labels.history import set_names
+from plugin.labels.names import names_from_metadata, with_name
+from plugin.labels.stats import LabelRow, locate
+from plugin.labels.watch import LabelWatcher
+from plugin.view.coords import OutsideImage
+from plugin.view.layers import displayed_axes, plane_of, show_slice
+
+if TYPE_CHECKING:
+    import napari
+
+    from plugin.jobs.controller import Controller
+
+COLUMNS = ("", "id", "name", "pixels")
+COLOUR, ID, NAME, PIXELS = range(4)
+
+
+class LabelTable(QWidget):
+    """The labels of the chosen layer, with rename, delete, merge, undo and redo."""
+
+    def __init__(self, viewer: napari.Viewer, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.controller = controller
+        self._schedule = Coalescer(60, self)
+        self.watcher = LabelWatcher(controller.histories, lambda: self._schedule(self.refresh))
+        self._rows: list[LabelRow] = []
+        self.on_named: Callable[[Labels], None] = lambda _layer: None
+        """Called after a name is typed into the list (the main widget draws the names)."""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.layer_combo = LayerCombo(viewer, Labels)
+        self.layer_combo.layer_changed.connect(self.watcher.watch)
+        layout.addWidget(self.layer_combo)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        rows_header, header = self.table.verticalHeader(), self.table.horizontalHeader()
+        assert rows_header is not None and header is not None
+        rows_header.setVisible(False)
+        header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)
+        for column in (COLOUR, ID, PIXELS):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.table.itemChanged.connect(self._on_item_changed)
+        layout.addWidget(self.table, 1)
+        self.summary = QLabel()
+        layout.addWidget(self.summary)
+        self.highlight = QCheckBox("Show the selected label only")
+        self.highlight.toggled.connect(self._on_highlight)
+        self.recount_button = button(
+            "Recount", self.watcher.recount, "Count again (after the data was changed outside napari's edits)"
+        )
+        row = QHBoxLayout()
+        row.addWidget(self.highlight, 1)
+        row.addWidget(self.recount_button)
+        layout.addLayout(row)
+        layout.addLayout(self._edit_row())
+        viewer.layers.selection.events.active.connect(self._on_active)
+        self._on_active()
+        self.watcher.watch(self.layer_combo.layer())
+
+    def _on_active(self, _event: object = None) -> None:
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Labels) and active is not self.layer:
+            self.layer_combo.set_layer(active)
+
+    def _edit_row(self) -> QHBoxLayout:
+        self.undo_button = button("Undo", self.undo, "Undo the last edit of this layer (Ctrl+Z on it)")
+        self.redo_button = button("Redo", self.redo, "Redo (Ctrl+Shift+Z on the layer)")
+        self.delete_button = button("Delete", self.delete_selected, "Delete the selected labels")
+        self.merge_button = button("Merge into", self.merge_selected, "Relabel the selected labels as this")
+        self.merge_target = spin_box(1, 2**31 - 1)
+        row = QHBoxLayout()
+        for widget in (self.undo_button, self.redo_button, self.delete_button, self.merge_button):
+            row.addWidget(widget)
+        row.addWidget(self.merge_target)
+        return row
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def layer(self) -> Labels | None:
+        return self.watcher.layer
+
+    def selected_ids(self) -> list[int]:
+        """Ids of the selected rows, ascending."""
+        rows = {item.row() for item in self.table.selectedItems()}
+        return sorted(self._rows[r].label_id for r in rows if r < len(self._rows))
+
+    def select(self, label_id: int) -> None:
+        """Select the row of ``label_id`` (as a click would)."""
+        for r, row in enumerate(self._rows):
+            if row.label_id == label_id:
+                self.table.selectRow(r)
+                return
+
+    def refresh(self) -> None:
+        """Redraw the rows from the watcher (keeps the selection)."""
+        selected = set(self.selected_ids())
+        layer = self.layer
+        self._rows = self.watcher.rows()
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(self._rows))
+        for r, row in enumerate(self._rows):
+            swatch = QTableWidgetItem("")
+            if layer is not None:  # a colour square, visible on selected rows too
+                colour = QColor.fromRgbF(*[float(c) for c in layer.get_color(row.label_id)[:3]])
+                swatch.setData(Qt.ItemDataRole.DecorationRole, colour)
+            cells = [swatch, QTableWidgetItem(str(row.label_id)), QTableWidgetItem(row.name)]
+            cells.append(QTableWidgetItem(f"{row.pixels:,}"))
+            for column, item in enumerate(cells):
+                editable = Qt.ItemFlag.ItemIsEditable if column == NAME else Qt.ItemFlag.NoItemFlags
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | editable)
+                if column in (ID, PIXELS):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, column, item)
+        self.table.clearSelection()
+        for r, row in enumerate(self._rows):
+            if row.label_id in selected:
+                self._add_to_selection(r)
+        self.table.blockSignals(False)
+        named = sum(1 for row in self._rows if row.name)
+        self.summary.setText(f"{len(self._rows)} labels, {named} named" if layer is not None else "")
+        self._update_buttons()
+
+    def _add_to_selection(self, r: int) -> None:
+        self.table.setRangeSelected(QTableWidgetSelectionRange(r, 0, r, len(COLUMNS) - 1), True)
+
+    def _update_buttons(self) -> None:
+        history = self.controller.histories(self.layer) if self.layer is not None else None
+        self.undo_button.setEnabled(history is not None and history.undo_depth > 0)
+        self.redo_button.setEnabled(history is not None and history.redo_depth > 0)
+        chosen = len(self.selected_ids())
+        self.delete_button.setEnabled(chosen > 0)
+        self.merge_button.setEnabled(chosen > 0)
+
+    # -- callbacks ---------------------------------------------------------------------------------
+
+    def _on_selection(self) -> None:
+        ids = self.selected_ids()
+        self._update_buttons()
+        if ids:
+            self.merge_target.setValue(ids[0])
+        if len(ids) == 1 and self.layer is not None:
+            self.layer.selected_label = ids[0]
+            self.jump_to(ids[0])
+
+    def jump_to(self, label_id: int) -> bool:
+        """Show the slice of the current layer where ``label_id`` is (this one if it is here)."""
+        layer = self.layer
+        if layer is None:
+            return False
+        try:
+            plane = plane_of(self.viewer, layer, tuple(layer.data.shape))
+            where = locate(layer.data, label_id, displayed_axes(self.viewer, layer), plane.index)
+        except (ValueError, OutsideImage):
+            return False
+        if where is None:
+            return False
+        if where != plane.index:
+            show_slice(self.viewer, layer, where)
+        return True
+
+    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+        layer = self.layer
+        if layer is None or item.column() != NAME or item.row() >= len(self._rows):
+            return
+        label_id = self._rows[item.row()].label_id
+        set_names(layer, with_name(names_from_metadata(layer.metadata), label_id, item.text()))
+        self.on_named(layer)
+
+    def _on_highlight(self, on: bool) -> None:
+        if self.layer is not None:
+            self.layer.show_selected_label = bool(on)
+
+    # -- edits --------------------------------------------------------------------------------------
+
+    def undo(self) -> None:
+        if self.layer is not None:
+            self.controller.histories(self.layer).undo()
+        self._update_buttons()
+
+    def redo(self) -> None:
+        if self.layer is not None:
+            self.controller.histories(self.layer).redo()
+        self._update_buttons()
+
+    def delete_selected(self) -> None:
+        ids = self.selected_ids()
+        if self.layer is None or not ids:
+            return
+        pixels = delete_labels(self.controller.histories(self.layer), ids)
+        text = f"Deleted label(s) {_ids(ids)} of {self.layer.name} ({pixels} pixels)."
+        self.controller.notify("info", text)
+
+    def merge_selected(self) -> None:
+        ids, target = self.selected_ids(), self.merge_target.value()
+        if self.layer is None or not ids:
+            return
+        sources = [i for i in ids if i != target]
+        if not sources:
+            self.controller.notify("info", f"Merge: choose labels other than {target} to merge into it.")
+            return
+        try:
+            pixels = merge_labels(self.controller.histories(self.layer), sources, target)
+        except ValueError as e:
+            self.controller.notify("warning", f"Merge: {e}")
+            return
+        self.controller.tracker.observe(self.layer.unique_id, target)
+        self.controller.slice_prompts.merge(self.layer.unique_id, sources, target)  # Propagate sends them
+        self.controller.notify(
+            "info", f"Merged label(s) {_ids(sources)} into {target} in {self.layer.name} ({pixels} pixels)."
+        )
+        self.select(target)
+
+    def shutdown(self) -> None:
+        self.viewer.layers.selection.events.active.disconnect(self._on_active)
+        self.watcher.close()
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:8])) + ("…" if len(ids) > 8 else "")

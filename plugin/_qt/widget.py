@@ -1,0 +1,557 @@
+"""The "SAM2 Segmentation" dock widget: connection, then three tabs.
+
+* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), embeddings ahead
+  (prefetch, Encode stack: :mod:`plugin._qt.encode_widget`), names;
+* **Labels**: the label list (:mod:`plugin._qt.label_table_widget`), propagation
+  (:mod:`plugin._qt.propagate_widget`) and export (:mod:`plugin._qt.export_widget`);
+* **Backend**: recent backend events (:mod:`plugin._qt.events_widget`).
+
+Thin: state lives in :class:`plugin.jobs.controller.Controller`, network work in
+:mod:`plugin.connection.session` / :mod:`plugin.connection.backend` on background threads; results
+come back to the GUI thread through :class:`plugin._qt.qt_helpers.GuiDispatcher`.
+
+The connection is re-checked every few seconds. When the backend stops
+answering, prompts are disabled, a notification says so (labels already
+made are untouched: they live in napari), and the check repeats faster
+until the backend is back; then a fresh session starts and prompts work again.
+Meanwhile a click is refused at once (``Controller.unavailable`` says why).
+An embedded backend reports its own crashes and restarts
+(:class:`plugin.connection.backend.LocalBackend` listeners), so the status follows
+them at once; choosing another broker address stops it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image, Labels
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import (
+    QApplication,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QRadioButton,
+    QScrollArea,
+    QSizePolicy,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from plugin import user_settings
+from plugin._qt.auto_widget import AutoBox
+from plugin._qt.encode_widget import EncodeBox
+from plugin._qt.events_widget import EventsPanel
+from plugin._qt.export_widget import ExportBox
+from plugin._qt.label_table_widget import LabelTable
+from plugin._qt.name_widget import NameWidget
+from plugin._qt.propagate_widget import PropagateBox
+from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
+from plugin.connection.backend import (
+    BackendStatus,
+    LocalBackend,
+    default_address,
+    default_model,
+    establish,
+    probe,
+)
+from plugin.connection.latest_only import LatestOnly
+from plugin.connection.session import Session
+from plugin.events_log import CONNECT, DISCONNECT
+from plugin.jobs.controller import Applied, Controller, same_layer
+from plugin.labels.ops import LabelMode
+from plugin.view import napari_redraw
+from plugin.view.picking import PICK_WAITING, pick_once
+from protocol.wire.errors import ClientError, ProtocolError
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+REFRESH_INTERVAL_MS = 10_000
+RETRY_INTERVAL_MS = 2_000
+"""How often the connection is checked while the backend is lost."""
+_OK, _BAD = "color: #3c3;", "color: #e55;"
+ADDRESS_TIP = (
+    "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
+    "the plugin starts an embedded backend and stops it when napari closes."
+)
+ONLY_BACKGROUND_KEY = "labels/only_background"
+ONLY_BACKGROUND_TIP = (
+    "New objects (Add mode and AUTO-SEGMENT) fill only background: labels already there are never "
+    "painted over. Untick to let new objects paint over them."
+)
+NO_IMAGE = (
+    "open an image first (File > Open, or File > Open Sample > SAM2 Segmentation > Cell), "
+    "then choose it in the Image box."
+)
+CPU_NOTICE = (
+    "SAM2 runs on the CPU here: the first prompt on each new image takes a few seconds "
+    "(image encoding); later prompts on it are quick."
+)
+
+
+class SamWidget(QWidget):
+    """Dock widget: talk to a SAM2 backend and segment the chosen image."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        self._watched_windows: list[QWidget] = []
+        super().__init__(parent)
+        self.viewer = viewer
+        napari_redraw.install()  # an answer on labels wider than the GPU's textures redraws only its box
+        self.dispatch = GuiDispatcher(self)
+        self.controller = Controller(viewer, self.dispatch)
+        self.controller.listeners.append(self._on_applied)
+        self.status = BackendStatus(default_address(), error="not connected yet")
+        self.local: LocalBackend | None = None
+        self._connector: LatestOnly[Any] = LatestOnly(name="sam2-connect")
+        self._cancel_pick = lambda: None
+        self._closed = False
+        self._lost = False
+        self._cancel_connect = threading.Event()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._connection_box())
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._segment_tab(), "Segment")
+        self.tabs.addTab(self._labels_tab(), "Labels")
+        self.events_panel = EventsPanel(self.controller.events, self.dispatch)
+        self.tabs.addTab(self.events_panel, "Backend")
+        layout.addWidget(self.tabs, 1)
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_INTERVAL_MS)
+        self._timer.timeout.connect(self.refresh_status)
+        self._install_shutdown_hooks()
+        self._set_connected(False)
+        self.connect_backend()
+
+    # -- layout -------------------------------------------------------------------
+
+    def _connection_box(self) -> QGroupBox:
+        box = QGroupBox("Connection")
+        form = QFormLayout(box)
+        self.address = QLineEdit(default_address())
+        self.address.setToolTip(ADDRESS_TIP)
+        self.connect_button = button("Connect", self.connect_backend)
+        row = QHBoxLayout()
+        row.addWidget(self.address, 1)
+        row.addWidget(self.connect_button)
+        form.addRow("Broker", row)
+        self.model = QComboBox()
+        self.model.addItem(default_model())
+        self.model.activated.connect(lambda _i: self.connect_backend())
+        form.addRow("Model", self.model)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        # QFormLayout does not give a wrapped label the height of its lines: reserve two.
+        self.status_label.setMinimumHeight(2 * self.status_label.fontMetrics().lineSpacing() + 4)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        form.addRow(self.status_label)
+        self.image_combo = LayerCombo(self.viewer, Image)
+        self.image_combo.layer_changed.connect(self._on_image)
+        self.image_combo.setToolTip("The image prompts go to: follows the image you select or add")
+        form.addRow("Image", self.image_combo)
+        self._on_image(self.image_combo.layer())
+        self.viewer.layers.selection.events.active.connect(self._follow_image)
+        self.viewer.layers.events.inserted.connect(self._follow_image)
+        return box
+
+    def _segment_tab(self) -> QScrollArea:
+        page = QWidget()
+        column = QVBoxLayout(page)
+        self.auto_box = AutoBox(self.controller)
+        self.encode_box = EncodeBox(self.controller)
+        for box in (self._prompt_box(), self._mode_box(), self.auto_box, self.encode_box):
+            column.addWidget(box)
+        self.points_per_side = self.auto_box.points_per_side
+        self.auto_button, self.progress_bar = self.auto_box.auto_button, self.auto_box.progress_bar
+        self.names = NameWidget(self.viewer, self)
+        column.addWidget(self.names)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        column.addWidget(self.result)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(page)
+        return scroll
+
+    def _labels_tab(self) -> QWidget:
+        page = QWidget()
+        column = QVBoxLayout(page)
+        self.labels = LabelTable(self.viewer, self.controller)
+        self.labels.on_named = self.names.attach
+        self.propagate_box = PropagateBox(self.controller, self.labels)
+        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer)
+        column.addWidget(self.labels, 1)
+        column.addWidget(self.propagate_box)
+        column.addWidget(self.export_box)
+        return page
+
+    def _prompt_box(self) -> QGroupBox:
+        box = QGroupBox("Prompts")
+        grid = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.points_button = button("Point prompts", self.start_points)
+        self.box_button = button("Box prompts", self.start_box)
+        self.new_button = button("New object (N)", self.controller.new_object)
+        for widget in (self.points_button, self.box_button, self.new_button):
+            row.addWidget(widget)
+        grid.addLayout(row)
+        self.negative = QCheckBox("Negative points (or hold Shift / Alt / Ctrl while clicking)")
+        self.negative.toggled.connect(self.controller.set_negative)
+        grid.addWidget(self.negative)
+        return box
+
+    def _mode_box(self) -> QGroupBox:
+        box = QGroupBox("Labeling mode")
+        form = QFormLayout(box)
+        self.add_radio, self.refine_radio = QRadioButton("Add (new label)"), QRadioButton("Refine label")
+        self.add_radio.setChecked(True)
+        group = QButtonGroup(box)
+        row = QHBoxLayout()
+        for radio in (self.add_radio, self.refine_radio):
+            group.addButton(radio)
+            row.addWidget(radio)
+        form.addRow(row)
+        self.keep_labels = QCheckBox("Add without overwriting")
+        self.keep_labels.setToolTip(ONLY_BACKGROUND_TIP)
+        self.keep_labels.toggled.connect(self._set_only_background)
+        self.keep_labels.setChecked(user_settings.load(ONLY_BACKGROUND_KEY, True))
+        self._set_only_background(self.keep_labels.isChecked())
+        form.addRow(self.keep_labels)
+        self.refine_op = QComboBox()
+        self.refine_op.addItems([m.value for m in LabelMode if m is not LabelMode.ADD])
+        self.refine_layer = LayerCombo(self.viewer, Labels)
+        self.refine_id = spin_box(0, 2**31 - 1)
+        self.pick_button = button("Pick", self.pick_refine_label)
+        self.pick_button.setToolTip("Click a region in the viewer to choose its label")
+        row = QHBoxLayout()
+        row.addWidget(self.refine_id, 1)
+        row.addWidget(self.pick_button)
+        form.addRow("Operation", self.refine_op)
+        form.addRow("Labels layer", self.refine_layer)
+        form.addRow("Label id", row)
+        group.buttonToggled.connect(self._update_mode)
+        self.refine_op.currentIndexChanged.connect(self._update_mode)
+        self.refine_id.valueChanged.connect(self._update_mode)
+        self.refine_layer.layer_changed.connect(self._update_mode)
+        self._update_mode()
+        return box
+
+    # -- connection -----------------------------------------------------------------
+
+    def connect_backend(self) -> None:
+        """Connect (or reconnect) to the broker in the address field, off the GUI thread."""
+        address, model = self.address.text().strip(), self.model.currentText() or default_model()
+        retired: LocalBackend | None = None
+        if self.local is not None and (not self.local.running or address != self.local.frontend):
+            # the embedded backend gave up, or the user chose another broker: stop it
+            retired, self.local = self.local, None
+            self.controller.unavailable = None
+        self._set_connected(False)
+        self._show_status(f"Connecting to {address}…", ok=True)
+
+        def report(text: str) -> None:
+            self.dispatch(lambda: self._show_status(text, ok=True))
+
+        cancel = self._cancel_connect
+
+        def delivered(result: tuple[BackendStatus, LocalBackend | None]) -> None:
+            if cancel.is_set() and result[1] is not None:
+                result[1].stop()  # napari closed while it started
+            else:
+                self.dispatch(lambda: self._connected(*result))
+
+        allow_embedded = self.local is None
+
+        def job() -> tuple[BackendStatus, LocalBackend | None]:
+            if retired is not None:
+                retired.stop()
+            return establish(address, model, report, allow_embedded=allow_embedded, cancel=cancel)
+
+        self._connector.submit(
+            job,
+            delivered,
+            lambda error: self.dispatch(
+                lambda: self._connected(BackendStatus(address, error=str(error)), None)
+            ),
+        )
+
+    def _connected(self, status: BackendStatus, local: LocalBackend | None) -> None:
+        if self._closed:
+            if local is not None:
+                local.stop()
+            return
+        if local is not None:
+            self.local = local
+            local.listeners.append(
+                lambda text, up: self.dispatch(lambda: self._on_local_event(local, text, up))
+            )
+        self.status = status
+        self.controller.unavailable = None
+        self.model.blockSignals(True)
+        self.model.clear()
+        self.model.addItems(sorted(status.services) or [status.model or default_model()])
+        self.model.setCurrentText(status.model or default_model())
+        self.model.blockSignals(False)
+        self._timer.stop()
+        if status.connected and status.model is not None:
+            self._new_session(status)
+            self._lost = False
+            self._timer.start(REFRESH_INTERVAL_MS)
+            where = f"{status.address} {status.model} on {status.device}"
+            self.controller.events.record(CONNECT, detail=where)
+            if status.on_cpu:
+                self.controller.notify("info", CPU_NOTICE)
+        else:
+            self._close_session()
+        self._set_connected(status.connected)
+        self._show_status(status.describe(), ok=status.connected)
+        if not status.connected:
+            self.controller.events.record(DISCONNECT, detail=status.describe())
+            self.controller.notify("warning", f"SAM2: {status.describe()}")
+
+    def _new_session(self, status: BackendStatus) -> None:
+        """A fresh session (fresh sockets, no request stuck behind a dead backend)."""
+        self._close_session()
+        assert status.model is not None
+        events = self.controller.events
+        self.controller.session = Session(status.address, status.model, self.dispatch, log=events)
+
+    def _close_session(self) -> None:
+        if self.controller.session is not None:
+            self.controller.session.close(timeout_s=0.0)
+            self.controller.session = None
+            self.controller.stack.abandon()
+
+    def refresh_status(self) -> None:
+        """Every few seconds while a session exists: re-count workers; disable prompts while none answer."""
+        if self._connector.busy or self.controller.session is None:
+            return
+        status = self.status
+
+        def job() -> BackendStatus:
+            try:
+                services = probe(status.address)
+            except (ClientError, ProtocolError) as e:
+                return replace(status, error=f"lost the broker at {status.address} ({e}); retrying")
+            return replace(status, services=services, error=None)
+
+        self._connector.submit(job, lambda fresh: self.dispatch(lambda: self._refreshed(fresh)))
+
+    def _on_local_event(self, local: LocalBackend, text: str, up: bool) -> None:
+        """The embedded backend lost a process, restarts it, gave up, or serves again (GUI thread)."""
+        if self._closed or local is not self.local:
+            return
+        if up:
+            self.controller.notify("info", f"SAM2: {text}")
+            if self.controller.session is None:
+                self.connect_backend()
+            else:
+                self.refresh_status()
+            return
+        self.controller.unavailable = f"No SAM2 worker is running: {text}"
+        self._set_connected(False)
+        self._show_status(f"Not connected: {text}", ok=False)
+        self.controller.events.record(DISCONNECT, detail=text)
+        self.controller.notify("warning", f"SAM2: {text}")
+        if not self._lost and self.controller.session is not None:
+            self._lost = True
+            self._timer.start(RETRY_INTERVAL_MS)
+            self.controller.cancel_auto()  # long tasks end now, keeping what they wrote
+            self.controller.stack.abandon()
+
+    def _refreshed(self, status: BackendStatus) -> None:
+        if self.controller.session is None or status.address != self.status.address or self._closed:
+            return  # reconnected meanwhile
+        problem = self.local.problem if self.local is not None else None
+        if problem is not None:  # the embedded backend is down, restarting or gave up
+            status = replace(status, error=problem)
+        self.status = status
+        if status.connected:
+            self.controller.unavailable = None
+        elif problem is not None:
+            self.controller.unavailable = f"No SAM2 worker is running: {problem}"
+        else:
+            self.controller.unavailable = f"SAM2 cannot segment now: {status.describe()}"
+        if not status.connected and not self._lost:
+            self._lost = True
+            self._timer.start(RETRY_INTERVAL_MS)
+            self.controller.cancel_auto()  # long tasks end now, keeping what they wrote
+            self.controller.stack.abandon()
+            self.controller.events.record(DISCONNECT, detail=status.describe())
+            self.controller.notify(
+                "warning",
+                f"SAM2 backend lost: {status.describe()}. Your labels are kept; "
+                "the plugin reconnects when the backend is back.",
+            )
+        elif status.connected and self._lost:
+            self._lost = False
+            self._new_session(status)
+            self._timer.start(REFRESH_INTERVAL_MS)
+            self.controller.events.record(CONNECT, detail=f"{status.address} {status.model} (reconnected)")
+            self.controller.notify("info", f"SAM2 backend is back: {status.describe()}")
+        self._set_connected(status.connected)
+        self._show_status(status.describe(), ok=status.connected)
+
+    def _show_status(self, text: str, ok: bool) -> None:
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet(_OK if ok else _BAD)
+
+    def _set_connected(self, connected: bool) -> None:
+        for widget in (self.points_button, self.box_button, self.new_button):
+            widget.setEnabled(connected)
+        self.auto_box.set_connected(connected)
+        self.encode_box.set_connected(connected)
+        self.propagate_box.set_connected(connected)
+        self.connect_button.setText("Reconnect" if connected else "Connect")
+
+    # -- prompts and modes ------------------------------------------------------------
+
+    def _set_only_background(self, on: bool) -> None:
+        """New objects (Add, AUTO-SEGMENT) fill only background, or paint over labels; kept between runs."""
+        self.controller.results.only_background = bool(on)
+        user_settings.save(ONLY_BACKGROUND_KEY, bool(on))
+
+    def _on_image(self, layer: Image | None) -> None:
+        changed = not same_layer(layer, self.controller.image)
+        self.controller.image = layer
+        if changed and layer is not None and hasattr(self, "result"):
+            self.result.setText(f"Prompts now go to the image {layer.name}.")
+
+    def _follow_image(self, event: Any = None) -> None:
+        """The Image box follows the image layer the user selects or adds (other layers leave it)."""
+        layer = getattr(event, "value", None)  # the inserted layer, or the newly active one
+        if isinstance(layer, Image) and not same_layer(layer, self.controller.image):
+            self.image_combo.set_layer(layer)
+
+    def start_points(self) -> None:
+        """Select the ``Prompt Points`` layer in add mode (creating it, showing it if hidden)."""
+        layer = self.controller.points_layer()
+        if self._show_prompt_layer(layer, "Point prompts") and layer is not None:
+            layer.mode = "add"
+
+    def start_box(self) -> None:
+        """Select the ``Bounding Box`` layer in rectangle mode (creating it, showing it if hidden)."""
+        layer = self.controller.box_layer()
+        if self._show_prompt_layer(layer, "Box prompts") and layer is not None:
+            layer.mode = "add_rectangle"
+
+    def _show_prompt_layer(self, layer: Any, what: str) -> bool:
+        """Make a prompt layer visible and active; say why not when there is no image."""
+        if layer is None:
+            self.controller.notify("warning", f"{what}: {NO_IMAGE}")
+            return False
+        if not layer.visible:
+            layer.visible = True
+            self.controller.notify(
+                "info", f"{layer.name} was hidden; it is shown again so that clicks add prompts."
+            )
+        self.viewer.layers.selection.active = layer
+        return True
+
+    def _update_mode(self, *_args: Any) -> None:
+        refine = self.refine_radio.isChecked()
+        for widget in (self.refine_op, self.refine_layer, self.refine_id, self.pick_button):
+            widget.setEnabled(refine)
+        mode = LabelMode(self.refine_op.currentText()) if refine else LabelMode.ADD
+        self.controller.set_mode(mode, self.refine_layer.layer(), self.refine_id.value())
+
+    def pick_refine_label(self) -> None:
+        """Wait for a click on a region of the refine layer (the button says so meanwhile)."""
+        layer = self.refine_layer.layer()
+        if layer is None:
+            self.controller.notify("warning", "Pick: choose the labels layer to refine first.")
+            return
+        self._cancel_pick()
+        self.pick_button.setText(PICK_WAITING)
+        self._cancel_pick = pick_once(
+            self.viewer, layer, self.refine_id.setValue, on_end=lambda: self.pick_button.setText("Pick")
+        )
+
+    def _on_applied(self, applied: Applied) -> None:
+        ids = ", ".join(map(str, applied.label_ids[:5])) + ("…" if len(applied.label_ids) > 5 else "")
+        what = f"label {ids}" if applied.label_ids else "nothing (empty mask)"
+        image = self.controller.image
+        where = f" on {image.name}" if image is not None else ""
+        self.result.setText(
+            f"{applied.channel}{where}: {what} in {applied.layer_name}, {applied.pixels} pixels changed"
+        )
+
+    def toggle_auto(self) -> None:
+        """AUTO-SEGMENT the current slice, or cancel it (the Segment tab's button)."""
+        self.auto_box.toggle_slice()
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _install_shutdown_hooks(self) -> None:
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    def event(self, event: QEvent | None) -> bool:
+        if event is not None and event.type() == QEvent.Type.ParentChange:
+            self._watch_ancestors()
+        return super().event(event)
+
+    def _watch_ancestors(self) -> None:
+        """Filter the events of every ancestor: re-parenting (docking) and the main window's close."""
+        widget = self.parentWidget()
+        while widget is not None:
+            if all(widget is not w for w in self._watched_windows):
+                widget.installEventFilter(self)
+                self._watched_windows.append(widget)
+            widget = widget.parentWidget()
+
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:
+        if event is None or not isinstance(watched, QWidget):
+            return False
+        if event.type() == QEvent.Type.ParentChange:
+            self._watch_ancestors()
+        elif event.type() == QEvent.Type.Close and watched is self.window():
+            if not event.spontaneous():
+                self.shutdown()  # viewer.close() or quitting: it will close
+            else:  # the user's click may still be refused by a confirmation dialog
+                QTimer.singleShot(0, lambda: None if watched.isVisible() else self.shutdown())
+        return False
+
+    def shutdown(self) -> None:
+        """Stop timers, sessions and the embedded backend (napari is closing)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._timer.stop()
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.disconnect(self.shutdown)
+        for widget in self._watched_windows:
+            try:
+                widget.removeEventFilter(self)
+            except RuntimeError:  # already deleted by Qt
+                pass
+        self._watched_windows.clear()
+        self._cancel_connect.set()  # abandons a local backend that is still starting
+        self._connector.wait_idle(10.0)
+        self._cancel_pick()
+        self.auto_box.shutdown()
+        self.encode_box.shutdown()
+        self.controller.stack.cancel()
+        if self.controller.session is not None:
+            self.controller.session.close(timeout_s=0.5)
+            self.controller.session = None
+        self.viewer.layers.selection.events.active.disconnect(self._follow_image)
+        self.viewer.layers.events.inserted.disconnect(self._follow_image)
+        self.names.shutdown()
+        self.labels.shutdown()
+        self.controller.close()
+        self.events_panel.shutdown()
+        if self.local is not None:
+            self.local.stop()
+            self.local = None

@@ -1,0 +1,289 @@
+"""Writing answers into labels layers: new ids, pasting, undo steps and notifications.
+
+napari layer models only (no Qt). Shared by the controller (one prompt's
+answer at a time) and the stack jobs (:mod:`plugin.jobs.stacks`, answers
+slice by slice), so neither reaches into the other. :class:`Results` owns
+what both need when an answer arrives: the label id counter of each layer
+(:class:`plugin.labels.ops.LabelIdTracker`, fed by the user's own painting),
+the undo histories (:class:`plugin.labels.history.Histories`), the layer written
+last (for the prompt layers' undo keys) and the user notifications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plugin.labels.history import Histories, atom_regions
+from plugin.labels.ops import (
+    NOWHERE,
+    Box,
+    LabelIdOverflow,
+    LabelIdTracker,
+    SliceEdit,
+    compute_paste,
+    dtype_max_id,
+    kept_objects,
+)
+from plugin.labels.stats import LabelBoxes, pixel_counts
+from plugin.view.coords import SlicePlane
+from plugin.view.image_slice import LazyPlane
+from plugin.view.layers import slice_view, write_edit
+from protocol.wire.errors import RemoteError, RequestTimeout, Superseded
+
+if TYPE_CHECKING:
+    from napari.layers import Labels
+
+Notify = Callable[[str, str], None]
+"""``notify(level, message)`` with level ``info``, ``warning`` or ``error``."""
+
+
+def napari_notify(level: str, message: str) -> None:
+    """Show ``message`` as a napari notification (never a traceback dialog)."""
+    from napari.utils import notifications
+
+    show = {"info": notifications.show_info, "warning": notifications.show_warning}
+    show.get(level, notifications.show_error)(message)
+
+
+def data_max(data: Any) -> int:
+    """Highest id in a labels array; a zarr array with no chunk written is 0 (no scan)."""
+    if getattr(data, "nchunks_initialized", None) == 0:
+        return 0
+    if isinstance(data, np.ndarray):
+        return int(np.max(data)) if data.size else 0
+    return max(pixel_counts(data), default=0)
+
+
+class Results:
+    """Where answers are written: ids, pastes, undo steps, notifications.
+
+    Args:
+        notify: user notifications.
+
+    Attributes:
+        notify: user notifications (replaceable).
+        tracker: the next free label id of each labels layer.
+        histories: the undo history of each labels layer.
+        last_written: the labels layer the plugin wrote last (None: none, or removed).
+    """
+
+    def __init__(self, notify: Notify) -> None:
+        self.notify = notify
+        self.tracker = LabelIdTracker()
+        self.histories = Histories()
+        self.last_written: Labels | None = None
+        self.only_background = True
+        """"Add without overwriting": new objects (Add mode, AUTO-SEGMENT) only fill background."""
+        self._painted: set[Hashable] = set()  # layers whose paint events feed the tracker
+        self._boxes: dict[Hashable, LabelBoxes | None] = {}  # per layer; None: not known to be complete
+
+    def wrote(self, layer: Labels) -> None:
+        """Note that the plugin wrote ``layer`` (its undo keys go through :mod:`plugin.labels.history`)."""
+        self.histories(layer)
+        self.last_written = layer
+
+    def allocate(self, layer: Labels, labels2d: np.ndarray, count: int = 1) -> int:
+        """The first of ``count`` new label ids for ``layer`` (ids the user painted are never reused).
+
+        Args:
+            layer: the labels layer written.
+            labels2d: (H, W) its slice about to be written, or on a large slice
+                the bounding box about to be written (ids on it count as used).
+            count: how many consecutive ids.
+
+        Raises:
+            LabelIdOverflow: the layer's dtype has no room for them.
+        """
+        key = layer.unique_id
+        if key not in self._painted:
+            self._painted.add(key)
+            layer.events.paint.connect(lambda _e: self.tracker.observe(key, layer.selected_label))
+            self.follow(layer)
+        data = layer.data
+        return self.tracker.allocate(
+            key,
+            lambda: data_max(data),
+            count=count,
+            seen=int(labels2d.max()) if labels2d.size else 0,
+            max_id=dtype_max_id(np.dtype(data.dtype)),
+        )
+
+    def paste_auto(
+        self, layer: Labels, plane: SlicePlane, objects: np.ndarray
+    ) -> tuple[tuple[int, ...], int]:
+        """Write an automatic segmentation (H, W) (0 = none, 1..n) on ``plane`` with new ids.
+
+        With :attr:`only_background`, objects fill only background pixels;
+        an object that finds none is not written.
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        count = int(objects.max()) if objects.size else 0
+        if count == 0:
+            return (), 0
+        labels2d = slice_view(layer, plane)
+        first = self.allocate(layer, labels2d, count=count)
+        edit = compute_paste(labels2d, objects, first, self.only_background)
+        write_edit(layer, plane, edit)
+        self.wrote(layer)
+        return tuple(int(i) for i in np.unique(edit.new) if i), edit.size
+
+    def follow(self, layer: Labels) -> None:
+        """Keep a box per label of ``layer`` (:class:`plugin.labels.stats.LabelBoxes`) from now on.
+
+        Boxes are trusted only when the layer was empty when following began
+        (a layer the plugin made, or one the user had not painted): then every
+        pixel it holds was written by a change seen here. Replacing its data
+        stops that.
+        """
+        key = layer.unique_id
+        if key in self._boxes:
+            return
+        highest = data_max(layer.data)  # the id counter's first look at the layer, done once
+        self.tracker.start(key, highest)
+        boxes = LabelBoxes(layer.data.shape) if highest == 0 else None
+        self._boxes[key] = boxes
+        if boxes is not None:
+            for step in self.histories(layer).steps():  # what undo or redo could still bring back
+                for index, values in atom_regions(step):
+                    boxes.extend(index, values)
+
+        def on_paint(event: Any) -> None:
+            found = self._boxes.get(key)
+            if found is not None:
+                for index, values in atom_regions(list(event.value)):
+                    found.extend(index, values)
+
+        def on_data(_event: Any) -> None:
+            if key in self._boxes:
+                self._boxes[key] = None  # replaced: its labels were not seen being written
+
+        layer.events.paint.connect(on_paint)
+        layer.events.data.connect(on_data)
+
+    def label_box(self, layer: Labels, plane: SlicePlane, label_id: int) -> Box | None:
+        """[r0, c0, r1, c1) on ``plane`` holding every pixel of ``label_id`` (``NOWHERE``: none there),
+        or None when not known (then the caller looks at the slice)."""
+        boxes = self._boxes.get(layer.unique_id)
+        if boxes is None:
+            return None
+        box = boxes.box_on(label_id, plane.row_axis, plane.col_axis, plane.index)
+        if box is None:
+            return NOWHERE
+        height, width = plane.size
+        return box[0], box[1], min(box[2], height), min(box[3], width)
+
+    def paste_stitched(
+        self,
+        layer: Labels,
+        plane: SlicePlane,
+        stitched: Any,
+        cores: Sequence[Box],
+        areas: Sequence[int],
+        min_area: int = 0,
+    ) -> tuple[tuple[int, ...], int]:
+        """Write a stitched automatic segmentation of a large slice rectangle by rectangle, with new ids.
+
+        Nothing slice-sized is made: each core is read from ``stitched``, its
+        place in the layer is read, planned (:func:`plugin.labels.ops.compute_paste`)
+        and written, so the extra memory is one core (plus napari's record of
+        the changed pixels). The whole paste is one undo step.
+
+        Args:
+            layer: the labels layer (numpy or zarr-backed).
+            plane: the slice written.
+            stitched: (H, W) labels 0 = none, 1..n, readable by rectangles
+                (e.g. :class:`protocol.geometry.compressed.CompressedPlane`).
+            cores: [r0, c0, r1, c1) rectangles that cover every object (the tiles' cores).
+            areas: pixels of object i at ``areas[i - 1]``.
+            min_area: objects smaller than this are not written (the others keep their order).
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        lut = kept_objects(areas, min_area)
+        count = int(lut.max(initial=0))
+        if count == 0:
+            return (), 0
+        first = self.allocate(layer, np.zeros(0, dtype=np.uint32), count=count)
+        lut[lut > 0] += np.uint32(first - 1)
+        return self.paste_rectangles(layer, plane, stitched, cores, lut)
+
+    def paste_rectangles(
+        self, layer: Labels, plane: SlicePlane, source: Any, rectangles: Sequence[Box], lut: np.ndarray
+    ) -> tuple[tuple[int, ...], int]:
+        """Write ``lut[source]`` (the layer's final ids, 0 = none) on ``plane``, one rectangle at a time.
+
+        With :attr:`only_background`, only background pixels are filled. One
+        undo step; the extra memory is one rectangle.
+
+        Args:
+            source: (H, W) labels readable by rectangles (numpy, a compressed plane).
+            rectangles: [r0, c0, r1, c1) rectangles that cover every labelled pixel of ``source``.
+            lut: (n + 1,) id in the layer of each id of ``source`` (``lut[0]`` = 0).
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        labels = LazyPlane(layer.data, plane)
+        written: set[int] = set()
+        pixels = 0
+        pending: SliceEdit | None = None  # written with the redraw once the next one is known (or last)
+        with layer.block_history():
+            for r0, c0, r1, c1 in rectangles:
+                objects = lut[np.asarray(source[r0:r1, c0:c1])]
+                edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, self.only_background)
+                if edit.size == 0:
+                    continue
+                if pending is not None:
+                    write_edit(layer, plane, pending, refresh=False)
+                pending = SliceEdit(edit.rows + r0, edit.cols + c0, edit.old, edit.new)
+                written.update(int(i) for i in np.unique(edit.new) if i)
+                pixels += edit.size
+            if pending is not None:
+                write_edit(layer, plane, pending)  # one redraw for the whole paste
+        if written:
+            self.wrote(layer)
+        return tuple(sorted(written)), pixels
+
+    def paste_ids(self, layer: Labels, plane: SlicePlane, ids: np.ndarray) -> tuple[tuple[int, ...], int]:
+        """Write (H, W) labels that already hold the layer's final ids (0 = none) on ``plane``.
+
+        With :attr:`only_background`, only background pixels are filled.
+
+        Returns:
+            ``(ids written, pixels changed)``.
+        """
+        if not ids.any():
+            return (), 0
+        edit = compute_paste(slice_view(layer, plane), ids, 1, self.only_background)
+        write_edit(layer, plane, edit)
+        self.wrote(layer)
+        return tuple(int(i) for i in np.unique(edit.new) if i), edit.size
+
+    def report_error(self, error: Exception) -> None:
+        """Report a failed request as a notification (superseded requests are silent)."""
+        if isinstance(error, Superseded):
+            return
+        if isinstance(error, RemoteError):
+            self.notify("error", f"SAM2 backend error ({error.code}): {error.message}")
+        elif isinstance(error, RequestTimeout):
+            self.notify("warning", f"No answer from the SAM2 backend: {error}")
+        elif isinstance(error, LabelIdOverflow | ValueError):
+            self.notify("error", f"Segmentation not written: {error}")
+        else:
+            self.notify("error", f"Segmentation failed: {type(error).__name__}: {error}")
+
+    def forget(self, layer: Labels) -> None:
+        """Drop the history, id counter and paint watch held for ``layer`` (removed from the viewer)."""
+        key = layer.unique_id
+        self.histories.forget(layer)
+        self.tracker.forget(key)
+        self._painted.discard(key)
+        self._boxes.pop(key, None)
+        if self.last_written is not None and self.last_written.unique_id == key:
+            self.last_written = None

@@ -1,0 +1,53 @@
+"""Delete and merge labels of a layer, as single undo steps with their names (napari models, no Qt).
+
+The plans come from :mod:`plugin.labels.stats` (pure); the writes go
+through ``layer.data_setitem`` inside :meth:`plugin.labels.history.LabelHistory.edit`,
+so ``Ctrl+Z`` brings back the pixels *and* the names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from plugin.labels.history import LabelHistory
+from plugin.labels.names import names_from_metadata
+from plugin.labels.ops import dtype_max_id
+from plugin.labels.stats import names_after_delete, names_after_merge, plan_delete, plan_merge
+
+
+def delete_labels(history: LabelHistory, label_ids: Iterable[int]) -> int:
+    """Set every pixel of ``label_ids`` to 0 and drop their names; returns the pixels changed."""
+    layer = history.layer
+    ids = sorted({int(i) for i in label_ids if int(i) > 0})
+    if not ids:
+        return 0
+    change = plan_delete(layer.data, ids)
+    names = names_after_delete(names_from_metadata(layer.metadata), ids)
+    with history.edit(names_after=names):
+        if change.size:
+            layer.data_setitem(change.indices, change.new)
+    return change.size
+
+
+def merge_labels(history: LabelHistory, sources: Iterable[int], target: int) -> int:
+    """Relabel every pixel of ``sources`` as ``target``; names follow ``names_after_merge``.
+
+    Returns:
+        The pixels changed.
+
+    Raises:
+        ValueError: ``target`` is not a label id the layer's dtype can hold.
+    """
+    layer = history.layer
+    target = int(target)
+    if not 0 < target <= dtype_max_id(layer.data.dtype):
+        raise ValueError(f"label {target} cannot be a merge target in a {layer.data.dtype} layer")
+    ids = sorted({int(i) for i in sources if int(i) > 0} - {target})
+    if not ids:
+        return 0
+    change = plan_merge(layer.data, ids, target)
+    names = names_after_merge(names_from_metadata(layer.metadata), ids, target)
+    with history.edit(names_after=names):
+        if change.size:
+            layer.data_setitem(change.indices, change.new)
+    return change.size

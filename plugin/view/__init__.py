@@ -1,0 +1,3 @@
+"""napari glue without Qt: coordinates, slices of image layers, result layers, redraws, picking,
+names drawn over regions.
+"""

@@ -1,0 +1,432 @@
+"""The client side: MDP/0.2 requests with ids, timeouts, retries and
+PARTIAL streaming.
+
+Two layers, each usable alone:
+
+* :class:`MDPClient` — one DEALER socket speaking the RFC 18 client
+  sub-protocol; raw frames in and out; one thread.
+* :class:`SamClient` — our body codec on top: a request id per call, replies
+  for other ids dropped (stale), PARTIALs delivered as they come, a silence
+  timeout (reset by each PARTIAL) with retries on a fresh socket (RFC 18's
+  recommended strategy; workers are idempotent), the "need image" resend,
+  and remote errors raised as :class:`RemoteError`. A reply to the request
+  that cannot be decoded (too large, corrupt) is :class:`BadReply` at once,
+  never a silent retry of the work.
+
+The typed operations on top of :class:`SamClient` are :mod:`protocol.ops`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import zmq
+
+from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.wire import codec, mdp
+from protocol.wire.errors import BadReply, ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.wire.image_key import image_key as compute_image_key
+from protocol.wire.mdp import DEFAULT_FRONTEND, MMI_CANCEL, MMI_SERVICES
+from protocol.wire.security import CurveClientKeys
+
+log = logging.getLogger(__name__)
+
+_POLL_SLICE_S = 0.05
+
+
+class MDPClient:
+    """A DEALER socket to a broker's client frontend (RFC 18 client side).
+
+    Not thread-safe: use one instance per thread.
+
+    Args:
+        endpoint: broker frontend, e.g. ``"tcp://127.0.0.1:5555"``.
+        context: zmq context (default: the process-wide instance).
+        max_message_bytes: ZMQ_MAXMSGSIZE for incoming messages (-1: none).
+        delimited: put MDP/0.1's empty frame before each REQUEST, for brokers
+            that expect it (libmdp, majortomo); RFC 18 framing when false.
+        curve: CurveZMQ keys for a broker started with ``--curve-dir``;
+            ``None`` reads them from ``SAM2_CURVE_CLIENT_KEY`` and
+            ``SAM2_CURVE_SERVER_KEY`` when those are set (plain TCP otherwise);
+            ``False`` never uses CURVE.
+
+    Raises:
+        SecurityError: the CURVE key files named by the environment are unusable.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_FRONTEND,
+        *,
+        context: zmq.Context | None = None,
+        max_message_bytes: int = (1 << 30) + (1 << 20),
+        delimited: bool = False,
+        curve: CurveClientKeys | None | Literal[False] = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.delimited = delimited
+        self.context = context or zmq.Context.instance()
+        self.max_message_bytes = max_message_bytes
+        self.curve: CurveClientKeys | None = (
+            None if curve is False else curve if curve is not None else CurveClientKeys.from_env()
+        )
+        self.socket: zmq.Socket | None = None
+        self.connect()
+
+    def connect(self) -> None:
+        """Open a fresh socket (closing any old one, dropping its queued replies).
+
+        Replies larger than ``max_message_bytes`` per frame are refused by
+        libzmq before allocation. With CURVE keys the socket is a CURVE
+        client: a broker that does not admit the key never answers (the
+        call times out) and logs the refusal.
+        """
+        self.close()
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        sock.connect(self.endpoint)
+        self.socket = sock
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+
+    def send(self, service: bytes, body: list[Any]) -> None:
+        """Send one REQUEST for ``service`` with body frames."""
+        if self.socket is None:
+            raise ProtocolError("client socket is closed")
+        self.socket.send_multipart(mdp.client_request(service, body, delimited=self.delimited), copy=False)
+
+    def recv(self, timeout_s: float) -> mdp.ClientMessage | None:
+        """Wait up to ``timeout_s`` for one PARTIAL/FINAL; ``None`` on timeout.
+
+        Malformed messages are logged and skipped (counted as no message).
+        """
+        if self.socket is None:
+            raise ProtocolError("client socket is closed")
+        if not self.socket.poll(int(max(timeout_s, 0) * 1000), zmq.POLLIN):
+            return None
+        frames = self.socket.recv_multipart(copy=False)
+        try:
+            message = mdp.parse_client([f.buffer for f in frames])
+        except ProtocolError as e:
+            log.warning("dropping malformed reply from broker: %s", e)
+            return None
+        if message.command == mdp.C_REQUEST:
+            log.warning("dropping REQUEST sent to a client")
+            return None
+        return message
+
+    def __enter__(self) -> MDPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Tunables of :class:`SamClient`.
+
+    Attributes:
+        timeout_s: silence allowed before an attempt counts as lost (each
+            PARTIAL restarts it).
+        retries: extra attempts, each on a fresh socket, after a timeout.
+        known_keys: how many image keys the client remembers having sent
+            (those requests go without the image; the worker may still
+            answer "need image").
+    """
+
+    timeout_s: float = 30.0
+    retries: int = 2
+    known_keys: int = 64
+
+
+class KnownKeys:
+    """Image keys already sent to a service, newest last, at most ``capacity`` (thread-safe).
+
+    A request for a key in here goes without the image (the worker answers
+    "need image" if it no longer holds it). Clients may share one, so that
+    an image one of them sent (an ``embed`` ahead of prompts, say) is not
+    sent again by another.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = max(1, int(capacity))
+        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys)
+
+    def add(self, key: str) -> None:
+        """Remember ``key`` as the most recently sent; forget the oldest past ``capacity``."""
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+
+
+class SamClient:
+    """Calls operations of a SAM2 service through the broker.
+
+    Not thread-safe: one call at a time per instance (use one per thread).
+
+    Args:
+        endpoint: broker frontend.
+        service: model/service name, e.g. ``"sam2.1_hiera_tiny"``.
+        config: timeouts and retries.
+        limits: bounds applied when decoding replies.
+        curve: CurveZMQ keys (see :class:`MDPClient`; default: from the environment).
+        known_keys: image keys sent so far, shared with other clients
+            (default: this client's own, ``config.known_keys`` of them).
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_FRONTEND,
+        service: str = DEFAULT_MODEL,
+        *,
+        config: ClientConfig = ClientConfig(),
+        limits: codec.Limits = codec.DEFAULT_LIMITS,
+        context: zmq.Context | None = None,
+        curve: CurveClientKeys | None | Literal[False] = None,
+        known_keys: KnownKeys | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.limits = limits
+        self.mdp = MDPClient(endpoint, context=context, curve=curve)
+        self.known_keys = known_keys if known_keys is not None else KnownKeys(config.known_keys)
+
+    @property
+    def endpoint(self) -> str:
+        return self.mdp.endpoint
+
+    def close(self) -> None:
+        self.mdp.close()
+
+    def __enter__(self) -> SamClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- broker queries -------------------------------------------------
+
+    def services(self, timeout_s: float = 2.0) -> dict[str, dict[str, int]]:
+        """Ask the broker (``mmi.services``) which services have workers.
+
+        Returns:
+            ``{name: {"workers": n, "idle": n, "queued": n}}``.
+
+        Raises:
+            RequestTimeout: no broker answered within ``timeout_s``.
+        """
+        reply = self._raw_call(MMI_SERVICES, [], timeout_s)
+        try:
+            return dict(json.loads(bytes(reply[0]))["services"])
+        except (IndexError, ValueError, KeyError, TypeError) as e:
+            raise ProtocolError(f"bad mmi.services reply: {e}") from e
+
+    def _raw_call(self, service: bytes, body: list[bytes], timeout_s: float) -> list[Any]:
+        self.mdp.send(service, body)
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.mdp.recv(left)
+            if message is not None and message.service == service and message.command == mdp.C_FINAL:
+                return message.body
+        self.mdp.connect()
+        raise RequestTimeout(f"no answer from the broker at {self.endpoint} within {timeout_s:.1f} s")
+
+    # -- operations -----------------------------------------------------
+
+    def call(
+        self,
+        op: str,
+        params: Mapping[str, Any] | None = None,
+        arrays: Mapping[str, np.ndarray] | None = None,
+        *,
+        image: np.ndarray | None = None,
+        contrast_limits: tuple[float, float] | None = None,
+        timeout_s: float | None = None,
+        on_partial: Callable[[codec.Message], None] | None = None,
+        cancel: threading.Event | None = None,
+        retries: int | None = None,
+    ) -> codec.Message:
+        """Run one operation and return its FINAL reply.
+
+        Args:
+            op: operation name (see protocol/README.md).
+            params: JSON parameters; ``contrast_limits`` is added when given.
+            arrays: extra arrays (e.g. ``mask_input``).
+            image: the raw (H, W) or (H, W, C) slice. Its key is computed
+                here; the pixels travel only when the worker may not hold
+                them (first use of the key, or a "need image" answer).
+            contrast_limits: (low, high) for non-uint8 images.
+            timeout_s: silence timeout per attempt (default from config).
+            on_partial: called with each PARTIAL reply of this request.
+            cancel: set it to abandon the call: the broker is asked
+                (``mmi.cancel``) to drop the request or stop the worker
+                serving it, and :class:`Superseded` is raised at once.
+            retries: extra attempts after a silent one (default from config);
+                0 for work that must not run twice.
+
+        Raises:
+            RemoteError: the worker or broker answered with an error.
+            BadReply: a reply to this request could not be decoded (e.g. larger
+                than ``limits``); raised at once, the request is not re-run.
+            RequestTimeout: every attempt stayed silent past the timeout.
+            Superseded: ``cancel`` was set.
+        """
+        full_params = dict(params or {})
+        if contrast_limits is not None:
+            full_params["contrast_limits"] = [float(contrast_limits[0]), float(contrast_limits[1])]
+        key = None
+        if image is not None:
+            key = compute_image_key(image, contrast_limits, self.service)
+        send_image = image is not None and key not in self.known_keys
+        attempts = 1 + (self.config.retries if retries is None else max(0, retries))
+        reply = self._call_once(
+            op, full_params, arrays, image, key, send_image, timeout_s, on_partial, cancel, attempts
+        )
+        if reply.status == codec.STATUS_NEED_IMAGE and image is not None and not send_image:
+            log.info("worker does not hold %s; resending with the image", key)
+            reply = self._call_once(
+                op, full_params, arrays, image, key, True, timeout_s, on_partial, cancel, attempts
+            )
+        if reply.status == codec.STATUS_ERROR:
+            error = reply.header.get("error") or {}
+            raise RemoteError(
+                str(error.get("code", "error")), str(error.get("message", "")), request_id=reply.request_id
+            )
+        if reply.status == codec.STATUS_NEED_IMAGE:
+            raise RemoteError(
+                "need_image",
+                f"the worker does not hold image {key} and none was sent",
+                request_id=reply.request_id,
+            )
+        if key is not None:
+            self.known_keys.add(key)
+        return reply
+
+    def _call_once(
+        self,
+        op: str,
+        params: dict[str, Any],
+        arrays: Mapping[str, np.ndarray] | None,
+        image: np.ndarray | None,
+        key: str | None,
+        send_image: bool,
+        timeout_s: float | None,
+        on_partial: Callable[[codec.Message], None] | None,
+        cancel: threading.Event | None,
+        attempts: int,
+    ) -> codec.Message:
+        request_id = uuid.uuid4().hex
+        header: dict[str, Any] = {"op": op, "request_id": request_id, "params": params}
+        if key is not None:
+            header["image_key"] = key
+        all_arrays = dict(arrays or {})
+        if send_image and image is not None:
+            all_arrays["image"] = image
+        body = codec.encode(header, all_arrays)
+        silence_s = self.config.timeout_s if timeout_s is None else timeout_s
+        service = self.service.encode()
+        for attempt in range(attempts):
+            if attempt:
+                log.warning("request %s (%s) timed out; retry %d on a fresh socket", request_id, op, attempt)
+                self.mdp.connect()
+            self.mdp.send(service, body)
+            reply = self._await_final(request_id, silence_s, on_partial, cancel)
+            if reply is not None:
+                return reply
+        self.mdp.connect()
+        raise RequestTimeout(
+            f"{op} got no reply from service {self.service!r} at {self.endpoint} "
+            f"within {silence_s:.1f} s, {attempts} attempt{'s' if attempts > 1 else ''}",
+            request_id=request_id,
+        )
+
+    def _await_final(
+        self,
+        request_id: str,
+        silence_s: float,
+        on_partial: Callable[[codec.Message], None] | None,
+        cancel: threading.Event | None,
+    ) -> codec.Message | None:
+        deadline = time.monotonic() + silence_s
+        service = self.service.encode()
+        while (left := deadline - time.monotonic()) > 0:
+            if cancel is not None and cancel.is_set():
+                self._send_cancel(request_id)
+                raise Superseded(f"request {request_id} was cancelled", request_id=request_id)
+            message = self.mdp.recv(min(left, _POLL_SLICE_S))
+            if message is None:
+                continue
+            if message.service != service:  # e.g. the answer to an earlier mmi.cancel
+                log.debug("dropping a reply from service %r", message.service)
+                continue
+            try:
+                reply = codec.decode(message.body, self.limits)
+            except codec.CodecError as e:
+                if _names_request(message.body, request_id):
+                    # Ours, but unreadable: the work is done; re-running it would only fail again.
+                    kind = "PARTIAL" if message.command == mdp.C_PARTIAL else "reply"
+                    raise BadReply(
+                        f"the {kind} to this request cannot be decoded: {e}", request_id=request_id
+                    ) from e
+                log.warning("dropping an undecodable reply for another request: %s", e)
+                continue
+            if reply.request_id != request_id:
+                log.debug("dropping stale reply for request %s", reply.request_id)
+                continue
+            if message.command == mdp.C_PARTIAL:
+                deadline = time.monotonic() + silence_s
+                if on_partial is not None:
+                    on_partial(reply)
+                continue
+            return reply
+        return None
+
+    def _send_cancel(self, request_id: str) -> None:
+        """Ask the broker (``mmi.cancel``) to drop ``request_id`` or stop its worker; best effort.
+
+        Its answer is not awaited: it arrives later and is dropped like any
+        reply for another service.
+        """
+        if self.mdp.socket is None:
+            return
+        frames = mdp.client_request(MMI_CANCEL, [request_id.encode()], delimited=self.mdp.delimited)
+        try:
+            self.mdp.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.debug("could not send mmi.cancel for %s: %s", request_id, e)
+
+
+def _names_request(body: list[Any], request_id: str) -> bool:
+    """Whether a reply's header frame mentions ``request_id`` (read as bytes, whatever its size).
+
+    Request ids are fresh random hex strings, so a frame holding one is a
+    reply to that request even when it is too large or too broken to parse.
+    """
+    return bool(body) and request_id.encode() in bytes(body[0])
