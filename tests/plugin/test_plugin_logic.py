@@ -17,11 +17,10 @@ from hypothesis.extra import numpy as hnp
 
 from plugin import export
 from plugin.connection import backend
-from plugin.jobs import prompts
 from plugin.labels import names as label_names
 from plugin.labels import ops as label_ops
 from plugin.labels.ops import LabelMode
-from plugin.view import coords, image_slice
+from plugin.view import coords, image_slice, prompts
 from protocol.wire import wire_image
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
