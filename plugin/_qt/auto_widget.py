@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.qt_helpers import TaskProgress, button, spin_box
-from plugin.jobs.stacks import AUTO_STACK
+from plugin.jobs.stack_runs import AUTO_STACK
 from plugin.user_settings import load, save
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWidget
 
 from plugin._qt.qt_helpers import TaskProgress, button
-from plugin.jobs.stacks import PROPAGATE
+from plugin.jobs.stack_runs import PROPAGATE
 from protocol.ops.requests import DIRECTIONS
 
 if TYPE_CHECKING:
