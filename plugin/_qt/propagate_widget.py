@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWid
 
 from plugin._qt.qt_helpers import TaskProgress, button
 from plugin.jobs.stack_runs import PROPAGATE
-from protocol.ops.requests import DIRECTIONS
+from protocol.wire.propagate import DIRECTIONS
 
 if TYPE_CHECKING:
     from plugin._qt.label_table_widget import LabelTable

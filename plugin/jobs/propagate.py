@@ -24,10 +24,10 @@ from protocol.ops.requests import (
     PropagateAnswer,
     PropagatedLabels,
     PropagatedSlice,
-    SlicePrompt,
     propagate,
     propagate_objects,
 )
+from protocol.wire.propagate import SlicePrompt
 
 if TYPE_CHECKING:
     from napari.layers import Labels
