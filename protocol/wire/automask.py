@@ -5,9 +5,9 @@ the plugin (:class:`plugin.jobs.auto_settings.AutoSettings`) and ``sam2-batch``
 (:class:`batch.runner.BatchSettings`) build their requests with
 :meth:`AutoMaskParams.to_params`. A caller overrides a default only where it
 says why (the plugin's 16 points per side, for speed on a CPU). The values are
-those of SAM2's ``SAM2AutomaticMaskGenerator`` except ``points_per_batch``
-(64: one decoder batch fits a CPU's cache and a small GPU), see README.md
-("AUTO-SEGMENT and sam2-batch options").
+those of SAM2's ``SAM2AutomaticMaskGenerator`` (sam2 1.1.0), so a request with
+no params gets what SAM2 would do; README.md ("AUTO-SEGMENT and sam2-batch
+options") says what each does and why.
 """
 
 from __future__ import annotations
