@@ -57,6 +57,7 @@ from protocol.geometry.link import PlaneView, StackLinker
 from protocol.ops.requests import auto
 from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
 from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.wire.automask import AutoMaskParams
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import (
     AnswerError,
@@ -85,9 +86,8 @@ class BatchSettings:
     Attributes:
         broker: the broker's client endpoint.
         model: the service (model name) to ask.
-        points_per_side: ``auto``'s prompt grid (points per image side).
-        pred_iou_thresh: ``auto``'s predicted-quality filter, None: the worker's default.
-        stability_score_thresh: ``auto``'s stability filter, None: the worker's default.
+        auto_mask: ``auto``'s parameters (the shared schema and its defaults,
+            :class:`protocol.wire.automask.AutoMaskParams`).
         in_flight: requests sent at once; None: 2 x the workers the broker reports.
         timeout_s: silence allowed per request before it counts as lost
             (``auto`` reports progress about once a second, which resets it).
@@ -108,9 +108,7 @@ class BatchSettings:
 
     broker: str = DEFAULT_FRONTEND
     model: str = DEFAULT_MODEL
-    points_per_side: int = 32
-    pred_iou_thresh: float | None = None
-    stability_score_thresh: float | None = None
+    auto_mask: AutoMaskParams = field(default_factory=AutoMaskParams)
     in_flight: int | None = None
     timeout_s: float = 600.0
     contrast_limits: tuple[float, float] | None = None
@@ -124,14 +122,9 @@ class BatchSettings:
     link_slices: bool = True
     max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
 
-    def auto_params(self) -> dict[str, float | int]:
+    def auto_params(self) -> dict[str, Any]:
         """The ``auto`` params of every request (contrast limits go separately)."""
-        params: dict[str, float | int] = {"points_per_side": self.points_per_side}
-        if self.pred_iou_thresh is not None:
-            params["pred_iou_thresh"] = self.pred_iou_thresh
-        if self.stability_score_thresh is not None:
-            params["stability_score_thresh"] = self.stability_score_thresh
-        return params
+        return self.auto_mask.to_params()
 
 
 @dataclass

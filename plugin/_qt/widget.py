@@ -485,10 +485,6 @@ class SamWidget(QWidget):
             f"{applied.channel}{where}: {what} in {applied.layer_name}, {applied.pixels} pixels changed"
         )
 
-    def toggle_auto(self) -> None:
-        """AUTO-SEGMENT the current slice, or cancel it (the Segment tab's button)."""
-        self.auto_box.toggle_slice()
-
     # -- shutdown ---------------------------------------------------------------------------
 
     def _install_shutdown_hooks(self) -> None:
