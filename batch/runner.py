@@ -49,6 +49,7 @@ from batch.outputs import (
     output_path,
     pixel_size_text,
     read_summary,
+    request_ids_text,
     write_output,
     write_summary,
 )
@@ -448,16 +449,20 @@ class BatchRunner:
                 sink.discard()
             raise
         for name, done in zip(slice_names, result.slices, strict=True):
-            self._rows.append(Row(str(path), name, str(done.num_objects), f"{done.seconds:.3f}", STATUS_OK))
+            request_ids = request_ids_text(done.request_ids)
+            self._rows.append(
+                Row(str(path), name, str(done.num_objects), f"{done.seconds:.3f}", STATUS_OK, "", request_ids)
+            )
         self.report.processed += 1
         log.info(
-            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s",
+            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s request_ids=%s",
             path,
             len(slice_names),
             sum(done.tiles for done in result.slices),
             result.num_ids,
             time.perf_counter() - started,
             self.outputs[path],
+            request_ids_text([i for done in result.slices for i in done.request_ids]),
         )
         self._advance()
 
