@@ -61,6 +61,7 @@ class TiledAutoResult:
         cancelled: the run stopped early because ``cancel`` was set.
         request_ids: the request id of each tile answered, in grid (row-major,
             sending) order, to find the tiles in the broker and worker logs.
+        resends: tile requests sent again (lost broker connections, timeouts).
     """
 
     num_objects: int
@@ -71,6 +72,7 @@ class TiledAutoResult:
     seconds: float
     cancelled: bool
     request_ids: tuple[str, ...] = ()
+    resends: int = 0
 
 
 def sample_contrast_limits(
@@ -171,6 +173,7 @@ def tiled_auto(
         seconds=time.monotonic() - started,
         cancelled=stop.is_set(),
         request_ids=tuple(request_ids[flat] for flat in sorted(request_ids)),
+        resends=run.resends,
     )
 
 
