@@ -19,6 +19,7 @@ object keeps one id through z/t (along the flattened slice order), unless
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ from batch.outputs import (
     output_path,
     pixel_size_text,
     read_summary,
+    request_ids_text,
     write_output,
     write_summary,
 )
@@ -167,6 +169,7 @@ class _SliceOutcome:
     seconds: float
     error: str
     request_id: str
+    resends: int = 0
 
 
 def broker_workers(settings: BatchSettings) -> int:
@@ -441,16 +444,29 @@ class BatchRunner:
                 sink.discard()
             raise
         for name, done in zip(slice_names, result.slices, strict=True):
-            self._rows.append(Row(str(path), name, str(done.num_objects), f"{done.seconds:.3f}", STATUS_OK))
+            request_ids = request_ids_text(done.request_ids)
+            self._rows.append(
+                Row(
+                    str(path),
+                    name,
+                    str(done.num_objects),
+                    f"{done.seconds:.3f}",
+                    STATUS_OK,
+                    "",
+                    request_ids,
+                    str(done.resends) if done.resends else "",
+                )
+            )
         self.report.processed += 1
         log.info(
-            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s",
+            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s request_ids=%s",
             path,
             len(slice_names),
             sum(done.tiles for done in result.slices),
             result.num_ids,
             time.perf_counter() - started,
             self.outputs[path],
+            request_ids_text([i for done in result.slices for i in done.request_ids]),
         )
         self._advance()
 
@@ -460,8 +476,15 @@ class BatchRunner:
         """Run ``auto`` on slice ``index`` of ``job`` (in a pool thread)."""
         image = WireImage(job.image.slices[index], job.contrast_limits)
         started = time.perf_counter()
+        client = self._clients.get()
+        resends_before = client.resends
+        outcome = self._auto(client, image, started)
+        return dataclasses.replace(outcome, resends=client.resends - resends_before)
+
+    def _auto(self, client: SamClient, image: WireImage, started: float) -> _SliceOutcome:
+        """``auto`` on one slice; every failure becomes the outcome's error."""
         try:
-            answer = auto(self._clients.get(), image, self.settings.auto_params(), cancel=self._cancel)
+            answer = auto(client, image, self.settings.auto_params(), cancel=self._cancel)
         except RemoteError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, str(e), e.request_id or "")
         except Superseded as e:
@@ -508,6 +531,7 @@ class BatchRunner:
             status,
             error,
             outcome.request_id,
+            str(outcome.resends) if outcome.resends else "",
         )
         job.remaining -= 1
         if job.remaining == 0:
@@ -531,9 +555,7 @@ class BatchRunner:
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"
                 log.error("%s", message)
-                rows = [
-                    Row(r.file, r.slice, "", r.seconds, STATUS_ERROR, message, r.request_id) for r in rows
-                ]
+                rows = [dataclasses.replace(r, objects="", status=STATUS_ERROR, error=message) for r in rows]
                 failed = rows
         self._rows += rows
         if failed:
