@@ -389,7 +389,8 @@ def _answers_on(
 
     from plugin._qt.label_table_widget import LabelTable
     from plugin._qt.widget import SamWidget
-    from plugin.jobs.controller import POINTS, Controller
+    from plugin.jobs.segment import PromptJobs
+    from plugin.jobs.submit import POINTS
     from plugin.labels.history import set_names
     from plugin.view.layers import POINTS_MASK, PROMPT_POINTS
     from plugin.view.name_overlay import NameOverlay
@@ -424,7 +425,7 @@ def _answers_on(
         widget.names.attach(labels)
         viewer.layers.selection.active = labels  # the label list follows it
         click(centres[0])  # settles the overlay and the list (not timed)
-        write = _GuiClock([(Controller, "_apply_windowed"), (Controller, "_apply_segment")])
+        write = _GuiClock([(PromptJobs, "_paste_windowed"), (PromptJobs, "_paste_segment")])
         redraw = _GuiClock([(LabelTable, "refresh"), (NameOverlay, "update")])
         try:
             gc.collect()
@@ -492,7 +493,7 @@ def bench_plugin_answers(frontend: str, sides: Sequence[int], answers: int) -> t
     table.note = (
         f"{answers} answers per slice after 2 not counted, each a new object (a disc of the same size in the "
         "same place of each slice), medians [p10-p90]. GUI-thread time: writing the answer "
-        "(Controller._apply_windowed on slices larger than 1,024², _apply_segment on 1,024²: the edit "
+        "(PromptJobs._paste_windowed on slices larger than 1,024², _paste_segment on 1,024²: the edit "
         "plan, data_setitem with napari's partial redraw, the undo history and the label boxes) plus the "
         "label list's and the name overlay's coalesced redraws. RSS growth: the process's resident memory "
         "after the answers minus before, per answer (napari's undo record of the changed pixels; "
