@@ -40,6 +40,7 @@ from bench.common import (
     start_sam_worker,
     wait_for_workers,
 )
+from protocol.runtime.processes import wait_for_log
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -89,7 +90,7 @@ def measure(
         for i in range(workers)
     ]
     for proc in started:
-        procs.wait_for_log(proc, "worker ready", 300)
+        wait_for_log(proc, "worker ready", 300)
     wait_for_workers(frontend, MODEL, workers)
     settings = BatchSettings(broker=frontend, model=MODEL, points_per_side=points_per_side, progress=False)
     begin = time.perf_counter()

@@ -54,6 +54,7 @@ from protocol.geometry.stitch import TileStitcher
 from protocol.ops import requests as ops
 from protocol.ops.tiled import tiled_auto
 from protocol.ops.windowed import segment_windowed
+from protocol.runtime.processes import wait_for_log
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.wire_image import to_wire
 from tests.support.discs import disc_scores
@@ -82,7 +83,7 @@ def start_standins(
         for k in range(count)
     ]
     for proc in started:
-        procs.wait_for_log(proc, "worker ready", 60)
+        wait_for_log(proc, "worker ready", 60)
     return started
 
 
