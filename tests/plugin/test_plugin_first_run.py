@@ -1,7 +1,7 @@
 """What a new user hit on a first run (issue 12), through the dock widget in a real napari viewer.
 
 Tests that need answers talk to a real broker and a deterministic stand-in
-worker (tests/support/standin_worker.py, one for the module): what they check
+worker (``python -m workers --model standin-blobs``, one for the module): what they check
 is the plugin's (where prompts go, refusals, minimum area, keep-labels); the
 real SAM2 worker's answers in the widget are tested in test_plugin_widget.py.
 The others need no backend (the widget then says it is not connected, which
@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
+from bench.discs import disc_image
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import AUTO, POINTS
 from plugin.view.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
@@ -26,7 +27,6 @@ from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import cell, click_point, dock_widget
 from tests.support.processes import ProcessSpawner, free_endpoint
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image
 
 pytestmark = GUI_TEST_MARKS
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Labels
 
+from bench.discs import disc_image, scattered_discs
 from plugin.jobs.results import Results
 from plugin.view.coords import SlicePlane
 from protocol.geometry.compressed import CompressedPlane
 from protocol.geometry.grid import tile_grid
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.standin_worker import disc_image, scattered_discs
 
 pytestmark = GUI_TEST_MARKS
 

@@ -1,6 +1,6 @@
 """Propagate with corrections on later slices, through the dock widget, against the stand-in worker.
 
-The stand-in (tests/support/standin_worker.py) tracks each object as the bright
+The stand-in (``python -m workers --model standin-blobs``) tracks each object as the bright
 component overlapping it on the previous slice, and a prompt on a later slice
 restarts the object there, so the right answer is known: disc A is on slices
 0..2 and gone after; disc D (a different object) appears on slice 5 and

@@ -1,6 +1,6 @@
 """Propagate several labels in one pass through the dock widget, against the deterministic stand-in worker.
 
-The stand-in (tests/support/standin_worker.py) tracks each object as the bright
+The stand-in (``python -m workers --model standin-blobs``) tracks each object as the bright
 component overlapping it on the previous slice, so the right answer is known:
 two discs drifting through a 5-slice stack keep their two ids, a disc that
 vanishes stops (and is not picked up again when a disc reappears there), an

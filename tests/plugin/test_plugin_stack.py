@@ -7,7 +7,7 @@ request keeps the worker busy until the slice it computes is done).
 Random weights make masks meaningless, so the tests check what is
 deterministic: which pixels change (exactly where the worker's masks say),
 with which ids, the undo steps, and what the panels show. AUTO-SEGMENT STACK
-is judged by a stand-in worker of its own (tests/support/standin_worker.py),
+is judged by a stand-in worker of its own (``python -m workers --model standin-blobs``),
 whose objects are known, so its ids and undo step are always checked.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.discs import disc_image
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import POINTS
 from plugin.jobs.stacks import AUTO_STACK, PROPAGATE
@@ -31,7 +32,6 @@ from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import HEARTBEAT, TIMEOUT_MS, cell, click_point, dock_widget, start_worker
 from tests.support.processes import PYTHON, ProcessSpawner, log_text, wait_until
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image
 
 pytestmark = GUI_TEST_MARKS
 

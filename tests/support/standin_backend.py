@@ -1,4 +1,4 @@
-"""A broker with deterministic stand-in workers (``tests/support/standin_worker.py``) as real subprocesses."""
+"""A broker and deterministic stand-in workers (``python -m workers --model standin-blobs``) as processes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from protocol.ops import requests as ops
 from protocol.ops.fan_out import fan_out
 from protocol.wire.client import ClientConfig, SamClient
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
-
-SERVICE = "standin"
+from workers.standin import DEFAULT_MODEL as SERVICE
 
 
 class StandinBackend:
@@ -31,11 +30,11 @@ class StandinBackend:
                 [
                     PYTHON,
                     "-m",
-                    "tests.support.standin_worker",
+                    "workers",
+                    "--model",
+                    SERVICE,
                     "--connect",
                     self.backend,
-                    "--service",
-                    SERVICE,
                     "--heartbeat-interval-s",
                     "0.25",
                     "--heartbeat-liveness",
