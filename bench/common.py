@@ -244,16 +244,30 @@ class Processes(processes.Processes):
         super().__init__(log_dir, cwd=REPO_ROOT, truncate_logs=True)
 
 
-def start_broker(procs: Processes, name: str = "broker", tree: Path | None = None) -> tuple[str, str, Any]:
+def start_broker(
+    procs: Processes, name: str = "broker", tree: Path | None = None, options: Sequence[str] = ()
+) -> tuple[str, str, Any]:
     """Start ``python -m broker`` on free loopback ports; return (frontend, backend, process).
 
     It logs at INFO: one line per worker event, nothing per request.
     ``tree``: run the ``broker`` and ``protocol`` packages of another checkout
     (e.g. a copy from before an optimisation) instead of this one.
+    ``options``: more broker options (e.g. ``--heartbeat-interval-s``).
     """
     frontend, backend = free_endpoint(), free_endpoint()
     proc = procs.start(
-        [PYTHON, "-m", "broker", "--frontend", frontend, "--backend", backend, "--log-level", "INFO"],
+        [
+            PYTHON,
+            "-m",
+            "broker",
+            "--frontend",
+            frontend,
+            "--backend",
+            backend,
+            "--log-level",
+            "INFO",
+            *options,
+        ],
         name,
         cwd=tree,
     )
@@ -273,10 +287,12 @@ def start_sam_worker(
     cache_mib: float = 1024.0,
     wait: bool = True,
     tree: Path | None = None,
+    options: Sequence[str] = (),
 ) -> Any:
     """Start ``python -m workers`` (a real SAM2 worker) and wait for its ready line.
 
     ``tree``: run the packages of another checkout instead of this one.
+    ``options``: more worker options (e.g. ``--heartbeat-interval-s``).
     """
     args = [
         PYTHON, "-m", "workers",
@@ -289,7 +305,7 @@ def start_sam_worker(
     ]  # fmt: skip
     if threads is not None:
         args += ["--threads", str(threads)]
-    proc = procs.start(args, name, cwd=tree)
+    proc = procs.start([*args, *options], name, cwd=tree)
     if wait:
         wait_for_log(proc, "worker ready", 300)
     return proc
