@@ -1,3 +1,4 @@
+# One file on purpose: the large-image measurements share their set-up (broker, stand-ins, disc images).
 """Large images (issue 14): windowed clicks, tiled ``auto`` over N workers, stitching, the tile halo.
 
 Four measurements, each a ratio within this run:
