@@ -1,4 +1,4 @@
-"""Embeddings ahead of clicks (issue 14): prefetch under the view and Encode stack, against real broker
+"""Embeddings ahead of clicks: prefetch under the view and Encode stack, against real broker
 and stand-in worker processes (``python -m workers --model standin-blobs``) in a real viewer under Xvfb.
 
 The stand-in counts, per worker, the requests by op, the images it received and its encoder runs; a

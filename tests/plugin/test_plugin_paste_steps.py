@@ -1,4 +1,4 @@
-"""Pasting a tiled AUTO-SEGMENT result into a labels layer: the GUI thread's cost (issue 14).
+"""Pasting a tiled AUTO-SEGMENT result into a labels layer: the GUI thread's cost.
 
 A stitched large slice is pasted rectangle by rectangle (the tiles' cores);
 napari redraws after a ``data_setitem`` unless told not to, and on a slice

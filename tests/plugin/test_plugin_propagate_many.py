@@ -16,7 +16,7 @@ import pytest
 from plugin._qt.propagate_widget import ALL_ON_SLICE, SELECTED
 from plugin.jobs.stacks import PROPAGATE
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import dock_widget
+from tests.support.plugin_helpers import dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -60,7 +60,7 @@ def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
     labels = viewer.add_labels(start, name="tracked")
     widget.tabs.setCurrentIndex(1)
     widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(120)
+    wait_for_redraws(qtbot, widget)
     viewer.dims.set_point(0, 2)
     return viewer, widget, labels, a, b
 
