@@ -255,22 +255,8 @@ def start_broker(
     ``options``: more broker options (e.g. ``--heartbeat-interval-s``).
     """
     frontend, backend = free_endpoint(), free_endpoint()
-    proc = procs.start(
-        [
-            PYTHON,
-            "-m",
-            "broker",
-            "--frontend",
-            frontend,
-            "--backend",
-            backend,
-            "--log-level",
-            "INFO",
-            *options,
-        ],
-        name,
-        cwd=tree,
-    )
+    args = [PYTHON, "-m", "broker", "--frontend", frontend, "--backend", backend, "--log-level", "INFO"]
+    proc = procs.start([*args, *options], name, cwd=tree)
     wait_for_log(proc, "broker ready", 30)
     return frontend, backend, proc
 
