@@ -17,7 +17,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -66,11 +66,15 @@ class StandinService:
         if "image" in message.arrays:
             self.counters["images_received"] += 1
             self.image_shapes.append(list(message.arrays["image"].shape))
-        ops = {"info": self._info, "embed": self._embed, "segment": self._segment, "auto": self._auto}
-        ops["sleep"] = self._sleep
+        ops: dict[str, Callable[[Message], Reply | Iterator[Reply]]] = {
+            "info": self._info,
+            "embed": self._embed,
+            "segment": self._segment,
+            "auto": self._auto,
+            "sleep": self._sleep,
+            "propagate": self._propagate,
+        }
         handler = ops.get(message.op)
-        if message.op == "propagate":
-            handler = self._propagate  # type: ignore[assignment]
         try:
             if handler is None:
                 raise BadRequest(f"unknown op {message.op!r}")
