@@ -19,9 +19,9 @@ import tifffile
 
 from batch.inputs import discover
 from batch.outputs import request_ids_text
+from bench.discs import disc_image, scattered_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner, log_text
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 REQUEST_ID = "[0-9a-f]{32}"
 
