@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +153,9 @@ class LabelSink:
         max_in_memory_bytes: uint32 labels larger than this go to a zarr store on disk.
         geometry: the input's axes and pixel size (:func:`batch.inputs.input_geometry`); None: pixels.
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
+        stop: called between tiles and chunks of a tile-by-tile write; it raises (e.g.
+            ``KeyboardInterrupt``, :mod:`batch.interrupt`) to abandon the write, which then
+            leaves no file behind.
 
     Attributes:
         array: (N, H, W) uint32, zero-filled: numpy, or zarr on disk (``on_disk``).
@@ -165,8 +169,10 @@ class LabelSink:
         max_in_memory_bytes: int,
         geometry: Geometry | None = None,
         coordinates: str = "pixel",
+        stop: Callable[[], None] | None = None,
     ):
         self.path = path
+        self._stop = stop or _never
         self.label_shape = label_shape
         self.output_format = output_format
         self.geometry = geometry if geometry is not None and geometry.ndim == len(label_shape) else None
@@ -208,6 +214,12 @@ class LabelSink:
         finally:
             self.discard()
 
+    def describe(self) -> str:
+        """How :meth:`commit` writes, for the log."""
+        if not self.on_disk:
+            return f"{self.output_format}, from memory"
+        return f"{self.output_format}, tile by tile from {self._tmp}"
+
     def discard(self) -> None:
         """Remove the temporary store (nothing is written)."""
         if self._tmp is not None:
@@ -219,6 +231,7 @@ class LabelSink:
         for n in range(count):
             for r in range(0, height, TIFF_TILE):
                 for c in range(0, width, TIFF_TILE):
+                    self._stop()
                     tile = np.zeros((TIFF_TILE, TIFF_TILE), np.uint32)
                     block = np.asarray(self.array[n, r : r + TIFF_TILE, c : c + TIFF_TILE])
                     tile[: block.shape[0], : block.shape[1]] = block
@@ -241,6 +254,7 @@ class LabelSink:
             )
 
     def _write_ngff(self) -> None:
+        import dask
         import dask.array as da
         import zarr
         from ome_zarr.format import FormatV04
@@ -256,9 +270,12 @@ class LabelSink:
         axes = list(geometry.axes)
         units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
         chunks = tuple(1 for _ in self.label_shape[:-2]) + tuple(min(CHUNK, n) for n in self.label_shape[-2:])
-        data = da.from_array(self.array, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
+        checked = _Checked(self.array, self._stop)
+        data = da.from_array(checked, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
         store = zarr_path(self.path)
-        with atomic_dir(store) as tmp:
+        # One thread: a stop raised between chunks leaves no other thread writing into the
+        # temporary store that atomic_dir then removes.
+        with atomic_dir(store) as tmp, dask.config.set(scheduler="synchronous"):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
             write_labels(
                 data,
@@ -272,3 +289,22 @@ class LabelSink:
                 axes_units=units or None,
                 storage_options={"chunks": chunks},
             )
+
+
+def _never() -> None:
+    """A ``stop`` that never stops."""
+
+
+class _Checked:
+    """An array-like that calls ``stop`` before each read (a safe point of a chunked write)."""
+
+    def __init__(self, array: Any, stop: Callable[[], None]) -> None:
+        self._array = array
+        self._stop = stop
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        self._stop()
+        return np.asarray(self._array[key])

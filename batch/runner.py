@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from batch.inputs import InputImage, ReadError, input_geometry, is_zarr_input, output_names, read_image
+from batch.interrupt import DeferredInterrupt
 from batch.large import (
     DEFAULT_MAX_IN_MEMORY_BYTES,
     LabelSink,
@@ -74,6 +75,8 @@ from protocol.wire.wire_image import WireImage, stack_contrast_limits
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 5.0
+_WAKE_S = 0.2
+"""The main thread looks for a Ctrl-C request at least this often while requests run."""
 
 
 class ConnectionFailure(Exception):
@@ -242,6 +245,7 @@ class BatchRunner:
         self._rows: list[Row] = []
         self._skipped: set[str] = set()
         self._cancel = threading.Event()
+        self._interrupt = DeferredInterrupt(self._cancel)
         self._clients = _Clients(settings)
         self._progress: object = None
         self._tiled: list[tuple[Path, InputImage | None]] = []
@@ -282,7 +286,7 @@ class BatchRunner:
             disable=None if self.settings.progress else True,
         )
         try:
-            with logging_redirect_tqdm(), progress:
+            with logging_redirect_tqdm(), progress, self._interrupt.installed():
                 self._progress = progress
                 if todo:
                     self._run_all(todo)
@@ -309,7 +313,8 @@ class BatchRunner:
                         pending[future] = (job, index)
                     if not pending:
                         break
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, timeout=_WAKE_S, return_when=FIRST_COMPLETED)
+                    self._interrupt.check()
                     for future in done:
                         job, index = pending.pop(future)
                         self._record(job, index, future.result())
@@ -318,6 +323,7 @@ class BatchRunner:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         for path, image in self._tiled:
+            self._interrupt.check()
             self._run_tiled(path, image)
 
     def _slice_tasks(self, todo: list[Path]) -> Iterator[tuple[_FileJob, int]]:
@@ -394,6 +400,7 @@ class BatchRunner:
                 self.settings.max_in_memory_bytes,
                 input_geometry(path, len(label_shape)),
                 self.settings.coordinates,
+                stop=self._interrupt.check,
             )
             tiled = self._needs_tiles((height, width))
             tile_size = self.settings.tile_size if tiled else max(height, width)
@@ -432,8 +439,10 @@ class BatchRunner:
                     slices, sink.array, client_factory, self.settings.auto_params(),
                     link=self.settings.link_slices, **options,
                 )  # fmt: skip
+            self._interrupt.check()
             if result.cancelled:
                 raise Superseded("interrupted")
+            log.info("writing labels file=%s (%s)", self.outputs[path], sink.describe())
             sink.commit()
         except (ClientError, RemoteError, AnswerError, ProtocolError, ValueError, OSError) as e:
             if sink is not None:
