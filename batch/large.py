@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, tiff_resolution, write_output
+from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, ngff_root_image, tiff_resolution, write_output
 from protocol.runtime.atomic import atomic_file
 from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
@@ -153,6 +153,8 @@ class LabelSink:
         max_in_memory_bytes: uint32 labels larger than this go to a zarr store on disk.
         geometry: the input's axes and pixel size (:func:`batch.inputs.input_geometry`); None: pixels.
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
+        image: OME-Zarr: the source slices (N, H, W[, C]) array-like, written into the store's
+            root as an image pyramid chunk by chunk (:func:`batch.outputs.ngff_root_image`).
         stop: called between tiles and chunks of a tile-by-tile write; it raises (e.g.
             ``KeyboardInterrupt``, :mod:`batch.interrupt`) to abandon the write, which then
             leaves no file behind.
@@ -170,8 +172,10 @@ class LabelSink:
         geometry: Geometry | None = None,
         coordinates: str = "pixel",
         stop: Callable[[], None] | None = None,
+        image: Any = None,
     ):
         self.path = path
+        self.image = image
         self._stop = stop or _never
         self.label_shape = label_shape
         self.output_format = output_format
@@ -206,7 +210,9 @@ class LabelSink:
         try:
             if not self.on_disk:
                 labels = self.array.reshape(self.label_shape)
-                write_output(self.path, labels, self.output_format, self.geometry, self.coordinates)
+                write_output(
+                    self.path, labels, self.output_format, self.geometry, self.coordinates, self.image
+                )
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
             else:
@@ -261,7 +267,7 @@ class LabelSink:
         from ome_zarr.writer import write_labels
 
         from protocol.formats.geometry import Geometry
-        from protocol.formats.ngff import label_group_name, scale_factors, zarr_path
+        from protocol.formats.ngff import label_group_name, link_to_root_image, scale_factors, zarr_path
         from protocol.runtime.atomic import atomic_dir
 
         if not 2 <= len(self.label_shape) <= 5:
@@ -275,12 +281,13 @@ class LabelSink:
         store = zarr_path(self.path)
         # One thread: a stop raised between chunks leaves no other thread writing into the
         # temporary store that atomic_dir then removes.
+        group_name = label_group_name(self.path.name.split(".")[0])
         with atomic_dir(store) as tmp, dask.config.set(scheduler="synchronous"):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
             write_labels(
                 data,
                 root,
-                name=label_group_name(self.path.name.split(".")[0]),
+                name=group_name,
                 scaler=None,
                 scale_factors=scale_factors((self.label_shape[-2], self.label_shape[-1])),
                 fmt=FormatV04(),
@@ -289,6 +296,9 @@ class LabelSink:
                 axes_units=units or None,
                 storage_options={"chunks": chunks},
             )
+            if self.image is not None:
+                ngff_root_image(self.image, self.label_shape, geometry, self.path, self._stop)(root)
+                link_to_root_image(root, group_name)
 
 
 def _never() -> None:

@@ -42,6 +42,7 @@ from batch.large import (
     sample_stack_limits,
 )
 from batch.outputs import (
+    FORMAT_OME_ZARR,
     STATUS_ERROR,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -109,6 +110,7 @@ class BatchSettings:
         link_slices: one id per object through a stack's slices (off: each slice's ids 1..n).
         max_in_memory_bytes: inputs and uint32 label images larger than this are read
             lazily and written tile by tile.
+        root_image: OME-Zarr outputs hold the source image at their root (off: labels only).
     """
 
     broker: str = DEFAULT_FRONTEND
@@ -128,6 +130,7 @@ class BatchSettings:
     tile_halo: int = DEFAULT_HALO
     link_slices: bool = True
     max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
+    root_image: bool = True
 
     def auto_params(self) -> dict[str, float | int]:
         """The ``auto`` params of every request (contrast limits go separately)."""
@@ -278,6 +281,8 @@ class BatchRunner:
                 self.report.in_flight,
                 self.out_dir,
             )
+            if self.settings.output_format == FORMAT_OME_ZARR and not self.settings.root_image:
+                log.info("--no-image: each OME-Zarr output holds the labels only (under labels/), no image")
         progress = tqdm(
             total=len(self.files),
             initial=self.report.skipped,
@@ -401,6 +406,7 @@ class BatchRunner:
                 input_geometry(path, len(label_shape)),
                 self.settings.coordinates,
                 stop=self._interrupt.check,
+                image=slices if self.settings.root_image else None,
             )
             tiled = self._needs_tiles((height, width))
             tile_size = self.settings.tile_size if tiled else max(height, width)
@@ -566,7 +572,12 @@ class BatchRunner:
             log.info("pixel size file=%s: %s", job.path, pixel_size_text(geometry))
             try:
                 write_output(
-                    job.output, labels, self.settings.output_format, geometry, self.settings.coordinates
+                    job.output,
+                    labels,
+                    self.settings.output_format,
+                    geometry,
+                    self.settings.coordinates,
+                    job.image.slices if self.settings.root_image else None,
                 )
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"
