@@ -1,10 +1,13 @@
 """What a batch leaves behind: label files and a CSV summary, all written atomically.
 
 Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, one page per
-slice; see below), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
-image) or ``geojson`` (``<stem>_labels.geojson``, one polygon per label and
-slice, QuPath conventions); the last two are written by :mod:`protocol.formats`
-(no napari involved).
+slice; see below), ``ome-zarr`` (``<stem>_labels.ome.zarr``: the source image
+as an NGFF 0.4 image pyramid at the root, so ome-zarr's Reader and
+napari-ome-zarr show image and labels from the root, and the NGFF 0.4 label
+image under ``labels/``; ``--no-image``: labels only) or ``geojson``
+(``<stem>_labels.geojson``, one polygon per label and slice, QuPath
+conventions); the last two are written by :mod:`protocol.formats` (no napari
+involved).
 
 The pixel size of an input TIFF (ImageJ, OME or resolution tags, read by
 :mod:`protocol.formats.tiff_geometry`) goes with its labels: the TIFF its
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,6 +194,7 @@ def write_output(
     output_format: str = FORMAT_TIFF,
     geometry: Geometry | None = None,
     coordinates: str = "pixel",
+    image: Any = None,
 ) -> None:
     """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
 
@@ -200,6 +204,8 @@ def write_output(
         output_format: a key of :data:`OUTPUT_FORMATS`.
         geometry: the input's axes and pixel size (one entry per label axis); None: pixel units.
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates (:data:`COORDINATES`).
+        image: OME-Zarr only: the source slices, (N, H, W[, C]) array-like, written into the
+            store's root as an NGFF image pyramid (:func:`ngff_root_image`); None: labels only.
 
     Raises:
         ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
@@ -217,11 +223,42 @@ def write_output(
     if geometry is None or geometry.ndim != labels.ndim:
         geometry = Geometry.plain(labels.ndim)
     if output_format == FORMAT_OME_ZARR:
-        write_ngff_labels(path, labels, {}, geometry, name=path.name.split(".")[0])
+        root_image = None if image is None else ngff_root_image(image, labels.shape, geometry, path)
+        write_ngff_labels(path, labels, {}, geometry, name=path.name.split(".")[0], image=root_image)
     elif output_format == FORMAT_GEOJSON:
         write_geojson(path, labels, {}, geometry, coordinates)
     else:
         raise ValueError(f"unknown output format {output_format!r}")
+
+
+def ngff_root_image(
+    image: Any,
+    label_shape: tuple[int, ...],
+    geometry: Geometry,
+    path: Path,
+    stop: Callable[[], None] | None = None,
+) -> Callable[[Any], None]:
+    """What writes the source ``image`` (N, H, W[, C]) into the root group of the OME-Zarr ``path``.
+
+    The image pyramid has the label levels' factors and the labels' ``geometry``
+    (:func:`protocol.formats.ngff_image.write_image_pyramid`, chunk by chunk; ``stop``
+    is called before each chunk).
+    """
+    from protocol.formats.ngff import scale_factors
+    from protocol.formats.ngff_image import write_image_pyramid
+
+    def write(root: Any) -> None:
+        write_image_pyramid(
+            root,
+            image,
+            label_shape[:-2],
+            geometry,
+            scale_factors((label_shape[-2], label_shape[-1])),
+            name=path.name.split(".")[0],
+            **({"stop": stop} if stop is not None else {}),
+        )
+
+    return write
 
 
 def read_summary(path: Path) -> list[Row]:
