@@ -36,7 +36,7 @@ def centres(frame: int) -> dict[int, tuple[float, float]]:
     if frame <= 4:
         found[2] = (24.0 + 3 * frame, 30.0)
     else:
-        spread = 4.0 * (frame - 4)
+        spread = 6.0 + 4.0 * (frame - 5)
         found[3] = (40.0, 30.0 - spread)
         found[4] = (40.0, 30.0 + spread)
     if frame <= 2 or frame >= 6:
