@@ -241,6 +241,17 @@ def _geff_group(path: Path) -> Path | None:
     return None
 
 
+def geff_provenance(path: str | os.PathLike[str]) -> Provenance | None:
+    """The provenance record in a GEFF store's metadata (``extra``), None when it has none."""
+    from geff_spec import GeffMetadata
+
+    group = _geff_group(Path(path))
+    if group is None:
+        raise ValueError(f"{path} holds no GEFF graph")
+    record = (GeffMetadata.read(str(group)).extra or {}).get(PROVENANCE_KEY)
+    return None if record is None else Provenance.from_dict(record)
+
+
 def read_geff(path: str | os.PathLike[str]) -> GeffTracks:
     """Read a GEFF store (ours or another tool's, with ``seg_id``) back: graph, tracks, labels.
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from protocol.formats.geometry import Geometry
 from protocol.formats.labels_file import LabelsFile
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_dir
 
 NGFF_SUFFIXES = (".ome.zarr", ".zarr")
@@ -73,6 +74,7 @@ def write_ngff_labels(
     names: Mapping[int, str],
     geometry: Geometry,
     name: str = "labels",
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write ``data`` as the NGFF label image ``labels/<name>`` of a new store at ``path``; return the store.
 
@@ -82,6 +84,7 @@ def write_ngff_labels(
         names: ``{label_id: name}`` (stored as ``image-label`` properties).
         geometry: axes, pixel size, origin and units (units None: not written).
         name: the label image's name (made safe for a zarr path).
+        provenance: how the labels were made, as the root group's ``sam2.provenance`` attribute.
     """
     import dask.array as da
     import zarr
@@ -112,6 +115,8 @@ def write_ngff_labels(
             label_metadata={"properties": image_label_properties(names)},
         )
         _add_translation(root[f"labels/{group_name}"], geometry.translate)
+        if provenance is not None:
+            root.attrs[PROVENANCE_KEY] = provenance.to_dict()
     return store
 
 
@@ -176,6 +181,12 @@ def is_ngff_labels(path: str | os.PathLike[str]) -> bool:
         return bool(_label_groups(_open(p)))
     except Exception:  # zarr raises many kinds of error for a folder that is not a store
         return False
+
+
+def read_ngff_provenance(path: str | os.PathLike[str]) -> Provenance | None:
+    """The ``sam2.provenance`` attribute of the store's root group, None when it has none."""
+    record = dict(_open(path).attrs).get(PROVENANCE_KEY)
+    return None if record is None else Provenance.from_dict(record)
 
 
 def read_ngff_labels(path: str | os.PathLike[str]) -> list[LabelsFile]:
