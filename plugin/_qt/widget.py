@@ -50,7 +50,7 @@ from plugin import user_settings
 from plugin._qt.auto_widget import AutoBox
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
-from plugin._qt.export_widget import ExportBox
+from plugin._qt.export_widget import ExportBox, layer_provenance, source_path
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
 from plugin._qt.propagate_widget import PropagateBox
@@ -70,6 +70,7 @@ from plugin.jobs.controller import Applied, Controller, same_layer
 from plugin.labels.ops import LabelMode
 from plugin.view import napari_redraw
 from plugin.view.picking import PICK_WAITING, pick_once
+from protocol.formats.provenance import Provenance
 from protocol.wire.errors import ClientError, ProtocolError
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ class SamWidget(QWidget):
         self.labels = LabelTable(self.viewer, self.controller)
         self.labels.on_named = self.names.attach
         self.propagate_box = PropagateBox(self.controller, self.labels)
-        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer)
+        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer, self._export_provenance)
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
         column.addWidget(self.export_box)
@@ -283,6 +284,11 @@ class SamWidget(QWidget):
                 lambda: self._connected(BackendStatus(address, error=str(error)), None)
             ),
         )
+
+    def _export_provenance(self, layer: Labels) -> Provenance:
+        """How ``layer`` was made (model, checkpoint, prompts per label): every export records it."""
+        status, source = self.status, source_path(self.viewer, layer)
+        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, source)
 
     def _connected(self, status: BackendStatus, local: LocalBackend | None) -> None:
         if self._closed:
