@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, tiff_resolution, write_output
+from batch.outputs import (
+    FORMAT_OME_ZARR,
+    FORMAT_TIFF,
+    tiff_resolution,
+    write_output,
+    write_provenance_sidecar,
+)
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_file
 from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
@@ -171,6 +178,8 @@ class LabelSink:
         self.output_format = output_format
         self.geometry = geometry if geometry is not None and geometry.ndim == len(label_shape) else None
         self.coordinates = coordinates
+        self.provenance: Provenance | None = None
+        """How the labels were made: set before :meth:`commit`, written with them."""
         flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
         self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
         self._tmp: Path | None = None
@@ -200,7 +209,9 @@ class LabelSink:
         try:
             if not self.on_disk:
                 labels = self.array.reshape(self.label_shape)
-                write_output(self.path, labels, self.output_format, self.geometry, self.coordinates)
+                write_output(
+                    self.path, labels, self.output_format, self.geometry, self.coordinates, self.provenance
+                )
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
             else:
@@ -239,6 +250,7 @@ class LabelSink:
                 photometric="minisblack",
                 **tiff_resolution(self.geometry),
             )
+        write_provenance_sidecar(self.path, self.provenance)
 
     def _write_ngff(self) -> None:
         import dask.array as da
@@ -272,3 +284,5 @@ class LabelSink:
                 axes_units=units or None,
                 storage_options={"chunks": chunks},
             )
+            if self.provenance is not None:
+                root.attrs[PROVENANCE_KEY] = self.provenance.to_dict()
