@@ -90,27 +90,28 @@ def export_folder(viewer: napari.Viewer, layer: Labels) -> Path:
     return Path.home()
 
 
-def source_path(viewer: napari.Viewer, layer: Labels) -> str | None:
-    """The file the labels' image (or the labels) came from, None when from memory."""
-    for candidate in (matching_image(viewer, layer), layer):
-        path = getattr(getattr(candidate, "source", None), "path", None)
-        if path:
-            return str(path)
-    return None
-
-
 def layer_provenance(
     layer: Labels,
     slice_prompts: SlicePrompts,
     model: str | None,
     info: Any = None,
-    source: str | None = None,
+    image: Image | None = None,
 ) -> Provenance:
-    """The record of ``layer``: the backend's model facts and each present label's newest prompts."""
+    """The record of ``layer``: the backend's model facts, each present label's newest prompts, and
+    the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them)."""
     data = layer.data[0] if layer.multiscale else layer.data
     present = [int(i) for i in np.unique(np.asarray(data)) if i != 0]
     prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
-    return interactive_provenance(present, prompts, model=model, info=info, source_path=source)
+    source = getattr(getattr(image, "source", None), "path", None)
+    parameters = {} if image is None else {"contrast_limits": [float(v) for v in image.contrast_limits]}
+    return interactive_provenance(
+        present,
+        prompts,
+        model=model,
+        info=info,
+        source_path=None if source is None else str(source),
+        parameters=parameters,
+    )
 
 
 def export_layer(

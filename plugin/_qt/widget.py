@@ -50,7 +50,7 @@ from plugin import user_settings
 from plugin._qt.auto_widget import AutoBox
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
-from plugin._qt.export_widget import ExportBox, layer_provenance, source_path
+from plugin._qt.export_widget import ExportBox, layer_provenance, matching_image
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
 from plugin._qt.propagate_widget import PropagateBox
@@ -287,8 +287,8 @@ class SamWidget(QWidget):
 
     def _export_provenance(self, layer: Labels) -> Provenance:
         """How ``layer`` was made (model, checkpoint, prompts per label): every export records it."""
-        status, source = self.status, source_path(self.viewer, layer)
-        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, source)
+        status, image = self.status, matching_image(self.viewer, layer)
+        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, image)
 
     def _connected(self, status: BackendStatus, local: LocalBackend | None) -> None:
         if self._closed:
