@@ -40,7 +40,7 @@ import numpy as np
 
 from protocol.formats.geometry import SECONDS_PER, Geometry
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance
-from protocol.formats.tracks import Track, TrackSet, build_tracks
+from protocol.formats.tracks import Track, TrackSet, build_tracks, frame_objects, track_of_objects
 
 GEFF_GROUP = "tracks"
 SEGMENTATION = "segmentation"
@@ -73,28 +73,6 @@ def geff_path(path: str | os.PathLike[str]) -> Path:
     """The store path for a requested path (``.zarr`` added when it does not end in ``.zarr``)."""
     p = Path(path)
     return p if p.name.lower().endswith(".zarr") else p.with_name(p.name + ".geff.zarr")
-
-
-def _nodes(stack: Any, geometry: Geometry) -> dict[str, np.ndarray]:
-    """Per (frame, label): frame, label, pixel count and centroid (pixel indices of the spatial axes)."""
-    from skimage.measure import regionprops_table
-
-    spatial = stack.ndim - 1
-    columns: dict[str, list[Any]] = {"t": [], "seg_id": [], "count": []}
-    centroids: list[list[float]] = [[] for _ in range(spatial)]
-    for t in range(stack.shape[0]):
-        table = regionprops_table(np.asarray(stack[t]), properties=["label", "area", "centroid"])
-        n = len(table["label"])
-        columns["t"] += [t] * n
-        columns["seg_id"] += [int(v) for v in table["label"]]
-        columns["count"] += [int(v) for v in table["area"]]
-        for i in range(spatial):
-            centroids[i] += [float(v) for v in table[f"centroid-{i}"]]
-    found: dict[str, np.ndarray] = {k: np.asarray(v, dtype=np.int64) for k, v in columns.items()}
-    for i, axis in enumerate(geometry.axes[1:]):
-        pixels = np.asarray(centroids[i], dtype=np.float64)
-        found[axis] = pixels * geometry.scale[i + 1] + geometry.translate[i + 1]
-    return found
 
 
 def _axes(geometry: Geometry) -> list[Any]:
@@ -159,20 +137,21 @@ def write_geff(
         raise ValueError(f"GEFF tracks need (t, [z,] y, x) labels with a geometry each, got {stack.shape}")
     geometry = Geometry("t" + geometry.axes[1:], geometry.scale, geometry.translate, geometry.units)
     tracks = build_tracks(stack, parents)
-    nodes = _nodes(stack, geometry)
-    track_of = {(t.label_id, f): t.track_id for t in tracks.tracks for f in range(t.begin, t.end + 1)}
-    node_ids = np.arange(nodes["t"].size, dtype=np.uint64)
-    index = {(int(s), int(f)): i for i, (s, f) in enumerate(zip(nodes["seg_id"], nodes["t"], strict=True))}
-    track_ids = np.asarray([track_of[(s, f)] for s, f in index], dtype=np.int64)
+    objects = frame_objects(stack)
+    node_ids = np.arange(objects.frame.size, dtype=np.uint64)
+    pairs = zip(objects.label_id.tolist(), objects.frame.tolist(), strict=True)
+    index = {(s, f): i for i, (s, f) in enumerate(pairs)}
+    track_ids = track_of_objects(tracks, objects)
     roots = _lineage(tracks)
     voxel = float(np.prod(geometry.scale[1:]))
     edges = _edges(tracks, index)
+    world = objects.centroid * np.asarray(geometry.scale[1:]) + np.asarray(geometry.translate[1:])
     node_props = {
-        "t": nodes["t"],
-        **{a: nodes[a] for a in geometry.axes[1:]},
-        "area": nodes["count"] * voxel,
-        "name": np.asarray([names.get(int(s), "") for s in nodes["seg_id"]], dtype=str),
-        "seg_id": nodes["seg_id"],
+        "t": objects.frame,
+        **{a: world[:, i] for i, a in enumerate(geometry.axes[1:])},
+        "area": objects.pixels * voxel,
+        "name": np.asarray([names.get(int(s), "") for s in objects.label_id], dtype=str),
+        "seg_id": objects.label_id,
         "track_id": track_ids,
         "lineage_id": np.asarray([roots[int(t)] for t in track_ids], dtype=np.int64),
     }

@@ -140,6 +140,52 @@ def build_tracks(stack: np.ndarray, parents: Mapping[int, int] | None = None) ->
     return TrackSet(tuple(sorted(tracks, key=lambda t: t.track_id)), tuple(orphans))
 
 
+@dataclass(frozen=True)
+class FrameObjects:
+    """Every (frame, label) of a time-lapse, one row each, frame by frame then by label.
+
+    Attributes:
+        frame: (N,) int64 frame index.
+        label_id: (N,) int64 label id.
+        pixels: (N,) int64 pixel (voxel) count.
+        centroid: (N, D) float64 centroid in pixel indices of the D spatial axes ((z,) row, col).
+    """
+
+    frame: np.ndarray
+    label_id: np.ndarray
+    pixels: np.ndarray
+    centroid: np.ndarray
+
+
+def frame_objects(stack: np.ndarray) -> FrameObjects:
+    """The objects of a ``(T, [Z,] Y, X)`` labels stack, read frame by frame (numpy, zarr or dask)."""
+    from skimage.measure import regionprops_table
+
+    spatial = stack.ndim - 1
+    frames, ids, counts, centres = [], [], [], []
+    for t in range(stack.shape[0]):
+        table = regionprops_table(np.asarray(stack[t]), properties=["label", "area", "centroid"])
+        n = len(table["label"])
+        frames.append(np.full(n, t, np.int64))
+        ids.append(np.asarray(table["label"], np.int64))
+        counts.append(np.asarray(table["area"], np.int64))
+        centres.append(np.stack([np.asarray(table[f"centroid-{i}"], np.float64) for i in range(spatial)], 1))
+    return FrameObjects(
+        np.concatenate(frames) if frames else np.zeros(0, np.int64),
+        np.concatenate(ids) if ids else np.zeros(0, np.int64),
+        np.concatenate(counts) if counts else np.zeros(0, np.int64),
+        np.concatenate(centres) if centres else np.zeros((0, spatial)),
+    )
+
+
+def track_of_objects(tracks: TrackSet, objects: FrameObjects) -> np.ndarray:
+    """(N,) the ``track_id`` of each (frame, label) row of ``objects``."""
+    run_of = {(t.label_id, f): t.track_id for t in tracks.tracks for f in range(t.begin, t.end + 1)}
+    return np.asarray(
+        [run_of[(int(i), int(f))] for i, f in zip(objects.label_id, objects.frame, strict=True)], np.int64
+    )
+
+
 def relabel_frame(frame: np.ndarray, mapping: Mapping[int, int], dtype: np.dtype | None = None) -> np.ndarray:
     """``frame`` with ids replaced by ``mapping`` (ids not in it unchanged).
 
