@@ -165,11 +165,13 @@ def show_tracks(
     layer: Labels,
     dispatch: Callable[[Callable[[], None]], None],
     on_error: Callable[[str], None] | None = None,
+    then: Callable[[NapariTracks], None] | None = None,
 ) -> threading.Thread | None:
     """Compute the tracks of a time-lapse labels layer on a thread, then add or update its Tracks layer.
 
     Returns the thread (None when the layer is not a time-lapse). ``dispatch`` runs a call on the
-    GUI thread; ``on_error`` gets a message when the tracks cannot be made.
+    GUI thread; ``on_error`` gets a message when the tracks cannot be made; ``then`` gets the tracks
+    (on the GUI thread, after the layer is updated; e.g. the track table).
     """
     if not is_time_lapse(layer) or layer.multiscale:
         return None
@@ -184,7 +186,13 @@ def show_tracks(
             if on_error is not None:
                 dispatch(lambda: on_error(message))
             return
-        dispatch(lambda: apply_tracks(viewer, layer, tracks))
+
+        def deliver() -> None:
+            apply_tracks(viewer, layer, tracks)
+            if then is not None:
+                then(tracks)
+
+        dispatch(deliver)
 
     thread = threading.Thread(target=job, name="sam2-tracks", daemon=True)
     thread.start()

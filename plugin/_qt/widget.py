@@ -55,6 +55,7 @@ from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
 from plugin._qt.propagate_widget import PropagateBox
 from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
+from plugin._qt.tracks_widget import TracksBox
 from plugin.connection.backend import (
     BackendStatus,
     LocalBackend,
@@ -190,8 +191,10 @@ class SamWidget(QWidget):
         self.labels.on_named = self.names.attach
         self.propagate_box = PropagateBox(self.controller, self.labels)
         self.export_box = ExportBox(self.viewer, lambda: self.labels.layer, self._export_provenance)
+        self.tracks_box = TracksBox(self.controller, self.labels)
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
+        column.addWidget(self.tracks_box)
         column.addWidget(self.export_box)
         return page
 

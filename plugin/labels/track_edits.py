@@ -3,6 +3,7 @@
 * :func:`break_track`: label ``a`` from frame ``t`` on becomes a new id (its daughters follow it);
 * :func:`link_tracks`: label ``b`` becomes ``a`` (one track; refused when both are on one frame);
 * :func:`swap_tracks`: from frame ``t`` on, ``a`` and ``b`` trade ids (a tracker's identity switch);
+* :func:`divide`: ``parent`` ends before frame ``t``, ``daughters`` are its children;
 * :func:`record_division`: ``daughters`` are the children of ``parent`` in the lineage.
 
 Pixels go through ``layer.data_setitem`` inside :meth:`plugin.labels.history.LabelHistory.edit`
@@ -98,6 +99,18 @@ def swap_tracks(history: LabelHistory, a: int, b: int, frame: int) -> int:
         raise ValueError("swap two different tracks")
     pixels_a, pixels_b = _pixels_from(data, a, frame), _pixels_from(data, b, frame)
     return _write(history, [(pixels_a, b), (pixels_b, a)])
+
+
+def divide(history: LabelHistory, parent: int, daughters: Iterable[int], frame: int) -> int:
+    """``daughters`` divide from ``parent`` at ``frame``: the parent's pixels from ``frame`` on are
+    cleared (its track ends on ``frame - 1``, one undo step) and the lineage records the division.
+
+    Returns the pixels cleared.
+    """
+    data = history.layer.data
+    _check_time_lapse(data)
+    record_division(history, parent, daughters)
+    return _write(history, [(_pixels_from(data, parent, frame), 0)])
 
 
 def record_division(history: LabelHistory, parent: int, daughters: Iterable[int]) -> None:

@@ -99,3 +99,36 @@ def test_propagate_on_time_shows_tracks_and_exports_ctc_with_provenance(setup, q
     assert lineage_from_metadata(reopened.metadata) == {9: 8}
     reopened_tracks = next(layer for layer in opened if isinstance(layer, Tracks))
     assert reopened_tracks.graph == {9: [8]}
+
+
+def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) -> None:
+    viewer, widget, labels = setup
+    full = np.zeros(labels.data.shape, np.uint32)
+    for t in range(FRAMES):
+        full[t][disc(centre_a(t))] = 3
+        full[t][disc(centre_b(t))] = 8
+    labels.data = full.copy()  # napari keeps the array it is given: full stays the truth
+    box = widget.tracks_box
+    history = widget.controller.histories(labels)
+    depth = history.undo_depth
+    widget.labels.refresh()
+    widget.labels.select(8)
+    viewer.dims.set_point(0, 3)
+    box.break_here()
+    assert not (labels.data[3:] == 8).any()
+    np.testing.assert_array_equal(labels.data[3:] == 9, full[3:] == 8)
+    assert history.undo_depth == depth + 1
+    widget.labels.refresh()
+    widget.labels.select(8)
+    rows_of = {row.label_id: r for r, row in enumerate(widget.labels._rows)}
+    widget.labels._add_to_selection(rows_of[9])  # a ctrl-click on 9
+    assert widget.labels.selected_ids() == [8, 9]
+    box.mark_division()
+    assert lineage_from_metadata(labels.metadata) == {9: 8}
+    qtbot.waitUntil(lambda: box.model.rowCount() == 3, timeout=TIMEOUT_MS)
+    rows = {row.track_id: row for row in box.model.rows}
+    assert (rows[8].first, rows[8].last, rows[9].first, rows[9].parent) == (0, 2, 3, 8)
+    assert rows[3].displacement == pytest.approx(6 * (FRAMES - 1), abs=0.5)
+    assert viewer.layers[tracks_layer_name("cells")].graph == {9: [8]}
+    box._on_row(box.model.index(list(rows).index(9), 0))
+    assert viewer.dims.current_step[0] == 3 and widget.labels.selected_ids() == [9]
