@@ -24,6 +24,10 @@ ImageJ's calibration), and the log says so. Label files written tile by tile
 (:mod:`batch.large`) are tiled BigTIFFs, which ImageJ's own reader does not
 open: they stay uint32 with resolution tags too.
 
+Every label file carries its provenance record (:mod:`batch.provenance`: model,
+checkpoint, settings, tile grid; in the format's own place, a sidecar
+``NAME.provenance.json`` beside a plain uint32 TIFF).
+
 Every file is written to a temporary name in its folder and moved into place
 with ``os.replace`` (a zarr store: a temporary directory swapped in), so a
 crash or Ctrl-C never leaves a half-written label file that a later run
