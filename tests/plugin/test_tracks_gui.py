@@ -16,6 +16,7 @@ from plugin.labels.lineage import LINEAGE_KEY, lineage_from_metadata
 from plugin.tracks import tracks_layer_name
 from protocol.formats.ctc import read_ctc
 from protocol.formats.provenance_files import read_provenance
+from tests.support import timelapse
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
@@ -29,8 +30,7 @@ FRAMES = 5
 
 
 def disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
-    rows, cols = np.mgrid[:SIZE, :SIZE]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+    return timelapse.disc((SIZE, SIZE), centre, radius)
 
 
 def centre_a(t: int) -> tuple[float, float]:
