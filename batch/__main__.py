@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ome-zarr: write the labels only (default: the source image too, at the store's root, "
         "so viewers opening the root show image and labels)",
     )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="re-run the prompts recorded in FILE (any label file we wrote, or its .provenance.json) "
+        "on the one input image with --model; writes NAME_replay in --format",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -215,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_in_memory_bytes=args.max_in_memory_mib << 20,
         root_image=not args.no_image,
     )
+    if args.replay is not None:
+        return run_replay(args)
     try:
         files = discover(args.inputs)
         report = run_batch(files, args.out, settings)
@@ -237,6 +247,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.summary,
     )
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """``--replay FILE IMAGE``: one image, the record's prompts sent again (:mod:`batch.replay`)."""
+    from batch.inputs import ReadError
+    from batch.replay import ReplayError, replay
+    from protocol.wire.errors import AnswerError, ClientError
+
+    if len(args.inputs) != 1 or not args.inputs[0].is_file():
+        log.error("--replay takes exactly one input image file, got %s", [str(p) for p in args.inputs])
+        return EXIT_USAGE
+    try:
+        report = replay(
+            args.replay, args.inputs[0], args.out, args.broker, args.model, args.output_format, args.timeout_s
+        )
+    except (ReplayError, ReadError) as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    except (ClientError, AnswerError) as e:
+        log.error("replay failed, nothing written: %s", e)
+        return EXIT_FAILED
+    log.info(
+        "replay done: %d labels from %d prompts -> %s (not replayable: %s)",
+        len(report.labels),
+        report.requests,
+        report.output,
+        list(report.not_replayable) or "none",
+    )
+    return EXIT_OK
 
 
 if __name__ == "__main__":

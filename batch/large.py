@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, ngff_root_image, tiff_resolution, write_output
+from batch.outputs import (
+    FORMAT_OME_ZARR,
+    FORMAT_TIFF,
+    ngff_root_image,
+    tiff_resolution,
+    write_output,
+    write_provenance_sidecar,
+)
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_file
 from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
@@ -181,6 +189,8 @@ class LabelSink:
         self.output_format = output_format
         self.geometry = geometry if geometry is not None and geometry.ndim == len(label_shape) else None
         self.coordinates = coordinates
+        self.provenance: Provenance | None = None
+        """How the labels were made: set before :meth:`commit`, written with them."""
         flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
         self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
         self._tmp: Path | None = None
@@ -211,7 +221,13 @@ class LabelSink:
             if not self.on_disk:
                 labels = self.array.reshape(self.label_shape)
                 write_output(
-                    self.path, labels, self.output_format, self.geometry, self.coordinates, self.image
+                    self.path,
+                    labels,
+                    self.output_format,
+                    self.geometry,
+                    self.coordinates,
+                    self.image,
+                    self.provenance,
                 )
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
@@ -258,6 +274,7 @@ class LabelSink:
                 photometric="minisblack",
                 **tiff_resolution(self.geometry),
             )
+        write_provenance_sidecar(self.path, self.provenance)
 
     def _write_ngff(self) -> None:
         import dask
@@ -299,6 +316,8 @@ class LabelSink:
             if self.image is not None:
                 ngff_root_image(self.image, self.label_shape, geometry, self.path, self._stop)(root)
                 link_to_root_image(root, group_name)
+            if self.provenance is not None:
+                root.attrs[PROVENANCE_KEY] = self.provenance.to_dict()
 
 
 def _never() -> None:

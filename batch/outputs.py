@@ -27,6 +27,10 @@ ImageJ's calibration), and the log says so. Label files written tile by tile
 (:mod:`batch.large`) are tiled BigTIFFs, which ImageJ's own reader does not
 open: they stay uint32 with resolution tags too.
 
+Every label file carries its provenance record (:mod:`batch.provenance`: model,
+checkpoint, settings, tile grid; in the format's own place, a sidecar
+``NAME.provenance.json`` beside a plain uint32 TIFF).
+
 Every file is written to a temporary name in its folder and moved into place
 with ``os.replace`` (a zarr store: a temporary directory swapped in), so a
 crash or Ctrl-C never leaves a half-written label file that a later run
@@ -56,6 +60,7 @@ from protocol.runtime.atomic import atomic_file
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry
+    from protocol.formats.provenance import Provenance
 
 SUMMARY_NAME = "summary.csv"
 FORMAT_TIFF = "tiff"
@@ -135,13 +140,16 @@ def pixel_size_text(geometry: Geometry | None) -> str:
     return f"{geometry.size('x'):g}x{geometry.size('y'):g} {unit}"
 
 
-def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = None) -> None:
+def write_labels(
+    path: Path, labels: np.ndarray, geometry: Geometry | None = None, provenance: Provenance | None = None
+) -> None:
     """Write uint32 labels atomically as a TIFF: (H, W) one page, (..., H, W) one page per slice.
 
     Ids up to 65535 make the plugin's Fiji-ready TIFF (uint16, ImageJ calibration from
     ``geometry``, pixel units without one); larger ids, more than 5 axes, or more than
     :data:`IMAGEJ_MAX_BYTES` of uint16 pixels, a uint32 (Big)TIFF with ``geometry``'s pixel
-    size in the X/Y resolution tags (logged).
+    size in the X/Y resolution tags (logged). ``provenance``: the ImageJ property
+    ``sam2.provenance``, or a sidecar ``NAME.provenance.json`` beside a plain TIFF.
     """
     import tifffile
 
@@ -157,7 +165,9 @@ def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = Non
         if (
             geometry is not None
             and classic
-            and write_imagej(tmp, labels, {}, geometry, geometry_facts(geometry), IMAGEJ_LABEL_DTYPE)
+            and write_imagej(
+                tmp, labels, {}, geometry, geometry_facts(geometry), IMAGEJ_LABEL_DTYPE, provenance
+            )
         ):
             return
         log.warning(
@@ -176,6 +186,15 @@ def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = Non
             photometric="minisblack",
             **tiff_resolution(geometry),
         )
+    write_provenance_sidecar(path, provenance)
+
+
+def write_provenance_sidecar(path: Path, provenance: Provenance | None) -> None:
+    """``NAME.provenance.json`` beside a label file whose format has no place for it (none: nothing)."""
+    from protocol.formats.provenance import sidecar_path, write_sidecar
+
+    if provenance is not None:
+        write_sidecar(sidecar_path(path), provenance)
 
 
 def output_path(tiff_path: Path, output_format: str) -> Path:
@@ -195,6 +214,7 @@ def write_output(
     geometry: Geometry | None = None,
     coordinates: str = "pixel",
     image: Any = None,
+    provenance: Provenance | None = None,
 ) -> None:
     """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
 
@@ -206,13 +226,14 @@ def write_output(
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates (:data:`COORDINATES`).
         image: OME-Zarr only: the source slices, (N, H, W[, C]) array-like, written into the
             store's root as an NGFF image pyramid (:func:`ngff_root_image`); None: labels only.
+        provenance: how the labels were made, in the format's own place (:mod:`protocol.formats.provenance`).
 
     Raises:
         ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
         OSError: the file system refused.
     """
     if output_format == FORMAT_TIFF:
-        write_labels(path, labels, geometry)
+        write_labels(path, labels, geometry, provenance)
         return
     from protocol.formats.geojson import write_geojson
     from protocol.formats.geometry import Geometry
@@ -224,9 +245,11 @@ def write_output(
         geometry = Geometry.plain(labels.ndim)
     if output_format == FORMAT_OME_ZARR:
         root_image = None if image is None else ngff_root_image(image, labels.shape, geometry, path)
-        write_ngff_labels(path, labels, {}, geometry, name=path.name.split(".")[0], image=root_image)
+        write_ngff_labels(
+            path, labels, {}, geometry, name=path.name.split(".")[0], image=root_image, provenance=provenance
+        )
     elif output_format == FORMAT_GEOJSON:
-        write_geojson(path, labels, {}, geometry, coordinates)
+        write_geojson(path, labels, {}, geometry, coordinates, provenance)
     else:
         raise ValueError(f"unknown output format {output_format!r}")
 

@@ -56,6 +56,8 @@ from batch.outputs import (
     write_output,
     write_summary,
 )
+from batch.provenance import batch_provenance, service_info
+from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.geometry.link import PlaneView, StackLinker
 from protocol.ops.requests import auto
@@ -245,6 +247,7 @@ class BatchRunner:
         self._clients = _Clients(settings)
         self._progress: object = None
         self._tiled: list[tuple[Path, InputImage | None]] = []
+        self._info: dict[str, Any] = {}
 
     def run(self) -> BatchReport:
         """Run the batch; the summary is written even when interrupted.
@@ -264,6 +267,7 @@ class BatchRunner:
                 self._skip(path, known)
         if todo:
             workers = broker_workers(self.settings)
+            self._info = service_info(self.settings.broker, self.settings.model)
             self.report.in_flight = self.settings.in_flight or 2 * workers
             log.info(
                 "batch: %d inputs (%d skipped: labels exist), model=%s workers=%d in_flight=%d out=%s",
@@ -404,6 +408,7 @@ class BatchRunner:
             tiled = self._needs_tiles((height, width))
             tile_size = self.settings.tile_size if tiled else max(height, width)
             halo = self.settings.tile_halo if tiled else 0
+            sink.provenance = self._provenance(path, (height, width), tile_size, halo)
             log.info(
                 "tiled file=%s slices=%d size=%dx%d tile=%d halo=%d labels=%s pixel size=%s",
                 path,
@@ -484,6 +489,23 @@ class BatchRunner:
             request_ids_text([i for done in result.slices for i in done.request_ids]),
         )
         self._advance()
+
+    def _provenance(
+        self,
+        path: Path,
+        slice_shape: tuple[int, int] | None = None,
+        tile_size: int | None = None,
+        halo: int | None = None,
+    ) -> Provenance:
+        """The record written with ``path``'s labels: model facts, settings, tile grid."""
+        limits = self.settings.contrast_limits
+        parameters: dict[str, Any] = {
+            **self.settings.auto_params(),
+            "contrast_limits": None if limits is None else list(limits),
+            "link_slices": self.settings.link_slices,
+        }
+        model, worker_info = self.settings.model, self._info
+        return batch_provenance(model, worker_info, path, parameters, slice_shape, tile_size, halo)
 
     # -- one slice ----------------------------------------------------------------
 
@@ -571,6 +593,7 @@ class BatchRunner:
                     geometry,
                     self.settings.coordinates,
                     job.image.slices if self.settings.root_image else None,
+                    self._provenance(job.path),
                 )
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"

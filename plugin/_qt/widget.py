@@ -47,12 +47,13 @@ from qtpy.QtWidgets import (
 from plugin._qt.auto_widget import AutoBox
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
-from plugin._qt.export_widget import ExportBox
+from plugin._qt.export_widget import ExportBox, layer_provenance, matching_image
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
 from plugin._qt.prompt_widget import ModeBox, PromptBox
 from plugin._qt.propagate_widget import PropagateBox
 from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button
+from plugin._qt.tracks_widget import TracksBox
 from plugin.connection.backend import (
     BackendStatus,
     LocalBackend,
@@ -66,10 +67,12 @@ from plugin.connection.session import Session
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.jobs.controller import Applied, Controller, same_layer
 from plugin.view import napari_redraw
+from protocol.formats.provenance import Provenance
 from protocol.wire.errors import ClientError, ProtocolError
 
 if TYPE_CHECKING:
     import napari.viewer
+    from napari.layers import Labels
 
 REFRESH_INTERVAL_MS = 10_000
 RETRY_INTERVAL_MS = 2_000
@@ -184,9 +187,11 @@ class SamWidget(QWidget):
         self.labels = LabelTable(self.viewer, self.controller)
         self.labels.on_named = self.names.attach
         self.propagate_box = PropagateBox(self.controller, self.labels)
-        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer)
+        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer, self._export_provenance)
+        self.tracks_box = TracksBox(self.controller, self.labels)
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
+        column.addWidget(self.tracks_box)
         column.addWidget(self.export_box)
         return page
 
@@ -228,6 +233,11 @@ class SamWidget(QWidget):
                 lambda: self._connected(BackendStatus(address, error=str(error)), None)
             ),
         )
+
+    def _export_provenance(self, layer: Labels) -> Provenance:
+        """How ``layer`` was made (model, checkpoint, prompts per label): every export records it."""
+        status, image = self.status, matching_image(self.viewer, layer)
+        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, image)
 
     def _connected(self, status: BackendStatus, local: LocalBackend | None) -> None:
         if self._closed:

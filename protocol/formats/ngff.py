@@ -31,6 +31,7 @@ import numpy as np
 
 from protocol.formats.geometry import Geometry
 from protocol.formats.labels_file import LabelsFile
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_dir
 
 NGFF_SUFFIXES = (".ome.zarr", ".zarr")
@@ -74,6 +75,7 @@ def write_ngff_labels(
     geometry: Geometry,
     name: str = "labels",
     image: Callable[[Any], None] | None = None,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write ``data`` as the NGFF label image ``labels/<name>`` of a new store at ``path``; return the store.
 
@@ -85,6 +87,7 @@ def write_ngff_labels(
         name: the label image's name (made safe for a zarr path).
         image: called with the store's root group before the store is moved into place, to
             write the source image there (:func:`protocol.formats.ngff_image.write_image_pyramid`).
+        provenance: how the labels were made, as the root group's ``sam2.provenance`` attribute.
     """
     import dask.array as da
     import zarr
@@ -118,6 +121,8 @@ def write_ngff_labels(
         if image is not None:
             image(root)
             link_to_root_image(root, group_name)
+        if provenance is not None:
+            root.attrs[PROVENANCE_KEY] = provenance.to_dict()
     return store
 
 
@@ -191,6 +196,12 @@ def is_ngff_labels(path: str | os.PathLike[str]) -> bool:
         return bool(_label_groups(_open(p)))
     except Exception:  # zarr raises many kinds of error for a folder that is not a store
         return False
+
+
+def read_ngff_provenance(path: str | os.PathLike[str]) -> Provenance | None:
+    """The ``sam2.provenance`` attribute of the store's root group, None when it has none."""
+    record = dict(_open(path).attrs).get(PROVENANCE_KEY)
+    return None if record is None else Provenance.from_dict(record)
 
 
 def read_ngff_labels(path: str | os.PathLike[str]) -> list[LabelsFile]:
