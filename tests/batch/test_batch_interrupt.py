@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import tifffile
 
+from bench.discs import disc_image, scattered_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner, wait_until
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 NOISE = ("never awaited", "Task was destroyed", "Traceback", "Exception ignored")
 

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tifffile
 
+from bench.discs import disc_image, scattered_discs
 from protocol.formats.geometry import Geometry
 from protocol.formats.ngff_image import write_image_pyramid
 from tests.batch.test_batch_tracing import write_ome_zarr
 from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 
 def _root_nodes(store: Path) -> list[Any]:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import tifffile
 
+from bench.discs import disc_image, scattered_discs
 from protocol.formats.provenance_files import read_provenance
 from protocol.geometry.grid import tile_grid
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 SHAPE = (200, 240)
 
