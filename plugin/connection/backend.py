@@ -109,6 +109,8 @@ class BackendStatus:
         info: the chosen model's ``info`` result (``device``, ``random_weights``).
         embedded: whether the plugin started this backend itself.
         error: why there is no usable backend (None when connected).
+        reachable: whether a broker answered at ``address`` (False: none did, so the
+            error is about the broker, not about its workers).
     """
 
     address: str
@@ -117,6 +119,7 @@ class BackendStatus:
     info: Mapping[str, Any] = field(default_factory=dict)
     embedded: bool = False
     error: str | None = None
+    reachable: bool = True
 
     @property
     def connected(self) -> bool:
@@ -487,10 +490,11 @@ def establish(
     except (ClientError, ProtocolError) as e:
         if not (allow_embedded and is_local(address) and env_flag("SAM2_EMBEDDED", True)):
             hint = "start one with scripts/start_all.sh, or check the address"
-            return BackendStatus(address, error=f"no broker answers at {address} ({e}); {hint}"), None
+            error = f"no broker answers at {address} ({e}); {hint}"
+            return BackendStatus(address, error=error, reachable=False), None
         local, error = start_local(address, wanted_model, report, cancel=cancel)
         if local is None:
-            return BackendStatus(address, error=error), None
+            return BackendStatus(address, error=error, reachable=False), None
         services = probe(address)
     model = choose_model(services, wanted_model)
     if model is None:
