@@ -10,7 +10,8 @@ and ``NAME.gis.geojson``, so the two GeoJSON exports never meet). When any
 file the export would write exists already (a TIFF's names JSON and CSV
 included), :attr:`ExportBox.confirm_overwrite` asks first (a question box;
 tests answer it); "No" writes nothing. The writing is :func:`plugin.export.export_labels` (the same
-code as ``File > Save Selected Layers`` and ``sam2-batch --format``).
+code as ``File > Save Selected Layers`` and ``sam2-batch --format``). An export whose physical
+units look wrong (:func:`plugin.calibration.export_calibration_warning`) is written with a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QMessageBox, QWidget
 
 from plugin._qt.qt_helpers import button
+from plugin.calibration import export_calibration_warning
 from plugin.export import GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels, export_paths
 from plugin.jobs.controller import napari_notify
 from plugin.labels.names import names_from_metadata
@@ -200,7 +202,11 @@ class ExportBox(QGroupBox):
     def export(self, layer: Labels, path: str | Path) -> list[Path]:
         """Write ``layer`` to ``path`` in the chosen format and say where (errors notified, not raised)."""
         chosen = self.choice()
-        image = matching_image(self.viewer, layer) if chosen.fmt is MEASUREMENTS else None
+        shown = matching_image(self.viewer, layer)
+        image = shown if chosen.fmt is MEASUREMENTS else None
+        unsure = export_calibration_warning(layer, shown)
+        if unsure is not None:
+            napari_notify("warning", f"Export of {layer.name}: {unsure}")
         try:
             written = export_layer(layer, path, chosen.fmt.key, image, chosen.coordinates)
         except (OSError, ValueError, TypeError) as e:

@@ -55,6 +55,7 @@ from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
 from plugin._qt.propagate_widget import PropagateBox
 from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
+from plugin.calibration import CalibrationOffers, napari_offer
 from plugin.connection.backend import (
     BackendStatus,
     LocalBackend,
@@ -122,6 +123,7 @@ class SamWidget(QWidget):
         self.link = LinkTracker()
         """The backend's state, since when, and what is retried (:mod:`plugin.connection.link_state`)."""
         self._cancel_connect = threading.Event()
+        self.calibration_offers = CalibrationOffers(napari_offer)  # an image in pixels whose file has µm
         layout = QVBoxLayout(self)
         layout.addWidget(self._connection_box())
         self.tabs = QTabWidget()
@@ -439,6 +441,8 @@ class SamWidget(QWidget):
     def _on_image(self, layer: Image | None) -> None:
         changed = not same_layer(layer, self.controller.image)
         self.controller.image = layer
+        if layer is not None:
+            self.calibration_offers.check(layer)
         if changed and layer is not None and hasattr(self, "result"):
             self.result.setText(f"Prompts now go to the image {layer.name}.")
 
