@@ -48,6 +48,7 @@ from qtpy.QtWidgets import (
 
 from plugin import user_settings
 from plugin._qt.auto_widget import AutoBox
+from plugin._qt.box_question import ask_box_resolution
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
 from plugin._qt.export_widget import ExportBox
@@ -114,6 +115,9 @@ class SamWidget(QWidget):
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
         self.controller.listeners.append(self._on_applied)
+        self.controller.box_tiles.choose = lambda view: ask_box_resolution(
+            self, view, self.controller.box_tiles
+        )
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None
         self._connector: LatestOnly[Any] = LatestOnly(name="sam2-connect")

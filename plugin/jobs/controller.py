@@ -32,6 +32,7 @@ import numpy as np
 
 from plugin.connection.session import Session
 from plugin.events_log import EventLog
+from plugin.jobs.box_tiles import BoxTiles
 from plugin.jobs.results import Notify, Results, napari_notify
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.jobs.stacks import AUTO_STACK, StackJobs
@@ -249,6 +250,13 @@ class Controller:
         self.prefetch: Prefetcher | None = None
         """Embeds the image under the view ahead of clicks (set by the widget; see jobs.prefetch)."""
         self.histories.before_change.append(self.new_object)
+        self.box_tiles = BoxTiles(
+            lambda: self.session,
+            lambda level, message: self.notify(level, message),
+            self.on_error,
+            lambda *answered: self._apply_windowed(*answered, sent_logits=False),
+        )
+        """A box one request would see downsampled: asked first, maybe tiled (issue 23, item 2)."""
         self.slice_prompts = SlicePrompts()
         """The newest Point/Box prompt applied to each label on each slice (Propagate sends them)."""
         self.stack = StackJobs(self)
@@ -591,6 +599,8 @@ class Controller:
         assert self.session is not None
         if self.prefetch is not None:
             self.prefetch.clicked(image, obj.plane, prompt)  # a prefetch for another place is dropped
+        if channel == BOX and self.box_tiles.intercept(channel, obj, prompt, image):
+            return  # tiled at full resolution, or not sent
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         if is_large(obj.plane):
             self._submit_windowed(channel, obj, prompt, LazyPlane(data, obj.plane, rgb), limits)
