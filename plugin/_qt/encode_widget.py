@@ -40,9 +40,9 @@ class EncodeBox(QGroupBox):
     def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
         super().__init__("Embeddings ahead", parent)
         self.controller = controller
-        self.prefetcher = Prefetcher(controller, Coalescer(PREFETCH_DELAY_MS, self))
+        self.prefetcher = Prefetcher(controller.context, Coalescer(PREFETCH_DELAY_MS, self))
         controller.prefetch = self.prefetcher
-        self.encoder = EncodeStack(controller)
+        self.encoder = EncodeStack(controller.context)
         self.encoder.choose = self.ask_what_fits
         form = QFormLayout(self)
         self.prefetch = QCheckBox("Prefetch under the view")

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QMess
 from plugin._qt.qt_helpers import button
 from plugin.calibration import export_calibration_warning
 from plugin.export import GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels, export_paths
-from plugin.jobs.controller import napari_notify
+from plugin.jobs.results import napari_notify
 from plugin.labels.names import names_from_metadata
 from protocol.formats.geojson import PHYSICAL, PIXEL
 

@@ -115,8 +115,8 @@ class SamWidget(QWidget):
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
         self.controller.listeners.append(self._on_applied)
-        self.controller.box_tiles.choose = lambda view: ask_box_resolution(
-            self, view, self.controller.box_tiles
+        self.controller.prompts.box_tiles.choose = lambda view: ask_box_resolution(
+            self, view, self.controller.prompts.box_tiles
         )
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None
@@ -508,10 +508,6 @@ class SamWidget(QWidget):
         self.result.setText(
             f"{applied.channel}{where}: {what} in {applied.layer_name}, {applied.pixels} pixels changed"
         )
-
-    def toggle_auto(self) -> None:
-        """AUTO-SEGMENT the current slice, or cancel it (the Segment tab's button)."""
-        self.auto_box.toggle_slice()
 
     # -- shutdown ---------------------------------------------------------------------------
 

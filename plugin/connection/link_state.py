@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from plugin.connection.backend import BackendStatus
+from plugin.connection.probe import BackendStatus
 
 CONNECTED = "connected"
 NO_WORKER = "no worker"

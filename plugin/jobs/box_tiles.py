@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from plugin.jobs.context import JobContext
+from plugin.jobs.submit import submit
 from plugin.view.image_slice import LazyPlane
 from plugin.view.layers import base_data
 from plugin.view.prompts import Prompt
@@ -24,8 +26,6 @@ from protocol.ops.windowed import WindowedMask
 
 if TYPE_CHECKING:
     from napari.layers import Image
-
-    from plugin.connection.session import Session
 
 FULL = "full"
 """Segment the box at native resolution, one request per tile, stitched into one label."""
@@ -37,21 +37,13 @@ class BoxTiles:
     """Decides, before sending, how a large box is segmented; runs the tiled one.
 
     Args:
-        session: the current session (None while not connected).
-        notify: ``notify(level, message)`` for the user.
-        on_error: reports a failed request.
+        ctx: the jobs' shared state (session, notifications).
         apply: pastes a :class:`~protocol.ops.windowed.WindowedMask` answer for ``(channel, obj, prompt)``
-            on the GUI thread (the controller's windowed paste).
+            on the GUI thread (the prompt jobs' windowed paste).
     """
 
-    def __init__(
-        self,
-        session: Callable[[], Session | None],
-        notify: Callable[[str, str], None],
-        on_error: Callable[[Exception], None],
-        apply: Callable[[str, Any, Prompt, WindowedMask], None],
-    ) -> None:
-        self.session_of, self.notify, self.on_error, self.apply = session, notify, on_error, apply
+    def __init__(self, ctx: JobContext, apply: Callable[[str, Any, Prompt, WindowedMask], None]) -> None:
+        self.ctx, self.apply = ctx, apply
         self.choose: Callable[[BoxView], str | None] = lambda _view: ONE
         """Asked on the GUI thread with how the box would be seen: :data:`FULL`, :data:`ONE` or None."""
         self.remembered: str | None = None
@@ -62,7 +54,7 @@ class BoxTiles:
 
         ``obj`` is the controller's active object (``.plane``: the slice).
         """
-        session = self.session_of()
+        session = self.ctx.session
         if prompt.box is None or len(prompt.points) or session is None:
             return False
         try:
@@ -73,10 +65,10 @@ class BoxTiles:
             return False
         choice = self.remembered or self.choose(view)
         if choice is None:
-            self.notify("info", "Box not sent.")
+            self.ctx.notify("info", "Box not sent.")
             return True
         if choice != FULL:
-            self.notify("info", f"{view.notice()} Sent as one request.")
+            self.ctx.notify("info", f"{view.notice()} Sent as one request.")
             return False
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         source, box = LazyPlane(data, obj.plane, rgb), tuple(prompt.box)
@@ -85,6 +77,10 @@ class BoxTiles:
         def job(_client: Any) -> WindowedMask:
             return segment_box_tiled(session.new_client, source, box, contrast_limits=contrast)
 
-        self.notify("info", f"Segmenting the box at full resolution in {view.tiles} tiles…")
-        session.submit(channel, job, lambda answer: self.apply(channel, obj, prompt, answer), self.on_error)
+        self.ctx.notify("info", f"Segmenting the box at full resolution in {view.tiles} tiles…")
+
+        def done(answer: WindowedMask) -> None:
+            self.apply(channel, obj, prompt, answer)
+
+        submit(self.ctx, channel, job, done)
         return True

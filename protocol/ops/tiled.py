@@ -23,6 +23,7 @@ background is not stretched into noise.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -40,6 +41,8 @@ from protocol.ops.fan_out import fan_out
 from protocol.wire.client import SamClient
 from protocol.wire.wire_image import stack_contrast_limits, to_wire
 
+log = logging.getLogger(__name__)
+
 # Pixels read to estimate a slice's contrast limits (a strided sample).
 CONTRAST_SAMPLE_PIXELS = 1 << 20
 
@@ -56,6 +59,9 @@ class TiledAutoResult:
         in_flight: requests kept in flight.
         seconds: wall time of the whole run.
         cancelled: the run stopped early because ``cancel`` was set.
+        request_ids: the request id of each tile answered, in grid (row-major,
+            sending) order, to find the tiles in the broker and worker logs.
+        resends: tile requests sent again (lost broker connections, timeouts).
     """
 
     num_objects: int
@@ -65,6 +71,8 @@ class TiledAutoResult:
     in_flight: int
     seconds: float
     cancelled: bool
+    request_ids: tuple[str, ...] = ()
+    resends: int = 0
 
 
 def sample_contrast_limits(
@@ -141,12 +149,16 @@ def tiled_auto(
         contrast_limits = sample_contrast_limits(source)
     auto_params = dict(params or {})
 
-    def send(client: SamClient, tile: Tile, halt: threading.Event) -> np.ndarray:
-        image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
-        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s).labels
+    request_ids: dict[int, str] = {}
 
-    def stitch(tile: Tile, labels: np.ndarray) -> None:
-        stitcher.add(tile, labels)
+    def send(client: SamClient, tile: Tile, halt: threading.Event) -> ops.AutoAnswer:
+        image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
+        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+
+    def stitch(tile: Tile, answer: ops.AutoAnswer) -> None:
+        stitcher.add(tile, answer.labels)
+        request_ids[tile.flat] = answer.request_id
+        log.debug("tile %s window=%s request_id=%s", tile.index, tile.window, answer.request_id)
         if on_progress is not None:
             on_progress(stitcher.tiles_done, len(grid))
 
@@ -160,6 +172,8 @@ def tiled_auto(
         in_flight=run.in_flight,
         seconds=time.monotonic() - started,
         cancelled=stop.is_set(),
+        request_ids=tuple(request_ids[flat] for flat in sorted(request_ids)),
+        resends=run.resends,
     )
 
 

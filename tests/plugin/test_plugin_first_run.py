@@ -100,7 +100,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
         labels = viewer.add_labels(np.zeros((size, size), np.uint32), name=f"big {round_}")
         widget.labels.layer_combo.set_layer(labels)  # the Labels tab follows it
         plane = plane_of(viewer, labels, labels.data.shape)
-        ids, pixels = controller.paste_auto(labels, plane, objects)  # history, ids, watchers
+        ids, pixels = controller.results.paste_auto(labels, plane, objects)  # history, ids, watchers
         assert ids == (1, 2) and pixels == 1_250_000
         widget.names.layer_combo.set_layer(labels)
         widget.names.label_id.setValue(1)
@@ -117,7 +117,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
     assert growth < 0.1 * readings[0], readings  # each round held 64 MB of labels and 30 MB of history
     assert "big 9 names" not in viewer.layers and len(viewer.layers) == 0
     assert len(controller.histories) == 0 and len(controller.tracker) == 0
-    assert not controller.objects and not controller._watched and controller.last_written is None
+    assert not controller.objects and not controller.prompt_layers.watched and controller.last_written is None
     assert widget.labels.layer is None and widget.labels.table.rowCount() == 0
     assert not widget.names.overlays
 
@@ -279,7 +279,8 @@ def test_a_label_undone_by_napari_leaves_the_labels_table(offline, qtbot) -> Non
     widget.labels.layer_combo.set_layer(labels)
     objects = np.zeros((40, 40), np.uint32)
     objects[5:10, 5:10] = 1
-    widget.controller.paste_auto(labels, plane_of(viewer, labels, (40, 40)), objects)  # as AUTO-SEGMENT
+    plane = plane_of(viewer, labels, (40, 40))
+    widget.controller.results.paste_auto(labels, plane, objects)  # as AUTO-SEGMENT
     assert table_rows(widget, qtbot) == [(1, 25)]
     labels.undo()  # napari's own undo (its menu, a script), not the plugin's keys
     assert table_rows(widget, qtbot) == []

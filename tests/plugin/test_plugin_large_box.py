@@ -43,7 +43,7 @@ def test_a_large_box_is_offered_full_resolution_and_comes_back_exact(
     widget.controller.notify = lambda level, message: notes.append((level, message))
     asked: list[BoxView] = []
     answers = [ONE, FULL]
-    widget.controller.box_tiles.choose = lambda view: asked.append(view) or answers.pop(0)  # type: ignore[func-returns-value]
+    widget.controller.prompts.box_tiles.choose = lambda view: asked.append(view) or answers.pop(0)  # type: ignore[func-returns-value]
 
     draw_box(widget, qtbot, BOX_RECT)  # one request: asked first, told 1/3, coarse
     assert len(asked) == 1 and asked[0].factor == 3 and asked[0].tiles == 16

@@ -369,7 +369,7 @@ def test_auto_segment_stack_of_large_slices_never_holds_a_slice_sized_array(view
 def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbot, monkeypatch) -> None:
     """Refining a label on a 6000² slice clears it outside the new mask wherever it was painted, reading
     only the union of the label's box (kept from every change) and the answer's."""
-    import plugin.jobs.controller
+    import plugin.jobs.segment
     from plugin.labels.ops import LabelMode
 
     shape = (6000, 6000)
@@ -380,7 +380,7 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
     labels_layer = viewer.layers[POINTS_MASK]
     labels_layer.data_setitem((np.array([3100, 3101]), np.array([3200, 3200])), label_id)  # painted by hand
     reads: list[int] = []
-    real = plugin.jobs.controller.compute_edit_at
+    real = plugin.jobs.segment.compute_edit_at
 
     def recording(labels: Any, *args: Any) -> Any:
         class Reads:
@@ -393,7 +393,7 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
 
         return real(Reads(), *args)
 
-    monkeypatch.setattr(plugin.jobs.controller, "compute_edit_at", recording)
+    monkeypatch.setattr(plugin.jobs.segment, "compute_edit_at", recording)
     widget.controller.set_mode(LabelMode.INTERSECTION, labels_layer, label_id)
     viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
     click(widget, qtbot, [3000.0, 3000.0])
