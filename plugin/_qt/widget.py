@@ -344,7 +344,10 @@ class SamWidget(QWidget):
             address, model = status.address, self.model.currentText() or default_model()
 
             def connect() -> tuple[BackendStatus, LocalBackend | None]:
-                return establish(address, model, lambda _text: None, allow_embedded=False)
+                fresh, local = establish(address, model, lambda _text: None, allow_embedded=False)
+                if not fresh.reachable and not status.reachable and status.error:
+                    fresh = replace(fresh, error=status.error)  # still no broker: keep the first explanation
+                return fresh, local
 
             self._connector.submit(connect, lambda result: self.dispatch(lambda: self._connected(*result)))
             return
