@@ -38,13 +38,13 @@ import tifffile
 
 from plugin.labels.names import METADATA_KEY, clean_name, names_from_metadata
 from protocol.formats.ctc import write_ctc
-from protocol.formats.geff_tracks import write_geff
-from protocol.formats.geojson import PIXEL, is_geojson, read_geojson, write_geojson
+from protocol.formats.geff_tracks import geff_path, write_geff
+from protocol.formats.geojson import PIXEL, geojson_path, is_geojson, read_geojson, write_geojson
 from protocol.formats.geometry import Geometry
 from protocol.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
 from protocol.formats.labels_file import LabelsFile
-from protocol.formats.measure import MEASUREMENTS_SUFFIX, write_measurements
-from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels
+from protocol.formats.measure import MEASUREMENTS_SUFFIX, measurements_path, write_measurements
+from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels, zarr_path
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance, sidecar_path
 from protocol.runtime.atomic import atomic_file
 
@@ -54,6 +54,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "LabelsFile",
     "export_labels",
+    "export_paths",
     "is_labels_file",
     "read_any",
     "read_labels",
@@ -298,6 +299,27 @@ GEFF = ExportFormat("geff", "GEFF tracks (motile-tracker...)", ".geff.zarr", "GE
 EXPORT_FORMATS = {f.key: f for f in (TIFF, OME_ZARR, GEOJSON, MEASUREMENTS, CTC, GEFF)}
 TRACK_FORMATS = (CTC.key, GEFF.key)
 """Formats for a time-lapse (axis 0 is time): tracks and divisions."""
+
+
+def export_paths(fmt: str, path: str | os.PathLike[str]) -> list[Path]:
+    """Every file or store :func:`export_labels` writes for ``fmt`` at ``path`` (suffixes added as it adds
+    them), so a caller can ask before overwriting any of them.
+
+    Raises:
+        ValueError: unknown format.
+    """
+    if fmt == TIFF.key:
+        return [tiff_path(path), *sidecar_paths(path)]
+    where = {
+        OME_ZARR.key: zarr_path,
+        GEOJSON.key: geojson_path,
+        MEASUREMENTS.key: measurements_path,
+        CTC.key: Path,
+        GEFF.key: geff_path,
+    }
+    if fmt not in where:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    return [where[fmt](path)]
 
 
 def export_labels(

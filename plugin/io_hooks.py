@@ -16,6 +16,10 @@ NGFF labels, and GeoJSON files (ours or QuPath's) come back as labels layers
 with names, scale, translate and units. A CTC folder or a GEFF store (ours,
 or one corrected in another tracking tool) comes back as a labels layer (the
 CTC/track ids, divisions in its metadata) plus a Tracks layer.
+Any other TIFF that carries a pixel
+size (ImageJ or OME metadata, or resolution tags) opens as an image layer
+with that pixel size, unit and z spacing (:mod:`plugin.calibration`); other
+TIFFs are left to napari's own reader.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from plugin.calibration import file_calibration, read_calibrated_tiff
 from plugin.export import (
     CTC,
     GEFF,
@@ -114,7 +119,8 @@ def write_measurements_layers(path: str, layers: list[LayerData]) -> list[str]:
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """npe2 reader: TIFFs we wrote (or ``.names.json``), OME-Zarr labels, GeoJSON; others left alone."""
+    """npe2 reader: TIFFs we wrote (or ``.names.json``), OME-Zarr labels, GeoJSON, calibrated TIFF images;
+    others left alone."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
@@ -124,6 +130,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
         return read_track_layers
     if is_ngff_labels(target) or is_geojson(target) or is_labels_file(target):
         return read_layers
+    if file_calibration(target) is not None:
+        return read_calibrated_tiff
     return None
 
 

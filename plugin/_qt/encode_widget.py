@@ -2,7 +2,9 @@
 
 Thin: :class:`plugin.jobs.prefetch.Prefetcher` and :class:`plugin.jobs.encode_stack.EncodeStack`
 do the work. The button starts Encode stack and, while it runs, cancels it;
-progress shows in the box and in napari's activity dock. The prefetch
+progress shows in the box and in napari's activity dock. When the stack does
+not fit the workers' caches, a question says so before encoding and offers
+the images nearest the current slice (the default), all of them, or cancel. The prefetch
 switch is kept between napari runs.
 """
 
@@ -10,9 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QProgressBar, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QMessageBox, QProgressBar, QWidget
 
 from plugin._qt.qt_helpers import Coalescer, TaskProgress, button
+from plugin.jobs.encode_plan import ALL, FIT, EncodePlan
 from plugin.jobs.encode_stack import EncodeStack
 from plugin.jobs.prefetch import PREFETCH_DELAY_MS, Prefetcher
 from plugin.user_settings import load, save
@@ -40,6 +43,7 @@ class EncodeBox(QGroupBox):
         self.prefetcher = Prefetcher(controller.context, Coalescer(PREFETCH_DELAY_MS, self))
         controller.prefetch = self.prefetcher
         self.encoder = EncodeStack(controller.context)
+        self.encoder.choose = self.ask_what_fits
         form = QFormLayout(self)
         self.prefetch = QCheckBox("Prefetch under the view")
         self.prefetch.setToolTip(PREFETCH_TIP)
@@ -68,6 +72,17 @@ class EncodeBox(QGroupBox):
         self.encode_task.start("Encode stack", self.encoder.cancel)
         if not self.encoder.start(self.encode_task.step, self._done):
             self._done(False)
+
+    def ask_what_fits(self, plan: EncodePlan) -> str | None:
+        """The stack does not fit the caches: encode what they keep (default), all, or nothing."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Encode stack", plan.question(), parent=self)
+        fit = box.addButton(f"Encode the {plan.kept} nearest", QMessageBox.ButtonRole.AcceptRole)
+        everything = box.addButton(f"Encode all {plan.images}", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(fit)
+        box.exec()
+        clicked = box.clickedButton()
+        return FIT if clicked is fit else ALL if clicked is everything else None
 
     def _done(self, _completed: bool) -> None:
         self.encode_task.finish()

@@ -8,23 +8,39 @@ Cell Tracking Challenge folder or GEFF (with the divisions kept in the
 layer's metadata, :mod:`plugin.labels.lineage`). Every file carries the
 provenance record (:func:`layer_provenance`: model, checkpoint, prompts). **Export…** asks where;
 the dialog opens in the folder the labels or their image came from, else the
-home folder. The writing is :func:`plugin.export.export_labels` (the same
-code as ``File > Save Selected Layers`` and ``sam2-batch --format``).
+home folder, and proposes a name of the choice's own (``NAME.qupath.geojson``
+and ``NAME.gis.geojson``, so the two GeoJSON exports never meet). When any
+file the export would write exists already (a TIFF's names JSON and CSV
+included), :attr:`ExportBox.confirm_overwrite` asks first (a question box;
+tests answer it); "No" writes nothing. The writing is :func:`plugin.export.export_labels` (the same
+code as ``File > Save Selected Layers`` and ``sam2-batch --format``). An export whose physical
+units look wrong (:func:`plugin.calibration.export_calibration_warning`) is written with a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QMessageBox, QWidget
 
 from plugin._qt.qt_helpers import button
-from plugin.export import CTC, GEFF, GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels
+from plugin.calibration import export_calibration_warning
+from plugin.export import (
+    CTC,
+    GEFF,
+    GEOJSON,
+    MEASUREMENTS,
+    OME_ZARR,
+    TIFF,
+    ExportFormat,
+    export_labels,
+    export_paths,
+)
 from plugin.jobs.results import napari_notify
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.lineage import lineage_from_metadata
@@ -46,19 +62,27 @@ class ExportChoice:
         title: what the box shows.
         fmt: the format written.
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates (ignored by the other formats).
+        name_suffix: what the dialog proposes after the layer's name (the format's suffix by default).
     """
 
     key: str
     title: str
     fmt: ExportFormat
     coordinates: str = PIXEL
+    name_suffix: str = ""
+
+    def default_name(self, layer_name: str) -> str:
+        """The file name the export dialog proposes for a layer."""
+        return f"{layer_name}{self.name_suffix or self.fmt.suffix}"
 
 
 EXPORT_CHOICES = (
     ExportChoice(TIFF.key, TIFF.title, TIFF),
     ExportChoice(OME_ZARR.key, OME_ZARR.title, OME_ZARR),
-    ExportChoice(GEOJSON.key, "GeoJSON for QuPath (pixel coordinates)", GEOJSON),
-    ExportChoice("geojson-physical", "GeoJSON for GIS (physical coordinates)", GEOJSON, PHYSICAL),
+    ExportChoice(GEOJSON.key, "GeoJSON for QuPath (pixel coordinates)", GEOJSON, PIXEL, ".qupath.geojson"),
+    ExportChoice(
+        "geojson-physical", "GeoJSON for GIS (physical coordinates)", GEOJSON, PHYSICAL, ".gis.geojson"
+    ),
     ExportChoice(MEASUREMENTS.key, MEASUREMENTS.title, MEASUREMENTS),
     ExportChoice(CTC.key, CTC.title, CTC),
     ExportChoice(GEFF.key, GEFF.title, GEFF),
@@ -112,6 +136,19 @@ def layer_provenance(
         source_path=None if source is None else str(source),
         parameters=parameters,
     )
+
+
+def ask_overwrite(parent: QWidget, existing: Sequence[Path]) -> bool:
+    """Ask whether to replace the ``existing`` files (a modal question box; No is the default)."""
+    listed = "\n".join(str(p) for p in existing[:6]) + ("\n…" if len(existing) > 6 else "")
+    answer = QMessageBox.question(
+        parent,
+        "Replace existing files?",
+        f"The export would replace:\n{listed}\n\nReplace them?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def export_layer(
@@ -175,6 +212,8 @@ class ExportBox(QGroupBox):
         )
         row.addWidget(self.format_combo, 1)
         row.addWidget(self.export_button)
+        self.confirm_overwrite: Callable[[Sequence[Path]], bool] = lambda paths: ask_overwrite(self, paths)
+        """Asked with the files an export would replace; False writes nothing (tests replace it)."""
 
     def choice(self) -> ExportChoice:
         """The chosen entry of :data:`EXPORT_CHOICES`."""
@@ -194,17 +233,30 @@ class ExportBox(QGroupBox):
             napari_notify("warning", "Export: choose a labels layer first.")
             return
         chosen = self.choice()
-        start = export_folder(self.viewer, layer) / f"{layer.name}{chosen.fmt.suffix}"
+        start = export_folder(self.viewer, layer) / chosen.default_name(layer.name)
         path, _ = QFileDialog.getSaveFileName(
-            self, f"Export labels: {chosen.title}", str(start), chosen.fmt.file_filter
+            self,
+            f"Export labels: {chosen.title}",
+            str(start),
+            chosen.fmt.file_filter,
+            options=QFileDialog.Option.DontConfirmOverwrite,  # asked below, for every file written
         )
-        if path:
-            self.export(layer, path)
+        if not path:
+            return
+        existing = [p for p in export_paths(chosen.fmt.key, path) if p.exists()]
+        if existing and not self.confirm_overwrite(existing):
+            napari_notify("info", f"Export of {layer.name} cancelled: nothing was overwritten.")
+            return
+        self.export(layer, path)
 
     def export(self, layer: Labels, path: str | Path) -> list[Path]:
         """Write ``layer`` to ``path`` in the chosen format and say where (errors notified, not raised)."""
         chosen = self.choice()
-        image = matching_image(self.viewer, layer) if chosen.fmt is MEASUREMENTS else None
+        shown = matching_image(self.viewer, layer)
+        image = shown if chosen.fmt is MEASUREMENTS else None
+        unsure = export_calibration_warning(layer, shown)
+        if unsure is not None:
+            napari_notify("warning", f"Export of {layer.name}: {unsure}")
         try:
             provenance = None if self.provenance_of is None else self.provenance_of(layer)
             written = export_layer(layer, path, chosen.fmt.key, image, chosen.coordinates, provenance)

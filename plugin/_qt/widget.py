@@ -45,6 +45,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.auto_widget import AutoBox
+from plugin._qt.box_question import ask_box_resolution
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
 from plugin._qt.export_widget import ExportBox, layer_provenance, matching_image
@@ -54,6 +55,7 @@ from plugin._qt.prompt_widget import ModeBox, PromptBox
 from plugin._qt.propagate_widget import PropagateBox
 from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button
 from plugin._qt.tracks_widget import TracksBox
+from plugin.calibration import CalibrationOffers, napari_offer
 from plugin.connection.backend import (
     BackendStatus,
     LocalBackend,
@@ -63,6 +65,7 @@ from plugin.connection.backend import (
     probe,
 )
 from plugin.connection.latest_only import LatestOnly
+from plugin.connection.link_state import LinkTracker
 from plugin.connection.session import Session
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.jobs.controller import Applied, Controller, same_layer
@@ -74,9 +77,12 @@ if TYPE_CHECKING:
     import napari.viewer
     from napari.layers import Labels
 
-REFRESH_INTERVAL_MS = 10_000
-RETRY_INTERVAL_MS = 2_000
-"""How often the connection is checked while the backend is lost."""
+REFRESH_INTERVAL_MS = 1_000
+"""How often a connected backend is checked (one small request to the broker): a broker restart
+of a few seconds, or the last worker leaving, shows within the broker's liveness (3 s)."""
+RETRY_INTERVAL_MS = 1_000
+"""How often the connection is tried while the backend is lost, or was never there."""
+RECONNECT_NOW = "Reconnect now"
 _OK, _BAD = "color: #3c3;", "color: #e55;"
 ADDRESS_TIP = (
     "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
@@ -99,12 +105,18 @@ class SamWidget(QWidget):
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
         self.controller.listeners.append(self._on_applied)
+        self.controller.prompts.box_tiles.choose = lambda view: ask_box_resolution(
+            self, view, self.controller.prompts.box_tiles
+        )
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None
         self._connector: LatestOnly[Any] = LatestOnly(name="sam2-connect")
         self._closed = False
         self._lost = False
+        self.link = LinkTracker()
+        """The backend's state, since when, and what is retried (:mod:`plugin.connection.link_state`)."""
         self._cancel_connect = threading.Event()
+        self.calibration_offers = CalibrationOffers(napari_offer)  # an image in pixels whose file has µm
         layout = QVBoxLayout(self)
         layout.addWidget(self._connection_box())
         self.tabs = QTabWidget()
@@ -249,29 +261,19 @@ class SamWidget(QWidget):
             local.listeners.append(
                 lambda text, up: self.dispatch(lambda: self._on_local_event(local, text, up))
             )
-        self.status = status
         self.controller.unavailable = None
         self.model.blockSignals(True)
         self.model.clear()
         self.model.addItems(sorted(status.services) or [status.model or default_model()])
         self.model.setCurrentText(status.model or default_model())
         self.model.blockSignals(False)
-        self._timer.stop()
         if status.connected and status.model is not None:
             self._new_session(status)
-            self._lost = False
-            self._timer.start(REFRESH_INTERVAL_MS)
-            where = f"{status.address} {status.model} on {status.device}"
-            self.controller.events.record(CONNECT, detail=where)
             if status.on_cpu:
                 self.controller.notify("info", CPU_NOTICE)
         else:
             self._close_session()
-        self._set_connected(status.connected)
-        self._show_status(status.describe(), ok=status.connected)
-        if not status.connected:
-            self.controller.events.record(DISCONNECT, detail=status.describe())
-            self.controller.notify("warning", f"SAM2: {status.describe()}")
+        self._follow_link(status)
 
     def _new_session(self, status: BackendStatus) -> None:
         """A fresh session (fresh sockets, no request stuck behind a dead backend)."""
@@ -287,17 +289,31 @@ class SamWidget(QWidget):
             self.controller.stack.abandon()
 
     def refresh_status(self) -> None:
-        """Every few seconds while a session exists: re-count workers; disable prompts while none answer."""
-        if self._connector.busy or self.controller.session is None:
+        """Every second or so: re-count the workers of the session's broker; without a session
+        (docked before any worker registered, or the first connection failed) try to connect,
+        quietly, until a worker appears. The status line and prompts follow."""
+        if self._connector.busy or self._closed:
             return
         status = self.status
+        if self.controller.session is None:
+            address, model = status.address, self.model.currentText() or default_model()
+
+            def connect() -> tuple[BackendStatus, LocalBackend | None]:
+                fresh, local = establish(address, model, lambda _text: None, allow_embedded=False)
+                if not fresh.reachable and not status.reachable and status.error:
+                    fresh = replace(fresh, error=status.error)  # still no broker: keep the first explanation
+                return fresh, local
+
+            self._connector.submit(connect, lambda result: self.dispatch(lambda: self._connected(*result)))
+            return
 
         def job() -> BackendStatus:
             try:
                 services = probe(status.address)
             except (ClientError, ProtocolError) as e:
-                return replace(status, error=f"lost the broker at {status.address} ({e}); retrying")
-            return replace(status, services=services, error=None)
+                error = f"lost the broker at {status.address} ({e}); retrying"
+                return replace(status, error=error, reachable=False)
+            return replace(status, services=services, error=None, reachable=True)
 
         self._connector.submit(job, lambda fresh: self.dispatch(lambda: self._refreshed(fresh)))
 
@@ -329,7 +345,6 @@ class SamWidget(QWidget):
         problem = self.local.problem if self.local is not None else None
         if problem is not None:  # the embedded backend is down, restarting or gave up
             status = replace(status, error=problem)
-        self.status = status
         if status.connected:
             self.controller.unavailable = None
         elif problem is not None:
@@ -338,23 +353,31 @@ class SamWidget(QWidget):
             self.controller.unavailable = f"SAM2 cannot segment now: {status.describe()}"
         if not status.connected and not self._lost:
             self._lost = True
-            self._timer.start(RETRY_INTERVAL_MS)
             self.controller.cancel_auto()  # long tasks end now, keeping what they wrote
             self.controller.stack.abandon()
-            self.controller.events.record(DISCONNECT, detail=status.describe())
-            self.controller.notify(
-                "warning",
-                f"SAM2 backend lost: {status.describe()}. Your labels are kept; "
-                "the plugin reconnects when the backend is back.",
-            )
         elif status.connected and self._lost:
-            self._lost = False
-            self._new_session(status)
-            self._timer.start(REFRESH_INTERVAL_MS)
-            self.controller.events.record(CONNECT, detail=f"{status.address} {status.model} (reconnected)")
-            self.controller.notify("info", f"SAM2 backend is back: {status.describe()}")
+            self._new_session(status)  # fresh sockets: requests in flight died with the old backend
+        self._follow_link(status, quiet=problem is not None)  # the embedded backend spoke already
+
+    def _follow_link(self, status: BackendStatus, quiet: bool = False) -> None:
+        """Show a check's result (state, since when, what is retried); log and notify once per change."""
+        self.status = status
+        self._lost = not status.connected and self.controller.session is not None
+        change = self.link.observe(status)
+        if change is not None:
+            kind = CONNECT if change.after.connected else DISCONNECT
+            self.controller.events.record(kind, detail=f"{change.after.state}: {status.describe()}")
+            message = None if quiet else change.notification()
+            if message is not None:
+                self.controller.notify(*message)
+        self._timer.start(REFRESH_INTERVAL_MS if status.connected else RETRY_INTERVAL_MS)
         self._set_connected(status.connected)
-        self._show_status(status.describe(), ok=status.connected)
+        self._show_link()
+
+    def _show_link(self) -> None:
+        state = self.link.state
+        if state is not None:
+            self._show_status(state.line(RETRY_INTERVAL_MS / 1000.0), ok=state.connected)
 
     def _show_status(self, text: str, ok: bool) -> None:
         self.status_label.setText(text)
@@ -365,13 +388,17 @@ class SamWidget(QWidget):
         self.auto_box.set_connected(connected)
         self.encode_box.set_connected(connected)
         self.propagate_box.set_connected(connected)
-        self.connect_button.setText("Reconnect" if connected else "Connect")
+        state = self.link.state
+        lost = state is not None and state.was_connected
+        self.connect_button.setText("Reconnect" if connected else RECONNECT_NOW if lost else "Connect")
 
     # -- prompts and modes ------------------------------------------------------------
 
     def _on_image(self, layer: Image | None) -> None:
         changed = not same_layer(layer, self.controller.image)
         self.controller.image = layer
+        if layer is not None:
+            self.calibration_offers.check(layer)
         if changed and layer is not None and hasattr(self, "result"):
             self.result.setText(f"Prompts now go to the image {layer.name}.")
 

@@ -90,10 +90,11 @@ def establish(
     except (ClientError, ProtocolError) as e:
         if not (allow_embedded and is_local(address) and env_flag("SAM2_EMBEDDED", True)):
             hint = "start one with scripts/start_all.sh, or check the address"
-            return BackendStatus(address, error=f"no broker answers at {address} ({e}); {hint}"), None
+            why = f"no broker answers at {address} ({e}); {hint}"
+            return BackendStatus(address, error=why, reachable=False), None
         local, error = start_local(address, wanted_model, report, cancel=cancel)
         if local is None:
-            return BackendStatus(address, error=error), None
+            return BackendStatus(address, error=error, reachable=False), None
         services = probe(address)
     model = choose_model(services, wanted_model)
     if model is None:

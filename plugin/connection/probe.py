@@ -75,6 +75,8 @@ class BackendStatus:
         info: the chosen model's ``info`` result (``device``, ``random_weights``).
         embedded: whether the plugin started this backend itself.
         error: why there is no usable backend (None when connected).
+        reachable: whether a broker answered at ``address`` (False: none did, so the
+            error is about the broker, not about its workers).
     """
 
     address: str
@@ -83,6 +85,7 @@ class BackendStatus:
     info: Mapping[str, Any] = field(default_factory=dict)
     embedded: bool = False
     error: str | None = None
+    reachable: bool = True
 
     @property
     def connected(self) -> bool:

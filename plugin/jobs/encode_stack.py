@@ -7,26 +7,33 @@ non-displayed axis, and on a large slice each window a click gets), sent as
 (:func:`protocol.ops.embed_many.embed_many`), each read only in the thread that
 sends it. The clients share the session's known keys, so every later click
 on the stack sends only its key and costs a decoder call. Progress and
-cancel as AUTO-SEGMENT STACK (:mod:`plugin.jobs.stack_runs`); at the end a
-summary, and a warning when the workers' caches cannot hold every
-embedding (:func:`protocol.ops.embed_many.cache_room`).
+cancel as AUTO-SEGMENT STACK (:mod:`plugin.jobs.stack_runs`).
+
+Two steps: first the *plan* (the images, nearest the current slice first,
+and how many the workers' caches keep: :func:`protocol.ops.embed_many.cache_room`,
+after embedding the nearest image on each worker when an empty cache cannot
+say); when the stack does not fit, :attr:`EncodeStack.choose` is asked
+(the Encode box asks the user) and the choice is said before encoding.
+Then the encoding, and a summary that says what is true
+(:mod:`plugin.jobs.encode_plan`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from plugin.jobs.context import JobContext
 from plugin.jobs.embed_targets import EmbedTarget, stack_targets
+from plugin.jobs.encode_plan import FIT, EncodePlan, EncodeReport, nearest_first, summary
 from plugin.jobs.stack_runs import Done, Progress
 from plugin.view.coords import OutsideImage
 from plugin.view.layers import base_data, plane_of, spatial_shape
-from plugin.wording import plural
-from protocol.ops.embed_many import CacheRoom, EmbedManyResult, cache_room, embed_many
+from plugin.wording import slice_text
+from protocol.ops.embed_many import EmbedManyResult, cache_room, embed_many
 from protocol.ops.fan_out import worker_count
 from protocol.wire.errors import Superseded
 from protocol.wire.wire_image import WireImage
@@ -37,49 +44,6 @@ EMBED_TIMEOUT_S = 300.0
 """Silence allowed per ``embed`` (a busy worker on a CPU takes seconds per image)."""
 MAX_IMAGES = 100_000
 """Most slices or windows one Encode stack sends (far past any workers' caches)."""
-
-
-@dataclass(frozen=True)
-class EncodeReport:
-    """How an Encode stack run ended (for the summary and tests).
-
-    Attributes:
-        slices: slices of the stack.
-        images: images sent (slices, or windows of large slices).
-        result: what :func:`protocol.ops.embed_many.embed_many` did.
-        room: how many embeddings the workers' caches hold (None: unknown or cancelled).
-    """
-
-    slices: int
-    images: int
-    result: EmbedManyResult
-    room: CacheRoom | None
-
-
-def summary(report: EncodeReport) -> str:
-    """One line: what was encoded, on how many workers, in how long."""
-    result = report.result
-    what = plural(report.slices, "slice")
-    if report.images != report.slices:
-        what = f"{what} ({plural(report.images, 'window')})"
-    cached = f"; {result.cached} were already cached" if result.cached else ""
-    return (
-        f"Encode stack: encoded {what} on {plural(result.in_flight, 'worker')} "
-        f"in {result.seconds:.0f} s{cached}. Clicks on them need no encoding now."
-    )
-
-
-def cache_warning(report: EncodeReport) -> str | None:
-    """The warning when the workers' caches cannot hold every embedding, else None."""
-    room = report.room
-    if room is None or room.capacity >= report.images:
-        return None
-    unit = "slices" if report.images == report.slices else "windows"
-    workers = "worker's cache holds" if room.workers == 1 else f"{room.workers} workers' caches hold"
-    return (
-        f"Encode stack: the {workers} about {room.capacity} of {report.images} {unit}; "
-        "the first ones will be encoded again when clicked."
-    )
 
 
 class EncodeStack:
@@ -94,6 +58,9 @@ class EncodeStack:
         self._cancel: threading.Event | None = None
         self._on_done: Done = lambda _completed: None
         self.last: EncodeReport | None = None
+        self.choose: Callable[[EncodePlan], str | None] = lambda _plan: FIT
+        """Asked (GUI thread) when the stack does not fit the caches: :data:`~plugin.jobs.encode_plan.FIT`,
+        :data:`~plugin.jobs.encode_plan.ALL`, or None to cancel (the Encode box asks the user)."""
 
     @property
     def running(self) -> bool:
@@ -111,7 +78,7 @@ class EncodeStack:
             self._on_done(False)
 
     def start(self, on_progress: Progress, on_done: Done) -> bool:
-        """Embed every slice (or window) of the current image's stack; False if it could not start."""
+        """Plan, ask when the stack does not fit, then embed; False if it could not start."""
         if self.running:
             self.c.results.notify("warning", "Encode stack is already running; cancel it first.")
             return False
@@ -130,6 +97,7 @@ class EncodeStack:
         self._cancel = cancel
         self._on_done = on_done
         dispatch = self.c.dispatch
+        started = time.monotonic()
 
         def source(target: EmbedTarget) -> Callable[[], WireImage]:
             return lambda: target.wire(data, rgb, limits)
@@ -138,31 +106,61 @@ class EncodeStack:
             text = f"Encode stack: {done} of {total} encoded…"
             dispatch(lambda: on_progress(done, total, text))
 
-        def job(_client: Any) -> EncodeReport:
-            started = time.monotonic()
-            targets = stack_targets(plane)
-            if len(targets) > MAX_IMAGES:
-                raise ValueError(
-                    f"this image has {len(targets)} slices or windows to encode, more than {MAX_IMAGES}; "
-                    "prefetch encodes the place you look at instead"
-                )
-            progress(0, len(targets))
-            with session.new_client() as probe:
-                workers = worker_count(probe)
+        def embed(
+            targets: Sequence[EmbedTarget], workers: int, before: int = 0, total: int | None = None
+        ) -> EmbedManyResult:
+            """Embed ``targets``; progress counts ``before`` images done earlier, out of ``total``."""
+            of = len(targets) + before if total is None else total
+            progress(before, of)
             result = embed_many(
                 [source(t) for t in targets],
                 session.new_client,
                 in_flight=workers,
-                on_progress=progress,
+                on_progress=lambda done, _n: progress(before + done, of),
                 cancel=cancel,
                 timeout_s=EMBED_TIMEOUT_S,
             )
             if result.cancelled:
                 raise Superseded("Encode stack was cancelled")
-            room = cache_room(session.new_client, workers)
-            result = replace(result, seconds=time.monotonic() - started)
-            slices = len({t.plane.key for t in targets})
-            return EncodeReport(slices, len(targets), result, room)
+            return result
+
+        def plan_job(_client: Any) -> EncodePlan:
+            targets = nearest_first(stack_targets(plane), plane)
+            if len(targets) > MAX_IMAGES:
+                raise ValueError(
+                    f"this image has {len(targets)} slices or windows to encode, more than {MAX_IMAGES}; "
+                    "prefetch encodes the place you look at instead"
+                )
+            with session.new_client() as probe:
+                workers = worker_count(probe)
+            room, ahead = cache_room(session.new_client, workers), 0
+            if room is None:  # empty caches cannot say how large an entry is: fill one each, nearest first
+                ahead = embed(targets[:workers], workers, total=len(targets)).done
+                room = cache_room(session.new_client, workers)
+            return EncodePlan(tuple(targets), workers, room, slice_text(plane), ahead)
+
+        def encode_job(plan: EncodePlan, choice: str) -> EncodeReport:
+            chosen = plan.chosen(choice)
+            ahead = min(plan.ahead, len(chosen))  # the nearest ones, embedded while sizing the caches
+            result = embed(chosen[ahead:], plan.workers, before=ahead)
+            room = cache_room(session.new_client, plan.workers)
+            seconds = time.monotonic() - started
+            in_flight = max(result.in_flight, min(plan.workers, len(chosen)))
+            result = replace(
+                result, done=result.done + ahead, total=len(chosen), in_flight=in_flight, seconds=seconds
+            )
+            return EncodeReport(plan, choice, result, room)
+
+        def planned(plan: EncodePlan) -> None:
+            if self._cancel is not cancel:
+                return  # abandoned
+            choice = FIT if plan.fits else self.choose(plan)
+            if choice is None or cancel.is_set():
+                failed(Superseded("Encode stack was cancelled"))
+                return
+            if not plan.fits:
+                self.c.results.notify("info", plan.before(choice))
+            session.submit(ENCODE_STACK, lambda _client: encode_job(plan, choice), finished, failed)
 
         def finished(report: EncodeReport) -> None:
             if self._cancel is not cancel:
@@ -170,9 +168,6 @@ class EncodeStack:
             self._cancel = None
             self.last = report
             self.c.results.notify("info", summary(report))
-            warning = cache_warning(report)
-            if warning is not None:
-                self.c.results.notify("warning", warning)
             on_done(True)
 
         def failed(error: Exception) -> None:
@@ -187,6 +182,6 @@ class EncodeStack:
                 self.c.results.report_error(error)
             on_done(False)
 
-        on_progress(0, 0, "Encode stack: listing the slices…")
-        session.submit(ENCODE_STACK, job, finished, failed)
+        on_progress(0, 0, "Encode stack: listing the slices and sizing the workers' caches…")
+        session.submit(ENCODE_STACK, plan_job, planned, failed)
         return True

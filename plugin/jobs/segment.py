@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plugin.jobs.box_tiles import BoxTiles
 from plugin.jobs.context import JobContext, same_layer
 from plugin.jobs.prompt_layers import PromptLayers
 from plugin.jobs.submit import BOX, POINTS, Answers, Applied, submit
@@ -113,6 +114,10 @@ class PromptJobs:
         self.objects: dict[str, ActiveObject] = {}
         self.prefetch: Prefetcher | None = None
         self._logits: dict[tuple[Hashable, int], tuple[tuple[int, ...], Hashable, np.ndarray]] = {}
+        self.box_tiles = BoxTiles(
+            ctx, lambda ch, obj, prompt, answer: self._paste_windowed(ch, obj, prompt, answer, False)
+        )
+        """A box one request would see downsampled: asked first, maybe tiled (issue 23, item 2)."""
 
     def forget(self, layer: Any) -> None:
         """Drop the objects, logits and refine target held for ``layer`` (removed from the viewer)."""
@@ -236,6 +241,8 @@ class PromptJobs:
         """Build the request for ``prompt`` (the slice, or a window of a large slice) and send it."""
         if self.prefetch is not None:
             self.prefetch.clicked(image, obj.plane, prompt)  # a prefetch for another place is dropped
+        if channel == BOX and self.box_tiles.intercept(channel, obj, prompt, image):
+            return  # tiled at full resolution, or not sent
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
         if is_large(obj.plane):
             self._submit_windowed(channel, obj, prompt, LazyPlane(data, obj.plane, rgb), limits)

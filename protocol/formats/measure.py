@@ -1,17 +1,44 @@
 """Measurements per label and slice, computed with ``skimage.measure.regionprops_table``.
 
-One row per label on each 2D plane (``slice`` = the plane's index along the
-leading axes, ``"3"`` or ``"0,3"``; empty for a 2D image) with its pixel
-count, area in physical units, centroid, bounding box and mean intensity of
-the image. A stack with a z axis also gets one ``volume`` row per label (per
-time point): ``slice`` ``"all"`` (or ``"0,all"``), voxel count, volume,
-3D centroid and z extent.
+The columns are fixed by the labels' *schema* (:data:`SCHEMAS`, chosen by
+their axes, never by what they hold), so CSVs of one kind of data
+concatenate without shifting columns. Each schema's columns, in order,
+then the image's columns (:func:`intensity_columns`):
 
-Coordinates: ``centroid_row``/``centroid_col`` and the bounding box are pixel
-indices (the box's max is exclusive); ``centroid_y``/``centroid_x``/``centroid_z``
-are physical, with the image's top-left corner at the layer's translate (the
+``2d`` (one plane: axes ``yx``), one row per label::
+
+    id, name, pixel_count, area, unit, centroid_row, centroid_col, centroid_y, centroid_x,
+    bbox_min_row, bbox_min_col, bbox_max_row, bbox_max_col
+
+``3d`` (a z axis before y, x: ``zyx``, ``tzyx``, ``czyx``...), one row per
+label on each plane (``slice`` = the plane's index along the leading axes,
+``"3"`` or ``"0,3"``) and one per label per volume (``slice`` ``"all"`` or
+``"0,all"``)::
+
+    id, name, slice, pixel_count, area, volume, unit, centroid_row, centroid_col, centroid_z,
+    centroid_y, centroid_x, bbox_min_z, bbox_min_row, bbox_min_col, bbox_max_z, bbox_max_row,
+    bbox_max_col
+
+``planes`` (a stack of planes without a z axis: ``cyx``, ``tyx``...), one
+row per label on each plane: the ``2d`` columns with ``slice`` after ``name``.
+
+Meaning: ``pixel_count`` counts pixels (voxels on an ``all`` row); ``area``
+is in unit² (the plane's area; empty on ``all`` rows, the one cell a row kind
+leaves empty); ``volume`` is in unit³ (a plane row's volume is its slab:
+pixels x pixel area x z spacing, so the plane rows of a label sum to its
+``all`` row). ``centroid_row``/``centroid_col`` and the bounding boxes are
+pixel indices (the box's max is exclusive; a plane row's z box is its plane,
+``z`` to ``z + 1``); ``centroid_z``/``centroid_y``/``centroid_x`` are
+physical, with the image's top-left corner at the layer's translate (the
 ImageJ and QuPath convention, as in the TIFF and GeoJSON exports). ``unit``
-names the length unit (``pixel`` when unknown); area is in unit², volume in unit³.
+names the length unit (``pixel`` when unknown). The image's columns come
+last: ``mean_intensity`` (always there: empty without an image; with a
+colour image the mean of its channels), then ``mean_intensity_0`` … one per
+channel of a colour image.
+
+A new schema (a time-lapse one with ``frame`` and ``track_id``, say) is one
+more :class:`Schema` entry in :data:`SCHEMAS`, placed before the entries
+it narrows.
 """
 
 from __future__ import annotations
@@ -19,7 +46,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +58,11 @@ from protocol.formats.provenance import Provenance, sidecar_path, write_sidecar
 from protocol.runtime.atomic import atomic_file
 
 MEASUREMENTS_SUFFIX = ".measurements.csv"
-BASE_COLUMNS = [
+_CENTROIDS_2D = ("centroid_row", "centroid_col", "centroid_y", "centroid_x")
+_BOX_2D = ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col")
+COLUMNS_2D = ("id", "name", "pixel_count", "area", "unit", *_CENTROIDS_2D, *_BOX_2D)
+COLUMNS_PLANES = ("id", "name", "slice", *COLUMNS_2D[2:])
+COLUMNS_3D = (
     "id",
     "name",
     "slice",
@@ -49,7 +81,38 @@ BASE_COLUMNS = [
     "bbox_max_z",
     "bbox_max_row",
     "bbox_max_col",
-]
+)
+MEAN_INTENSITY = "mean_intensity"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One kind of measurements table.
+
+    Attributes:
+        key: its name (``2d``, ``3d``, ``planes``).
+        columns: the table's columns before the image's (:func:`intensity_columns`).
+        applies: ``applies(axes)``: whether labels with these NGFF axes (``"zyx"``) use it.
+        volumes: whether each (z, y, x) volume also gets one ``all`` row per label.
+    """
+
+    key: str
+    columns: tuple[str, ...]
+    applies: Callable[[str], bool]
+    volumes: bool = False
+
+
+SCHEMAS = (
+    Schema("2d", COLUMNS_2D, lambda axes: len(axes) == 2),
+    Schema("3d", COLUMNS_3D, lambda axes: axes[-3:] == "zyx", volumes=True),
+    Schema("planes", COLUMNS_PLANES, lambda axes: len(axes) > 2),
+)
+"""First match wins."""
+
+
+def schema_for(axes: str) -> Schema:
+    """The :data:`SCHEMAS` entry for labels with NGFF ``axes`` (``"yx"``, ``"zyx"``, ``"tyx"``...)."""
+    return next(schema for schema in SCHEMAS if schema.applies(axes))
 
 
 def measurements_path(path: str | os.PathLike[str]) -> Path:
@@ -70,12 +133,13 @@ def _intensity(image: np.ndarray | None, labels_shape: tuple[int, ...]) -> np.nd
     return array
 
 
-def _intensity_columns(image: np.ndarray | None, labels_ndim: int) -> list[str]:
-    if image is None:
-        return []
-    if image.ndim == labels_ndim:
-        return ["mean_intensity"]
-    return [f"mean_intensity_{c}" for c in range(image.shape[-1])]
+def intensity_columns(channels: int) -> list[str]:
+    """The image's columns: ``mean_intensity``, then one per channel of a colour image (``channels`` > 1)."""
+    return [MEAN_INTENSITY, *(f"{MEAN_INTENSITY}_{c}" for c in range(channels if channels > 1 else 0))]
+
+
+def _channels(image: np.ndarray | None, labels_ndim: int) -> int:
+    return 0 if image is None else 1 if image.ndim == labels_ndim else int(image.shape[-1])
 
 
 def _table(labels: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -85,10 +149,13 @@ def _table(labels: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray
     return regionprops_table(labels, intensity_image=image, properties=properties)
 
 
-def _means(table: Mapping[str, np.ndarray], columns: list[str], row: int) -> dict[str, float]:
-    if columns == ["mean_intensity"]:
-        return {"mean_intensity": float(table["intensity_mean"][row])}
-    return {c: float(table[f"intensity_mean-{i}"][row]) for i, c in enumerate(columns)}
+def _means(table: Mapping[str, np.ndarray], channels: int, row: int) -> dict[str, float]:
+    if channels == 0:
+        return {}
+    if channels == 1:
+        return {MEAN_INTENSITY: float(table["intensity_mean"][row])}
+    means = [float(table[f"intensity_mean-{c}"][row]) for c in range(channels)]
+    return {MEAN_INTENSITY: float(np.mean(means))} | {f"{MEAN_INTENSITY}_{c}": m for c, m in enumerate(means)}
 
 
 def measure(
@@ -97,12 +164,13 @@ def measure(
     geometry: Geometry,
     image: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of measurements (dicts keyed by :data:`BASE_COLUMNS` + mean intensity columns).
+    """Rows of measurements, each a dict with exactly the columns of the labels' schema
+    (:func:`schema_for` ``(geometry.axes)``) and the image's (:func:`intensity_columns`).
 
     Args:
         data: nD integer labels, axes as in ``geometry`` (last two: rows, cols).
         names: ``{label_id: name}``.
-        geometry: pixel size, origin and unit.
+        geometry: axes, pixel size, origin and unit.
         image: intensities of the same shape (or plus a trailing colour axis), None: no intensity.
 
     Raises:
@@ -113,18 +181,21 @@ def measure(
         raise TypeError(f"labels must be integers, got {labels.dtype}")
     if labels.ndim < 2:
         raise ValueError(f"labels need at least 2 dimensions, got {labels.ndim}")
+    schema = schema_for(geometry.axes)
     intensity = _intensity(image, labels.shape)
-    mean_columns = _intensity_columns(intensity, labels.ndim)
+    channels = _channels(intensity, labels.ndim)
+    blank = dict.fromkeys([*schema.columns, *intensity_columns(channels)], "")
     unit = geometry.length_unit or "pixel"
     sy, sx = geometry.size("y"), geometry.size("x")
     oy, ox = geometry.origin("y"), geometry.origin("x")
+    z_axis = geometry.index("z") if schema.volumes else None
     rows: list[dict[str, Any]] = []
     for index in np.ndindex(*labels.shape[:-2]):
         table = _table(labels[index], None if intensity is None else intensity[index])
         for r, label_id in enumerate(table["label"]):
             count = int(table["area"][r])
             crow, ccol = float(table["centroid-0"][r]), float(table["centroid-1"][r])
-            row: dict[str, Any] = {
+            row: dict[str, Any] = blank | {
                 "id": int(label_id),
                 "name": names.get(int(label_id), ""),
                 "slice": ",".join(str(i) for i in index),
@@ -140,10 +211,18 @@ def measure(
                 "bbox_max_row": int(table["bbox-2"][r]),
                 "bbox_max_col": int(table["bbox-3"][r]),
             }
-            row.update(_means(table, mean_columns, r))
-            rows.append(row)
-    rows += _volume_rows(labels, names, geometry, intensity, mean_columns, unit)
-    return rows
+            if z_axis is not None:  # the plane's place in z: its slab
+                z, sz = index[z_axis], geometry.size("z")
+                row |= {
+                    "volume": count * sz * sy * sx,
+                    "centroid_z": (z + 0.5) * sz + geometry.origin("z"),
+                    "bbox_min_z": z,
+                    "bbox_max_z": z + 1,
+                }
+            rows.append(row | _means(table, channels, r))
+    if schema.volumes:
+        rows += _volume_rows(labels, names, geometry, intensity, channels, unit, blank)
+    return [{k: row[k] for k in blank} for row in rows]
 
 
 def _volume_rows(
@@ -151,12 +230,11 @@ def _volume_rows(
     names: Mapping[int, str],
     geometry: Geometry,
     intensity: np.ndarray | None,
-    mean_columns: list[str],
+    channels: int,
     unit: str,
+    blank: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """One row per label per (z, y, x) volume, when the labels have a z axis just before y, x."""
-    if labels.ndim < 3 or geometry.axes[-3:] != "zyx":
-        return []
+    """One row per label per (z, y, x) volume (labels whose axes end in ``zyx``)."""
     sz, sy, sx = geometry.size("z"), geometry.size("y"), geometry.size("x")
     oz, oy, ox = geometry.origin("z"), geometry.origin("y"), geometry.origin("x")
     rows = []
@@ -165,7 +243,7 @@ def _volume_rows(
         for r, label_id in enumerate(table["label"]):
             count = int(table["area"][r])
             cz, crow, ccol = (float(table[f"centroid-{i}"][r]) for i in range(3))
-            row: dict[str, Any] = {
+            row: dict[str, Any] = dict(blank) | {
                 "id": int(label_id),
                 "name": names.get(int(label_id), ""),
                 "slice": ",".join([*(str(i) for i in index), "all"]),
@@ -184,16 +262,19 @@ def _volume_rows(
                 "bbox_max_row": int(table["bbox-4"][r]),
                 "bbox_max_col": int(table["bbox-5"][r]),
             }
-            row.update(_means(table, mean_columns, r))
-            rows.append(row)
+            rows.append(row | _means(table, channels, r))
     return rows
 
 
-def measurements_csv_text(rows: list[dict[str, Any]]) -> str:
-    """The rows as CSV text: :data:`BASE_COLUMNS` then any mean intensity columns; empty cells for n/a."""
-    extra = sorted({k for row in rows for k in row if k not in BASE_COLUMNS})
+def columns_for(geometry: Geometry, channels: int = 0) -> list[str]:
+    """The CSV header for labels of ``geometry`` and an image of ``channels`` (0: none, 1: grey)."""
+    return [*schema_for(geometry.axes).columns, *intensity_columns(channels)]
+
+
+def measurements_csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """The rows as CSV text with ``columns`` (:func:`columns_for`); empty cells for n/a."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=BASE_COLUMNS + extra, lineterminator="\n", restval="")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", restval="")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -214,7 +295,9 @@ def write_measurements(
     (:func:`protocol.formats.provenance.sidecar_path`).
     """
     target = measurements_path(path)
-    text = measurements_csv_text(measure(data, names, geometry, image))
+    rows = measure(data, names, geometry, image)
+    channels = _channels(_intensity(image, np.shape(data)), np.ndim(data))
+    text = measurements_csv_text(rows, columns_for(geometry, channels))
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     if provenance is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from plugin.jobs.embed_targets import prompt_target, stack_targets, target_at
-from plugin.jobs.encode_stack import EncodeReport, cache_warning, summary
+from plugin.jobs.encode_plan import ALL, FIT, EncodePlan, EncodeReport, nearest_first, summary
 from plugin.view.coords import SlicePlane
 from protocol.geometry.windows import click_windows, window_for_prompt
 from protocol.ops.embed_many import CacheRoom, EmbedManyResult
@@ -32,14 +32,46 @@ def test_the_view_centre_and_a_click_there_get_the_same_window() -> None:
     assert target_at(small, (10.0, 10.0)).window is None and target_at(small, (1.0, 1.0)).place == small.key
 
 
-def test_encode_stack_says_what_it_did_and_when_the_caches_are_too_small() -> None:
-    result = EmbedManyResult(done=40, cached=0, total=40, in_flight=3, seconds=12.2, cancelled=False)
-    report = EncodeReport(40, 40, result, CacheRoom(workers=3, answered=3, capacity=24))
-    assert summary(report).startswith("Encode stack: encoded 40 slices on 3 workers in 12 s.")
-    assert cache_warning(report) == (
-        "Encode stack: the 3 workers' caches hold about 24 of 40 slices; "
-        "the first ones will be encoded again when clicked."
+def plan_of(slices: int, capacity: int | None, workers: int = 3, here: int = 0) -> EncodePlan:
+    plane = SlicePlane((slices, 300, 200), 1, 2, (here, None, None))
+    room = None if capacity is None else CacheRoom(workers=workers, answered=workers, capacity=capacity)
+    return EncodePlan(tuple(nearest_first(stack_targets(plane), plane)), workers, room, f"slice {here}")
+
+
+def test_encode_stack_never_says_clicks_need_no_encoding_when_the_caches_keep_less() -> None:
+    """Issue 23, item 1: 16 of 90 kept is said before and after, never "clicks need no encoding now"."""
+    plan = plan_of(90, 16, workers=2, here=45)
+    assert not plan.fits and plan.kept == 16
+    assert [t.plane.index[0] for t in plan.chosen(FIT)][:3] == [45, 44, 46]  # nearest the current slice
+    assert len(plan.chosen(FIT)) == 16 and len(plan.chosen(ALL)) == 90
+    assert plan.before(FIT) == (
+        "Encode stack: the 2 workers' caches hold about 16 of 90 slices; encoding the 16 nearest slice 45."
     )
-    windows = EncodeReport(2, 60, result, CacheRoom(workers=1, answered=1, capacity=64))
-    assert "2 slices (60 windows)" in summary(windows) and cache_warning(windows) is None
-    assert cache_warning(EncodeReport(2, 60, result, None)) is None
+    assert "only about the last 16 will stay cached" in plan.before(ALL)
+    assert "hold about 16 of the stack's 90 slices" in plan.question()
+    result = EmbedManyResult(done=16, cached=0, total=16, in_flight=2, seconds=12.2, cancelled=False)
+    fit = summary(EncodeReport(plan, FIT, result, plan.room))
+    assert fit == (
+        "Encode stack: encoded 16 of 90 slices (those nearest slice 45) on 2 workers in 12 s. "
+        "They are kept in the 2 workers' caches: clicks on them need no encoding; "
+        "a click on one of the other 74 is encoded when made."
+    )
+    everything = EmbedManyResult(done=90, cached=0, total=90, in_flight=2, seconds=50.0, cancelled=False)
+    text = summary(EncodeReport(plan, ALL, everything, plan.room))
+    assert text.startswith("Encode stack: encoded 90 slices on 2 workers in 50 s. ")
+    assert "keep only about the last 16 encoded" in text and "need no encoding now" not in text
+
+
+def test_encode_stack_that_fits_says_all_are_kept() -> None:
+    plan = plan_of(40, 64)
+    assert plan.fits and plan.before(FIT) == ""
+    result = EmbedManyResult(done=40, cached=3, total=40, in_flight=3, seconds=12.2, cancelled=False)
+    assert summary(EncodeReport(plan, FIT, result, plan.room)) == (
+        "Encode stack: encoded 40 slices on 3 workers in 12 s (3 already cached). "
+        "All 40 are kept in the 3 workers' caches: clicks on them need no encoding now."
+    )
+    unknown = plan_of(40, None)
+    assert "did not say how large their caches are" in summary(EncodeReport(unknown, FIT, result, None))
+    large = SlicePlane((2, 2000, 1500), 1, 2, (0, None, None))
+    windows = EncodePlan(tuple(stack_targets(large)), 1, CacheRoom(1, 1, 4), "slice 0")
+    assert windows.unit(windows.images).endswith("windows") and "of " in windows.before(FIT)

@@ -374,7 +374,8 @@ def test_rgb_image_gives_a_mean_per_channel() -> None:
     rgb[..., 1] = 100
     (row,) = measure.measure(data, NAMES, Geometry.plain(2), rgb)
     assert (row["mean_intensity_0"], row["mean_intensity_1"], row["mean_intensity_2"]) == (0.0, 100.0, 0.0)
-    assert row["slice"] == "" and row["unit"] == "pixel"
+    assert "slice" not in row and row["unit"] == "pixel"
+    assert row["mean_intensity"] == pytest.approx(100.0 / 3)  # the mean of the channels
 
 
 # -- the npe2 reader --------------------------------------------------------------------------

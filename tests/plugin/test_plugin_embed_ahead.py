@@ -17,6 +17,7 @@ import pytest
 from bench.discs import disc_image
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import POINTS, Applied
+from plugin.jobs.encode_plan import FIT, EncodePlan
 from plugin.view.layers import PROMPT_POINTS
 from protocol.geometry.windows import window_for_prompt
 from tests.support.marks import GUI_TEST_MARKS
@@ -170,6 +171,8 @@ def test_encode_stack_can_be_cancelled_and_says_when_the_caches_are_too_small(vi
     viewer, widget, backend, notes = viewer_on(stack, workers=2, worker_args=args)
     box = widget.encode_box
     box.prefetch.setChecked(False)
+    asked: list[EncodePlan] = []
+    box.encoder.choose = lambda plan: asked.append(plan) or FIT  # type: ignore[func-returns-value]
     box.toggle_encode()
     qtbot.waitUntil(lambda: box.encode_bar.value() > 0, timeout=TIMEOUT_MS)
     box.toggle_encode()  # the button reads "Cancel Encode stack" now
@@ -180,11 +183,52 @@ def test_encode_stack_can_be_cancelled_and_says_when_the_caches_are_too_small(vi
     notes.clear()
     box.toggle_encode()
     qtbot.waitUntil(lambda: not box.encode_task.running, timeout=TIMEOUT_MS)
-    warnings = [message for level, message in notes if level == "warning"]
-    assert warnings == [
-        "Encode stack: the 2 workers' caches hold about 4 of 12 slices; "
-        "the first ones will be encoded again when clicked."
-    ], notes
+    plan = asked[-1]  # asked before encoding: it does not fit
+    assert plan.kept == 4 and plan.here == f"slice {viewer.dims.current_step[0]}"
+    messages = [message for _level, message in notes]
+    assert messages[0] == (
+        f"Encode stack: the 2 workers' caches hold about 4 of 12 slices; encoding the 4 nearest {plan.here}."
+    )
+    assert f"encoded 4 of 12 slices (those nearest {plan.here})" in messages[-1], messages
+    assert "need no encoding now" not in messages[-1]
+
+
+def test_encode_stack_says_before_what_fits_and_after_what_is_kept(viewer_on, qtbot) -> None:
+    """Issue 23, item 1: 3 of 8 slices fit one worker's cache: said before encoding; the 3 encoded
+    (nearest the current slice) are clicked without encoding, a slice outside them is encoded."""
+    slices = [disc_image((96, 96), np.array([[48.0, 20.0 + 7 * z]]), np.array([8.0]))[0] for z in range(8)]
+    viewer, widget, backend, notes = viewer_on(np.stack(slices), worker_args=("--cache-entries", "3"))
+    viewer.dims.set_point(0, 4)
+    box = widget.encode_box
+    box.prefetch.setChecked(False)
+    embeds_when_asked: list[int] = []
+
+    def choose(plan: EncodePlan) -> str:
+        embeds_when_asked.append(counters(backend)["embed"])
+        assert plan.images == 8 and plan.kept == 3 and plan.here == "slice 4"
+        return FIT
+
+    box.encoder.choose = choose
+    box.toggle_encode()
+    qtbot.waitUntil(lambda: not box.encode_task.running, timeout=TIMEOUT_MS)
+    assert embeds_when_asked == [1]  # only the nearest slice was encoded before the question
+    messages = [message for _level, message in notes]
+    assert messages[0] == (
+        "Encode stack: the worker's cache holds about 3 of 8 slices; encoding the 3 nearest slice 4."
+    )
+    assert messages[-1].endswith(
+        "They are kept in the worker's cache: clicks on them need no encoding; "
+        "a click on one of the other 5 is encoded when made."
+    )
+    before = counters(backend)
+    assert before["embed"] == 3 and before["encoder_runs"] == 3
+    for z in (4, 3, 5):  # what it said is kept: no encoding
+        widget.controller.new_object()
+        assert click(widget, qtbot, [float(z), 48.0, 20.0 + 7 * z]).label_ids
+    assert counters(backend)["encoder_runs"] == 3
+    widget.controller.new_object()
+    assert click(widget, qtbot, [0.0, 48.0, 20.0]).label_ids  # outside: encoded when clicked, as said
+    assert counters(backend)["encoder_runs"] == 4
 
 
 def test_encode_stack_refuses_without_an_image_or_a_connection(viewer_on, qtbot) -> None:

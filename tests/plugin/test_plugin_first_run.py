@@ -299,7 +299,7 @@ def test_export_dialog_opens_where_the_image_came_from(offline, qtbot, tmp_path,
     tifffile.imwrite(folder / "cells.tif", cell(48))
     asked: list[str] = []
 
-    def dialog(_parent, _title, start, _filter):
+    def dialog(_parent, _title, start, _filter, **_options):
         asked.append(start)
         return "", ""  # the user cancels
 
