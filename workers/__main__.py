@@ -4,6 +4,15 @@ Example::
 
     python -m workers --connect tcp://127.0.0.1:5556 --model sam2.1_hiera_tiny --device auto
 
+Models are registry entries (``protocol/runtime/models.toml``); a fine-tuned
+checkpoint is one entry in a file of your own::
+
+    python -m workers --model-file my_models.toml --model my_finetune
+
+The checkpoint's SHA-256 is computed on first use and cached by path, size and
+mtime; when the entry pins ``sha256`` and the file differs, the worker exits 2
+saying so.
+
 With a broker started with ``--curve-dir`` (CurveZMQ), give the worker its
 keypair and the broker's public key (``scripts/curve_keys.py`` makes them)::
 
@@ -19,7 +28,8 @@ within ``--drain-grace-s`` or hand it back to the broker, send DISCONNECT and
 exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
 
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
-line, a missing or unusable checkpoint or CURVE key, or an unavailable device.
+line, a bad model file, an unknown model, a missing, unusable or mismatching
+(pinned SHA-256) checkpoint or CURVE key, or an unavailable device.
 """
 
 from __future__ import annotations
@@ -48,7 +58,8 @@ from protocol.wire.security import CurveClientKeys, is_loopback_endpoint
 # A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
 exit_without_worker_extra("a SAM2 worker")
 
-from workers.models import MODELS, CheckpointError, get_spec  # noqa: E402
+from protocol.runtime.registry import ModelEntry, RegistryError, load_registry  # noqa: E402
+from workers.models import CheckpointError  # noqa: E402
 
 log = logging.getLogger("workers")
 
@@ -73,21 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
     )
     parser.add_argument("--connect", default=DEFAULT_BACKEND, help="broker backend endpoint")
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="model = service name")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help="registry model name = service name (--list-models shows them)"
+    )
+    parser.add_argument(
+        "--model-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="TOML model file adding or overriding registry entries (repeatable; see "
+        "protocol/runtime/models.toml for the layout)",
+    )
+    parser.add_argument("--list-models", action="store_true", help="print the registry's models and exit")
     parser.add_argument(
         "--checkpoint",
         type=Path,
         default=None,
-        help="checkpoint .pt file (default: checkpoints/<official file>)",
+        help="checkpoint .pt file (default: the registry entry's checkpoint)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps"
+        "--device",
+        default=None,
+        help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: the registry entry's, auto)",
     )
     parser.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="bfloat16 autocast on CUDA, as in Meta's examples (default: on; float32 elsewhere)",
+        default=None,
+        help="bfloat16 autocast on CUDA, as in Meta's examples (default: the registry entry's precision, "
+        "bf16 unless it says fp32; float32 elsewhere)",
     )
     parser.add_argument(
         "--random-weights",
@@ -201,12 +226,31 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _print_models(registry: dict[str, ModelEntry]) -> None:
+    for entry in registry.values():
+        where = entry.checkpoint_path() or "(no weights)"
+        print(f"{entry.name}  [{entry.family}, {entry.preprocessing}]  {entry.description}")
+        print(f"    licence: {entry.licence}; checkpoint: {where}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until SIGTERM/SIGINT; return the process exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    try:
+        registry = dict(load_registry(args.model_file))
+    except RegistryError as e:
+        return _fail(str(e))
+    if args.list_models:
+        _print_models(registry)
+        return 0
+    spec = registry.get(args.model)
+    if spec is None:
+        return _fail(f"unknown model {args.model!r}; known models: {', '.join(registry)}")
+    if spec.family != "sam2":
+        # The family hook: each family's worker code is started here (sam2 below).
+        return _fail(f"model {spec.name} is of family {spec.family!r}, which this worker does not serve")
     watch_parent(args.parent_pid)  # before loading the model: a parent may die meanwhile
-    spec = get_spec(args.model)
     curve: CurveClientKeys | None = None
     if (args.curve_key is None) != (args.curve_server_key is None):
         return _fail("--curve-key and --curve-server-key go together")
@@ -222,24 +266,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cannot tell this worker from an impostor; see --curve-key",
             args.connect,
         )
-    checkpoint = args.checkpoint if args.checkpoint is not None else spec.default_checkpoint_path
+    checkpoint = args.checkpoint if args.checkpoint is not None else spec.checkpoint_path()
 
     from workers.device import configure_threads, resolve_device
-    from workers.models import load_model
+    from workers.models import ServedModel, checkpoint_digest, load_model
     from workers.ops import Sam2Service
     from workers.sam2_internals import Sam2InternalsChanged
     from workers.worker import Worker, WorkerConfig
 
     try:
-        device = resolve_device(args.device, bf16=args.bf16)
+        bf16 = args.bf16 if args.bf16 is not None else spec.precision == "bf16"
+        device = resolve_device(args.device or spec.device, bf16=bf16)
     except ValueError as e:
         return _fail(str(e))
     workers_per_host = args.workers_per_host or _workers_per_host_from_env()
     threads = configure_threads(args.threads, workers_per_host)
     log.info("model=%s device=%s dtype=%s threads=%d", spec.name, device.device, device.dtype_name, threads)
     started = time.monotonic()
+    sha256: str | None = None
     try:
-        model = load_model(spec.name, checkpoint, device.device, random_weights=args.random_weights)
+        if not args.random_weights and checkpoint is not None and checkpoint.is_file():
+            sha256 = checkpoint_digest(spec, checkpoint)  # before the (slow) load: a bad pin fails at once
+        model = load_model(
+            spec.name, checkpoint, device.device, random_weights=args.random_weights, registry=registry
+        )
     except CheckpointError as e:
         return _fail(str(e))
     log.info("model loaded in %.1fs", time.monotonic() - started)
@@ -261,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             int(args.cache_mib * 2**20),
             random_weights=args.random_weights,
             max_stack_frames=args.max_stack_frames,
+            served=ServedModel(spec, None if args.random_weights else checkpoint, sha256),
         )
     except Sam2InternalsChanged as e:  # a sam2 upgrade renamed what the worker relies on
         return _fail(str(e))

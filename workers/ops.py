@@ -42,10 +42,11 @@ from protocol.wire.codec import (
 )
 from protocol.wire.image_key import image_key
 from protocol.wire.wire_image import stack_contrast_limits
+from workers import microsam_prep
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
-from workers.models import get_spec
+from workers.models import ServedModel, get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
 from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
 from workers.propagate import (
@@ -224,6 +225,8 @@ class Sam2Service:
         random_weights: the model has random weights (reported by ``info``).
         max_points: most points accepted in one segment prompt.
         max_stack_frames: most slices accepted in one ``propagate`` stack.
+        served: the registry entry, checkpoint file and SHA-256 (``info`` reports them);
+            default: the shipped registry's entry for ``model_name``, no checkpoint.
     """
 
     def __init__(
@@ -236,6 +239,7 @@ class Sam2Service:
         random_weights: bool = False,
         max_points: int = MAX_POINTS,
         max_stack_frames: int = DEFAULT_MAX_STACK_FRAMES,
+        served: ServedModel | None = None,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -245,9 +249,13 @@ class Sam2Service:
         self.random_weights = random_weights
         self.max_points = max_points
         self.max_stack_frames = max_stack_frames
+        self.served = served if served is not None else ServedModel(get_spec(model_name))
+        self.microsam = self.served.entry.preprocessing == "microsam"
         self.predictor = SAM2ImagePredictor(model)
+        if self.microsam:
+            microsam_prep.install(self.predictor)
         check_predictor(self.predictor)  # a sam2 that renamed what the cache and predict_best use fails here
-        self.propagator = VideoPropagator(model, get_spec(model_name).config, device.device, device.autocast)
+        self.propagator = VideoPropagator(model, self.served.entry.config, device.device, device.autocast)
         self.cache = EmbeddingCache(cache_limit_bytes)
         self.counters = Counters()
         self.last_prompt: dict[str, Any] | None = None
@@ -366,10 +374,7 @@ class Sam2Service:
             return True
         if ref.pixels is None:  # _resolve_image never returns this
             raise RuntimeError(f"no pixels and no cached embedding for {ref.key}")
-        try:
-            rgb = prepare_image(ref.pixels, ref.contrast_limits)
-        except ValueError as e:
-            raise bad_request(str(e)) from e
+        rgb = self._model_rgb(ref)
         self._predictor_key = None
         started = time.perf_counter()
         with torch.inference_mode(), self.device.autocast():
@@ -389,6 +394,19 @@ class Sam2Service:
         )
         return False
 
+    def _model_rgb(self, ref: _ImageRef) -> np.ndarray:
+        """uint8 (H, W, 3) RGB the model's preprocessing starts from: ``contrast_limits`` scaling
+        (``sam2``), or micro-sam's per-channel min-max (``microsam``, contrast limits unused)."""
+        if ref.pixels is None:
+            raise RuntimeError(f"no pixels for {ref.key}")
+        try:
+            if self.microsam:
+                check_image_shape(ref.pixels.shape)
+                return microsam_prep.minmax_rgb8(ref.pixels)
+            return prepare_image(ref.pixels, ref.contrast_limits)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
+
     def _need_image(self) -> Reply:
         return Reply(
             STATUS_NEED_IMAGE,
@@ -404,6 +422,8 @@ class Sam2Service:
             STATUS_OK,
             {
                 "model": self.model_name,
+                **self.served.to_json(),
+                "ops": list(self._handlers),
                 "worker_id": self.worker_id,
                 "pid": os.getpid(),
                 "device": str(self.device.device),
@@ -508,12 +528,16 @@ class Sam2Service:
             return
         if ref.pixels is None:  # _resolve_image never returns this with pixels_required
             raise RuntimeError("auto without pixels")
-        try:
-            rgb = prepare_image(ref.pixels, ref.contrast_limits)
-        except ValueError as e:
-            raise bad_request(str(e)) from e
+        rgb = self._model_rgb(ref)
         started = time.perf_counter()
-        events = generate_labels(self.model, rgb, settings, self.device.autocast, cancel=self._cancel)
+        events = generate_labels(
+            self.model,
+            rgb,
+            settings,
+            self.device.autocast,
+            cancel=self._cancel,
+            configure_predictor=microsam_prep.install if self.microsam else None,
+        )
         try:
             for event in events:
                 if isinstance(event, AutoProgress):
