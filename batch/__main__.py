@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from batch import list_models
 from batch.inputs import UsageError, discover
 from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
 from batch.outputs import COORDINATES, FORMAT_TIFF, OUTPUT_FORMATS
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for the label TIFFs and summary.csv")
     parser.add_argument("--broker", default=DEFAULT_FRONTEND, help="broker client endpoint (%(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model = service name (%(default)s)")
+    parser.add_argument(
+        "--list-models",
+        action="store_true",
+        help="print the broker's models (family, preprocessing, ops, licence, description) and exit",
+    )
     parser.add_argument(
         "--points-per-side", type=positive_int, default=32, help="auto's prompt grid per side (%(default)s)"
     )
@@ -164,6 +170,9 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one batch; return the exit code (0 ok, 1 some failed, 2 usage/connection, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list-models" in argv:  # needs neither inputs nor --out
+        return list_models.main(argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     if not args.no_tiling and args.tile_size <= 2 * args.tile_halo:

@@ -14,13 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-try:
-    from protocol.runtime.checkpoints import DEFAULT_MODEL
-    from workers.models import RANDOM_WEIGHTS_SEED, sam2_models, write_random_checkpoint
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from protocol.runtime.checkpoints import DEFAULT_MODEL
-    from workers.models import RANDOM_WEIGHTS_SEED, sam2_models, write_random_checkpoint
+# This checkout's code, even where another checkout is pip-installed (editable) in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from protocol.runtime.checkpoints import DEFAULT_MODEL
+from workers.models import RANDOM_WEIGHTS_SEED, sam2_models, write_random_checkpoint
 
 
 def main() -> int:

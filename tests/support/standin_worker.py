@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from protocol.runtime.registry import get_entry
 from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, STATUS_PARTIAL, Limits, Message
 from protocol.wire.image_key import image_key
 from protocol.wire.wire_image import stack_contrast_limits
@@ -214,6 +215,8 @@ class StandinService:
             STATUS_OK,
             {
                 "model": self.service,
+                **get_entry("standin-blobs").describe(),  # family, description, licence, preprocessing
+                "ops": ["info", "embed", "segment", "auto", "sleep", "propagate"],
                 "device": "standin",
                 "random_weights": False,
                 "pid": os.getpid(),
