@@ -44,6 +44,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
@@ -60,6 +61,9 @@ exit_without_worker_extra("a SAM2 worker")
 
 from protocol.runtime.registry import ModelEntry, RegistryError, load_registry  # noqa: E402
 from workers.models import CheckpointError  # noqa: E402
+
+if TYPE_CHECKING:
+    from workers.disk_cache import DiskEmbeddingCache
 
 log = logging.getLogger("workers")
 
@@ -121,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-mib", type=non_negative_float, default=1024.0, help="embedding cache budget in MiB"
+    )
+    parser.add_argument(
+        "--disk-cache-dir",
+        type=Path,
+        default=None,
+        help="embeddings shared on disk by the workers of a host (default: $SAM2_DISK_CACHE_DIR, else "
+        "~/.cache/napari-sam2-broker/embeddings)",
+    )
+    parser.add_argument(
+        "--disk-cache-gib",
+        type=non_negative_float,
+        default=None,
+        help="bound of the disk cache, least recently used entries deleted first; 0 turns it off "
+        "(default: $SAM2_DISK_CACHE_GIB, else 4; an entry is 16 MiB for a 1024x1024 image)",
     )
     parser.add_argument(
         "--threads",
@@ -233,6 +251,28 @@ def _print_models(registry: dict[str, ModelEntry]) -> None:
         print(f"    licence: {entry.licence}; checkpoint: {where}")
 
 
+def _disk_cache(
+    args: argparse.Namespace, spec: ModelEntry, sha256: str | None, dtype_name: str
+) -> DiskEmbeddingCache | None:
+    """The worker's disk cache, or None when its bound is 0 or its folder cannot be made."""
+    from workers.disk_cache import DiskEmbeddingCache, default_dir, default_limit_gib, namespace
+
+    gib = args.disk_cache_gib if args.disk_cache_gib is not None else default_limit_gib()
+    if gib <= 0:
+        log.info("disk cache: off")
+        return None
+    directory = args.disk_cache_dir or default_dir()
+    try:
+        cache = DiskEmbeddingCache(
+            directory, int(gib * 2**30), namespace(spec.name, sha256, spec.preprocessing, dtype_name)
+        )
+    except OSError as e:
+        log.warning("disk cache: off, cannot use %s: %s", directory, e)
+        return None
+    log.info("disk cache: %s, up to %.1f GiB", directory, gib)
+    return cache
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until SIGTERM/SIGINT; return the process exit code."""
     args = build_parser().parse_args(argv)
@@ -303,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             log.warning("%s", line)
 
+    disk_cache = _disk_cache(args, spec, sha256, device.dtype_name)
     try:
         service = Sam2Service(
             model,
@@ -312,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             random_weights=args.random_weights,
             max_stack_frames=args.max_stack_frames,
             served=ServedModel(spec, None if args.random_weights else checkpoint, sha256),
+            disk_cache=disk_cache,
         )
     except Sam2InternalsChanged as e:  # a sam2 upgrade renamed what the worker relies on
         return _fail(str(e))
