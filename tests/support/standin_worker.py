@@ -144,6 +144,7 @@ class StandinService:
             self.image_shapes.append(list(message.arrays["image"].shape))
         ops = {"info": self._info, "embed": self._embed, "segment": self._segment, "auto": self._auto}
         ops["sleep"] = self._sleep
+        ops["concept"] = self._concept
         handler = ops.get(message.op)
         if message.op == "propagate":
             handler = self._propagate  # type: ignore[assignment]
@@ -216,7 +217,7 @@ class StandinService:
             {
                 "model": self.service,
                 **get_entry("standin-blobs").describe(),  # family, description, licence, preprocessing
-                "ops": ["info", "embed", "segment", "auto", "sleep", "propagate"],
+                "ops": ["info", "embed", "segment", "auto", "concept", "sleep", "propagate"],
                 "device": "standin",
                 "random_weights": False,
                 "pid": os.getpid(),
@@ -279,6 +280,26 @@ class StandinService:
             "prompt": {"points": points.tolist(), "point_labels": labels, "box": params.get("box")},
         }
         return Reply(STATUS_OK, result, arrays, image_key=key)
+
+    def _concept(self, message: Message) -> Reply:
+        """SAM 3's ``concept`` op, stand-in style: every bright blob is an instance of any concept.
+
+        Text and exemplar boxes are checked like the real op but do not change the answer; each
+        object's score is 1.0, so ``score_threshold`` (<= 1) keeps them all.
+        """
+        params = self._params(message, {"text", "boxes", "box_labels", "score_threshold", "contrast_limits"})
+        text, boxes = params.get("text"), params.get("boxes", [])
+        if not (isinstance(text, str) and text.strip()) and not boxes:
+            raise _BadRequest("concept needs a 'text' prompt and/or exemplar 'boxes'")
+        key, seen = self._seen(message, params, pixels_required=False)
+        if seen is None:
+            return Reply(STATUS_NEED_IMAGE, {"message": "send the image"})
+        self._wait(self.delay_s)
+        labels = seen.to_sent(seen.labels.astype(np.uint32))
+        areas = np.bincount(labels.ravel())[1:].astype(np.uint32)
+        scores = np.ones(areas.size, dtype=np.float32)
+        arrays = {"labels": labels, "areas": areas, "scores": scores}
+        return Reply(STATUS_OK, {"num_objects": int(areas.size)}, arrays, image_key=key)
 
     def _auto(self, message: Message) -> Reply:
         allowed = {
