@@ -303,7 +303,9 @@ class SamWidget(QWidget):
         self.model.clear()
         self.model.addItems(sorted(status.services) or [status.model or default_model()])
         for index in range(self.model.count()):  # what each model is, on hover
-            self.model.setItemData(index, status.model_summary(self.model.itemText(index)), Qt.ToolTipRole)
+            self.model.setItemData(
+                index, status.model_summary(self.model.itemText(index)), Qt.ItemDataRole.ToolTipRole
+            )
         self.model.setCurrentText(status.model or default_model())
         self.model.blockSignals(False)
         self.model_info.setText(status.model_summary())

@@ -120,8 +120,10 @@ class StandinService:
         delay_s: float = 0.0,
         encode_delay_s: float = 0.0,
         cache_entries: int = CACHE_ENTRIES,
+        without_ops: frozenset[str] = frozenset(),
     ) -> None:
         self.service = service
+        self.without_ops = without_ops
         self.delay_s = delay_s
         self.encode_delay_s = encode_delay_s
         self.cache_entries = cache_entries
@@ -145,8 +147,10 @@ class StandinService:
         ops = {"info": self._info, "embed": self._embed, "segment": self._segment, "auto": self._auto}
         ops["sleep"] = self._sleep
         ops["concept"] = self._concept
+        for op in self.without_ops:
+            ops.pop(op, None)
         handler = ops.get(message.op)
-        if message.op == "propagate":
+        if message.op == "propagate" and "propagate" not in self.without_ops:
             handler = self._propagate  # type: ignore[assignment]
         try:
             if handler is None:
@@ -217,7 +221,11 @@ class StandinService:
             {
                 "model": self.service,
                 **get_entry("standin-blobs").describe(),  # family, description, licence, preprocessing
-                "ops": ["info", "embed", "segment", "auto", "concept", "sleep", "propagate"],
+                "ops": [
+                    op
+                    for op in ("info", "embed", "segment", "auto", "concept", "sleep", "propagate")
+                    if op not in self.without_ops
+                ],
                 "device": "standin",
                 "random_weights": False,
                 "pid": os.getpid(),
@@ -508,13 +516,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay-s", type=float, default=0.0, help="seconds per segment/auto request")
     parser.add_argument("--encode-delay-s", type=float, default=0.0, help="seconds per new image")
     parser.add_argument("--cache-entries", type=int, default=CACHE_ENTRIES, help="images kept cached")
+    parser.add_argument(
+        "--without-op", action="append", default=[], help="an op this stand-in does not serve (repeatable)"
+    )
     parser.add_argument("--heartbeat-interval-s", type=float, default=1.0)
     parser.add_argument("--heartbeat-liveness", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s standin[%(process)d] %(levelname)s %(message)s"
     )
-    service = StandinService(args.service, args.delay_s, args.encode_delay_s, args.cache_entries)
+    service = StandinService(
+        args.service, args.delay_s, args.encode_delay_s, args.cache_entries, frozenset(args.without_op)
+    )
     config = WorkerConfig(
         connect=args.connect,
         service=args.service,
