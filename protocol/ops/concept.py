@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from protocol.ops.requests import labels_call
 from protocol.wire.client import SamClient
 from protocol.wire.codec import Message
 from protocol.wire.errors import AnswerError
@@ -99,19 +100,7 @@ def concept(
     Raises:
         AnswerError: no uint32 label image of the image's (H, W), or scores that do not fit it.
     """
-    reply = client.call(
-        "concept",
-        dict(params),
-        image=image.pixels,
-        contrast_limits=image.contrast_limits,
-        timeout_s=timeout_s,
-        on_partial=on_progress,
-        cancel=cancel,
-    )
-    labels = reply.arrays.get("labels")
-    if labels is None or labels.dtype != np.uint32 or labels.shape != image.size:
-        got = None if labels is None else f"{labels.dtype} {labels.shape}"
-        raise AnswerError(f"concept answered labels {got}, expected uint32 {image.size}", reply.request_id)
+    reply, labels = labels_call(client, "concept", image, params, on_progress, cancel, timeout_s)
     result = reply.header.get("result") or {}
     num_objects = int(result.get("num_objects", int(labels.max(initial=0))))
     scores = reply.arrays.get("scores")
