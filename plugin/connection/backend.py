@@ -91,7 +91,7 @@ def probe(address: str, timeout_s: float = 1.5) -> dict[str, dict[str, Any]]:
         return client.services(timeout_s=timeout_s)
 
 
-def describe_services(address: str, timeout_s: float = 5.0) -> dict[str, dict[str, Any]]:
+def describe_services(address: str, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
     """:func:`probe` plus family, description, licence and ops of each live service
     (``SamClient.describe_services``: asks ``info`` of services the broker cannot describe yet)."""
     with SamClient(address, config=ClientConfig(timeout_s=timeout_s, retries=0)) as client:
