@@ -38,6 +38,7 @@ from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.runtime.cli import positive_float, positive_int
+from protocol.wire.automask import AutoMaskParams
 from protocol.wire.errors import SecurityError
 from protocol.wire.mdp import DEFAULT_FRONTEND
 
@@ -64,25 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for the label TIFFs and summary.csv")
     parser.add_argument("--broker", default=DEFAULT_FRONTEND, help="broker client endpoint (%(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model = service name (%(default)s)")
+    defaults = AutoMaskParams()  # the one set of defaults the plugin and the worker share
     parser.add_argument(
         "--list-models",
         action="store_true",
         help="print the broker's models (family, preprocessing, ops, licence, description) and exit",
     )
     parser.add_argument(
-        "--points-per-side", type=positive_int, default=32, help="auto's prompt grid per side (%(default)s)"
+        "--points-per-side",
+        type=positive_int,
+        default=defaults.points_per_side,
+        help="auto's prompt grid per side (%(default)s)",
     )
     parser.add_argument(
         "--pred-iou-thresh",
         type=float,
-        default=None,
-        help="keep masks whose predicted quality is at least this, 0..1 (default: the worker's, 0.8)",
+        default=defaults.pred_iou_thresh,
+        help="keep masks whose predicted quality is at least this, 0..1 (%(default)s)",
     )
     parser.add_argument(
         "--stability-score-thresh",
         type=float,
-        default=None,
-        help="keep masks at least this stable, 0..1 (default: the worker's, 0.95)",
+        default=defaults.stability_score_thresh,
+        help="keep masks at least this stable, 0..1 (%(default)s)",
     )
     parser.add_argument(
         "--in-flight",
@@ -183,12 +188,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.contrast_limits is not None and not args.contrast_limits[0] < args.contrast_limits[1]:
         log.error("--contrast-limits needs LOW < HIGH, got %s", args.contrast_limits)
         return EXIT_USAGE
+    try:
+        auto_mask = AutoMaskParams(
+            points_per_side=args.points_per_side,
+            pred_iou_thresh=args.pred_iou_thresh,
+            stability_score_thresh=args.stability_score_thresh,
+        )
+    except ValueError as e:
+        log.error("--points-per-side / --pred-iou-thresh / --stability-score-thresh: %s", e)
+        return EXIT_USAGE
     settings = BatchSettings(
         broker=args.broker,
         model=args.model,
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
+        auto_mask=auto_mask,
         in_flight=args.in_flight,
         timeout_s=args.timeout_s,
         contrast_limits=tuple(args.contrast_limits) if args.contrast_limits else None,

@@ -1,9 +1,10 @@
 """Finding the images of a batch, naming their outputs, and reading them as slices.
 
 Inputs are files or folders. A folder contributes its files with a
-supported suffix (not recursively), sorted by name; other files are ignored.
-A folder named ``*.zarr`` / ``*.ome.zarr`` is one OME-Zarr image instead
-(read lazily by :mod:`batch.large`).
+supported suffix and its OME-Zarr images (sub-folders named ``*.zarr`` /
+``*.ome.zarr``), not recursively otherwise, sorted by name; other entries
+are ignored. A folder named ``*.zarr`` / ``*.ome.zarr`` is one OME-Zarr image
+instead (read lazily by :mod:`batch.large`).
 Each input file is either a single image, (H, W) grey or (H, W, 3|4) colour,
 or a stack whose every 2D slice is segmented: a multi-page TIFF, or any
 TIFF series with more axes (Z, T, C ...). Colour is recognised by the TIFF
@@ -76,10 +77,7 @@ def discover(paths: Sequence[Path]) -> list[Path]:
         if path.is_dir() and is_zarr_input(path):
             files.append(path)
         elif path.is_dir():
-            files += sorted(
-                (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES),
-                key=lambda p: p.name,
-            )
+            files += sorted((p for p in path.iterdir() if _folder_input(p)), key=lambda p: p.name)
         elif path.is_file():
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 raise UsageError(f"{path}: not a supported image file ({', '.join(SUPPORTED_SUFFIXES)})")
@@ -88,13 +86,21 @@ def discover(paths: Sequence[Path]) -> list[Path]:
             raise UsageError(f"{path}: no such file or folder")
     unique = list(dict.fromkeys(files))
     if not unique:
-        raise UsageError(f"no images ({', '.join(SUPPORTED_SUFFIXES)}) in {', '.join(map(str, paths))}")
+        kinds = ", ".join(SUPPORTED_SUFFIXES + ZARR_SUFFIXES)
+        raise UsageError(f"no images ({kinds}) in {', '.join(map(str, paths))}")
     return unique
 
 
 def is_zarr_input(path: Path) -> bool:
-    """An OME-Zarr image folder (given on the command line; folders are not searched for them)."""
+    """An OME-Zarr image folder, by its name (``*.zarr``, ``*.ome.zarr``)."""
     return path.name.lower().endswith(ZARR_SUFFIXES)
+
+
+def _folder_input(path: Path) -> bool:
+    """Whether an entry of an input folder is an input: an image file or an OME-Zarr folder."""
+    if path.is_dir():
+        return is_zarr_input(path)
+    return path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES
 
 
 def input_stem(path: Path) -> str:

@@ -31,7 +31,10 @@ would take for a finished one. Resume rule: an input whose label file in the
 chosen format exists is skipped (unless ``--overwrite``).
 
 The summary describes the inputs of the latest run: one row per slice
-(``slice`` empty for a single image) and one row per unreadable file. An
+(``slice`` empty for a single image) and one row per unreadable file. Its
+``request_id`` names the request of a slice (for a slice sent as tiles the
+count and the first and last tile's ids), ``retries`` how many requests
+were sent again (after a broker restart or a silent request). An
 input skipped because an earlier run made its labels keeps that run's rows.
 """
 
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +84,9 @@ class Row:
         seconds: wall time of the request, "" when not run.
         status: ``ok``, ``error`` or ``skipped`` (label file already there).
         error: what went wrong, "" when ok.
-        request_id: the request's id, to find it in the broker and worker logs.
+        request_id: the request's id, to find it in the broker and worker logs; for a
+            slice segmented as tiles, ``N tiles: FIRST..LAST`` (:func:`request_ids_text`).
+        retries: requests sent again (a broker lost or restarted, a silent request), "" when none.
     """
 
     file: str
@@ -91,9 +96,20 @@ class Row:
     status: str = STATUS_OK
     error: str = ""
     request_id: str = ""
+    retries: str = ""
 
 
 COLUMNS = [f.name for f in fields(Row)]
+
+
+def request_ids_text(request_ids: Sequence[str]) -> str:
+    """The ``request_id`` cell of a slice sent as tiles: ``16 tiles: FIRST..LAST`` (ids in sending order).
+
+    One id stands alone; none gives "". Every tile's id is in the batch log at ``--log-level DEBUG``.
+    """
+    if len(request_ids) <= 1:
+        return "".join(request_ids)
+    return f"{len(request_ids)} tiles: {request_ids[0]}..{request_ids[-1]}"
 
 
 def tiff_resolution(geometry: Geometry | None) -> dict[str, Any]:

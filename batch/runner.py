@@ -19,6 +19,7 @@ object keeps one id through z/t (along the flattened slice order), unless
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ from batch.outputs import (
     output_path,
     pixel_size_text,
     read_summary,
+    request_ids_text,
     write_output,
     write_summary,
 )
@@ -57,6 +59,7 @@ from protocol.geometry.link import PlaneView, StackLinker
 from protocol.ops.requests import auto
 from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
 from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.wire.automask import AutoMaskParams
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import (
     AnswerError,
@@ -85,9 +88,8 @@ class BatchSettings:
     Attributes:
         broker: the broker's client endpoint.
         model: the service (model name) to ask.
-        points_per_side: ``auto``'s prompt grid (points per image side).
-        pred_iou_thresh: ``auto``'s predicted-quality filter, None: the worker's default.
-        stability_score_thresh: ``auto``'s stability filter, None: the worker's default.
+        auto_mask: ``auto``'s parameters (the shared schema and its defaults,
+            :class:`protocol.wire.automask.AutoMaskParams`).
         in_flight: requests sent at once; None: 2 x the workers the broker reports.
         timeout_s: silence allowed per request before it counts as lost
             (``auto`` reports progress about once a second, which resets it).
@@ -108,9 +110,7 @@ class BatchSettings:
 
     broker: str = DEFAULT_FRONTEND
     model: str = DEFAULT_MODEL
-    points_per_side: int = 32
-    pred_iou_thresh: float | None = None
-    stability_score_thresh: float | None = None
+    auto_mask: AutoMaskParams = field(default_factory=AutoMaskParams)
     in_flight: int | None = None
     timeout_s: float = 600.0
     contrast_limits: tuple[float, float] | None = None
@@ -124,14 +124,9 @@ class BatchSettings:
     link_slices: bool = True
     max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
 
-    def auto_params(self) -> dict[str, float | int]:
+    def auto_params(self) -> dict[str, Any]:
         """The ``auto`` params of every request (contrast limits go separately)."""
-        params: dict[str, float | int] = {"points_per_side": self.points_per_side}
-        if self.pred_iou_thresh is not None:
-            params["pred_iou_thresh"] = self.pred_iou_thresh
-        if self.stability_score_thresh is not None:
-            params["stability_score_thresh"] = self.stability_score_thresh
-        return params
+        return self.auto_mask.to_params()
 
 
 @dataclass
@@ -174,6 +169,7 @@ class _SliceOutcome:
     seconds: float
     error: str
     request_id: str
+    resends: int = 0
 
 
 def broker_workers(settings: BatchSettings) -> int:
@@ -448,16 +444,29 @@ class BatchRunner:
                 sink.discard()
             raise
         for name, done in zip(slice_names, result.slices, strict=True):
-            self._rows.append(Row(str(path), name, str(done.num_objects), f"{done.seconds:.3f}", STATUS_OK))
+            request_ids = request_ids_text(done.request_ids)
+            self._rows.append(
+                Row(
+                    str(path),
+                    name,
+                    str(done.num_objects),
+                    f"{done.seconds:.3f}",
+                    STATUS_OK,
+                    "",
+                    request_ids,
+                    str(done.resends) if done.resends else "",
+                )
+            )
         self.report.processed += 1
         log.info(
-            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s",
+            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s request_ids=%s",
             path,
             len(slice_names),
             sum(done.tiles for done in result.slices),
             result.num_ids,
             time.perf_counter() - started,
             self.outputs[path],
+            request_ids_text([i for done in result.slices for i in done.request_ids]),
         )
         self._advance()
 
@@ -467,8 +476,15 @@ class BatchRunner:
         """Run ``auto`` on slice ``index`` of ``job`` (in a pool thread)."""
         image = WireImage(job.image.slices[index], job.contrast_limits)
         started = time.perf_counter()
+        client = self._clients.get()
+        resends_before = client.resends
+        outcome = self._auto(client, image, started)
+        return dataclasses.replace(outcome, resends=client.resends - resends_before)
+
+    def _auto(self, client: SamClient, image: WireImage, started: float) -> _SliceOutcome:
+        """``auto`` on one slice; every failure becomes the outcome's error."""
         try:
-            answer = auto(self._clients.get(), image, self.settings.auto_params(), cancel=self._cancel)
+            answer = auto(client, image, self.settings.auto_params(), cancel=self._cancel)
         except RemoteError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, str(e), e.request_id or "")
         except Superseded as e:
@@ -515,6 +531,7 @@ class BatchRunner:
             status,
             error,
             outcome.request_id,
+            str(outcome.resends) if outcome.resends else "",
         )
         job.remaining -= 1
         if job.remaining == 0:
@@ -538,9 +555,7 @@ class BatchRunner:
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"
                 log.error("%s", message)
-                rows = [
-                    Row(r.file, r.slice, "", r.seconds, STATUS_ERROR, message, r.request_id) for r in rows
-                ]
+                rows = [dataclasses.replace(r, objects="", status=STATUS_ERROR, error=message) for r in rows]
                 failed = rows
         self._rows += rows
         if failed:

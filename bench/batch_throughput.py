@@ -40,6 +40,8 @@ from bench.common import (
     start_sam_worker,
     wait_for_workers,
 )
+from protocol.runtime.processes import wait_for_log
+from protocol.wire.automask import AutoMaskParams
 
 
 def make_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -89,9 +91,10 @@ def measure(
         for i in range(workers)
     ]
     for proc in started:
-        procs.wait_for_log(proc, "worker ready", 300)
+        wait_for_log(proc, "worker ready", 300)
     wait_for_workers(frontend, MODEL, workers)
-    settings = BatchSettings(broker=frontend, model=MODEL, points_per_side=points_per_side, progress=False)
+    auto_mask = AutoMaskParams(points_per_side=points_per_side)
+    settings = BatchSettings(broker=frontend, model=MODEL, auto_mask=auto_mask, progress=False)
     begin = time.perf_counter()
     report = run_batch(files, out_dir, settings)
     seconds = time.perf_counter() - begin

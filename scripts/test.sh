@@ -11,7 +11,7 @@ case "${1:-}" in
     cat <<'USAGE'
 Usage: scripts/test.sh [pytest arguments...]
 
-Set up the environment (.venv, Xvfb and Qt's libraries), run ruff, then pytest
+Set up the environment (.venv, Xvfb and Qt's libraries), run ruff and mypy, then pytest
 twice: the backend and logic tests (-m "not gui"), then the napari tests
 (-m gui) under Xvfb. Arguments go to both pytest sessions, e.g.
   scripts/test.sh -k codec
@@ -31,6 +31,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 echo "[test] ruff"
 ruff check .
 ruff format --check .
+# Types of the wire, the broker and the plugin's logic (its Qt widgets are left to ruff).
+echo "[test] mypy"
+mypy protocol broker batch plugin/labels plugin/view plugin/jobs plugin/connection
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

@@ -51,16 +51,12 @@ from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.runtime.cli import non_negative_float, positive_float, positive_int
 from protocol.runtime.extras import exit_without_worker_extra
 from protocol.runtime.parent import watch_parent
+from protocol.runtime.registry import ModelEntry, RegistryError, load_registry
 from protocol.wire.codec import Limits
 from protocol.wire.errors import SecurityError
 from protocol.wire.mdp import DEFAULT_BACKEND
 from protocol.wire.security import CurveClientKeys, is_loopback_endpoint
-
-# A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
-exit_without_worker_extra("a SAM2 worker")
-
-from protocol.runtime.registry import ModelEntry, RegistryError, load_registry  # noqa: E402
-from workers.models import CheckpointError  # noqa: E402
+from workers import standin
 
 if TYPE_CHECKING:
     from workers.disk_cache import DiskEmbeddingCache
@@ -83,7 +79,7 @@ def _workers_per_host_from_env() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every tunable of a worker, with its default and meaning."""
+    """Every tunable of a SAM2 worker, with its default and meaning."""
     parser = argparse.ArgumentParser(
         prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
     )
@@ -273,8 +269,28 @@ def _disk_cache(
     return cache
 
 
+def requested_model(argv: Sequence[str]) -> str:
+    """The ``--model`` of a command line (the default model when absent), read before anything is loaded."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model", default=DEFAULT_MODEL)
+    return str(peek.parse_known_args(argv)[0].model)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    """Run one worker until SIGTERM/SIGINT; return the process exit code.
+
+    The model's family picks the code: ``standin`` models run ``workers.standin.cli`` (no torch),
+    every other model is a SAM2 model, served here.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if standin.is_standin(requested_model(argv)):
+        from workers.standin.cli import main as standin_main
+
+        return standin_main(argv)
+    # A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
+    exit_without_worker_extra("a SAM2 worker")
+    from workers.models import CheckpointError
+
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     try:

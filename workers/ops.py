@@ -1,3 +1,4 @@
+# One file on purpose: Sam2Service, one method per operation over one predictor, cache and counters.
 """The operations of ``protocol/README.md`` against one SAM2 model.
 
 :class:`Sam2Service` owns the ``SAM2ImagePredictor`` (not thread-safe: the
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from protocol.runtime.memory import release_free_memory
+from protocol.wire.automask import AUTO_MASK_KEYS, AutoMaskParams
 from protocol.wire.codec import (
     ALLOWED_DTYPES,
     STATUS_ERROR,
@@ -41,6 +43,9 @@ from protocol.wire.codec import (
     Message,
 )
 from protocol.wire.image_key import image_key
+from protocol.wire.propagate import ARRAYS as PROPAGATE_ARRAYS
+from protocol.wire.propagate import PARAMS as PROPAGATE_PARAMS
+from protocol.wire.propagate import PromptEntry, PropagateRequest, has_prompt
 from protocol.wire.wire_image import stack_contrast_limits
 from workers import microsam_prep
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
@@ -52,7 +57,6 @@ from workers.prep import check_contrast_limits, check_image_shape, prepare_image
 from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
 from workers.propagate import (
     DEFAULT_MAX_STACK_FRAMES,
-    DIRECTIONS,
     MAX_OBJECTS,
     ObjectPrompt,
     StackFrames,
@@ -521,31 +525,14 @@ class Sam2Service:
         yield Reply(STATUS_OK, result, arrays, image_key=ref.key)
 
     def _op_auto(self, message: Message) -> Iterator[Reply]:
-        params = _params(
-            message,
-            frozenset(
-                {
-                    "points_per_side",
-                    "points_per_batch",
-                    "pred_iou_thresh",
-                    "stability_score_thresh",
-                    "box_nms_thresh",
-                    "crop_n_layers",
-                    "min_mask_region_area",
-                    "contrast_limits",
-                }
-            ),
-        )
+        params = _params(message, frozenset({*AUTO_MASK_KEYS, "contrast_limits"}))
         _check_arrays(message, frozenset({"image"}))
-        settings = {
-            "points_per_side": _int_param(params, "points_per_side", 32, 1, 128),
-            "points_per_batch": _int_param(params, "points_per_batch", 64, 1, 1024),
-            "pred_iou_thresh": _float_param(params, "pred_iou_thresh", 0.8, 0.0, 1.0),
-            "stability_score_thresh": _float_param(params, "stability_score_thresh", 0.95, 0.0, 1.0),
-            "box_nms_thresh": _float_param(params, "box_nms_thresh", 0.7, 0.0, 1.0),
-            "crop_n_layers": _int_param(params, "crop_n_layers", 0, 0, 3),
-            "min_mask_region_area": _int_param(params, "min_mask_region_area", 0, 0, 2**31 - 1),
-        }
+        try:  # the one schema of the automatic-mask parameters and their defaults
+            settings = AutoMaskParams.from_params(
+                {k: v for k, v in params.items() if k != "contrast_limits"}
+            ).to_params()
+        except ValueError as e:
+            raise bad_request(str(e)) from e
         if settings["min_mask_region_area"] > 0 and importlib.util.find_spec("cv2") is None:
             raise bad_request("min_mask_region_area > 0 needs OpenCV (cv2), which this worker does not have")
         ref = self._resolve_image(message, params, pixels_required=True)
@@ -590,22 +577,8 @@ class Sam2Service:
         raise RuntimeError("automatic mask generation ended without a result")
 
     def _op_propagate(self, message: Message) -> Iterator[Reply]:
-        params = _params(
-            message,
-            frozenset(
-                {
-                    "frame_index",
-                    "direction",
-                    "max_frames",
-                    "points",
-                    "point_labels",
-                    "box",
-                    "contrast_limits",
-                    "prompts",
-                }
-            ),
-        )
-        _check_arrays(message, frozenset({"stack", "mask", "masks"}))
+        params = _params(message, PROPAGATE_PARAMS)
+        _check_arrays(message, PROPAGATE_ARRAYS)
         stack = message.arrays.get("stack")
         if stack is None:
             raise bad_request("propagate needs a 'stack' array: (Z, H, W) grey or (Z, H, W, 3|4) colour")
@@ -613,20 +586,16 @@ class Sam2Service:
             shape = check_stack(stack.shape, self.max_stack_frames)
         except ValueError as e:
             raise bad_request(str(e)) from e
-        if "frame_index" not in params:
-            raise bad_request("propagate needs 'frame_index': the slice (0..Z-1) the prompt is on")
-        frame_index = _int_param(params, "frame_index", 0, 0, shape.frames - 1)
-        direction = params.get("direction", "both")
-        if direction not in DIRECTIONS:
-            raise bad_request(f"param 'direction' must be one of {list(DIRECTIONS)}, got {direction!r}")
-        max_frames = None
-        if params.get("max_frames") is not None:
-            max_frames = _int_param(params, "max_frames", 0, 0, shape.frames)
+        try:  # the request's one definition, shared with the client (protocol.wire.propagate)
+            request, entries = PropagateRequest.from_params(params, shape.frames)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
+        frame_index, direction, max_frames = request.frame_index, request.direction, request.max_frames
         contrast_limits = _contrast_limits(params)
         many = "masks" in message.arrays or "prompts" in params
         if many:
             objects = self._propagate_objects(
-                message, params, frame_index, shape.frames, shape.height, shape.width
+                message, params, entries, frame_index, shape.frames, shape.height, shape.width
             )
         else:
             mask, prompt = self._propagate_prompt(message, params, shape.height, shape.width)
@@ -679,15 +648,14 @@ class Sam2Service:
         self,
         message: Message,
         params: Mapping[str, Any],
+        entries: list[PromptEntry],
         frame_index: int,
         frames: int,
         height: int,
         width: int,
     ) -> list[ObjectPrompt]:
         """The many-object form: a uint32 ``masks`` label image on slice k and/or a ``prompts`` list."""
-        if message.arrays.get("mask") is not None or any(
-            params.get(name) not in (None, []) for name in ("points", "point_labels", "box")
-        ):
+        if message.arrays.get("mask") is not None or has_prompt(params):
             raise bad_request(
                 "give either the one-object form ('mask' or points/box) or the many-object form "
                 "('masks' and/or 'prompts'), not both"
@@ -707,29 +675,12 @@ class Sam2Service:
             if ids.size > MAX_OBJECTS:
                 raise bad_request(f"masks has {ids.size} objects; one request tracks at most {MAX_OBJECTS}")
             objects += [ObjectPrompt(frame_index, int(i), masks == i) for i in ids]
-        prompts = params.get("prompts", [])
-        if not isinstance(prompts, list) or len(prompts) > 4 * MAX_OBJECTS:
-            raise bad_request(f"param 'prompts' must be a list of at most {4 * MAX_OBJECTS} objects")
-        for n, item in enumerate(prompts):
-            if not isinstance(item, dict):
-                raise bad_request(f"prompts[{n}] must be an object")
-            unknown = sorted(set(item) - {"frame_index", "object_id", "points", "point_labels", "box"})
-            if unknown:
-                raise bad_request(f"prompts[{n}]: unknown keys {unknown}")
-            index, object_id = item.get("frame_index"), item.get("object_id")
-            if type(index) is not int or not 0 <= index < frames:
-                raise bad_request(
-                    f"prompts[{n}]: 'frame_index' must be an integer in 0..{frames - 1}, got {index!r}"
-                )
-            if type(object_id) is not int or not 0 < object_id < 2**32:
-                raise bad_request(
-                    f"prompts[{n}]: 'object_id' must be an integer in 1..4294967295, got {object_id!r}"
-                )
+        for n, entry in enumerate(entries):  # slice and object checked by PropagateRequest.from_params
             try:
-                prompt = parse_prompt(item, (height, width), self.max_points)
+                prompt = parse_prompt(entry.fields, (height, width), self.max_points)
             except PromptError as e:
                 raise bad_request(f"prompts[{n}]: {e}") from e
-            objects.append(ObjectPrompt(index, object_id, None, prompt))
+            objects.append(ObjectPrompt(entry.frame_index, entry.object_id, None, prompt))
         try:
             check_object_prompts(objects, frame_index, frames)
         except ValueError as e:
@@ -741,9 +692,9 @@ class Sam2Service:
     ) -> tuple[np.ndarray | None, Prompt | None]:
         """The prompt on slice k: a bool (H, W) ``mask``, or points/box in (row, col); exactly one."""
         mask = message.arrays.get("mask")
-        has_prompt = any(params.get(name) not in (None, []) for name in ("points", "point_labels", "box"))
+        prompted = has_prompt(params)
         if mask is not None:
-            if has_prompt:
+            if prompted:
                 raise bad_request("give either a 'mask' or points/box for slice frame_index, not both")
             if mask.dtype != np.bool_ or mask.shape != (height, width):
                 raise bad_request(
@@ -753,7 +704,7 @@ class Sam2Service:
             if not mask.any():
                 raise bad_request("mask is empty: it must mark the object on slice frame_index")
             return mask, None
-        if not has_prompt:
+        if not prompted:
             raise bad_request(
                 "propagate needs a prompt on slice frame_index: a 'mask' array (bool (H, W)), "
                 "or points + point_labels and/or a box"

@@ -1,3 +1,4 @@
+# One file on purpose: SAM2's video predictor and the stack and prompt checks that only it needs.
 """Propagation of objects' masks through a stack (z or time) with SAM2's video predictor.
 
 One object (``VideoPropagator.run``: bool masks) or several tracked together
@@ -41,19 +42,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from protocol.wire.propagate import DIRECTIONS, MAX_OBJECTS
 from workers.prep import check_image_shape, prepare_image
 from workers.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("forward", "backward", "both")
 DEFAULT_MAX_STACK_FRAMES = 512
 # sam2's load_video_frames defaults (ImageNet statistics), RGB order.
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
 OBJECT_ID = 1
-MAX_OBJECTS = 64
-"""Most objects tracked in one request (each costs a memory-attention + decoder pass per slice)."""
 MEMORY_KEEP_FRAMES = 16
 """Tracked (non-prompted) slices kept in the inference state on each side of the slice being
 computed and of slice k: SAM2 reads at most 7 memory slices and 16 object pointers back, so older

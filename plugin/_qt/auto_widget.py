@@ -22,8 +22,9 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.qt_helpers import TaskProgress, button, spin_box
-from plugin.jobs.stacks import AUTO_STACK
+from plugin.jobs.stack_runs import AUTO_STACK
 from plugin.user_settings import load, save
+from protocol.wire.automask import LIMITS
 
 if TYPE_CHECKING:
     from plugin.jobs.controller import Controller
@@ -66,10 +67,11 @@ class AutoBox(QGroupBox):
         super().__init__("Automatic segmentation", parent)
         self.controller = controller
         form = QFormLayout(self)
-        self.points_per_side = spin_box(1, 128, 16)
+        defaults = controller.auto_settings
+        low, high = LIMITS["points_per_side"]
+        self.points_per_side = spin_box(int(low), int(high), defaults.points_per_side)
         self.points_per_side.setToolTip("Grid of prompts per side; more finds smaller objects but is slower")
         form.addRow("Points per side", self.points_per_side)
-        defaults = controller.auto_settings
         self.iou_thresh = fraction_box(load(IOU_KEY, defaults.pred_iou_thresh), IOU_TIP)
         form.addRow("Predicted IoU ≥", self.iou_thresh)
         self.stability_thresh = fraction_box(

@@ -37,9 +37,9 @@ class EncodeBox(QGroupBox):
     def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
         super().__init__("Embeddings ahead", parent)
         self.controller = controller
-        self.prefetcher = Prefetcher(controller, Coalescer(PREFETCH_DELAY_MS, self))
+        self.prefetcher = Prefetcher(controller.context, Coalescer(PREFETCH_DELAY_MS, self))
         controller.prefetch = self.prefetcher
-        self.encoder = EncodeStack(controller)
+        self.encoder = EncodeStack(controller.context)
         form = QFormLayout(self)
         self.prefetch = QCheckBox("Prefetch under the view")
         self.prefetch.setToolTip(PREFETCH_TIP)

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QWidg
 
 from plugin._qt.qt_helpers import button
 from plugin.export import GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels
-from plugin.jobs.controller import napari_notify
+from plugin.jobs.results import napari_notify
 from plugin.labels.names import names_from_metadata
 from protocol.formats.geojson import PHYSICAL, PIXEL
 

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
-from plugin.jobs.controller import napari_notify
+from plugin.jobs.results import napari_notify
 from plugin.labels.names import METADATA_KEY, names_from_metadata, with_name
 from plugin.view.name_overlay import NameOverlay
 from plugin.view.picking import PICK_WAITING, pick_once

@@ -14,8 +14,8 @@ import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWidget
 
 from plugin._qt.qt_helpers import TaskProgress, button
-from plugin.jobs.stacks import PROPAGATE
-from protocol.ops.requests import DIRECTIONS
+from plugin.jobs.stack_runs import PROPAGATE
+from protocol.wire.propagate import DIRECTIONS
 
 if TYPE_CHECKING:
     from plugin._qt.label_table_widget import LabelTable

@@ -1,3 +1,3 @@
-"""The plugin's link to the backend: the session (channel, status, reconnects), the embedded
-local backend and its restart policy.
+"""The plugin's link to the backend: the session (channels, newest-only answers, call logging),
+probing a broker, the embedded local backend and its restart policy.
 """

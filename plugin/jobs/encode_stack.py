@@ -7,7 +7,7 @@ non-displayed axis, and on a large slice each window a click gets), sent as
 (:func:`protocol.ops.embed_many.embed_many`), each read only in the thread that
 sends it. The clients share the session's known keys, so every later click
 on the stack sends only its key and costs a decoder call. Progress and
-cancel as AUTO-SEGMENT STACK (:mod:`plugin.jobs.stacks`); at the end a
+cancel as AUTO-SEGMENT STACK (:mod:`plugin.jobs.stack_runs`); at the end a
 summary, and a warning when the workers' caches cannot hold every
 embedding (:func:`protocol.ops.embed_many.cache_room`).
 """
@@ -18,12 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from plugin.connection.session import Session
+from plugin.jobs.context import JobContext
 from plugin.jobs.embed_targets import EmbedTarget, stack_targets
-from plugin.jobs.results import Results
-from plugin.jobs.stacks import Done, Progress
+from plugin.jobs.stack_runs import Done, Progress
 from plugin.view.coords import OutsideImage
 from plugin.view.layers import base_data, plane_of, spatial_shape
 from plugin.wording import plural
@@ -32,36 +31,12 @@ from protocol.ops.fan_out import worker_count
 from protocol.wire.errors import Superseded
 from protocol.wire.wire_image import WireImage
 
-if TYPE_CHECKING:
-    import napari
-    from napari.layers import Image
-
 ENCODE_STACK = "encode_stack"
 """The session channel the run is driven from (its requests go on clients of their own)."""
 EMBED_TIMEOUT_S = 300.0
 """Silence allowed per ``embed`` (a busy worker on a CPU takes seconds per image)."""
 MAX_IMAGES = 100_000
 """Most slices or windows one Encode stack sends (far past any workers' caches)."""
-
-
-class EncodeHost(Protocol):
-    """What Encode stack needs from the plugin's state (the :class:`plugin.jobs.controller.Controller`)."""
-
-    @property
-    def viewer(self) -> napari.Viewer: ...
-
-    @property
-    def dispatch(self) -> Callable[[Callable[[], None]], None]: ...
-
-    @property
-    def results(self) -> Results: ...
-
-    @property
-    def session(self) -> Session | None: ...
-
-    def ready(self) -> Image | None:
-        """The image to segment, or None (the user was told why)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -108,9 +83,13 @@ def cache_warning(report: EncodeReport) -> str | None:
 
 
 class EncodeStack:
-    """Runs Encode stack for the plugin's state (an :class:`EncodeHost`); one run at a time."""
+    """Runs Encode stack for the current image; one run at a time.
 
-    def __init__(self, host: EncodeHost) -> None:
+    Args:
+        host: the jobs' shared state (viewer, session, notifications, GUI-thread dispatch).
+    """
+
+    def __init__(self, host: JobContext) -> None:
         self.c = host
         self._cancel: threading.Event | None = None
         self._on_done: Done = lambda _completed: None

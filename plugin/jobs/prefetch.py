@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from plugin.connection.session import Session
+from plugin.jobs.context import JobContext
 from plugin.jobs.embed_targets import EmbedTarget, prompt_target, target_at
 from plugin.view.coords import OutsideImage, SlicePlane, pixel_in_plane
 from plugin.view.layers import base_data, plane_of, spatial_shape
@@ -38,7 +39,6 @@ from protocol.wire.client import SamClient
 from protocol.wire.image_key import image_key
 
 if TYPE_CHECKING:
-    import napari
     from napari.layers import Image
 
     from plugin.view.prompts import Prompt
@@ -59,31 +59,15 @@ Schedule = Callable[[Callable[[], None]], None]
 """``schedule(fn)``: run ``fn`` on the GUI thread once the view has been still for a while (debounced)."""
 
 
-class PrefetchHost(Protocol):
-    """What the prefetcher needs from the plugin's state (the :class:`plugin.jobs.controller.Controller`)."""
-
-    @property
-    def viewer(self) -> napari.Viewer: ...
-
-    @property
-    def session(self) -> Session | None: ...
-
-    @property
-    def unavailable(self) -> str | None: ...
-
-    @property
-    def image(self) -> Image | None: ...
-
-
 class Prefetcher:
     """Embeds the image under the view when the view settles.
 
     Args:
-        host: the plugin's state.
+        host: the jobs' shared state (viewer, session, whether a worker is up, the image).
         schedule: the debouncer (the widget's :class:`plugin._qt.qt_helpers.Coalescer`).
     """
 
-    def __init__(self, host: PrefetchHost, schedule: Schedule) -> None:
+    def __init__(self, host: JobContext, schedule: Schedule) -> None:
         self.host = host
         self.schedule = schedule
         self.enabled = True

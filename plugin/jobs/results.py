@@ -250,21 +250,6 @@ class Results:
             self.wrote(layer)
         return tuple(sorted(written)), pixels
 
-    def paste_ids(self, layer: Labels, plane: SlicePlane, ids: np.ndarray) -> tuple[tuple[int, ...], int]:
-        """Write (H, W) labels that already hold the layer's final ids (0 = none) on ``plane``.
-
-        With :attr:`only_background`, only background pixels are filled.
-
-        Returns:
-            ``(ids written, pixels changed)``.
-        """
-        if not ids.any():
-            return (), 0
-        edit = compute_paste(slice_view(layer, plane), ids, 1, self.only_background)
-        write_edit(layer, plane, edit)
-        self.wrote(layer)
-        return tuple(int(i) for i in np.unique(edit.new) if i), edit.size
-
     def report_error(self, error: Exception) -> None:
         """Report a failed request as a notification (superseded requests are silent)."""
         if isinstance(error, Superseded):

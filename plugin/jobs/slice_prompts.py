@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from plugin.view.coords import SlicePlane
 from plugin.view.prompts import Prompt
-from protocol.ops.requests import SlicePrompt
+from protocol.wire.propagate import SlicePrompt
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
 """Label bookkeeping: ids and refine modes, names, history (undo/redo), edits, statistics.
 
-No Qt. May import :mod:`plugin.view` and the protocol's client rooms.
+No Qt, no napari events. May import only :mod:`protocol.runtime` (tests/protocol/test_layering.py).
 """

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from plugin.view.coords import SlicePlane, box_in_plane, inside, on_plane, pixel_in_plane
-from protocol.ops.requests import segment_params
+from protocol.wire.propagate import prompt_params
 
 POSITIVE = 1
 NEGATIVE = 0
@@ -56,7 +56,7 @@ class Prompt:
 
     def params(self) -> dict[str, Any]:
         """Wire parameters of the ``segment`` op (points, point_labels, box)."""
-        return segment_params(self.points, self.point_labels, self.box)
+        return prompt_params(self.points, self.point_labels, self.box)
 
 
 def points_prompt(data_points: np.ndarray, labels: Sequence[int], plane: SlicePlane) -> Prompt:

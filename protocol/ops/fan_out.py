@@ -63,6 +63,8 @@ class FanOutResult(Generic[Item]):
         in_flight: requests kept in flight (sending threads).
         seconds: wall time of the whole run.
         cancelled: it stopped early because ``cancel`` was set.
+        resends: requests sent again by the clients (lost broker connections, timeouts;
+            :attr:`protocol.wire.client.SamClient.resends`).
     """
 
     done: int
@@ -70,6 +72,7 @@ class FanOutResult(Generic[Item]):
     in_flight: int
     seconds: float
     cancelled: bool
+    resends: int = 0
 
 
 def fan_out(
@@ -182,4 +185,5 @@ def fan_out(
             thread.join(timeout=30)
     if error is not None:
         raise error
-    return FanOutResult(done, total, workers, time.monotonic() - started, stop.is_set())
+    resends = sum(client.resends for client in clients)
+    return FanOutResult(done, total, workers, time.monotonic() - started, stop.is_set(), resends)

@@ -25,15 +25,11 @@ import numpy as np
 from protocol.wire.client import SamClient
 from protocol.wire.codec import Message
 from protocol.wire.errors import AnswerError
+from protocol.wire.propagate import Box, Point, PropagateRequest, SlicePrompt, prompt_params
 from protocol.wire.wire_image import WireImage, WireStack
 
 # Low-res logits of a segment answer, the shape ``mask_input`` takes back.
 LOGITS_SHAPE = (1, 256, 256)
-# Propagation directions: from slice k both ways, k, k+1, ... or k, k-1, ...
-DIRECTIONS = ("both", "forward", "backward")
-
-Point = tuple[float, float]
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -106,31 +102,6 @@ class PropagatedLabels:
 
 
 @dataclass(frozen=True)
-class SlicePrompt:
-    """Points and/or a box for one object on one slice (a correction, or the object's start).
-
-    Attributes:
-        frame_index: the slice (0..Z-1).
-        object_id: the object's id (1..2**32-1).
-        points, point_labels, box: as :func:`segment_params`, in (row, col).
-    """
-
-    frame_index: int
-    object_id: int
-    points: tuple[Point, ...] = ()
-    point_labels: tuple[int, ...] = ()
-    box: Box | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        """The ``prompts`` entry of a ``propagate`` request."""
-        return {
-            "frame_index": int(self.frame_index),
-            "object_id": int(self.object_id),
-            **segment_params(self.points, self.point_labels, self.box),
-        }
-
-
-@dataclass(frozen=True)
 class PropagateAnswer:
     """The FINAL of ``propagate``: ``frames`` slices produced, ``cancelled`` if the backend stopped early."""
 
@@ -145,30 +116,6 @@ class EmbedAnswer:
 
     image_key: str
     cached: bool
-
-
-def segment_params(
-    points: Sequence[Point] = (), point_labels: Sequence[int] = (), box: Box | None = None
-) -> dict[str, Any]:
-    """The prompt parameters of a ``segment`` request (``points``, ``point_labels``, ``box``).
-
-    Args:
-        points: ``((row, col), ...)`` in pixels of the sent image.
-        point_labels: one per point, 1 positive / 0 negative.
-        box: ``(row_min, col_min, row_max, col_max)`` or None.
-
-    Raises:
-        ValueError: a different number of points and labels.
-    """
-    if len(points) != len(point_labels):
-        raise ValueError(f"{len(points)} points but {len(point_labels)} point labels")
-    params: dict[str, Any] = {}
-    if len(points):
-        params["points"] = [[float(r), float(c)] for r, c in points]
-        params["point_labels"] = [int(label) for label in point_labels]
-    if box is not None:
-        params["box"] = [float(v) for v in box]
-    return params
 
 
 def segment(
@@ -187,13 +134,13 @@ def segment(
     Args:
         client: the caller's client (one call at a time).
         image: the image the prompt is on.
-        points, point_labels, box: the prompt, see :func:`segment_params`.
+        points, point_labels, box: the prompt, see :func:`protocol.wire.propagate.prompt_params`.
         mask_input: (1, 256, 256) float32 logits of a previous answer, or None.
 
     Raises:
         AnswerError: no mask of the image's (H, W) in the answer.
     """
-    params = {**segment_params(points, point_labels, box), "return_logits": True}
+    params = {**prompt_params(points, point_labels, box), "return_logits": True}
     params["multimask"] = len(points) == 1 and box is None and mask_input is None
     arrays = {} if mask_input is None else {"mask_input": mask_input}
     reply = client.call("segment", params, arrays, image=image.pixels, contrast_limits=image.contrast_limits)
@@ -296,8 +243,7 @@ def propagate(
         ValueError: an unknown direction, or a mask of another shape than the slices.
         AnswerError: a slice that is not a bool (H, W) mask of a slice of the stack.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    params = PropagateRequest(frame_index, direction).to_params()  # checks the direction
     if mask.shape != stack.size:
         raise ValueError(f"mask {mask.shape} must have the slices' shape {stack.size}")
 
@@ -319,7 +265,7 @@ def propagate(
 
     reply = client.call(
         "propagate",
-        {"frame_index": int(frame_index), "direction": direction},
+        params,
         {"stack": stack.pixels, "mask": np.ascontiguousarray(mask, dtype=bool)},
         contrast_limits=stack.contrast_limits,
         timeout_s=timeout_s,
@@ -364,8 +310,7 @@ def propagate_objects(
         AnswerError: a slice that is not a uint32 (H, W) label image of a
             slice of the stack, or that holds an id that was not asked for.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    params = PropagateRequest(frame_index, direction, tuple(prompts)).to_params()  # checks the direction
     arrays: dict[str, np.ndarray] = {"stack": stack.pixels}
     asked = {int(p.object_id) for p in prompts}
     if masks is not None:
@@ -406,9 +351,6 @@ def propagate_objects(
             )
         on_slice(PropagatedLabels(index, done, total, labels, ids))
 
-    params: dict[str, Any] = {"frame_index": int(frame_index), "direction": direction}
-    if prompts:
-        params["prompts"] = [p.to_wire() for p in prompts]
     reply = client.call(
         "propagate",
         params,

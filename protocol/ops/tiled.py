@@ -23,6 +23,7 @@ background is not stretched into noise.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -36,10 +37,12 @@ from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE, Tile, tile_g
 from protocol.geometry.link import DEFAULT_LINK_IOU, PlaneView, StackLinker
 from protocol.geometry.stitch import DEFAULT_MERGE_IOU, StitchResult, TileStitcher
 from protocol.ops import requests as ops
-from protocol.ops.concept import concept
+from protocol.ops.concept import ConceptAnswer, concept
 from protocol.ops.fan_out import fan_out
 from protocol.wire.client import SamClient
 from protocol.wire.wire_image import stack_contrast_limits, to_wire
+
+log = logging.getLogger(__name__)
 
 # Pixels read to estimate a slice's contrast limits (a strided sample).
 CONTRAST_SAMPLE_PIXELS = 1 << 20
@@ -57,6 +60,9 @@ class TiledAutoResult:
         in_flight: requests kept in flight.
         seconds: wall time of the whole run.
         cancelled: the run stopped early because ``cancel`` was set.
+        request_ids: the request id of each tile answered, in grid (row-major,
+            sending) order, to find the tiles in the broker and worker logs.
+        resends: tile requests sent again (lost broker connections, timeouts).
     """
 
     num_objects: int
@@ -66,6 +72,8 @@ class TiledAutoResult:
     in_flight: int
     seconds: float
     cancelled: bool
+    request_ids: tuple[str, ...] = ()
+    resends: int = 0
 
 
 def sample_contrast_limits(
@@ -150,14 +158,18 @@ def tiled_auto(
     if op == "concept" and auto_params.get("boxes"):
         raise ValueError("a tiled concept takes a text prompt only (exemplar boxes belong to one window)")
 
-    def send(client: SamClient, tile: Tile, halt: threading.Event) -> np.ndarray:
+    request_ids: dict[int, str] = {}
+
+    def send(client: SamClient, tile: Tile, halt: threading.Event) -> ops.AutoAnswer | ConceptAnswer:
         image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
         if op == "concept":
-            return concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s).labels
-        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s).labels
+            return concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
 
-    def stitch(tile: Tile, labels: np.ndarray) -> None:
-        stitcher.add(tile, labels)
+    def stitch(tile: Tile, answer: ops.AutoAnswer | ConceptAnswer) -> None:
+        stitcher.add(tile, answer.labels)
+        request_ids[tile.flat] = answer.request_id
+        log.debug("tile %s window=%s request_id=%s", tile.index, tile.window, answer.request_id)
         if on_progress is not None:
             on_progress(stitcher.tiles_done, len(grid))
 
@@ -171,6 +183,8 @@ def tiled_auto(
         in_flight=run.in_flight,
         seconds=time.monotonic() - started,
         cancelled=stop.is_set(),
+        request_ids=tuple(request_ids[flat] for flat in sorted(request_ids)),
+        resends=run.resends,
     )
 
 

@@ -9,7 +9,11 @@ Two layers, each usable alone:
   for other ids dropped (stale), PARTIALs delivered as they come, a silence
   timeout (reset by each PARTIAL) with retries on a fresh socket (RFC 18's
   recommended strategy; workers are idempotent), the "need image" resend,
-  and remote errors raised as :class:`RemoteError`. A reply to the request
+  and remote errors raised as :class:`RemoteError`. A request in flight
+  when the connection to the broker drops (the broker crashed or was
+  restarted: the requests it held are gone) is sent again at once on a
+  fresh socket, without waiting out the silence timeout; each resend is
+  logged with the request id and counted in :attr:`SamClient.resends`. A reply to the request
   that cannot be decoded (too large, corrupt) is :class:`BadReply` at once,
   never a silent retry of the work.
 
@@ -30,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.wire import codec, mdp
@@ -41,6 +46,9 @@ from protocol.wire.security import CurveClientKeys
 log = logging.getLogger(__name__)
 
 _POLL_SLICE_S = 0.05
+MAX_RESENDS_AFTER_LOSS = 3
+"""Resends of one request after lost connections; past it, only the silence timeout retries."""
+_LOST = object()
 
 
 class MDPClient:
@@ -80,6 +88,7 @@ class MDPClient:
             None if curve is False else curve if curve is not None else CurveClientKeys.from_env()
         )
         self.socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         self.connect()
 
     def connect(self) -> None:
@@ -89,6 +98,9 @@ class MDPClient:
         libzmq before allocation. With CURVE keys the socket is a CURVE
         client: a broker that does not admit the key never answers (the
         call times out) and logs the refusal.
+
+        A socket monitor (``inproc``, disconnect events only) tells
+        :meth:`connection_lost` when an established connection drops.
         """
         self.close()
         sock = self.context.socket(zmq.DEALER)
@@ -96,11 +108,33 @@ class MDPClient:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if self.curve is not None:
             self.curve.apply(sock)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.endpoint)
         self.socket = sock
 
+    def connection_lost(self) -> bool:
+        """Whether the connection to the broker dropped since the last call (never blocks).
+
+        True after the broker's end closed (it exited, crashed or restarted)
+        or the network dropped the TCP connection; the socket reconnects by
+        itself, but the requests the broker held are gone. Failed connection
+        attempts (no broker yet) are not losses.
+        """
+        lost = False
+        while self._monitor is not None:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            lost = lost or parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED
+        return lost
+
     def close(self) -> None:
         if self.socket is not None:
+            if self._monitor is not None:
+                self.socket.disable_monitor()
+                self._monitor.close(linger=0)
+                self._monitor = None
             self.socket.close(linger=0)
             self.socket = None
 
@@ -217,6 +251,8 @@ class SamClient:
         self.limits = limits
         self.mdp = MDPClient(endpoint, context=context, curve=curve)
         self.known_keys = known_keys if known_keys is not None else KnownKeys(config.known_keys)
+        self.resends = 0
+        """Requests this client sent again (a lost connection, or a timeout retry), all calls together."""
 
     @property
     def endpoint(self) -> str:
@@ -386,14 +422,31 @@ class SamClient:
         body = codec.encode(header, all_arrays)
         silence_s = self.config.timeout_s if timeout_s is None else timeout_s
         service = self.service.encode()
-        for attempt in range(attempts):
-            if attempt:
+        self.mdp.connection_lost()  # a loss while idle took nothing of ours with it
+        self.mdp.send(service, body)
+        attempt = losses = 0
+        while True:
+            outcome = self._await_final(request_id, silence_s, on_partial, cancel)
+            if isinstance(outcome, codec.Message):
+                return outcome
+            if outcome is _LOST and losses < MAX_RESENDS_AFTER_LOSS:
+                losses += 1
+                log.warning(
+                    "request %s (%s): the connection to the broker at %s dropped (broker restarted?) "
+                    "and the request with it; sending it again at once (resend %d after a lost connection)",
+                    request_id,
+                    op,
+                    self.endpoint,
+                    losses,
+                )
+            else:
+                attempt += 1
+                if attempt >= attempts:
+                    break
                 log.warning("request %s (%s) timed out; retry %d on a fresh socket", request_id, op, attempt)
-                self.mdp.connect()
+            self.resends += 1
+            self.mdp.connect()
             self.mdp.send(service, body)
-            reply = self._await_final(request_id, silence_s, on_partial, cancel)
-            if reply is not None:
-                return reply
         self.mdp.connect()
         raise RequestTimeout(
             f"{op} got no reply from service {self.service!r} at {self.endpoint} "
@@ -407,7 +460,9 @@ class SamClient:
         silence_s: float,
         on_partial: Callable[[codec.Message], None] | None,
         cancel: threading.Event | None,
-    ) -> codec.Message | None:
+    ) -> codec.Message | object | None:
+        """The FINAL for ``request_id``; ``None`` after ``silence_s`` of silence, ``_LOST`` when the
+        connection to the broker dropped meanwhile (the request is gone with it)."""
         deadline = time.monotonic() + silence_s
         service = self.service.encode()
         while (left := deadline - time.monotonic()) > 0:
@@ -416,6 +471,8 @@ class SamClient:
                 raise Superseded(f"request {request_id} was cancelled", request_id=request_id)
             message = self.mdp.recv(min(left, _POLL_SLICE_S))
             if message is None:
+                if self.mdp.connection_lost():
+                    return _LOST
                 continue
             if message.service != service:  # e.g. the answer to an earlier mmi.cancel
                 log.debug("dropping a reply from service %r", message.service)

@@ -1,6 +1,6 @@
 """The napari plugin on slices larger than the model's input, against the deterministic stand-in worker.
 
-The stand-in worker (tests/support/standin_worker.py) labels the bright component
+The stand-in worker (``python -m workers --model standin-blobs``) labels the bright component
 under a prompt in what it is sent, looked at <= 1024 px: a disc comes back
 exact only when the plugin sends a native-resolution window around the
 click and pastes the answer at the window's offset. Real viewer under Xvfb,
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
+from bench.discs import disc_image, disc_scores, scattered_discs
 from plugin._qt.auto_widget import TILE_SIZE_KEY
 from plugin._qt.encode_widget import PREFETCH_KEY
 from plugin._qt.widget import SamWidget
@@ -24,12 +25,10 @@ from plugin.jobs.controller import AUTO, POINTS, Applied
 from plugin.user_settings import load, save
 from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.geometry.windows import Window, window_for_prompt
-from tests.support.discs import disc_scores
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 pytestmark = GUI_TEST_MARKS
 
@@ -369,7 +368,7 @@ def test_auto_segment_stack_of_large_slices_never_holds_a_slice_sized_array(view
 def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbot, monkeypatch) -> None:
     """Refining a label on a 6000² slice clears it outside the new mask wherever it was painted, reading
     only the union of the label's box (kept from every change) and the answer's."""
-    import plugin.jobs.controller
+    import plugin.jobs.segment
     from plugin.labels.ops import LabelMode
 
     shape = (6000, 6000)
@@ -380,7 +379,7 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
     labels_layer = viewer.layers[POINTS_MASK]
     labels_layer.data_setitem((np.array([3100, 3101]), np.array([3200, 3200])), label_id)  # painted by hand
     reads: list[int] = []
-    real = plugin.jobs.controller.compute_edit_at
+    real = plugin.jobs.segment.compute_edit_at
 
     def recording(labels: Any, *args: Any) -> Any:
         class Reads:
@@ -393,7 +392,7 @@ def test_intersection_on_a_large_slice_reads_only_the_labels_box(viewer_on, qtbo
 
         return real(Reads(), *args)
 
-    monkeypatch.setattr(plugin.jobs.controller, "compute_edit_at", recording)
+    monkeypatch.setattr(plugin.jobs.segment, "compute_edit_at", recording)
     widget.controller.set_mode(LabelMode.INTERSECTION, labels_layer, label_id)
     viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
     click(widget, qtbot, [3000.0, 3000.0])

@@ -140,7 +140,7 @@ def test_point_box_and_auto_each_write_a_new_label(connected, cell, qtbot) -> No
         stability_score_thresh=0.0,  # random weights: keep whatever it finds
     )
     widget.points_per_side.setValue(4)
-    widget.toggle_auto()
+    widget.auto_box.toggle_slice()
     assert not widget.progress_bar.isHidden() and widget.auto_button.text().startswith("Cancel")
     applied = answer_of(widget, AUTO, qtbot)
     qtbot.waitUntil(lambda: widget.progress_bar.isHidden(), timeout=5000)

@@ -6,7 +6,7 @@ from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import plane_on
 from plugin.view.prompts import Prompt
-from protocol.ops.requests import SlicePrompt
+from protocol.wire.propagate import SlicePrompt
 
 TZYX = SlicePlane((4, 30, 64, 64), 2, 3, (1, 0, None, None))
 """A (T, Z, Y, X) layer seen at t = 1, z = 0: its stack runs along T (axis 0)."""

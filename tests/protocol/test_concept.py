@@ -8,14 +8,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from bench.discs import disc_image, disc_scores, scattered_discs
 from protocol.ops.concept import concept, concept_params
 from protocol.ops.tiled import tiled_auto
 from protocol.wire.errors import RemoteError
 from protocol.wire.wire_image import to_wire
-from tests.support.discs import disc_scores
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol.ops.requests import PropagatedLabels, SlicePrompt, propagate_objects
+from protocol.ops.requests import PropagatedLabels, propagate_objects
+from protocol.wire.propagate import SlicePrompt
 from protocol.wire.wire_image import stack_to_wire
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend

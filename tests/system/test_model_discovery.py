@@ -28,7 +28,7 @@ def two_families(spawn: ProcessSpawner, random_checkpoint: Path, tmp_path: Path)
     backend = Backend(spawn, random_checkpoint, heartbeat_interval_s=0.5)
     backend.add_worker(threads=2)
     standin = spawn(
-        [PYTHON, "-m", "tests.support.standin_worker", "--connect", backend.backend, "--service", STANDIN],
+        [PYTHON, "-m", "workers", "--model", STANDIN, "--connect", backend.backend],
         "standin",
     )
     with SamClient(backend.frontend, MODEL, config=ClientConfig(timeout_s=5.0, retries=0)) as client:

@@ -1,0 +1,214 @@
+"""AUTO-SEGMENT of the current slice: whole, or tile by tile over all workers on a large slice.
+
+napari layer models only (no Qt). A slice up to the model's input (or, with
+tiles off, up to ``MAX_FACTOR`` times it) is sent whole as one ``auto``
+request; a larger one is cut into tiles with a halo (:func:`tiled_labels`,
+:func:`protocol.ops.tiled.tiled_auto`), as many in flight as the broker has
+workers, stitched into compressed rectangles (never a slice-sized array) and
+pasted rectangle by rectangle. Either way it goes the one way every job goes
+(:func:`plugin.jobs.submit.submit`) and is one undo step of ``AutoSeg_mask``.
+AUTO-SEGMENT STACK (:mod:`plugin.jobs.auto_stack`) uses :func:`tiled_labels`
+for each large slice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from plugin.jobs.auto_settings import AutoSettings
+from plugin.jobs.context import JobContext
+from plugin.jobs.stack_runs import AUTO_STACK, StackRuns
+from plugin.jobs.submit import AUTO, Answers, Applied, submit
+from plugin.labels.ops import drop_small_objects
+from plugin.view.coords import SlicePlane
+from plugin.view.image_slice import LazyPlane, is_large, wire_slice
+from plugin.view.layers import AUTO_MASK, base_data, ensure_labels
+from plugin.wording import plural, slice_text
+from protocol.geometry.compressed import CompressedPlane
+from protocol.geometry.windows import MAX_FACTOR, MODEL_INPUT
+from protocol.ops.requests import AutoAnswer, auto, partial_fraction
+from protocol.ops.tiled import tiled_auto
+from protocol.wire.client import SamClient
+from protocol.wire.codec import Message
+from protocol.wire.errors import Superseded
+
+if TYPE_CHECKING:
+    from napari.layers import Labels
+
+    from plugin.connection.session import Session
+
+OnProgress = Callable[[float | None, str], None]
+"""``on_progress(fraction or None, text)`` on the GUI thread."""
+
+
+@dataclass(frozen=True)
+class StitchedAnswer:
+    """AUTO-SEGMENT of a large slice: the stitched tiles, held compressed (never a slice-sized array).
+
+    Attributes:
+        stitched: (H, W) labels 0 = none, 1..n, in rectangles (the tiles' cores).
+        areas: pixels of object i at ``areas[i - 1]``.
+    """
+
+    stitched: CompressedPlane = field(repr=False)
+    areas: tuple[int, ...]
+
+
+def tiled_labels(
+    session: Session,
+    settings: AutoSettings,
+    data: Any,
+    plane: SlicePlane,
+    rgb: bool,
+    limits: tuple[float, ...],
+    cancel: threading.Event,
+    on_tiles: Callable[[int, int], None] | None = None,
+) -> tuple[CompressedPlane, list[int], bool]:
+    """AUTO-SEGMENT one large slice as tiles with a halo, as many in flight as the broker has workers.
+
+    Call off the GUI thread. Only tile windows are read from ``data``; the
+    stitched labels are kept compressed, tile core by tile core (no
+    slice-sized array).
+
+    Returns:
+        ``(labels, areas, cancelled)``: labels (H, W) 1..n read by
+        rectangles (its ``rectangles`` cover every object), and the pixels
+        of object i at ``areas[i - 1]``.
+    """
+    endpoint, model, config = session.endpoint, session.model, session.config
+    out = CompressedPlane(plane.size)
+    result = tiled_auto(
+        LazyPlane(data, plane, rgb),
+        out,
+        lambda: SamClient(endpoint, model, config=config),
+        settings.params(),
+        contrast_limits=(float(limits[0]), float(limits[1])),
+        tile_size=settings.tile_size,
+        halo=settings.tile_halo,
+        on_progress=on_tiles,
+        cancel=cancel,
+        timeout_s=settings.timeout_s,
+    )
+    return out, list(result.areas), result.cancelled
+
+
+class AutoJobs:
+    """AUTO-SEGMENT of the current slice, one at a time.
+
+    Args:
+        ctx: the jobs' shared state.
+        answers: where each answer applied is recorded.
+        stack_runs: the stack runs (AUTO-SEGMENT is refused while AUTO-SEGMENT STACK runs).
+
+    Attributes:
+        running: whether a single-slice AUTO-SEGMENT is in flight (AUTO-SEGMENT STACK waits for it).
+    """
+
+    def __init__(self, ctx: JobContext, answers: Answers, stack_runs: StackRuns) -> None:
+        self.ctx = ctx
+        self.answers = answers
+        self.stack_runs = stack_runs
+        self.running = False
+        self._cancel: threading.Event | None = None
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def run(self, on_progress: OnProgress, on_done: Callable[[bool], None]) -> bool:
+        """AUTO-SEGMENT the current slice into ``AutoSeg_mask``; False if it could not start.
+
+        Refused while AUTO-SEGMENT STACK runs: the stack writes every slice of
+        ``AutoSeg_mask``, this one included, and one worker channel serves both.
+        """
+        ctx = self.ctx
+        if self.stack_runs.running(AUTO_STACK):
+            ctx.notify(
+                "warning",
+                "AUTO-SEGMENT was not started: AUTO-SEGMENT STACK is running and segments this slice too. "
+                "Wait for it, or cancel it first.",
+            )
+            return False
+        shown = ctx.shown_slice("AUTO-SEGMENT")
+        if shown is None:
+            return False
+        image, plane = shown
+        layer = ensure_labels(ctx.viewer, image, AUTO_MASK, ctx.notify)
+        session = ctx.connected()
+        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+        settings, cancel, dispatch = ctx.auto_settings, threading.Event(), ctx.dispatch
+        self._cancel = cancel
+
+        def progress(message: Message) -> None:
+            stage = str((message.header.get("result") or {}).get("stage", "working"))
+            fraction = partial_fraction(message)
+            dispatch(lambda: on_progress(fraction, f"AUTO-SEGMENT: {stage}…"))
+
+        def tile_progress(done: int, total: int) -> None:
+            text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
+            dispatch(lambda: on_progress(done / total, text))
+
+        tiled = settings.tiling and is_large(plane)
+        if not tiled and max(plane.size) > MAX_FACTOR * MODEL_INPUT:
+            ctx.notify(
+                "warning",
+                f"AUTO-SEGMENT was not started: this slice is {plane.size[0]} x {plane.size[1]} px; "
+                "without tiling it would be read and sent whole. Turn on 'Tiles' in the AUTO-SEGMENT box.",
+            )
+            return False
+
+        def ask(client: Any) -> AutoAnswer | StitchedAnswer:
+            if tiled:  # cancelled: raises Superseded (nothing is written)
+                args = (session, settings, data, plane, rgb, limits, cancel, tile_progress)
+                stitched, areas, cancelled = tiled_labels(*args)
+                if cancelled:
+                    raise Superseded("AUTO-SEGMENT was cancelled")
+                return StitchedAnswer(stitched, tuple(areas))
+            wire = wire_slice(data, plane, rgb, limits)
+            params, limit = settings.params(), settings.timeout_s
+            return auto(client, wire, params, on_progress=progress, cancel=cancel, timeout_s=limit)
+
+        def paste(answer: AutoAnswer | StitchedAnswer) -> None:
+            self.running = False
+            self._paste(layer, plane, answer, ctx.auto_settings.min_area)  # as set when it arrives
+            on_done(True)
+
+        def failed(error: Exception) -> None:
+            self.running = False
+            if isinstance(error, Superseded):
+                ctx.notify("info", "AUTO-SEGMENT cancelled.")
+            ctx.results.report_error(error)
+            on_done(False)
+
+        on_progress(None, f"AUTO-SEGMENT: sending {slice_text(plane)} to the backend…")
+        self.running = True
+        submit(ctx, AUTO, ask, paste, failed)
+        return True
+
+    def _paste(
+        self, layer: Labels, plane: SlicePlane, answer: AutoAnswer | StitchedAnswer, min_area: int
+    ) -> None:
+        """Write the answer's objects with new ids (one undo step), dropping those under ``min_area``."""
+        ctx, results = self.ctx, self.ctx.results
+        if layer not in ctx.viewer.layers:
+            return
+        if isinstance(answer, StitchedAnswer):  # a large slice: pasted rectangle by rectangle
+            stitched = answer.stitched
+            ids, pixels = results.paste_stitched(
+                layer, plane, stitched, stitched.rectangles, answer.areas, min_area
+            )
+            whole = None
+        else:
+            ids, pixels = results.paste_auto(layer, plane, drop_small_objects(answer.labels, min_area))
+            whole = answer.labels
+        self.answers.record(Applied(AUTO, layer.name, ids, plane, pixels, {}, {}, answer=whole))
+        if not ids:
+            ctx.notify("info", "AUTO-SEGMENT found no objects on this slice (try more points per side).")
+            return
+        ctx.notify(
+            "info",
+            f"AUTO-SEGMENT: {plural(len(ids), 'object')} written to {layer.name} (ids {ids[0]}-{ids[-1]}).",
+        )
