@@ -64,7 +64,7 @@ def test_info_services_and_list_models_describe_both_families(
     assert sam2["family"] == "sam2" and sam2["licence"] == "Apache-2.0" and sam2["described"] == 1
     assert sam2["description"].startswith("Meta SAM 2.1 Hiera tiny") and "propagate" in sam2["ops"]
     assert standin["family"] == "standin" and standin["preprocessing"] == "none"
-    assert "propagate" in standin["ops"] and "concept" not in standin["ops"]
+    assert "propagate" in standin["ops"] and "concept" in standin["ops"] and "concept" not in sam2["ops"]
 
     done = subprocess.run(
         [PYTHON, "-m", "batch", "--list-models", "--broker", frontend],
@@ -77,7 +77,9 @@ def test_info_services_and_list_models_describe_both_families(
     out = done.stdout
     assert f"{MODEL}  [sam2, preprocessing sam2]  workers=1" in out
     assert f"{STANDIN}  [standin, preprocessing none]  workers=1" in out
-    assert "licence: Apache-2.0" in out and "ops: auto, embed, info" in out
+    assert "licence: Apache-2.0\n" in out and "licence: BSD-3-Clause (this project)" in out
+    assert "ops: auto, concept, embed, info, propagate, segment, sleep" in out  # the stand-in
+    assert "ops: auto, echo, embed, info, propagate, segment, sleep" in out  # SAM2: no concept
 
 
 def test_list_models_without_a_broker_exits_2(tmp_path: Path) -> None:
