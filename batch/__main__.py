@@ -31,6 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from batch import list_models
 from batch.inputs import UsageError, discover
 from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
 from batch.outputs import COORDINATES, FORMAT_TIFF, OUTPUT_FORMATS
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--broker", default=DEFAULT_FRONTEND, help="broker client endpoint (%(default)s)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model = service name (%(default)s)")
     defaults = AutoMaskParams()  # the one set of defaults the plugin and the worker share
+    parser.add_argument(
+        "--list-models",
+        action="store_true",
+        help="print the broker's models (family, preprocessing, ops, licence, description) and exit",
+    )
     parser.add_argument(
         "--points-per-side",
         type=positive_int,
@@ -186,6 +192,9 @@ def setup_logging(level: str, log_file: Path | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one batch; return the exit code (0 ok, 1 some failed, 2 usage/connection, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list-models" in argv:  # needs neither inputs nor --out
+        return list_models.main(argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     if not args.no_tiling and args.tile_size <= 2 * args.tile_halo:

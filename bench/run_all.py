@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "codec": ("bench.bench_codec", []),
     "memory": ("bench.bench_memory", []),
     "internals": ("bench.bench_internals", []),
+    "disk_cache": ("bench.bench_disk_cache", []),
     "batch": ("bench.batch_throughput", []),
     "gpu": ("bench.bench_prompt", ["--device", "cuda", "--models", "sam2.1_hiera_tiny,sam2.1_hiera_large"]),
     "napari": ("bench.bench_napari", []),

@@ -31,7 +31,14 @@ import zmq
 
 from broker.auth import CurveAuthenticator
 from broker.config import QUEUE_ENTRY_OVERHEAD_BYTES, BrokerConfig
-from broker.mmi import STATUS_FOUND, STATUS_NOT_FOUND, cancel_request_id, is_mmi, mmi_reply
+from broker.mmi import (
+    STATUS_FOUND,
+    STATUS_NOT_FOUND,
+    cancel_request_id,
+    describe_from_info,
+    is_mmi,
+    mmi_reply,
+)
 from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
 from protocol.runtime.memory import release_free_memory
 from protocol.wire import mdp
@@ -385,6 +392,8 @@ class Broker:
             self._send_client(request.client, mdp.C_PARTIAL, worker.service, message.body, request.delimited)
             return
         self.counters.replies += 1
+        if request.header.get("op") == "info" and message.body:
+            worker.described = describe_from_info(message.body[0]) or worker.described
         if self._log.isEnabledFor(logging.DEBUG):
             self._log.debug(
                 "final request_id=%s service=%s worker=%s",

@@ -64,6 +64,7 @@ class WorkerRecord:
         recent_image_keys: image keys of its latest requests, newest last.
         delimited: the worker frames with MDP/0.1's leading empty frame;
             the broker answers it the same way.
+        described: what its latest ``info`` reply said (``SERVICE_FIELDS``), or None.
     """
 
     identity: bytes
@@ -72,6 +73,7 @@ class WorkerRecord:
     request: PendingRequest | None = None
     recent_image_keys: deque[str] = field(default_factory=lambda: deque(maxlen=16))
     delimited: bool = False
+    described: dict[str, Any] | None = None
 
     def remember_image_key(self, image_key: str) -> None:
         """Record ``image_key`` as the most recent one (moved to the end if known)."""

@@ -14,18 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-try:
-    from protocol.runtime.checkpoints import DEFAULT_MODEL
-    from workers.models import MODELS, RANDOM_WEIGHTS_SEED, write_random_checkpoint
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from protocol.runtime.checkpoints import DEFAULT_MODEL
-    from workers.models import MODELS, RANDOM_WEIGHTS_SEED, write_random_checkpoint
+# This checkout's code, even where another checkout is pip-installed (editable) in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from protocol.runtime.checkpoints import DEFAULT_MODEL
+from workers.models import RANDOM_WEIGHTS_SEED, sam2_models, write_random_checkpoint
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS))
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sam2_models())
     parser.add_argument("--out", type=Path, required=True, help="where to write the .pt file")
     parser.add_argument("--seed", type=int, default=RANDOM_WEIGHTS_SEED)
     args = parser.parse_args()

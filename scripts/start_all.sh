@@ -102,7 +102,7 @@ elif [ $random_weights -eq 1 ]; then
   worker_weights=(--random-weights)
 else
   if [ -z "$checkpoint" ]; then
-    if ! checkpoint=$("$py" -c "import sys; from workers.models import get_spec; print(get_spec(sys.argv[1]).default_checkpoint_path)" "$model" 2>&1); then
+    if ! checkpoint=$("$py" -c "import sys; from workers.models import get_spec; print(get_spec(sys.argv[1]).checkpoint_path())" "$model" 2>&1); then
       say "unknown model $model: $checkpoint"; exit 2
     fi
   fi

@@ -33,7 +33,7 @@ ruff check .
 ruff format --check .
 # Types of the wire, the broker and the plugin's logic (its Qt widgets are left to ruff).
 echo "[test] mypy"
-mypy protocol broker batch plugin/labels plugin/view plugin/jobs plugin/connection
+mypy protocol broker batch workers plugin/labels plugin/view plugin/jobs plugin/connection plugin/export.py plugin/io_hooks.py
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

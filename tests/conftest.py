@@ -29,6 +29,14 @@ def plugin_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_disk_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started by tests keep embeddings in memory only (``SAM2_DISK_CACHE_GIB=0``), so no
+    test finds another test's (or an earlier run's) embeddings on disk; disk-cache tests opt in
+    with ``--disk-cache-dir`` and ``--disk-cache-gib``."""
+    monkeypatch.setenv("SAM2_DISK_CACHE_GIB", "0")
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[ProcessSpawner]:
     spawner = ProcessSpawner(tmp_path)

@@ -4,6 +4,15 @@ Example::
 
     python -m workers --connect tcp://127.0.0.1:5556 --model sam2.1_hiera_tiny --device auto
 
+Models are registry entries (``protocol/runtime/models.toml``); a fine-tuned
+checkpoint is one entry in a file of your own::
+
+    python -m workers --model-file my_models.toml --model my_finetune
+
+The checkpoint's SHA-256 is computed on first use and cached by path, size and
+mtime; when the entry pins ``sha256`` and the file differs, the worker exits 2
+saying so.
+
 With a broker started with ``--curve-dir`` (CurveZMQ), give the worker its
 keypair and the broker's public key (``scripts/curve_keys.py`` makes them)::
 
@@ -19,7 +28,8 @@ within ``--drain-grace-s`` or hand it back to the broker, send DISCONNECT and
 exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
 
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
-line, a missing or unusable checkpoint or CURVE key, or an unavailable device.
+line, a bad model file, an unknown model, a missing, unusable or mismatching
+(pinned SHA-256) checkpoint or CURVE key, or an unavailable device.
 """
 
 from __future__ import annotations
@@ -34,17 +44,22 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.runtime.cli import non_negative_float, positive_float, positive_int
 from protocol.runtime.extras import exit_without_worker_extra
 from protocol.runtime.parent import watch_parent
+from protocol.runtime.registry import ModelEntry, RegistryError, load_registry
 from protocol.wire.codec import Limits
 from protocol.wire.errors import SecurityError
 from protocol.wire.mdp import DEFAULT_BACKEND
 from protocol.wire.security import CurveClientKeys, is_loopback_endpoint
 from workers import standin
+
+if TYPE_CHECKING:
+    from workers.disk_cache import DiskEmbeddingCache
 
 log = logging.getLogger("workers")
 
@@ -65,32 +80,39 @@ def _workers_per_host_from_env() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every tunable of a SAM2 worker, with its default and meaning."""
-    from workers.models import MODELS
-
     parser = argparse.ArgumentParser(
         prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
     )
     parser.add_argument("--connect", default=DEFAULT_BACKEND, help="broker backend endpoint")
     parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        choices=[*MODELS, *standin.MODELS],
-        help="model = service name (standin-*: a deterministic stand-in without torch, see workers/standin)",
+        "--model", default=DEFAULT_MODEL, help="registry model name = service name (--list-models shows them)"
     )
+    parser.add_argument(
+        "--model-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="TOML model file adding or overriding registry entries (repeatable; see "
+        "protocol/runtime/models.toml for the layout)",
+    )
+    parser.add_argument("--list-models", action="store_true", help="print the registry's models and exit")
     parser.add_argument(
         "--checkpoint",
         type=Path,
         default=None,
-        help="checkpoint .pt file (default: checkpoints/<official file>)",
+        help="checkpoint .pt file (default: the registry entry's checkpoint)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps"
+        "--device",
+        default=None,
+        help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: the registry entry's, auto)",
     )
     parser.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="bfloat16 autocast on CUDA, as in Meta's examples (default: on; float32 elsewhere)",
+        default=None,
+        help="bfloat16 autocast on CUDA, as in Meta's examples (default: the registry entry's precision, "
+        "bf16 unless it says fp32; float32 elsewhere)",
     )
     parser.add_argument(
         "--random-weights",
@@ -99,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-mib", type=non_negative_float, default=1024.0, help="embedding cache budget in MiB"
+    )
+    parser.add_argument(
+        "--disk-cache-dir",
+        type=Path,
+        default=None,
+        help="embeddings shared on disk by the workers of a host (default: $SAM2_DISK_CACHE_DIR, else "
+        "~/.cache/napari-sam2-broker/embeddings)",
+    )
+    parser.add_argument(
+        "--disk-cache-gib",
+        type=non_negative_float,
+        default=None,
+        help="bound of the disk cache, least recently used entries deleted first; 0 turns it off "
+        "(default: $SAM2_DISK_CACHE_GIB, else 4; an entry is 16 MiB for a 1024x1024 image)",
     )
     parser.add_argument(
         "--threads",
@@ -204,6 +240,35 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _print_models(registry: dict[str, ModelEntry]) -> None:
+    for entry in registry.values():
+        where = entry.checkpoint_path() or "(no weights)"
+        print(f"{entry.name}  [{entry.family}, {entry.preprocessing}]  {entry.description}")
+        print(f"    licence: {entry.licence}; checkpoint: {where}")
+
+
+def _disk_cache(
+    args: argparse.Namespace, spec: ModelEntry, sha256: str | None, dtype_name: str
+) -> DiskEmbeddingCache | None:
+    """The worker's disk cache, or None when its bound is 0 or its folder cannot be made."""
+    from workers.disk_cache import DiskEmbeddingCache, default_dir, default_limit_gib, namespace
+
+    gib = args.disk_cache_gib if args.disk_cache_gib is not None else default_limit_gib()
+    if gib <= 0:
+        log.info("disk cache: off")
+        return None
+    directory = args.disk_cache_dir or default_dir()
+    try:
+        cache = DiskEmbeddingCache(
+            directory, int(gib * 2**30), namespace(spec.name, sha256, spec.preprocessing, dtype_name)
+        )
+    except OSError as e:
+        log.warning("disk cache: off, cannot use %s: %s", directory, e)
+        return None
+    log.info("disk cache: %s, up to %.1f GiB", directory, gib)
+    return cache
+
+
 def requested_model(argv: Sequence[str]) -> str:
     """The ``--model`` of a command line (the default model when absent), read before anything is loaded."""
     peek = argparse.ArgumentParser(add_help=False)
@@ -224,12 +289,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return standin_main(argv)
     # A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
     exit_without_worker_extra("a SAM2 worker")
-    from workers.models import CheckpointError, get_spec
+    from workers.models import CheckpointError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    try:
+        registry = dict(load_registry(args.model_file))
+    except RegistryError as e:
+        return _fail(str(e))
+    if args.list_models:
+        _print_models(registry)
+        return 0
+    spec = registry.get(args.model)
+    if spec is None:
+        return _fail(f"unknown model {args.model!r}; known models: {', '.join(registry)}")
+    if spec.family != "sam2":
+        # The family hook: each family's worker code is started here (sam2 below).
+        return _fail(f"model {spec.name} is of family {spec.family!r}, which this worker does not serve")
     watch_parent(args.parent_pid)  # before loading the model: a parent may die meanwhile
-    spec = get_spec(args.model)
     curve: CurveClientKeys | None = None
     if (args.curve_key is None) != (args.curve_server_key is None):
         return _fail("--curve-key and --curve-server-key go together")
@@ -245,24 +322,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cannot tell this worker from an impostor; see --curve-key",
             args.connect,
         )
-    checkpoint = args.checkpoint if args.checkpoint is not None else spec.default_checkpoint_path
+    checkpoint = args.checkpoint if args.checkpoint is not None else spec.checkpoint_path()
 
     from workers.device import configure_threads, resolve_device
-    from workers.models import load_model
+    from workers.models import ServedModel, checkpoint_digest, load_model
     from workers.ops import Sam2Service
     from workers.sam2_internals import Sam2InternalsChanged
     from workers.worker import Worker, WorkerConfig
 
     try:
-        device = resolve_device(args.device, bf16=args.bf16)
+        bf16 = args.bf16 if args.bf16 is not None else spec.precision == "bf16"
+        device = resolve_device(args.device or spec.device, bf16=bf16)
     except ValueError as e:
         return _fail(str(e))
     workers_per_host = args.workers_per_host or _workers_per_host_from_env()
     threads = configure_threads(args.threads, workers_per_host)
     log.info("model=%s device=%s dtype=%s threads=%d", spec.name, device.device, device.dtype_name, threads)
     started = time.monotonic()
+    sha256: str | None = None
     try:
-        model = load_model(spec.name, checkpoint, device.device, random_weights=args.random_weights)
+        if not args.random_weights and checkpoint is not None and checkpoint.is_file():
+            sha256 = checkpoint_digest(spec, checkpoint)  # before the (slow) load: a bad pin fails at once
+        model = load_model(
+            spec.name, checkpoint, device.device, random_weights=args.random_weights, registry=registry
+        )
     except CheckpointError as e:
         return _fail(str(e))
     log.info("model loaded in %.1fs", time.monotonic() - started)
@@ -276,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             log.warning("%s", line)
 
+    disk_cache = _disk_cache(args, spec, sha256, device.dtype_name)
     try:
         service = Sam2Service(
             model,
@@ -284,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             int(args.cache_mib * 2**20),
             random_weights=args.random_weights,
             max_stack_frames=args.max_stack_frames,
+            served=ServedModel(spec, None if args.random_weights else checkpoint, sha256),
+            disk_cache=disk_cache,
         )
     except Sam2InternalsChanged as e:  # a sam2 upgrade renamed what the worker relies on
         return _fail(str(e))

@@ -89,6 +89,7 @@ def generate_labels(
     autocast: Callable[[], contextlib.AbstractContextManager[object]],
     progress_interval_s: float = 1.0,
     cancel: threading.Event | None = None,
+    configure_predictor: Callable[[Any], None] | None = None,
 ) -> Iterator[AutoProgress | AutoResult]:
     """Run automatic mask generation on ``rgb``; yield progress, then one :class:`AutoResult`.
 
@@ -99,6 +100,8 @@ def generate_labels(
         autocast: returns the autocast context for model calls.
         progress_interval_s: least time between two progress reports.
         cancel: when set, generation stops after the current batch of prompts.
+        configure_predictor: called with the generator's ``SAM2ImagePredictor`` before it
+            runs (e.g. :func:`workers.microsam_prep.install` for micro-sam's preprocessing).
 
     Raises:
         AutoCancelled: ``cancel`` was set.
@@ -113,6 +116,8 @@ def generate_labels(
         events.put(("batch", n_points))
 
     generator = _progress_generator_class()(model, on_batch=on_batch, output_mode="binary_mask", **settings)
+    if configure_predictor is not None:
+        configure_predictor(generator.predictor)
 
     def work() -> None:
         try:

@@ -1,10 +1,14 @@
-"""The SAM2 model registry, checkpoint loading and random-weight checkpoints.
+"""Building and loading SAM2-family models named in the registry.
 
-A model name (the MDP service name, e.g. ``sam2.1_hiera_tiny``) maps to the
-sam2 package's Hydra config, the official checkpoint file name and its URL.
-Checkpoints use Meta's layout, ``{"model": state_dict}``, and are loaded with
-``map_location="cpu", weights_only=True``; any missing or unexpected key is
-an error, never a silently half-initialised model.
+Which models exist (config, checkpoint, preprocessing, licence, ...) is data:
+:mod:`protocol.runtime.registry` (``protocol/runtime/models.toml`` plus a
+user's ``--model-file``). This module builds the model an entry names and
+loads its checkpoint. Checkpoints use Meta's layout, ``{"model":
+state_dict}`` (micro-sam's fine-tunes add ``"model_type"``, which is
+ignored), and are loaded with ``map_location="cpu", weights_only=True``; any
+missing or unexpected key is an error, never a silently half-initialised
+model. :func:`checkpoint_digest` gives the file's SHA-256 (cached by path,
+size and mtime) and refuses one that differs from the entry's pin.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import torch
 
 from protocol.runtime import checkpoints
+from protocol.runtime.digests import DigestMismatch, check_pinned, file_sha256
+from protocol.runtime.registry import ModelEntry, builtin, get_entry
 
 log = logging.getLogger(__name__)
 
@@ -28,84 +33,87 @@ RANDOM_WEIGHTS_SEED = 0
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """One entry of the registry.
+class ServedModel:
+    """What a worker serves, as ``info`` reports it.
 
     Attributes:
-        name: service/model name, e.g. ``"sam2.1_hiera_tiny"``.
-        config: Hydra config inside the ``sam2`` package, e.g. ``"configs/sam2.1/sam2.1_hiera_t.yaml"``.
-        checkpoint_file: official checkpoint file name, e.g. ``"sam2.1_hiera_tiny.pt"``.
+        entry: the registry entry (family, preprocessing, licence, description, ...).
+        checkpoint: the weights file loaded, or None (random weights, or a family without weights).
+        sha256: the checkpoint's SHA-256, or None without a checkpoint.
     """
 
-    name: str
-    config: str
-    checkpoint_file: str
+    entry: ModelEntry
+    checkpoint: Path | None = None
+    sha256: str | None = None
 
-    @property
-    def url(self) -> str:
-        """Official download URL of the checkpoint."""
-        return checkpoints.BASE_URL + self.checkpoint_file
-
-    @property
-    def default_checkpoint_path(self) -> Path:
-        """``<checkpoint dir>/<checkpoint_file>`` (``protocol.runtime.checkpoints.checkpoint_dir``:
-        ``$SAM2_CHECKPOINT_DIR``, the repository's ``checkpoints/``, or a per-user cache)."""
-        return checkpoints.checkpoint_dir() / self.checkpoint_file
-
-
-def _spec(name: str, suffix: str) -> ModelSpec:
-    return ModelSpec(name, f"configs/sam2.1/sam2.1_hiera_{suffix}.yaml", f"{name}.pt")
-
-
-MODELS: Mapping[str, ModelSpec] = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (
-            _spec("sam2.1_hiera_tiny", "t"),
-            _spec("sam2.1_hiera_small", "s"),
-            _spec("sam2.1_hiera_base_plus", "b+"),
-            _spec("sam2.1_hiera_large", "l"),
-        )
-    }
-)
+    def to_json(self) -> dict[str, Any]:
+        """The registry's ``family``, ``description``, ``licence``, ``preprocessing``; the
+        ``checkpoint`` file name and ``checkpoint_sha256``."""
+        return {
+            **self.entry.describe(),
+            "checkpoint": None if self.checkpoint is None else self.checkpoint.name,
+            "checkpoint_sha256": self.sha256,
+        }
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or does not fit the model."""
+    """A checkpoint that is missing, unreadable, does not fit the model, or fails its SHA-256 pin."""
 
 
-def get_spec(name: str) -> ModelSpec:
-    """Registry entry for ``name``.
+def get_spec(name: str, registry: Mapping[str, ModelEntry] | None = None) -> ModelEntry:
+    """Registry entry ``name`` (default: the shipped registry).
 
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+    return get_entry(name, registry)
 
 
-def how_to_get(spec: ModelSpec, path: Path) -> str:
+def sam2_models(registry: Mapping[str, ModelEntry] | None = None) -> list[str]:
+    """Names of the registry's ``sam2``-family entries (what this module can build)."""
+    return [name for name, entry in (registry or builtin()).items() if entry.family == "sam2"]
+
+
+def how_to_get(spec: ModelEntry, path: Path) -> str:
     """Human instructions for obtaining the checkpoint of ``spec`` at ``path``."""
+    where = f"download {spec.url} to {path}" if spec.url else f"put the checkpoint at {path}"
     command = checkpoints.download_command(spec.name)
     if checkpoints.source_checkout() is not None:
         command = f"checkpoints/download.sh {spec.name}"
+    fetch = f"Get it with `{command}`, or " if spec.url else ""
     return (
-        f"Get it with `{command}`, or download {spec.url} to {path}, "
-        f"or pass --checkpoint PATH. For tests only, --random-weights runs without a checkpoint "
-        f"(masks are then meaningless)."
+        f"{fetch}{where}, or pass --checkpoint PATH. For tests only, --random-weights runs without "
+        f"a checkpoint (masks are then meaningless)."
     )
 
 
-def build_random(name: str, seed: int = RANDOM_WEIGHTS_SEED) -> torch.nn.Module:
+def checkpoint_digest(spec: ModelEntry, path: Path) -> str:
+    """SHA-256 of the checkpoint at ``path`` (hashed once, then cached by path, size and mtime).
+
+    Raises:
+        CheckpointError: unreadable, or not the entry's pinned ``sha256``.
+    """
+    try:
+        digest = file_sha256(path)
+        check_pinned(path, digest.sha256, spec.sha256, f"model {spec.name}")
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    except DigestMismatch as e:
+        raise CheckpointError(str(e)) from e
+    log.info("checkpoint %s sha256=%s%s", path.name, digest.sha256, " (cached)" if digest.cached else "")
+    return digest.sha256
+
+
+def build_random(
+    name: str, seed: int = RANDOM_WEIGHTS_SEED, registry: Mapping[str, ModelEntry] | None = None
+) -> torch.nn.Module:
     """Build the real SAM2 model ``name`` on the CPU with random (seeded) weights.
 
     The global torch RNG state is left untouched.
     """
     from sam2.build_sam import build_sam2
 
-    spec = get_spec(name)
+    spec = get_spec(name, registry)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model: torch.nn.Module = build_sam2(spec.config, None, device="cpu", mode="eval")
@@ -161,6 +169,7 @@ def load_model(
     checkpoint_path: Path | str | None,
     device: torch.device | str,
     random_weights: bool = False,
+    registry: Mapping[str, ModelEntry] | None = None,
 ) -> torch.nn.Module:
     """Build SAM2 model ``name``, load its checkpoint, move it to ``device`` in eval mode.
 
@@ -171,21 +180,26 @@ def load_model(
         device: torch device for the model.
         random_weights: build without any checkpoint (seeded random weights).
             Masks are then meaningless; a loud warning is logged.
+        registry: the model registry (default: the shipped one).
 
     Raises:
         ValueError: unknown model name.
         CheckpointError: missing, unreadable or mismatching checkpoint.
     """
-    spec = get_spec(name)
+    spec = get_spec(name, registry)
+    if spec.family != "sam2":
+        raise ValueError(f"model {name!r} is of family {spec.family!r}, not sam2")
     if random_weights:
         log.warning(
             "!!! RANDOM WEIGHTS: model %s is built WITHOUT a checkpoint; every mask it returns is "
             "MEANINGLESS. Use this for tests only. !!!",
             name,
         )
-        model = build_random(name)
+        model = build_random(name, registry=registry)
     else:
-        path = Path(checkpoint_path) if checkpoint_path is not None else spec.default_checkpoint_path
+        path = Path(checkpoint_path) if checkpoint_path is not None else spec.checkpoint_path()
+        if path is None:
+            raise CheckpointError(f"model {name} names no checkpoint file in the registry ({spec.source})")
         if not path.is_file():
             raise CheckpointError(f"checkpoint for {name} not found at {path}. {how_to_get(spec, path)}")
         state_dict = _read_state_dict(path)
@@ -199,10 +213,13 @@ def load_model(
     return model
 
 
-def write_random_checkpoint(name: str, path: Path | str, seed: int = RANDOM_WEIGHTS_SEED) -> Path:
-    """Save the real model ``name`` with random weights as ``{"model": state_dict}`` at ``path``.
+def write_random_checkpoint(
+    name: str, path: Path | str, seed: int = RANDOM_WEIGHTS_SEED, extra: Mapping[str, Any] | None = None
+) -> Path:
+    """Save the real model ``name`` with random weights as ``{"model": state_dict, **extra}`` at ``path``.
 
-    FOR TESTS ONLY: the masks of such a model are meaningless. The file is
+    FOR TESTS ONLY: the masks of such a model are meaningless. ``extra`` adds
+    keys beside ``"model"`` (micro-sam's layout: ``{"model_type": "hvit_t"}``). The file is
     written to a temporary file next to ``path`` and moved into place, so a
     reader never sees a half-written checkpoint.
 
@@ -215,7 +232,7 @@ def write_random_checkpoint(name: str, path: Path | str, seed: int = RANDOM_WEIG
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"model": state_dict}, f)
+            torch.save({"model": state_dict, **(extra or {})}, f)
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:

@@ -47,10 +47,12 @@ from protocol.wire.propagate import ARRAYS as PROPAGATE_ARRAYS
 from protocol.wire.propagate import PARAMS as PROPAGATE_PARAMS
 from protocol.wire.propagate import PromptEntry, PropagateRequest, has_prompt
 from protocol.wire.wire_image import stack_contrast_limits
+from workers import microsam_prep
 from workers.automask import AutoCancelled, AutoProgress, generate_labels
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
-from workers.models import get_spec
+from workers.disk_cache import DiskEmbeddingCache
+from workers.models import ServedModel, get_spec
 from workers.prep import check_contrast_limits, check_image_shape, prepare_image
 from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
 from workers.propagate import (
@@ -228,6 +230,9 @@ class Sam2Service:
         random_weights: the model has random weights (reported by ``info``).
         max_points: most points accepted in one segment prompt.
         max_stack_frames: most slices accepted in one ``propagate`` stack.
+        served: the registry entry, checkpoint file and SHA-256 (``info`` reports them);
+            default: the shipped registry's entry for ``model_name``, no checkpoint.
+        disk_cache: embeddings shared on disk (:mod:`workers.disk_cache`), or None.
     """
 
     def __init__(
@@ -240,6 +245,8 @@ class Sam2Service:
         random_weights: bool = False,
         max_points: int = MAX_POINTS,
         max_stack_frames: int = DEFAULT_MAX_STACK_FRAMES,
+        served: ServedModel | None = None,
+        disk_cache: DiskEmbeddingCache | None = None,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -249,10 +256,16 @@ class Sam2Service:
         self.random_weights = random_weights
         self.max_points = max_points
         self.max_stack_frames = max_stack_frames
+        self.served = served if served is not None else ServedModel(get_spec(model_name))
+        self.microsam = self.served.entry.preprocessing == "microsam"
         self.predictor = SAM2ImagePredictor(model)
+        if self.microsam:
+            microsam_prep.install(self.predictor)
         check_predictor(self.predictor)  # a sam2 that renamed what the cache and predict_best use fails here
-        self.propagator = VideoPropagator(model, get_spec(model_name).config, device.device, device.autocast)
+        self.propagator = VideoPropagator(model, self.served.entry.config, device.device, device.autocast)
         self.cache = EmbeddingCache(cache_limit_bytes)
+        self.disk_cache = disk_cache
+        self._disk_writes: list[tuple[str, EmbeddingEntry]] = []
         self.counters = Counters()
         self.last_prompt: dict[str, Any] | None = None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -313,6 +326,7 @@ class Sam2Service:
             yield Reply(STATUS_ERROR, error=("internal", f"{type(e).__name__}: {e}"))
         finally:
             # Runs when the worker loop asks for the next reply, i.e. after the final one is sent.
+            self._write_to_disk()
             if self.counters.encoder_runs != encoder_runs:
                 release_free_memory()
 
@@ -348,7 +362,7 @@ class Sam2Service:
                     f"{list(contrast_limits) if contrast_limits else None} and model {self.model_name!r} "
                     f"give {key!r}"
                 )
-            entry = None if pixels_required else self.cache.get(key)
+            entry = None if pixels_required else self._cached(key)
             return _ImageRef(key, hw, pixels, contrast_limits, entry)
         if sent_key is None:
             raise bad_request(
@@ -356,7 +370,7 @@ class Sam2Service:
             )
         if pixels_required:
             return None
-        entry = self.cache.get(sent_key)
+        entry = self._cached(sent_key)
         if entry is None:
             return None
         return _ImageRef(sent_key, entry.orig_hw, None, contrast_limits, entry)
@@ -370,10 +384,7 @@ class Sam2Service:
             return True
         if ref.pixels is None:  # _resolve_image never returns this
             raise RuntimeError(f"no pixels and no cached embedding for {ref.key}")
-        try:
-            rgb = prepare_image(ref.pixels, ref.contrast_limits)
-        except ValueError as e:
-            raise bad_request(str(e)) from e
+        rgb = self._model_rgb(ref)
         self._predictor_key = None
         started = time.perf_counter()
         with torch.inference_mode(), self.device.autocast():
@@ -382,6 +393,8 @@ class Sam2Service:
         self._predictor_key = ref.key
         entry = EmbeddingEntry.from_predictor(self.predictor)
         stored = self.cache.put(ref.key, entry)
+        if self.disk_cache is not None:
+            self._disk_writes.append((ref.key, entry))  # written after the reply has gone
         log.info(
             "encoded %s (%dx%d) in %.2fs, %.1f MiB%s",
             ref.key,
@@ -392,6 +405,36 @@ class Sam2Service:
             "" if stored else " (larger than the cache, not stored)",
         )
         return False
+
+    def _cached(self, key: str) -> EmbeddingEntry | None:
+        """The embedding of ``key`` from memory, else from the disk cache (then kept in memory too)."""
+        entry = self.cache.get(key)
+        if entry is None and self.disk_cache is not None:
+            entry = self.disk_cache.get(key, self.device.device)
+            if entry is not None:
+                self.cache.put(key, entry)
+                log.info("embedding of %s read from the disk cache", key)
+        return entry
+
+    def _write_to_disk(self) -> None:
+        """Store this request's new embeddings in the disk cache (after its final reply was sent)."""
+        while self._disk_writes and self.disk_cache is not None:
+            key, entry = self._disk_writes.pop()
+            self.disk_cache.put(key, entry)
+        self._disk_writes.clear()
+
+    def _model_rgb(self, ref: _ImageRef) -> np.ndarray:
+        """uint8 (H, W, 3) RGB the model's preprocessing starts from: ``contrast_limits`` scaling
+        (``sam2``), or micro-sam's per-channel min-max (``microsam``, contrast limits unused)."""
+        if ref.pixels is None:
+            raise RuntimeError(f"no pixels for {ref.key}")
+        try:
+            if self.microsam:
+                check_image_shape(ref.pixels.shape)
+                return microsam_prep.minmax_rgb8(ref.pixels)
+            return prepare_image(ref.pixels, ref.contrast_limits)
+        except ValueError as e:
+            raise bad_request(str(e)) from e
 
     def _need_image(self) -> Reply:
         return Reply(
@@ -408,6 +451,8 @@ class Sam2Service:
             STATUS_OK,
             {
                 "model": self.model_name,
+                **self.served.to_json(),
+                "ops": list(self._handlers),
                 "worker_id": self.worker_id,
                 "pid": os.getpid(),
                 "device": str(self.device.device),
@@ -416,6 +461,7 @@ class Sam2Service:
                 "torch_version": torch.__version__,
                 "random_weights": self.random_weights,
                 "cache": self.cache.stats(),
+                "disk_cache": None if self.disk_cache is None else self.disk_cache.stats(),
                 "counters": self.counters.to_json(),
                 "last_prompt": self.last_prompt,
             },
@@ -495,12 +541,16 @@ class Sam2Service:
             return
         if ref.pixels is None:  # _resolve_image never returns this with pixels_required
             raise RuntimeError("auto without pixels")
-        try:
-            rgb = prepare_image(ref.pixels, ref.contrast_limits)
-        except ValueError as e:
-            raise bad_request(str(e)) from e
+        rgb = self._model_rgb(ref)
         started = time.perf_counter()
-        events = generate_labels(self.model, rgb, settings, self.device.autocast, cancel=self._cancel)
+        events = generate_labels(
+            self.model,
+            rgb,
+            settings,
+            self.device.autocast,
+            cancel=self._cancel,
+            configure_predictor=microsam_prep.install if self.microsam else None,
+        )
         try:
             for event in events:
                 if isinstance(event, AutoProgress):

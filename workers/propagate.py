@@ -235,7 +235,7 @@ class VideoPropagator:
 
     Args:
         model: the worker's SAM2 image model (its weights are shared).
-        config: the model's Hydra config name (``workers.models.ModelSpec.config``).
+        config: the model's Hydra config name (``protocol.runtime.registry.ModelEntry.config``).
         device: the model's device.
         autocast: returns the autocast context for model calls.
     """

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QComboBox,
@@ -148,6 +148,9 @@ class SamWidget(QWidget):
         self.model.addItem(default_model())
         self.model.activated.connect(lambda _i: self.connect_backend())
         form.addRow("Model", self.model)
+        self.model_info = QLabel("")  # family, preprocessing, licence, ops of the chosen model
+        self.model_info.setWordWrap(True)
+        form.addRow("", self.model_info)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         # QFormLayout does not give a wrapped label the height of its lines: reserve two.
@@ -265,8 +268,13 @@ class SamWidget(QWidget):
         self.model.blockSignals(True)
         self.model.clear()
         self.model.addItems(sorted(status.services) or [status.model or default_model()])
+        for index in range(self.model.count()):  # what each model is, on hover
+            self.model.setItemData(
+                index, status.model_summary(self.model.itemText(index)), Qt.ItemDataRole.ToolTipRole
+            )
         self.model.setCurrentText(status.model or default_model())
         self.model.blockSignals(False)
+        self.model_info.setText(status.model_summary())
         if status.connected and status.model is not None:
             self._new_session(status)
             if status.on_cpu:
@@ -384,10 +392,12 @@ class SamWidget(QWidget):
         self.status_label.setStyleSheet(_OK if ok else _BAD)
 
     def _set_connected(self, connected: bool) -> None:
-        self.prompt_box.set_connected(connected)
-        self.auto_box.set_connected(connected)
-        self.encode_box.set_connected(connected)
-        self.propagate_box.set_connected(connected)
+        """Enable what the chosen model's workers serve; grey out operations none of them offers."""
+        offers = self.status.offers
+        self.prompt_box.set_connected(connected and offers("segment"))
+        self.auto_box.set_connected(connected and offers("auto"))
+        self.encode_box.set_connected(connected and offers("embed"))
+        self.propagate_box.set_connected(connected and offers("propagate"))
         state = self.link.state
         lost = state is not None and state.was_connected
         self.connect_button.setText("Reconnect" if connected else RECONNECT_NOW if lost else "Connect")

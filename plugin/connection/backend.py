@@ -37,6 +37,7 @@ from plugin.connection.probe import (
     choose_model,
     default_address,
     default_model,
+    describe_services,
     fetch_info,
     free_local_endpoint,
     is_local,
@@ -51,6 +52,7 @@ __all__ = [
     "choose_model",
     "default_address",
     "default_model",
+    "describe_services",
     "download_checkpoint",
     "env_flag",
     "establish",
@@ -96,6 +98,10 @@ def establish(
         if local is None:
             return BackendStatus(address, error=error, reachable=False), None
         services = probe(address)
+    try:
+        services = describe_services(address)  # one info per service the broker cannot describe yet
+    except (ClientError, ProtocolError):
+        pass  # the counts from probe() serve; the model box then shows no descriptions
     model = choose_model(services, wanted_model)
     if model is None:
         known = ", ".join(sorted(services)) or "none"

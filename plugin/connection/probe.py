@@ -46,7 +46,7 @@ def free_local_endpoint() -> str:
         return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def probe(address: str, timeout_s: float = 1.5) -> dict[str, dict[str, int]]:
+def probe(address: str, timeout_s: float = 1.5) -> dict[str, dict[str, Any]]:
     """``{model: {"workers", "idle", "queued"}}`` from the broker at ``address``.
 
     Raises:
@@ -55,6 +55,13 @@ def probe(address: str, timeout_s: float = 1.5) -> dict[str, dict[str, int]]:
     """
     with SamClient(address, config=ClientConfig(timeout_s=timeout_s, retries=0)) as client:
         return client.services(timeout_s=timeout_s)
+
+
+def describe_services(address: str, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
+    """:func:`probe` plus family, description, licence and ops of each live service
+    (``SamClient.describe_services``: asks ``info`` of services the broker cannot describe yet)."""
+    with SamClient(address, config=ClientConfig(timeout_s=timeout_s, retries=0)) as client:
+        return client.describe_services(timeout_s=timeout_s)
 
 
 def fetch_info(address: str, model: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -70,7 +77,8 @@ class BackendStatus:
 
     Attributes:
         address: broker frontend.
-        services: ``{model: {"workers": n, ...}}`` from the broker.
+        services: ``{model: {"workers": n, ..., "family", "description", "licence", "ops"}}``
+            from the broker (``mmi.services``; the descriptive fields where known).
         model: the chosen model, or None.
         info: the chosen model's ``info`` result (``device``, ``random_weights``).
         embedded: whether the plugin started this backend itself.
@@ -80,7 +88,7 @@ class BackendStatus:
     """
 
     address: str
-    services: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
     embedded: bool = False
@@ -103,6 +111,25 @@ class BackendStatus:
     def on_cpu(self) -> bool:
         return self.device == "cpu"
 
+    def offers(self, op: str) -> bool:
+        """Whether a worker of the chosen model serves ``op`` (True while its ``ops`` are unknown)."""
+        ops = self.services.get(self.model or "", {}).get("ops", self.info.get("ops"))
+        return ops is None or op in ops
+
+    def model_summary(self, model: str | None = None) -> str:
+        """One line about ``model`` (default: the chosen one): family, preprocessing, licence, description."""
+        name = model or self.model or ""
+        entry = dict(self.services.get(name, {}))
+        if name == self.model:  # the chosen model's own info answer fills what the broker lacks
+            entry = {**self.info, **entry}
+        if "family" not in entry:
+            return ""
+        ops = ", ".join(op for op in entry.get("ops", []) if op not in ("info", "echo", "sleep"))
+        return (
+            f"{entry.get('description', '')} [{entry['family']}, preprocessing "
+            f"{entry.get('preprocessing', '?')}; licence {entry.get('licence', '?')}; ops: {ops or '?'}]"
+        )
+
     def describe(self) -> str:
         """One or two lines for the status label."""
         if self.error is not None:
@@ -120,7 +147,7 @@ class BackendStatus:
         return text
 
 
-def choose_model(services: Mapping[str, Mapping[str, int]], wanted: str) -> str | None:
+def choose_model(services: Mapping[str, Mapping[str, Any]], wanted: str) -> str | None:
     """``wanted`` if it has workers, else the first model that has any, else None."""
     if services.get(wanted, {}).get("workers", 0) > 0:
         return wanted

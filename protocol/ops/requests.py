@@ -179,8 +179,27 @@ def auto(
     Raises:
         AnswerError: no uint32 label image of the image's (H, W) in the answer.
     """
+    reply, labels = labels_call(client, "auto", image, params, on_progress, cancel, timeout_s)
+    result = reply.header.get("result") or {}
+    return AutoAnswer(labels, int(result.get("num_objects", int(labels.max(initial=0)))), reply.request_id)
+
+
+def labels_call(
+    client: SamClient,
+    op: str,
+    image: WireImage,
+    params: Mapping[str, Any],
+    on_progress: Callable[[Message], None] | None,
+    cancel: threading.Event | None,
+    timeout_s: float | None,
+) -> tuple[Message, np.ndarray]:
+    """Run an op that answers a label image of ``image`` (``auto``, ``concept``): (reply, labels).
+
+    Raises:
+        AnswerError: no uint32 label image of the image's (H, W) in the answer.
+    """
     reply = client.call(
-        "auto",
+        op,
         dict(params),
         image=image.pixels,
         contrast_limits=image.contrast_limits,
@@ -191,9 +210,8 @@ def auto(
     labels = reply.arrays.get("labels")
     if labels is None or labels.dtype != np.uint32 or labels.shape != image.size:
         got = None if labels is None else f"{labels.dtype} {labels.shape}"
-        raise AnswerError(f"auto answered labels {got}, expected uint32 {image.size}", reply.request_id)
-    result = reply.header.get("result") or {}
-    return AutoAnswer(labels, int(result.get("num_objects", int(labels.max(initial=0)))), reply.request_id)
+        raise AnswerError(f"{op} answered labels {got}, expected uint32 {image.size}", reply.request_id)
+    return reply, labels
 
 
 def propagate(

@@ -37,6 +37,7 @@ from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE, Tile, tile_g
 from protocol.geometry.link import DEFAULT_LINK_IOU, PlaneView, StackLinker
 from protocol.geometry.stitch import DEFAULT_MERGE_IOU, StitchResult, TileStitcher
 from protocol.ops import requests as ops
+from protocol.ops.concept import ConceptAnswer, concept
 from protocol.ops.fan_out import fan_out
 from protocol.wire.client import SamClient
 from protocol.wire.wire_image import stack_contrast_limits, to_wire
@@ -106,6 +107,7 @@ def tiled_auto(
     on_progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     timeout_s: float | None = None,
+    op: str = "auto",
 ) -> TiledAutoResult:
     """Segment an (H, W[, C]) slice automatically, tile by tile, over all workers.
 
@@ -129,6 +131,9 @@ def tiled_auto(
         cancel: set it to stop: no new tile is sent, tiles in flight are
             cancelled (``mmi.cancel``); what was stitched so far stays in ``out``.
         timeout_s: silence allowed per tile request (default: the client's).
+        op: ``auto``, or ``concept`` (SAM 3: every instance of a text concept; ``params``
+            from :func:`protocol.ops.concept.concept_params`, text only: exemplar boxes
+            belong to one window, not to every tile).
 
     Returns:
         :class:`TiledAutoResult`.
@@ -148,14 +153,20 @@ def tiled_auto(
     if contrast_limits is None:
         contrast_limits = sample_contrast_limits(source)
     auto_params = dict(params or {})
+    if op not in ("auto", "concept"):
+        raise ValueError(f"tiled op must be auto or concept, got {op!r}")
+    if op == "concept" and auto_params.get("boxes"):
+        raise ValueError("a tiled concept takes a text prompt only (exemplar boxes belong to one window)")
 
     request_ids: dict[int, str] = {}
 
-    def send(client: SamClient, tile: Tile, halt: threading.Event) -> ops.AutoAnswer:
+    def send(client: SamClient, tile: Tile, halt: threading.Event) -> ops.AutoAnswer | ConceptAnswer:
         image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
+        if op == "concept":
+            return concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
         return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
 
-    def stitch(tile: Tile, answer: ops.AutoAnswer) -> None:
+    def stitch(tile: Tile, answer: ops.AutoAnswer | ConceptAnswer) -> None:
         stitcher.add(tile, answer.labels)
         request_ids[tile.flat] = answer.request_id
         log.debug("tile %s window=%s request_id=%s", tile.index, tile.window, answer.request_id)

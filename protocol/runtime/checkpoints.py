@@ -1,4 +1,4 @@
-"""The official SAM 2.1 checkpoints: names, sizes, where they live, how to fetch them.
+"""Checkpoint files: where they live and how to fetch them, for the models of the registry.
 
 Standard library only (no torch), so a thin client install has it too. Used by
 the plugin (its embedded backend finds or downloads the weights), the worker
@@ -6,20 +6,16 @@ the plugin (its embedded backend finds or downloads the weights), the worker
 line over :func:`main`; ``python -m protocol.runtime.checkpoints tiny`` is the same
 command where there is no repository).
 
-Where checkpoints live (:func:`checkpoint_dir`), first match wins:
+Where checkpoints live: :func:`checkpoint_dir` (:mod:`protocol.runtime.paths`).
 
-1. ``$SAM2_CHECKPOINT_DIR`` when set;
-2. the repository's ``checkpoints/`` when running from a source checkout
-   (the folder that holds ``download.py`` next to this package);
-3. a per-user cache: ``$XDG_CACHE_HOME/napari-sam2-broker/checkpoints``
-   (``~/.cache/napari-sam2-broker/checkpoints`` by default; on Windows under
-   ``%LOCALAPPDATA%``).
-
-Meta publishes no checksums for these files, so a download is checked three
-ways before it gets its final name: the byte count equals the server's
-Content-Length, it lies in the size window known for that model, and it
-starts with the zip signature of a torch checkpoint. The worker then loads it
-with ``weights_only=True`` and fails loudly on missing keys. Downloads go to
+Which models exist, their file names, URLs, size windows and pinned SHA-256
+come from the registry (:mod:`protocol.runtime.registry`, one home). Meta
+publishes no checksums for its files, so a download is checked before it gets
+its final name: the byte count equals the server's Content-Length, it lies in
+the entry's ``size_mib`` window when one is given, it starts with the zip
+signature of a torch checkpoint, and it has the entry's ``sha256`` when
+pinned. The worker then loads it with ``weights_only=True`` and fails loudly
+on missing keys. Downloads go to
 ``NAME.pt.part`` and are renamed only when complete.
 """
 
@@ -29,102 +25,56 @@ import argparse
 import os
 import sys
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
+
+from protocol.runtime.paths import CHECKPOINT_DIR_ENV, checkpoint_dir, source_checkout, user_cache_dir
+from protocol.runtime.registry import ModelEntry, RegistryError, builtin, load_registry
+
+__all__ = ["CHECKPOINT_DIR_ENV", "checkpoint_dir", "source_checkout", "user_cache_dir"]  # re-exported
 
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
-BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
-CHECKPOINT_DIR_ENV = "SAM2_CHECKPOINT_DIR"
-CACHE_SUBDIR = Path("napari-sam2-broker") / "checkpoints"
 _PREFIX = "sam2.1_hiera_"
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """One official checkpoint.
-
-    Attributes:
-        model: model (service) name, e.g. ``"sam2.1_hiera_tiny"``.
-        file_name: the official file name, e.g. ``"sam2.1_hiera_tiny.pt"``.
-        min_mib: smallest plausible size of the file, in MiB.
-        max_mib: largest plausible size of the file, in MiB.
-    """
-
-    model: str
-    file_name: str
-    min_mib: int
-    max_mib: int
-
-    @property
-    def url(self) -> str:
-        """The official download URL."""
-        return BASE_URL + self.file_name
-
-
-CHECKPOINTS: Mapping[str, Checkpoint] = MappingProxyType(
-    {
-        c.model: c
-        for c in (
-            Checkpoint("sam2.1_hiera_tiny", "sam2.1_hiera_tiny.pt", 140, 170),
-            Checkpoint("sam2.1_hiera_small", "sam2.1_hiera_small.pt", 165, 195),
-            Checkpoint("sam2.1_hiera_base_plus", "sam2.1_hiera_base_plus.pt", 290, 340),
-            Checkpoint("sam2.1_hiera_large", "sam2.1_hiera_large.pt", 800, 920),
-        )
-    }
-)
 
 
 class DownloadError(RuntimeError):
     """A checkpoint that could not be downloaded or failed its checks (the message says which)."""
 
 
-def resolve(name: str) -> list[str]:
-    """Model names for a command-line word: ``tiny`` / ``sam2.1_hiera_tiny`` / ``all``.
+def downloadable(registry: Mapping[str, ModelEntry] | None = None) -> list[str]:
+    """Names of the registry entries that have a download URL and a checkpoint file."""
+    models = builtin() if registry is None else registry
+    return [name for name, entry in models.items() if entry.url and entry.checkpoint]
+
+
+def resolve(name: str, registry: Mapping[str, ModelEntry] | None = None) -> list[str]:
+    """Model names for a command-line word: ``tiny`` (= ``sam2.1_hiera_tiny``), a full name, or ``all``.
+
+    ``all`` means every entry with a download URL.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones).
+        ValueError: an unknown name, or one without a URL (the message lists the known ones).
     """
+    known = downloadable(registry)
     if name == "all":
-        return list(CHECKPOINTS)
-    full = name if name.startswith(_PREFIX) else _PREFIX + name
-    if full not in CHECKPOINTS:
-        short = ", ".join(m.removeprefix(_PREFIX) for m in CHECKPOINTS)
-        raise ValueError(f"unknown model {name!r}; choose from {short}, all")
+        return known
+    full = _PREFIX + name if name not in known and _PREFIX + name in known else name
+    if full not in known:
+        short = ", ".join(m.removeprefix(_PREFIX) for m in known)
+        raise ValueError(f"unknown model {name!r} (or one without a download URL); choose from {short}, all")
     return [full]
 
 
-def source_checkout() -> Path | None:
-    """The repository root when this package runs from a source checkout, else None (a wheel)."""
-    root = Path(__file__).resolve().parents[1]
-    return root if (root / "checkpoints" / "download.py").is_file() else None
-
-
-def user_cache_dir() -> Path:
-    """The per-user cache folder for checkpoints (see the module docstring)."""
-    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
-        base = Path(os.environ["LOCALAPPDATA"])
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / CACHE_SUBDIR
-
-
-def checkpoint_dir() -> Path:
-    """Where checkpoints are looked for and downloaded to (it may not exist yet)."""
-    configured = os.environ.get(CHECKPOINT_DIR_ENV, "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    root = source_checkout()
-    return root / "checkpoints" if root is not None else user_cache_dir()
-
-
-def checkpoint_path(model: str, directory: Path | None = None) -> Path:
-    """Where ``model``'s weights are expected (``<dir>/<model>.pt`` for a model not listed here)."""
-    known = CHECKPOINTS.get(model)
-    file_name = known.file_name if known is not None else f"{model}.pt"
-    return (directory if directory is not None else checkpoint_dir()) / file_name
+def checkpoint_path(
+    model: str, directory: Path | None = None, registry: Mapping[str, ModelEntry] | None = None
+) -> Path:
+    """Where ``model``'s weights are expected (``<dir>/<model>.pt`` for a model not in the registry)."""
+    entry = (builtin() if registry is None else registry).get(model)
+    path = entry.checkpoint_path(directory) if entry is not None else None
+    if path is not None:
+        return path
+    return (directory if directory is not None else checkpoint_dir()) / f"{model}.pt"
 
 
 def download_command(model: str) -> str:
@@ -141,6 +91,7 @@ def download(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     timeout_s: float = 60.0,
+    registry: Mapping[str, ModelEntry] | None = None,
 ) -> Path:
     """Download ``model``'s official checkpoint into ``dest_dir`` (default :func:`checkpoint_dir`).
 
@@ -150,6 +101,7 @@ def download(
         progress: called with (bytes done, bytes expected or 0) after each MiB.
         should_stop: polled after each MiB; True abandons the download.
         timeout_s: socket timeout of each network read.
+        registry: the model registry (default: the shipped one).
 
     Returns:
         The checkpoint's path (at once when the file is already there).
@@ -158,10 +110,13 @@ def download(
         DownloadError: unknown model, network failure, a stop, or a file that
             fails its checks; nothing is left under the final name then.
     """
-    spec = CHECKPOINTS.get(model)
-    if spec is None:
-        raise DownloadError(f"unknown model {model!r}; known models: {', '.join(CHECKPOINTS)}")
-    final = checkpoint_path(model, dest_dir)
+    models = builtin() if registry is None else registry
+    spec = models.get(model)
+    if spec is None or not spec.url or not spec.checkpoint:
+        raise DownloadError(
+            f"unknown model {model!r} or no download URL; downloadable: {', '.join(downloadable(models))}"
+        )
+    final = checkpoint_path(model, dest_dir, models)
     if final.is_file():
         return final
     part = final.with_name(final.name + ".part")
@@ -176,7 +131,7 @@ def download(
                 if progress is not None:
                     progress(done, expected)
                 if should_stop is not None and should_stop():
-                    raise DownloadError(f"the download of {spec.file_name} was stopped")
+                    raise DownloadError(f"the download of {final.name} was stopped")
     except OSError as e:
         part.unlink(missing_ok=True)
         raise DownloadError(f"could not download {spec.url}: {e}") from e
@@ -186,21 +141,25 @@ def download(
     problems = _check(part, spec, expected)
     if problems:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{spec.file_name}: download rejected: " + "; ".join(problems))
+        raise DownloadError(f"{final.name}: download rejected: " + "; ".join(problems))
     os.replace(part, final)
     return final
 
 
-def _check(path: Path, spec: Checkpoint, expected: int) -> list[str]:
+def _check(path: Path, spec: ModelEntry, expected: int) -> list[str]:
+    from protocol.runtime.digests import hash_file
+
     size = path.stat().st_size
     problems = []
     if expected and size != expected:
         problems.append(f"got {size} bytes, server announced {expected}")
-    if not (spec.min_mib << 20) <= size <= (spec.max_mib << 20):
-        problems.append(f"{size >> 20} MiB is outside the expected {spec.min_mib}-{spec.max_mib} MiB")
+    if spec.size_mib is not None and not (spec.size_mib[0] << 20) <= size <= (spec.size_mib[1] << 20):
+        problems.append(f"{size >> 20} MiB is outside the expected {spec.size_mib[0]}-{spec.size_mib[1]} MiB")
     with open(path, "rb") as f:
         if f.read(2) != b"PK":
             problems.append("not a torch checkpoint (no zip signature)")
+    if spec.sha256 and not problems and (digest := hash_file(path)) != spec.sha256:
+        problems.append(f"SHA-256 {digest} is not the pinned {spec.sha256}")
     return problems
 
 
@@ -209,34 +168,44 @@ def _print_progress(done: int, expected: int) -> None:
         print(f"\r  {done >> 20} / {expected >> 20} MiB", end="", flush=True)
 
 
-def main(argv: list[str]) -> int:
-    """Command line: download the named checkpoints (default ``tiny``); 0 on success, 2 bad usage."""
+def main(argv: Sequence[str]) -> int:
+    """Command line: download the named checkpoints (default ``tiny``); 0 done, 1 failed, 2 bad usage."""
     in_checkout = source_checkout() is not None
     parser = argparse.ArgumentParser(
         prog="python checkpoints/download.py" if in_checkout else "python -m protocol.runtime.checkpoints",
-        description="Download official SAM 2.1 checkpoints (checked: size, Content-Length, zip signature) "
-        f"into {checkpoint_dir()} (${CHECKPOINT_DIR_ENV} chooses another folder).",
+        description="Download the checkpoints of registry models (checked: Content-Length, size window, "
+        f"zip signature, pinned SHA-256) into {checkpoint_dir()} (${CHECKPOINT_DIR_ENV} chooses another "
+        "folder).",
     )
     parser.add_argument(
-        "models", nargs="*", default=["tiny"], help="tiny, small, base_plus, large, all or a full model name"
+        "models", nargs="*", help="tiny, small, base_plus, large, all or a full model name (default: tiny)"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument("--model", action="append", default=[], help="a registry model name (repeatable)")
+    parser.add_argument(
+        "--model-file", type=Path, action="append", default=[], help="extra model registry TOML file(s)"
+    )
+    args = parser.parse_args(list(argv))
     try:
-        models = [m for name in args.models for m in resolve(name)]
-    except ValueError as e:
+        registry = load_registry(args.model_file)
+        words = [*args.models, *args.model] or ["tiny"]
+        models = [m for name in words for m in resolve(name, registry)]
+    except (ValueError, RegistryError) as e:
         parser.error(str(e))
     directory = checkpoint_dir()
     for model in models:
-        path = checkpoint_path(model, directory)
+        spec = registry[model]
+        path = checkpoint_path(model, directory, registry)
         if path.is_file():
             print(f"{path} already present")
             continue
-        print(f"downloading {CHECKPOINTS[model].url} to {directory}")
+        print(f"downloading {spec.url} to {path}")
+        if spec.licence:
+            print(f"  licence: {spec.licence}")
         try:
-            path = download(model, directory, progress=_print_progress)
+            path = download(model, directory, progress=_print_progress, registry=registry)
         except DownloadError as e:
             print(
-                f"\n{e}\nGet it by hand from {CHECKPOINTS[model].url} and put it in {directory}/,\n"
+                f"\n{e}\nGet it by hand from {spec.url} and save it as {path},\n"
                 "or run the backend with --random-weights (for tests only: masks are meaningless).",
                 file=sys.stderr,
             )

@@ -38,7 +38,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.wire import codec, mdp
-from protocol.wire.errors import BadReply, ProtocolError, RemoteError, RequestTimeout, Superseded
+from protocol.wire.errors import BadReply, ClientError, ProtocolError, RemoteError, RequestTimeout, Superseded
 from protocol.wire.image_key import image_key as compute_image_key
 from protocol.wire.mdp import DEFAULT_FRONTEND, MMI_CANCEL, MMI_SERVICES
 from protocol.wire.security import CurveClientKeys
@@ -273,11 +273,13 @@ class SamClient:
 
     # -- broker queries -------------------------------------------------
 
-    def services(self, timeout_s: float = 2.0) -> dict[str, dict[str, int]]:
+    def services(self, timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
         """Ask the broker (``mmi.services``) which services have workers.
 
         Returns:
-            ``{name: {"workers": n, "idle": n, "queued": n}}``.
+            ``{name: {"workers": n, "idle": n, "queued": n, "described": n, ...}}``, with
+            ``family``, ``description``, ``licence``, ``preprocessing`` and ``ops`` where
+            the broker has seen an ``info`` answer of the service (see :meth:`describe_services`).
 
         Raises:
             RequestTimeout: no broker answered within ``timeout_s``.
@@ -287,6 +289,38 @@ class SamClient:
             return dict(json.loads(bytes(reply[0]))["services"])
         except (IndexError, ValueError, KeyError, TypeError) as e:
             raise ProtocolError(f"bad mmi.services reply: {e}") from e
+
+    def describe_services(self, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
+        """:meth:`services`, completed by one ``info`` per live service the broker cannot describe yet.
+
+        The broker learns a service's ``SERVICE_FIELDS`` from the ``info``
+        replies it forwards, so the ``info`` asked here also describes the
+        service to every later ``mmi.services``. A service whose ``info``
+        fails (timeout, error) is listed without those fields.
+
+        Returns:
+            ``{name: {"workers": n, ..., "family": ..., "ops": [...]}}``.
+
+        Raises:
+            RequestTimeout: no broker answered ``mmi.services`` within ``timeout_s``.
+        """
+        services = self.services(timeout_s=min(timeout_s, 2.0))
+        own_service = self.service
+        try:
+            for name, record in services.items():
+                if record.get("workers", 0) <= 0 or "family" in record:
+                    continue
+                self.service = name
+                try:
+                    reply = self.call("info", timeout_s=timeout_s, retries=0)
+                except ClientError as e:
+                    log.warning("info of service %s failed: %s", name, e)
+                    continue
+                result = reply.header.get("result") or {}
+                record.update({key: result[key] for key in mdp.SERVICE_FIELDS if key in result})
+        finally:
+            self.service = own_service
+        return services
 
     def _raw_call(self, service: bytes, body: list[bytes], timeout_s: float) -> list[Any]:
         self.mdp.send(service, body)

@@ -70,6 +70,9 @@ MMI_PREFIX = b"mmi."
 MMI_SERVICE = b"mmi.service"
 MMI_SERVICES = b"mmi.services"
 MMI_CANCEL = b"mmi.cancel"
+# What ``mmi.services`` says about a service beyond its worker counts, learned from the
+# ``info`` replies of its workers (protocol/README.md, "Discovering models").
+SERVICE_FIELDS = ("family", "description", "licence", "preprocessing", "ops")
 
 # A frame as received: ``bytes`` or a zero-copy ``zmq.Frame`` (buffer protocol).
 Frame = Any

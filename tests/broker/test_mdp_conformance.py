@@ -15,6 +15,7 @@ import zmq
 
 from broker.broker import Broker
 from broker.config import BrokerConfig
+from protocol.wire import mdp
 from tests.support.broker_peers import (
     DISCONNECT,
     HEARTBEAT,
@@ -25,6 +26,7 @@ from tests.support.broker_peers import (
     RawClient,
     RawWorker,
     mmi,
+    reply_body,
     request_body,
     services,
     start_broker,
@@ -236,9 +238,64 @@ def test_mmi(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
     client.request(b"mmi.services", [])
     frames = client.recv()
     assert frames is not None and frames[:3] == [b"MDPC02", b"\x03", b"mmi.services"]
-    assert json.loads(frames[3]) == {"services": {"echo": {"workers": 1, "idle": 1, "queued": 0}}}
+    assert json.loads(frames[3]) == {
+        "services": {"echo": {"workers": 1, "idle": 1, "queued": 0, "described": 0}}
+    }
     client.request(b"mmi.nothing", [])
     assert client.recv(REPLY_TIMEOUT_S) == [b"MDPC02", b"\x03", b"mmi.nothing", b"501"]
+
+
+def test_mmi_services_describes_a_service_from_the_info_answers_it_forwards(
+    ctx: zmq.Context[Any], spawn: ProcessSpawner
+) -> None:
+    # raw workers heartbeat only when told to: a broker with a 10 s liveness window
+    broker = start_broker(spawn, heartbeat_interval_s=2.0, heartbeat_liveness=5)
+    first, second = ready_worker(ctx, broker, b"w-1"), RawWorker(ctx, broker.backend, SERVICE, b"w-2")
+    second.ready()
+    wait_for_workers(ctx, broker.frontend, SERVICE.decode(), 2)
+    client = RawClient(ctx, broker.frontend)
+    gone: RawWorker | None = None
+
+    def listing() -> dict[str, Any]:
+        for worker in (first, second):  # raw workers: keep them alive by hand
+            if worker is not gone:
+                worker.heartbeat()
+        client.request(b"mmi.services", [])
+        frames = client.recv()
+        assert frames is not None
+        return dict(json.loads(frames[3])["services"][SERVICE.decode()])
+
+    client.request(SERVICE, request_body("e-1"))  # not an info request: its reply teaches nothing
+    envelope, body = first.wait_request()
+    first.final(envelope, reply_body(body, family="fake"))
+    client.final()
+    second.heartbeat()
+    assert "family" not in listing()
+    junk = {
+        "family": "sam2",
+        "description": "x" * 5000,
+        "licence": 7,
+        "ops": ["segment", 5, "auto"],
+        "pid": 1,
+    }
+    # the broker serves its longest-idle worker first: w-2, then w-1
+    for n, (worker, result) in enumerate([(second, {"family": "sam2", "ops": ["propagate"]}), (first, junk)]):
+        client.request(SERVICE, request_body(f"i-{n}", op="info"))
+        envelope, body = worker.wait_request()
+        worker.final(envelope, reply_body(body, **result))
+        client.final()
+        (second if worker is first else first).heartbeat()
+    described = listing()
+    assert described.get("family") == "sam2" and described["described"] == 2, (
+        described,
+        broker.log()[-3000:],
+    )
+    assert described["ops"] == ["auto", "propagate", "segment"]  # the union; the non-string op is dropped
+    assert "description" not in described and "licence" not in described and "pid" not in described
+    second.send(mdp.worker_message(mdp.W_DISCONNECT))
+    gone = second
+    assert wait_until(lambda: listing()["workers"] == 1, 5)
+    assert listing()["ops"] == ["auto", "segment"]  # the leaver's ops leave with it
 
 
 def test_worker_may_not_register_an_mmi_service(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:

@@ -19,7 +19,7 @@ from workers.automask import count_prompts
 from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import default_threads, resolve_device
 from workers.labels import paint_labels
-from workers.models import MODELS, CheckpointError, get_spec, load_model
+from workers.models import CheckpointError, get_spec, load_model, sam2_models
 from workers.prep import check_contrast_limits, prepare_image
 from workers.prompts import MAX_POINTS, PromptError, box_rc_to_xyxy, parse_prompt, points_rc_to_xy
 from workers.sam2_internals import Sam2InternalsChanged, check_predictor
@@ -329,7 +329,7 @@ def test_auto_progress_counts_crops_and_prompts() -> None:
 
 
 def test_registry_names_configs_files_and_urls() -> None:
-    assert list(MODELS) == [
+    assert sam2_models()[:4] == [
         "sam2.1_hiera_tiny",
         "sam2.1_hiera_small",
         "sam2.1_hiera_base_plus",
@@ -337,9 +337,10 @@ def test_registry_names_configs_files_and_urls() -> None:
     ]
     spec = get_spec("sam2.1_hiera_base_plus")
     assert spec.config == "configs/sam2.1/sam2.1_hiera_b+.yaml"
-    assert spec.checkpoint_file == "sam2.1_hiera_base_plus.pt"
+    assert spec.checkpoint == "sam2.1_hiera_base_plus.pt"
     assert spec.url == "https://dl.fbaipublicfiles.com/segment_anything_2/092824/sam2.1_hiera_base_plus.pt"
-    assert spec.default_checkpoint_path.parts[-2:] == ("checkpoints", "sam2.1_hiera_base_plus.pt")
+    path = spec.checkpoint_path()
+    assert path is not None and path.parts[-2:] == ("checkpoints", "sam2.1_hiera_base_plus.pt")
     with pytest.raises(ValueError, match="known models: sam2.1_hiera_tiny"):
         get_spec("sam3")
 

@@ -10,7 +10,7 @@ SAM2 masks cannot give. Its answers are not SAM's: never use it for real work.
 | module | owns |
 |---|---|
 | ``look.py`` | what the stand-in "sees": the image at <= 1024 px and its bright components |
-| ``service.py`` | the operations (``StandinService``): info, embed, segment, auto, sleep, propagate |
+| ``service.py`` | the operations (``StandinService``): info, embed, segment, auto, concept, propagate |
 | ``propagate.py`` | deterministic tracking through a stack (``propagate``) |
 | ``cli.py`` | the command line, reached through ``python -m workers --model standin-blobs`` |
 
@@ -19,9 +19,12 @@ Imports only ``protocol.wire``, ``protocol.runtime``, ``workers.worker`` and ``w
 
 from __future__ import annotations
 
+from protocol.runtime.registry import builtin
+
 FAMILY = "standin"
-MODELS: tuple[str, ...] = ("standin-blobs",)
-"""The stand-in models, each a service name: ``standin-blobs`` labels bright blobs."""
+MODELS: tuple[str, ...] = tuple(name for name, entry in builtin().items() if entry.family == FAMILY)
+"""The stand-in models of the registry (protocol/runtime/models.toml), each a service name:
+``standin-blobs`` labels bright blobs."""
 DEFAULT_MODEL = "standin-blobs"
 
 

@@ -26,7 +26,7 @@ from protocol.runtime.parent import watch_parent
 from protocol.wire.codec import Limits
 from protocol.wire.mdp import DEFAULT_BACKEND
 from workers.standin import DEFAULT_MODEL, FAMILY, MODELS
-from workers.standin.service import CACHE_ENTRIES, StandinService
+from workers.standin.service import CACHE_ENTRIES, OPS, StandinService
 from workers.worker import Worker, WorkerConfig
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d standin[%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-entries", type=positive_int, default=CACHE_ENTRIES, help="images kept cached"
+    )
+    parser.add_argument(
+        "--without-op",
+        action="append",
+        default=[],
+        choices=[op for op in OPS if op != "info"],
+        help="serve without this op (repeatable): try a client against a model that lacks it",
     )
     parser.add_argument(
         "--heartbeat-interval-s", type=positive_float, default=1.0, help="seconds between heartbeats"
@@ -74,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("workers.standin").info(
         "model=%s family=%s (deterministic stand-in, not SAM; no torch)", args.model, FAMILY
     )
-    service = StandinService(args.model, args.delay_s, args.encode_delay_s, args.cache_entries)
+    service = StandinService(
+        args.model, args.delay_s, args.encode_delay_s, args.cache_entries, frozenset(args.without_op)
+    )
     config = WorkerConfig(
         connect=args.connect,
         service=args.model,

@@ -22,15 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from protocol.runtime.registry import get_entry
 from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, Message
 from protocol.wire.image_key import image_key
 from workers.prep import check_contrast_limits
-from workers.standin import FAMILY
 from workers.standin.look import Seen, look
 from workers.standin.propagate import PARAMS, propagate
 from workers.standin.replies import BadRequest, Cancelled, Reply
 
 CACHE_ENTRIES = 8
+OPS = ("info", "embed", "segment", "auto", "concept", "sleep", "propagate")
+"""The operations a stand-in serves (``info`` lists those not turned off with ``--without-op``)."""
 ENTRY_BYTES = 1 << 20
 """Nominal size of one cached image in ``info``'s ``cache`` (the stand-in's cache counts entries)."""
 
@@ -44,8 +46,10 @@ class StandinService:
         delay_s: float = 0.0,
         encode_delay_s: float = 0.0,
         cache_entries: int = CACHE_ENTRIES,
+        without_ops: frozenset[str] = frozenset(),
     ) -> None:
         self.service = service
+        self.without_ops = without_ops
         self.delay_s = delay_s
         self.encode_delay_s = encode_delay_s
         self.cache_entries = cache_entries
@@ -71,10 +75,11 @@ class StandinService:
             "embed": self._embed,
             "segment": self._segment,
             "auto": self._auto,
+            "concept": self._concept,
             "sleep": self._sleep,
             "propagate": self._propagate,
         }
-        handler = ops.get(message.op)
+        handler = None if message.op in self.without_ops else ops.get(message.op)
         try:
             if handler is None:
                 raise BadRequest(f"unknown op {message.op!r}")
@@ -143,7 +148,8 @@ class StandinService:
             STATUS_OK,
             {
                 "model": self.service,
-                "family": FAMILY,
+                **get_entry(self.service).describe(),  # family, description, licence, preprocessing
+                "ops": [op for op in OPS if op not in self.without_ops],
                 "device": "standin",
                 "random_weights": False,
                 "pid": os.getpid(),
@@ -156,6 +162,26 @@ class StandinService:
                 },
             },
         )
+
+    def _concept(self, message: Message) -> Reply:
+        """SAM 3's ``concept`` op, stand-in style: every bright blob is an instance of any concept.
+
+        Text and exemplar boxes are checked like the real op but do not change the answer; each
+        object's score is 1.0, so ``score_threshold`` (<= 1) keeps them all.
+        """
+        params = self._params(message, {"text", "boxes", "box_labels", "score_threshold", "contrast_limits"})
+        text, boxes = params.get("text"), params.get("boxes", [])
+        if not (isinstance(text, str) and text.strip()) and not boxes:
+            raise BadRequest("concept needs a 'text' prompt and/or exemplar 'boxes'")
+        key, seen = self._seen(message, params, pixels_required=False)
+        if seen is None:
+            return Reply(STATUS_NEED_IMAGE, {"message": "send the image"})
+        self._wait(self.delay_s)
+        labels = seen.to_sent(seen.labels.astype(np.uint32))
+        areas = np.bincount(labels.ravel())[1:].astype(np.uint32)
+        scores = np.ones(areas.size, dtype=np.float32)
+        arrays = {"labels": labels, "areas": areas, "scores": scores}
+        return Reply(STATUS_OK, {"num_objects": int(areas.size)}, arrays, image_key=key)
 
     def _embed(self, message: Message) -> Reply:
         params = self._params(message, {"contrast_limits"})
