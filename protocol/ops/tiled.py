@@ -6,7 +6,9 @@ request, keeps :data:`~protocol.ops.fan_out.REQUESTS_PER_WORKER` requests in fli
 worker the broker has for the service (:func:`protocol.ops.fan_out.fan_out`: one
 :class:`~protocol.wire.client.SamClient` per thread; the broker routes them; ``sam2-batch``
 uses the same policy), and stitches the tile labels into one label image as they
-arrive (:class:`protocol.geometry.stitch.TileStitcher`). A slice no larger than the
+arrive (:class:`protocol.geometry.stitch.TileStitcher`: the per-pixel part,
+``prepare``, in the thread that received the tile, so it spreads over the
+client's cores; numbering and merging on the calling thread). A slice no larger than the
 tile size is one request, answered as is.
 
 :func:`tiled_auto_stack` does the same for every slice of a stack and links
@@ -35,7 +37,7 @@ import numpy as np
 
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE, Tile, tile_grid
 from protocol.geometry.link import DEFAULT_LINK_IOU, PlaneView, StackLinker
-from protocol.geometry.stitch import DEFAULT_MERGE_IOU, StitchResult, TileStitcher
+from protocol.geometry.stitch import DEFAULT_MERGE_IOU, PreparedTile, StitchResult, TileStitcher
 from protocol.ops import requests as ops
 from protocol.ops.fan_out import REQUESTS_PER_WORKER, fan_out
 from protocol.wire.client import SamClient
@@ -143,12 +145,13 @@ def tiled_auto(
         contrast_limits = sample_contrast_limits(source)
     auto_params = dict(params or {})
 
-    def send(client: SamClient, tile: Tile, halt: threading.Event) -> np.ndarray:
+    def send(client: SamClient, tile: Tile, halt: threading.Event) -> PreparedTile:
         image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
-        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s).labels
+        labels = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s).labels
+        return stitcher.prepare(tile, labels)  # the per-pixel part, here in the receiving thread
 
-    def stitch(tile: Tile, labels: np.ndarray) -> None:
-        stitcher.add(tile, labels)
+    def stitch(tile: Tile, prepared: PreparedTile) -> None:
+        stitcher.add_prepared(prepared)
         if on_progress is not None:
             on_progress(stitcher.tiles_done, len(grid))
 
