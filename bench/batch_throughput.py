@@ -208,6 +208,18 @@ def tile_index(image: np.ndarray, shapes: Sequence[tuple[int, int]]) -> dict[str
     return index
 
 
+def start_tile_peers(
+    procs: Processes, backend: str, folder: Path, delay_s: float, count: int, first: int = 0
+) -> list[Any]:
+    """Start ``count`` ``mdp-tiles`` workers on ``folder``'s truth.npy and tiles.json; wait until ready."""
+    args = ["--connect", backend, "--service", TILES_SERVICE, "--truth", str(folder / "truth.npy")]
+    args += ["--tiles", str(folder / "tiles.json"), "--delay-s", str(delay_s)]
+    peers = [start_peer(procs, "mdp-tiles", *args, name=f"tiles{first + k}") for k in range(count)]
+    for proc in peers:
+        procs.wait_for_log(proc, "ready", 60)
+    return peers
+
+
 def client_run(kind: str, frontend: str, image: np.ndarray, folder: Path) -> tuple[float, float, int]:
     """One tiled auto of ``image`` as ``kind`` (``sam2-batch`` or ``plugin``); (seconds, CPU s, tiles)."""
     from protocol.geometry.compressed import CompressedPlane
@@ -267,26 +279,7 @@ def run_client(worker_counts: Sequence[int] = (1, 2, 4, 8, 16, 32), delay_s: flo
         started: list[Any] = []
         worst = {"sam2-batch": 9.0, "plugin": 9.0}
         for n in worker_counts:
-            while len(started) < n:
-                started.append(
-                    start_peer(
-                        procs,
-                        "mdp-tiles",
-                        "--connect",
-                        backend,
-                        "--service",
-                        TILES_SERVICE,
-                        "--truth",
-                        str(folder / "truth.npy"),
-                        "--tiles",
-                        str(folder / "tiles.json"),
-                        "--delay-s",
-                        str(delay_s),
-                        name=f"tiles{len(started)}",
-                    )  # fmt: skip
-                )
-            for proc in started:
-                procs.wait_for_log(proc, "ready", 60)
+            started += start_tile_peers(procs, backend, folder, delay_s, n - len(started), first=len(started))
             wait_for_workers(frontend, TILES_SERVICE, n)
             sub = image[: shapes[n][0], : shapes[n][1]]
             for kind in ("sam2-batch", "plugin"):
@@ -348,16 +341,7 @@ def run_memory(
         tifffile.imwrite(folder / "slide.tif", image)
         del image, truth
         frontend, backend, _ = start_broker(procs, name="memory-broker")
-        peers = [
-            start_peer(
-                procs, "mdp-tiles", "--connect", backend, "--service", TILES_SERVICE,
-                "--truth", str(folder / "truth.npy"), "--tiles", str(folder / "tiles.json"),
-                "--delay-s", str(delay_s), name=f"memory-tiles{k}",
-            )  # fmt: skip
-            for k in range(workers)
-        ]
-        for proc in peers:
-            procs.wait_for_log(proc, "ready", 60)
+        start_tile_peers(procs, backend, folder, delay_s, workers)
         wait_for_workers(frontend, TILES_SERVICE, workers)
         runs: dict[str, list[dict[str, float]]] = {"unbounded": [], "bounded": []}
         for k in range(repeats):
