@@ -362,7 +362,7 @@ def run_memory(
         seconds = float(np.median([r["seconds"] for r in measured]))
         peak = max(r["maxrss_kib"] for r in measured) / 1024
         limit_text = str(limit_mib) if kind == "bounded" else "(default 1,024)"
-        where = "zarr on disk, tile by tile" if kind == "bounded" else "numpy in memory"
+        where = "a file on disk, tile by tile" if kind == "bounded" else "numpy in memory"
         table.add(kind, limit_text, fmt(peak, 0), fmt(seconds, 2), f"{seconds / base:.2f}", where)
         if kind == "bounded":
             result.targets.append(
@@ -372,8 +372,8 @@ def run_memory(
     table.note = (
         f"{repeats} runs of each, alternating, medians of the time, the highest peak RSS (VmHWM of the "
         "sam2-batch process: interpreter, libraries, tiles in flight, labels; not the page cache). "
-        "Bounded: the input is read row range by row range from the file, the labels go to a temporary zarr "
-        "store and then to a tiled BigTIFF."
+        "Bounded: the input is read row range by row range from the file, the labels go to a temporary "
+        "uncompressed file and then to a tiled BigTIFF."
     )
     result.tables.append(table)
     return result

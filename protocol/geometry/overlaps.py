@@ -5,6 +5,8 @@ Pure numpy. Arrays are (H, W) integer labels of the same shape, 0 = background.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 DENSE_PAIR_BINS = 1 << 21
@@ -60,47 +62,73 @@ def remap_ids(keys: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray
     return values[np.searchsorted(keys, x)]
 
 
+@dataclass(frozen=True)
+class CompactLabels:
+    """A label array with its ids renumbered 1..n in order (0 stays background).
+
+    Attributes:
+        ids: (n,) the original ids present, ascending (``small == k`` is ``ids[k - 1]``).
+        small: the labels renumbered 0..n, uint16 when n < 65,536, else uint32; same shape.
+        areas: (n,) int64 pixels of each id.
+    """
+
+    ids: np.ndarray
+    small: np.ndarray
+    areas: np.ndarray
+
+
+def compact_labels(labels: np.ndarray) -> CompactLabels:
+    """:class:`CompactLabels` of an integer label array (small ids: tables, no sort)."""
+    top = int(labels.max(initial=0))
+    if top <= ID_TABLE_FACTOR * labels.size + 1024:
+        counts = np.bincount(labels.ravel(), minlength=1)
+        ids = np.flatnonzero(counts[1:]) + 1
+        dtype = np.uint16 if ids.size < 0xFFFF else np.uint32
+        table = np.zeros(counts.size, dtype=dtype)
+        table[ids] = np.arange(1, ids.size + 1)
+        return CompactLabels(ids, table[labels], counts[ids].astype(np.int64))
+    found, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    shift = 0 if found[0] == 0 else 1
+    keep = slice(1 - shift, None)
+    small = (inverse.reshape(labels.shape) + shift).astype(np.uint32)
+    return CompactLabels(found[keep], small, counts[keep].astype(np.int64))
+
+
 def mutual_best_matches(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int, float]]:
     """Label pairs (a_id, b_id, iou) of two same-shaped label arrays that are each other's best match.
 
     IoU is measured over these arrays only (for tiles: in the overlap of their windows). Ties go to
-    the lower id. Pairs are returned by ascending ``a_id``. With small ids (what workers answer) no
-    sort: areas, then pairs of the ids present, are counted with ``bincount``.
+    the lower id. Pairs are returned by ascending ``a_id``.
     """
-    top_a, top_b = int(a.max(initial=0)), int(b.max(initial=0))
-    if top_a == 0 or top_b == 0:
+    return mutual_best_matches_compact(a, compact_labels(b), min_iou)
+
+
+def mutual_best_matches_compact(
+    a: np.ndarray, b: CompactLabels, min_iou: float
+) -> list[tuple[int, int, float]]:
+    """:func:`mutual_best_matches` against labels already compacted (e.g. once, on another thread).
+
+    With small ids in ``a`` (what workers answer) no sort: pairs and areas are counted in one
+    ``bincount`` of (a id, b's compact id).
+    """
+    top_a, span = int(a.max(initial=0)), b.ids.size + 1
+    if top_a == 0 or span == 1:
         return []
-    if top_a <= ID_TABLE_FACTOR * a.size + 1024 and top_b <= ID_TABLE_FACTOR * b.size + 1024:
-        # Small ids (what workers answer): count areas, renumber the ids present 1..n, count pairs.
-        (a_ids_all, a_small, area_a_all), (b_ids_all, b_small, area_b_all) = _compact(a), _compact(b)
-        span = b_ids_all.size + 1
-        joint = np.bincount((a_small * span + b_small).ravel(), minlength=(a_ids_all.size + 1) * span)
-        keys = np.flatnonzero(joint)
-        rows, cols = keys // span, keys % span
-        pairs = (rows != 0) & (cols != 0)
-        keys, rows, cols = keys[pairs], rows[pairs] - 1, cols[pairs] - 1
-        a_ids, b_ids, inter = a_ids_all[rows], b_ids_all[cols], joint[keys]
-        area_a, area_b = area_a_all[rows], area_b_all[cols]
-    else:
-        a_ids, b_ids, inter = pair_overlaps(a, b)
-        if inter.size == 0:
-            return []
-        ka, ca = label_areas(a)
-        kb, cb = label_areas(b)
-        area_a = remap_ids(ka.astype(np.uint64), ca, a_ids)
-        area_b = remap_ids(kb.astype(np.uint64), cb, b_ids)
+    if (top_a + 1) * span > DENSE_PAIR_BINS:  # large ids in a: compact it too
+        a_compact = compact_labels(a)
+        pairs = mutual_best_matches_compact(a_compact.small, b, min_iou)
+        return [(int(a_compact.ids[x - 1]), y, v) for x, y, v in pairs]
+    joint = np.bincount((a.astype(np.intp) * span + b.small).ravel(), minlength=(top_a + 1) * span)
+    keys = np.flatnonzero(joint)
+    a_ids, cols = keys // span, keys % span
+    pairs = (a_ids != 0) & (cols != 0)
+    keys, a_ids, cols = keys[pairs], a_ids[pairs], cols[pairs] - 1
+    inter = joint[keys]
+    area_a = joint.reshape(top_a + 1, span).sum(axis=1)[a_ids]
+    b_ids, area_b = b.ids[cols], b.areas[cols]
     iou = inter / (area_a + area_b - inter)
     keep = _best_of_each(a_ids, b_ids, iou) & _best_of_each(b_ids, a_ids, iou) & (iou >= min_iou)
     return list(zip(a_ids[keep].tolist(), b_ids[keep].tolist(), iou[keep].tolist(), strict=True))
-
-
-def _compact(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids present ascending, labels renumbered 0..n as intp, pixels of each id) of small-id labels."""
-    counts = np.bincount(labels.ravel())
-    ids = np.flatnonzero(counts[1:]) + 1
-    table = np.zeros(counts.size, dtype=np.intp)
-    table[ids] = np.arange(1, ids.size + 1)
-    return ids, table[labels], counts[ids]
 
 
 def _best_of_each(ids: np.ndarray, others: np.ndarray, iou: np.ndarray) -> np.ndarray:

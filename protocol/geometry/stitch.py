@@ -23,8 +23,9 @@ label: a tile's objects are numbered as a block of nodes (node = block start
 + the worker's label id, so nothing is done per object in Python), the core
 is written with the worker's ids as they are (:meth:`finish` maps each
 tile's block through one lookup table), and only the overlap of the two
-windows is kept for a neighbour that has not arrived yet (blosc2-compressed,
-uint16 where the ids allow), never the whole tile. :meth:`TileStitcher.prepare`,
+windows is kept for a neighbour that has not arrived yet (its ids renumbered
+1..n, counted and blosc2-compressed, so matching it later is one ``bincount``),
+never the whole tile. :meth:`TileStitcher.prepare`,
 the part that reads every pixel of the tile, touches no shared state and may
 run on any thread (``protocol.ops.tiled`` runs it in the thread that received
 the tile; numpy and blosc2 release the GIL), :meth:`TileStitcher.add_prepared`
@@ -48,7 +49,7 @@ import blosc2
 import numpy as np
 
 from protocol.geometry.grid import Tile, TileGrid
-from protocol.geometry.overlaps import mutual_best_matches
+from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_best_matches_compact
 
 DEFAULT_MERGE_IOU = 0.5
 
@@ -124,28 +125,31 @@ class PreparedTile:
 
 @dataclass(frozen=True)
 class _Band:
-    """Labels of one tile in the overlap with one neighbour's window, compressed."""
+    """Labels of one tile in the overlap with one neighbour's window, compacted and compressed."""
 
     data: bytes
     shape: tuple[int, int]
     dtype: np.dtype
+    ids: np.ndarray
+    areas: np.ndarray
 
     @classmethod
-    def pack(cls, labels: np.ndarray, top: int) -> _Band:
-        small = labels.astype(np.uint16) if top <= 0xFFFF else np.ascontiguousarray(labels)
+    def pack(cls, labels: np.ndarray) -> _Band:
+        compact = compact_labels(labels)
         chunk = blosc2.compress2(
-            np.ascontiguousarray(small),
-            typesize=small.dtype.itemsize,
+            np.ascontiguousarray(compact.small),
+            typesize=compact.small.dtype.itemsize,
             clevel=1,
             codec=blosc2.Codec.LZ4,
             filters=[blosc2.Filter.SHUFFLE],
         )
-        return cls(bytes(chunk), (int(small.shape[0]), int(small.shape[1])), small.dtype)
+        shape = (int(labels.shape[0]), int(labels.shape[1]))
+        return cls(bytes(chunk), shape, compact.small.dtype, compact.ids, compact.areas)
 
-    def unpack(self) -> np.ndarray:
-        out = np.empty(self.shape, dtype=self.dtype)
-        blosc2.decompress2(self.data, dst=out)
-        return out
+    def unpack(self) -> CompactLabels:
+        small = np.empty(self.shape, dtype=self.dtype)
+        blosc2.decompress2(self.data, dst=small)
+        return CompactLabels(self.ids, small, self.areas)
 
 
 def _overlap(tile: Tile, other: Tile) -> tuple[slice, slice] | None:
@@ -242,7 +246,7 @@ class TileStitcher:
         for other in self.grid.neighbours(tile):
             where = _overlap(tile, other)
             if where is not None and other.flat not in self._blocks:
-                prepared.bands[other.flat] = _Band.pack(labels[where], top)
+                prepared.bands[other.flat] = _Band.pack(labels[where])
         return prepared
 
     def add_prepared(self, prepared: PreparedTile) -> None:
@@ -266,12 +270,12 @@ class TileStitcher:
             if theirs is not None:
                 self._match(labels[where], base, theirs.unpack(), self._blocks[other.flat][0])
             elif other.flat not in self._blocks:
-                band = prepared.bands.get(other.flat) or _Band.pack(labels[where], top)
+                band = prepared.bands.get(other.flat) or _Band.pack(labels[where])
                 self._waiting[(tile.flat, other.flat)] = band
 
-    def _match(self, mine: np.ndarray, my_base: int, theirs: np.ndarray, their_base: int) -> None:
+    def _match(self, mine: np.ndarray, my_base: int, theirs: CompactLabels, their_base: int) -> None:
         """Merge the objects of two tiles that are each other's best match in their overlap."""
-        matches = mutual_best_matches(mine, theirs, self.merge_iou)
+        matches = mutual_best_matches_compact(mine, theirs, self.merge_iou)
         for a, b, _ in matches:
             self._nodes.union(my_base + a, their_base + b)
         self.merges += len(matches)
