@@ -54,9 +54,9 @@ from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_bes
 DEFAULT_MERGE_IOU = 0.5
 
 
-ID_SPAN_FACTOR = 4
-"""Label ids up to ``ID_SPAN_FACTOR`` x the tile's pixels (+ 1,024) are used as they come; larger,
-sparse ids are renumbered first (a sort of the tile)."""
+MAX_DIRECT_ID = 1 << 16
+"""A tile's label ids up to this are used as they come (each tile takes ``max id`` union-find nodes;
+``auto`` answers 1..n with n in the hundreds); larger ids are renumbered 1..n first (a sort of the tile)."""
 
 
 class _Nodes:
@@ -236,7 +236,7 @@ class TileStitcher:
             raise ValueError(f"labels of tile {tile.index} must not be negative")
         labels = labels.astype(np.uint32, copy=False)
         top = int(labels.max(initial=0))
-        if top > ID_SPAN_FACTOR * labels.size + 1024:  # sparse ids: renumber 1..n (keeps their order)
+        if top > MAX_DIRECT_ID:  # large, sparse ids: renumber 1..n (keeps their order)
             ids, inverse = np.unique(labels, return_inverse=True)
             labels = inverse.reshape(labels.shape).astype(np.uint32) + (0 if ids[0] == 0 else 1)
             top = int(labels.max(initial=0))
