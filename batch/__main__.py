@@ -19,7 +19,17 @@ the labels only; with
 Inputs whose label file (in the chosen format) exists are skipped, so an
 interrupted run continues where it stopped (``--overwrite`` redoes them).
 Unreadable files are logged and recorded in the summary; the rest is still
-processed. Exit codes: 0 all done, 1 some inputs failed, 2 bad usage or no
+processed.
+
+Many client processes (e.g. a SLURM array) can share one broker's workers:
+``--shard I/N`` (or ``--shard auto`` in a SLURM array) does only every N-th
+input, writes ``summary.shard-I-of-N.csv``, and ``sam2-batch
+--merge-summaries DIR`` merges the shards' summaries into ``summary.csv``
+once all have finished (:mod:`batch.shards`)::
+
+    sbatch --array=1-4 --wrap "sam2-batch data/ --out results/ --shard auto"
+    sam2-batch --merge-summaries results/
+ Exit codes: 0 all done, 1 some inputs failed, 2 bad usage or no
 broker/worker, 130 interrupted.
 """
 
@@ -36,6 +46,7 @@ from batch.inputs import UsageError, discover
 from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
 from batch.outputs import COORDINATES, FORMAT_TIFF, OUTPUT_FORMATS
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
+from batch.shards import ShardError, merge_summaries, parse_shard
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
@@ -50,6 +61,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+MERGE_SUMMARIES = "--merge-summaries"
+"""Given first: merge the shard summaries of a folder instead of running a batch."""
 LOG_FORMAT = "%(asctime)s.%(msecs)03d batch[%(process)d] %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -170,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run the prompts recorded in FILE (any label file we wrote, or its .provenance.json) "
         "on the one input image with --model; writes NAME_replay in --format",
     )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="do only shard I of N (1..N) of the inputs, for N processes sharing the workers; 'auto': "
+        "from the SLURM array task (SLURM_ARRAY_TASK_ID/_MIN/_COUNT); summary: summary.shard-I-of-N.csv",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -185,6 +205,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def merge_main(argv: Sequence[str]) -> int:
+    """``sam2-batch --merge-summaries DIR``: the shards' summaries into ``DIR/summary.csv`` (0 ok, 2 not)."""
+    parser = argparse.ArgumentParser(
+        prog=f"sam2-batch {MERGE_SUMMARIES}",
+        description="Merge the summary.shard-I-of-N.csv files of a sharded batch into summary.csv.",
+    )
+    parser.add_argument("folder", type=Path, help="the --out folder the shards wrote to")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, None)
+    try:
+        merge_summaries(args.folder)
+    except ShardError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def setup_logging(level: str, log_file: Path | None) -> None:
     """Timestamped log lines naming the role (``batch``) and process id, to stderr and optionally a file."""
     cli.setup_logging(level, log_file, LOG_FORMAT, LOG_DATE_FORMAT)
@@ -195,8 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--list-models" in argv:  # needs neither inputs nor --out
         return list_models.main(argv)
+    if argv and argv[0] == MERGE_SUMMARIES:
+        return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    try:
+        shard = parse_shard(args.shard)
+    except ShardError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
     if not args.no_tiling and args.tile_size <= 2 * args.tile_halo:
         log.error(
             "--tile-size must be more than twice --tile-halo, got %d and %d", args.tile_size, args.tile_halo
@@ -231,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         link_slices=not args.per_slice_ids,
         max_in_memory_bytes=args.max_in_memory_mib << 20,
         root_image=not args.no_image,
+        shard=shard,
     )
     if args.replay is not None:
         return run_replay(args)

@@ -302,7 +302,11 @@ def merge_rows(previous: Iterable[Row], current: Iterable[Row], skipped_files: s
         skipped_files: inputs of this run whose labels an earlier run made.
     """
     kept = [row for row in previous if row.file in skipped_files]
-    rows = kept + list(current)
+    return sort_rows(kept + list(current))
+
+
+def sort_rows(rows: Iterable[Row]) -> list[Row]:
+    """Rows in summary order: by file, then slice (a single image's row first)."""
     return sorted(rows, key=lambda r: (r.file, int(r.slice) if r.slice.isdigit() else -1))
 
 

@@ -3,9 +3,10 @@
 Each in-flight request has its own :class:`protocol.wire.client.SamClient` (one
 per thread of a pool; a SamClient is not thread-safe), so the broker sees
 several clients and hands their requests to all idle workers at once. The
-default number in flight is twice the number of workers the broker reports
-(``mmi.services``): while a worker computes one request, the next one is
-already queued for it. Files are read one at a time, only when their first
+default number in flight is the one the plugin's tiled AUTO uses too
+(:func:`protocol.ops.fan_out.requests_in_flight`: two per worker the broker
+reports): while a worker computes one request, the next one is already
+queued for it. Files are read one at a time, only when their first
 slice is about to be sent, so memory holds a few images, not the folder.
 
 Images larger than the model's input (``tile_size``) are segmented as tiles
@@ -57,9 +58,11 @@ from batch.outputs import (
     write_summary,
 )
 from batch.provenance import batch_provenance, service_info
+from batch.shards import Shard
 from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.geometry.link import PlaneView, StackLinker
+from protocol.ops.fan_out import requests_in_flight
 from protocol.ops.requests import auto
 from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
 from protocol.runtime.checkpoints import DEFAULT_MODEL
@@ -96,7 +99,8 @@ class BatchSettings:
         model: the service (model name) to ask.
         auto_mask: ``auto``'s parameters (the shared schema and its defaults,
             :class:`protocol.wire.automask.AutoMaskParams`).
-        in_flight: requests sent at once; None: 2 x the workers the broker reports.
+        in_flight: requests sent at once; None: :func:`protocol.ops.fan_out.requests_in_flight`
+            (2 x the workers the broker reports).
         timeout_s: silence allowed per request before it counts as lost
             (``auto`` reports progress about once a second, which resets it).
         contrast_limits: (low, high) for every non-uint8 input; None: each
@@ -113,6 +117,7 @@ class BatchSettings:
         max_in_memory_bytes: inputs and uint32 label images larger than this are read
             lazily and written tile by tile.
         root_image: OME-Zarr outputs hold the source image at their root (off: labels only).
+        shard: do only this shard's share of the inputs (:mod:`batch.shards`), None: all of them.
     """
 
     broker: str = DEFAULT_FRONTEND
@@ -131,6 +136,7 @@ class BatchSettings:
     link_slices: bool = True
     max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
     root_image: bool = True
+    shard: Shard | None = None
 
     def auto_params(self) -> dict[str, Any]:
         """The ``auto`` params of every request (contrast limits go separately)."""
@@ -231,14 +237,16 @@ class BatchRunner:
     """Segments ``files`` into ``out_dir``; see :func:`run_batch`."""
 
     def __init__(self, files: Sequence[Path], out_dir: Path, settings: BatchSettings) -> None:
-        self.files = list(files)
         self.out_dir = out_dir
         self.settings = settings
+        # Label file names are chosen over the whole set, so a shard writes what a single run would.
         self.outputs = {
             path: output_path(out_dir / name, settings.output_format)
-            for path, name in output_names(self.files).items()
+            for path, name in output_names(list(files)).items()
         }
-        self.summary_path = out_dir / SUMMARY_NAME
+        shard = settings.shard
+        self.files = shard.select(files) if shard is not None else list(files)
+        self.summary_path = out_dir / (shard.summary_name if shard is not None else SUMMARY_NAME)
         self.report = BatchReport(files=len(self.files), summary=self.summary_path)
         self._rows: list[Row] = []
         self._skipped: set[str] = set()
@@ -268,10 +276,11 @@ class BatchRunner:
         if todo:
             workers = broker_workers(self.settings)
             self._info = service_info(self.settings.broker, self.settings.model)
-            self.report.in_flight = self.settings.in_flight or 2 * workers
+            self.report.in_flight = self.settings.in_flight or requests_in_flight(workers)
             log.info(
-                "batch: %d inputs (%d skipped: labels exist), model=%s workers=%d in_flight=%d out=%s",
+                "batch: %d inputs%s (%d skipped: labels exist), model=%s workers=%d in_flight=%d out=%s",
                 len(self.files),
+                f" (shard {self.settings.shard})" if self.settings.shard is not None else "",
                 self.report.skipped,
                 self.settings.model,
                 workers,

@@ -8,6 +8,13 @@
                  ``protocol.wire.codec`` and serves the diagnostic ops ``sleep``
                  (``params.seconds``; waits without using the CPU) and
                  ``echo``, like ``python -m workers`` but without loading SAM2.
+``mdp-tiles``    an MDP/0.2 worker that answers ``auto`` on the tiles of one known slide
+                 cheaply: it finds the tile by the request's image key in
+                 ``--tiles`` (a JSON ``{image_key: [r0, c0, r1, c1]}``), answers
+                 that window of the true labels ``--truth`` (a uint32 ``.npy``,
+                 memory-mapped; ids renumbered 1..n per tile, as a worker
+                 answers) after sleeping ``--delay-s`` (the model's time, no
+                 CPU). A stand-in for many fast GPU workers on a few cores.
 ``router-echo``  a ROUTER that sends every message back to its sender (the
                  "direct DEALER <-> ROUTER" baseline, no broker).
 ``dealer-echo``  a DEALER that sends every message back (a worker behind
@@ -64,6 +71,36 @@ def sleep_body(body: list[Any]) -> Sequence[Any]:
         header = codec.reply_header(message.header, codec.STATUS_OK, result={"params": {}})
         return codec.encode(header, message.arrays)
     return codec.error_body(message.header, "unknown_op", f"unknown op {message.op!r}")
+
+
+class TileAnswers:
+    """``auto`` answered from a slide's true labels, the tile found by its image key (``mdp-tiles``)."""
+
+    def __init__(self, truth_path: str, tiles_path: str, delay_s: float) -> None:
+        import numpy as np
+
+        self.np = np
+        self.truth = np.load(truth_path, mmap_mode="r")
+        with open(tiles_path) as handle:
+            self.windows: dict[str, list[int]] = json.load(handle)
+        self.delay_s = delay_s
+
+    def __call__(self, body: list[Any]) -> Sequence[Any]:
+        np = self.np
+        header = codec.peek_header(body[0]) if body else {}
+        window = self.windows.get(str(header.get("image_key")))
+        if header.get("op") != "auto" or window is None:
+            return codec.error_body(header, "bad_request", "mdp-tiles answers auto on known tiles only")
+        r0, c0, r1, c1 = window
+        truth = np.asarray(self.truth[r0:r1, c0:c1])
+        counts = np.bincount(truth.ravel())
+        ids = np.flatnonzero(counts[1:]) + 1
+        table = np.zeros(counts.size, dtype=np.uint32)
+        table[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
+        labels = table[truth]
+        time.sleep(self.delay_s)
+        result = {"num_objects": int(ids.size), "areas": counts[ids].tolist()}
+        return codec.encode(codec.reply_header(header, codec.STATUS_OK, result=result), {"labels": labels})
 
 
 def run_mdp_worker(connect: str, service: str, handler: BodyHandler, heartbeat_interval_s: float) -> None:
@@ -159,7 +196,8 @@ def run_client(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "mode", choices=["mdp-echo", "mdp-sleep", "router-echo", "dealer-echo", "proxy", "client"]
+        "mode",
+        choices=["mdp-echo", "mdp-sleep", "mdp-tiles", "router-echo", "dealer-echo", "proxy", "client"],
     )
     parser.add_argument("--connect", default="", help="endpoint to connect to")
     parser.add_argument("--bind", default="", help="endpoint to bind (router-echo)")
@@ -171,11 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="client: how long to count")
     parser.add_argument("--window", type=int, default=1, help="client: requests in flight")
     parser.add_argument("--payload-bytes", type=int, default=0, help="client: extra body frame size")
+    parser.add_argument("--truth", default="", help="mdp-tiles: the slide's true labels (uint32 .npy)")
+    parser.add_argument("--tiles", default="", help="mdp-tiles: JSON {image_key: [r0, c0, r1, c1]}")
+    parser.add_argument("--delay-s", type=float, default=0.5, help="mdp-tiles: s per tile (%(default)s)")
     args = parser.parse_args(argv)
     if args.mode == "mdp-echo":
         run_mdp_worker(args.connect, args.service, echo_body, args.heartbeat_interval_s)
     elif args.mode == "mdp-sleep":
         run_mdp_worker(args.connect, args.service, sleep_body, args.heartbeat_interval_s)
+    elif args.mode == "mdp-tiles":
+        handler = TileAnswers(args.truth, args.tiles, args.delay_s)
+        run_mdp_worker(args.connect, args.service, handler, args.heartbeat_interval_s)
     elif args.mode == "router-echo":
         run_echo(args.bind, zmq.ROUTER, bind=True)
     elif args.mode == "dealer-echo":

@@ -17,44 +17,75 @@ order, and writes them into one output label image:
   first tile, in row-major order, that saw them) with one pass over the
   output, tile by tile.
 
+The work per tile is bounded by the halo, not the tile's area, beyond one
+copy of the tile's core into the output and one count of its pixels per
+label: a tile's objects are numbered as a block of nodes (node = block start
++ the worker's label id, so nothing is done per object in Python), the core
+is written with the worker's ids as they are (:meth:`finish` maps each
+tile's block through one lookup table), and only the overlap of the two
+windows is kept for a neighbour that has not arrived yet (its ids renumbered
+1..n, counted and blosc2-compressed, so matching it later is one ``bincount``),
+never the whole tile. :meth:`TileStitcher.prepare`,
+the part that reads every pixel of the tile, touches no shared state and may
+run on any thread (``protocol.ops.tiled`` runs it in the thread that received
+the tile; numpy and blosc2 release the GIL), :meth:`TileStitcher.add_prepared`
+then runs on one thread.
+
 The output may be a numpy array, a zarr array or a
 :class:`~protocol.geometry.compressed.CompressedPlane` (anything supporting
 numpy slicing and assignment), zero-filled; only one tile's region is read or
-written at a time. The stitcher keeps each tile's labels blosc2-compressed
-only until all its neighbours have arrived, so its memory is bounded by a
-few tiles.
+written at a time. Memory: the overlaps kept for neighbours still to come
+(about a row of tiles' halos).
 
 All indices are (row, col); bounding boxes [r0, c0, r1, c1) end exclusive.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import blosc2
 import numpy as np
 
 from protocol.geometry.grid import Tile, TileGrid
-from protocol.geometry.overlaps import label_areas, mutual_best_matches, present_labels, remap_ids
+from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_best_matches_compact
 
 DEFAULT_MERGE_IOU = 0.5
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: list[int] = [0]
+MAX_DIRECT_ID = 1 << 16
+"""A tile's label ids up to this are used as they come (each tile takes ``max id`` union-find nodes;
+``auto`` answers 1..n with n in the hundreds); larger ids are renumbered 1..n first (a sort of the tile)."""
 
-    def add(self) -> int:
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
+
+class _Nodes:
+    """Union-find over the objects of all tiles (node 0: background), in growable numpy arrays."""
+
+    def __init__(self) -> None:
+        self.parent = np.zeros(1024, dtype=np.int64)
+        self.area = np.zeros(1024, dtype=np.int64)
+        self.count = 1
+
+    def extend(self, n: int) -> int:
+        """Add ``n`` nodes, their own roots; return the node before the first (the block's base)."""
+        base = self.count - 1
+        need = self.count + n
+        if need > self.parent.size:
+            size = max(need, 2 * self.parent.size)
+            self.parent = np.concatenate([self.parent, np.zeros(size - self.parent.size, np.int64)])
+            self.area = np.concatenate([self.area, np.zeros(size - self.area.size, np.int64)])
+        self.parent[self.count : need] = np.arange(self.count, need)
+        self.count = need
+        return base
 
     def find(self, x: int) -> int:
+        parent = self.parent
         root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
+        while parent[root] != root:
+            root = int(parent[root])
+        while parent[x] != root:
+            parent[x], x = root, int(parent[x])
         return root
 
     def union(self, a: int, b: int) -> None:
@@ -62,15 +93,73 @@ class _UnionFind:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    def roots(self) -> np.ndarray:
+        """The root of every node (pointer jumping, vectorised)."""
+        roots = self.parent[: self.count].copy()
+        while True:
+            up = roots[roots]
+            if np.array_equal(up, roots):
+                return roots
+            roots = up
+
 
 @dataclass
-class _Seen:
-    """A tile kept (compressed) until all its neighbours have arrived."""
+class PreparedTile:
+    """A tile's labels with what :meth:`TileStitcher.add_prepared` needs, computed off the stitching thread.
 
-    labels: bytes
+    Attributes:
+        tile: the tile.
+        labels: uint32 (rows, cols) of its window, ids 1..``top`` (renumbered if the worker's were sparse).
+        top: the largest id.
+        core_areas: int64 (top + 1,) pixels of each id in the core.
+        bands: neighbour flat index -> that neighbour's overlap (blosc2), for neighbours not
+            yet added when prepared.
+    """
+
+    tile: Tile
+    labels: np.ndarray
+    top: int
+    core_areas: np.ndarray
+    bands: dict[int, _Band] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Band:
+    """Labels of one tile in the overlap with one neighbour's window, compacted and compressed."""
+
+    data: bytes
     shape: tuple[int, int]
-    local_ids: np.ndarray  # sorted local label ids present in the tile (uint32)
-    nodes: np.ndarray  # union-find node of each local id (int64)
+    dtype: np.dtype
+    ids: np.ndarray
+    areas: np.ndarray
+
+    @classmethod
+    def pack(cls, labels: np.ndarray) -> _Band:
+        compact = compact_labels(labels)
+        chunk = blosc2.compress2(
+            np.ascontiguousarray(compact.small),
+            typesize=compact.small.dtype.itemsize,
+            clevel=1,
+            codec=blosc2.Codec.LZ4,
+            filters=[blosc2.Filter.SHUFFLE],
+        )
+        shape = (int(labels.shape[0]), int(labels.shape[1]))
+        return cls(bytes(chunk), shape, compact.small.dtype, compact.ids, compact.areas)
+
+    def unpack(self) -> CompactLabels:
+        small = np.empty(self.shape, dtype=self.dtype)
+        blosc2.decompress2(self.data, dst=small)
+        return CompactLabels(self.ids, small, self.areas)
+
+
+def _overlap(tile: Tile, other: Tile) -> tuple[slice, slice] | None:
+    """Index, in ``tile``'s window, of the overlap of the two windows (None: they do not overlap)."""
+    r0, c0 = max(tile.window[0], other.window[0]), max(tile.window[1], other.window[1])
+    r1, c1 = min(tile.window[2], other.window[2]), min(tile.window[3], other.window[3])
+    if r0 >= r1 or c0 >= c1:
+        return None
+    wr, wc = tile.window[0], tile.window[1]
+    return slice(r0 - wr, r1 - wr), slice(c0 - wc, c1 - wc)
 
 
 @dataclass(frozen=True)
@@ -101,7 +190,8 @@ class TileStitcher:
         merge_iou: IoU in the overlap of two tiles' windows from which two
             objects are one.
 
-    Not thread-safe: call :meth:`add` from one thread.
+    :meth:`prepare` may run on any thread; :meth:`add_prepared` (and :meth:`add`,
+    which does both) and :meth:`finish` on one thread.
     """
 
     def __init__(self, out: Any, grid: TileGrid, *, merge_iou: float = DEFAULT_MERGE_IOU) -> None:
@@ -112,16 +202,14 @@ class TileStitcher:
         self.out = out
         self.grid = grid
         self.merge_iou = merge_iou
-        self._uf = _UnionFind()
-        self._node_key: list[tuple[int, int]] = [(-1, -1)]  # node -> (tile flat index, local id)
-        self._node_area: list[int] = [0]  # node -> pixels painted in its tile's core
-        self._seen: dict[int, _Seen] = {}
-        self._done: set[int] = set()
+        self._nodes = _Nodes()
+        self._blocks: dict[int, tuple[int, int]] = {}  # tile flat -> (base node, top id); node = base + id
+        self._waiting: dict[tuple[int, int], _Band] = {}  # (tile, neighbour) -> tile's overlap, kept for it
         self.merges = 0
 
     @property
     def tiles_done(self) -> int:
-        return len(self._done)
+        return len(self._blocks)
 
     def add(self, tile: Tile, labels: np.ndarray) -> None:
         """Write one tile's labels (uint32 (rows, cols) of its window, 0 = background).
@@ -129,79 +217,67 @@ class TileStitcher:
         Raises:
             ValueError: wrong shape, a tile added twice, or a tile of another grid.
         """
+        self.add_prepared(self.prepare(tile, labels))
+
+    def prepare(self, tile: Tile, labels: np.ndarray) -> PreparedTile:
+        """Check one tile's labels and do its per-pixel work; any thread (it changes nothing shared).
+
+        Raises:
+            ValueError: wrong shape, integer type or a tile of another grid.
+        """
         if tile.flat >= len(self.grid.tiles) or self.grid.tiles[tile.flat] != tile:
             raise ValueError(f"tile {tile.index} is not part of this grid")
-        if tile.flat in self._done:
-            raise ValueError(f"tile {tile.index} was already added")
         labels = np.asarray(labels)
         if labels.shape != tile.shape:
             raise ValueError(f"labels of shape {labels.shape} for tile {tile.index} of shape {tile.shape}")
         if labels.dtype.kind not in "ui":
             raise ValueError(f"labels must be integers, got {labels.dtype}")
+        if labels.dtype.kind == "i" and labels.size and int(labels.min()) < 0:
+            raise ValueError(f"labels of tile {tile.index} must not be negative")
         labels = labels.astype(np.uint32, copy=False)
-        local_ids = present_labels(labels)
-        nodes = np.array([self._new_node(tile.flat, int(i)) for i in local_ids], dtype=np.int64)
-        # Paint the core with this tile's nodes (provisional ids until finish()).
+        top = int(labels.max(initial=0))
+        if top > MAX_DIRECT_ID:  # large, sparse ids: renumber 1..n (keeps their order)
+            ids, inverse = np.unique(labels, return_inverse=True)
+            labels = inverse.reshape(labels.shape).astype(np.uint32) + (0 if ids[0] == 0 else 1)
+            top = int(labels.max(initial=0))
         core = labels[tile.core_in_window]
-        lut_keys = np.concatenate([[0], local_ids]).astype(np.uint32)
-        lut_values = np.concatenate([[0], nodes]).astype(np.uint32)
-        painted = remap_ids(lut_keys, lut_values, core)
-        self.out[tile.core_slices] = painted
-        ids, counts = label_areas(painted)
-        for node, count in zip(ids.tolist(), counts.tolist(), strict=True):
-            self._node_area[node] += int(count)
-        # Match against every neighbour already seen.
+        core_areas = np.bincount(core.ravel(), minlength=top + 1)
+        prepared = PreparedTile(tile, labels, top, core_areas)
         for other in self.grid.neighbours(tile):
-            seen = self._seen.get(other.flat)
-            if seen is not None:
-                self._match(tile, labels, local_ids, nodes, other, seen)
-        self._done.add(tile.flat)
-        chunk = blosc2.compress2(
-            np.ascontiguousarray(labels),
-            typesize=4,
-            clevel=1,
-            codec=blosc2.Codec.LZ4,
-            filters=[blosc2.Filter.SHUFFLE],
-        )
-        self._seen[tile.flat] = _Seen(bytes(chunk), labels.shape, local_ids, nodes)
-        for t in [tile, *self.grid.neighbours(tile)]:
-            if t.flat in self._seen and all(n.flat in self._done for n in self.grid.neighbours(t)):
-                del self._seen[t.flat]
+            where = _overlap(tile, other)
+            if where is not None and other.flat not in self._blocks:
+                prepared.bands[other.flat] = _Band.pack(labels[where])
+        return prepared
 
-    def _new_node(self, flat: int, local_id: int) -> int:
-        node = self._uf.add()
-        self._node_key.append((flat, local_id))
-        self._node_area.append(0)
-        return node
+    def add_prepared(self, prepared: PreparedTile) -> None:
+        """Number a prepared tile's objects, write its core and match it with its neighbours.
 
-    def _match(
-        self,
-        tile: Tile,
-        labels: np.ndarray,
-        local_ids: np.ndarray,
-        nodes: np.ndarray,
-        other: Tile,
-        seen: _Seen,
-    ) -> None:
-        r0, c0 = max(tile.window[0], other.window[0]), max(tile.window[1], other.window[1])
-        r1, c1 = min(tile.window[2], other.window[2]), min(tile.window[3], other.window[3])
-        if r0 >= r1 or c0 >= c1:
-            return
-        other_labels = np.empty(seen.shape, dtype=np.uint32)
-        blosc2.decompress2(seen.labels, dst=other_labels)
-        mine = labels[r0 - tile.window[0] : r1 - tile.window[0], c0 - tile.window[1] : c1 - tile.window[1]]
-        theirs = other_labels[
-            r0 - other.window[0] : r1 - other.window[0], c0 - other.window[1] : c1 - other.window[1]
-        ]
-        matches = mutual_best_matches(mine, theirs, self.merge_iou)
-        if not matches:
-            return
-        mine_ids = np.array([a for a, _, _ in matches], dtype=np.uint32)
-        their_ids = np.array([b for _, b, _ in matches], dtype=np.uint32)
-        nodes_a = remap_ids(local_ids, nodes, mine_ids).tolist()
-        nodes_b = remap_ids(seen.local_ids, seen.nodes, their_ids).tolist()
-        for node_a, node_b in zip(nodes_a, nodes_b, strict=True):
-            self._uf.union(int(node_a), int(node_b))
+        Raises:
+            ValueError: a tile added twice.
+        """
+        tile, labels, top = prepared.tile, prepared.labels, prepared.top
+        if tile.flat in self._blocks:
+            raise ValueError(f"tile {tile.index} was already added")
+        base = self._nodes.extend(top)
+        self._nodes.area[base + 1 : base + top + 1] += prepared.core_areas[1:]
+        self._blocks[tile.flat] = (base, top)
+        self.out[tile.core_slices] = labels[tile.core_in_window]  # the worker's ids; finish() maps them
+        for other in self.grid.neighbours(tile):
+            where = _overlap(tile, other)
+            if where is None:
+                continue
+            theirs = self._waiting.pop((other.flat, tile.flat), None)
+            if theirs is not None:
+                self._match(labels[where], base, theirs.unpack(), self._blocks[other.flat][0])
+            elif other.flat not in self._blocks:
+                band = prepared.bands.get(other.flat) or _Band.pack(labels[where])
+                self._waiting[(tile.flat, other.flat)] = band
+
+    def _match(self, mine: np.ndarray, my_base: int, theirs: CompactLabels, their_base: int) -> None:
+        """Merge the objects of two tiles that are each other's best match in their overlap."""
+        matches = mutual_best_matches_compact(mine, theirs, self.merge_iou)
+        for a, b, _ in matches:
+            self._nodes.union(my_base + a, their_base + b)
         self.merges += len(matches)
 
     def finish(self) -> StitchResult:
@@ -210,27 +286,32 @@ class TileStitcher:
         May be called with tiles missing (a cancelled run): what was added is
         kept, consistently numbered.
         """
-        n_nodes = len(self._node_key)
-        roots = [self._uf.find(x) for x in range(n_nodes)]
-        first_key: dict[int, tuple[int, int]] = {}
-        area: dict[int, int] = {}
-        for node in range(1, n_nodes):
-            root = roots[node]
-            key = self._node_key[node]
-            if root not in first_key or key < first_key[root]:
-                first_key[root] = key
-            area[root] = area.get(root, 0) + self._node_area[node]
-        kept = sorted((r for r in first_key if area[r] > 0), key=lambda r: first_key[r])
-        final_of_root = {r: i + 1 for i, r in enumerate(kept)}
-        lut = np.zeros(n_nodes, dtype=np.uint32)
-        for node in range(1, n_nodes):
-            lut[node] = final_of_root.get(roots[node], 0)
-        for flat in sorted(self._done):
+        nodes = self._nodes
+        roots = nodes.roots()
+        # Order of first appearance: (tile flat index, id in the tile) of each node.
+        order = np.full(nodes.count, np.iinfo(np.int64).max, dtype=np.int64)
+        stride = max((top for _, top in self._blocks.values()), default=0) + 1
+        for flat, (base, top) in self._blocks.items():
+            order[base + 1 : base + top + 1] = flat * stride + np.arange(1, top + 1)
+        first = np.full(nodes.count, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, roots[1:], order[1:])
+        area = np.bincount(roots[1:], weights=nodes.area[1 : nodes.count], minlength=nodes.count)
+        area = np.rint(area).astype(np.int64)
+        kept = np.flatnonzero(area > 0)
+        kept = kept[kept != 0]
+        kept = kept[np.argsort(first[kept], kind="stable")]
+        final = np.zeros(nodes.count, dtype=np.uint32)
+        final[kept] = np.arange(1, kept.size + 1, dtype=np.uint32)
+        lut = final[roots]
+        for flat in sorted(self._blocks):
+            base, top = self._blocks[flat]
+            tile_lut = lut[base : base + top + 1].copy()
+            tile_lut[0] = 0
             tile = self.grid.tiles[flat]
-            self.out[tile.core_slices] = lut[np.asarray(self.out[tile.core_slices])]
+            self.out[tile.core_slices] = tile_lut[np.asarray(self.out[tile.core_slices])]
         return StitchResult(
-            num_objects=len(kept),
-            areas=[area[r] for r in kept],
-            tiles_done=len(self._done),
+            num_objects=int(kept.size),
+            areas=area[kept].tolist(),
+            tiles_done=len(self._blocks),
             merges=self.merges,
         )

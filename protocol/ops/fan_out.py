@@ -28,6 +28,11 @@ from protocol.wire.errors import ClientError, Superseded
 
 log = logging.getLogger(__name__)
 
+REQUESTS_PER_WORKER = 2
+"""Requests kept in flight per worker by tiled ``auto`` (the plugin's and ``sam2-batch``'s): while a
+worker computes one, the next is already queued at the broker, so no worker waits for the client's
+round trip. See :func:`requests_in_flight`."""
+
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
@@ -40,6 +45,11 @@ def worker_count(client: SamClient, timeout_s: float = 2.0) -> int:
         log.warning("could not ask the broker for its workers (%s); one request in flight", e)
         return 1
     return max(1, int(services.get(client.service, {}).get("workers", 1)))
+
+
+def requests_in_flight(workers: int) -> int:
+    """Requests to keep in flight for ``workers`` workers of a service (the one policy of tiled ``auto``)."""
+    return REQUESTS_PER_WORKER * max(1, workers)
 
 
 class AnyEvent(threading.Event):
@@ -82,6 +92,7 @@ def fan_out(
     on_answer: Callable[[Item, Answer], None],
     *,
     in_flight: int | None = None,
+    per_worker: int = 1,
     cancel: threading.Event | None = None,
 ) -> FanOutResult[Item]:
     """Send one request per item over all workers; hand each answer to ``on_answer`` on this thread.
@@ -94,8 +105,9 @@ def fan_out(
             thread) and returns its answer; it passes ``halt`` as the
             request's ``cancel`` so that a stop abandons it at once.
         on_answer: ``on_answer(item, answer)``, on the calling thread, one at a time.
-        in_flight: requests at once; ``None``: the broker's worker count for
-            the service. Never more than ``len(items)``.
+        in_flight: requests at once; ``None``: ``per_worker`` x the broker's
+            worker count for the service. Never more than ``len(items)``.
+        per_worker: requests per worker when ``in_flight`` is ``None``.
         cancel: set it to stop: no new item is sent, requests in flight are
             cancelled, answers not yet handed over are dropped.
 
@@ -115,7 +127,7 @@ def fan_out(
         return FanOutResult(0, 0, 0, time.monotonic() - started, stop.is_set())
     clients = [client_factory()]
     try:
-        workers = in_flight if in_flight is not None else worker_count(clients[0])
+        workers = in_flight if in_flight is not None else per_worker * worker_count(clients[0])
         workers = max(1, min(workers, total))
         clients += [client_factory() for _ in range(workers - 1)]
     except BaseException:

@@ -2,10 +2,13 @@
 
 :func:`tiled_auto` cuts an (H, W) slice into tiles of the model's input with
 a halo (:func:`protocol.geometry.grid.tile_grid`), sends each tile as one ``auto``
-request, keeps as many requests in flight as the broker has workers for the
-service (:func:`protocol.ops.fan_out.fan_out`: one :class:`~protocol.wire.client.SamClient`
-per thread; the broker routes them), and stitches the tile labels into one label image as they
-arrive (:class:`protocol.geometry.stitch.TileStitcher`). A slice no larger than the
+request, keeps :data:`~protocol.ops.fan_out.REQUESTS_PER_WORKER` requests in flight per
+worker the broker has for the service (:func:`protocol.ops.fan_out.fan_out`: one
+:class:`~protocol.wire.client.SamClient` per thread; the broker routes them; ``sam2-batch``
+uses the same policy), and stitches the tile labels into one label image as they
+arrive (:class:`protocol.geometry.stitch.TileStitcher`: the per-pixel part,
+``prepare``, in the thread that received the tile, so it spreads over the
+client's cores; numbering and merging on the calling thread). A slice no larger than the
 tile size is one request, answered as is.
 
 :func:`tiled_auto_stack` does the same for every slice of a stack and links
@@ -35,10 +38,10 @@ import numpy as np
 
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE, Tile, tile_grid
 from protocol.geometry.link import DEFAULT_LINK_IOU, PlaneView, StackLinker
-from protocol.geometry.stitch import DEFAULT_MERGE_IOU, StitchResult, TileStitcher
+from protocol.geometry.stitch import DEFAULT_MERGE_IOU, PreparedTile, StitchResult, TileStitcher
 from protocol.ops import requests as ops
 from protocol.ops.concept import ConceptAnswer, concept
-from protocol.ops.fan_out import fan_out
+from protocol.ops.fan_out import REQUESTS_PER_WORKER, fan_out
 from protocol.wire.client import SamClient
 from protocol.wire.wire_image import stack_contrast_limits, to_wire
 
@@ -125,7 +128,8 @@ def tiled_auto(
         halo: overlap in pixels between neighbouring tiles; objects cut by a
             core border are matched there. Should exceed the largest object's radius.
         merge_iou: IoU in the overlap from which two tile objects are one.
-        in_flight: requests at once; ``None``: the broker's worker count for the service.
+        in_flight: requests at once; ``None``: :data:`~protocol.ops.fan_out.REQUESTS_PER_WORKER` x the
+            broker's worker count for the service.
         on_progress: ``on_progress(tiles_done, tiles_total)`` after each stitched tile
             (on the calling thread).
         cancel: set it to stop: no new tile is sent, tiles in flight are
@@ -160,20 +164,28 @@ def tiled_auto(
 
     request_ids: dict[int, str] = {}
 
-    def send(client: SamClient, tile: Tile, halt: threading.Event) -> ops.AutoAnswer | ConceptAnswer:
+    def send(client: SamClient, tile: Tile, halt: threading.Event) -> tuple[PreparedTile, str]:
         image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
+        answer: ops.AutoAnswer | ConceptAnswer
         if op == "concept":
-            return concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
-        return ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+            answer = concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+        else:
+            answer = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+        # the per-pixel part of stitching, here in the receiving thread
+        return stitcher.prepare(tile, answer.labels), answer.request_id
 
-    def stitch(tile: Tile, answer: ops.AutoAnswer | ConceptAnswer) -> None:
-        stitcher.add(tile, answer.labels)
-        request_ids[tile.flat] = answer.request_id
-        log.debug("tile %s window=%s request_id=%s", tile.index, tile.window, answer.request_id)
+    def stitch(tile: Tile, sent: tuple[PreparedTile, str]) -> None:
+        prepared, request_id = sent
+        stitcher.add_prepared(prepared)
+        request_ids[tile.flat] = request_id
+        log.debug("tile %s window=%s request_id=%s", tile.index, tile.window, request_id)
         if on_progress is not None:
             on_progress(stitcher.tiles_done, len(grid))
 
-    run = fan_out(grid.tiles, client_factory, send, stitch, in_flight=in_flight, cancel=stop)
+    run = fan_out(
+        grid.tiles, client_factory, send, stitch,
+        in_flight=in_flight, per_worker=REQUESTS_PER_WORKER, cancel=stop,
+    )  # fmt: skip
     stitched: StitchResult = stitcher.finish()
     return TiledAutoResult(
         num_objects=stitched.num_objects,
