@@ -21,9 +21,9 @@ import tifffile
 from batch.__main__ import EXIT_USAGE, main
 from batch.outputs import SUMMARY_NAME, Row, read_summary, write_summary
 from batch.shards import Shard, ShardError, merge_summaries, parse_shard
+from bench.discs import disc_image, scattered_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 # ----------------------------------------------------------------------------
 # without a backend

@@ -192,10 +192,10 @@ def test_services_without_broker_times_out() -> None:
 def test_a_request_lost_with_a_restarted_broker_is_sent_again_at_once(spawn) -> None:
     """Broker SIGKILLed while it holds a request, back on the same ports 1 s later: the client sees
     the connection drop and resends at once (logged, counted), long before its 60 s silence timeout."""
+    from bench.discs import disc_image, scattered_discs
     from protocol.ops.requests import auto
     from protocol.wire.wire_image import WireImage
     from tests.support.standin_backend import StandinBackend
-    from tests.support.standin_worker import disc_image, scattered_discs
 
     backend = StandinBackend(spawn, 1, delay_s=2.0)
     image, _ = disc_image((128, 128), *scattered_discs((128, 128), spacing=40, seed=2))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.discs import disc_image, scattered_discs
 from protocol.geometry.grid import tile_grid
 from protocol.geometry.overlaps import compact_labels, mutual_best_matches, mutual_best_matches_compact
 from protocol.geometry.stitch import TileStitcher
-from tests.support.standin_worker import disc_image, scattered_discs
 
 
 def _reference(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tuple[int, int, float]]:
