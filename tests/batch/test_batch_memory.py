@@ -21,9 +21,8 @@ import pytest
 import tifffile
 
 from batch.contiguous import contiguous_tiff
-from bench.discs import disc_image, scattered_discs
+from bench.discs import disc_image, disc_scores, scattered_discs
 from tests.batch.test_batch_large import RUN_AND_MEASURE
-from tests.support.discs import disc_scores
 from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
