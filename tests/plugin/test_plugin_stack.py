@@ -267,6 +267,7 @@ def test_backend_death_keeps_labels_and_reconnects(shared_backend, connect, qtbo
     np.testing.assert_array_equal(labels.data[~applied.answer], before[~applied.answer])
 
 
+@pytest.mark.timeout(600)  # its own waits (a real SAM2 propagation: up to 270 s) exceed the default 300 s
 def test_propagate_through_the_stack_and_cancel(shared_backend, connect, qtbot) -> None:
     stack = np.stack([cell(64, shift=4 * k) for k in range(4)])
     viewer, image, widget = connect(shared_backend, stack)
