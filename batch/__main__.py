@@ -11,9 +11,11 @@ Images larger than ``--tile-size`` are segmented as tiles at native
 resolution, stitched; stacks keep one id per object through the slices.
 
 Writes ``<stem>_labels.tif`` (uint32; one page per slice for a stack; or
-with ``--format ome-zarr`` an NGFF label image ``<stem>_labels.ome.zarr``, with
+with ``--format ome-zarr`` an OME-Zarr ``<stem>_labels.ome.zarr`` holding the
+source image at its root and the NGFF labels under ``labels/``, ``--no-image``
+the labels only; with
 ``--format geojson`` polygons ``<stem>_labels.geojson``) and ``summary.csv``
-(file, slice, objects, seconds, status, error, request_id) into ``--out``.
+(file, slice, objects, seconds, status, error, request_id, retries) into ``--out``.
 Inputs whose label file (in the chosen format) exists are skipped, so an
 interrupted run continues where it stopped (``--overwrite`` redoes them).
 Unreadable files are logged and recorded in the summary; the rest is still
@@ -109,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="output_format",
         choices=list(OUTPUT_FORMATS),
         default=FORMAT_TIFF,
-        help="label files: tiff (uint32 TIFF), ome-zarr (NGFF labels) or geojson (polygons) (%(default)s)",
+        help="label files: tiff (uint32 TIFF), ome-zarr (the image + NGFF labels) or geojson (polygons) "
+        "(%(default)s)",
     )
     parser.add_argument(
         "--coordinates",
@@ -146,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_IN_MEMORY_BYTES >> 20,
         help="inputs and label images larger than this are read lazily and written tile by tile "
         "(tiff: a tiled BigTIFF; ome-zarr: chunk by chunk) (%(default)s)",
+    )
+    parser.add_argument(
+        "--no-image",
+        action="store_true",
+        help="ome-zarr: write the labels only (default: the source image too, at the store's root, "
+        "so viewers opening the root show image and labels)",
+    )
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="re-run the prompts recorded in FILE (any label file we wrote, or its .provenance.json) "
+        "on the one input image with --model; writes NAME_replay in --format",
     )
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -204,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tile_halo=args.tile_halo,
         link_slices=not args.per_slice_ids,
         max_in_memory_bytes=args.max_in_memory_mib << 20,
+        root_image=not args.no_image,
     )
+    if args.replay is not None:
+        return run_replay(args)
     try:
         files = discover(args.inputs)
         report = run_batch(files, args.out, settings)
@@ -227,6 +247,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.summary,
     )
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """``--replay FILE IMAGE``: one image, the record's prompts sent again (:mod:`batch.replay`)."""
+    from batch.inputs import ReadError
+    from batch.replay import ReplayError, replay
+    from protocol.wire.errors import AnswerError, ClientError
+
+    if len(args.inputs) != 1 or not args.inputs[0].is_file():
+        log.error("--replay takes exactly one input image file, got %s", [str(p) for p in args.inputs])
+        return EXIT_USAGE
+    try:
+        report = replay(
+            args.replay, args.inputs[0], args.out, args.broker, args.model, args.output_format, args.timeout_s
+        )
+    except (ReplayError, ReadError) as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    except (ClientError, AnswerError) as e:
+        log.error("replay failed, nothing written: %s", e)
+        return EXIT_FAILED
+    log.info(
+        "replay done: %d labels from %d prompts -> %s (not replayable: %s)",
+        len(report.labels),
+        report.requests,
+        report.output,
+        list(report.not_replayable) or "none",
+    )
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ samples axis (``S``), or a last axis of 3 or 4 in PNG/JPEG files.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from protocol.wire.wire_image import to_wire_dtype
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -77,7 +80,19 @@ def discover(paths: Sequence[Path]) -> list[Path]:
         if path.is_dir() and is_zarr_input(path):
             files.append(path)
         elif path.is_dir():
-            files += sorted((p for p in path.iterdir() if _folder_input(p)), key=lambda p: p.name)
+            entries = sorted(path.iterdir(), key=lambda p: p.name)
+            files += [p for p in entries if _folder_input(p)]
+            ignored = [p.name + ("/" if p.is_dir() else "") for p in entries if not _folder_input(p)]
+            if ignored:
+                log.info(
+                    "folder %s: %d entries are not inputs (images: %s; OME-Zarr: %s folders; sub-folders "
+                    "are not searched): %s",
+                    path,
+                    len(ignored),
+                    ", ".join(SUPPORTED_SUFFIXES),
+                    ", ".join(ZARR_SUFFIXES),
+                    ", ".join(ignored[:10]) + (" ..." if len(ignored) > 10 else ""),
+                )
         elif path.is_file():
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 raise UsageError(f"{path}: not a supported image file ({', '.join(SUPPORTED_SUFFIXES)})")

@@ -31,12 +31,21 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batch.outputs import FORMAT_OME_ZARR, FORMAT_TIFF, tiff_resolution, write_output
+from batch.outputs import (
+    FORMAT_OME_ZARR,
+    FORMAT_TIFF,
+    ngff_root_image,
+    tiff_resolution,
+    write_output,
+    write_provenance_sidecar,
+)
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_file
 from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
@@ -152,6 +161,11 @@ class LabelSink:
         max_in_memory_bytes: uint32 labels larger than this go to a zarr store on disk.
         geometry: the input's axes and pixel size (:func:`batch.inputs.input_geometry`); None: pixels.
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
+        image: OME-Zarr: the source slices (N, H, W[, C]) array-like, written into the store's
+            root as an image pyramid chunk by chunk (:func:`batch.outputs.ngff_root_image`).
+        stop: called between tiles and chunks of a tile-by-tile write; it raises (e.g.
+            ``KeyboardInterrupt``, :mod:`batch.interrupt`) to abandon the write, which then
+            leaves no file behind.
 
     Attributes:
         array: (N, H, W) uint32, zero-filled: numpy, or zarr on disk (``on_disk``).
@@ -165,12 +179,18 @@ class LabelSink:
         max_in_memory_bytes: int,
         geometry: Geometry | None = None,
         coordinates: str = "pixel",
+        stop: Callable[[], None] | None = None,
+        image: Any = None,
     ):
         self.path = path
+        self.image = image
+        self._stop = stop or _never
         self.label_shape = label_shape
         self.output_format = output_format
         self.geometry = geometry if geometry is not None and geometry.ndim == len(label_shape) else None
         self.coordinates = coordinates
+        self.provenance: Provenance | None = None
+        """How the labels were made: set before :meth:`commit`, written with them."""
         flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
         self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
         self._tmp: Path | None = None
@@ -200,13 +220,27 @@ class LabelSink:
         try:
             if not self.on_disk:
                 labels = self.array.reshape(self.label_shape)
-                write_output(self.path, labels, self.output_format, self.geometry, self.coordinates)
+                write_output(
+                    self.path,
+                    labels,
+                    self.output_format,
+                    self.geometry,
+                    self.coordinates,
+                    self.image,
+                    self.provenance,
+                )
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
             else:
                 self._write_ngff()
         finally:
             self.discard()
+
+    def describe(self) -> str:
+        """How :meth:`commit` writes, for the log."""
+        if not self.on_disk:
+            return f"{self.output_format}, from memory"
+        return f"{self.output_format}, tile by tile from {self._tmp}"
 
     def discard(self) -> None:
         """Remove the temporary store (nothing is written)."""
@@ -219,6 +253,7 @@ class LabelSink:
         for n in range(count):
             for r in range(0, height, TIFF_TILE):
                 for c in range(0, width, TIFF_TILE):
+                    self._stop()
                     tile = np.zeros((TIFF_TILE, TIFF_TILE), np.uint32)
                     block = np.asarray(self.array[n, r : r + TIFF_TILE, c : c + TIFF_TILE])
                     tile[: block.shape[0], : block.shape[1]] = block
@@ -239,15 +274,17 @@ class LabelSink:
                 photometric="minisblack",
                 **tiff_resolution(self.geometry),
             )
+        write_provenance_sidecar(self.path, self.provenance)
 
     def _write_ngff(self) -> None:
+        import dask
         import dask.array as da
         import zarr
         from ome_zarr.format import FormatV04
         from ome_zarr.writer import write_labels
 
         from protocol.formats.geometry import Geometry
-        from protocol.formats.ngff import label_group_name, scale_factors, zarr_path
+        from protocol.formats.ngff import label_group_name, link_to_root_image, scale_factors, zarr_path
         from protocol.runtime.atomic import atomic_dir
 
         if not 2 <= len(self.label_shape) <= 5:
@@ -256,14 +293,18 @@ class LabelSink:
         axes = list(geometry.axes)
         units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
         chunks = tuple(1 for _ in self.label_shape[:-2]) + tuple(min(CHUNK, n) for n in self.label_shape[-2:])
-        data = da.from_array(self.array, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
+        checked = _Checked(self.array, self._stop)
+        data = da.from_array(checked, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
         store = zarr_path(self.path)
-        with atomic_dir(store) as tmp:
+        # One thread: a stop raised between chunks leaves no other thread writing into the
+        # temporary store that atomic_dir then removes.
+        group_name = label_group_name(self.path.name.split(".")[0])
+        with atomic_dir(store) as tmp, dask.config.set(scheduler="synchronous"):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
             write_labels(
                 data,
                 root,
-                name=label_group_name(self.path.name.split(".")[0]),
+                name=group_name,
                 scaler=None,
                 scale_factors=scale_factors((self.label_shape[-2], self.label_shape[-1])),
                 fmt=FormatV04(),
@@ -272,3 +313,27 @@ class LabelSink:
                 axes_units=units or None,
                 storage_options={"chunks": chunks},
             )
+            if self.image is not None:
+                ngff_root_image(self.image, self.label_shape, geometry, self.path, self._stop)(root)
+                link_to_root_image(root, group_name)
+            if self.provenance is not None:
+                root.attrs[PROVENANCE_KEY] = self.provenance.to_dict()
+
+
+def _never() -> None:
+    """A ``stop`` that never stops."""
+
+
+class _Checked:
+    """An array-like that calls ``stop`` before each read (a safe point of a chunked write)."""
+
+    def __init__(self, array: Any, stop: Callable[[], None]) -> None:
+        self._array = array
+        self._stop = stop
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        self._stop()
+        return np.asarray(self._array[key])

@@ -1,10 +1,13 @@
 """What a batch leaves behind: label files and a CSV summary, all written atomically.
 
 Label files by ``--format``: ``tiff`` (``<stem>_labels.tif``, one page per
-slice; see below), ``ome-zarr`` (``<stem>_labels.ome.zarr``, an NGFF 0.4 label
-image) or ``geojson`` (``<stem>_labels.geojson``, one polygon per label and
-slice, QuPath conventions); the last two are written by :mod:`protocol.formats`
-(no napari involved).
+slice; see below), ``ome-zarr`` (``<stem>_labels.ome.zarr``: the source image
+as an NGFF 0.4 image pyramid at the root, so ome-zarr's Reader and
+napari-ome-zarr show image and labels from the root, and the NGFF 0.4 label
+image under ``labels/``; ``--no-image``: labels only) or ``geojson``
+(``<stem>_labels.geojson``, one polygon per label and slice, QuPath
+conventions); the last two are written by :mod:`protocol.formats` (no napari
+involved).
 
 The pixel size of an input TIFF (ImageJ, OME or resolution tags, read by
 :mod:`protocol.formats.tiff_geometry`) goes with its labels: the TIFF its
@@ -24,6 +27,10 @@ ImageJ's calibration), and the log says so. Label files written tile by tile
 (:mod:`batch.large`) are tiled BigTIFFs, which ImageJ's own reader does not
 open: they stay uint32 with resolution tags too.
 
+Every label file carries its provenance record (:mod:`batch.provenance`: model,
+checkpoint, settings, tile grid; in the format's own place, a sidecar
+``NAME.provenance.json`` beside a plain uint32 TIFF).
+
 Every file is written to a temporary name in its folder and moved into place
 with ``os.replace`` (a zarr store: a temporary directory swapped in), so a
 crash or Ctrl-C never leaves a half-written label file that a later run
@@ -42,7 +49,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +60,7 @@ from protocol.runtime.atomic import atomic_file
 
 if TYPE_CHECKING:
     from protocol.formats.geometry import Geometry
+    from protocol.formats.provenance import Provenance
 
 SUMMARY_NAME = "summary.csv"
 FORMAT_TIFF = "tiff"
@@ -132,13 +140,16 @@ def pixel_size_text(geometry: Geometry | None) -> str:
     return f"{geometry.size('x'):g}x{geometry.size('y'):g} {unit}"
 
 
-def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = None) -> None:
+def write_labels(
+    path: Path, labels: np.ndarray, geometry: Geometry | None = None, provenance: Provenance | None = None
+) -> None:
     """Write uint32 labels atomically as a TIFF: (H, W) one page, (..., H, W) one page per slice.
 
     Ids up to 65535 make the plugin's Fiji-ready TIFF (uint16, ImageJ calibration from
     ``geometry``, pixel units without one); larger ids, more than 5 axes, or more than
     :data:`IMAGEJ_MAX_BYTES` of uint16 pixels, a uint32 (Big)TIFF with ``geometry``'s pixel
-    size in the X/Y resolution tags (logged).
+    size in the X/Y resolution tags (logged). ``provenance``: the ImageJ property
+    ``sam2.provenance``, or a sidecar ``NAME.provenance.json`` beside a plain TIFF.
     """
     import tifffile
 
@@ -154,7 +165,9 @@ def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = Non
         if (
             geometry is not None
             and classic
-            and write_imagej(tmp, labels, {}, geometry, geometry_facts(geometry), IMAGEJ_LABEL_DTYPE)
+            and write_imagej(
+                tmp, labels, {}, geometry, geometry_facts(geometry), IMAGEJ_LABEL_DTYPE, provenance
+            )
         ):
             return
         log.warning(
@@ -173,6 +186,15 @@ def write_labels(path: Path, labels: np.ndarray, geometry: Geometry | None = Non
             photometric="minisblack",
             **tiff_resolution(geometry),
         )
+    write_provenance_sidecar(path, provenance)
+
+
+def write_provenance_sidecar(path: Path, provenance: Provenance | None) -> None:
+    """``NAME.provenance.json`` beside a label file whose format has no place for it (none: nothing)."""
+    from protocol.formats.provenance import sidecar_path, write_sidecar
+
+    if provenance is not None:
+        write_sidecar(sidecar_path(path), provenance)
 
 
 def output_path(tiff_path: Path, output_format: str) -> Path:
@@ -191,6 +213,8 @@ def write_output(
     output_format: str = FORMAT_TIFF,
     geometry: Geometry | None = None,
     coordinates: str = "pixel",
+    image: Any = None,
+    provenance: Provenance | None = None,
 ) -> None:
     """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
 
@@ -200,13 +224,16 @@ def write_output(
         output_format: a key of :data:`OUTPUT_FORMATS`.
         geometry: the input's axes and pixel size (one entry per label axis); None: pixel units.
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates (:data:`COORDINATES`).
+        image: OME-Zarr only: the source slices, (N, H, W[, C]) array-like, written into the
+            store's root as an NGFF image pyramid (:func:`ngff_root_image`); None: labels only.
+        provenance: how the labels were made, in the format's own place (:mod:`protocol.formats.provenance`).
 
     Raises:
         ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
         OSError: the file system refused.
     """
     if output_format == FORMAT_TIFF:
-        write_labels(path, labels, geometry)
+        write_labels(path, labels, geometry, provenance)
         return
     from protocol.formats.geojson import write_geojson
     from protocol.formats.geometry import Geometry
@@ -217,11 +244,44 @@ def write_output(
     if geometry is None or geometry.ndim != labels.ndim:
         geometry = Geometry.plain(labels.ndim)
     if output_format == FORMAT_OME_ZARR:
-        write_ngff_labels(path, labels, {}, geometry, name=path.name.split(".")[0])
+        root_image = None if image is None else ngff_root_image(image, labels.shape, geometry, path)
+        write_ngff_labels(
+            path, labels, {}, geometry, name=path.name.split(".")[0], image=root_image, provenance=provenance
+        )
     elif output_format == FORMAT_GEOJSON:
-        write_geojson(path, labels, {}, geometry, coordinates)
+        write_geojson(path, labels, {}, geometry, coordinates, provenance)
     else:
         raise ValueError(f"unknown output format {output_format!r}")
+
+
+def ngff_root_image(
+    image: Any,
+    label_shape: tuple[int, ...],
+    geometry: Geometry,
+    path: Path,
+    stop: Callable[[], None] | None = None,
+) -> Callable[[Any], None]:
+    """What writes the source ``image`` (N, H, W[, C]) into the root group of the OME-Zarr ``path``.
+
+    The image pyramid has the label levels' factors and the labels' ``geometry``
+    (:func:`protocol.formats.ngff_image.write_image_pyramid`, chunk by chunk; ``stop``
+    is called before each chunk).
+    """
+    from protocol.formats.ngff import scale_factors
+    from protocol.formats.ngff_image import write_image_pyramid
+
+    def write(root: Any) -> None:
+        write_image_pyramid(
+            root,
+            image,
+            label_shape[:-2],
+            geometry,
+            scale_factors((label_shape[-2], label_shape[-1])),
+            name=path.name.split(".")[0],
+            **({"stop": stop} if stop is not None else {}),
+        )
+
+    return write
 
 
 def read_summary(path: Path) -> list[Row]:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from batch.inputs import InputImage, ReadError, input_geometry, is_zarr_input, output_names, read_image
+from batch.interrupt import DeferredInterrupt
 from batch.large import (
     DEFAULT_MAX_IN_MEMORY_BYTES,
     LabelSink,
@@ -41,6 +42,7 @@ from batch.large import (
     sample_stack_limits,
 )
 from batch.outputs import (
+    FORMAT_OME_ZARR,
     STATUS_ERROR,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -54,6 +56,8 @@ from batch.outputs import (
     write_output,
     write_summary,
 )
+from batch.provenance import batch_provenance, service_info
+from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.geometry.link import PlaneView, StackLinker
 from protocol.ops.requests import auto
@@ -75,6 +79,8 @@ from protocol.wire.wire_image import WireImage, stack_contrast_limits
 log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 5.0
+_WAKE_S = 0.2
+"""The main thread looks for a Ctrl-C request at least this often while requests run."""
 
 
 class ConnectionFailure(Exception):
@@ -106,6 +112,7 @@ class BatchSettings:
         link_slices: one id per object through a stack's slices (off: each slice's ids 1..n).
         max_in_memory_bytes: inputs and uint32 label images larger than this are read
             lazily and written tile by tile.
+        root_image: OME-Zarr outputs hold the source image at their root (off: labels only).
     """
 
     broker: str = DEFAULT_FRONTEND
@@ -123,6 +130,7 @@ class BatchSettings:
     tile_halo: int = DEFAULT_HALO
     link_slices: bool = True
     max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
+    root_image: bool = True
 
     def auto_params(self) -> dict[str, Any]:
         """The ``auto`` params of every request (contrast limits go separately)."""
@@ -235,9 +243,11 @@ class BatchRunner:
         self._rows: list[Row] = []
         self._skipped: set[str] = set()
         self._cancel = threading.Event()
+        self._interrupt = DeferredInterrupt(self._cancel)
         self._clients = _Clients(settings)
         self._progress: object = None
         self._tiled: list[tuple[Path, InputImage | None]] = []
+        self._info: dict[str, Any] = {}
 
     def run(self) -> BatchReport:
         """Run the batch; the summary is written even when interrupted.
@@ -257,6 +267,7 @@ class BatchRunner:
                 self._skip(path, known)
         if todo:
             workers = broker_workers(self.settings)
+            self._info = service_info(self.settings.broker, self.settings.model)
             self.report.in_flight = self.settings.in_flight or 2 * workers
             log.info(
                 "batch: %d inputs (%d skipped: labels exist), model=%s workers=%d in_flight=%d out=%s",
@@ -267,6 +278,8 @@ class BatchRunner:
                 self.report.in_flight,
                 self.out_dir,
             )
+            if self.settings.output_format == FORMAT_OME_ZARR and not self.settings.root_image:
+                log.info("--no-image: each OME-Zarr output holds the labels only (under labels/), no image")
         progress = tqdm(
             total=len(self.files),
             initial=self.report.skipped,
@@ -275,7 +288,7 @@ class BatchRunner:
             disable=None if self.settings.progress else True,
         )
         try:
-            with logging_redirect_tqdm(), progress:
+            with logging_redirect_tqdm(), progress, self._interrupt.installed():
                 self._progress = progress
                 if todo:
                     self._run_all(todo)
@@ -302,7 +315,8 @@ class BatchRunner:
                         pending[future] = (job, index)
                     if not pending:
                         break
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    done, _ = wait(pending, timeout=_WAKE_S, return_when=FIRST_COMPLETED)
+                    self._interrupt.check()
                     for future in done:
                         job, index = pending.pop(future)
                         self._record(job, index, future.result())
@@ -311,6 +325,7 @@ class BatchRunner:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
         for path, image in self._tiled:
+            self._interrupt.check()
             self._run_tiled(path, image)
 
     def _slice_tasks(self, todo: list[Path]) -> Iterator[tuple[_FileJob, int]]:
@@ -387,10 +402,13 @@ class BatchRunner:
                 self.settings.max_in_memory_bytes,
                 input_geometry(path, len(label_shape)),
                 self.settings.coordinates,
+                stop=self._interrupt.check,
+                image=slices if self.settings.root_image else None,
             )
             tiled = self._needs_tiles((height, width))
             tile_size = self.settings.tile_size if tiled else max(height, width)
             halo = self.settings.tile_halo if tiled else 0
+            sink.provenance = self._provenance(path, (height, width), tile_size, halo)
             log.info(
                 "tiled file=%s slices=%d size=%dx%d tile=%d halo=%d labels=%s pixel size=%s",
                 path,
@@ -425,8 +443,10 @@ class BatchRunner:
                     slices, sink.array, client_factory, self.settings.auto_params(),
                     link=self.settings.link_slices, **options,
                 )  # fmt: skip
+            self._interrupt.check()
             if result.cancelled:
                 raise Superseded("interrupted")
+            log.info("writing labels file=%s (%s)", self.outputs[path], sink.describe())
             sink.commit()
         except (ClientError, RemoteError, AnswerError, ProtocolError, ValueError, OSError) as e:
             if sink is not None:
@@ -469,6 +489,23 @@ class BatchRunner:
             request_ids_text([i for done in result.slices for i in done.request_ids]),
         )
         self._advance()
+
+    def _provenance(
+        self,
+        path: Path,
+        slice_shape: tuple[int, int] | None = None,
+        tile_size: int | None = None,
+        halo: int | None = None,
+    ) -> Provenance:
+        """The record written with ``path``'s labels: model facts, settings, tile grid."""
+        limits = self.settings.contrast_limits
+        parameters: dict[str, Any] = {
+            **self.settings.auto_params(),
+            "contrast_limits": None if limits is None else list(limits),
+            "link_slices": self.settings.link_slices,
+        }
+        model, worker_info = self.settings.model, self._info
+        return batch_provenance(model, worker_info, path, parameters, slice_shape, tile_size, halo)
 
     # -- one slice ----------------------------------------------------------------
 
@@ -550,7 +587,13 @@ class BatchRunner:
             log.info("pixel size file=%s: %s", job.path, pixel_size_text(geometry))
             try:
                 write_output(
-                    job.output, labels, self.settings.output_format, geometry, self.settings.coordinates
+                    job.output,
+                    labels,
+                    self.settings.output_format,
+                    geometry,
+                    self.settings.coordinates,
+                    job.image.slices if self.settings.root_image else None,
+                    self._provenance(job.path),
                 )
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"

@@ -40,6 +40,7 @@ from bench.common import (
     start_sam_worker,
     wait_for_workers,
 )
+from protocol.runtime.processes import wait_for_log
 from protocol.wire.automask import AutoMaskParams
 
 
@@ -90,7 +91,7 @@ def measure(
         for i in range(workers)
     ]
     for proc in started:
-        procs.wait_for_log(proc, "worker ready", 300)
+        wait_for_log(proc, "worker ready", 300)
     wait_for_workers(frontend, MODEL, workers)
     auto_mask = AutoMaskParams(points_per_side=points_per_side)
     settings = BatchSettings(broker=frontend, model=MODEL, auto_mask=auto_mask, progress=False)

@@ -36,12 +36,12 @@ from bench.common import (
     Target,
     base_parser,
     fmt,
-    free_endpoint,
     minor_faults,
     start_broker,
     start_peer,
     wait_for_workers,
 )
+from protocol.runtime.processes import free_endpoint, log_text, wait_for_log
 from protocol.wire import codec, mdp
 
 SMALL = 0
@@ -234,7 +234,7 @@ def measure_throughput(
     for proc in runners:
         out, _ = proc.communicate(timeout=seconds + 60)
         if proc.returncode != 0:
-            raise RuntimeError(f"load client failed: {procs.log_text(proc)[-2000:]}")
+            raise RuntimeError(f"load client failed: {log_text(proc)[-2000:]}")
         result = json.loads(out.decode().strip().splitlines()[-1])
         rate += result["replies"] / result["elapsed_s"]
     return rate
@@ -287,7 +287,7 @@ def run(quick: bool = False, compare_tree: Path | None = None) -> BenchResult:
                         )  # fmt: skip
                     )
         for proc in started:
-            procs.wait_for_log(proc, "ready", 60)
+            wait_for_log(proc, "ready", 60)
         for frontend, _, _ in brokers.values():
             for n in counts:
                 wait_for_workers(frontend, f"echo{n}", n)

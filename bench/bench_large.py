@@ -1,3 +1,4 @@
+# One file on purpose: the large-image measurements share their set-up (broker, stand-ins, disc images).
 """Large images (issue 14): windowed clicks, tiled ``auto`` over N workers, stitching, the tile halo.
 
 Four measurements, each a ratio within this run:
@@ -9,7 +10,7 @@ Four measurements, each a ratio within this run:
    image, same worker, alternating; then a repeat click nearby (same window,
    embedding cached) against today's repeat click on a 1,024² image.
 2. **Tiled auto over N workers** (:func:`protocol.ops.tiled.tiled_auto`) on
-   an 8,192² image with 1, 2, 4 stand-in workers (``tests/support/standin_worker.py``,
+   an 8,192² image with 1, 2, 4 stand-in workers (``python -m workers --model standin-blobs``,
    ``--delay-s`` emulating model time per tile): throughput against N x one
    worker, which measures the client, stitching and broker side. With time,
    the real SAM2 worker's figure for 1 and 2 workers on a smaller image.
@@ -49,17 +50,17 @@ from bench.common import (
     start_sam_worker,
     wait_for_workers,
 )
+from bench.discs import disc_image, disc_scores, scattered_discs
 from protocol.geometry.grid import tile_grid
 from protocol.geometry.stitch import TileStitcher
 from protocol.ops import requests as ops
 from protocol.ops.tiled import tiled_auto
 from protocol.ops.windowed import segment_windowed
+from protocol.runtime.processes import wait_for_log
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.wire_image import to_wire
-from tests.support.discs import disc_scores
-from tests.support.standin_worker import disc_image, scattered_discs
+from workers.standin import DEFAULT_MODEL as STANDIN
 
-STANDIN = "standin"
 LARGE_SIDE = 20_000
 SMALL_SIDE = 1024
 
@@ -71,8 +72,8 @@ SMALL_SIDE = 1024
 def start_standins(
     procs: Processes, backend: str, count: int, delay_s: float, *, encode_delay_s: float = 0.0, first: int = 0
 ) -> list[Any]:
-    """Start ``count`` stand-in workers (``tests/support/standin_worker.py``) and wait for them."""
-    args = [PYTHON, "-m", "tests.support.standin_worker", "--connect", backend, "--service", STANDIN]
+    """Start ``count`` stand-in workers (``python -m workers --model standin-blobs``) and wait for them."""
+    args = [PYTHON, "-m", "workers", "--model", STANDIN, "--connect", backend]
     args += ["--delay-s", str(delay_s), "--encode-delay-s", str(encode_delay_s)]
     started = [
         procs.start(
@@ -82,7 +83,7 @@ def start_standins(
         for k in range(count)
     ]
     for proc in started:
-        procs.wait_for_log(proc, "worker ready", 60)
+        wait_for_log(proc, "worker ready", 60)
     return started
 
 
@@ -389,7 +390,8 @@ def _answers_on(
 
     from plugin._qt.label_table_widget import LabelTable
     from plugin._qt.widget import SamWidget
-    from plugin.jobs.controller import POINTS, Controller
+    from plugin.jobs.segment import PromptJobs
+    from plugin.jobs.submit import POINTS
     from plugin.labels.history import set_names
     from plugin.view.layers import POINTS_MASK, PROMPT_POINTS
     from plugin.view.name_overlay import NameOverlay
@@ -424,7 +426,7 @@ def _answers_on(
         widget.names.attach(labels)
         viewer.layers.selection.active = labels  # the label list follows it
         click(centres[0])  # settles the overlay and the list (not timed)
-        write = _GuiClock([(Controller, "_apply_windowed"), (Controller, "_apply_segment")])
+        write = _GuiClock([(PromptJobs, "_paste_windowed"), (PromptJobs, "_paste_segment")])
         redraw = _GuiClock([(LabelTable, "refresh"), (NameOverlay, "update")])
         try:
             gc.collect()
@@ -492,7 +494,7 @@ def bench_plugin_answers(frontend: str, sides: Sequence[int], answers: int) -> t
     table.note = (
         f"{answers} answers per slice after 2 not counted, each a new object (a disc of the same size in the "
         "same place of each slice), medians [p10-p90]. GUI-thread time: writing the answer "
-        "(Controller._apply_windowed on slices larger than 1,024², _apply_segment on 1,024²: the edit "
+        "(PromptJobs._paste_windowed on slices larger than 1,024², _paste_segment on 1,024²: the edit "
         "plan, data_setitem with napari's partial redraw, the undo history and the label boxes) plus the "
         "label list's and the name overlay's coalesced redraws. RSS growth: the process's resident memory "
         "after the answers minus before, per answer (napari's undo record of the changed pixels; "

@@ -36,12 +36,12 @@ from bench.common import (
     ensure_checkpoint,
     finish,
     fmt,
-    rss_bytes,
     start_broker,
     start_peer,
     start_sam_worker,
     wait_for_workers,
 )
+from protocol.runtime.processes import rss_bytes, wait_for_log
 from protocol.wire import codec, mdp
 
 MIB = 2**20
@@ -110,7 +110,7 @@ def broker_memory(requests: int, window: int = 8, reconnect_every: int = 10_000)
     with Processes() as procs:
         frontend, backend, broker = start_broker(procs, name="broker-rss")
         echo = start_peer(procs, "mdp-echo", "--connect", backend, "--service", "echo", name="echo-rss")
-        procs.wait_for_log(echo, "ready", 60)
+        wait_for_log(echo, "ready", 60)
         wait_for_workers(frontend, "echo", 1)
         context = zmq.Context()
         payload = np.arange(256, dtype=np.uint32)  # a 1 KiB array frame

@@ -42,6 +42,7 @@ from bench.common import (
     start_broker,
     start_sam_worker,
 )
+from protocol.runtime.processes import log_text
 
 # Rounds of calls not counted at the start (caches, allocators, sockets warming up).
 WARMUP_ROUNDS = 2
@@ -211,7 +212,7 @@ def measure_model(
                         results[path].seconds.append(elapsed)
                         results[path].request_ids.append(request_id)
             time.sleep(0.3)  # let the worker's log lines reach the file
-            done = _worker_times(procs.log_text(workers["full"]))
+            done = _worker_times(log_text(workers["full"]))
             worker_s = [done[r] for r in results["full"].request_ids if r in done]
             key_s = [
                 _timed_once(lambda im=image: image_key(im.pixels, im.contrast_limits, model_name))

@@ -30,6 +30,7 @@ from bench.common import (
     start_peer,
     wait_for_workers,
 )
+from protocol.runtime.processes import wait_for_log
 from protocol.wire import codec, mdp
 
 SERVICE = "sleep"
@@ -99,7 +100,7 @@ def run(quick: bool = False) -> BenchResult:
                     )
                 )
             for proc in workers:
-                procs.wait_for_log(proc, "ready", 60)
+                wait_for_log(proc, "ready", 60)
             wait_for_workers(frontend, SERVICE, n)
             drive(frontend, n, n, 0.0)  # warm-up: every worker once
             requests = per_worker * n

@@ -33,11 +33,11 @@ from bench.common import (
     Target,
     ensure_checkpoint,
     fmt_range,
-    free_endpoint,
     quick_main,
     start_broker,
     start_sam_worker,
 )
+from protocol.runtime.processes import free_endpoint, wait_for_log
 
 
 def v1_click(
@@ -91,7 +91,7 @@ def run(quick: bool = False) -> BenchResult:
         )  # fmt: skip
         frontend, backend, _ = start_broker(procs, name="broker-v1")
         start_sam_worker(procs, backend, checkpoint, name="worker-v1", threads=threads)
-        procs.wait_for_log(server, "ready", 300)
+        wait_for_log(server, "ready", 300)
         url = f"http://127.0.0.1:{port}/predict"
         rng = np.random.default_rng(0)
         with SamClient(frontend, MODEL, config=ClientConfig(timeout_s=600.0, retries=0)) as client:

@@ -13,8 +13,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.runtime import processes
 from protocol.runtime.checkpoints import DEFAULT_MODEL
+from protocol.runtime.processes import free_endpoint, wait_for_log
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO_ROOT / "bench" / "out"
@@ -236,114 +236,28 @@ def quick_main(run: Callable[..., BenchResult], description: str, argv: Sequence
 # processes
 
 
-def free_endpoint() -> str:
-    """``tcp://127.0.0.1:PORT`` with a port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-
-
-class Processes:
-    """Subprocesses started by a benchmark, each with a log file, all stopped on exit.
-
-    Use as a context manager. Each child runs in its own session, so stopping
-    it (SIGTERM, then SIGKILL) reaches its children too; only processes
-    started here are ever signalled, by their own process group id.
-    """
+class Processes(processes.Processes):
+    """:class:`protocol.runtime.processes.Processes` for a benchmark: children run in the repository root
+    (or the ``cwd`` given to ``start``), logs in ``bench/out/logs``, each log fresh per run."""
 
     def __init__(self, log_dir: Path = OUT_DIR / "logs") -> None:
-        self.log_dir = log_dir
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: dict[int, Path] = {}
-
-    def start(
-        self,
-        args: Sequence[str],
-        name: str,
-        env: dict[str, str] | None = None,
-        stdout_pipe: bool = False,
-        cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start ``args`` in ``cwd`` (default: the repository root); stderr (and stdout unless piped)
-        to ``<name>.log``."""
-        log_path = self.log_dir / f"{name}.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                list(args),
-                cwd=cwd or REPO_ROOT,
-                stdout=subprocess.PIPE if stdout_pipe else log,
-                stderr=log,
-                env=full_env,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        self.logs[proc.pid] = log_path
-        return proc
-
-    def log_text(self, proc: subprocess.Popen[bytes]) -> str:
-        return self.logs[proc.pid].read_text(errors="replace")
-
-    def wait_for_log(self, proc: subprocess.Popen[bytes], text: str, timeout_s: float) -> None:
-        """Wait until ``text`` appears in ``proc``'s log.
-
-        Raises:
-            RuntimeError: the process exited or the text did not appear in time.
-        """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if text in self.log_text(proc):
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = self.log_text(proc)[-3000:]
-        raise RuntimeError(f"process {proc.args!r} did not log {text!r} (exit {proc.poll()}):\n{tail}")
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
-        """SIGTERM ``proc``'s process group, SIGKILL after ``timeout_s``."""
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=timeout_s)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc)
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_all()
+        super().__init__(log_dir, cwd=REPO_ROOT, truncate_logs=True)
 
 
-def start_broker(procs: Processes, name: str = "broker", tree: Path | None = None) -> tuple[str, str, Any]:
+def start_broker(
+    procs: Processes, name: str = "broker", tree: Path | None = None, options: Sequence[str] = ()
+) -> tuple[str, str, Any]:
     """Start ``python -m broker`` on free loopback ports; return (frontend, backend, process).
 
     It logs at INFO: one line per worker event, nothing per request.
     ``tree``: run the ``broker`` and ``protocol`` packages of another checkout
     (e.g. a copy from before an optimisation) instead of this one.
+    ``options``: more broker options (e.g. ``--heartbeat-interval-s``).
     """
     frontend, backend = free_endpoint(), free_endpoint()
-    proc = procs.start(
-        [PYTHON, "-m", "broker", "--frontend", frontend, "--backend", backend, "--log-level", "INFO"],
-        name,
-        cwd=tree,
-    )
-    procs.wait_for_log(proc, "broker ready", 30)
+    args = [PYTHON, "-m", "broker", "--frontend", frontend, "--backend", backend, "--log-level", "INFO"]
+    proc = procs.start([*args, *options], name, cwd=tree)
+    wait_for_log(proc, "broker ready", 30)
     return frontend, backend, proc
 
 
@@ -359,10 +273,12 @@ def start_sam_worker(
     cache_mib: float = 1024.0,
     wait: bool = True,
     tree: Path | None = None,
+    options: Sequence[str] = (),
 ) -> Any:
     """Start ``python -m workers`` (a real SAM2 worker) and wait for its ready line.
 
     ``tree``: run the packages of another checkout instead of this one.
+    ``options``: more worker options (e.g. ``--heartbeat-interval-s``).
     """
     args = [
         PYTHON, "-m", "workers",
@@ -375,9 +291,9 @@ def start_sam_worker(
     ]  # fmt: skip
     if threads is not None:
         args += ["--threads", str(threads)]
-    proc = procs.start(args, name, cwd=tree)
+    proc = procs.start([*args, *options], name, cwd=tree)
     if wait:
-        procs.wait_for_log(proc, "worker ready", 300)
+        wait_for_log(proc, "worker ready", 300)
     return proc
 
 
@@ -433,13 +349,6 @@ def minor_faults(pid: int) -> int | None:
     except OSError:
         return None
     return int(fields[7])  # minflt, field 10 of proc(5)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid``."""
-    import psutil
-
-    return int(psutil.Process(pid).memory_info().rss)
 
 
 # ----------------------------------------------------------------------------

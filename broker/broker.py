@@ -1,3 +1,4 @@
+# One file on purpose: the broker is one small class with one poll loop and one short method per message.
 """The Majordomo broker: one poll loop, one short method per kind of message.
 
 Frames as the broker's ROUTER sockets see them (identity first, then the

@@ -16,7 +16,9 @@ temporary file in the same folder, then ``os.replace``):
 JSON file, or from the TIFF description when the JSON file is missing).
 
 :func:`export_labels` writes any of :data:`EXPORT_FORMATS` (this TIFF set,
-OME-Zarr, GeoJSON, measurements CSV; see :mod:`protocol.formats`) and
+OME-Zarr, GeoJSON, measurements CSV, and for a time-lapse the Cell Tracking
+Challenge folder and GEFF; see :mod:`protocol.formats`), each with the
+provenance record when given (:mod:`protocol.formats.provenance`), and
 :func:`read_any` reads the first three back.
 """
 
@@ -35,12 +37,15 @@ import numpy as np
 import tifffile
 
 from plugin.labels.names import METADATA_KEY, clean_name, names_from_metadata
+from protocol.formats.ctc import write_ctc
+from protocol.formats.geff_tracks import geff_path, write_geff
 from protocol.formats.geojson import PIXEL, geojson_path, is_geojson, read_geojson, write_geojson
 from protocol.formats.geometry import Geometry
 from protocol.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
 from protocol.formats.labels_file import LabelsFile
 from protocol.formats.measure import MEASUREMENTS_SUFFIX, measurements_path, write_measurements
 from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels, zarr_path
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance, sidecar_path
 from protocol.runtime.atomic import atomic_file
 
 FORMAT = "napari-sam2-broker labels v1"
@@ -119,6 +124,7 @@ def write_labels(
     translate: Sequence[float] | None = None,
     units: Sequence[Any] | None = None,
     axis_labels: Sequence[str] | None = None,
+    provenance: Provenance | None = None,
 ) -> list[Path]:
     """Write labels + names (TIFF, JSON, CSV); return the three paths written.
 
@@ -129,6 +135,8 @@ def write_labels(
         scale, translate: the layer's world transform, stored for reopening.
         units, axis_labels: the layer's ``units`` and ``axis_labels`` (napari >= 0.5), for the
             calibration Fiji shows; unknown units stay unknown (pixels).
+        provenance: how the labels were made: the TIFF's ``sam2.provenance`` ImageJ property
+            (a plain TIFF: its JSON description) and the names JSON.
     """
     array = compact_dtype(np.asarray(data))
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
@@ -142,13 +150,16 @@ def write_labels(
     if geometry is not None:
         meta["axes"] = geometry.axes
         meta["units"] = list(geometry.units)
+    if provenance is not None:
+        meta[PROVENANCE_KEY] = provenance.to_dict()
     tif = tiff_path(path)
     json_path, csv_path = sidecar_paths(tif)
     tif.parent.mkdir(parents=True, exist_ok=True)
     csv_text = names_csv_text(clean, pixel_counts(array))
 
     def write_tiff(tmp: Path) -> None:
-        if geometry is None or not write_imagej(tmp, array, clean, geometry, meta):
+        facts = {k: v for k, v in meta.items() if k != PROVENANCE_KEY}
+        if geometry is None or not write_imagej(tmp, array, clean, geometry, facts, provenance=provenance):
             tifffile.imwrite(tmp, array, metadata=meta, compression="zlib")
 
     _atomic_write(tif, write_tiff)
@@ -283,7 +294,11 @@ TIFF = ExportFormat("tiff", "TIFF for Fiji (+ names JSON, CSV)", ".tif", "TIFF (
 OME_ZARR = ExportFormat("ome-zarr", "OME-Zarr (NGFF labels)", ".ome.zarr", "OME-Zarr (*.zarr)")
 GEOJSON = ExportFormat("geojson", "GeoJSON for QuPath / GIS", ".geojson", "GeoJSON (*.geojson)")
 MEASUREMENTS = ExportFormat("measurements", "Measurements CSV", MEASUREMENTS_SUFFIX, "CSV (*.csv)")
-EXPORT_FORMATS = {f.key: f for f in (TIFF, OME_ZARR, GEOJSON, MEASUREMENTS)}
+CTC = ExportFormat("ctc", "Cell Tracking Challenge tracks (folder)", "_ctc", "Folder (*)")
+GEFF = ExportFormat("geff", "GEFF tracks (motile-tracker...)", ".geff.zarr", "GEFF (*.zarr)")
+EXPORT_FORMATS = {f.key: f for f in (TIFF, OME_ZARR, GEOJSON, MEASUREMENTS, CTC, GEFF)}
+TRACK_FORMATS = (CTC.key, GEFF.key)
+"""Formats for a time-lapse (axis 0 is time): tracks and divisions."""
 
 
 def export_paths(fmt: str, path: str | os.PathLike[str]) -> list[Path]:
@@ -295,7 +310,13 @@ def export_paths(fmt: str, path: str | os.PathLike[str]) -> list[Path]:
     """
     if fmt == TIFF.key:
         return [tiff_path(path), *sidecar_paths(path)]
-    where = {OME_ZARR.key: zarr_path, GEOJSON.key: geojson_path, MEASUREMENTS.key: measurements_path}
+    where = {
+        OME_ZARR.key: zarr_path,
+        GEOJSON.key: geojson_path,
+        MEASUREMENTS.key: measurements_path,
+        CTC.key: Path,
+        GEFF.key: geff_path,
+    }
     if fmt not in where:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     return [where[fmt](path)]
@@ -314,6 +335,8 @@ def export_labels(
     image: np.ndarray | None = None,
     coordinates: str = PIXEL,
     title: str = "labels",
+    parents: Mapping[int, int] | None = None,
+    provenance: Provenance | None = None,
 ) -> list[Path]:
     """Save labels with names as ``fmt`` (a key of :data:`EXPORT_FORMATS`); return the paths written.
 
@@ -326,6 +349,8 @@ def export_labels(
         image: intensities for the measurements' mean intensity (same shape, or plus a colour axis).
         coordinates: GeoJSON coordinates, ``pixel`` or ``physical``.
         title: the label image's name inside an OME-Zarr store.
+        parents: CTC and GEFF: the divisions, ``{daughter label: parent label}``.
+        provenance: how the labels were made, written in the format's own place.
 
     Raises:
         ValueError: unknown format, labels the format cannot hold, or an image that does not match.
@@ -335,17 +360,40 @@ def export_labels(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == TIFF.key:
-        return write_labels(path, data, names, scale, translate, units, axis_labels)
+        return write_labels(path, data, names, scale, translate, units, axis_labels, provenance)
     array = compact_dtype(np.asarray(data))
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
     geometry = Geometry.from_layer(array.ndim, scale, translate, units, axis_labels)
     if fmt == OME_ZARR.key:
         if array.dtype.kind == "i":
             raise ValueError("OME-Zarr labels must not be negative")
-        return [write_ngff_labels(path, array, clean, geometry, name=title)]
+        return [write_ngff_labels(path, array, clean, geometry, name=title, provenance=provenance)]
     if fmt == GEOJSON.key:
-        return [write_geojson(path, array, clean, geometry, coordinates)]
-    return [write_measurements(path, array, clean, geometry, image)]
+        return [write_geojson(path, array, clean, geometry, coordinates, provenance)]
+    if fmt in TRACK_FORMATS:
+        return _write_tracks(fmt, Path(path), array, clean, geometry, parents, provenance)
+    written = write_measurements(path, array, clean, geometry, image, provenance)
+    return [written] + ([] if provenance is None else [sidecar_path(written)])
+
+
+def _write_tracks(
+    fmt: str,
+    path: Path,
+    array: np.ndarray,
+    names: Mapping[int, str],
+    geometry: Geometry,
+    parents: Mapping[int, int] | None,
+    provenance: Provenance | None,
+) -> list[Path]:
+    """CTC folder or GEFF store of a time-lapse (axis 0 is time)."""
+    if array.ndim not in (3, 4) or array.dtype.kind == "i" and array.size and int(array.min()) < 0:
+        raise ValueError(
+            f"tracks need a time-lapse of labels (t, [z,] y, x) without negative ids, got shape {array.shape}"
+        )
+    if fmt == CTC.key:
+        write_ctc(path, array, parents, provenance=provenance)
+        return [path]
+    return [write_geff(path, array, names, geometry, parents, provenance)]
 
 
 def read_any(path: str | os.PathLike[str]) -> list[LabelsFile]:

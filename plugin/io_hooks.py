@@ -8,9 +8,15 @@ Writers (``File > Save Selected Layers``, chosen by the file's extension):
 * ``.csv``: measurements per label and slice; select an image layer of the same
   shape too and it gets the mean intensity.
 
+* ``.ctc`` (a folder): Cell Tracking Challenge masks + ``man_track.txt``, a time-lapse;
+* ``.geff``: a GEFF store (``NAME.geff.zarr``) with the segmentation beside the graph.
+
 Readers: TIFFs we wrote (or their ``.names.json``), OME-Zarr stores holding
 NGFF labels, and GeoJSON files (ours or QuPath's) come back as labels layers
-with names, scale, translate and units. Any other TIFF that carries a pixel
+with names, scale, translate and units. A CTC folder or a GEFF store (ours,
+or one corrected in another tracking tool) comes back as a labels layer (the
+CTC/track ids, divisions in its metadata) plus a Tracks layer.
+Any other TIFF that carries a pixel
 size (ImageJ or OME metadata, or resolution tags) opens as an image layer
 with that pixel size, unit and z spacing (:mod:`plugin.calibration`); other
 TIFFs are left to napari's own reader.
@@ -26,6 +32,8 @@ import numpy as np
 
 from plugin.calibration import file_calibration, read_calibrated_tiff
 from plugin.export import (
+    CTC,
+    GEFF,
     GEOJSON,
     MEASUREMENTS,
     OME_ZARR,
@@ -34,7 +42,11 @@ from plugin.export import (
     read_any,
     write_labels,
 )
+from plugin.labels.lineage import LINEAGE_KEY, lineage_from_metadata, lineage_metadata
 from plugin.labels.names import METADATA_KEY, features_table, names_from_metadata
+from plugin.tracks import napari_tracks, tracks_layer_name
+from protocol.formats.ctc import is_ctc, read_ctc
+from protocol.formats.geff_tracks import is_geff, read_geff
 from protocol.formats.geojson import is_geojson
 from protocol.formats.labels_file import LabelsFile
 from protocol.formats.ngff import is_ngff_labels
@@ -64,8 +76,22 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def _write_as(fmt: str, path: str, data: Any, meta: dict[str, Any], **extra: Any) -> list[str]:
     names = names_from_metadata(meta.get("metadata"))
     title = str(meta.get("name") or "labels")
-    written = export_labels(fmt, path, np.asarray(data), names, title=title, **_layer_facts(meta), **extra)
+    parents = lineage_from_metadata(meta.get("metadata"))
+    written = export_labels(
+        fmt, path, np.asarray(data), names, title=title, parents=parents, **_layer_facts(meta), **extra
+    )
     return [str(p) for p in written]
+
+
+def write_ctc_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """npe2 single-layer writer: a time-lapse as a CTC folder (divisions from the layer's metadata)."""
+    return _write_as(CTC.key, path, data, meta)
+
+
+def write_geff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """npe2 single-layer writer: a time-lapse as a GEFF store with its segmentation."""
+    target = path + ".zarr" if path.lower().endswith(".geff") else path
+    return _write_as(GEFF.key, target, data, meta)
 
 
 def write_ngff_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -100,11 +126,50 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
             return None
         path = path[0]
     target = Path(str(path).rstrip("/\\"))
+    if is_ctc(target) or is_geff(target):
+        return read_track_layers
     if is_ngff_labels(target) or is_geojson(target) or is_labels_file(target):
         return read_layers
     if file_calibration(target) is not None:
         return read_calibrated_tiff
     return None
+
+
+def read_track_layers(path: str | list[str]) -> list[LayerData]:
+    """A CTC folder or GEFF store: the labels (track ids, divisions in metadata) and a Tracks layer."""
+    target = Path(str(path[0] if isinstance(path, list) else path).rstrip("/\\"))
+    name = _stem(target)
+    names: dict[int, str] = {}
+    kwargs: dict[str, Any] = {}
+    if is_ctc(target):
+        ctc = read_ctc(target)
+        labels, parents = ctc.labels, ctc.tracks.parents()
+    else:
+        geff = read_geff(target)
+        if geff.labels is None:
+            raise ValueError(f"{target}: the GEFF has no segmentation to open as labels")
+        labels, names = geff.labels, geff.names
+        by_id = geff.tracks.by_id()
+        parents = {  # label lineage: a gap's later run (same label) is no division
+            t.label_id: by_id[t.parent].label_id
+            for t in geff.tracks.tracks
+            if t.parent and by_id[t.parent].label_id != t.label_id
+        }
+        if geff.geometry is not None:
+            kwargs = geff.geometry.napari_kwargs()
+    tracks = napari_tracks(labels, parents)
+    labels_kwargs = {
+        "name": name,
+        "metadata": {METADATA_KEY: names, LINEAGE_KEY: lineage_metadata(parents)},
+        "features": features_table(names),
+        **kwargs,
+    }
+    tracks_kwargs = {
+        "name": tracks_layer_name(name),
+        "graph": tracks.graph,
+        **{k: v for k, v in kwargs.items() if k in ("scale", "translate")},
+    }
+    return [(labels, labels_kwargs, "labels"), (tracks.data, tracks_kwargs, "tracks")]
 
 
 def _layer(saved: LabelsFile, default_name: str) -> LayerData:
@@ -119,7 +184,7 @@ def _layer(saved: LabelsFile, default_name: str) -> LayerData:
 
 def _stem(target: Path) -> str:
     name = target.name
-    for suffix in (".names.json", ".ome.zarr", ".zarr", ".geojson"):
+    for suffix in (".names.json", ".geff.zarr", ".ome.zarr", ".zarr", ".geojson", ".ctc"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return target.stem

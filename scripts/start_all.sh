@@ -40,7 +40,9 @@ Ctrl-C (or SIGTERM) stops everything; closing napari stops the backend.
 
 Options:
   --model NAME           SAM2 model = service name: sam2.1_hiera_tiny (default),
-                         sam2.1_hiera_small, sam2.1_hiera_base_plus, sam2.1_hiera_large
+                         sam2.1_hiera_small, sam2.1_hiera_base_plus, sam2.1_hiera_large;
+                         or standin-blobs: one deterministic stand-in worker on the CPU,
+                         no torch, no checkpoint (demos; its masks are not SAM's)
   --checkpoint PATH      checkpoint file (default: checkpoints/<model file>, downloaded if missing)
   --gpus all|none|0,1    GPUs that get workers (default: all that nvidia-smi lists;
                          none, or no GPU: one CPU worker)
@@ -91,7 +93,11 @@ mkdir -p "$log_dir"
 
 # --- checkpoint -------------------------------------------------------------
 worker_weights=()
-if [ $random_weights -eq 1 ]; then
+standin=0
+case "$model" in standin-*) standin=1 ;; esac  # family standin (workers/standin): no checkpoint, no GPU
+if [ $standin -eq 1 ]; then
+  say "model $model is a deterministic stand-in, not SAM: its masks label bright blobs (demos, tests)"
+elif [ $random_weights -eq 1 ]; then
   say "WARNING: --random-weights: the model has random weights, masks will be MEANINGLESS (tests only)"
   worker_weights=(--random-weights)
 else
@@ -180,17 +186,19 @@ if ! wait_for_line "$log_dir/broker.log" "broker ready" 30 "${pids[0]}"; then
 fi
 
 connect=${backend/0.0.0.0/127.0.0.1}
-common=(--connect "$connect" --model "$model" --cache-mib "$cache_mib" --log-level "$log_level"
-        "${worker_weights[@]}" "${watch[@]}")
-if [ ${#gpu_ids[@]} -eq 0 ]; then
+common=(--connect "$connect" --model "$model" --log-level "$log_level" "${watch[@]}")
+if [ $standin -eq 1 ]; then
+  start worker-standin "$py" -m workers "${common[@]}"
+elif [ ${#gpu_ids[@]} -eq 0 ]; then
   say "no GPU found: starting one CPU worker (interactive prompts work, encoding an image takes seconds)"
-  start worker-cpu "$py" -m workers "${common[@]}" --device cpu --workers-per-host 1
+  start worker-cpu "$py" -m workers "${common[@]}" --cache-mib "$cache_mib" "${worker_weights[@]}" \
+    --device cpu --workers-per-host 1
 else
   total=$((${#gpu_ids[@]} * workers_per_gpu))
   for gpu in "${gpu_ids[@]}"; do
     for n in $(seq 1 "$workers_per_gpu"); do
-      start "worker-gpu$gpu-$n" env CUDA_VISIBLE_DEVICES="$gpu" "$py" -m workers "${common[@]}" --device cuda \
-        --workers-per-host "$total"
+      start "worker-gpu$gpu-$n" env CUDA_VISIBLE_DEVICES="$gpu" "$py" -m workers "${common[@]}" \
+        --cache-mib "$cache_mib" "${worker_weights[@]}" --device cuda --workers-per-host "$total"
     done
   done
 fi

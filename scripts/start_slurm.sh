@@ -20,9 +20,17 @@
 #
 # Workers drain on SIGTERM (scancel, preemption, time limit): no new request,
 # the one held finished within --drain-grace-s or handed back to the broker,
-# DISCONNECT, exit 0. Array tasks are --requeue-able; --requeue-before S
-# asks SLURM for SIGUSR1 S seconds before the time limit, and the task then
-# requeues itself so that it comes back.
+# DISCONNECT, exit 0. SLURM sends SIGKILL KillWait seconds after SIGTERM, so
+# the grace is fitted inside the cluster's KillWait (read from `scontrol show
+# config`, less DRAIN_MARGIN_S for the hand-back and DISCONNECT; a larger
+# --drain-grace-s is cut down with a warning; 0 s: the request goes back at
+# once), and tasks get SIGTERM that long before their time limit
+# (--signal=B:TERM@N). Array tasks are --requeue-able; --requeue-before S
+# asks SLURM for SIGUSR1 S seconds before the time limit instead, and the
+# task then requeues itself so that it comes back.
+#
+# The broker listens on every interface of its node: without --curve it
+# refuses to start unless --insecure is given, and then warns here.
 #
 # --dry-run prints the exact sbatch commands (one per line, shell-quoted) and
 # what else would run, and changes nothing. `--help` lists every option.
@@ -53,8 +61,9 @@ what they serve
   --model NAME            sam2.1_hiera_tiny (default), _small, _base_plus or _large
   --checkpoint PATH       checkpoint file (default: checkpoints/<official file>)
   --random-weights        TESTS ONLY: no checkpoint, meaningless masks
-  --drain-grace-s S       on SIGTERM, seconds a worker may finish its request (default 20;
-                          keep it below the cluster's KillWait, often 30)
+  --drain-grace-s S       on SIGTERM, seconds a worker may finish its request (default: the
+                          cluster's KillWait less 2 s; a larger value is cut down to that, with a
+                          warning; 0: hand the request back at once)
   --worker-arg ARG        one more option for python -m workers (repeatable)
 
 the broker
@@ -69,6 +78,8 @@ the broker
   --curve DIR             CurveZMQ: create or reuse the key directory DIR (broker keypair,
                           a worker keypair "slurm-workers", a client keypair for \$USER);
                           secrets are 0600, readable only by you
+  --insecure              start the broker without --curve anyway: it listens on every interface
+                          of its node with no authentication or encryption (refused otherwise)
   --run-dir DIR           shared directory for the address file, logs and job ids
                           (default: logs/slurm in this checkout)
   --wait-broker-s S       how long tasks and this script wait for the broker (default 600)
@@ -92,7 +103,7 @@ die() { say "error: $*"; exit 2; }
 
 partition="" account="" time_limit="04:00:00" gpus=1 gpus_per_task=1 gpu_request=gres
 workers_per_gpu=1 cpus_per_worker=4 mem="" cpu=0 tasks="" job_name=sam2
-model=sam2.1_hiera_tiny checkpoint="" random_weights=0 drain_grace_s=20
+model=sam2.1_hiera_tiny checkpoint="" random_weights=0 drain_grace_s="" insecure=0
 broker=login broker_host="" frontend_port=5555 backend_port=5556 broker_time="" curve=""
 run_dir="$root/logs/slurm" wait_broker_s=600 requeue=1 requeue_before=0
 python="$root/.venv/bin/python" wait=1 dry_run=0 stop=0
@@ -126,6 +137,7 @@ while [ $# -gt 0 ]; do
     --broker-time) need "$@"; broker_time=$2; shift 2 ;;
     --broker-arg) need "$@"; broker_extra+=("$2"); shift 2 ;;
     --curve) need "$@"; curve=$2; shift 2 ;;
+    --insecure) insecure=1; shift ;;
     --run-dir) need "$@"; run_dir=$2; shift 2 ;;
     --wait-broker-s) need "$@"; wait_broker_s=$2; shift 2 ;;
     --requeue) requeue=1; shift ;;
@@ -145,7 +157,7 @@ for pair in "gpus:$gpus" "gpus-per-task:$gpus_per_task" "workers-per-gpu:$worker
   "cpus-per-worker:$cpus_per_worker" "frontend-port:$frontend_port" "backend-port:$backend_port"; do
   is_count "${pair#*:}" || die "--${pair%%:*} must be a positive integer (got '${pair#*:}')"
 done
-[[ "$drain_grace_s" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--drain-grace-s must be a number of seconds"
+[ -z "$drain_grace_s" ] || [[ "$drain_grace_s" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--drain-grace-s must be a number of seconds"
 [[ "$wait_broker_s" =~ ^[0-9]+$ ]] || die "--wait-broker-s must be a whole number of seconds"
 [[ "$requeue_before" =~ ^[0-9]+$ ]] || die "--requeue-before must be a whole number of seconds"
 case "$broker" in login|job|none) ;; *) die "--broker must be login, job or none (got '$broker')" ;; esac
@@ -195,6 +207,34 @@ if [ $dry_run -eq 0 ]; then
   command -v sbatch >/dev/null 2>&1 || die "sbatch not found: run this on a SLURM login node"
 fi
 
+# --- the drain grace, inside SLURM's KillWait -------------------------------------------
+DRAIN_MARGIN_S=2  # after the grace: hand back, DISCONNECT, the task's shutdown
+kill_wait_s=$(timeout 10 scontrol show config 2>/dev/null | sed -n 's/^KillWait *= *\([0-9][0-9]*\) *sec.*/\1/p' | head -n 1 || true)
+if [ -z "$kill_wait_s" ]; then
+  kill_wait_s=30
+  say "SLURM's KillWait unknown (scontrol show config did not answer): assuming its default, 30 s"
+fi
+fit_s=$((kill_wait_s > DRAIN_MARGIN_S ? kill_wait_s - DRAIN_MARGIN_S : 0))
+if [ -z "$drain_grace_s" ]; then
+  drain_grace_s=$fit_s
+  say "drain grace ${drain_grace_s} s: SLURM sends SIGKILL ${kill_wait_s} s (KillWait) after SIGTERM; ${DRAIN_MARGIN_S} s are kept to hand back and DISCONNECT"
+elif awk -v g="$drain_grace_s" -v f="$fit_s" 'BEGIN { exit !(g > f) }'; then
+  say "WARNING: --drain-grace-s $drain_grace_s cannot fit: SLURM sends SIGKILL ${kill_wait_s} s (KillWait) after SIGTERM, and ${DRAIN_MARGIN_S} s are needed to hand back and DISCONNECT; using ${fit_s} s"
+  drain_grace_s=$fit_s
+fi
+if awk -v g="$drain_grace_s" 'BEGIN { exit !(g == 0) }'; then
+  say "no request can finish within KillWait (${kill_wait_s} s): on SIGTERM a worker hands its request back at once"
+fi
+term_before_s=$(awk -v g="$drain_grace_s" -v m="$DRAIN_MARGIN_S" 'BEGIN { n = int(g); if (n < g) n++; print n + m }')
+
+# --- the broker's exposure ---------------------------------------------------------------
+if [ "$broker" != none ] && [ -z "$curve" ]; then
+  if [ $insecure -eq 0 ]; then
+    die "the broker would listen on every interface of its node (ports $frontend_port and $backend_port) without CurveZMQ: anyone who reaches the node could send requests or register as a worker, and images travel in clear. Use --curve DIR (recommended), or --insecure to accept that"
+  fi
+  say "WARNING: --insecure: the broker listens on every interface of its node (ports $frontend_port and $backend_port) with no authentication and no encryption; use --curve DIR on a shared cluster"
+fi
+
 # --- CurveZMQ keys -------------------------------------------------------------------
 curve_worker_args=()
 if [ -n "$curve" ]; then
@@ -222,6 +262,7 @@ broker_cmd=(--python "$python" --address-file "$address_file" --log "$run_dir/br
   --frontend-port "$frontend_port" --backend-port "$backend_port")
 [ -n "$broker_host" ] && broker_cmd+=(--host "$broker_host")
 [ -n "$curve" ] && broker_cmd+=(--curve-dir "$curve")
+[ -z "$curve" ] && broker_cmd+=(--insecure)
 [ ${#broker_extra[@]} -gt 0 ] && broker_cmd+=(-- "${broker_extra[@]}")
 
 broker_sbatch=(sbatch --parsable "${common[@]}" "--job-name=$job_name-broker" "--time=${broker_time:-$time_limit}"
@@ -235,7 +276,9 @@ if [ $cpu -eq 0 ]; then
 fi
 [ -n "$mem" ] && workers_sbatch+=("--mem=$mem")
 [ $requeue -eq 1 ] && workers_sbatch+=(--requeue) || workers_sbatch+=(--no-requeue)
-[ "$requeue_before" -gt 0 ] && workers_sbatch+=("--signal=B:USR1@$requeue_before")
+# one --signal per job: the requeue signal, or SIGTERM early enough for the drain before the time limit
+if [ "$requeue_before" -gt 0 ]; then workers_sbatch+=("--signal=B:USR1@$requeue_before")
+else workers_sbatch+=("--signal=B:TERM@$term_before_s"); fi
 workers_sbatch+=(--open-mode=append "--chdir=$root" "--output=$log_dir/workers-%A_%a.log")
 workers_sbatch+=("${sbatch_extra[@]}")
 # the job id of a broker job, once known, goes here (see below)

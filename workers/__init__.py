@@ -10,7 +10,8 @@
 | ``ops.py`` | the operations of ``protocol/README.md`` (``Sam2Service``) |
 | ``labels.py`` | painting automatic masks into one label image |
 | ``worker.py`` | the MDP/0.2 worker loop: READY, heartbeats, reconnects, a compute thread |
-| ``__main__.py`` | the command line (``python -m workers`` / ``sam2-worker``) |
+| ``__main__.py`` | the command line (``python -m workers`` / ``sam2-worker``); family dispatch |
+| ``standin/`` | the stand-in model ``standin-blobs``: deterministic answers, no torch (demos, tests) |
 
 Nothing here is imported by ``broker/`` or ``plugin/``; the only shared code is ``protocol/``.
 """

@@ -44,11 +44,7 @@ from protocol.wire.codec import Limits
 from protocol.wire.errors import SecurityError
 from protocol.wire.mdp import DEFAULT_BACKEND
 from protocol.wire.security import CurveClientKeys, is_loopback_endpoint
-
-# A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
-exit_without_worker_extra("a SAM2 worker")
-
-from workers.models import MODELS, CheckpointError, get_spec  # noqa: E402
+from workers import standin
 
 log = logging.getLogger("workers")
 
@@ -68,12 +64,19 @@ def _workers_per_host_from_env() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every tunable of a worker, with its default and meaning."""
+    """Every tunable of a SAM2 worker, with its default and meaning."""
+    from workers.models import MODELS
+
     parser = argparse.ArgumentParser(
         prog="sam2-worker", description="One SAM2 model served as an MDP/0.2 worker behind a broker."
     )
     parser.add_argument("--connect", default=DEFAULT_BACKEND, help="broker backend endpoint")
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="model = service name")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        choices=[*MODELS, *standin.MODELS],
+        help="model = service name (standin-*: a deterministic stand-in without torch, see workers/standin)",
+    )
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -201,8 +204,28 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def requested_model(argv: Sequence[str]) -> str:
+    """The ``--model`` of a command line (the default model when absent), read before anything is loaded."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model", default=DEFAULT_MODEL)
+    return str(peek.parse_known_args(argv)[0].model)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one worker until SIGTERM/SIGINT; return the process exit code."""
+    """Run one worker until SIGTERM/SIGINT; return the process exit code.
+
+    The model's family picks the code: ``standin`` models run ``workers.standin.cli`` (no torch),
+    every other model is a SAM2 model, served here.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if standin.is_standin(requested_model(argv)):
+        from workers.standin.cli import main as standin_main
+
+        return standin_main(argv)
+    # A base install has no torch: say so in one line (exit 2), not in an ImportError traceback.
+    exit_without_worker_extra("a SAM2 worker")
+    from workers.models import CheckpointError, get_spec
+
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
     watch_parent(args.parent_pid)  # before loading the model: a parent may die meanwhile

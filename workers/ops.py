@@ -1,3 +1,4 @@
+# One file on purpose: Sam2Service, one method per operation over one predictor, cache and counters.
 """The operations of ``protocol/README.md`` against one SAM2 model.
 
 :class:`Sam2Service` owns the ``SAM2ImagePredictor`` (not thread-safe: the

@@ -1,3 +1,4 @@
+# One file on purpose: SAM2's video predictor and the stack and prompt checks that only it needs.
 """Propagation of objects' masks through a stack (z or time) with SAM2's video predictor.
 
 One object (``VideoPropagator.run``: bool masks) or several tracked together

@@ -1,3 +1,4 @@
+# One file on purpose: one worker loop whose main thread alone owns the socket; its rules read in one place.
 """The MDP/0.2 (ZeroMQ RFC 18) worker loop.
 
 Threads and sockets::

@@ -2,8 +2,11 @@
 
 **Export as** chooses one of :data:`EXPORT_CHOICES`: TIFF for Fiji (+ names
 JSON and CSV), OME-Zarr, GeoJSON for QuPath (pixel coordinates) or for GIS
-tools (physical coordinates), or the measurements CSV (mean intensity of the
-image layer of the same shape, when there is one). **Export…** asks where;
+tools (physical coordinates), the measurements CSV (mean intensity of the
+image layer of the same shape, when there is one), or for a time-lapse the
+Cell Tracking Challenge folder or GEFF (with the divisions kept in the
+layer's metadata, :mod:`plugin.labels.lineage`). Every file carries the
+provenance record (:func:`layer_provenance`: model, checkpoint, prompts). **Export…** asks where;
 the dialog opens in the folder the labels or their image came from, else the
 home folder, and proposes a name of the choice's own (``NAME.qupath.geojson``
 and ``NAME.gis.geojson``, so the two GeoJSON exports never meet). When any
@@ -19,17 +22,32 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QMessageBox, QWidget
 
 from plugin._qt.qt_helpers import button
 from plugin.calibration import export_calibration_warning
-from plugin.export import GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels, export_paths
+from plugin.export import (
+    CTC,
+    GEFF,
+    GEOJSON,
+    MEASUREMENTS,
+    OME_ZARR,
+    TIFF,
+    ExportFormat,
+    export_labels,
+    export_paths,
+)
 from plugin.jobs.results import napari_notify
+from plugin.jobs.slice_prompts import SlicePrompts
+from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
+from plugin.provenance_record import interactive_provenance
 from protocol.formats.geojson import PHYSICAL, PIXEL
+from protocol.formats.provenance import Provenance
 
 if TYPE_CHECKING:
     import napari
@@ -66,6 +84,8 @@ EXPORT_CHOICES = (
         "geojson-physical", "GeoJSON for GIS (physical coordinates)", GEOJSON, PHYSICAL, ".gis.geojson"
     ),
     ExportChoice(MEASUREMENTS.key, MEASUREMENTS.title, MEASUREMENTS),
+    ExportChoice(CTC.key, CTC.title, CTC),
+    ExportChoice(GEFF.key, GEFF.title, GEFF),
 )
 CHOICES_BY_KEY = {choice.key: choice for choice in EXPORT_CHOICES}
 
@@ -94,6 +114,30 @@ def export_folder(viewer: napari.Viewer, layer: Labels) -> Path:
     return Path.home()
 
 
+def layer_provenance(
+    layer: Labels,
+    slice_prompts: SlicePrompts,
+    model: str | None,
+    info: Any = None,
+    image: Image | None = None,
+) -> Provenance:
+    """The record of ``layer``: the backend's model facts, each present label's newest prompts, and
+    the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them)."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    present = [int(i) for i in np.unique(np.asarray(data)) if i != 0]
+    prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
+    source = getattr(getattr(image, "source", None), "path", None)
+    parameters = {} if image is None else {"contrast_limits": [float(v) for v in image.contrast_limits]}
+    return interactive_provenance(
+        present,
+        prompts,
+        model=model,
+        info=info,
+        source_path=None if source is None else str(source),
+        parameters=parameters,
+    )
+
+
 def ask_overwrite(parent: QWidget, existing: Sequence[Path]) -> bool:
     """Ask whether to replace the ``existing`` files (a modal question box; No is the default)."""
     listed = "\n".join(str(p) for p in existing[:6]) + ("\n…" if len(existing) > 6 else "")
@@ -113,6 +157,7 @@ def export_layer(
     fmt: str = TIFF.key,
     image: Image | None = None,
     coordinates: str = PIXEL,
+    provenance: Provenance | None = None,
 ) -> list[Path]:
     """Save ``layer`` with its names as ``fmt`` (atomically); return the paths written.
 
@@ -122,6 +167,7 @@ def export_layer(
         fmt: a key of :data:`plugin.export.EXPORT_FORMATS`.
         image: intensities for the measurements CSV (same shape as the labels, or plus colour).
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
+        provenance: how the labels were made (written in the format's own place).
     """
     return export_labels(
         fmt,
@@ -135,6 +181,8 @@ def export_layer(
         image=None if image is None else image.data,
         coordinates=coordinates,
         title=layer.name,
+        parents=lineage_from_metadata(layer.metadata),
+        provenance=provenance,
     )
 
 
@@ -145,11 +193,13 @@ class ExportBox(QGroupBox):
         self,
         viewer: napari.Viewer,
         layer_of: Callable[[], Labels | None],
+        provenance_of: Callable[[Labels], Provenance | None] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__("Export", parent)
         self.viewer = viewer
         self.layer_of = layer_of
+        self.provenance_of = provenance_of
         row = QHBoxLayout(self)
         self.format_combo = QComboBox()
         for choice in EXPORT_CHOICES:
@@ -208,7 +258,8 @@ class ExportBox(QGroupBox):
         if unsure is not None:
             napari_notify("warning", f"Export of {layer.name}: {unsure}")
         try:
-            written = export_layer(layer, path, chosen.fmt.key, image, chosen.coordinates)
+            provenance = None if self.provenance_of is None else self.provenance_of(layer)
+            written = export_layer(layer, path, chosen.fmt.key, image, chosen.coordinates, provenance)
         except (OSError, ValueError, TypeError) as e:
             napari_notify("error", f"Export of {layer.name} failed: {e}")
             return []

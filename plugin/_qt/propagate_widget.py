@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWid
 
 from plugin._qt.qt_helpers import TaskProgress, button
 from plugin.jobs.stack_runs import PROPAGATE
+from plugin.tracks import show_tracks
 from protocol.wire.propagate import DIRECTIONS
 
 if TYPE_CHECKING:
@@ -93,9 +94,13 @@ class PropagateBox(QGroupBox):
             return []
         return [int(i) for i in np.unique(slice_view(layer, plane)) if i]
 
-    def _done(self, _completed: bool) -> None:
+    def _done(self, completed: bool) -> None:
         self.task.finish()
         self.set_connected(self._connected)
+        layer = self.table.layer
+        if completed and layer is not None:  # a time-lapse: its Tracks layer follows (plugin/tracks.py)
+            c = self.controller
+            show_tracks(c.viewer, layer, c.dispatch, lambda message: c.notify("warning", message))
 
     def set_connected(self, connected: bool) -> None:
         """Enable starting only while a worker answers (a running propagation can always be cancelled)."""

@@ -57,6 +57,11 @@ class Coalescer(QObject):
         except RuntimeError:  # the owning widget was destroyed (viewer closed): nothing to refresh
             self._pending.clear()
 
+    @property
+    def pending(self) -> bool:
+        """Whether calls are scheduled that have not run yet."""
+        return bool(self._pending)
+
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
         for fn in pending:

@@ -1,6 +1,7 @@
 """The "SAM2 Segmentation" dock widget: connection, then three tabs.
 
-* **Segment**: prompts, labeling mode, AUTO-SEGMENT (slice and stack), embeddings ahead
+* **Segment**: prompts and labeling mode (:mod:`plugin._qt.prompt_widget`), AUTO-SEGMENT
+  (slice and stack: :mod:`plugin._qt.auto_widget`), embeddings ahead
   (prefetch, Encode stack: :mod:`plugin._qt.encode_widget`), names;
 * **Labels**: the label list (:mod:`plugin._qt.label_table_widget`), propagation
   (:mod:`plugin._qt.propagate_widget`) and export (:mod:`plugin._qt.export_widget`);
@@ -26,19 +27,16 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image, Labels
+from napari.layers import Image
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import (
     QApplication,
-    QButtonGroup,
-    QCheckBox,
     QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QRadioButton,
     QScrollArea,
     QSizePolicy,
     QTabWidget,
@@ -46,16 +44,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from plugin import user_settings
 from plugin._qt.auto_widget import AutoBox
 from plugin._qt.box_question import ask_box_resolution
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
-from plugin._qt.export_widget import ExportBox
+from plugin._qt.export_widget import ExportBox, layer_provenance, matching_image
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
+from plugin._qt.prompt_widget import ModeBox, PromptBox
 from plugin._qt.propagate_widget import PropagateBox
-from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
+from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button
+from plugin._qt.tracks_widget import TracksBox
 from plugin.calibration import CalibrationOffers, napari_offer
 from plugin.connection.backend import (
     BackendStatus,
@@ -70,13 +69,13 @@ from plugin.connection.link_state import LinkTracker
 from plugin.connection.session import Session
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.jobs.controller import Applied, Controller, same_layer
-from plugin.labels.ops import LabelMode
 from plugin.view import napari_redraw
-from plugin.view.picking import PICK_WAITING, pick_once
+from protocol.formats.provenance import Provenance
 from protocol.wire.errors import ClientError, ProtocolError
 
 if TYPE_CHECKING:
     import napari.viewer
+    from napari.layers import Labels
 
 REFRESH_INTERVAL_MS = 1_000
 """How often a connected backend is checked (one small request to the broker): a broker restart
@@ -90,15 +89,6 @@ _OK, _BAD = "color: #3c3;", "color: #e55;"
 ADDRESS_TIP = (
     "Broker frontend (env SAM2_BROKER_ADDRESS). At a local address where no broker answers, "
     "the plugin starts an embedded backend and stops it when napari closes."
-)
-ONLY_BACKGROUND_KEY = "labels/only_background"
-ONLY_BACKGROUND_TIP = (
-    "New objects (Add mode and AUTO-SEGMENT) fill only background: labels already there are never "
-    "painted over. Untick to let new objects paint over them."
-)
-NO_IMAGE = (
-    "open an image first (File > Open, or File > Open Sample > SAM2 Segmentation > Cell), "
-    "then choose it in the Image box."
 )
 CPU_NOTICE = (
     "SAM2 runs on the CPU here: the first prompt on each new image takes a few seconds "
@@ -123,7 +113,6 @@ class SamWidget(QWidget):
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None
         self._connector: LatestOnly[Any] = LatestOnly(name="sam2-connect")
-        self._cancel_pick = lambda: None
         self._closed = False
         self._lost = False
         self._missed = 0
@@ -182,8 +171,18 @@ class SamWidget(QWidget):
         column = QVBoxLayout(page)
         self.auto_box = AutoBox(self.controller)
         self.encode_box = EncodeBox(self.controller)
-        for box in (self._prompt_box(), self._mode_box(), self.auto_box, self.encode_box):
+        self.prompt_box = PromptBox(self.viewer, self.controller)
+        self.mode_box = ModeBox(self.viewer, self.controller)
+        for box in (self.prompt_box, self.mode_box, self.auto_box, self.encode_box):
             column.addWidget(box)
+        prompts, modes = self.prompt_box, self.mode_box  # the controls tests and scripts reach for
+        self.points_button, self.box_button = prompts.points_button, prompts.box_button
+        self.new_button, self.negative = prompts.new_button, prompts.negative
+        self.start_points, self.start_box = prompts.start_points, prompts.start_box
+        self.add_radio, self.refine_radio = modes.add_radio, modes.refine_radio
+        self.keep_labels, self.refine_op = modes.keep_labels, modes.refine_op
+        self.refine_layer, self.refine_id = modes.refine_layer, modes.refine_id
+        self.pick_button = modes.pick_button
         self.points_per_side = self.auto_box.points_per_side
         self.auto_button, self.progress_bar = self.auto_box.auto_button, self.auto_box.progress_bar
         self.names = NameWidget(self.viewer, self)
@@ -203,62 +202,13 @@ class SamWidget(QWidget):
         self.labels = LabelTable(self.viewer, self.controller)
         self.labels.on_named = self.names.attach
         self.propagate_box = PropagateBox(self.controller, self.labels)
-        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer)
+        self.export_box = ExportBox(self.viewer, lambda: self.labels.layer, self._export_provenance)
+        self.tracks_box = TracksBox(self.controller, self.labels)
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
+        column.addWidget(self.tracks_box)
         column.addWidget(self.export_box)
         return page
-
-    def _prompt_box(self) -> QGroupBox:
-        box = QGroupBox("Prompts")
-        grid = QVBoxLayout(box)
-        row = QHBoxLayout()
-        self.points_button = button("Point prompts", self.start_points)
-        self.box_button = button("Box prompts", self.start_box)
-        self.new_button = button("New object (N)", self.controller.new_object)
-        for widget in (self.points_button, self.box_button, self.new_button):
-            row.addWidget(widget)
-        grid.addLayout(row)
-        self.negative = QCheckBox("Negative points (or hold Shift / Alt / Ctrl while clicking)")
-        self.negative.toggled.connect(self.controller.set_negative)
-        grid.addWidget(self.negative)
-        return box
-
-    def _mode_box(self) -> QGroupBox:
-        box = QGroupBox("Labeling mode")
-        form = QFormLayout(box)
-        self.add_radio, self.refine_radio = QRadioButton("Add (new label)"), QRadioButton("Refine label")
-        self.add_radio.setChecked(True)
-        group = QButtonGroup(box)
-        row = QHBoxLayout()
-        for radio in (self.add_radio, self.refine_radio):
-            group.addButton(radio)
-            row.addWidget(radio)
-        form.addRow(row)
-        self.keep_labels = QCheckBox("Add without overwriting")
-        self.keep_labels.setToolTip(ONLY_BACKGROUND_TIP)
-        self.keep_labels.toggled.connect(self._set_only_background)
-        self.keep_labels.setChecked(user_settings.load(ONLY_BACKGROUND_KEY, True))
-        self._set_only_background(self.keep_labels.isChecked())
-        form.addRow(self.keep_labels)
-        self.refine_op = QComboBox()
-        self.refine_op.addItems([m.value for m in LabelMode if m is not LabelMode.ADD])
-        self.refine_layer = LayerCombo(self.viewer, Labels)
-        self.refine_id = spin_box(0, 2**31 - 1)
-        self.pick_button = button("Pick", self.pick_refine_label)
-        self.pick_button.setToolTip("Click a region in the viewer to choose its label")
-        row = QHBoxLayout()
-        row.addWidget(self.refine_id, 1)
-        row.addWidget(self.pick_button)
-        form.addRow("Operation", self.refine_op)
-        form.addRow("Labels layer", self.refine_layer)
-        form.addRow("Label id", row)
-        group.buttonToggled.connect(self._update_mode)
-        self.refine_op.currentIndexChanged.connect(self._update_mode)
-        self.refine_id.valueChanged.connect(self._update_mode)
-        self.refine_layer.layer_changed.connect(self._update_mode)
-        self._update_mode()
-        return box
 
     # -- connection -----------------------------------------------------------------
 
@@ -298,6 +248,11 @@ class SamWidget(QWidget):
                 lambda: self._connected(BackendStatus(address, error=str(error)), None)
             ),
         )
+
+    def _export_provenance(self, layer: Labels) -> Provenance:
+        """How ``layer`` was made (model, checkpoint, prompts per label): every export records it."""
+        status, image = self.status, matching_image(self.viewer, layer)
+        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, image)
 
     def _connected(self, status: BackendStatus, local: LocalBackend | None) -> None:
         if self._closed:
@@ -441,8 +396,7 @@ class SamWidget(QWidget):
         self.status_label.setStyleSheet(_OK if ok else _BAD)
 
     def _set_connected(self, connected: bool) -> None:
-        for widget in (self.points_button, self.box_button, self.new_button):
-            widget.setEnabled(connected)
+        self.prompt_box.set_connected(connected)
         self.auto_box.set_connected(connected)
         self.encode_box.set_connected(connected)
         self.propagate_box.set_connected(connected)
@@ -451,11 +405,6 @@ class SamWidget(QWidget):
         self.connect_button.setText("Reconnect" if connected else RECONNECT_NOW if lost else "Connect")
 
     # -- prompts and modes ------------------------------------------------------------
-
-    def _set_only_background(self, on: bool) -> None:
-        """New objects (Add, AUTO-SEGMENT) fill only background, or paint over labels; kept between runs."""
-        self.controller.results.only_background = bool(on)
-        user_settings.save(ONLY_BACKGROUND_KEY, bool(on))
 
     def _on_image(self, layer: Image | None) -> None:
         changed = not same_layer(layer, self.controller.image)
@@ -470,50 +419,6 @@ class SamWidget(QWidget):
         layer = getattr(event, "value", None)  # the inserted layer, or the newly active one
         if isinstance(layer, Image) and not same_layer(layer, self.controller.image):
             self.image_combo.set_layer(layer)
-
-    def start_points(self) -> None:
-        """Select the ``Prompt Points`` layer in add mode (creating it, showing it if hidden)."""
-        layer = self.controller.points_layer()
-        if self._show_prompt_layer(layer, "Point prompts") and layer is not None:
-            layer.mode = "add"
-
-    def start_box(self) -> None:
-        """Select the ``Bounding Box`` layer in rectangle mode (creating it, showing it if hidden)."""
-        layer = self.controller.box_layer()
-        if self._show_prompt_layer(layer, "Box prompts") and layer is not None:
-            layer.mode = "add_rectangle"
-
-    def _show_prompt_layer(self, layer: Any, what: str) -> bool:
-        """Make a prompt layer visible and active; say why not when there is no image."""
-        if layer is None:
-            self.controller.notify("warning", f"{what}: {NO_IMAGE}")
-            return False
-        if not layer.visible:
-            layer.visible = True
-            self.controller.notify(
-                "info", f"{layer.name} was hidden; it is shown again so that clicks add prompts."
-            )
-        self.viewer.layers.selection.active = layer
-        return True
-
-    def _update_mode(self, *_args: Any) -> None:
-        refine = self.refine_radio.isChecked()
-        for widget in (self.refine_op, self.refine_layer, self.refine_id, self.pick_button):
-            widget.setEnabled(refine)
-        mode = LabelMode(self.refine_op.currentText()) if refine else LabelMode.ADD
-        self.controller.set_mode(mode, self.refine_layer.layer(), self.refine_id.value())
-
-    def pick_refine_label(self) -> None:
-        """Wait for a click on a region of the refine layer (the button says so meanwhile)."""
-        layer = self.refine_layer.layer()
-        if layer is None:
-            self.controller.notify("warning", "Pick: choose the labels layer to refine first.")
-            return
-        self._cancel_pick()
-        self.pick_button.setText(PICK_WAITING)
-        self._cancel_pick = pick_once(
-            self.viewer, layer, self.refine_id.setValue, on_end=lambda: self.pick_button.setText("Pick")
-        )
 
     def _on_applied(self, applied: Applied) -> None:
         ids = ", ".join(map(str, applied.label_ids[:5])) + ("…" if len(applied.label_ids) > 5 else "")
@@ -574,7 +479,7 @@ class SamWidget(QWidget):
         self._watched_windows.clear()
         self._cancel_connect.set()  # abandons a local backend that is still starting
         self._connector.wait_idle(10.0)
-        self._cancel_pick()
+        self.mode_box.shutdown()
         self.auto_box.shutdown()
         self.encode_box.shutdown()
         self.controller.stack.cancel()

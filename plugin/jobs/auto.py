@@ -23,9 +23,9 @@ from plugin.jobs.context import JobContext
 from plugin.jobs.stack_runs import AUTO_STACK, StackRuns
 from plugin.jobs.submit import AUTO, Answers, Applied, submit
 from plugin.labels.ops import drop_small_objects
-from plugin.view.coords import OutsideImage, SlicePlane
+from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane, is_large, wire_slice
-from plugin.view.layers import AUTO_MASK, base_data, ensure_labels, plane_of, spatial_shape
+from plugin.view.layers import AUTO_MASK, base_data, ensure_labels
 from plugin.wording import plural, slice_text
 from protocol.geometry.compressed import CompressedPlane
 from protocol.geometry.windows import MAX_FACTOR, MODEL_INPUT
@@ -132,14 +132,10 @@ class AutoJobs:
                 "Wait for it, or cancel it first.",
             )
             return False
-        image = ctx.ready()
-        if image is None:
+        shown = ctx.shown_slice("AUTO-SEGMENT")
+        if shown is None:
             return False
-        try:
-            plane = plane_of(ctx.viewer, image, spatial_shape(image))
-        except (ValueError, OutsideImage) as e:
-            ctx.notify("warning", f"AUTO-SEGMENT: {e}")
-            return False
+        image, plane = shown
         layer = ensure_labels(ctx.viewer, image, AUTO_MASK, ctx.notify)
         session = ctx.connected()
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)

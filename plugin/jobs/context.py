@@ -17,6 +17,8 @@ from plugin.jobs.auto_settings import AutoSettings
 from plugin.jobs.results import Notify, Results
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.ops import LabelMode
+from plugin.view.coords import OutsideImage, SlicePlane
+from plugin.view.layers import plane_of, spatial_shape
 
 if TYPE_CHECKING:
     import napari
@@ -91,6 +93,18 @@ class JobContext:
             self.notify("warning", "Choose the image to segment in the SAM2 panel.")
             return None
         return self.image
+
+    def shown_slice(self, what: str) -> tuple[Image, SlicePlane] | None:
+        """The image to segment and its slice shown now, or None after telling the user why (``what``
+        names the job in the message)."""
+        image = self.ready()
+        if image is None:
+            return None
+        try:
+            return image, plane_of(self.viewer, image, spatial_shape(image))
+        except (ValueError, OutsideImage) as e:
+            self.notify("warning", f"{what}: {e}")
+            return None
 
     def connected(self) -> Session:
         """The session, for a job that was started after :meth:`ready` (raises if it is gone)."""

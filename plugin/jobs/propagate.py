@@ -9,6 +9,7 @@ undo step (:class:`plugin.jobs.stack_runs.StackRuns`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from protocol.ops.requests import (
 from protocol.wire.propagate import SlicePrompt
 
 if TYPE_CHECKING:
-    from napari.layers import Labels
+    from napari.layers import Image, Labels
 
 PROPAGATE_TIMEOUT_S = 600.0
 """Silence allowed between two slices of a propagation (the first slice also encodes the stack)."""
@@ -60,13 +61,10 @@ class Propagation:
         is left as it is.
         """
         ctx = self.ctx
-        found = self.runs.stack("Propagate")
+        found = self._stack_of(layer)
         if found is None:
             return False
         image, plane, axis = found
-        if tuple(layer.data.shape) != spatial_shape(image):
-            ctx.notify("warning", f"Propagate: {layer.name} does not have the shape of {image.name}.")
-            return False
         mask = slice_view(layer, plane) == label_id
         if label_id <= 0 or not mask.any():
             ctx.notify("warning", f"Propagate: label {label_id} is not on this slice of {layer.name}.")
@@ -103,20 +101,8 @@ class Propagation:
                 timeout_s=PROPAGATE_TIMEOUT_S,
             )
 
-        def done(answer: PropagateAnswer) -> None:
-            if run.finished:
-                return
-            self.runs.finish(run, not answer.cancelled)
-            written = f"label {label_id} written on {len(run.written)} slice(s) of {layer.name}"
-            if answer.cancelled:
-                ctx.notify(
-                    "warning", f"Propagate: the backend stopped after {answer.frames} slice(s); {written}."
-                )
-            else:
-                ctx.notify("info", f"Propagate: {written} (mode {mode.value}).")
-
         on_progress(0, run.frames, f"Propagate: sending {run.frames} slices…")
-        return self.runs.start(run, job, done)
+        return self.runs.start(run, job, self._answered(run, f"label {label_id}"))
 
     def propagate_labels(
         self, layer: Labels, label_ids: list[int], direction: str, on_progress: Progress, on_done: Done
@@ -139,13 +125,10 @@ class Propagation:
         """
         wanted = sorted({int(i) for i in label_ids if int(i) > 0})
         ctx = self.ctx
-        found = self.runs.stack("Propagate")
+        found = self._stack_of(layer)
         if found is None:
             return False
         image, plane, axis = found
-        if tuple(layer.data.shape) != spatial_shape(image):
-            ctx.notify("warning", f"Propagate: {layer.name} does not have the shape of {image.name}.")
-            return False
         corrections = self._corrections(layer, wanted, plane, axis, direction)
         if len(wanted) == 1 and not corrections:
             return self.propagate(layer, wanted[0], direction, on_progress, on_done)
@@ -201,21 +184,35 @@ class Propagation:
                 timeout_s=PROPAGATE_TIMEOUT_S,
             )
 
+        what = f"Propagate: {plural(len(ids), 'label')} from slice {run.source_index}{corrected}"
+        on_progress(0, run.frames, f"{what}: sending {run.frames} slices…")
+        return self.runs.start(run, job, self._answered(run, plural(len(ids), "label"), corrected))
+
+    def _stack_of(self, layer: Labels) -> tuple[Image, SlicePlane, int] | None:
+        """The image, the slice shown and the stack axis, when ``layer`` has the image's shape."""
+        found = self.runs.stack("Propagate")
+        if found is not None and tuple(layer.data.shape) != spatial_shape(found[0]):
+            self.ctx.notify("warning", f"Propagate: {layer.name} does not have the shape of {found[0].name}.")
+            return None
+        return found
+
+    def _answered(self, run: StackRun, what: str, corrected: str = "") -> Callable[[PropagateAnswer], None]:
+        """The end of ``run``: one undo step, and a notification saying what was written where."""
+        mode = self.ctx.mode
+
         def done(answer: PropagateAnswer) -> None:
             if run.finished:
                 return
             self.runs.finish(run, not answer.cancelled)
-            written = f"{plural(len(ids), 'label')} written on {len(run.written)} slice(s) of {layer.name}"
+            written = f"{what} written on {len(run.written)} slice(s) of {run.layer.name}"
             if answer.cancelled:
-                ctx.notify(
+                self.ctx.notify(
                     "warning", f"Propagate: the backend stopped after {answer.frames} slice(s); {written}."
                 )
             else:
-                ctx.notify("info", f"Propagate: {written} (mode {mode.value}){corrected}.")
+                self.ctx.notify("info", f"Propagate: {written} (mode {mode.value}){corrected}.")
 
-        what = f"Propagate: {plural(len(ids), 'label')} from slice {run.source_index}{corrected}"
-        on_progress(0, run.frames, f"{what}: sending {run.frames} slices…")
-        return self.runs.start(run, job, done)
+        return done
 
     def _corrections(
         self, layer: Labels, label_ids: list[int], plane: SlicePlane, axis: int, direction: str

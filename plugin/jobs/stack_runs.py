@@ -26,9 +26,8 @@ import numpy as np
 from plugin.jobs.context import JobContext
 from plugin.jobs.submit import submit
 from plugin.labels.history import Step
-from plugin.view.coords import OutsideImage, SlicePlane
+from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import stack_axis
-from plugin.view.layers import plane_of, spatial_shape
 from protocol.geometry.compressed import CompressedPlane
 from protocol.wire.errors import Superseded
 
@@ -127,14 +126,10 @@ class StackRuns:
         """The image, the slice shown and the stack axis for a job called ``what``; None: the user was
         told why there is none."""
         ctx = self.ctx
-        image = ctx.ready()
-        if image is None:
+        shown = ctx.shown_slice(what)
+        if shown is None:
             return None
-        try:
-            plane = plane_of(ctx.viewer, image, spatial_shape(image))
-        except (ValueError, OutsideImage) as e:
-            ctx.notify("warning", f"{what}: {e}")
-            return None
+        image, plane = shown
         axis = stack_axis(plane)
         if axis is None:
             ctx.notify("warning", f"{what} needs a stack (a 3D or higher image); {image.name} is 2D.")

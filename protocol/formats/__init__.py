@@ -9,7 +9,12 @@ nothing above it.
 * :mod:`protocol.formats.imagej`: ImageJ/Fiji-ready TIFF (calibration and names);
 * :mod:`protocol.formats.ngff`: OME-Zarr (NGFF 0.4) labels image with ``image-label`` names;
 * :mod:`protocol.formats.geojson`: one polygon feature per label, QuPath conventions;
-* :mod:`protocol.formats.measure`: a measurements table per label and slice.
+* :mod:`protocol.formats.measure`: a measurements table per label and slice;
+* :mod:`protocol.formats.tracks`: tracks of a labels time-lapse (CTC rules, lineage);
+* :mod:`protocol.formats.ctc`: Cell Tracking Challenge folders (masks + ``man_track.txt``);
+* :mod:`protocol.formats.geff_tracks`: GEFF graphs with their segmentation (``geff`` library);
+* :mod:`protocol.formats.provenance`: how a result was made, one record for every format;
+* :mod:`protocol.formats.provenance_files`: find that record in any output.
 
 The batch command (``sam2-batch --format``) uses the same writers as the
 plugin's export, so these modules import nothing from napari or Qt; zarr,

@@ -34,6 +34,7 @@ import numpy as np
 
 from protocol.formats.geometry import Geometry
 from protocol.formats.labels_file import LabelsFile
+from protocol.formats.provenance import Provenance
 from protocol.runtime.atomic import atomic_file
 
 GEOJSON_SUFFIXES = (".geojson",)
@@ -172,12 +173,14 @@ def write_geojson(
     names: Mapping[int, str],
     geometry: Geometry,
     coordinates: str = PIXEL,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write the labels as a GeoJSON FeatureCollection (atomically); return the path written.
 
     Args:
         path: the file (``.geojson`` is added when missing).
         data, names, geometry, coordinates: as :func:`labels_to_features`.
+        provenance: how the labels were made, as ``napari-sam2-broker.provenance`` of the collection.
     """
     target = geojson_path(path)
     array = np.asarray(data)
@@ -190,6 +193,7 @@ def write_geojson(
             "translate": list(geometry.translate),
             "units": list(geometry.units),
             "coordinates": coordinates,
+            "provenance": None if provenance is None else provenance.to_dict(),
         },
         "features": labels_to_features(array, names, geometry, coordinates),
     }
@@ -197,6 +201,14 @@ def write_geojson(
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return target
+
+
+def read_geojson_provenance(path: str | os.PathLike[str]) -> Provenance | None:
+    """The provenance record of a GeoJSON file we wrote, None when it has none."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    stored = document.get(COLLECTION_KEY) if isinstance(document, dict) else None
+    record = stored.get("provenance") if isinstance(stored, dict) else None
+    return None if record is None else Provenance.from_dict(record)
 
 
 def is_geojson(path: str | os.PathLike[str]) -> bool:

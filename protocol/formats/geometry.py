@@ -11,7 +11,7 @@ pixel size. :class:`Geometry` holds them once, in the array's axis order.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,13 +152,6 @@ class Geometry:
         checked = tuple(_unit_for_axis(axis, name) for axis, name in zip(axes, names, strict=True))
         return cls(axes, scale_t, shift, checked)
 
-    @classmethod
-    def from_layer_meta(cls, ndim: int, meta: Mapping[str, Any]) -> Geometry:
-        """From the ``meta`` dict of a napari layer data tuple (what npe2 writers receive)."""
-        return cls.from_layer(
-            ndim, meta.get("scale"), meta.get("translate"), meta.get("units"), meta.get("axis_labels")
-        )
-
     @property
     def ndim(self) -> int:
         return len(self.axes)
@@ -187,14 +180,6 @@ class Geometry:
         """The unit of the image plane (``y`` and ``x``), None when unknown or they differ."""
         y, x = self.unit("y"), self.unit("x")
         return y if y == x else None
-
-    def napari_kwargs(self) -> dict[str, Any]:
-        """``scale``, ``translate`` and (when known) ``units`` and ``axis_labels`` for a napari layer."""
-        kwargs: dict[str, Any] = {"scale": self.scale, "translate": self.translate}
-        if any(u is not None for u in self.units):
-            kwargs["units"] = tuple(u or "pixel" for u in self.units)
-        kwargs["axis_labels"] = tuple(self.axes)
-        return kwargs
 
 
 def _unit_for_axis(axis: str, name: str | None) -> str | None:

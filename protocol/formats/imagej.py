@@ -25,6 +25,7 @@ import numpy as np
 import tifffile
 
 from protocol.formats.geometry import IMAGEJ_LENGTH, SECONDS_PER, Geometry
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 
 FLOAT_EXACT_MAX = 1 << 24
 IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
@@ -80,6 +81,7 @@ def write_imagej(
     geometry: Geometry,
     extra: Mapping[str, Any] | None = None,
     dtype: np.dtype[Any] | type[np.generic] | None = None,
+    provenance: Provenance | None = None,
 ) -> bool:
     """Write ``data`` as an ImageJ hyperstack TIFF; False (nothing written) when ImageJ cannot hold it.
 
@@ -91,6 +93,7 @@ def write_imagej(
         extra: JSON-able facts stored in the ``napari-sam2-broker`` property (names, scale...).
         dtype: the pixel type to store, an ImageJ type at least as wide as :func:`imagej_dtype`
             (``sam2-batch`` asks for uint16 so every file of a run has one type); None: the smallest.
+        provenance: how the labels were made, as the ImageJ property ``sam2.provenance`` (JSON).
     """
     needed = imagej_dtype(data)
     layout = imagej_axes(geometry)
@@ -111,6 +114,7 @@ def write_imagej(
         "Properties": {
             PROPERTIES_KEY: json.dumps(dict(extra or {}), sort_keys=True),
             **{NAME_PROPERTY.format(i): n for i, n in sorted(names.items())},
+            **({} if provenance is None else {PROVENANCE_KEY: provenance.to_json()}),
         },
     }
     unit = geometry.length_unit
@@ -169,6 +173,18 @@ def read_imagej(tif: tifffile.TiffFile) -> tuple[np.ndarray, dict[str, Any]] | N
     if data.dtype.kind == "f":
         data = data.astype(np.uint32)
     return data, facts
+
+
+def read_provenance(tif: tifffile.TiffFile) -> Provenance | None:
+    """The ``sam2.provenance`` ImageJ property of a TIFF, None when it has none.
+
+    Raises:
+        ProvenanceError: the property is there but not a valid record.
+    """
+    properties = (tif.imagej_metadata or {}).get("Properties")
+    if not isinstance(properties, dict) or PROVENANCE_KEY not in properties:
+        return None
+    return Provenance.from_json(properties[PROVENANCE_KEY])
 
 
 def calibration(tif: tifffile.TiffFile) -> dict[str, Any]:

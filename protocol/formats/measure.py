@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from protocol.formats.geometry import Geometry
+from protocol.formats.provenance import Provenance, sidecar_path, write_sidecar
 from protocol.runtime.atomic import atomic_file
 
 MEASUREMENTS_SUFFIX = ".measurements.csv"
@@ -286,12 +287,19 @@ def write_measurements(
     names: Mapping[int, str],
     geometry: Geometry,
     image: np.ndarray | None = None,
+    provenance: Provenance | None = None,
 ) -> Path:
-    """Write the measurements CSV atomically; return its path (see :func:`measure`)."""
+    """Write the measurements CSV atomically; return its path (see :func:`measure`).
+
+    ``provenance`` goes to the sidecar ``NAME.measurements.provenance.json``
+    (:func:`protocol.formats.provenance.sidecar_path`).
+    """
     target = measurements_path(path)
     rows = measure(data, names, geometry, image)
     channels = _channels(_intensity(image, np.shape(data)), np.ndim(data))
     text = measurements_csv_text(rows, columns_for(geometry, channels))
     with atomic_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    if provenance is not None:
+        write_sidecar(sidecar_path(target), provenance)
     return target

@@ -3,7 +3,7 @@
 Layout (the NGFF labels layout, zarr v2, NGFF 0.4 so Fiji, QuPath-era tools
 and napari-ome-zarr all read it)::
 
-    cells.ome.zarr/                 root group
+    cells.ome.zarr/                 root group (optionally the source image: protocol/formats/ngff_image.py)
     └── labels/                     {"labels": ["cells"]}
         └── cells/                  multiscales (axes with units, scale + translation)
             ├── s0 ...              + "image-label": {"properties": [{"label-value": 4,
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import numpy as np
 
 from protocol.formats.geometry import Geometry
 from protocol.formats.labels_file import LabelsFile
+from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_dir
 
 NGFF_SUFFIXES = (".ome.zarr", ".zarr")
@@ -73,6 +74,8 @@ def write_ngff_labels(
     names: Mapping[int, str],
     geometry: Geometry,
     name: str = "labels",
+    image: Callable[[Any], None] | None = None,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Write ``data`` as the NGFF label image ``labels/<name>`` of a new store at ``path``; return the store.
 
@@ -82,6 +85,9 @@ def write_ngff_labels(
         names: ``{label_id: name}`` (stored as ``image-label`` properties).
         geometry: axes, pixel size, origin and units (units None: not written).
         name: the label image's name (made safe for a zarr path).
+        image: called with the store's root group before the store is moved into place, to
+            write the source image there (:func:`protocol.formats.ngff_image.write_image_pyramid`).
+        provenance: how the labels were made, as the root group's ``sam2.provenance`` attribute.
     """
     import dask.array as da
     import zarr
@@ -112,7 +118,21 @@ def write_ngff_labels(
             label_metadata={"properties": image_label_properties(names)},
         )
         _add_translation(root[f"labels/{group_name}"], geometry.translate)
+        if image is not None:
+            image(root)
+            link_to_root_image(root, group_name)
+        if provenance is not None:
+            root.attrs[PROVENANCE_KEY] = provenance.to_dict()
     return store
+
+
+def link_to_root_image(root: Any, group_name: str) -> None:
+    """Name the store's root image as the source of label image ``labels/<group_name>`` (NGFF
+    ``image-label.source``), so readers pair them."""
+    label_group = root[f"labels/{group_name}"]
+    image_label = dict(label_group.attrs.get("image-label") or {"version": NGFF_VERSION})
+    image_label["source"] = {"image": "../../"}
+    label_group.attrs["image-label"] = image_label
 
 
 def _add_translation(group: Any, translate: tuple[float, ...]) -> None:
@@ -176,6 +196,12 @@ def is_ngff_labels(path: str | os.PathLike[str]) -> bool:
         return bool(_label_groups(_open(p)))
     except Exception:  # zarr raises many kinds of error for a folder that is not a store
         return False
+
+
+def read_ngff_provenance(path: str | os.PathLike[str]) -> Provenance | None:
+    """The ``sam2.provenance`` attribute of the store's root group, None when it has none."""
+    record = dict(_open(path).attrs).get(PROVENANCE_KEY)
+    return None if record is None else Provenance.from_dict(record)
 
 
 def read_ngff_labels(path: str | os.PathLike[str]) -> list[LabelsFile]:

@@ -458,16 +458,3 @@ def grow_window(
         window.slice_shape, region, model_input=model_input, margin_px=margin_px, max_factor=max_factor
     )
     return None if new == window else new
-
-
-def paste_mask(target: Any, mask: np.ndarray, offset: tuple[int, int], value: int | bool = True) -> None:
-    """Write ``value`` where ``mask`` is True into ``target`` at ``offset`` (row0, col0).
-
-    Only the mask's rectangle of ``target`` is read and written (works for
-    numpy and zarr arrays).
-    """
-    row0, col0 = offset
-    region = (slice(row0, row0 + mask.shape[0]), slice(col0, col0 + mask.shape[1]))
-    patch = np.asarray(target[region]).copy()
-    patch[mask] = value
-    target[region] = patch

@@ -108,7 +108,11 @@ class MDPClient:
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if self.curve is not None:
             self.curve.apply(sock)
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        try:
+            self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        except zmq.ZMQError as e:  # no monitor: a lost broker is then noticed by the silence timeout only
+            log.warning("no socket monitor on the broker connection (%s): a restart is noticed late", e)
+            self._monitor = None
         sock.connect(self.endpoint)
         self.socket = sock
 

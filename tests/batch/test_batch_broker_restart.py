@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from bench.discs import disc_image, scattered_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner, wait_until
 from tests.support.standin_backend import HEARTBEAT_INTERVAL_S, HEARTBEAT_LIVENESS, SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 IMAGES = 16
 DELAY_S = 1.0  # per request: 16 images on 2 workers take ~8 s undisturbed

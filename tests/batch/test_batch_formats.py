@@ -19,12 +19,12 @@ import shapely
 import tifffile
 
 from batch.outputs import output_path, write_output
+from bench.discs import disc_image, scattered_discs
 from plugin.export import read_any
 from protocol.formats import geojson, imagej, ngff
 from protocol.formats.geometry import Geometry
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 SHAPE = (200, 240)
 

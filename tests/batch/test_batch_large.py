@@ -1,6 +1,6 @@
 """``sam2-batch`` on images larger than the model's input, with the deterministic stand-in worker.
 
-The stand-in (tests/support/standin_worker.py) sees what it is sent at <= 1024 px,
+The stand-in (``python -m workers --model standin-blobs``) sees what it is sent at <= 1024 px,
 like SAM, and labels bright discs, so the right answer is known: tiled, every
 disc comes back once and whole; sent whole (``--no-tiling``), coarse. Stacks
 keep one id per disc through the slices unless ``--per-slice-ids``. A label
@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.support.discs import disc_scores
+from bench.discs import disc_image, disc_scores, scattered_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 # Runs the batch and prints its peak resident memory (KiB) as the last line: VmHWM of its own
 # address space (ru_maxrss would include the parent's memory at the time of the fork).

@@ -8,6 +8,7 @@ a slice segmented as tiles names its tiles' requests in ``summary.csv``
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import subprocess
 import sys
@@ -15,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import tifffile
 
 from batch.inputs import discover
 from batch.outputs import request_ids_text
+from bench.discs import disc_image, scattered_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner, log_text
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 REQUEST_ID = "[0-9a-f]{32}"
 
@@ -38,7 +40,7 @@ def write_ome_zarr(path: Path, image: np.ndarray) -> None:
     ]  # fmt: skip
 
 
-def test_a_folder_contributes_its_ome_zarr_images(tmp_path: Path) -> None:
+def test_a_folder_contributes_its_ome_zarr_images(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = tmp_path / "plate"
     folder.mkdir()
     tifffile.imwrite(folder / "b.tif", np.zeros((8, 8), np.uint8))
@@ -46,7 +48,9 @@ def test_a_folder_contributes_its_ome_zarr_images(tmp_path: Path) -> None:
     (folder / "c.zarr").mkdir()
     (folder / "notes").mkdir()  # a plain sub-folder is not searched
     (folder / "readme.txt").write_text("not an image")
-    assert discover([folder]) == [folder / "a.ome.zarr", folder / "b.tif", folder / "c.zarr"]
+    with caplog.at_level(logging.INFO, logger="batch.inputs"):
+        assert discover([folder]) == [folder / "a.ome.zarr", folder / "b.tif", folder / "c.zarr"]
+    assert "2 entries are not inputs" in caplog.text and "notes/, readme.txt" in caplog.text
 
 
 def test_request_ids_text() -> None:

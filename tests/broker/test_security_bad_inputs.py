@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import zmq
 
+from bench.fuzzing import PickleBomb
 from protocol.wire import codec
 from protocol.wire.image_key import image_key
 from tests.support.broker_peers import BrokerHandle, RawClient, request_body, start_broker
-from tests.support.fuzzing import PickleBomb
 from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
 
 pytestmark = pytest.mark.model

@@ -57,7 +57,8 @@ def test_export_box_writes_each_format_and_napari_reopens_it(scene, tmp_path: Pa
     viewer, labels, data = scene
     box = ExportBox(viewer, lambda: labels)
     keys = ["tiff", "ome-zarr", "geojson", "geojson-physical", "measurements"]
-    assert [box.format_combo.itemData(i) for i in range(box.format_combo.count())] == keys
+    tracks = ["ctc", "geff"]  # time-lapse formats: tests/plugin/test_tracks_gui.py
+    assert [box.format_combo.itemData(i) for i in range(box.format_combo.count())] == keys + tracks
     written = {}
     for key in keys:
         box.set_choice(key)

@@ -18,6 +18,7 @@ import time
 import numpy as np
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
+from bench.discs import disc_image
 from plugin._qt.widget import RECONNECT_NOW, SamWidget
 from plugin.connection.link_state import CONNECTED, NO_BROKER
 from plugin.jobs.controller import POINTS
@@ -27,7 +28,6 @@ from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
 from tests.support.standin_backend import SERVICE
-from tests.support.standin_worker import disc_image
 
 pytestmark = GUI_TEST_MARKS
 
@@ -48,7 +48,7 @@ def start_broker(
 
 def start_standin(spawn: ProcessSpawner, backend: str) -> subprocess.Popen:
     proc = spawn(
-        [PYTHON, "-m", "tests.support.standin_worker", "--connect", backend, "--service", SERVICE, *BEAT],
+        [PYTHON, "-m", "workers", "--model", SERVICE, "--connect", backend, *BEAT],
         "standin",
     )
     assert wait_until(lambda: "worker ready" in log_text(proc), 60), log_text(proc)

@@ -1,5 +1,5 @@
-"""Embeddings ahead of clicks (issue 14): prefetch under the view and Encode stack, against real broker
-and stand-in worker processes (tests/support/standin_worker.py) in a real viewer under Xvfb.
+"""Embeddings ahead of clicks: prefetch under the view and Encode stack, against real broker
+and stand-in worker processes (``python -m workers --model standin-blobs``) in a real viewer under Xvfb.
 
 The stand-in counts, per worker, the requests by op, the images it received and its encoder runs; a
 click whose image was embedded ahead goes with its key only, so ``images_received`` does not move.
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.discs import disc_image
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import POINTS, Applied
 from plugin.jobs.encode_plan import FIT, EncodePlan
@@ -23,7 +24,6 @@ from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image
 
 pytestmark = GUI_TEST_MARKS
 

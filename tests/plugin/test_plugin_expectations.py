@@ -1,4 +1,4 @@
-"""What users of such tools expect (issue 12): "Add without overwriting", a minimum object area,
+"""What users of such tools expect: "Add without overwriting", a minimum object area,
 and uint8 images sent as they are shown (narrowed contrast limits applied). Pure logic here;
 the widget side is in tests/plugin/test_plugin_first_run.py."""
 

@@ -1,7 +1,7 @@
-"""What a new user hit on a first run (issue 12), through the dock widget in a real napari viewer.
+"""What a new user hit on a first run, through the dock widget in a real napari viewer.
 
 Tests that need answers talk to a real broker and a deterministic stand-in
-worker (tests/support/standin_worker.py, one for the module): what they check
+worker (``python -m workers --model standin-blobs``, one for the module): what they check
 is the plugin's (where prompts go, refusals, minimum area, keep-labels); the
 real SAM2 worker's answers in the widget are tested in test_plugin_widget.py.
 The others need no backend (the widget then says it is not connected, which
@@ -18,15 +18,15 @@ import numpy as np
 import psutil
 import pytest
 
+from bench.discs import disc_image
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import AUTO, POINTS
 from plugin.view.layers import BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS, plane_of
 from plugin.view.picking import PICK_CURSOR, PICK_HELP, PICK_WAITING
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import cell, click_point, dock_widget
+from tests.support.plugin_helpers import cell, click_point, dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner, free_endpoint
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image
 
 pytestmark = GUI_TEST_MARKS
 
@@ -80,7 +80,7 @@ def notes_of(widget: SamWidget) -> list[tuple[str, str]]:
     return notes
 
 
-# -- 5: memory ---------------------------------------------------------------------------------------
+# -- memory ---------------------------------------------------------------------------------------
 
 
 def rss_mb() -> float:
@@ -107,11 +107,11 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
         widget.names.name_edit.setText("cell")
         widget.names.name_button.click()  # a name table and a names overlay
         qtbot.waitUntil(lambda la=labels: f"{la.name} names" in viewer.layers, timeout=5000)
-        qtbot.wait(150)  # the table and the overlay redraw
+        wait_for_redraws(qtbot, widget)  # the table and the overlay
         assert widget.labels.table.rowCount() == 2
         viewer.layers.remove(labels)
         del labels
-        qtbot.wait(150)
+        wait_for_redraws(qtbot, widget)
         readings.append(rss_mb())
     growth = readings[-1] - readings[0]
     assert growth < 0.1 * readings[0], readings  # each round held 64 MB of labels and 30 MB of history
@@ -122,7 +122,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
     assert not widget.names.overlays
 
 
-# -- 6: the Image box follows the user --------------------------------------------------------------
+# -- the Image box follows the user --------------------------------------------------------------
 
 
 def test_prompts_go_to_the_image_the_user_adds_or_selects(shared_backend, connect, qtbot) -> None:
@@ -144,7 +144,7 @@ def test_prompts_go_to_the_image_the_user_adds_or_selects(shared_backend, connec
     assert "on second" in widget.result.text() and f"{POINTS_MASK} (second)" in widget.result.text()
 
 
-# -- 7: Point prompts explain themselves -------------------------------------------------------------
+# -- Point prompts explain themselves -------------------------------------------------------------
 
 
 def test_point_prompts_without_an_image_or_with_the_layer_hidden_say_why(offline, qtbot) -> None:
@@ -167,7 +167,7 @@ def test_point_prompts_without_an_image_or_with_the_layer_hidden_say_why(offline
     assert "shown again" in notes[-1][1]
 
 
-# -- 8: prompt layers follow the image -------------------------------------------------------------------
+# -- prompt layers follow the image -------------------------------------------------------------------
 
 
 def test_prompt_layers_follow_the_current_images_transform_and_dimensions(offline, qtbot) -> None:
@@ -206,7 +206,7 @@ def test_prompt_layers_follow_the_current_images_transform_and_dimensions(offlin
     assert viewer.layers.selection.active is stack  # the user's selection is kept
 
 
-# -- 9: the names summary follows renames -----------------------------------------------------------------
+# -- the names summary follows renames -----------------------------------------------------------------
 
 
 def test_names_summary_follows_a_rename_in_the_labels_table(offline, qtbot) -> None:
@@ -220,7 +220,7 @@ def test_names_summary_follows_a_rename_in_the_labels_table(offline, qtbot) -> N
     widget.names.name_button.click()
     assert widget.names.names_label.text() == "2: debris"
     widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(150)  # the table's coalesced redraw
+    wait_for_redraws(qtbot, widget)  # the table's
     table = widget.labels.table
     row = [table.item(r, 1).text() for r in range(table.rowCount())].index("2")
     table.item(row, 2).setText("cell fragment")  # renamed in the Labels tab
@@ -229,12 +229,12 @@ def test_names_summary_follows_a_rename_in_the_labels_table(offline, qtbot) -> N
     widget.labels.select(2)
     widget.labels.delete_button.click()
     assert widget.names.names_label.text() == "No named labels yet."
-    qtbot.wait(150)
+    wait_for_redraws(qtbot, widget)
     widget.labels.undo_button.click()
     assert widget.names.names_label.text() == "2: cell fragment"
 
 
-# -- 10: one AUTO-SEGMENT at a time -------------------------------------------------------------------------
+# -- one AUTO-SEGMENT at a time -------------------------------------------------------------------------
 
 
 def test_auto_segment_is_refused_while_the_stack_runs_and_the_reverse(shared_backend, connect, qtbot) -> None:
@@ -261,11 +261,11 @@ def test_auto_segment_is_refused_while_the_stack_runs_and_the_reverse(shared_bac
     assert AUTO in widget.controller.applied  # the slice's answer was written
 
 
-# -- 12: minor -------------------------------------------------------------------------------------------
+# -- minor -------------------------------------------------------------------------------------------
 
 
 def table_rows(widget: SamWidget, qtbot) -> list[tuple[int, int]]:
-    qtbot.wait(150)  # the table's coalesced redraw
+    wait_for_redraws(qtbot, widget)  # the table's
     table = widget.labels.table
     return [
         (int(table.item(r, 1).text()), int(table.item(r, 3).text().replace(",", "")))

@@ -1,6 +1,6 @@
 """The napari plugin on slices larger than the model's input, against the deterministic stand-in worker.
 
-The stand-in worker (tests/support/standin_worker.py) labels the bright component
+The stand-in worker (``python -m workers --model standin-blobs``) labels the bright component
 under a prompt in what it is sent, looked at <= 1024 px: a disc comes back
 exact only when the plugin sends a native-resolution window around the
 click and pastes the answer at the window's offset. Real viewer under Xvfb,
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
+from bench.discs import disc_image, disc_scores, scattered_discs
 from plugin._qt.auto_widget import TILE_SIZE_KEY
 from plugin._qt.encode_widget import PREFETCH_KEY
 from plugin._qt.widget import SamWidget
@@ -24,12 +25,10 @@ from plugin.jobs.controller import AUTO, POINTS, Applied
 from plugin.user_settings import load, save
 from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.geometry.windows import Window, window_for_prompt
-from tests.support.discs import disc_scores
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 pytestmark = GUI_TEST_MARKS
 

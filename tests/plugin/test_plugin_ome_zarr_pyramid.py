@@ -4,7 +4,7 @@ napari-ome-zarr gives napari a multiscale layer of dask arrays. A click must
 read one native-resolution window of level 0 (never the whole slice) and the
 answer must land exactly on the object, with the layer's physical scale.
 Real viewer under Xvfb, real broker and the deterministic stand-in worker
-(tests/support/standin_worker.py), whose right answer is the disc.
+(``python -m workers --model standin-blobs``), whose right answer is the disc.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.discs import disc_image
 from plugin._qt.encode_widget import PREFETCH_KEY
 from plugin.jobs.controller import POINTS
 from plugin.user_settings import save
@@ -22,7 +23,6 @@ from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
-from tests.support.standin_worker import disc_image
 
 pytestmark = GUI_TEST_MARKS
 

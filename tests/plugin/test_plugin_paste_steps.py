@@ -1,4 +1,4 @@
-"""Pasting a tiled AUTO-SEGMENT result into a labels layer: the GUI thread's cost (issue 14).
+"""Pasting a tiled AUTO-SEGMENT result into a labels layer: the GUI thread's cost.
 
 A stitched large slice is pasted rectangle by rectangle (the tiles' cores);
 napari redraws after a ``data_setitem`` unless told not to, and on a slice
@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Labels
 
+from bench.discs import disc_image, scattered_discs
 from plugin.jobs.results import Results
 from plugin.view.coords import SlicePlane
 from protocol.geometry.compressed import CompressedPlane
 from protocol.geometry.grid import tile_grid
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.standin_worker import disc_image, scattered_discs
 
 pytestmark = GUI_TEST_MARKS
 

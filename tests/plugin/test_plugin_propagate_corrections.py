@@ -1,6 +1,6 @@
 """Propagate with corrections on later slices, through the dock widget, against the stand-in worker.
 
-The stand-in (tests/support/standin_worker.py) tracks each object as the bright
+The stand-in (``python -m workers --model standin-blobs``) tracks each object as the bright
 component overlapping it on the previous slice, and a prompt on a later slice
 restarts the object there, so the right answer is known: disc A is on slices
 0..2 and gone after; disc D (a different object) appears on slice 5 and
@@ -20,7 +20,7 @@ from plugin._qt.widget import SamWidget
 from plugin.jobs.stacks import PROPAGATE
 from plugin.view.layers import PROMPT_POINTS
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import click_point, dock_widget
+from tests.support.plugin_helpers import click_point, dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -65,7 +65,7 @@ def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
     start[0][a[0]] = LABEL
     labels = viewer.add_labels(start, name="tracked")
     widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(120)
+    wait_for_redraws(qtbot, widget)
     return viewer, widget, labels, a, d
 
 

@@ -1,6 +1,6 @@
 """Propagate several labels in one pass through the dock widget, against the deterministic stand-in worker.
 
-The stand-in (tests/support/standin_worker.py) tracks each object as the bright
+The stand-in (``python -m workers --model standin-blobs``) tracks each object as the bright
 component overlapping it on the previous slice, so the right answer is known:
 two discs drifting through a 5-slice stack keep their two ids, a disc that
 vanishes stops (and is not picked up again when a disc reappears there), an
@@ -16,7 +16,7 @@ import pytest
 from plugin._qt.propagate_widget import ALL_ON_SLICE, SELECTED
 from plugin.jobs.stacks import PROPAGATE
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import dock_widget
+from tests.support.plugin_helpers import dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -60,7 +60,7 @@ def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
     labels = viewer.add_labels(start, name="tracked")
     widget.tabs.setCurrentIndex(1)
     widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(120)
+    wait_for_redraws(qtbot, widget)
     viewer.dims.set_point(0, 2)
     return viewer, widget, labels, a, b
 

@@ -18,6 +18,7 @@ from plugin.labels.names import METADATA_KEY
 from plugin.labels.ops import LabelMode, compute_edit
 from plugin.view.layers import POINTS_MASK, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import wait_for_redraws
 
 pytestmark = GUI_TEST_MARKS
 
@@ -114,7 +115,7 @@ def test_screenshot_shows_masks_and_names(make_napari_viewer, make_backend, qtbo
     # the Labels tab: the list of the layer's labels, one selected; then the Backend tab
     widget.tabs.setCurrentIndex(1)
     widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(200)
+    wait_for_redraws(qtbot, widget)
     table = widget.labels.table
     rows = [tuple(table.item(r, c).text() for c in (1, 2, 3)) for r in range(table.rowCount())]
     assert rows == [("1", "cell", f"{cell_mask.sum():,}"), ("2", "debris", f"{debris.sum():,}")]

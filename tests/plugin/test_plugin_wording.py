@@ -1,4 +1,5 @@
-"""The words the plugin shows: plurals and slice names (issue 12: "1 objects", "slice (None, None)")."""
+"""The words the plugin shows: plurals and slice names ("1 object", never "1 objects" or
+"slice (None, None)")."""
 
 from __future__ import annotations
 

@@ -187,3 +187,34 @@ def test_services_lists_registered_workers(broker) -> None:
 def test_services_without_broker_times_out() -> None:
     with SamClient(free_endpoint(), SERVICE) as client, pytest.raises(RequestTimeout, match="no answer"):
         client.services(timeout_s=0.3)
+
+
+def test_a_request_lost_with_a_restarted_broker_is_sent_again_at_once(spawn) -> None:
+    """Broker SIGKILLed while it holds a request, back on the same ports 1 s later: the client sees
+    the connection drop and resends at once (logged, counted), long before its 60 s silence timeout."""
+    from protocol.ops.requests import auto
+    from protocol.wire.wire_image import WireImage
+    from tests.support.standin_backend import StandinBackend
+    from tests.support.standin_worker import disc_image, scattered_discs
+
+    backend = StandinBackend(spawn, 1, delay_s=2.0)
+    image, _ = disc_image((128, 128), *scattered_discs((128, 128), spacing=40, seed=2))
+    client = backend.client()
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        outcome["answer"] = auto(client, WireImage(image, None), {"points_per_side": 8})
+
+    started = time.monotonic()
+    caller = threading.Thread(target=call)
+    caller.start()
+    worker = backend.workers[0]
+    assert wait_until(lambda: "op=auto started" in log_text(worker), 10), log_text(worker)
+    backend.kill_broker()
+    time.sleep(1.0)
+    backend.start_broker()
+    caller.join(timeout=30)
+    assert not caller.is_alive(), "the call still waits for the lost request"
+    assert time.monotonic() - started < 20  # outage + worker re-registration + one request, not 60 s
+    assert client.resends == 1 and outcome["answer"].num_objects > 0  # type: ignore[attr-defined]
+    client.close()

@@ -1,6 +1,6 @@
 """Embeddings ahead of prompts (protocol/ops/embed_many.py): every image over every worker, then prompts
 that carry no image; cancel; how many embeddings the workers' caches hold. Real broker and stand-in
-worker processes (tests/support/standin_worker.py)."""
+worker processes (``python -m workers --model standin-blobs``)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ broker's frontend and backend and to a real SAM2 worker. Both stay up, keep
 serving valid requests, and never unpickle anything.
 
 Bounded: a few hundred hypothesis examples per target. The long run
-(100,000 messages, RSS before/after) is ``scripts/soak.py --fuzz 100000``.
+(100,000 messages, RSS before/after) is ``scripts/soak_fuzz.py --messages 100000``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import zmq
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from bench import fuzzing
+from bench.fuzzing import FakeBroker
 from protocol.wire import codec, mdp
-from tests.support import fuzzing
 from tests.support.broker_peers import (
     BrokerHandle,
     RawClient,
@@ -31,7 +32,6 @@ from tests.support.broker_peers import (
     start_broker,
     wait_for_workers,
 )
-from tests.support.fuzzing import FakeBroker
 from tests.support.processes import (
     MODEL,
     PYTHON,

@@ -1,6 +1,6 @@
 """Images larger than the model's input, end to end: a real broker, real worker processes.
 
-The deterministic stand-in worker (tests/support/standin_worker.py) sees what it is
+The deterministic stand-in worker (``python -m workers --model standin-blobs``) sees what it is
 sent at <= 1024 px, like SAM, so on synthetic discs the right answer is
 known: with tiles and windows every disc must come back once, whole, at
 native resolution; sent whole, they come back coarse (which shows the test
@@ -18,14 +18,13 @@ import numpy as np
 import pytest
 import zarr
 
+from bench.discs import disc_image, disc_scores, scattered_discs
 from protocol.ops.tiled import tiled_auto, tiled_auto_stack
 from protocol.ops.windowed import segment_windowed
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
-from tests.support.discs import disc_scores
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
-from tests.support.standin_worker import disc_image, scattered_discs
 
 
 @pytest.fixture

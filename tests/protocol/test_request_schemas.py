@@ -4,10 +4,11 @@ what a caller builds is what the worker accepts, and a bad value is refused with
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
-from batch.__main__ import build_parser
+from batch.__main__ import build_parser, main
 from batch.runner import BatchSettings
 from plugin.jobs.auto_settings import AutoSettings
 from protocol.wire.automask import AUTO_MASK_KEYS, AutoMaskParams
@@ -31,11 +32,15 @@ def test_one_set_of_automatic_mask_defaults_with_the_plugins_named_override() ->
     assert set(plugin) == set(AUTO_MASK_KEYS)  # the plugin's own settings never reach the wire
 
 
-def test_sam2_batch_options_default_to_the_schema() -> None:
+def test_sam2_batch_options_default_to_the_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     assert isinstance(parser, argparse.ArgumentParser)
     args = parser.parse_args(["in.tif", "--out", "out"])
     assert (args.points_per_side, args.pred_iou_thresh, args.stability_score_thresh) == (32, 0.8, 0.95)
+    # an out-of-range value is a usage error naming it, before any input is read or broker asked
+    assert main([str(tmp_path / "in.tif"), "--out", str(tmp_path / "out"), "--pred-iou-thresh", "2"]) == 2
+    assert "param 'pred_iou_thresh' must be in [0.0, 1.0], got 2.0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ worker processes on a synthetic object whose right answer is known.
 
 Sent whole, a 2,700 px box is block-averaged by 3 and the object comes back coarse; tiled, each
 piece of the box is seen at native resolution and the pieces make the object exactly, once, at
-its place. The stand-in (tests/support/standin_worker.py) answers a box with the largest bright
+its place. The stand-in (``python -m workers --model standin-blobs``) answers a box with the largest bright
 component inside it, looked at <= 1024 px as SAM does.
 """
 

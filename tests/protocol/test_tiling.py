@@ -15,11 +15,11 @@ import pytest
 import zarr
 from scipy import ndimage
 
+from bench.discs import disc_image, scattered_discs
 from protocol.geometry.compressed import CompressedPlane
 from protocol.geometry.grid import TileGrid, tile_grid
 from protocol.geometry.link import PlaneView, StackLinker, link_slice
 from protocol.geometry.stitch import StitchResult, TileStitcher
-from tests.support.standin_worker import disc_image, scattered_discs
 
 
 def stitch_tiles(out: Any, grid: TileGrid, tile_labels: Sequence[np.ndarray]) -> StitchResult:

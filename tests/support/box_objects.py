@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.support.standin_worker import disc_image
+from bench.discs import disc_image
 
 BOX = [150.0, 170.0, 2850.0, 2830.0]
 """[r0, c0, r1, c1] around :func:`large_object`'s disc (2,700 x 2,660 px: seen at 1/3 in one request)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage import data as skdata
 
+from plugin._qt.qt_helpers import Coalescer
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import POINTS
 from plugin.view.layers import PROMPT_POINTS
@@ -54,3 +55,8 @@ def click_point(widget: SamWidget, qtbot, position: list[float]) -> None:
     widget.viewer.layers[PROMPT_POINTS].add(position)
     qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
     qtbot.wait(20)
+
+
+def wait_for_redraws(qtbot, widget: SamWidget, timeout_ms: int = 5000) -> None:
+    """Wait until no coalesced redraw of the dock widget (label table, names, overlays) is pending."""
+    qtbot.waitUntil(lambda: not any(c.pending for c in widget.findChildren(Coalescer)), timeout=timeout_ms)

@@ -1,4 +1,4 @@
-"""A broker with deterministic stand-in workers (``tests/support/standin_worker.py``) as real subprocesses."""
+"""A broker and deterministic stand-in workers (``python -m workers --model standin-blobs``) as processes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from protocol.ops.fan_out import fan_out
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RequestTimeout
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
+from workers.standin import DEFAULT_MODEL as SERVICE
 
-SERVICE = "standin"
 HEARTBEAT_INTERVAL_S = 0.25
 HEARTBEAT_LIVENESS = 4
 """Broker and stand-ins notice a lost peer after interval x liveness = 1 s."""
@@ -42,11 +42,11 @@ class StandinBackend:
                 [
                     PYTHON,
                     "-m",
-                    "tests.support.standin_worker",
+                    "workers",
+                    "--model",
+                    SERVICE,
                     "--connect",
                     self.backend,
-                    "--service",
-                    SERVICE,
                     "--heartbeat-interval-s",
                     str(HEARTBEAT_INTERVAL_S),
                     "--heartbeat-liveness",

@@ -1,6 +1,6 @@
-"""The soak script, small: mixed requests while SAM2 workers are SIGKILLed and
-restarted, and a short fuzz run. The full runs (2,000 requests; 100,000
-messages) are ``scripts/soak.py`` by hand; their figures are in README.md.
+"""The two soak scripts, small: mixed requests while SAM2 workers are SIGKILLed and
+restarted (``scripts/soak_faults.py``), and a short fuzz run (``scripts/soak_fuzz.py``).
+The full runs (2,000 requests; 100,000 messages) are run by hand; their figures are in README.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _figure(output: str, label: str) -> int:
 def test_soak_with_worker_kills_loses_nothing(random_checkpoint: Path, tmp_path: Path) -> None:
     run = subprocess.run(
         [
-            PYTHON, "scripts/soak.py", "--requests", "200", "--clients", "4", "--workers", "2",
+            PYTHON, "scripts/soak_faults.py", "--requests", "200", "--clients", "4", "--workers", "2",
             "--kill-every-s", "2", "--segment-share", "0.01",
             "--checkpoint", str(random_checkpoint), "--log-dir", str(tmp_path),
         ],
@@ -46,7 +46,7 @@ def test_soak_with_worker_kills_loses_nothing(random_checkpoint: Path, tmp_path:
 def test_fuzz_soak_short_run(random_checkpoint: Path, tmp_path: Path) -> None:
     run = subprocess.run(
         [
-            PYTHON, "scripts/soak.py", "--fuzz", "2000", "--check-every", "500",
+            PYTHON, "scripts/soak_fuzz.py", "--messages", "2000", "--check-every", "500",
             "--checkpoint", str(random_checkpoint), "--log-dir", str(tmp_path),
         ],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,

@@ -41,12 +41,13 @@ from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.security import CurveClientKeys
 from tests.support.broker_peers import RawClient, request_body
 from tests.support.processes import MODEL, REPO_ROOT, free_tcp_port, wait_until
-from tests.support.slurm_cluster import SlurmCluster, unavailable_reason
+from tests.support.slurm_cluster import KILL_WAIT_S, SlurmCluster, unavailable_reason
 
 pytestmark = [pytest.mark.model, pytest.mark.slurm]
 
 LAUNCHER = REPO_ROOT / "scripts" / "start_slurm.sh"
-DRAIN_GRACE_S = 2.0
+DRAIN_MARGIN_S = 2.0  # start_slurm.sh keeps this much of KillWait to hand back and DISCONNECT
+DRAIN_GRACE_S = KILL_WAIT_S - DRAIN_MARGIN_S  # the launcher's default: fitted inside the cluster's KillWait
 BROKER_LIVENESS_S = 3.0  # the broker's defaults: heartbeat 1 s x liveness 3
 REGISTER_TIMEOUT_S = 150.0  # two tasks importing torch and building the model on 2 busy cores
 TIME_LIMIT_MIN = 10
@@ -112,8 +113,7 @@ def launched(
     args = [
         "--cpu", "--tasks", "2", "--cpus-per-worker", "1",
         "--partition", slurm.partition, "--time", str(TIME_LIMIT_MIN), "--job-name", "sam2test",
-        "--model", MODEL, "--checkpoint", str(random_checkpoint),
-        "--drain-grace-s", f"{DRAIN_GRACE_S:g}", "--requeue-before", "60",
+        "--model", MODEL, "--checkpoint", str(random_checkpoint), "--requeue-before", "60",
         "--run-dir", str(run_dir), "--broker-host", "127.0.0.1",
         "--frontend-port", str(free_tcp_port()), "--backend-port", str(free_tcp_port()),
         "--wait-broker-s", "60", "--curve", str(run_dir / "curve"),
@@ -124,6 +124,8 @@ def launched(
     done = launcher(slurm, *args)
     try:
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        fitted = f"drain grace {DRAIN_GRACE_S:g} s: SLURM sends SIGKILL {KILL_WAIT_S:g} s (KillWait)"
+        assert fitted in done.stderr, done.stderr
         match = re.search(r"^SAM2_BROKER_ADDRESS=(tcp://\S+)$", done.stdout, re.MULTILINE)
         assert match, done.stdout
         array_job = (run_dir / "jobs").read_text().split()[-1]
@@ -324,10 +326,15 @@ def test_scancel_during_a_long_request_hands_it_to_the_other_task(
     assert partials == [] and client.recv(1.0) is None, "more than one reply"
     reply = codec.decode(body)
     assert reply.status == codec.STATUS_OK and reply.header["result"]["slept_s"] >= sleep_s
+    # answered by the other task within the grace + the broker's liveness + one request
+    assert time.monotonic() - cancelled < DRAIN_GRACE_S + BROKER_LIVENESS_S + sleep_s + 2
     assert "request_id=long-slurm op=sleep status=ok" in launched.task_text(other)
     holder_text = launched.task_text(holder)
-    assert f"grace period of {DRAIN_GRACE_S:g} s over: handing back 1 unfinished request(s)" in holder_text
+    handed_back = f"grace period of {DRAIN_GRACE_S:g} s over: handing back 1 unfinished request(s)"
+    assert handed_back in holder_text
     assert wait_until(lambda: "all workers stopped" in launched.task_text(holder), 10), holder_text
+    holder_text = launched.task_text(holder)  # DISCONNECT went out before the task ended (no SIGKILL)
+    assert holder_text.rindex("sending DISCONNECT") < holder_text.rindex("all workers stopped"), holder_text
     wait_registered(zctx, launched, 1, 10)
     client.close()
 
@@ -339,12 +346,15 @@ def test_dry_run_for_gpus_and_a_broker_job(tmp_path: Path) -> None:
         [
             str(LAUNCHER), "--dry-run", "--gpus", "8", "--gpus-per-task", "2", "--workers-per-gpu", "3",
             "--cpus-per-worker", "2", "--broker", "job", "--account", "lab", "--time", "08:00:00",
-            "--run-dir", str(tmp_path),
+            "--run-dir", str(tmp_path), "--insecure",
         ],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     broker, workers = [shlex.split(line) for line in done.stdout.splitlines() if line.startswith("sbatch ")]
+    # no cluster to ask: SLURM's default KillWait (30 s), less the margin; SIGTERM that long before the limit
+    assert workers[workers.index("--drain-grace-s") + 1] == "28" and "--signal=B:TERM@30" in workers
+    assert "--insecure" in broker and "WARNING: --insecure" in done.stderr
     assert str(REPO_ROOT / "scripts" / "slurm" / "broker.sbatch") in broker and "--account=lab" in broker
     for option in ("--array=0-3", "--gres=gpu:2", "--cpus-per-task=12", "--requeue", "--account=lab"):
         assert option in workers, workers
@@ -355,11 +365,18 @@ def test_dry_run_for_gpus_and_a_broker_job(tmp_path: Path) -> None:
     other = subprocess.run(
         [
             str(LAUNCHER), "--dry-run", "--gpus", "2", "--gpu-request", "gpus-per-task",
-            "--run-dir", str(tmp_path),
+            "--run-dir", str(tmp_path), "--curve", str(tmp_path / "curve"), "--drain-grace-s", "45",
         ],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "--gpus-per-task=1" in other.stdout and "--gres" not in other.stdout, other.stdout
+    assert "WARNING: --drain-grace-s 45 cannot fit" in other.stderr and "--drain-grace-s 28" in other.stdout
+    assert "--insecure" not in other.stdout
+    exposed = subprocess.run(
+        [str(LAUNCHER), "--dry-run", "--gpus", "2", "--run-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert exposed.returncode == 2 and "without CurveZMQ" in exposed.stderr and "--insecure" in exposed.stderr
     bad = subprocess.run(
         [str(LAUNCHER), "--dry-run", "--gpus", "3", "--gpus-per-task", "2", "--run-dir", str(tmp_path)],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30,

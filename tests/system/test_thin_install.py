@@ -318,3 +318,10 @@ def test_thin_install_worker_says_it_needs_the_worker_extra(thin_python: Path, t
         assert len(lines) == 1 and WORKER_HINT in lines[0] and "Traceback" not in done.stderr, done.stderr
     broker_help = _run([str(bin_dir / "sam2-broker"), "--help"], timeout_s=60, cwd=tmp_path, env=_thin_env())
     assert broker_help.returncode == 0 and "--frontend" in broker_help.stdout
+
+
+def test_thin_install_runs_the_standin_model(thin_python: Path, tmp_path: Path) -> None:
+    """The stand-in model needs no worker extra: its whole code path imports without torch."""
+    done = _thin(thin_python, ["-m", "workers", "--model", "standin-blobs", "--help"], tmp_path, timeout_s=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "--delay-s" in done.stdout and "Traceback" not in done.stderr, done.stdout + done.stderr

@@ -1,7 +1,7 @@
 """Hostile MDP messages for fuzzing the broker and the workers (this module holds no tests).
 
 Used by ``tests/protocol/test_fuzz_wire.py`` (driven by hypothesis) and by
-``scripts/soak.py --fuzz N`` (driven by a seeded ``random.Random``). Every
+``scripts/soak_fuzz.py --messages N`` (driven by a seeded ``random.Random``). Every
 generator takes a ``random.Random`` and returns the frames of one multipart
 message as ``bytes``. The corpus mixes pure noise with mutations of valid
 messages, so most messages get past the first check and reach a deeper one:

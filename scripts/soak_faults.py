@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Soak the backend with real processes and print the figures.
+"""Fault soak: real clients, broker and SAM2 workers while workers are SIGKILLed; print the figures.
 
-Faults (default): clients send mixed requests to a real broker and real SAM2
-workers (random weights unless ``--checkpoint``) while a killer SIGKILLs a
-random worker every few seconds and starts a replacement::
+Clients send mixed requests to a real broker and real SAM2 workers (random
+weights unless ``--checkpoint``) while a killer SIGKILLs a random worker every
+few seconds and starts a replacement::
 
-    python scripts/soak.py --requests 2000 --clients 4 --workers 2 --kill-every-s 5
+    python scripts/soak_faults.py --requests 2000 --clients 4 --workers 2 --kill-every-s 5
 
 Each client sends one request at a time, once (no retries, so nothing is
 hidden), and waits up to ``--timeout-s`` for its FINAL. Every FINAL is
@@ -15,18 +15,8 @@ clear error (by code) / lost (no FINAL within the timeout), plus duplicate or
 misrouted FINALs and wrong results. Exit status 0 only when lost, duplicates
 and wrong results are all 0.
 
-Hostile input (``--fuzz N``): N random and mutated multipart messages
-(``tests/support/fuzzing.py``) to the broker's frontend and backend and to a real
-SAM2 worker that is connected to a fake broker run by this script; health
-checks (a valid request through the broker, and straight to the worker)
-every ``--check-every`` messages. Printed: messages sent per target, worker
-REQUESTs answered exactly once, health checks, crashes (target 0), RSS of
-each process before and after::
-
-    python scripts/soak.py --fuzz 100000
-
 Logs of every process go to ``--log-dir`` (default: a new temporary folder,
-printed at the start).
+printed at the start). Hostile input is the other soak, ``scripts/soak_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -35,8 +25,6 @@ import argparse
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,121 +35,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zmq
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from protocol.runtime.checkpoints import DEFAULT_MODEL  # noqa: E402
+from bench.common import MODEL, Processes, ensure_checkpoint, start_broker, start_sam_worker  # noqa: E402
+from protocol.runtime.processes import LoggedProcess, log_text, wait_until  # noqa: E402
 from protocol.wire import codec, mdp  # noqa: E402
 from protocol.wire.client import MDPClient, SamClient  # noqa: E402
 from protocol.wire.image_key import image_key  # noqa: E402
 
-MODEL = DEFAULT_MODEL
-PYTHON = sys.executable
 
-
-# ---------------------------------------------------------------------------- processes
-
-
-def free_endpoint() -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Processes:
-    """Subprocesses with one log file each, all stopped by :meth:`stop_all`."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(
-                args,
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"soak: timed out waiting for {what}")
-
-
-def ensure_checkpoint(path: Path | None, work_dir: Path) -> Path:
+def checkpoint_of(path: Path | None) -> Path:
+    """``path``, or a random-weight checkpoint of ``MODEL`` built once (``bench/out/ckpt``)."""
     if path is not None:
         return path
-    out = work_dir / "sam2.1_hiera_tiny_random.pt"
-    print("soak: building a random-weight checkpoint (masks are meaningless; tests only)", flush=True)
-    subprocess.run(
-        [PYTHON, "scripts/make_random_checkpoint.py", "--model", MODEL, "--out", str(out)],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
-def broker_args(frontend: str, backend: str, heartbeat_s: float, service_wait_s: float) -> list[str]:
-    return [
-        PYTHON, "-m", "broker", "--frontend", frontend, "--backend", backend,
-        "--heartbeat-interval-s", str(heartbeat_s), "--service-wait-s", str(service_wait_s),
-    ]  # fmt: skip
-
-
-def worker_args(connect: str, checkpoint: Path, heartbeat_s: float) -> list[str]:
-    return [
-        PYTHON, "-m", "workers", "--connect", connect, "--model", MODEL, "--checkpoint", str(checkpoint),
-        "--device", "cpu", "--threads", "1", "--heartbeat-interval-s", str(heartbeat_s),
-    ]  # fmt: skip
+    print("soak: using a random-weight checkpoint (masks are meaningless; tests only)", flush=True)
+    return ensure_checkpoint(MODEL)
 
 
 def registered_workers(frontend: str) -> int:
+    """Workers of ``MODEL`` the broker knows (``mmi.services``); 0 when it does not answer."""
     try:
         with SamClient(frontend, MODEL, curve=False) as client:
             return int(client.services(timeout_s=2.0).get(MODEL, {}).get("workers", 0))
     except Exception:
         return 0
-
-
-# ---------------------------------------------------------------------------- fault soak
 
 
 @dataclass
@@ -321,22 +221,25 @@ def _await(
     return None
 
 
-def run_fault_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -> int:
-    checkpoint = ensure_checkpoint(args.checkpoint, work_dir)
-    frontend, backend = free_endpoint(), free_endpoint()
-    procs.start("broker", broker_args(frontend, backend, args.heartbeat_interval_s, args.service_wait_s))
-    wait_for(lambda: "broker ready" in procs.log("broker"), 30, "the broker")
-    worker_number = 0
+def run(args: argparse.Namespace, procs: Processes) -> int:
+    """The fault soak; exit status 0 only when nothing was lost, duplicated, misrouted or wrong."""
+    checkpoint = checkpoint_of(args.checkpoint)
+    broker_options = ["--heartbeat-interval-s", str(args.heartbeat_interval_s)]
+    broker_options += ["--service-wait-s", str(args.service_wait_s)]
+    frontend, backend, broker = start_broker(procs, options=broker_options)
+    workers: dict[str, LoggedProcess] = {}
 
     def start_worker() -> str:
-        nonlocal worker_number
-        name = f"worker{worker_number}"
-        worker_number += 1
-        procs.start(name, worker_args(backend, checkpoint, args.heartbeat_interval_s))
+        name = f"worker{len(workers)}"
+        workers[name] = start_sam_worker(
+            procs, backend, checkpoint, name=name, threads=1, wait=False,
+            options=["--heartbeat-interval-s", str(args.heartbeat_interval_s)],
+        )  # fmt: skip
         return name
 
     alive = [start_worker() for _ in range(args.workers)]
-    wait_for(lambda: registered_workers(frontend) == args.workers, 180, f"{args.workers} workers")
+    if not wait_until(lambda: registered_workers(frontend) == args.workers, 180, 0.1):
+        raise SystemExit(f"soak: timed out waiting for {args.workers} workers")
     print(f"soak: broker and {args.workers} workers up; logs in {procs.log_dir}", flush=True)
 
     tally = Tally()
@@ -352,7 +255,7 @@ def run_fault_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -
     rng = random.Random(args.seed)
 
     def ready(name: str) -> bool:
-        return procs.procs[name].poll() is None and "worker ready" in procs.log(name)
+        return workers[name].poll() is None and "worker ready" in log_text(workers[name])
 
     def killer() -> None:
         """SIGKILL a random registered worker now and then; a replacement starts shortly after."""
@@ -361,8 +264,8 @@ def run_fault_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -
             if not candidates:
                 continue  # every worker is still starting: nothing to kill yet
             victim = rng.choice(candidates)
-            os.killpg(procs.procs[victim].pid, signal.SIGKILL)
-            procs.procs[victim].wait(10)  # reap it
+            os.killpg(workers[victim].pid, signal.SIGKILL)
+            workers[victim].wait(10)  # reap it
             kills.append(time.monotonic())
             alive.remove(victim)
             if stop.wait(args.restart_delay_s):
@@ -406,7 +309,7 @@ def run_fault_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -
             )
     stop.set()
     elapsed = time.monotonic() - started
-    broker_alive = procs.procs["broker"].poll() is None
+    broker_alive = broker.poll() is None
 
     latencies = sorted(tally.latencies_s) or [0.0]
     failed = sum(tally.errors.values())
@@ -438,147 +341,8 @@ def run_fault_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -
     return 0 if ok else 1
 
 
-# ---------------------------------------------------------------------------- fuzz soak
-
-
-def run_fuzz_soak(args: argparse.Namespace, procs: Processes, work_dir: Path) -> int:
-    from tests.support import fuzzing
-    from tests.support.broker_peers import RawClient, RawPeer, ThreadedWorker, echo_handler, request_body
-
-    checkpoint = ensure_checkpoint(args.checkpoint, work_dir)
-    context: zmq.Context[Any] = zmq.Context()
-    marker = work_dir / "unpickled"
-    frontend, backend = free_endpoint(), free_endpoint()
-    broker = procs.start("broker", broker_args(frontend, backend, 0.25, 0.5))
-    wait_for(lambda: "broker ready" in procs.log("broker"), 30, "the broker")
-    check_worker = ThreadedWorker(context, backend, fuzzing.CHECK_SERVICE, echo_handler("check"))
-    fake = fuzzing.FakeBroker.bind(context, free_endpoint())
-    worker = procs.start("fuzzed-worker", worker_args(fake.endpoint, checkpoint, 1.0))
-
-    def worker_registered() -> bool:
-        fake.pump(0.05)
-        return fake.worker is not None
-
-    wait_for(worker_registered, 180, "the fuzzed worker")
-    client_fuzzer, worker_fuzzer = RawPeer(context, frontend), RawPeer(context, backend)
-    checks = Counter[str]()
-
-    def health_check(label: str) -> None:
-        client = RawClient(context, frontend)
-        try:
-            client.request(fuzzing.CHECK_SERVICE, request_body(f"check-{label}"))
-            _, final = client.final(10.0)
-            checks[
-                "broker ok" if codec.decode(final).request_id == f"check-{label}" else "broker FAILED"
-            ] += 1
-        except AssertionError:
-            checks["broker FAILED"] += 1
-        finally:
-            client.close()
-        envelope = f"check-{label}".encode()
-        fake.pump(0)
-        if fake.worker is not None:
-            fake.socket.send_multipart(
-                [
-                    fake.worker,
-                    mdp.WORKER_HEADER,
-                    mdp.W_REQUEST,
-                    envelope,
-                    b"",
-                    *request_body(f"check-{label}"),
-                ]
-            )
-        finals = fake.final_for(envelope, 10.0)
-        checks["worker ok" if len(finals) == 1 else "worker FAILED"] += 1
-
-    def drain(peer: Any) -> None:
-        while peer.socket.poll(0):
-            peer.socket.recv_multipart()
-
-    health_check("warm-up")
-    rss_before = {"broker": rss_mib(broker.pid), "fuzzed worker": rss_mib(worker.pid)}
-    rng = random.Random(args.seed)
-    sent = Counter[str]()
-    answered = Counter[str]()
-    crashes: list[str] = []
-    started = time.monotonic()
-    for index in range(args.fuzz):
-        draw = rng.random()
-        if draw < 0.7:
-            peer, target = (
-                (client_fuzzer, "broker frontend") if draw < 0.4 else (worker_fuzzer, "broker backend")
-            )
-            generate = fuzzing.client_message if draw < 0.4 else fuzzing.worker_message
-            frames: list[bytes] = []
-            while not frames:  # a multipart message has at least one frame
-                frames = generate(rng, str(marker))
-            peer.send(frames)
-            sent[target] += 1
-        else:
-            fake.pump(0)
-            client = b"f-%d" % index
-            frames = []
-            while not frames:
-                frames = fuzzing.to_worker_message(rng, client, str(marker))
-            if fake.worker is not None:
-                fake.socket.send_multipart([fake.worker, *frames])
-            sent["worker"] += 1
-            if len(frames) >= 4 and frames[1] == mdp.W_REQUEST and frames[2] and frames[3] == b"":
-                finals = fake.final_for(client, 10.0)
-                answered[{0: "no FINAL", 1: "exactly one FINAL"}.get(len(finals), "more than one FINAL")] += 1
-        if index % 200 == 0:
-            drain(client_fuzzer)
-            drain(worker_fuzzer)
-        if (index + 1) % args.check_every == 0:
-            health_check(str(index + 1))
-            for name, proc in (("broker", broker), ("fuzzed worker", worker)):
-                if proc.poll() is not None:
-                    crashes.append(f"{name} exited with {proc.returncode} after {index + 1} messages")
-            if crashes:
-                break
-            if (index + 1) % (args.check_every * 10) == 0:
-                rate = (index + 1) / (time.monotonic() - started)
-                print(f"fuzz: {index + 1}/{args.fuzz} messages, {rate:.0f}/s", flush=True)
-    health_check("final")
-    elapsed = time.monotonic() - started
-    for name, proc in (("broker", broker), ("fuzzed worker", worker)):
-        if proc.poll() is not None and not any(c.startswith(name) for c in crashes):
-            crashes.append(f"{name} exited with {proc.returncode}")
-    rss_after = {
-        "broker": rss_mib(broker.pid) if broker.poll() is None else float("nan"),
-        "fuzzed worker": rss_mib(worker.pid) if worker.poll() is None else float("nan"),
-    }
-    check_worker.stop()
-    for peer in (client_fuzzer, worker_fuzzer):
-        peer.close()
-    fake.socket.close(linger=0)
-    context.destroy(linger=0)
-
-    total = sum(sent.values())
-    print()
-    print(f"fuzz: {total} messages in {elapsed:.0f} s ({total / max(elapsed, 1e-9):.0f}/s), seed {args.seed}")
-    for target in ("broker frontend", "broker backend", "worker"):
-        print(f"  sent to {target:<16} {sent[target]}")
-    for outcome in ("exactly one FINAL", "no FINAL", "more than one FINAL"):
-        print(f"  worker REQUESTs, {outcome:<20} {answered[outcome]}")
-    print(f"  health checks              {', '.join(f'{k}: {v}' for k, v in sorted(checks.items()))}")
-    print(f"  crashes                    {len(crashes)}")
-    for crash in crashes:
-        print(f"  ! {crash}")
-    for name in rss_before:
-        print(f"  RSS {name:<14} before {rss_before[name]:.1f} MiB, after {rss_after[name]:.1f} MiB")
-    print(f"  pickles unpickled          {'YES' if marker.exists() else 0}")
-    ok = not crashes and not marker.exists() and answered["no FINAL"] == answered["more than one FINAL"] == 0
-    ok = ok and not any("FAILED" in k for k in checks)
-    print(f"fuzz: {'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
-
-
-# ---------------------------------------------------------------------------- main
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--requests", type=int, default=2000, help="requests in total (%(default)s)")
     parser.add_argument("--clients", type=int, default=4, help="client threads (%(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="SAM2 workers kept running (%(default)s)")
@@ -592,26 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-share", type=float, default=0.04, help="share of real segment prompts")
     parser.add_argument("--heartbeat-interval-s", type=float, default=0.25, help="broker and workers")
     parser.add_argument("--service-wait-s", type=float, default=20.0, help="broker's wait for a worker")
-    parser.add_argument(
-        "--fuzz", type=int, default=0, help="run the fuzz soak with this many messages instead"
-    )
-    parser.add_argument("--check-every", type=int, default=2000, help="fuzz: health check period")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: build a random-weight one")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-
-    with tempfile.TemporaryDirectory(prefix="sam2-soak-") as tmp:
-        work_dir = Path(tmp)
-        log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="sam2-soak-logs-"))
-        log_dir.mkdir(parents=True, exist_ok=True)
-        procs = Processes(log_dir)
-        try:
-            if args.fuzz:
-                return run_fuzz_soak(args, procs, work_dir)
-            return run_fault_soak(args, procs, work_dir)
-        finally:
-            procs.stop_all()
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="sam2-soak-logs-"))
+    with Processes(log_dir) as procs:
+        return run(args, procs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""The Labels tab's Tracks box: track corrections and the track table of a time-lapse labels layer.
+
+Buttons act on the labels selected in the label list and the frame shown (axis 0):
+**Break here** (the selected label gets a new id from this frame on), **Link** (two selected
+labels become one track), **Swap from here** (two selected labels trade ids from this frame on),
+**Mark division** (the selected label on the previous frame is the parent, the other selected
+labels its daughters; the parent ends on the previous frame). Each is one undo step
+(:mod:`plugin.labels.track_edits`). The table (id, name, first/last frame, parent,
+displacement, mean speed per frame interval in the layer's units) is computed off the GUI thread
+with the Tracks layer (:func:`plugin.tracks.show_tracks`); selecting a row shows its first frame.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QTableView, QVBoxLayout, QWidget
+
+from plugin._qt.qt_helpers import button
+from plugin.labels.track_edits import break_track, divide, link_tracks, swap_tracks
+from plugin.tracks import (
+    NapariTracks,
+    TrackRow,
+    is_time_lapse,
+    layer_geometry,
+    names_of,
+    show_tracks,
+    track_rows,
+)
+
+if TYPE_CHECKING:
+    from plugin._qt.label_table_widget import LabelTable
+    from plugin.jobs.controller import Controller
+
+COLUMNS = ("id", "name", "first", "last", "parent", "displacement", "mean speed")
+
+
+class TrackTableModel(QAbstractTableModel):
+    """Rows of :class:`plugin.tracks.TrackRow` (the view asks only for the visible ones)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[TrackRow] = []
+
+    def set_rows(self, rows: list[TrackRow]) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self.endResetModel()
+
+    def rowCount(self, parent: Any = None) -> int:
+        return len(self.rows)
+
+    def columnCount(self, parent: Any = None) -> int:
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = 0) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole or not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        parent = row.parent or ""
+        values = (row.track_id, row.name, row.first, row.last, parent, row.displacement, row.mean_speed)
+        value = values[index.column()]
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class TracksBox(QGroupBox):
+    """Track corrections and the track table for the layer of the label list."""
+
+    def __init__(self, controller: Controller, table: LabelTable, parent: QWidget | None = None) -> None:
+        super().__init__("Tracks (time-lapse)", parent)
+        self.controller = controller
+        self.table = table
+        column = QVBoxLayout(self)
+        row = QHBoxLayout()
+        for text, slot in (
+            ("Break here", self.break_here),
+            ("Link", self.link),
+            ("Swap from here", self.swap_here),
+            ("Mark division", self.mark_division),
+            ("Refresh", self.refresh),
+        ):
+            row.addWidget(button(text, slot))
+        column.addLayout(row)
+        self.model = TrackTableModel()
+        self.view = QTableView()
+        self.view.setModel(self.model)
+        self.view.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.view.clicked.connect(self._on_row)
+        column.addWidget(self.view)
+
+    def _context(self) -> tuple[Any, list[int], int] | None:
+        layer = self.table.layer
+        if layer is None or not is_time_lapse(layer):
+            self.controller.notify("warning", "Tracks: choose a labels layer whose first axis is time.")
+            return None
+        return layer, self.table.selected_ids(), int(self.controller.viewer.dims.current_step[0])
+
+    def _edit(self, what: str, action: Any) -> None:
+        try:
+            action()
+        except ValueError as e:
+            self.controller.notify("warning", f"{what}: {e}")
+            return
+        self.refresh()
+
+    def break_here(self) -> None:
+        found = self._context()
+        if found is None or len(found[1]) != 1:
+            self.controller.notify("info", "Break here: select one label.")
+            return
+        layer, (label_id,), frame = found
+        new_id = int(np.asarray(layer.data).max()) + 1
+        history = self.controller.histories(layer)
+        self._edit("Break here", lambda: break_track(history, label_id, frame, new_id))
+
+    def link(self) -> None:
+        found = self._context()
+        if found is None or len(found[1]) != 2:
+            self.controller.notify("info", "Link: select two labels.")
+            return
+        layer, (keep, other), _ = found
+        self._edit("Link", lambda: link_tracks(self.controller.histories(layer), keep, other))
+
+    def swap_here(self) -> None:
+        found = self._context()
+        if found is None or len(found[1]) != 2:
+            self.controller.notify("info", "Swap from here: select two labels.")
+            return
+        layer, (a, b), frame = found
+        self._edit("Swap", lambda: swap_tracks(self.controller.histories(layer), a, b, frame))
+
+    def mark_division(self) -> None:
+        found = self._context()
+        if found is None or len(found[1]) < 2:
+            self.controller.notify("info", "Mark division: select the parent and its daughters.")
+            return
+        layer, ids, frame = found
+        before = np.asarray(layer.data[frame - 1]) if frame > 0 else np.zeros(0)
+        parents = [i for i in ids if (before == i).any()]
+        if len(parents) != 1:
+            message = "Mark division: one selected label must be on the previous frame (the parent)."
+            self.controller.notify("warning", message)
+            return
+        parent, daughters = parents[0], [i for i in ids if i != parents[0]]
+        history = self.controller.histories(layer)
+        self._edit("Mark division", lambda: divide(history, parent, daughters, frame))
+
+    def refresh(self) -> None:
+        """Recompute the Tracks layer and the table (off the GUI thread)."""
+        layer = self.table.layer
+        if layer is None or not is_time_lapse(layer):
+            self.model.set_rows([])
+            return
+        geometry = layer_geometry(layer)
+        scale = geometry.scale[1:] if geometry is not None else (1.0,) * (layer.ndim - 1)
+
+        def fill(tracks: NapariTracks) -> None:
+            self.model.set_rows(track_rows(tracks, names_of(layer), scale))
+
+        c = self.controller
+        show_tracks(c.viewer, layer, c.dispatch, lambda message: c.notify("warning", message), fill)
+
+    def _on_row(self, index: QModelIndex) -> None:
+        row = self.model.rows[index.row()]
+        step = list(self.controller.viewer.dims.current_step)
+        step[0] = row.first
+        self.controller.viewer.dims.current_step = tuple(step)
+        self.table.select(row.label_id)

@@ -1,0 +1,204 @@
+"""Tracks of a time-lapse labels layer for napari's Tracks layer, and the track table's rows.
+
+A labels layer is a time-lapse when its first axis is time (``axis_labels``
+``t``/``time``/``frame``, or a time unit: :class:`protocol.formats.geometry.Geometry`).
+Each label is an object through time; divisions are the lineage in the
+layer's metadata (:mod:`plugin.labels.lineage`). Tracks follow the CTC rules
+(:func:`protocol.formats.tracks.build_tracks`: a gap splits a label's track).
+
+:func:`napari_tracks` gives the Tracks layer's data in the labels layer's
+*data* coordinates ``(track_id, t, [z,] row, col)`` (the Tracks layer gets the
+labels layer's scale and translate, so they line up) and its ``graph``
+``{daughter track: [parent track]}``. :func:`track_rows` gives one row per
+track for the track table (first/last frame, parent, displacement and mean
+speed in physical units per frame interval).
+
+Computing tracks reads the whole stack: :func:`show_tracks` does it on a
+thread and only adds or updates the layer on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plugin.labels.lineage import lineage_from_metadata
+from plugin.labels.names import names_from_metadata
+from protocol.formats.geometry import Geometry
+from protocol.formats.tracks import TrackSet, build_tracks, frame_objects, track_of_objects
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Labels
+
+TRACKS_SUFFIX = " tracks"
+"""The Tracks layer of labels layer ``cells`` is ``cells tracks``."""
+
+
+@dataclass(frozen=True)
+class NapariTracks:
+    """What a napari Tracks layer takes.
+
+    Attributes:
+        data: (N, 2 + D) float ``(track_id, t, [z,] row, col)`` in the labels' data coordinates.
+        graph: ``{track_id: [parent track_id]}`` for tracks with a parent.
+        tracks: the tracks themselves.
+        label_of: ``{track_id: label_id}``.
+    """
+
+    data: np.ndarray
+    graph: dict[int, list[int]]
+    tracks: TrackSet
+    label_of: dict[int, int]
+
+
+def layer_geometry(layer: Any) -> Geometry | None:
+    """The labels layer's geometry (None when it has no NGFF form)."""
+    try:
+        return Geometry.from_layer(
+            layer.ndim,
+            layer.scale,
+            layer.translate,
+            getattr(layer, "units", None),
+            getattr(layer, "axis_labels", None),
+        )
+    except ValueError:
+        return None
+
+
+def is_time_lapse(layer: Any) -> bool:
+    """Whether the labels layer's first axis is time and it has 3 or 4 axes."""
+    geometry = layer_geometry(layer)
+    return geometry is not None and geometry.ndim in (3, 4) and geometry.axes[0] == "t"
+
+
+def napari_tracks(stack: Any, lineage: Mapping[int, int] | None = None) -> NapariTracks:
+    """Tracks of a ``(T, [Z,] Y, X)`` labels stack with its lineage (see the module docstring)."""
+    tracks = build_tracks(stack, lineage)
+    objects = frame_objects(stack)
+    track_ids = track_of_objects(tracks, objects)
+    data = np.column_stack([track_ids, objects.frame, objects.centroid]).astype(np.float64)
+    order = np.lexsort((data[:, 1], data[:, 0]))
+    graph = {t.track_id: [t.parent] for t in tracks.tracks if t.parent}
+    return NapariTracks(data[order], graph, tracks, {t.track_id: t.label_id for t in tracks.tracks})
+
+
+@dataclass(frozen=True)
+class TrackRow:
+    """One row of the track table.
+
+    Attributes:
+        track_id, label_id, name, first, last, parent: the track (``parent`` 0: none).
+        displacement: distance from the first to the last centroid, physical units.
+        mean_speed: path length / frames elapsed, physical units per frame interval (0 for one frame).
+    """
+
+    track_id: int
+    label_id: int
+    name: str
+    first: int
+    last: int
+    parent: int
+    displacement: float
+    mean_speed: float
+
+
+def track_rows(tracks: NapariTracks, names: Mapping[int, str], spatial_scale: Any) -> list[TrackRow]:
+    """One :class:`TrackRow` per track, by id; ``spatial_scale``: pixel size per spatial axis."""
+    scale = np.asarray(spatial_scale, dtype=np.float64)
+    rows = []
+    for track in tracks.tracks.tracks:
+        points = tracks.data[tracks.data[:, 0] == track.track_id]
+        path = points[:, 2:] * scale
+        steps = np.linalg.norm(np.diff(path, axis=0), axis=1)
+        elapsed = float(points[-1, 1] - points[0, 1]) if len(points) else 0.0
+        rows.append(
+            TrackRow(
+                track.track_id,
+                track.label_id,
+                names.get(track.label_id, ""),
+                track.begin,
+                track.end,
+                track.parent,
+                float(np.linalg.norm(path[-1] - path[0])) if len(path) else 0.0,
+                float(steps.sum() / elapsed) if elapsed else 0.0,
+            )
+        )
+    return rows
+
+
+def tracks_layer_name(labels_name: str) -> str:
+    return labels_name + TRACKS_SUFFIX
+
+
+def apply_tracks(viewer: napari.Viewer, layer: Labels, tracks: NapariTracks) -> Any:
+    """Add the Tracks layer of ``layer`` or replace its data (GUI thread); return it."""
+    name = tracks_layer_name(layer.name)
+    features = {"label_id": [tracks.label_of[int(i)] for i in tracks.data[:, 0]]}
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if not len(tracks.data):
+        if existing is not None:
+            viewer.layers.remove(existing)
+        return None
+    if existing is not None:
+        existing.data = tracks.data
+        existing.graph = tracks.graph
+        existing.features = features
+        return existing
+    return viewer.add_tracks(
+        tracks.data,
+        graph=tracks.graph,
+        features=features,
+        name=name,
+        scale=layer.scale,
+        translate=layer.translate,
+        tail_length=30,
+    )
+
+
+def show_tracks(
+    viewer: napari.Viewer,
+    layer: Labels,
+    dispatch: Callable[[Callable[[], None]], None],
+    on_error: Callable[[str], None] | None = None,
+    then: Callable[[NapariTracks], None] | None = None,
+) -> threading.Thread | None:
+    """Compute the tracks of a time-lapse labels layer on a thread, then add or update its Tracks layer.
+
+    Returns the thread (None when the layer is not a time-lapse). ``dispatch`` runs a call on the
+    GUI thread; ``on_error`` gets a message when the tracks cannot be made; ``then`` gets the tracks
+    (on the GUI thread, after the layer is updated; e.g. the track table).
+    """
+    if not is_time_lapse(layer) or layer.multiscale:
+        return None
+    stack = np.asarray(layer.data).copy()
+    lineage = lineage_from_metadata(layer.metadata)
+
+    def job() -> None:
+        try:
+            tracks = napari_tracks(stack, lineage)
+        except ValueError as e:
+            message = f"Tracks of {layer.name}: {e}"
+            if on_error is not None:
+                dispatch(lambda: on_error(message))
+            return
+
+        def deliver() -> None:
+            apply_tracks(viewer, layer, tracks)
+            if then is not None:
+                then(tracks)
+
+        dispatch(deliver)
+
+    thread = threading.Thread(target=job, name="sam2-tracks", daemon=True)
+    thread.start()
+    return thread
+
+
+def names_of(layer: Any) -> dict[int, str]:
+    """The labels layer's names (for the track table)."""
+    return names_from_metadata(layer.metadata)

@@ -1,0 +1,1 @@
+"""Tests of the file formats room (protocol/formats): label files on disk, their geometry."""

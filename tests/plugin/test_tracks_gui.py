@@ -1,0 +1,134 @@
+"""Time-lapse in a real viewer: Propagate on a time axis shows a Tracks layer; the Export box writes CTC
+with the widget's provenance; napari opens the CTC folder as labels + tracks.
+
+Real viewer under Xvfb, real broker and the deterministic stand-in worker (it tracks each object as the
+bright component overlapping it on the previous frame, so the tracks are known).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Labels, Tracks
+
+from plugin._qt.propagate_widget import ALL_ON_SLICE
+from plugin.labels.lineage import LINEAGE_KEY, lineage_from_metadata
+from plugin.tracks import tracks_layer_name
+from protocol.formats.ctc import read_ctc
+from protocol.formats.provenance_files import read_provenance
+from tests.support import timelapse
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
+from tests.support.processes import ProcessSpawner
+from tests.support.standin_backend import SERVICE, StandinBackend
+
+pytestmark = GUI_TEST_MARKS
+
+TIMEOUT_MS = 60_000
+SIZE = 96
+FRAMES = 5
+
+
+def disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
+    return timelapse.disc((SIZE, SIZE), centre, radius)
+
+
+def centre_a(t: int) -> tuple[float, float]:
+    return (30.0, 20.0 + 6 * t)
+
+
+def centre_b(t: int) -> tuple[float, float]:
+    return (68.0, 60.0 - 4 * t)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch):
+    backend = StandinBackend(spawn, 1)
+    movie = np.full((FRAMES, SIZE, SIZE), 20, np.uint8)
+    for t in range(FRAMES):
+        movie[t][disc(centre_a(t))] = 200
+        movie[t][disc(centre_b(t))] = 200
+    viewer = make_napari_viewer()
+    viewer.add_image(movie, name="movie", axis_labels=("t", "y", "x"))
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
+    start = np.zeros(movie.shape, np.uint32)
+    start[0][disc(centre_a(0))] = 3
+    start[0][disc(centre_b(0))] = 8
+    labels = viewer.add_labels(start, name="cells", axis_labels=("t", "y", "x"))
+    widget.tabs.setCurrentIndex(1)
+    widget.labels.layer_combo.set_layer(labels)
+    qtbot.wait(120)
+    viewer.dims.set_point(0, 0)
+    return viewer, widget, labels
+
+
+def test_propagate_on_time_shows_tracks_and_exports_ctc_with_provenance(setup, qtbot, tmp_path) -> None:
+    viewer, widget, labels = setup
+    box = widget.propagate_box
+    box.which.setCurrentText(ALL_ON_SLICE)
+    box.direction.setCurrentText("forward")
+    box.button.click()
+    qtbot.waitUntil(lambda: not box.task.running, timeout=TIMEOUT_MS)
+    name = tracks_layer_name("cells")
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=TIMEOUT_MS)
+    tracks = viewer.layers[name]
+    assert isinstance(tracks, Tracks)
+    for label, centre in ((3, centre_a), (8, centre_b)):
+        rows = tracks.data[tracks.data[:, 0] == label]
+        assert rows[:, 1].tolist() == list(range(FRAMES))
+        np.testing.assert_allclose(rows[:, 2:], [centre(t) for t in range(FRAMES)], atol=0.5)
+
+    # a division recorded in the metadata reaches the CTC export, with the widget's provenance
+    labels.data[3:][labels.data[3:] == 8] = 0
+    labels.data[3:][np.stack([disc((60.0, 40.0), 5)] * 2)] = 9
+    labels.metadata[LINEAGE_KEY] = {"9": 8}
+    widget.export_box.set_choice("ctc")
+    [folder] = widget.export_box.export(labels, tmp_path / "cells_ctc")
+    back = read_ctc(folder)
+    by_id = back.tracks.by_id()
+    assert (by_id[8].begin, by_id[8].end, by_id[9].begin, by_id[9].parent) == (0, 2, 3, 8)
+    record = read_provenance(folder)
+    assert record is not None and record.model == SERVICE and record.operation == "interactive"
+    assert record.parameters["contrast_limits"] == [float(v) for v in viewer.layers["movie"].contrast_limits]
+    assert set(record.not_replayable) == {3, 8, 9}  # propagated and painted here: no prompts recorded
+
+    opened = viewer.open(str(folder), plugin="napari-sam2-broker")
+    kinds = {type(layer) for layer in opened}
+    assert kinds == {Labels, Tracks}
+    reopened = next(layer for layer in opened if isinstance(layer, Labels))
+    assert lineage_from_metadata(reopened.metadata) == {9: 8}
+    reopened_tracks = next(layer for layer in opened if isinstance(layer, Tracks))
+    assert reopened_tracks.graph == {9: [8]}
+
+
+def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) -> None:
+    viewer, widget, labels = setup
+    full = np.zeros(labels.data.shape, np.uint32)
+    for t in range(FRAMES):
+        full[t][disc(centre_a(t))] = 3
+        full[t][disc(centre_b(t))] = 8
+    labels.data = full.copy()  # napari keeps the array it is given: full stays the truth
+    box = widget.tracks_box
+    history = widget.controller.histories(labels)
+    depth = history.undo_depth
+    widget.labels.refresh()
+    widget.labels.select(8)
+    viewer.dims.set_point(0, 3)
+    box.break_here()
+    assert not (labels.data[3:] == 8).any()
+    np.testing.assert_array_equal(labels.data[3:] == 9, full[3:] == 8)
+    assert history.undo_depth == depth + 1
+    widget.labels.refresh()
+    widget.labels.select(8)
+    rows_of = {row.label_id: r for r, row in enumerate(widget.labels._rows)}
+    widget.labels._add_to_selection(rows_of[9])  # a ctrl-click on 9
+    assert widget.labels.selected_ids() == [8, 9]
+    box.mark_division()
+    assert lineage_from_metadata(labels.metadata) == {9: 8}
+    qtbot.waitUntil(lambda: box.model.rowCount() == 3, timeout=TIMEOUT_MS)
+    rows = {row.track_id: row for row in box.model.rows}
+    assert (rows[8].first, rows[8].last, rows[9].first, rows[9].parent) == (0, 2, 3, 8)
+    assert rows[3].displacement == pytest.approx(6 * (FRAMES - 1), abs=0.5)
+    assert viewer.layers[tracks_layer_name("cells")].graph == {9: [8]}
+    box._on_row(box.model.index(list(rows).index(9), 0))
+    assert viewer.dims.current_step[0] == 3 and widget.labels.selected_ids() == [9]

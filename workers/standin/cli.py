@@ -1,0 +1,91 @@
+"""Command line of a stand-in worker, reached through the worker command's family dispatch::
+
+    python -m workers --model standin-blobs --connect tcp://127.0.0.1:5556 \
+        [--delay-s 0.05] [--encode-delay-s 0.5] [--cache-entries 8]
+
+(``sam2-worker --model standin-blobs`` is the same.) No torch, no checkpoint:
+see ``workers/standin/__init__.py``. ``--delay-s`` is slept per
+``segment``/``auto`` request and per ``propagate`` slice, ``--encode-delay-s``
+per new image, to emulate model time in benchmarks and demos.
+
+SIGTERM or SIGINT: stop, hand back any request held, send DISCONNECT, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from protocol.runtime import cli
+from protocol.runtime.cli import non_negative_float, positive_float, positive_int
+from protocol.runtime.parent import watch_parent
+from protocol.wire.codec import Limits
+from protocol.wire.mdp import DEFAULT_BACKEND
+from workers.standin import DEFAULT_MODEL, FAMILY, MODELS
+from workers.standin.service import CACHE_ENTRIES, StandinService
+from workers.worker import Worker, WorkerConfig
+
+LOG_FORMAT = "%(asctime)s.%(msecs)03d standin[%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of a stand-in worker, with its default and meaning."""
+    parser = argparse.ArgumentParser(
+        prog="python -m workers --model standin-blobs",
+        description="A deterministic stand-in worker (labels bright blobs; its answers are not SAM's).",
+    )
+    parser.add_argument("--connect", default=DEFAULT_BACKEND, help="broker backend endpoint")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list(MODELS), help="model = service name")
+    parser.add_argument(
+        "--delay-s", type=non_negative_float, default=0.0, help="seconds per segment/auto request"
+    )
+    parser.add_argument(
+        "--encode-delay-s", type=non_negative_float, default=0.0, help="seconds per new image"
+    )
+    parser.add_argument(
+        "--cache-entries", type=positive_int, default=CACHE_ENTRIES, help="images kept cached"
+    )
+    parser.add_argument(
+        "--heartbeat-interval-s", type=positive_float, default=1.0, help="seconds between heartbeats"
+    )
+    parser.add_argument(
+        "--heartbeat-liveness",
+        type=positive_int,
+        default=3,
+        help="missed heartbeats: broker dead",
+    )
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="stop within about a second once this process is gone"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one stand-in worker until SIGTERM/SIGINT; return the process exit code."""
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.log_level, args.log_file, LOG_FORMAT, "%Y-%m-%d %H:%M:%S")
+    watch_parent(args.parent_pid)
+    logging.getLogger("workers.standin").info(
+        "model=%s family=%s (deterministic stand-in, not SAM; no torch)", args.model, FAMILY
+    )
+    service = StandinService(args.model, args.delay_s, args.encode_delay_s, args.cache_entries)
+    config = WorkerConfig(
+        connect=args.connect,
+        service=args.model,
+        device_name=FAMILY,
+        heartbeat_interval_s=args.heartbeat_interval_s,
+        heartbeat_liveness=args.heartbeat_liveness,
+        limits=Limits(),
+    )
+    worker = Worker(config, service)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    time.sleep(0.05)
+    return 0
