@@ -84,6 +84,9 @@ RETRY_INTERVAL_MS = 1_000
 """How often the connection is tried while the backend is lost, or was never there."""
 MISSES_BEFORE_LOST = 2
 """Unanswered checks in a row before a connected broker counts as lost (the second is sent at once)."""
+CHECKS_BEFORE_BACK = 2
+"""Answered checks in a row (one per retry interval) before a lost backend counts as back: a worker
+re-registering with a restarted broker can drop out once more a moment later."""
 RECONNECT_NOW = "Reconnect now"
 _OK, _BAD = "color: #3c3;", "color: #e55;"
 ADDRESS_TIP = (
@@ -116,6 +119,7 @@ class SamWidget(QWidget):
         self._closed = False
         self._lost = False
         self._missed = 0
+        self._answered = 0
         self.link = LinkTracker()
         """The backend's state, since when, and what is retried (:mod:`plugin.connection.link_state`)."""
         self._cancel_connect = threading.Event()
@@ -357,6 +361,11 @@ class SamWidget(QWidget):
                 QTimer.singleShot(0, self.refresh_status)
                 return
         self._missed = 0
+        if status.connected and self._lost:
+            self._answered += 1
+            if self._answered < CHECKS_BEFORE_BACK:  # a worker re-registering may flap once: confirm
+                return
+        self._answered = 0
         if status.connected:
             self.controller.unavailable = None
         elif problem is not None:
