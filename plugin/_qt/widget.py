@@ -82,6 +82,11 @@ REFRESH_INTERVAL_MS = 1_000
 of a few seconds, or the last worker leaving, shows within the broker's liveness (3 s)."""
 RETRY_INTERVAL_MS = 1_000
 """How often the connection is tried while the backend is lost, or was never there."""
+MISSES_BEFORE_LOST = 2
+"""Unanswered checks in a row before a connected broker counts as lost (the second is sent at once)."""
+CHECKS_BEFORE_BACK = 2
+"""Answered checks in a row (one per retry interval) before a lost backend counts as back: a worker
+re-registering with a restarted broker can drop out once more a moment later."""
 RECONNECT_NOW = "Reconnect now"
 _OK, _BAD = "color: #3c3;", "color: #e55;"
 ADDRESS_TIP = (
@@ -113,6 +118,8 @@ class SamWidget(QWidget):
         self._connector: LatestOnly[Any] = LatestOnly(name="sam2-connect")
         self._closed = False
         self._lost = False
+        self._missed = 0
+        self._answered = 0
         self.link = LinkTracker()
         """The backend's state, since when, and what is retried (:mod:`plugin.connection.link_state`)."""
         self._cancel_connect = threading.Event()
@@ -353,6 +360,20 @@ class SamWidget(QWidget):
         problem = self.local.problem if self.local is not None else None
         if problem is not None:  # the embedded backend is down, restarting or gave up
             status = replace(status, error=problem)
+        state = self.link.state
+        if problem is None and not status.reachable and state is not None and state.connected:
+            self._missed += 1
+            if (
+                self._missed < MISSES_BEFORE_LOST
+            ):  # one slow answer (a busy machine) is not a loss: ask again now
+                QTimer.singleShot(0, self.refresh_status)
+                return
+        self._missed = 0
+        if status.connected and self._lost:
+            self._answered += 1
+            if self._answered < CHECKS_BEFORE_BACK:  # a worker re-registering may flap once: confirm
+                return
+        self._answered = 0
         if status.connected:
             self.controller.unavailable = None
         elif problem is not None:
