@@ -181,6 +181,15 @@ class Geometry:
         y, x = self.unit("y"), self.unit("x")
         return y if y == x else None
 
+    def napari_kwargs(self) -> dict[str, Any]:
+        """``scale``, ``translate``, ``axis_labels`` and (when known) ``units`` for a napari layer
+        (the plugin's calibrated-TIFF reader, :mod:`plugin.calibration`)."""
+        kwargs: dict[str, Any] = {"scale": self.scale, "translate": self.translate}
+        if any(u is not None for u in self.units):
+            kwargs["units"] = tuple(u or "pixel" for u in self.units)
+        kwargs["axis_labels"] = tuple(self.axes)
+        return kwargs
+
 
 def _unit_for_axis(axis: str, name: str | None) -> str | None:
     if name is None or axis == CHANNEL_AXIS:
