@@ -23,6 +23,7 @@ from plugin._qt.qt_helpers import button
 from plugin.export import GEOJSON, MEASUREMENTS, OME_ZARR, TIFF, ExportFormat, export_labels
 from plugin.jobs.controller import napari_notify
 from plugin.labels.names import names_from_metadata
+from plugin.labels.pyramid import label_data
 from protocol.formats.geojson import PHYSICAL, PIXEL
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def export_layer(
     return export_labels(
         fmt,
         path,
-        layer.data,
+        label_data(layer),
         names_from_metadata(layer.metadata),
         scale=layer.scale,
         translate=layer.translate,

@@ -34,6 +34,7 @@ from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
 from plugin.labels.edits import delete_labels, merge_labels
 from plugin.labels.history import set_names
 from plugin.labels.names import names_from_metadata, with_name
+from plugin.labels.pyramid import label_data
 from plugin.labels.stats import LabelRow, locate
 from plugin.labels.watch import LabelWatcher
 from plugin.view.coords import OutsideImage
@@ -187,7 +188,7 @@ class LabelTable(QWidget):
             return False
         try:
             plane = plane_of(self.viewer, layer, tuple(layer.data.shape))
-            where = locate(layer.data, label_id, displayed_axes(self.viewer, layer), plane.index)
+            where = locate(label_data(layer), label_id, displayed_axes(self.viewer, layer), plane.index)
         except (ValueError, OutsideImage):
             return False
         if where is None:

@@ -44,6 +44,7 @@ from plugin.labels.ops import (
     compute_edit_at,
     drop_small_objects,
 )
+from plugin.labels.pyramid import label_data
 from plugin.view.coords import OutsideImage, SlicePlane, plane_at
 from plugin.view.image_slice import LazyPlane, is_large, wire_slice
 from plugin.view.layers import (
@@ -645,7 +646,7 @@ class Controller:
         """Paste a bounding-box answer at its offset; only that box (and the previous one) is touched."""
         if obj.layer not in self.viewer.layers:
             return
-        labels = LazyPlane(obj.layer.data, obj.plane)
+        labels = LazyPlane(label_data(obj.layer), obj.plane)
 
         def record(ids: tuple[int, ...], pixels: int) -> None:
             self._record(

@@ -27,6 +27,7 @@ from plugin.labels.ops import (
     dtype_max_id,
     kept_objects,
 )
+from plugin.labels.pyramid import label_data
 from plugin.labels.stats import LabelBoxes, pixel_counts
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane
@@ -102,7 +103,7 @@ class Results:
             self._painted.add(key)
             layer.events.paint.connect(lambda _e: self.tracker.observe(key, layer.selected_label))
             self.follow(layer)
-        data = layer.data
+        data = label_data(layer)
         return self.tracker.allocate(
             key,
             lambda: data_max(data),
@@ -143,7 +144,7 @@ class Results:
         key = layer.unique_id
         if key in self._boxes:
             return
-        highest = data_max(layer.data)  # the id counter's first look at the layer, done once
+        highest = data_max(label_data(layer))  # the id counter's first look at the layer, done once
         self.tracker.start(key, highest)
         boxes = LabelBoxes(layer.data.shape) if highest == 0 else None
         self._boxes[key] = boxes
@@ -229,7 +230,7 @@ class Results:
         Returns:
             ``(ids written, pixels changed)``.
         """
-        labels = LazyPlane(layer.data, plane)
+        labels = LazyPlane(label_data(layer), plane)
         written: set[int] = set()
         pixels = 0
         pending: SliceEdit | None = None  # written with the redraw once the next one is known (or last)

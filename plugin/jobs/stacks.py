@@ -27,6 +27,7 @@ from plugin.jobs.results import Results
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.history import Step
 from plugin.labels.ops import LabelMode, Relabelled, compute_edit, drop_small_objects, kept_objects
+from plugin.labels.pyramid import label_data
 from plugin.view.coords import OutsideImage, SlicePlane
 from plugin.view.image_slice import LazyPlane, is_large, plane_on, stack_axis, wire_slice, wire_stack
 from plugin.view.layers import (
@@ -411,7 +412,7 @@ class StackJobs:
             target = plane_on(plane, axis, prompt.frame_index)
             box = self.results.label_box(layer, target, prompt.object_id)
             r0, c0, r1, c1 = box if box is not None else (0, 0, *target.size)
-            labels = LazyPlane(layer.data, target)
+            labels = LazyPlane(label_data(layer), target)
             if r1 > r0 and c1 > c0 and (labels[r0:r1, c0:c1] == prompt.object_id).any():
                 found.append(prompt)
         return found

@@ -1,7 +1,8 @@
 """Delete and merge labels of a layer, as single undo steps with their names (napari models, no Qt).
 
 The plans come from :mod:`plugin.labels.stats` (pure); the writes go
-through ``layer.data_setitem`` inside :meth:`plugin.labels.history.LabelHistory.edit`,
+through :func:`plugin.labels.writes.write_values` (single-scale and pyramid
+layers alike) inside :meth:`plugin.labels.history.LabelHistory.edit`,
 so ``Ctrl+Z`` brings back the pixels *and* the names.
 """
 
@@ -12,7 +13,9 @@ from collections.abc import Iterable
 from plugin.labels.history import LabelHistory
 from plugin.labels.names import names_from_metadata
 from plugin.labels.ops import dtype_max_id
+from plugin.labels.pyramid import label_data
 from plugin.labels.stats import names_after_delete, names_after_merge, plan_delete, plan_merge
+from plugin.labels.writes import write_values
 
 
 def delete_labels(history: LabelHistory, label_ids: Iterable[int]) -> int:
@@ -21,11 +24,11 @@ def delete_labels(history: LabelHistory, label_ids: Iterable[int]) -> int:
     ids = sorted({int(i) for i in label_ids if int(i) > 0})
     if not ids:
         return 0
-    change = plan_delete(layer.data, ids)
+    change = plan_delete(label_data(layer), ids)
     names = names_after_delete(names_from_metadata(layer.metadata), ids)
     with history.edit(names_after=names):
         if change.size:
-            layer.data_setitem(change.indices, change.new)
+            write_values(layer, change.indices, change.new)
     return change.size
 
 
@@ -45,9 +48,9 @@ def merge_labels(history: LabelHistory, sources: Iterable[int], target: int) -> 
     ids = sorted({int(i) for i in sources if int(i) > 0} - {target})
     if not ids:
         return 0
-    change = plan_merge(layer.data, ids, target)
+    change = plan_merge(label_data(layer), ids, target)
     names = names_after_merge(names_from_metadata(layer.metadata), ids, target)
     with history.edit(names_after=names):
         if change.size:
-            layer.data_setitem(change.indices, change.new)
+            write_values(layer, change.indices, change.new)
     return change.size

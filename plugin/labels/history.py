@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.labels.names import METADATA_KEY, names_from_metadata
+from plugin.labels.pyramid import pyramid_of
 
 if TYPE_CHECKING:
     from napari.layers import Labels
@@ -90,6 +91,42 @@ def atom_regions(step: Step) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
         old = np.asarray(old).ravel()
         new = np.broadcast_to(np.asarray(new), old.shape).ravel()
         yield tuple(indices), np.concatenate([old, new.astype(old.dtype)])
+
+
+def record_atom(layer: Labels, atom: tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]) -> None:
+    """Record a write the plugin made itself (``(indices, old values, new values)``) as napari would.
+
+    The atom joins napari's undo history exactly like one of ``data_setitem``
+    (inside ``block_history`` it is staged, else it is one step) and
+    ``events.paint`` fires, so counts, boxes and :meth:`LabelHistory.capture`
+    see it. Used for pyramid layers, whose ``data_setitem`` napari refuses.
+    """
+    layer._save_history(atom)
+
+
+def replay_step(layer: Labels, undoing: bool) -> None:
+    """Undo (or redo) the newest step of a pyramid layer through its store, as napari's ``undo`` does.
+
+    napari's own ``undo`` writes ``layer.data[indices]``, which a multiscale
+    layer refuses; here the step moves between the two histories the same
+    way and its atoms are written to level 0 and carried down.
+    """
+    pyramid = pyramid_of(layer)
+    if pyramid is None:
+        raise TypeError(f"{layer.name} is not a pyramid layer")
+    source, target = (
+        (layer._undo_history, layer._redo_history) if undoing else (layer._redo_history, layer._undo_history)
+    )
+    if not source:
+        return
+    step = source.pop()
+    target.append(list(reversed(step)))
+    for atom in reversed(step):
+        if hasattr(atom, "old_values"):  # a brush atom: napari cannot paint a multiscale layer
+            raise TypeError("a pyramid layer's history holds only the plugin's writes")
+        indices, old, new = atom
+        pyramid.write_points(indices, old if undoing else new)
+    layer.refresh()
 
 
 def set_names(layer: Labels, names: dict[int, str]) -> None:
@@ -248,7 +285,9 @@ class LabelHistory:
         step = source[-1]
         self._moving = True
         try:
-            if undoing:
+            if pyramid_of(self.layer) is not None:
+                replay_step(self.layer, undoing)
+            elif undoing:
                 self.layer.undo()
             else:
                 self.layer.redo()

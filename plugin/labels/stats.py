@@ -58,8 +58,8 @@ def _slabs(shape: Sequence[int], slab_voxels: int) -> Iterable[slice]:
 def pixel_counts(data: Any, slab_voxels: int = SLAB_VOXELS) -> dict[int, int]:
     """``{label_id: pixels}`` of every non-zero label of an nD labels array, slab by slab."""
     total: dict[int, int] = {}
-    if len(data.shape) == 0:
-        return {}
+    if len(data.shape) == 0 or getattr(data, "nchunks_initialized", None) == 0:
+        return {}  # nothing written yet in a chunked store: no scan
     for slab in _slabs(data.shape, slab_voxels):
         for value, n in count_values(np.asarray(data[slab])).items():
             total[value] = total.get(value, 0) + n

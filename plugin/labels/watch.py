@@ -18,6 +18,7 @@ import numpy as np
 
 from plugin.labels.history import Histories, atom_changes
 from plugin.labels.names import names_from_metadata
+from plugin.labels.pyramid import label_data
 from plugin.labels.stats import LabelCounts, LabelRow, label_rows, pixel_counts
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class LabelWatcher:
     def recount(self) -> None:
         """Count every label of the layer again (a full pass over its data)."""
         self.recounts += 1
-        self.counts = LabelCounts(pixel_counts(self.layer.data) if self.layer is not None else {})
+        self.counts = LabelCounts(pixel_counts(label_data(self.layer)) if self.layer is not None else {})
         self.on_change()
 
     def rows(self) -> list[LabelRow]:
