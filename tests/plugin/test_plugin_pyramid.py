@@ -1,0 +1,117 @@
+"""Result labels as a pyramid (plugin/labels/pyramid.py) in a real viewer, against the stand-in worker.
+
+The slice size above which the result layer is a pyramid is lowered to
+1,024² (``PYRAMID_MIN_PIXELS``) so a 3,000² image gives a three-level
+pyramid quickly; every other part is the real one: napari viewer under
+Xvfb, broker and stand-in worker processes, the plugin's write path,
+history and export. After each write level 0 must hold the exact ids
+(the stand-in answers discs exactly) and every display level must equal
+its recomputation from level 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import plugin.labels.pyramid
+from plugin._qt.export_widget import export_layer
+from plugin.labels.edits import delete_labels, merge_labels
+from plugin.labels.ops import LabelMode
+from plugin.labels.pyramid import downsample_max, label_data
+from plugin.view.layers import POINTS_MASK, PROMPT_POINTS
+from plugin.view.picking import label_at
+from tests.plugin.test_plugin_large_images import click, viewer_on  # noqa: F401 (fixture)
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.standin_worker import disc_image
+
+pytestmark = GUI_TEST_MARKS
+
+SHAPE = (3000, 3000)
+CENTRES = np.array([[1500.0, 1500.0], [1500.0, 1530.0], [2990.0, 2990.0]])
+RADII = np.array([12.0, 12.0, 6.0])
+
+
+@pytest.fixture(autouse=True)
+def small_pyramids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugin.labels.pyramid, "PYRAMID_MIN_PIXELS", 1024 * 1024)
+
+
+def assert_levels_in_step(layer) -> np.ndarray:
+    """Every display level equals its recomputation from level 0; returns level 0."""
+    level0 = np.asarray(layer.data[0][:])
+    expected = level0
+    for k in range(1, len(layer.data)):
+        expected = downsample_max(expected)
+        np.testing.assert_array_equal(np.asarray(layer.data[k][:]), expected, err_msg=f"level {k}")
+    return level0
+
+
+def test_clicks_refine_modes_undo_delete_merge_and_export_on_a_pyramid_layer(
+    viewer_on,  # noqa: F811
+    qtbot,
+    tmp_path: Path,
+) -> None:
+    image, truth = disc_image(SHAPE, CENTRES, RADII)
+    viewer, _image_layer, widget, _backend = viewer_on(image)
+    first = click(widget, qtbot, [1500.0, 1500.0])
+    layer = viewer.layers[POINTS_MASK]
+    assert layer.multiscale and len(layer.data) == 3 and layer.data.shape == SHAPE
+    (a,) = first.label_ids
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, truth == 1)
+    history = widget.controller.results.histories(layer)
+
+    # union: label a grows by the second disc; undo and redo walk it back and forth
+    widget.controller.set_mode(LabelMode.UNION, layer, a)
+    viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
+    click(widget, qtbot, [1500.0, 1530.0])
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, (truth == 1) | (truth == 2))
+    assert history.undo()
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, truth == 1)
+    assert history.redo()
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, (truth == 1) | (truth == 2))
+
+    # intersection with the first disc: back to it; overwrite with the second: exactly that one
+    widget.controller.set_mode(LabelMode.INTERSECTION, layer, a)
+    viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
+    click(widget, qtbot, [1500.0, 1500.0])
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, truth == 1)
+    widget.controller.set_mode(LabelMode.OVERWRITE, layer, a)
+    viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
+    click(widget, qtbot, [1500.0, 1530.0])
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, truth == 2)
+
+    # a 1-px-scale object at the far corner: its own id at level 0 and on every level
+    widget.controller.set_mode(LabelMode.ADD)
+    widget.controller.new_object()
+    viewer.layers[PROMPT_POINTS].data = np.empty((0, 2))
+    corner = click(widget, qtbot, [2990.0, 2990.0])
+    (c,) = corner.label_ids
+    level0 = assert_levels_in_step(layer)
+    np.testing.assert_array_equal(level0 == c, truth == 3)
+    for k in range(1, len(layer.data)):
+        assert np.asarray(layer.data[k][2990 >> k, 2990 >> k]) == c
+
+    # picking under the mouse reads the label (napari gives (level, value) on a pyramid)
+    class Click:
+        position = layer.data_to_world([1500, 1530])
+
+    assert label_at(layer, Click()) == a
+
+    # delete and merge are single undo steps, on every level
+    layer.metadata = {**layer.metadata, "label_names": {a: "left", c: "corner"}}
+    delete_labels(history, [c])
+    assert not (assert_levels_in_step(layer) == c).any()
+    assert history.undo()
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == c, truth == 3)
+    merge_labels(history, [c], a)
+    np.testing.assert_array_equal(assert_levels_in_step(layer) == a, (truth == 2) | (truth == 3))
+
+    # export reads level 0: the ids and names as written
+    written = export_layer(layer, tmp_path / "pyramid.tif")
+    saved = tifffile.imread(written[0])
+    np.testing.assert_array_equal(saved, label_data(layer)[:])
+    assert saved.shape == SHAPE
