@@ -15,27 +15,25 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from napari.layers import Labels
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QColor
+from qtpy.QtCore import QItemSelection, QItemSelectionModel
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QTableWidget,
-    QTableWidgetItem,
-    QTableWidgetSelectionRange,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
+from plugin._qt.label_model import COLOUR, COLUMNS, ID, NAME, PIXELS, LabelModel
 from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
 from plugin.labels.edits import delete_labels, merge_labels
 from plugin.labels.history import set_names
 from plugin.labels.names import names_from_metadata, with_name
 from plugin.labels.pyramid import label_data
-from plugin.labels.stats import LabelRow, locate
+from plugin.labels.stats import locate
 from plugin.labels.watch import LabelWatcher
 from plugin.view.coords import OutsideImage
 from plugin.view.layers import displayed_axes, plane_of, show_slice
@@ -44,9 +42,6 @@ if TYPE_CHECKING:
     import napari
 
     from plugin.jobs.controller import Controller
-
-COLUMNS = ("", "id", "name", "pixels")
-COLOUR, ID, NAME, PIXELS = range(4)
 
 
 class LabelTable(QWidget):
@@ -58,7 +53,7 @@ class LabelTable(QWidget):
         self.controller = controller
         self._schedule = Coalescer(60, self)
         self.watcher = LabelWatcher(controller.histories, lambda: self._schedule(self.refresh))
-        self._rows: list[LabelRow] = []
+        self._shown_layer: Labels | None = None  # the layer whose colours the model keeps
         self.on_named: Callable[[Labels], None] = lambda _layer: None
         """Called after a name is typed into the list (the main widget draws the names)."""
         layout = QVBoxLayout(self)
@@ -66,18 +61,25 @@ class LabelTable(QWidget):
         self.layer_combo = LayerCombo(viewer, Labels)
         self.layer_combo.layer_changed.connect(self.watcher.watch)
         layout.addWidget(self.layer_combo)
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.model = LabelModel(self._colour_of, self._rename, self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         rows_header, header = self.table.verticalHeader(), self.table.horizontalHeader()
         assert rows_header is not None and header is not None
         rows_header.setVisible(False)
         header.setSectionResizeMode(NAME, QHeaderView.ResizeMode.Stretch)
-        for column in (COLOUR, ID, PIXELS):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.itemSelectionChanged.connect(self._on_selection)
-        self.table.itemChanged.connect(self._on_item_changed)
+        for column in (COLOUR, ID, PIXELS):  # fixed widths: sizing to contents would read every row
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(COLOUR, 28)
+        header.resizeSection(ID, 80)
+        header.resizeSection(PIXELS, 100)
+        rows_header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows_header.setDefaultSectionSize(22)
+        selection = self.table.selectionModel()
+        assert selection is not None
+        selection.selectionChanged.connect(lambda *_: self._on_selection())
         layout.addWidget(self.table, 1)
         self.summary = QLabel()
         layout.addWidget(self.summary)
@@ -120,47 +122,45 @@ class LabelTable(QWidget):
 
     def selected_ids(self) -> list[int]:
         """Ids of the selected rows, ascending."""
-        rows = {item.row() for item in self.table.selectedItems()}
-        return sorted(self._rows[r].label_id for r in rows if r < len(self._rows))
+        selection = self.table.selectionModel()
+        rows = {index.row() for index in selection.selectedRows()} if selection is not None else set()
+        return sorted(int(self.model.ids[r]) for r in rows if r < len(self.model.ids))
 
     def select(self, label_id: int) -> None:
         """Select the row of ``label_id`` (as a click would)."""
-        for r, row in enumerate(self._rows):
-            if row.label_id == label_id:
-                self.table.selectRow(r)
-                return
+        row = self.model.row_of(label_id)
+        if row is not None:
+            self.table.selectRow(row)
 
     def refresh(self) -> None:
-        """Redraw the rows from the watcher (keeps the selection)."""
-        selected = set(self.selected_ids())
+        """Redraw the list from the watcher (keeps the selection).
+
+        One model reset over numpy columns: the view then asks only for the
+        rows on screen (and their colours), whatever the number of labels.
+        """
+        selected = self.selected_ids()
         layer = self.layer
-        self._rows = self.watcher.rows()
-        self.table.blockSignals(True)
-        self.table.setRowCount(len(self._rows))
-        for r, row in enumerate(self._rows):
-            swatch = QTableWidgetItem("")
-            if layer is not None:  # a colour square, visible on selected rows too
-                colour = QColor.fromRgbF(*[float(c) for c in layer.get_color(row.label_id)[:3]])
-                swatch.setData(Qt.ItemDataRole.DecorationRole, colour)
-            cells = [swatch, QTableWidgetItem(str(row.label_id)), QTableWidgetItem(row.name)]
-            cells.append(QTableWidgetItem(f"{row.pixels:,}"))
-            for column, item in enumerate(cells):
-                editable = Qt.ItemFlag.ItemIsEditable if column == NAME else Qt.ItemFlag.NoItemFlags
-                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | editable)
-                if column in (ID, PIXELS):
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                self.table.setItem(r, column, item)
-        self.table.clearSelection()
-        for r, row in enumerate(self._rows):
-            if row.label_id in selected:
-                self._add_to_selection(r)
-        self.table.blockSignals(False)
-        named = sum(1 for row in self._rows if row.name)
-        self.summary.setText(f"{len(self._rows)} labels, {named} named" if layer is not None else "")
+        ids, pixels = self.watcher.columns()
+        names = names_from_metadata(layer.metadata) if layer is not None else {}
+        selection = self.table.selectionModel()
+        assert selection is not None
+        selection.blockSignals(True)
+        self.model.set_rows(ids, pixels, names, new_layer=layer is not self._shown_layer)
+        self._shown_layer = layer
+        chosen = QItemSelection()
+        for label_id in selected:
+            row = self.model.row_of(label_id)
+            if row is not None:
+                chosen.select(self.model.index(row, 0), self.model.index(row, len(COLUMNS) - 1))
+        selection.select(chosen, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        selection.blockSignals(False)
+        named = sum(1 for i in names if self.model.row_of(i) is not None)
+        self.summary.setText(f"{len(ids)} labels, {named} named" if layer is not None else "")
         self._update_buttons()
 
-    def _add_to_selection(self, r: int) -> None:
-        self.table.setRangeSelected(QTableWidgetSelectionRange(r, 0, r, len(COLUMNS) - 1), True)
+    def _colour_of(self, label_id: int) -> tuple[float, ...]:
+        layer = self.layer
+        return tuple(layer.get_color(label_id)) if layer is not None else (0.0, 0.0, 0.0)
 
     def _update_buttons(self) -> None:
         history = self.controller.histories(self.layer) if self.layer is not None else None
@@ -197,12 +197,12 @@ class LabelTable(QWidget):
             show_slice(self.viewer, layer, where)
         return True
 
-    def _on_item_changed(self, item: QTableWidgetItem) -> None:
+    def _rename(self, label_id: int, name: str) -> None:
+        """A name typed into the list's name cell (empty removes it)."""
         layer = self.layer
-        if layer is None or item.column() != NAME or item.row() >= len(self._rows):
+        if layer is None:
             return
-        label_id = self._rows[item.row()].label_id
-        set_names(layer, with_name(names_from_metadata(layer.metadata), label_id, item.text()))
+        set_names(layer, with_name(names_from_metadata(layer.metadata), label_id, name))
         self.on_named(layer)
 
     def _on_highlight(self, on: bool) -> None:
