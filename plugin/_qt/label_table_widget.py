@@ -3,7 +3,8 @@
 The list follows the labels layer made active in napari's layer list (or
 the one chosen in its own box). Select a row to make it the layer's
 selected label and show the slice where it is; edit a name in place; delete or merge the selected labels;
-undo and redo (also ``Ctrl+Z`` / ``Ctrl+Shift+Z`` on the layer). Counting
+undo and redo (also ``Ctrl+Z`` / ``Ctrl+Shift+Z`` on the layer); "Edit here"
+(:mod:`plugin.view.edit_here`) to paint a window of the layer by hand. Counting
 and following the layer is :class:`plugin.labels.watch.LabelWatcher`; the
 edits are :mod:`plugin.labels.edits`. Propagation through the stack is the
 :class:`plugin._qt.propagate_widget.PropagateBox` below the table.
@@ -36,12 +37,17 @@ from plugin.labels.pyramid import label_data
 from plugin.labels.stats import locate
 from plugin.labels.watch import LabelWatcher
 from plugin.view.coords import OutsideImage
+from plugin.view.edit_here import EDIT_MAX_SIDE, EditWindow, close_edit_window, open_edit_window
 from plugin.view.layers import displayed_axes, plane_of, show_slice
 
 if TYPE_CHECKING:
     import napari
 
     from plugin.jobs.controller import Controller
+
+
+EDIT_HERE = "Edit here"
+WRITE_BACK = "Write back"
 
 
 class LabelTable(QWidget):
@@ -54,6 +60,8 @@ class LabelTable(QWidget):
         self._schedule = Coalescer(60, self)
         self.watcher = LabelWatcher(controller.histories, lambda: self._schedule(self.refresh))
         self._shown_layer: Labels | None = None  # the layer whose colours the model keeps
+        self.edit_window: EditWindow | None = None
+        """The "Edit here" window open now (None: none)."""
         self.on_named: Callable[[Labels], None] = lambda _layer: None
         """Called after a name is typed into the list (the main widget draws the names)."""
         layout = QVBoxLayout(self)
@@ -108,10 +116,17 @@ class LabelTable(QWidget):
         self.delete_button = button("Delete", self.delete_selected, "Delete the selected labels")
         self.merge_button = button("Merge into", self.merge_selected, "Relabel the selected labels as this")
         self.merge_target = spin_box(1, 2**31 - 1)
+        self.edit_here_button = button(
+            EDIT_HERE,
+            self.toggle_edit_here,
+            "Paint with napari's brush, fill and eraser on the part of this layer under the view (up to "
+            f"{EDIT_MAX_SIDE}² pixels, also on a pyramid layer); press again to write it back as one step",
+        )
         row = QHBoxLayout()
         for widget in (self.undo_button, self.redo_button, self.delete_button, self.merge_button):
             row.addWidget(widget)
         row.addWidget(self.merge_target)
+        row.addWidget(self.edit_here_button)
         return row
 
     # -- state ----------------------------------------------------------------------------------
@@ -220,6 +235,28 @@ class LabelTable(QWidget):
         if self.layer is not None:
             self.controller.histories(self.layer).redo()
         self._update_buttons()
+
+    def toggle_edit_here(self) -> None:
+        """Open an "Edit here" window on the current layer, or write back the one open."""
+        window, self.edit_window = self.edit_window, None
+        self.edit_here_button.setText(EDIT_HERE)
+        if window is not None:
+            kept = window.layer in self.viewer.layers
+            pixels = close_edit_window(self.viewer, window, write_back=kept)
+            where = window.source.name
+            text = f"Edit here: {pixels} pixels written to {where}." if kept else "Edit here: window removed."
+            self.controller.notify("info", text)
+            self.layer_combo.set_layer(window.source)
+            return
+        if self.layer is None:
+            self.controller.notify("warning", "Edit here: choose a labels layer first.")
+            return
+        try:
+            self.edit_window = open_edit_window(self.viewer, self.layer)
+        except (ValueError, OutsideImage) as e:
+            self.controller.notify("warning", f"Edit here: {e}")
+            return
+        self.edit_here_button.setText(WRITE_BACK)
 
     def delete_selected(self) -> None:
         ids = self.selected_ids()

@@ -115,3 +115,57 @@ def test_clicks_refine_modes_undo_delete_merge_and_export_on_a_pyramid_layer(
     saved = tifffile.imread(written[0])
     np.testing.assert_array_equal(saved, label_data(layer)[:])
     assert saved.shape == SHAPE
+
+
+def test_edit_here_paints_a_window_of_a_pyramid_and_writes_it_back_as_one_undo_step(
+    make_napari_viewer,
+) -> None:
+    """napari cannot paint a multiscale layer; "Edit here" opens a window of level 0 as an ordinary Labels
+    layer placed over it, napari's own brush and fill paint there, and closing writes the changed pixels
+    back (level 0 exact, display levels in step) as one step that undo and redo walk."""
+    from plugin.labels.history import Histories
+    from plugin.labels.ops import SliceEdit
+    from plugin.view.coords import plane_at
+    from plugin.view.edit_here import close_edit_window, open_edit_window
+    from plugin.view.layers import ensure_labels, write_edit
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros(SHAPE, np.uint8), scale=(0.5, 0.5), translate=(10.0, -4.0))
+    layer = ensure_labels(viewer, image, POINTS_MASK)
+    assert layer.multiscale and not layer.editable  # napari's brush cannot paint it
+    history = Histories()(layer)
+    plane = plane_at([0, 0], SHAPE, (0, 1))
+    rows, cols = np.nonzero(np.ones((20, 20), bool))
+    write_edit(
+        layer,
+        plane,
+        SliceEdit(rows + 2000, cols + 2100, np.zeros(400, np.uint32), np.full(400, 7, np.uint32)),
+    )
+    answer_elsewhere = SliceEdit(
+        rows + 2500, cols + 2500, np.zeros(400, np.uint32), np.full(400, 9, np.uint32)
+    )
+
+    window = open_edit_window(viewer, layer, rect=(1990, 2090, 2290, 2390))
+    assert window.layer.editable and viewer.layers.selection.active is window.layer
+    np.testing.assert_array_equal(window.layer.data, np.asarray(layer.data[0][1990:2290, 2090:2390]))
+    # it sits on the source's pixels: data (0, 0) of the window is the source's (1990, 2090)
+    np.testing.assert_allclose(window.layer.data_to_world([0, 0]), layer.data_to_world([1990, 2090]))
+    window.layer.selected_label = 12
+    window.layer.paint((150, 150), 12)  # napari's brush (default size 10), window pixels (row, col)
+    window.layer.fill((15, 15), 3)  # label 7's square, filled with 3 by napari's fill
+    write_edit(layer, plane, answer_elsewhere)  # an answer arrives while the window is open
+    painted = np.asarray(window.layer.data).copy()
+    depth = history.undo_depth
+
+    written = close_edit_window(viewer, window)
+    assert window.layer not in viewer.layers and written > 400
+    level0 = assert_levels_in_step(layer)
+    np.testing.assert_array_equal(level0[1990:2290, 2090:2390][painted != 0], painted[painted != 0])
+    assert (level0[2000:2020, 2100:2120] == 3).all() and level0[2140, 2240] == 12
+    assert (level0[2500:2520, 2500:2520] == 9).all()  # kept: the window did not clobber it
+    assert history.undo_depth == depth + 1  # one step
+    assert history.undo()
+    level0 = assert_levels_in_step(layer)
+    assert (level0[2000:2020, 2100:2120] == 7).all() and not (level0 == 12).any()
+    assert history.redo()
+    assert assert_levels_in_step(layer)[2140, 2240] == 12
