@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.labels.names import METADATA_KEY, names_from_metadata
-from plugin.labels.pyramid import pyramid_of
+from plugin.labels.pyramid import pyramid_of, redraw
 
 if TYPE_CHECKING:
     from napari.layers import Labels
@@ -126,7 +126,7 @@ def replay_step(layer: Labels, undoing: bool) -> None:
             raise TypeError("a pyramid layer's history holds only the plugin's writes")
         indices, old, new = atom
         pyramid.write_points(indices, old if undoing else new)
-    layer.refresh()
+    redraw(layer)
 
 
 def set_names(layer: Labels, names: dict[int, str]) -> None:

@@ -194,3 +194,17 @@ def pyramid_of(layer: Any) -> LabelPyramid | None:
     if not getattr(layer, "multiscale", False):
         return None
     return LabelPyramid([layer.data[k] for k in range(len(layer.data))])
+
+
+def redraw(layer: Any) -> None:
+    """Show a pyramid layer's new pixels: napari re-reads what is on screen.
+
+    napari keeps its coarsest level materialised (``_level_materializer``, an
+    ``lru_cache``) and draws from that copy whenever that level is on screen
+    (the whole slide in view), so the copy is dropped first; the next draw
+    reads that level again (at most :data:`PYRAMID_CHUNK`² per slice).
+    """
+    cache_clear = getattr(getattr(layer, "_level_materializer", None), "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
+    layer.refresh()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from plugin.labels.history import record_atom
-from plugin.labels.pyramid import pyramid_of
+from plugin.labels.pyramid import pyramid_of, redraw
 
 if TYPE_CHECKING:
     from napari.layers import Labels
@@ -54,5 +54,5 @@ def write_values(
         return 0
     record_atom(layer, (tuple(a[changed] for a in arrays), old[changed], new[changed].copy()))
     if refresh:
-        layer.refresh()
+        redraw(layer)
     return int(changed.sum())

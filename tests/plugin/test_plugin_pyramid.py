@@ -169,3 +169,47 @@ def test_edit_here_paints_a_window_of_a_pyramid_and_writes_it_back_as_one_undo_s
     assert (level0[2000:2020, 2100:2120] == 7).all() and not (level0 == 12).any()
     assert history.redo()
     assert assert_levels_in_step(layer)[2140, 2240] == 12
+
+
+def test_pyramid_labels_sit_on_the_image_at_three_zoom_levels(make_napari_viewer, qtbot) -> None:
+    """Screenshots of a shown viewer: bright squares of a pyramid image and the pyramid labels written on
+    the same pixels cover the same screen pixels zoomed in (8 screen px per pixel, at the far corner), at
+    1:1 and with the whole slide in view (a coarse level) - no offset at any zoom."""
+    from plugin.labels.ops import SliceEdit
+    from plugin.labels.pyramid import LabelPyramid
+    from plugin.view.coords import plane_at
+    from plugin.view.layers import ensure_labels, write_edit
+
+    level0 = np.zeros(SHAPE, np.uint8)
+    spots = [(r, c) for r in range(40, 3000, 300) for c in range(40, 3000, 300)] + [(2976, 2976)]
+    for r, c in spots:
+        level0[r : r + 24, c : c + 24] = 255
+    levels = LabelPyramid([level0]).levels + []  # level 0 only, then the same block maximum as the labels
+    while max(levels[-1].shape) > 1024:
+        levels.append(downsample_max(levels[-1]))
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(levels, multiscale=True, contrast_limits=(0, 255), translate=(5.0, 3.0))
+    labels = ensure_labels(viewer, image, POINTS_MASK)
+    rows, cols = np.nonzero(level0)
+    write_edit(
+        labels,
+        plane_at([0, 0], SHAPE, (0, 1)),
+        SliceEdit(rows, cols, np.zeros(rows.size), np.ones(rows.size, np.uint32)),
+    )
+    labels.opacity = 1.0
+
+    def shot(layer) -> np.ndarray:
+        image.visible, labels.visible = layer is image, layer is labels
+        qtbot.wait(300)
+        return np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].max(axis=-1) > 60
+
+    for zoom, centre in ((8.0, (2988.0, 2988.0)), (1.0, (1500.0, 1500.0)), (None, None)):
+        if zoom is None:
+            viewer.reset_view()
+        else:
+            viewer.camera.zoom = zoom
+            viewer.camera.center = tuple(image.data_to_world(centre))
+        bright, labelled = shot(image), shot(labels)
+        assert bright.any() and labelled.any()
+        overlap = (bright & labelled).sum() / (bright | labelled).sum()
+        assert overlap >= 0.95, f"zoom {zoom}: labels cover {overlap:.3f} of the image's squares"
