@@ -258,11 +258,29 @@ class LabelTable(QWidget):
             return
         self.edit_here_button.setText(WRITE_BACK)
 
+    def _box_of(self, label_ids: list[int]) -> tuple[slice, ...] | None:
+        """A box holding every pixel of ``label_ids`` on a 2D layer, from the label boxes; None: not known."""
+        layer = self.layer
+        if layer is None or layer.ndim != 2:
+            return None
+        try:
+            plane = plane_of(self.viewer, layer, tuple(layer.data.shape))
+        except (ValueError, OutsideImage):
+            return None
+        boxes = [self.controller.results.label_box(layer, plane, i) for i in label_ids]
+        if any(box is None for box in boxes):
+            return None
+        found = [box for box in boxes if box is not None and box[2] > box[0] and box[3] > box[1]]
+        if not found:
+            return (slice(0, 0), slice(0, 0))
+        r0, c0 = min(b[0] for b in found), min(b[1] for b in found)
+        return slice(r0, max(b[2] for b in found)), slice(c0, max(b[3] for b in found))
+
     def delete_selected(self) -> None:
         ids = self.selected_ids()
         if self.layer is None or not ids:
             return
-        pixels = delete_labels(self.controller.histories(self.layer), ids)
+        pixels = delete_labels(self.controller.histories(self.layer), ids, self._box_of(ids))
         text = f"Deleted label(s) {_ids(ids)} of {self.layer.name} ({pixels} pixels)."
         self.controller.notify("info", text)
 
@@ -275,7 +293,9 @@ class LabelTable(QWidget):
             self.controller.notify("info", f"Merge: choose labels other than {target} to merge into it.")
             return
         try:
-            pixels = merge_labels(self.controller.histories(self.layer), sources, target)
+            pixels = merge_labels(
+                self.controller.histories(self.layer), sources, target, self._box_of(sources)
+            )
         except ValueError as e:
             self.controller.notify("warning", f"Merge: {e}")
             return

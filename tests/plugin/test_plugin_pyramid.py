@@ -101,13 +101,16 @@ def test_clicks_refine_modes_undo_delete_merge_and_export_on_a_pyramid_layer(
 
     assert label_at(layer, Click()) == a
 
-    # delete and merge are single undo steps, on every level
+    # delete and merge are single undo steps, on every level; the Labels tab reads only the labels' box
     layer.metadata = {**layer.metadata, "label_names": {a: "left", c: "corner"}}
-    delete_labels(history, [c])
+    widget.labels.layer_combo.set_layer(layer)
+    where = widget.labels._box_of([c])
+    assert where is not None and (where[0].stop - where[0].start) * (where[1].stop - where[1].start) <= 64**2
+    delete_labels(history, [c], where)
     assert not (assert_levels_in_step(layer) == c).any()
     assert history.undo()
     np.testing.assert_array_equal(assert_levels_in_step(layer) == c, truth == 3)
-    merge_labels(history, [c], a)
+    merge_labels(history, [c], a, widget.labels._box_of([c]))
     np.testing.assert_array_equal(assert_levels_in_step(layer) == a, (truth == 2) | (truth == 3))
 
     # export reads level 0: the ids and names as written
