@@ -69,6 +69,7 @@ from plugin.events_log import CONNECT, DISCONNECT
 from plugin.jobs.controller import Applied, Controller, same_layer
 from plugin.labels.ops import LabelMode
 from plugin.view import napari_redraw
+from plugin.view.layers import warm_up_labels
 from plugin.view.picking import PICK_WAITING, pick_once
 from protocol.wire.errors import ClientError, ProtocolError
 
@@ -108,6 +109,7 @@ class SamWidget(QWidget):
         napari_redraw.install()  # an answer on labels wider than the GPU's textures redraws only its box
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
+        warm_up_labels()  # the first result layer's imports, off the GUI thread
         self.controller.listeners.append(self._on_applied)
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None

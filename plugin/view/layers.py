@@ -8,8 +8,10 @@ data coordinates are the image's; clicks are still mapped through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +203,24 @@ def size_warning(image: Image) -> str | None:
             "array. Segmenting reads only a window around each prompt (AUTO-SEGMENT: tiles)."
         )
     return " ".join(notes) or None
+
+
+def warm_up_labels() -> threading.Thread:
+    """Import, off the GUI thread, what napari's first Labels layer imports (its colormap: ``skimage.color``).
+
+    Creating the first result layer otherwise pays that import (1.3 s measured under load,
+    bench/RESULTS.md) on the GUI thread, at the user's first click.
+    """
+
+    def load() -> None:
+        import importlib
+
+        with contextlib.suppress(ImportError):
+            importlib.import_module("skimage.color")
+
+    thread = threading.Thread(target=load, name="sam2-warm-up-labels", daemon=True)
+    thread.start()
+    return thread
 
 
 def ensure_labels(
