@@ -18,9 +18,11 @@ at level 0 and exports always read level 0. Level k's shape is
 ``ceil(shape_{k-1} / 2)`` on the last two axes (stack axes are kept), so no
 edge pixel is dropped; levels stop once both sides fit :data:`PYRAMID_CHUNK`.
 
-Every write goes to level 0 and is carried down level by level inside the
-written bounding box (:meth:`LabelPyramid.write_block`), so a write costs
-its box, never the slide.
+Every write goes to level 0 and is carried down inside the written
+bounding box, rounded out to whole pixels of the coarsest level
+(:meth:`LabelPyramid.write_block`): the block is downsampled in memory level
+by level, so a write costs its box, never the slide, and reads nothing
+below level 0.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class LabelPyramid:
         Nothing is allocated but the arrays' metadata: an unwritten chunk reads as 0.
         """
         import zarr
+        from zarr.codecs import BloscCodec, BloscShuffle  # 2.5x faster than zarr's zstd here (RESULTS.md)
 
         levels = []
         for k, level_shape in enumerate(level_shapes(shape, chunk)):
@@ -103,7 +106,12 @@ class LabelPyramid:
             chunks = (1,) * (len(level_shape) - 2) + tuple(min(chunk, s) for s in level_shape[-2:])
             levels.append(
                 zarr.create_array(
-                    store=store, shape=level_shape, chunks=chunks, dtype=LABEL_DTYPE, fill_value=0
+                    store=store,
+                    shape=level_shape,
+                    chunks=chunks,
+                    dtype=LABEL_DTYPE,
+                    fill_value=0,
+                    compressors=BloscCodec(cname="lz4", clevel=1, shuffle=BloscShuffle.bitshuffle),
                 )
             )
         return cls(levels)
@@ -132,42 +140,63 @@ class LabelPyramid:
     def write_block(self, starts: Sequence[int], values: np.ndarray) -> None:
         """Write ``values`` into level 0 at ``starts`` (one start per axis) and carry it down every level.
 
-        Only the box ``starts`` … ``starts + values.shape`` is read and written
-        on each level (rounded out to that level's pixels).
+        Only the box ``starts`` … ``starts + values.shape`` (rounded out to whole
+        pixels of the coarsest level) is read and written on each level.
         """
         values = np.asarray(values, dtype=self.dtype)
         box = tuple(slice(int(s), int(s) + int(n)) for s, n in zip(starts, values.shape, strict=True))
-        self.levels[0][box] = values
-        self._carry_down(box)
+        aligned = self._aligned(box)
+        if aligned == box:
+            self._write_aligned(aligned, values)
+            return
+        block = self.read(aligned)
+        block[
+            tuple(slice(b.start - a.start, b.stop - a.start) for a, b in zip(aligned, box, strict=True))
+        ] = values
+        self._write_aligned(aligned, block)
 
     def write_points(self, indices: tuple[np.ndarray, ...], values: np.ndarray | int) -> np.ndarray:
         """Set level-0 pixels at (N,) index arrays to ``values`` ((N,) or one value); returns the old values.
 
-        Read-modify-write of their bounding box, then the box is carried down.
+        One read-modify-write of their bounding box (rounded out as in :meth:`write_block`).
         """
-        index, local = _bounding(indices)
-        if index is None:
+        box, local = _bounding(indices)
+        if box is None:
             return np.zeros(0, dtype=self.dtype)
-        block = self.read(index)
+        aligned = self._aligned(box)
+        block = self.read(aligned)
+        local = tuple(i + (b.start - a.start) for i, a, b in zip(local, aligned, box, strict=True))
         old = block[local].copy()
         block[local] = np.asarray(values, dtype=self.dtype)
-        self.write_block([s.start for s in index], block)
+        self._write_aligned(aligned, block)
         return old
 
-    def _carry_down(self, box: tuple[slice, ...]) -> None:
-        """Recompute levels 1 … inside ``box`` (level-0 pixels) from the level above each."""
+    def _aligned(self, box: tuple[slice, ...]) -> tuple[slice, ...]:
+        """``box`` grown on the last two axes to whole pixels of the coarsest level (clipped to the shape)."""
+        step = 1 << (len(self.levels) - 1)
+        *stack, rows, cols = box
+        grown = [
+            slice(part.start // step * step, min(-(-part.stop // step) * step, size))
+            for part, size in zip((rows, cols), self.shape[-2:], strict=True)
+        ]
+        return (*stack, *grown)
+
+    def _write_aligned(self, box: tuple[slice, ...], block: np.ndarray) -> None:
+        """Write a level-0 block whose box :meth:`_aligned` returns, and every level below it from it.
+
+        The box starts on a multiple of every level's factor and ends on one or at the
+        edge, so each level's part is computed from the block alone (no read of the levels).
+        """
+        self.levels[0][box] = block
         *stack, rows, cols = box
         for k in range(1, len(self.levels)):
-            # level k-1 rows [r0, r1) touch level-k rows [r0 // 2, ceil(r1 / 2)); read their full 2×2 blocks
-            rows = slice(rows.start // 2, -(-rows.stop // 2))
-            cols = slice(cols.start // 2, -(-cols.stop // 2))
-            above_shape = self.levels[k - 1].shape
-            above = (
+            block = downsample_max(block)
+            index = (
                 *stack,
-                slice(2 * rows.start, min(2 * rows.stop, above_shape[-2])),
-                slice(2 * cols.start, min(2 * cols.stop, above_shape[-1])),
+                slice(rows.start >> k, (rows.start >> k) + block.shape[-2]),
+                slice(cols.start >> k, (cols.start >> k) + block.shape[-1]),
             )
-            self.levels[k][(*stack, rows, cols)] = downsample_max(self.read(above, k - 1))
+            self.levels[k][index] = block
 
 
 def _bounding(indices: tuple[np.ndarray, ...]) -> tuple[tuple[slice, ...] | None, tuple[np.ndarray, ...]]:
