@@ -53,6 +53,7 @@ from plugin._qt.events_widget import EventsPanel
 from plugin._qt.export_widget import ExportBox
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
+from plugin._qt.off_thread import run_keeping_window_alive
 from plugin._qt.propagate_widget import PropagateBox
 from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button, spin_box
 from plugin.connection.backend import (
@@ -110,6 +111,7 @@ class SamWidget(QWidget):
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
         warm_up_labels()  # the first result layer's imports, off the GUI thread
+        self.controller.results.off_gui = run_keeping_window_alive  # pyramid pastes: the window keeps drawing
         self.controller.listeners.append(self._on_applied)
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None

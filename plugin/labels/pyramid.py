@@ -28,6 +28,7 @@ below level 0.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,8 @@ PYRAMID_MIN_PIXELS = 8192 * 8192
 PYRAMID_CHUNK = 1024
 """Side of a level's chunks on the image plane (stack axes: one slice per chunk); the last level fits one."""
 LABEL_DTYPE = np.dtype(np.uint32)
+_LOCKS: dict[int, threading.RLock] = {}
+"""One lock per store (by its level-0 array's id): a paste thread and the GUI thread take turns."""
 
 
 def level_shapes(shape: Sequence[int], chunk: int = PYRAMID_CHUNK) -> list[tuple[int, ...]]:
@@ -82,6 +85,7 @@ class LabelPyramid:
         if not levels:
             raise ValueError("a label pyramid needs at least level 0")
         self.levels = list(levels)
+        self._lock = _LOCKS.setdefault(id(self.levels[0]), threading.RLock())
         self.shape = tuple(int(s) for s in self.levels[0].shape)
         self.dtype = np.dtype(self.levels[0].dtype)
         expected = level_shapes(self.shape, chunk=1)[: len(self.levels)]
@@ -146,14 +150,14 @@ class LabelPyramid:
         values = np.asarray(values, dtype=self.dtype)
         box = tuple(slice(int(s), int(s) + int(n)) for s, n in zip(starts, values.shape, strict=True))
         aligned = self._aligned(box)
-        if aligned == box:
-            self._write_aligned(aligned, values)
-            return
-        block = self.read(aligned)
-        block[
-            tuple(slice(b.start - a.start, b.stop - a.start) for a, b in zip(aligned, box, strict=True))
-        ] = values
-        self._write_aligned(aligned, block)
+        inner = tuple(slice(b.start - a.start, b.stop - a.start) for a, b in zip(aligned, box, strict=True))
+        with self._lock:  # one read-modify-write at a time per store (a paste may write from a thread)
+            if aligned == box:
+                self._write_aligned(aligned, values)
+                return
+            block = self.read(aligned)
+            block[inner] = values
+            self._write_aligned(aligned, block)
 
     def write_points(self, indices: tuple[np.ndarray, ...], values: np.ndarray | int) -> np.ndarray:
         """Set level-0 pixels at (N,) index arrays to ``values`` ((N,) or one value); returns the old values.
@@ -164,11 +168,12 @@ class LabelPyramid:
         if box is None:
             return np.zeros(0, dtype=self.dtype)
         aligned = self._aligned(box)
-        block = self.read(aligned)
         local = tuple(i + (b.start - a.start) for i, a, b in zip(local, aligned, box, strict=True))
-        old = block[local].copy()
-        block[local] = np.asarray(values, dtype=self.dtype)
-        self._write_aligned(aligned, block)
+        with self._lock:
+            block = self.read(aligned)
+            old = block[local].copy()
+            block[local] = np.asarray(values, dtype=self.dtype)
+            self._write_aligned(aligned, block)
         return old
 
     def _aligned(self, box: tuple[slice, ...]) -> tuple[slice, ...]:

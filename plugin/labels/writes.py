@@ -23,10 +23,42 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from plugin.labels.history import record_atom
-from plugin.labels.pyramid import pyramid_of, redraw
+from plugin.labels.pyramid import LabelPyramid, pyramid_of, redraw
 
 if TYPE_CHECKING:
     from napari.layers import Labels
+
+
+Atom = tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]
+"""``(indices, old values, new values)`` of the pixels a write changed, as napari records them."""
+
+
+def store_write(
+    pyramid: LabelPyramid, indices: tuple[np.ndarray, ...], values: np.ndarray | int
+) -> Atom | None:
+    """Write a pyramid's store only (no napari call, so it may run off the GUI thread); the changed pixels.
+
+    Record the returned atom with :func:`record_atoms` on the GUI thread (None: nothing changed).
+    """
+    arrays = tuple(np.asarray(i, dtype=np.int64).ravel() for i in indices)
+    if not arrays or arrays[0].size == 0:
+        return None
+    new = np.broadcast_to(np.asarray(values, dtype=pyramid.dtype), arrays[0].shape)
+    old = pyramid.write_points(arrays, new)
+    changed = old != new
+    if not changed.any():
+        return None
+    return tuple(a[changed] for a in arrays), old[changed], new[changed].copy()
+
+
+def record_atoms(layer: Labels, atoms: list[Atom]) -> None:
+    """Record writes :func:`store_write` made as **one** undo step of ``layer`` and redraw (GUI thread)."""
+    if not atoms:
+        return
+    with layer.block_history():
+        for atom in atoms:
+            record_atom(layer, atom)
+    redraw(layer)
 
 
 def write_values(
@@ -44,15 +76,10 @@ def write_values(
     if pyramid is None:
         layer.data_setitem(indices, values, refresh)
         return -1
-    arrays = tuple(np.asarray(i, dtype=np.int64).ravel() for i in indices)
-    if not arrays or arrays[0].size == 0:
+    atom = store_write(pyramid, indices, values)
+    if atom is None:
         return 0
-    new = np.broadcast_to(np.asarray(values, dtype=pyramid.dtype), arrays[0].shape)
-    old = pyramid.write_points(arrays, new)
-    changed = old != new
-    if not changed.any():
-        return 0
-    record_atom(layer, (tuple(a[changed] for a in arrays), old[changed], new[changed].copy()))
+    record_atom(layer, atom)
     if refresh:
         redraw(layer)
-    return int(changed.sum())
+    return int(atom[1].size)

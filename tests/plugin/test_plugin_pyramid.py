@@ -216,3 +216,40 @@ def test_pyramid_labels_sit_on_the_image_at_three_zoom_levels(make_napari_viewer
         assert bright.any() and labelled.any()
         overlap = (bright & labelled).sum() / (bright | labelled).sum()
         assert overlap >= 0.95, f"zoom {zoom}: labels cover {overlap:.3f} of the image's squares"
+
+
+def test_tiled_auto_pastes_into_a_pyramid_off_the_gui_thread_as_one_undo_step(viewer_on, qtbot) -> None:  # noqa: F811
+    """AUTO-SEGMENT in tiles on a pyramid layer: the store is written in a thread while the window keeps
+    drawing (plugin/_qt/off_thread.py), every disc once and whole at level 0, display levels in step, and
+    the paste is one undo step."""
+    import threading
+
+    from plugin.jobs.controller import AUTO
+    from plugin.view.layers import AUTO_MASK
+    from tests.support.discs import disc_scores
+    from tests.support.standin_worker import scattered_discs
+
+    centres, radii = scattered_discs(SHAPE, spacing=90, radius_range=(6.0, 10.0), seed=3)
+    image, truth = disc_image(SHAPE, centres, radii)
+    viewer, _layer, widget, _backend = viewer_on(image, workers=2)
+    threads: list[str] = []
+    real = widget.controller.results.off_gui
+    widget.controller.results.off_gui = lambda work: real(
+        lambda: (threads.append(threading.current_thread().name), work())[1]
+    )
+    box = widget.auto_box
+    box.tile_size.setValue(1000)
+    box.tile_halo.setValue(64)
+    box.toggle_slice()
+    qtbot.waitUntil(lambda: widget.controller.applied.get(AUTO) is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not box.slice_task.running, timeout=10_000)
+    layer = viewer.layers[AUTO_MASK]
+    assert layer.multiscale and threads == ["sam2-store-write"]
+    level0 = assert_levels_in_step(layer)
+    best, stray, duplicates = disc_scores(level0, truth)
+    assert (best >= 0.9).all() and stray == 0 and duplicates == 0
+    history = widget.controller.results.histories(layer)
+    assert history.undo_depth == 1
+    assert history.undo() and not assert_levels_in_step(layer).any()
+    assert history.redo()
+    np.testing.assert_array_equal(assert_levels_in_step(layer), level0)
