@@ -111,7 +111,8 @@ class SamWidget(QWidget):
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
         warm_up_labels()  # the first result layer's imports, off the GUI thread
-        self.controller.results.off_gui = run_keeping_window_alive  # pyramid pastes: the window keeps drawing
+        # pyramid pastes, undo and redo write their store in a thread: the window keeps drawing
+        self.controller.results.off_gui = self.controller.histories.off_gui = run_keeping_window_alive
         self.controller.listeners.append(self._on_applied)
         self.status = BackendStatus(default_address(), error="not connected yet")
         self.local: LocalBackend | None = None
