@@ -322,6 +322,64 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
     return table_out, targets
 
 
+def profile_result_layer(side: int) -> None:
+    """cProfile of creating the first and a second pyramid result layer in a shown viewer (top 25)."""
+    import cProfile
+    import pstats
+
+    import napari
+
+    from plugin.view.layers import BOX_MASK, POINTS_MASK, ensure_labels
+
+    levels, _ = disc_pyramid(side, None)
+    viewer = napari.Viewer(show=True)
+    image = viewer.add_image(levels, multiscale=True, contrast_limits=(0, 40000))
+    settle(2.0)
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.enable()
+    ensure_labels(viewer, image, POINTS_MASK)
+    settle(0.01)
+    profile.disable()
+    print(f"first result layer, created and drawn: {time.perf_counter() - started:.2f} s")
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+    started = time.perf_counter()
+    ensure_labels(viewer, image, BOX_MASK)
+    settle(0.01)
+    print(f"second result layer: {time.perf_counter() - started:.2f} s")
+    viewer.close()
+
+
+def compare_codecs() -> None:
+    """One 2,048² uint32 write + read per codec (labels on 30 % of the pixels), four repeats."""
+    import zarr
+    from zarr.codecs import BloscCodec, BloscShuffle
+
+    block = (np.random.default_rng(0).random((2048, 2048)) > 0.7).astype(np.uint32) * 77
+    codecs: dict[str, Any] = {
+        "zarr default (zstd)": None,
+        "blosc lz4 + bitshuffle": BloscCodec(cname="lz4", clevel=1, shuffle=BloscShuffle.bitshuffle),
+        "blosc lz4 + shuffle": BloscCodec(cname="lz4", clevel=1, shuffle=BloscShuffle.shuffle),
+        "none": [],
+    }
+    for name, codec in codecs.items():
+        extra = {} if codec is None else {"compressors": codec}
+        array = zarr.create_array(
+            store=zarr.storage.MemoryStore(),
+            shape=(20000, 20000),
+            chunks=(1024, 1024),
+            dtype="uint32",
+            **extra,
+        )
+        seconds = []
+        for k in range(4):
+            started = time.perf_counter()
+            array[k * 2048 : (k + 1) * 2048, :2048] = block
+            np.asarray(array[k * 2048 : (k + 1) * 2048, :2048])
+            seconds.append(time.perf_counter() - started)
+        print(f"{name}: {', '.join(f'{x:.3f}' for x in seconds)} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 4,096² slide")
@@ -334,7 +392,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true", help="only profile creating the result layer")
+    parser.add_argument("--codecs", action="store_true", help="only compare the label store's codecs")
     args = parser.parse_args(argv)
+    if args.codecs:
+        compare_codecs()
+        return 0
+    if args.profile:
+        sys.argv = sys.argv[:1]
+        profile_result_layer(args.side)
+        return 0
     side = 4096 if args.quick else args.side
     auto_side = args.auto_side if args.auto_side is not None else (side if side <= 20_000 else 10_000)
     sys.argv = sys.argv[:1]  # napari reads the command line for plugins to open
