@@ -37,7 +37,13 @@ from plugin.labels.pyramid import label_data
 from plugin.labels.stats import locate
 from plugin.labels.watch import LabelWatcher
 from plugin.view.coords import OutsideImage
-from plugin.view.edit_here import EDIT_MAX_SIDE, EditWindow, close_edit_window, open_edit_window
+from plugin.view.edit_here import (
+    EDIT_MAX_SIDE,
+    EditWindow,
+    close_edit_window,
+    is_edit_window,
+    open_edit_window,
+)
 from plugin.view.layers import displayed_axes, plane_of, show_slice
 
 if TYPE_CHECKING:
@@ -107,7 +113,8 @@ class LabelTable(QWidget):
 
     def _on_active(self, _event: object = None) -> None:
         active = self.viewer.layers.selection.active
-        if isinstance(active, Labels) and active is not self.layer:
+        if isinstance(active, Labels) and active is not self.layer and not is_edit_window(active):
+            # an "Edit here" window is not followed: switching would count the edited layer again
             self.layer_combo.set_layer(active)
 
     def _edit_row(self) -> QHBoxLayout:
@@ -246,7 +253,8 @@ class LabelTable(QWidget):
             where = window.source.name
             text = f"Edit here: {pixels} pixels written to {where}." if kept else "Edit here: window removed."
             self.controller.notify("info", text)
-            self.layer_combo.set_layer(window.source)
+            if window.source is not self.layer and window.source in self.viewer.layers:
+                self.layer_combo.set_layer(window.source)
             return
         if self.layer is None:
             self.controller.notify("warning", "Edit here: choose a labels layer first.")

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 EDIT_MAX_SIDE = 4096
 """Largest side of an "Edit here" window, in level-0 pixels."""
 EDIT_SUFFIX = " (edit here)"
+EDIT_MARK = "sam2_edit_here"
+"""Metadata key set on an "Edit here" layer (the label list keeps showing the layer it edits)."""
+
+
+def is_edit_window(layer: object) -> bool:
+    """Whether ``layer`` is an "Edit here" window."""
+    return bool(getattr(layer, "metadata", {}).get(EDIT_MARK))
 
 
 @dataclass
@@ -104,6 +111,7 @@ def open_edit_window(viewer: napari.Viewer, source: Labels, rect: Box | None = N
         colormap=source.colormap,
         opacity=max(float(source.opacity), 0.7),
         units=source.units,
+        metadata={EDIT_MARK: True},
     )
     layer.selected_label = source.selected_label
     viewer.add_layer(layer)

@@ -113,6 +113,22 @@ def test_clicks_refine_modes_undo_delete_merge_and_export_on_a_pyramid_layer(
     merge_labels(history, [c], a, widget.labels._box_of([c]))
     np.testing.assert_array_equal(assert_levels_in_step(layer) == a, (truth == 2) | (truth == 3))
 
+    # "Edit here" from the Labels tab: the list stays on the layer (no recount of level 0), one undo step
+    widget.labels.layer_combo.set_layer(layer)
+    recounts, depth = widget.labels.watcher.recounts, history.undo_depth
+    viewer.camera.center = tuple(layer.data_to_world([1500, 1500]))
+    viewer.camera.zoom = 1.0
+    widget.labels.toggle_edit_here()
+    window = widget.labels.edit_window
+    assert window is not None and window.layer in viewer.layers and widget.labels.layer is layer
+    r0, c0, r1, c1 = window.rect
+    assert r0 <= 1500 < r1 and c0 <= 1500 < c1 and max(r1 - r0, c1 - c0) <= 4096
+    window.layer.paint((1500 - r0, 1500 - c0), 77)
+    widget.labels.toggle_edit_here()
+    assert window.layer not in viewer.layers and widget.labels.edit_window is None
+    assert np.asarray(layer.data[0][1500, 1500]) == 77 and history.undo_depth == depth + 1
+    assert widget.labels.layer is layer and widget.labels.watcher.recounts == recounts
+
     # export reads level 0: the ids and names as written
     written = export_layer(layer, tmp_path / "pyramid.tif")
     saved = tifffile.imread(written[0])
