@@ -253,10 +253,10 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
             rows.append(
                 (
                     "paste (AUTO's stitched result)",
-                    max(paste.calls),
+                    float("nan"),  # not a stall: a pyramid's store is written in a thread, loop running
                     sum(paste.calls),
                     peak_rss_bytes(),
-                    "GUI-thread time in Results.paste_rectangles",
+                    "duration of Results.paste_rectangles; its stalls are in AUTO's",
                 )
             )
         target = viewer.layers[AUTO_MASK] if AUTO_MASK in viewer.layers else labels
@@ -299,7 +299,10 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
     )
     targets = []
     for name, stall, wall, peak, note in rows:
-        table_out.add(name, f"{stall * 1000:.0f}", f"{wall:.2f}", f"{peak / 1024**3:.2f}", note)
+        shown = "(in AUTO)" if np.isnan(stall) else f"{stall * 1000:.0f}"
+        table_out.add(name, shown, f"{wall:.2f}", f"{peak / 1024**3:.2f}", note)
+        if np.isnan(stall):
+            continue
         targets.append(
             Target(
                 f"stall: {name}, {side:,}²", f"{stall * 1000:.0f} ms", "<= 100 ms", stall <= STALL_TARGET_S
