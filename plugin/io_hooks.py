@@ -63,8 +63,14 @@ def _layer_facts(meta: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _exact_ids(data: Any, meta: Mapping[str, Any]) -> Any:
+    """The label ids to write: level 0 of a multiscale (pyramid) labels layer, else the data."""
+    return data[0] if meta.get("multiscale") else data
+
+
 def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 single-layer writer: the labels as an ImageJ TIFF plus ``.names.json`` and ``.names.csv``."""
+    data = _exact_ids(data, meta)
     names = names_from_metadata(meta.get("metadata"))
     facts = _layer_facts(meta)
     written = write_labels(
@@ -78,7 +84,14 @@ def _write_as(fmt: str, path: str, data: Any, meta: dict[str, Any], **extra: Any
     title = str(meta.get("name") or "labels")
     parents = lineage_from_metadata(meta.get("metadata"))
     written = export_labels(
-        fmt, path, np.asarray(data), names, title=title, parents=parents, **_layer_facts(meta), **extra
+        fmt,
+        path,
+        np.asarray(_exact_ids(data, meta)),
+        names,
+        title=title,
+        parents=parents,
+        **_layer_facts(meta),
+        **extra,
     )
     return [str(p) for p in written]
 

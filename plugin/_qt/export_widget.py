@@ -45,6 +45,7 @@ from plugin.jobs.results import napari_notify
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
+from plugin.labels.pyramid import label_data
 from plugin.provenance_record import interactive_provenance
 from protocol.formats.geojson import PHYSICAL, PIXEL
 from protocol.formats.provenance import Provenance
@@ -172,7 +173,7 @@ def export_layer(
     return export_labels(
         fmt,
         path,
-        layer.data,
+        label_data(layer),
         names_from_metadata(layer.metadata),
         scale=layer.scale,
         translate=layer.translate,

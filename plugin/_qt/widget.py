@@ -51,6 +51,7 @@ from plugin._qt.events_widget import EventsPanel
 from plugin._qt.export_widget import ExportBox, layer_provenance, matching_image
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
+from plugin._qt.off_thread import run_keeping_window_alive
 from plugin._qt.prompt_widget import ModeBox, PromptBox
 from plugin._qt.propagate_widget import PropagateBox
 from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button
@@ -70,6 +71,7 @@ from plugin.connection.session import Session
 from plugin.events_log import CONNECT, DISCONNECT
 from plugin.jobs.controller import Applied, Controller, same_layer
 from plugin.view import napari_redraw
+from plugin.view.layers import warm_up_labels
 from protocol.formats.provenance import Provenance
 from protocol.wire.errors import ClientError, ProtocolError
 
@@ -109,6 +111,9 @@ class SamWidget(QWidget):
         napari_redraw.install()  # an answer on labels wider than the GPU's textures redraws only its box
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
+        warm_up_labels()  # the first result layer's imports, off the GUI thread
+        # pyramid pastes, undo and redo write their store in a thread: the window keeps drawing
+        self.controller.results.off_gui = self.controller.histories.off_gui = run_keeping_window_alive
         self.controller.listeners.append(self._on_applied)
         self.controller.prompts.box_tiles.choose = lambda view: ask_box_resolution(
             self, view, self.controller.prompts.box_tiles

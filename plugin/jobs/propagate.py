@@ -17,6 +17,7 @@ import numpy as np
 from plugin.jobs.context import JobContext
 from plugin.jobs.stack_runs import PROPAGATE, Done, Progress, StackRun, StackRuns
 from plugin.labels.ops import compute_edit
+from plugin.labels.pyramid import label_data
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane, plane_on, wire_stack
 from plugin.view.layers import base_data, slice_view, spatial_shape, write_edit
@@ -227,7 +228,7 @@ class Propagation:
             target = plane_on(plane, axis, prompt.frame_index)
             box = ctx.results.label_box(layer, target, prompt.object_id)
             r0, c0, r1, c1 = box if box is not None else (0, 0, *target.size)
-            labels = LazyPlane(layer.data, target)
+            labels = LazyPlane(label_data(layer), target)
             if r1 > r0 and c1 > c0 and (labels[r0:r1, c0:c1] == prompt.object_id).any():
                 found.append(prompt)
         return found

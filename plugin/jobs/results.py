@@ -12,7 +12,7 @@ last (for the prompt layers' undo keys) and the user notifications.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -27,7 +27,9 @@ from plugin.labels.ops import (
     dtype_max_id,
     kept_objects,
 )
+from plugin.labels.pyramid import LabelPyramid, label_data, pyramid_of
 from plugin.labels.stats import LabelBoxes, pixel_counts
+from plugin.labels.writes import Atom, record_atoms, store_write
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane
 from plugin.view.layers import slice_view, write_edit
@@ -35,6 +37,16 @@ from protocol.wire.errors import RemoteError, RequestTimeout, Superseded
 
 if TYPE_CHECKING:
     from napari.layers import Labels
+
+T = TypeVar("T")
+OffGui = Callable[[Callable[[], T]], T]
+"""``off_gui(work)`` runs ``work()`` (no napari call inside) and returns its result."""
+
+
+def run_here(work: Callable[[], T]) -> T:
+    """Run ``work`` in the calling thread (the default :attr:`Results.off_gui`)."""
+    return work()
+
 
 Notify = Callable[[str, str], None]
 """``notify(level, message)`` with level ``info``, ``warning`` or ``error``."""
@@ -79,6 +91,9 @@ class Results:
         """"Add without overwriting": new objects (Add mode, AUTO-SEGMENT) only fill background."""
         self._painted: set[Hashable] = set()  # layers whose paint events feed the tracker
         self._boxes: dict[Hashable, LabelBoxes | None] = {}  # per layer; None: not known to be complete
+        self.off_gui: OffGui = run_here
+        """Runs long store work of a pyramid paste and returns its result; the widget sets one that
+        runs it in a thread while the window keeps drawing (here: in the caller's thread)."""
 
     def wrote(self, layer: Labels) -> None:
         """Note that the plugin wrote ``layer`` (its undo keys go through :mod:`plugin.labels.history`)."""
@@ -102,7 +117,7 @@ class Results:
             self._painted.add(key)
             layer.events.paint.connect(lambda _e: self.tracker.observe(key, layer.selected_label))
             self.follow(layer)
-        data = layer.data
+        data = label_data(layer)
         return self.tracker.allocate(
             key,
             lambda: data_max(data),
@@ -143,7 +158,7 @@ class Results:
         key = layer.unique_id
         if key in self._boxes:
             return
-        highest = data_max(layer.data)  # the id counter's first look at the layer, done once
+        highest = data_max(label_data(layer))  # the id counter's first look at the layer, done once
         self.tracker.start(key, highest)
         boxes = LabelBoxes(layer.data.shape) if highest == 0 else None
         self._boxes[key] = boxes
@@ -229,7 +244,10 @@ class Results:
         Returns:
             ``(ids written, pixels changed)``.
         """
-        labels = LazyPlane(layer.data, plane)
+        pyramid = pyramid_of(layer)
+        if pyramid is not None:
+            return self._paste_pyramid(layer, pyramid, plane, source, rectangles, lut)
+        labels = LazyPlane(label_data(layer), plane)
         written: set[int] = set()
         pixels = 0
         pending: SliceEdit | None = None  # written with the redraw once the next one is known (or last)
@@ -246,6 +264,47 @@ class Results:
                 pixels += edit.size
             if pending is not None:
                 write_edit(layer, plane, pending)  # one redraw for the whole paste
+        if written:
+            self.wrote(layer)
+        return tuple(sorted(written)), pixels
+
+    def _paste_pyramid(
+        self,
+        layer: Labels,
+        pyramid: LabelPyramid,
+        plane: SlicePlane,
+        source: Any,
+        rectangles: Sequence[Box],
+        lut: np.ndarray,
+    ) -> tuple[tuple[int, ...], int]:
+        """:meth:`paste_rectangles` on a pyramid layer: the store is written through :attr:`off_gui`.
+
+        Planning and writing the store touch no napari object, so they run
+        wherever :attr:`off_gui` runs them (the widget: a thread, while the
+        window keeps drawing); recording the one undo step and the redraw
+        happen here, on the GUI thread.
+        """
+        labels = LazyPlane(pyramid.levels[0], plane)
+        only_background = self.only_background
+
+        def work() -> tuple[list[Atom], set[int], int]:
+            atoms: list[Atom] = []
+            written: set[int] = set()
+            pixels = 0
+            for r0, c0, r1, c1 in rectangles:
+                objects = lut[np.asarray(source[r0:r1, c0:c1])]
+                edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, only_background)
+                if edit.size == 0:
+                    continue
+                atom = store_write(pyramid, plane.nd_indices(edit.rows + r0, edit.cols + c0), edit.new)
+                if atom is not None:
+                    atoms.append(atom)
+                    written.update(int(i) for i in np.unique(edit.new) if i)
+                    pixels += int(atom[1].size)
+            return atoms, written, pixels
+
+        atoms, written, pixels = self.off_gui(work)
+        record_atoms(layer, atoms)
         if written:
             self.wrote(layer)
         return tuple(sorted(written)), pixels

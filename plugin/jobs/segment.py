@@ -23,6 +23,7 @@ from plugin.jobs.context import JobContext, same_layer
 from plugin.jobs.prompt_layers import PromptLayers
 from plugin.jobs.submit import BOX, POINTS, Answers, Applied, submit
 from plugin.labels.ops import LabelMode, SliceEdit, compute_edit, compute_edit_at
+from plugin.labels.pyramid import label_data
 from plugin.view.coords import OutsideImage, SlicePlane, plane_at
 from plugin.view.image_slice import LazyPlane, is_large, wire_slice
 from plugin.view.layers import (
@@ -297,7 +298,7 @@ class PromptJobs:
         ctx, results = self.ctx, self.ctx.results
         if obj.layer not in ctx.viewer.layers:
             return
-        labels = LazyPlane(obj.layer.data, obj.plane)
+        labels = LazyPlane(label_data(obj.layer), obj.plane)
 
         def record(ids: tuple[int, ...], pixels: int) -> None:
             self.answers.record(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.labels.names import METADATA_KEY, names_from_metadata
+from plugin.labels.pyramid import pyramid_of, redraw
 
 if TYPE_CHECKING:
     from napari.layers import Labels
@@ -92,6 +93,52 @@ def atom_regions(step: Step) -> Iterator[tuple[tuple[Any, ...], np.ndarray]]:
         yield tuple(indices), np.concatenate([old, new.astype(old.dtype)])
 
 
+def record_atom(layer: Labels, atom: tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]) -> None:
+    """Record a write the plugin made itself (``(indices, old values, new values)``) as napari would.
+
+    The atom joins napari's undo history exactly like one of ``data_setitem``
+    (inside ``block_history`` it is staged, else it is one step) and
+    ``events.paint`` fires, so counts, boxes and :meth:`LabelHistory.capture`
+    see it. Used for pyramid layers, whose ``data_setitem`` napari refuses.
+    """
+    layer._save_history(atom)
+
+
+def run_here(work: Callable[[], Any]) -> Any:
+    """Run ``work`` in the calling thread (the default way to run a pyramid step's store writes)."""
+    return work()
+
+
+def replay_step(layer: Labels, undoing: bool, off_gui: Callable[[Callable[[], Any]], Any] = run_here) -> None:
+    """Undo (or redo) the newest step of a pyramid layer through its store, as napari's ``undo`` does.
+
+    napari's own ``undo`` writes ``layer.data[indices]``, which a multiscale
+    layer refuses; here the step moves between the two histories the same
+    way and its atoms are written to level 0 and carried down, through ``off_gui``
+    (the widget: in a thread while the window keeps drawing; the writes touch no napari object).
+    """
+    pyramid = pyramid_of(layer)
+    if pyramid is None:
+        raise TypeError(f"{layer.name} is not a pyramid layer")
+    source, target = (
+        (layer._undo_history, layer._redo_history) if undoing else (layer._redo_history, layer._undo_history)
+    )
+    if not source:
+        return
+    step = source[-1]
+    if any(hasattr(atom, "old_values") for atom in step):  # brush atoms: napari cannot paint a pyramid
+        raise TypeError("a pyramid layer's history holds only the plugin's writes")
+
+    def write() -> None:
+        for indices, old, new in reversed(step):
+            pyramid.write_points(indices, old if undoing else new)
+
+    off_gui(write)
+    source.pop()
+    target.append(list(reversed(step)))
+    redraw(layer)
+
+
 def set_names(layer: Labels, names: dict[int, str]) -> None:
     """Replace the layer's names (``metadata["label_names"]``)."""
     layer.metadata = {**layer.metadata, METADATA_KEY: dict(sorted(names.items()))}
@@ -124,8 +171,12 @@ class LabelHistory:
         bind_keys: bind ``Ctrl+Z`` / ``Ctrl+Shift+Z`` (and ``Ctrl+Y``) on it.
     """
 
-    def __init__(self, layer: Labels, bind_keys: bool = True) -> None:
+    def __init__(
+        self, layer: Labels, bind_keys: bool = True, off_gui: Callable[[Callable[[], Any]], Any] = run_here
+    ) -> None:
         self.layer = layer
+        self.off_gui = off_gui
+        """Runs a pyramid step's store writes (:func:`replay_step`)."""
         self.listeners: list[Listener] = []
         self.before_change: list[Callable[[], None]] = []
         self._entries: list[_NamesEntry] = []
@@ -248,7 +299,9 @@ class LabelHistory:
         step = source[-1]
         self._moving = True
         try:
-            if undoing:
+            if pyramid_of(self.layer) is not None:
+                replay_step(self.layer, undoing, self.off_gui)
+            elif undoing:
                 self.layer.undo()
             else:
                 self.layer.redo()
@@ -312,6 +365,8 @@ class Histories:
 
     def __init__(self, bind_keys: bool = True) -> None:
         self.bind_keys = bind_keys
+        self.off_gui: Callable[[Callable[[], Any]], Any] = run_here
+        """How every layer's pyramid undo/redo writes run (the widget: in a thread, window drawing)."""
         self._by_layer: dict[Any, LabelHistory] = {}
         self.listeners: list[Listener] = []
         self.before_change: list[Callable[[], None]] = []
@@ -319,7 +374,7 @@ class Histories:
     def __call__(self, layer: Labels) -> LabelHistory:
         history = self._by_layer.get(layer.unique_id)
         if history is None:
-            history = LabelHistory(layer, self.bind_keys)
+            history = LabelHistory(layer, self.bind_keys, lambda work: self.off_gui(work))
             history.listeners.append(self._notify)
             history.before_change.append(self._before)
             self._by_layer[layer.unique_id] = history

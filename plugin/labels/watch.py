@@ -18,7 +18,8 @@ import numpy as np
 
 from plugin.labels.history import Histories, atom_changes
 from plugin.labels.names import names_from_metadata
-from plugin.labels.stats import LabelCounts, LabelRow, label_rows, pixel_counts
+from plugin.labels.pyramid import label_data
+from plugin.labels.stats import LabelCounts, LabelRow, label_columns, label_rows, pixel_counts
 
 if TYPE_CHECKING:
     from napari.layers import Labels
@@ -72,7 +73,7 @@ class LabelWatcher:
     def recount(self) -> None:
         """Count every label of the layer again (a full pass over its data)."""
         self.recounts += 1
-        self.counts = LabelCounts(pixel_counts(self.layer.data) if self.layer is not None else {})
+        self.counts = LabelCounts(pixel_counts(label_data(self.layer)) if self.layer is not None else {})
         self.on_change()
 
     def rows(self) -> list[LabelRow]:
@@ -80,6 +81,12 @@ class LabelWatcher:
         if self.layer is None:
             return []
         return label_rows(self.counts.as_dict(), names_from_metadata(self.layer.metadata))
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every label present or named as (N,) ids ascending and (N,) pixels (no object per row)."""
+        if self.layer is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return label_columns(self.counts.raw(), names_from_metadata(self.layer.metadata))
 
     def _apply(self, changes: list[tuple[np.ndarray, np.ndarray]]) -> None:
         for old, new in changes:

@@ -8,8 +8,10 @@ data coordinates are the image's; clicks are still mapped through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ import pandas as pd
 
 from plugin.labels.names import METADATA_KEY
 from plugin.labels.ops import SliceEdit
+from plugin.labels.pyramid import LabelPyramid, label_data, needs_pyramid
+from plugin.labels.writes import write_values
 from plugin.view.coords import SlicePlane, layer_displayed_axes, plane_at
 from plugin.view.prompts import NEGATIVE, POSITIVE
 
@@ -138,13 +142,25 @@ def memory_budget(fraction: float = 0.25, cap: int | None = None) -> int:
 
 
 def new_labels_data(shape: tuple[int, ...], budget: int | None = None) -> tuple[Any, str | None]:
-    """Zero uint32 labels of ``shape``: numpy when it fits ``budget``, else a zarr array on disk.
+    """Zero uint32 labels of ``shape``: numpy when it fits ``budget``, else a zarr array on disk;
+    a :class:`plugin.labels.pyramid.LabelPyramid` (its levels, a list) when a slice is larger than
+    :data:`plugin.labels.pyramid.PYRAMID_MIN_PIXELS`.
 
     Returns:
-        ``(array, note)``: ``note`` says where a zarr-backed array lives (None for numpy).
+        ``(data, note)``: an array, or a list of levels (level 0 first) for a multiscale
+        layer; ``note`` says where data kept on disk lives (None in memory).
     """
     budget = memory_budget() if budget is None else budget
     nbytes = int(np.prod(shape, dtype=np.float64)) * 4
+    if needs_pyramid(shape):
+        if nbytes <= budget:  # chunks in memory, compressed; only those written exist
+            return LabelPyramid.create(shape).levels, None
+        pyramid, folder = LabelPyramid.create_on_disk(shape)
+        return pyramid.levels, (
+            f"The labels for this image would take {nbytes / 1024**3:.1f} GiB, more than the "
+            f"{budget / 1024**3:.1f} GiB the plugin holds in memory: they are kept on disk in a zarr "
+            f"pyramid at {folder}. Export them before closing napari."
+        )
     if nbytes <= budget:
         return np.zeros(shape, dtype=np.uint32), None
     import zarr
@@ -189,6 +205,24 @@ def size_warning(image: Image) -> str | None:
     return " ".join(notes) or None
 
 
+def warm_up_labels() -> threading.Thread:
+    """Import, off the GUI thread, what napari's first Labels layer imports (its colormap: ``skimage.color``).
+
+    Creating the first result layer otherwise pays that import (1.3 s measured under load,
+    bench/RESULTS.md) on the GUI thread, at the user's first click.
+    """
+
+    def load() -> None:
+        import importlib
+
+        with contextlib.suppress(ImportError):
+            importlib.import_module("skimage.color")
+
+    thread = threading.Thread(target=load, name="sam2-warm-up-labels", daemon=True)
+    thread.start()
+    return thread
+
+
 def ensure_labels(
     viewer: napari.Viewer, image: Image, name: str, notify: Callable[[str, str], None] | None = None
 ) -> Labels:
@@ -196,8 +230,10 @@ def ensure_labels(
 
     A layer called ``name`` of another shape (made for another image) is left
     alone; the result then goes to ``"name (image name)"``. A new layer is
-    the image's level-0 shape; when that does not fit in memory
-    (:func:`new_labels_data`) it is zarr-backed and ``notify`` says so.
+    the image's level-0 shape; above 8,192² per slice it is a multiscale layer over a
+    :class:`plugin.labels.pyramid.LabelPyramid` (only what is on screen is read, and
+    creating it reads nothing); when that does not fit in memory
+    (:func:`new_labels_data`) it is zarr-backed on disk and ``notify`` says so.
     """
     from napari.layers import Labels
 
@@ -213,6 +249,7 @@ def ensure_labels(
         notify("warning", note)
     labels = Labels(
         data,
+        multiscale=isinstance(data, list),
         name=candidate,
         metadata={METADATA_KEY: {}},
         opacity=0.6,
@@ -279,11 +316,14 @@ def point_labels(layer: Points) -> list[int]:
 
 def slice_view(layer: Labels, plane: SlicePlane) -> np.ndarray:
     """(H, W) labels of ``plane``: a view for numpy data (no copy of the nD array)."""
-    return np.asarray(layer.data[plane.numpy_index()])
+    return np.asarray(label_data(layer)[plane.numpy_index()])
 
 
 def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit, refresh: bool = True) -> None:
     """Write a slice edit into the nD labels layer: changed pixels only, one undo step, partial refresh.
+
+    Goes through the plugin's one write path (:func:`plugin.labels.writes.write_values`),
+    so single-scale and pyramid layers are written, undone and counted alike.
 
     Args:
         refresh: redraw now. Many writes in a row pass False to all but the last: the
@@ -292,7 +332,7 @@ def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit, refresh: bool 
     """
     if edit.size == 0:
         return
-    layer.data_setitem(plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype), refresh)
+    write_values(layer, plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype), refresh)
 
 
 def show_slice(viewer: napari.Viewer, layer: Layer, index: tuple[int | None, ...]) -> None:

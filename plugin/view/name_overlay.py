@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.labels.names import features_table, label_anchors, names_from_metadata
+from plugin.labels.pyramid import label_data
 from plugin.view.coords import OutsideImage, SlicePlane
 from plugin.view.image_slice import LazyPlane
 from plugin.view.layers import plane_of
@@ -126,7 +127,7 @@ class NameOverlay:
             plane = plane_of(self.viewer, self.labels, tuple(self.labels.data.shape))
         except (ValueError, OutsideImage):
             return None, {}, names
-        labels = LazyPlane(self.labels.data, plane)
+        labels = LazyPlane(label_data(self.labels), plane)
         return plane, bounded_anchors(labels, list(names), self._view(plane)), names
 
     def _view(self, plane: SlicePlane) -> tuple[int, int, int, int] | None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from plugin.labels.pyramid import label_data
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Labels
@@ -17,7 +21,13 @@ PICK_WAITING = "Click a region…"
 
 
 def label_at(layer: Labels, event: Any) -> int:
-    """The label id under a mouse event in ``layer`` (0 outside or on the background)."""
+    """The label id under a mouse event in ``layer`` (0 outside or on the background).
+
+    On a pyramid layer the id is read from level 0 at the event's data position
+    (one pixel), not from the level on screen, whose pixels are for display.
+    """
+    if getattr(layer, "multiscale", False):
+        return _level0_value(layer, event.position)
     value = layer.get_value(
         event.position,
         world=True,
@@ -70,3 +80,11 @@ def pick_once(
     viewer.help = PICK_HELP
     viewer.mouse_drag_callbacks.append(callback)
     return cancel
+
+
+def _level0_value(layer: Labels, world_position: Any) -> int:
+    """The level-0 label id at a world position (0 outside the layer)."""
+    point = np.round(np.asarray(layer.world_to_data(world_position), dtype=float)).astype(int)
+    if point.shape != (layer.ndim,) or (point < 0).any() or (point >= np.asarray(layer.data.shape)).any():
+        return 0
+    return int(np.asarray(label_data(layer)[tuple(int(p) for p in point)]))

@@ -108,7 +108,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
         widget.names.name_button.click()  # a name table and a names overlay
         qtbot.waitUntil(lambda la=labels: f"{la.name} names" in viewer.layers, timeout=5000)
         wait_for_redraws(qtbot, widget)  # the table and the overlay
-        assert widget.labels.table.rowCount() == 2
+        assert widget.labels.model.rowCount() == 2
         viewer.layers.remove(labels)
         del labels
         wait_for_redraws(qtbot, widget)
@@ -118,7 +118,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
     assert "big 9 names" not in viewer.layers and len(viewer.layers) == 0
     assert len(controller.histories) == 0 and len(controller.tracker) == 0
     assert not controller.objects and not controller.prompt_layers.watched and controller.last_written is None
-    assert widget.labels.layer is None and widget.labels.table.rowCount() == 0
+    assert widget.labels.layer is None and widget.labels.model.rowCount() == 0
     assert not widget.names.overlays
 
 
@@ -221,9 +221,9 @@ def test_names_summary_follows_a_rename_in_the_labels_table(offline, qtbot) -> N
     assert widget.names.names_label.text() == "2: debris"
     widget.labels.layer_combo.set_layer(labels)
     wait_for_redraws(qtbot, widget)  # the table's
-    table = widget.labels.table
-    row = [table.item(r, 1).text() for r in range(table.rowCount())].index("2")
-    table.item(row, 2).setText("cell fragment")  # renamed in the Labels tab
+    table = widget.labels.model
+    row = [table.cell(r, 1) for r in range(table.rowCount())].index("2")
+    table.setData(table.index(row, 2), "cell fragment")  # renamed in the Labels tab
     assert widget.names.names_label.text() == "2: cell fragment"
     # names also follow a delete and its undo
     widget.labels.select(2)
@@ -266,11 +266,8 @@ def test_auto_segment_is_refused_while_the_stack_runs_and_the_reverse(shared_bac
 
 def table_rows(widget: SamWidget, qtbot) -> list[tuple[int, int]]:
     wait_for_redraws(qtbot, widget)  # the table's
-    table = widget.labels.table
-    return [
-        (int(table.item(r, 1).text()), int(table.item(r, 3).text().replace(",", "")))
-        for r in range(table.rowCount())
-    ]
+    table = widget.labels.model
+    return [(int(table.cell(r, 1)), int(table.cell(r, 3).replace(",", ""))) for r in range(table.rowCount())]
 
 
 def test_a_label_undone_by_napari_leaves_the_labels_table(offline, qtbot) -> None:

@@ -116,13 +116,13 @@ def test_screenshot_shows_masks_and_names(make_napari_viewer, make_backend, qtbo
     widget.tabs.setCurrentIndex(1)
     widget.labels.layer_combo.set_layer(labels)
     wait_for_redraws(qtbot, widget)
-    table = widget.labels.table
-    rows = [tuple(table.item(r, c).text() for c in (1, 2, 3)) for r in range(table.rowCount())]
+    table = widget.labels.model
+    rows = [tuple(table.cell(r, c) for c in (1, 2, 3)) for r in range(table.rowCount())]
     assert rows == [("1", "cell", f"{cell_mask.sum():,}"), ("2", "debris", f"{debris.sum():,}")]
     widget.labels.select(2)
     qtbot.wait(300)
     io.imsave(ARTIFACTS / "plugin_labels_tab.png", viewer.screenshot(canvas_only=False, flash=False))
-    swatch = table.item(1, 0).data(Qt.ItemDataRole.DecorationRole)
+    swatch = table.cell(1, 0, Qt.ItemDataRole.DecorationRole)
     colour = np.asarray(labels.get_color(2))[:3] * 255
     assert np.allclose([swatch.red(), swatch.green(), swatch.blue()], colour, atol=2)
     answers: list = []

@@ -72,9 +72,9 @@ def connect(make_napari_viewer, qtbot, monkeypatch) -> Callable[..., tuple]:
 def table_state(widget: SamWidget, qtbot) -> list[tuple[int, str, int]]:
     """What the label list shows once its coalesced redraw ran: (id, name, pixels) per row."""
     wait_for_redraws(qtbot, widget)
-    table = widget.labels.table
+    table = widget.labels.model
     return [
-        (int(table.item(r, 1).text()), table.item(r, 2).text(), int(table.item(r, 3).text().replace(",", "")))
+        (int(table.cell(r, 1)), table.cell(r, 2), int(table.cell(r, 3).replace(",", "")))
         for r in range(table.rowCount())
     ]
 
@@ -161,7 +161,7 @@ def test_label_list_edits_and_undo_with_answers(shared_backend, connect, qtbot) 
     assert names_from_metadata(labels.metadata) == states[-2][1]
     # a name typed into the list names the label
     row = [r[0] for r in table_state(widget, qtbot)].index(1)
-    table.table.item(row, 2).setText("big cell")
+    table.model.setData(table.model.index(row, 2), "big cell")
     assert names_from_metadata(labels.metadata)[1] == "big cell"
 
 
