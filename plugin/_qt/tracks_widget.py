@@ -4,7 +4,9 @@ Buttons act on the labels selected in the label list and the frame shown (axis 0
 **Break here** (the selected label gets a new id from this frame on), **Link** (two selected
 labels become one track), **Swap from here** (two selected labels trade ids from this frame on),
 **Mark division** (the selected label on the previous frame is the parent, the other selected
-labels its daughters; the parent ends on the previous frame). Each is one undo step
+labels its daughters; the parent ends on the previous frame), **Divide here** (select the parent,
+press it, click a point in each daughter on the frame shown in the ``… daughters`` Points layer it
+adds, press it again: new ids propagated forward, :mod:`plugin.jobs.divide`). Each is one undo step
 (:mod:`plugin.labels.track_edits`). The table (id, name, first/last frame, parent,
 displacement, mean speed per frame interval in the layer's units) is computed off the GUI thread
 with the Tracks layer (:func:`plugin.tracks.show_tracks`); selecting a row shows its first frame.
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from plugin.jobs.controller import Controller
 
 COLUMNS = ("id", "name", "first", "last", "parent", "displacement", "mean speed")
+DIVIDE_TEXT = "Divide here"
+DAUGHTERS_SUFFIX = " daughters"
+"""The Points layer of labels layer ``cells`` where Divide here takes its clicks: ``cells daughters``."""
 
 
 class TrackTableModel(QAbstractTableModel):
@@ -77,16 +82,22 @@ class TracksBox(QGroupBox):
         super().__init__("Tracks (time-lapse)", parent)
         self.controller = controller
         self.table = table
+        self._division: tuple[Any, int, Any] | None = None  # (labels layer, parent, daughters' Points)
+        self.divisions_started = 0
         column = QVBoxLayout(self)
         row = QHBoxLayout()
+        buttons = {}
         for text, slot in (
             ("Break here", self.break_here),
             ("Link", self.link),
             ("Swap from here", self.swap_here),
             ("Mark division", self.mark_division),
+            (DIVIDE_TEXT, self.divide_here),
             ("Refresh", self.refresh),
         ):
-            row.addWidget(button(text, slot))
+            buttons[text] = button(text, slot)
+            row.addWidget(buttons[text])
+        self.divide_button = buttons[DIVIDE_TEXT]
         column.addLayout(row)
         self.model = TrackTableModel()
         self.view = QTableView()
@@ -151,6 +162,50 @@ class TracksBox(QGroupBox):
         parent, daughters = parents[0], [i for i in ids if i != parents[0]]
         history = self.controller.histories(layer)
         self._edit("Mark division", lambda: divide(history, parent, daughters, frame))
+
+    def divide_here(self) -> None:
+        """First press: take the selected label as the parent and add the daughters' Points layer;
+        second press: divide it on the frame shown, one daughter per point clicked there."""
+        if self._division is not None:
+            self._start_division(*self._division)
+            return
+        found = self._context()
+        if found is None or len(found[1]) != 1:
+            self.controller.notify("info", f"{DIVIDE_TEXT}: select the parent label first.")
+            return
+        layer, (parent,), frame = found
+        name = layer.name + DAUGHTERS_SUFFIX
+        viewer = self.controller.viewer
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+        points = viewer.add_points(
+            np.empty((0, layer.ndim)), name=name, scale=layer.scale, translate=layer.translate, size=4
+        )
+        points.mode = "add"
+        self._division = (layer, parent, points)
+        self.divide_button.setText(f"Divide {parent}: propagate daughters")
+        message = (
+            f"{DIVIDE_TEXT}: click a point in each daughter of {parent} on frame {frame}, then press again."
+        )
+        self.controller.notify("info", message)
+
+    def _start_division(self, layer: Any, parent: int, points: Any) -> None:
+        frame = int(self.controller.viewer.dims.current_step[0])
+        clicked = np.asarray(points.data)
+        on_frame = [(float(p[-2]), float(p[-1])) for p in clicked if round(float(p[0])) == frame]
+        if len(on_frame) < 2:
+            self.controller.notify("info", f"{DIVIDE_TEXT}: click two or more daughters on frame {frame}.")
+            return
+        self._division = None
+        self.divide_button.setText(DIVIDE_TEXT)
+        if points in self.controller.viewer.layers:
+            self.controller.viewer.layers.remove(points)
+        self.controller.viewer.layers.selection.active = layer
+        started = self.controller.stack.divide_here(
+            layer, parent, on_frame, lambda *_: None, lambda _completed: self.refresh()
+        )
+        if started:
+            self.divisions_started += 1
 
     def refresh(self) -> None:
         """Recompute the Tracks layer and the table (off the GUI thread)."""
