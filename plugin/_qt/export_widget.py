@@ -45,7 +45,7 @@ from plugin.jobs.results import napari_notify
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
-from plugin.provenance_record import interactive_provenance
+from plugin.provenance_record import auto_run_of, automatic_provenance, interactive_provenance
 from protocol.formats.geojson import PHYSICAL, PIXEL
 from protocol.formats.provenance import Provenance
 
@@ -122,12 +122,19 @@ def layer_provenance(
     image: Image | None = None,
 ) -> Provenance:
     """The record of ``layer``: the backend's model facts, each present label's newest prompts, and
-    the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them)."""
+    the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them).
+    A layer made by AUTO-SEGMENT (STACK) gets its parameters and tile grid instead of prompts."""
     data = layer.data[0] if layer.multiscale else layer.data
     present = [int(i) for i in np.unique(np.asarray(data)) if i != 0]
-    prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
     source = getattr(getattr(image, "source", None), "path", None)
     parameters = {} if image is None else {"contrast_limits": [float(v) for v in image.contrast_limits]}
+    run = auto_run_of(layer.metadata)
+    if run is not None:
+        path = None if source is None else str(source)
+        return automatic_provenance(
+            present, run, model=model, info=info, source_path=path, parameters=parameters
+        )
+    prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
     return interactive_provenance(
         present,
         prompts,
