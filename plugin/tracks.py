@@ -29,7 +29,14 @@ import numpy as np
 from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
 from protocol.formats.geometry import Geometry
-from protocol.formats.tracks import TrackSet, build_tracks, frame_objects, track_of_objects
+from protocol.formats.tracks import (
+    FrameObjects,
+    TrackSet,
+    build_tracks,
+    frame_objects,
+    track_of_objects,
+    tracks_from_frames,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -78,8 +85,16 @@ def is_time_lapse(layer: Any) -> bool:
 
 def napari_tracks(stack: Any, lineage: Mapping[int, int] | None = None) -> NapariTracks:
     """Tracks of a ``(T, [Z,] Y, X)`` labels stack with its lineage (see the module docstring)."""
-    tracks = build_tracks(stack, lineage)
-    objects = frame_objects(stack)
+    build_tracks(stack[:1], lineage)  # checks the axes, dtype and lineage (one frame read)
+    return tracks_of(frame_objects(stack), lineage)
+
+
+def tracks_of(objects: FrameObjects, lineage: Mapping[int, int] | None = None) -> NapariTracks:
+    """The tracks of the objects of a time-lapse's frames (:func:`protocol.formats.tracks.frame_objects`)."""
+    present: dict[int, list[int]] = {}
+    for label_id, t in zip(objects.label_id.tolist(), objects.frame.tolist(), strict=True):
+        present.setdefault(int(label_id), []).append(int(t))
+    tracks = tracks_from_frames({k: sorted(v) for k, v in present.items()}, lineage)
     track_ids = track_of_objects(tracks, objects)
     data = np.column_stack([track_ids, objects.frame, objects.centroid]).astype(np.float64)
     order = np.lexsort((data[:, 1], data[:, 0]))
@@ -135,24 +150,58 @@ def tracks_layer_name(labels_name: str) -> str:
     return labels_name + TRACKS_SUFFIX
 
 
+def label_colours(layer: Any, label_ids: np.ndarray) -> np.ndarray:
+    """(N, 4) RGBA float of ``label_ids`` in the labels layer's colormap (one vectorised lookup)."""
+    ids = np.asarray(label_ids)
+    try:
+        return np.asarray(layer.colormap.map(ids.astype(layer.data.dtype)), dtype=np.float32).reshape(-1, 4)
+    except (AttributeError, TypeError, ValueError):
+        return np.asarray([layer.get_color(int(i)) for i in ids], dtype=np.float32).reshape(-1, 4)
+
+
+def track_colouring(layer: Any, tracks: NapariTracks) -> tuple[dict[str, Any], Any]:
+    """The Tracks layer's features (``label_id``, ``label_colour``: each track's rank) and the
+    colormap that gives each track its label's colour (napari colours ``color_by`` over min..max)."""
+    from napari.utils.colormaps import Colormap
+
+    track_ids = np.unique(tracks.data[:, 0]).astype(np.int64)
+    labels = np.asarray([tracks.label_of[int(i)] for i in track_ids], np.int64)
+    rank = np.searchsorted(track_ids, tracks.data[:, 0].astype(np.int64))
+    features = {"label_id": labels[rank], "label_colour": rank}
+    n = len(track_ids)
+    colours = label_colours(layer, labels)
+    if n == 1:
+        colours, controls = np.repeat(colours, 2, axis=0), np.array([0.0, 0.5, 1.0])
+    else:
+        controls = np.concatenate([[0.0], (np.arange(1, n) - 0.5) / (n - 1), [1.0]])
+    return features, Colormap(colors=colours, controls=controls, interpolation="zero", name="label colours")
+
+
 def apply_tracks(viewer: napari.Viewer, layer: Labels, tracks: NapariTracks) -> Any:
-    """Add the Tracks layer of ``layer`` or replace its data (GUI thread); return it."""
+    """Add the Tracks layer of ``layer`` or replace its data (GUI thread); return it.
+
+    Each track has its label's colour (:func:`track_colouring`)."""
     name = tracks_layer_name(layer.name)
-    features = {"label_id": [tracks.label_of[int(i)] for i in tracks.data[:, 0]]}
     existing = viewer.layers[name] if name in viewer.layers else None
     if not len(tracks.data):
         if existing is not None:
             viewer.layers.remove(existing)
         return None
+    features, colormap = track_colouring(layer, tracks)
     if existing is not None:
+        existing.color_by = "track_id"  # always there: the new data drops the old features
         existing.data = tracks.data
         existing.graph = tracks.graph
         existing.features = features
+        existing.colormaps_dict = {"label_colour": colormap}
+        existing.color_by = "label_colour"
         return existing
     return viewer.add_tracks(
         tracks.data,
         graph=tracks.graph,
         features=features,
+        colormaps_dict={"label_colour": colormap},
+        color_by="label_colour",
         name=name,
         scale=layer.scale,
         translate=layer.translate,

@@ -28,9 +28,9 @@ from plugin.tracks import (
     is_time_lapse,
     layer_geometry,
     names_of,
-    show_tracks,
     track_rows,
 )
+from plugin.tracks_follow import TracksFollower
 
 if TYPE_CHECKING:
     from plugin._qt.label_table_widget import LabelTable
@@ -84,6 +84,8 @@ class TracksBox(QGroupBox):
         self.table = table
         self._division: tuple[Any, int, Any] | None = None  # (labels layer, parent, daughters' Points)
         self.divisions_started = 0
+        self.followers: dict[Any, TracksFollower] = {}
+        """labels layer id -> what keeps its Tracks layer in step with its edits."""
         column = QVBoxLayout(self)
         row = QHBoxLayout()
         buttons = {}
@@ -208,19 +210,27 @@ class TracksBox(QGroupBox):
             self.divisions_started += 1
 
     def refresh(self) -> None:
-        """Recompute the Tracks layer and the table (off the GUI thread)."""
+        """Show the Tracks layer and the table, and keep them following the layer's edits: only the
+        frames an edit or undo touched are read again, off the GUI thread (:mod:`plugin.tracks_follow`)."""
         layer = self.table.layer
-        if layer is None or not is_time_lapse(layer):
+        if layer is None or not is_time_lapse(layer) or layer.multiscale:
             self.model.set_rows([])
             return
         geometry = layer_geometry(layer)
         scale = geometry.scale[1:] if geometry is not None else (1.0,) * (layer.ndim - 1)
 
         def fill(tracks: NapariTracks) -> None:
-            self.model.set_rows(track_rows(tracks, names_of(layer), scale))
+            if self.table.layer is layer:
+                self.model.set_rows(track_rows(tracks, names_of(layer), scale))
 
-        c = self.controller
-        show_tracks(c.viewer, layer, c.dispatch, lambda message: c.notify("warning", message), fill)
+        follower = self.followers.get(layer.unique_id)
+        if follower is None or follower.layer is not layer:
+            c = self.controller
+            follower = TracksFollower(c.viewer, layer, c.histories(layer), c.dispatch)
+            self.followers[layer.unique_id] = follower
+        else:
+            follower.mark(range(follower.n_frames))
+        follower.listeners[:] = [fill]
 
     def _on_row(self, index: QModelIndex) -> None:
         row = self.model.rows[index.row()]

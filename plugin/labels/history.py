@@ -153,6 +153,8 @@ class LabelHistory:
     def __init__(self, layer: Labels, bind_keys: bool = True) -> None:
         self.layer = layer
         self.listeners: list[Listener] = []
+        self.step_listeners: list[Callable[[Labels, Step], None]] = []
+        """``listener(layer, step)`` after an undo or redo of ``step`` (where: :func:`atom_regions`)."""
         self.before_change: list[Callable[[], None]] = []
         self._entries: list[_NamesEntry] = []
         self._moving = False
@@ -170,6 +172,7 @@ class LabelHistory:
         self.layer.events.paint.disconnect(self._remember_depths)
         self.layer.events.set_data.disconnect(self._on_set_data)
         self.listeners.clear()
+        self.step_listeners.clear()
         self.before_change.clear()
         self._entries.clear()
 
@@ -302,6 +305,8 @@ class LabelHistory:
         changes = atom_changes(step, undoing)
         for listener in list(self.listeners):
             listener(self.layer, changes)
+        for step_listener in list(self.step_listeners):
+            step_listener(self.layer, step)
 
     def _remember_depths(self, _event: Any = None) -> None:
         self._depths = (self.undo_depth, self.redo_depth)
