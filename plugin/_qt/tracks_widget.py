@@ -9,7 +9,8 @@ press it, click a point in each daughter on the frame shown in the ``… daughte
 adds, press it again: new ids propagated forward, :mod:`plugin.jobs.divide`). Each is one undo step
 (:mod:`plugin.labels.track_edits`). The table (id, name, first/last frame, parent,
 displacement, mean speed per frame interval in the layer's units) is computed off the GUI thread
-with the Tracks layer, which then follows edits (:mod:`plugin.tracks_follow`); selecting a row shows its first frame.
+with the Tracks layer, which then follows edits (:mod:`plugin.tracks_follow`); selecting a row
+shows its first frame.
 """
 
 from __future__ import annotations
