@@ -108,3 +108,70 @@ def test_divide_here_propagates_daughters_with_new_ids_as_one_undo_step_and_expo
     assert {t.track_id: (t.begin, t.end, t.parent) for t in geff.tracks.tracks} == expected
     assert geff.labels is not None and isinstance(labels, Labels)
     np.testing.assert_array_equal(geff.labels, labels.data)
+
+
+def test_a_real_crop_stack_goes_prompts_propagate_tracks_and_exports(
+    make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch, tmp_path
+) -> None:
+    """A time-lapse cut from a real image (scikit-image's ``coins``, shipped with it: ``cells3d`` and
+    ``human_mitosis`` need a download), the crop moving 3 px right per frame: every coin moves 3 px
+    left, so each frame's right answer is the first frame's objects shifted."""
+    from scipy import ndimage
+    from skimage.data import coins
+
+    frames, step = 6, 3
+    image = coins()
+    movie = np.stack([image[40:240, 20 + step * t : 220 + step * t] for t in range(frames)])
+    components, _ = ndimage.label(movie[0] >= 128)
+    boxes = ndimage.find_objects(components)
+    inside = [
+        k + 1
+        for k, (rows, cols) in enumerate(boxes)
+        if rows.start > 0 and rows.stop < movie.shape[1] and cols.start > step * frames and cols.stop < 200
+    ]
+    sizes = {k: int((components == k).sum()) for k in inside}
+    chosen = sorted(sorted(sizes, key=sizes.get)[-3:])  # the three largest coins that stay inside
+    assert len(chosen) == 3 and min(sizes[k] for k in chosen) > 200
+    start = np.zeros(movie.shape, np.uint16)
+    for label, k in enumerate(chosen, start=1):
+        start[0][components == k] = label  # what a click on each coin gives on frame 0
+    backend = StandinBackend(spawn, 1)
+    viewer = make_napari_viewer()
+    viewer.add_image(movie, name="coins", axis_labels=("t", "y", "x"), contrast_limits=(0, 255))
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
+    labels = viewer.add_labels(start, name="coins labels", axis_labels=("t", "y", "x"))
+    widget.tabs.setCurrentIndex(1)
+    widget.labels.layer_combo.set_layer(labels)
+    qtbot.wait(120)
+    viewer.dims.set_point(0, 0)
+    box = widget.propagate_box
+    box.which.setCurrentText(ALL_ON_SLICE)
+    box.direction.setCurrentText("forward")
+    box.button.click()
+    qtbot.waitUntil(lambda: not box.task.running, timeout=TIMEOUT_MS)
+    for t in range(frames):
+        shifted = np.zeros_like(start[0])
+        shifted[:, : 200 - step * t] = start[0][:, step * t :]
+        np.testing.assert_array_equal(labels.data[t], shifted)
+
+    name = tracks_layer_name("coins labels")
+    widget.tracks_box.refresh()
+    qtbot.waitUntil(
+        lambda: name in viewer.layers and len(viewer.layers[name].data) == 3 * frames, timeout=TIMEOUT_MS
+    )
+    tracks = viewer.layers[name].data
+    for label in (1, 2, 3):
+        cols = tracks[tracks[:, 0] == label][:, 3]
+        np.testing.assert_allclose(np.diff(cols), -step, atol=1e-9)
+    widget.export_box.set_choice("ctc")
+    [folder] = widget.export_box.export(labels, tmp_path / "coins_ctc")
+    ctc = read_ctc(folder)
+    assert {(t.label_id, t.begin, t.end, t.parent) for t in ctc.tracks.tracks} == {
+        (i, 0, frames - 1, 0) for i in (1, 2, 3)
+    }
+    np.testing.assert_array_equal(ctc.labels, labels.data)
+    widget.export_box.set_choice("geff")
+    geff = read_geff(widget.export_box.export(labels, tmp_path / "coins")[0])
+    assert {(t.track_id, t.begin, t.end, t.parent) for t in geff.tracks.tracks} == {
+        (i, 0, frames - 1, 0) for i in (1, 2, 3)
+    }
