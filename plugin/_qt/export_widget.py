@@ -48,6 +48,8 @@ from plugin.labels.names import names_from_metadata
 from plugin.provenance_record import auto_run_of, automatic_provenance, interactive_provenance
 from protocol.formats.geojson import PHYSICAL, PIXEL
 from protocol.formats.provenance import Provenance
+from protocol.wire.image_key import image_key
+from protocol.wire.wire_image import to_wire
 
 if TYPE_CHECKING:
     import napari
@@ -114,6 +116,16 @@ def export_folder(viewer: napari.Viewer, layer: Labels) -> Path:
     return Path.home()
 
 
+def plane_image_key(image: Image | None, model: str | None) -> str | None:
+    """The content key the workers give a 2D image (:func:`protocol.wire.image_key.image_key` of
+    what a click sends: its pixels with the layer's contrast limits, for ``model``); None for a
+    stack (one key per slice), a multiscale image, or an unknown model."""
+    if image is None or not model or image.multiscale or image.ndim - (1 if image.rgb else 0) != 2:
+        return None
+    wire = to_wire(np.asarray(image.data), tuple(image.contrast_limits))
+    return image_key(wire.pixels, wire.contrast_limits, model)
+
+
 def layer_provenance(
     layer: Labels,
     slice_prompts: SlicePrompts,
@@ -129,10 +141,11 @@ def layer_provenance(
     source = getattr(getattr(image, "source", None), "path", None)
     parameters = {} if image is None else {"contrast_limits": [float(v) for v in image.contrast_limits]}
     run = auto_run_of(layer.metadata)
+    key = plane_image_key(image, model)
     if run is not None:
         path = None if source is None else str(source)
         return automatic_provenance(
-            present, run, model=model, info=info, source_path=path, parameters=parameters
+            present, run, model=model, info=info, image_key=key, source_path=path, parameters=parameters
         )
     prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
     return interactive_provenance(
@@ -140,6 +153,7 @@ def layer_provenance(
         prompts,
         model=model,
         info=info,
+        image_key=key,
         source_path=None if source is None else str(source),
         parameters=parameters,
     )

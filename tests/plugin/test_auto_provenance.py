@@ -76,3 +76,26 @@ def test_auto_segment_stack_export_reads_back_its_parameters(
     assert record.parameters["link_stack"] is True and record.tile_grid is None  # 64 px: not tiled
     assert record.prompts == {}
     assert set(record.not_replayable) == {int(i) for i in np.unique(layer.data) if i}
+
+
+def test_the_record_carries_the_image_key_of_a_2d_image_and_the_source_path() -> None:
+    from napari.layers import Image
+
+    from plugin._qt.export_widget import layer_provenance
+    from plugin.jobs.slice_prompts import SlicePrompts
+    from protocol.wire.image_key import image_key
+
+    pixels = (np.arange(48 * 64).reshape(48, 64) % 251).astype(np.uint16)
+    image = Image(pixels, contrast_limits=(0, 250))
+    labels = Labels(np.zeros((48, 64), np.uint16))
+    labels.data[3:9, 4:10] = 5
+    record = layer_provenance(labels, SlicePrompts(), "sam2.1_hiera_tiny", None, image)
+    assert record.operation == "interactive" and record.not_replayable == (5,)
+    key = image_key(pixels, (0.0, 250.0), "sam2.1_hiera_tiny")
+    assert record.image_key == key and key.startswith("img-")
+    other = layer_provenance(labels, SlicePrompts(), "another-model", None, image)
+    assert other.image_key != key  # the key is the model's too
+    stack = layer_provenance(
+        Labels(np.zeros((2, 48, 64), np.uint16)), SlicePrompts(), "m", None, Image(np.stack([pixels] * 2))
+    )
+    assert stack.image_key is None  # one key per slice: none for the stack
