@@ -13,20 +13,19 @@ labels layer's scale and translate, so they line up) and its ``graph``
 track for the track table (first/last frame, parent, displacement and mean
 speed in physical units per frame interval).
 
-Computing tracks reads the whole stack: :func:`show_tracks` does it on a
-thread and only adds or updates the layer on the GUI thread.
+Computing tracks reads the whole stack: :class:`plugin.tracks_follow.TracksFollower` does it on a
+thread (then only the frames each edit touched) and only adds or updates the layer on the GUI
+thread (:func:`apply_tracks`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
 from protocol.formats.geometry import Geometry
 from protocol.formats.tracks import (
@@ -207,45 +206,6 @@ def apply_tracks(viewer: napari.Viewer, layer: Labels, tracks: NapariTracks) -> 
         translate=layer.translate,
         tail_length=30,
     )
-
-
-def show_tracks(
-    viewer: napari.Viewer,
-    layer: Labels,
-    dispatch: Callable[[Callable[[], None]], None],
-    on_error: Callable[[str], None] | None = None,
-    then: Callable[[NapariTracks], None] | None = None,
-) -> threading.Thread | None:
-    """Compute the tracks of a time-lapse labels layer on a thread, then add or update its Tracks layer.
-
-    Returns the thread (None when the layer is not a time-lapse). ``dispatch`` runs a call on the
-    GUI thread; ``on_error`` gets a message when the tracks cannot be made; ``then`` gets the tracks
-    (on the GUI thread, after the layer is updated; e.g. the track table).
-    """
-    if not is_time_lapse(layer) or layer.multiscale:
-        return None
-    stack = np.asarray(layer.data).copy()
-    lineage = lineage_from_metadata(layer.metadata)
-
-    def job() -> None:
-        try:
-            tracks = napari_tracks(stack, lineage)
-        except ValueError as e:
-            message = f"Tracks of {layer.name}: {e}"
-            if on_error is not None:
-                dispatch(lambda: on_error(message))
-            return
-
-        def deliver() -> None:
-            apply_tracks(viewer, layer, tracks)
-            if then is not None:
-                then(tracks)
-
-        dispatch(deliver)
-
-    thread = threading.Thread(target=job, name="sam2-tracks", daemon=True)
-    thread.start()
-    return thread
 
 
 def names_of(layer: Any) -> dict[int, str]:
