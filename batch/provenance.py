@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from protocol.formats.provenance import Provenance
+from protocol.formats.provenance import Provenance, tile_grid_record
 from protocol.geometry.grid import tile_grid
 from protocol.ops.requests import info
 from protocol.wire.client import ClientConfig, SamClient
@@ -45,8 +45,8 @@ def batch_provenance(
     """The record of one input's labels (``tiled_auto`` with the grid when ``tile_size`` is given)."""
     grid: dict[str, Any] | None = None
     if slice_shape is not None and tile_size is not None and halo is not None:
-        rows, cols = tile_grid(slice_shape, tile_size, halo).grid_shape
-        grid = {"tile": tile_size, "halo": halo, "rows": rows, "cols": cols, "slice_shape": list(slice_shape)}
+        grid_shape = tile_grid(slice_shape, tile_size, halo).grid_shape
+        grid = tile_grid_record(tile_size, halo, grid_shape, slice_shape)
     return Provenance.from_info(
         "tiled_auto" if grid is not None else "auto",
         {"model": model, **worker_info},

@@ -372,7 +372,7 @@ def export_labels(
         return [write_geojson(path, array, clean, geometry, coordinates, provenance)]
     if fmt in TRACK_FORMATS:
         return _write_tracks(fmt, Path(path), array, clean, geometry, parents, provenance)
-    written = write_measurements(path, array, clean, geometry, image, provenance)
+    written = write_measurements(path, array, clean, geometry, image, provenance, parents)
     return [written] + ([] if provenance is None else [sidecar_path(written)])
 
 

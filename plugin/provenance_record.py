@@ -7,6 +7,12 @@ backend's ``info``, the newest prompts per label and slice kept by
 (:mod:`protocol.formats.provenance`). A label present without any recorded
 prompt was made by hand (paint, fill, merge) or by an automatic run: it is
 listed as not replayable.
+
+A layer written by AUTO-SEGMENT or AUTO-SEGMENT STACK carries how it was made in its metadata
+(:data:`AUTO_RUN_KEY`, set by the job: :func:`auto_run_metadata`); its record
+(:func:`automatic_provenance`) holds the automatic-mask parameters
+(:class:`protocol.wire.automask.AutoMaskParams` and the plugin's own: minimum area, linking) and
+the tile grid (tile side, halo, rows, cols) instead of prompts per label.
 """
 
 from __future__ import annotations
@@ -15,7 +21,64 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from plugin.view.prompts import Prompt
-from protocol.formats.provenance import PromptRecord, Provenance
+from protocol.formats.provenance import PromptRecord, Provenance, tile_grid_record
+
+AUTO_RUN_KEY = "sam2_auto_run"
+"""Layer metadata of an automatic run:
+``{"operation": "auto" | "tiled_auto", "parameters": {...}, "tile_grid": {...} | None}``."""
+
+
+def auto_run_metadata(
+    parameters: Mapping[str, Any],
+    tiles: tuple[int, int, tuple[int, int], tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """The metadata entry of an automatic run.
+
+    Args:
+        parameters: the ``auto`` request's params and the plugin's AUTO settings (JSON values).
+        tiles: ``(tile_size, halo, (rows, cols), (H, W) of the slice)`` when the slice was tiled, else None.
+    """
+    grid = None if tiles is None else tile_grid_record(*tiles)
+    return {
+        "operation": "auto" if grid is None else "tiled_auto",
+        "parameters": dict(parameters),
+        "tile_grid": grid,
+    }
+
+
+def auto_run_of(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The automatic run recorded in a layer's metadata (None: none, or malformed)."""
+    found = (metadata or {}).get(AUTO_RUN_KEY)
+    if not isinstance(found, Mapping) or found.get("operation") not in ("auto", "tiled_auto"):
+        return None
+    parameters, grid = found.get("parameters"), found.get("tile_grid")
+    if not isinstance(parameters, Mapping) or not (grid is None or isinstance(grid, Mapping)):
+        return None
+    return {"operation": found["operation"], "parameters": dict(parameters), "tile_grid": grid}
+
+
+def automatic_provenance(
+    label_ids: Iterable[int],
+    run: Mapping[str, Any],
+    *,
+    model: str | None,
+    info: Mapping[str, Any] | None = None,
+    image_key: str | None = None,
+    source_path: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> Provenance:
+    """The record of a layer made by an automatic run (``run``: :func:`auto_run_of`): its parameters
+    and tile grid, no prompts; every label is listed as not replayable from prompts."""
+    facts = {**({"model": model} if model else {}), **dict(info or {})}
+    return Provenance.from_info(
+        str(run["operation"]),
+        facts,
+        image_key=image_key,
+        source_path=source_path,
+        parameters={**dict(parameters or {}), **dict(run["parameters"])},
+        tile_grid=None if run.get("tile_grid") is None else dict(run["tile_grid"]),
+        not_replayable=tuple(sorted({int(i) for i in label_ids} - {0})),
+    )
 
 
 def prompt_record(prompt: Prompt) -> PromptRecord:

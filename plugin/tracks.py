@@ -13,23 +13,29 @@ labels layer's scale and translate, so they line up) and its ``graph``
 track for the track table (first/last frame, parent, displacement and mean
 speed in physical units per frame interval).
 
-Computing tracks reads the whole stack: :func:`show_tracks` does it on a
-thread and only adds or updates the layer on the GUI thread.
+Computing tracks reads the whole stack: :class:`plugin.tracks_follow.TracksFollower` does it on a
+thread (then only the frames each edit touched) and only adds or updates the layer on the GUI
+thread (:func:`apply_tracks`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
 from protocol.formats.geometry import Geometry
-from protocol.formats.tracks import TrackSet, build_tracks, frame_objects, track_of_objects
+from protocol.formats.tracks import (
+    FrameObjects,
+    TrackSet,
+    build_tracks,
+    frame_objects,
+    track_of_objects,
+    tracks_from_frames,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -78,8 +84,16 @@ def is_time_lapse(layer: Any) -> bool:
 
 def napari_tracks(stack: Any, lineage: Mapping[int, int] | None = None) -> NapariTracks:
     """Tracks of a ``(T, [Z,] Y, X)`` labels stack with its lineage (see the module docstring)."""
-    tracks = build_tracks(stack, lineage)
-    objects = frame_objects(stack)
+    build_tracks(stack[:1], lineage)  # checks the axes, dtype and lineage (one frame read)
+    return tracks_of(frame_objects(stack), lineage)
+
+
+def tracks_of(objects: FrameObjects, lineage: Mapping[int, int] | None = None) -> NapariTracks:
+    """The tracks of the objects of a time-lapse's frames (:func:`protocol.formats.tracks.frame_objects`)."""
+    present: dict[int, list[int]] = {}
+    for label_id, t in zip(objects.label_id.tolist(), objects.frame.tolist(), strict=True):
+        present.setdefault(int(label_id), []).append(int(t))
+    tracks = tracks_from_frames({k: sorted(v) for k, v in present.items()}, lineage)
     track_ids = track_of_objects(tracks, objects)
     data = np.column_stack([track_ids, objects.frame, objects.centroid]).astype(np.float64)
     order = np.lexsort((data[:, 1], data[:, 0]))
@@ -135,68 +149,63 @@ def tracks_layer_name(labels_name: str) -> str:
     return labels_name + TRACKS_SUFFIX
 
 
+def label_colours(layer: Any, label_ids: np.ndarray) -> np.ndarray:
+    """(N, 4) RGBA float of ``label_ids`` in the labels layer's colormap (one vectorised lookup)."""
+    ids = np.asarray(label_ids)
+    try:
+        return np.asarray(layer.colormap.map(ids.astype(layer.data.dtype)), dtype=np.float32).reshape(-1, 4)
+    except (AttributeError, TypeError, ValueError):
+        return np.asarray([layer.get_color(int(i)) for i in ids], dtype=np.float32).reshape(-1, 4)
+
+
+def track_colouring(layer: Any, tracks: NapariTracks) -> tuple[dict[str, Any], Any]:
+    """The Tracks layer's features (``label_id``, ``label_colour``: each track's rank) and the
+    colormap that gives each track its label's colour (napari colours ``color_by`` over min..max)."""
+    from napari.utils.colormaps import Colormap
+
+    track_ids = np.unique(tracks.data[:, 0]).astype(np.int64)
+    labels = np.asarray([tracks.label_of[int(i)] for i in track_ids], np.int64)
+    rank = np.searchsorted(track_ids, tracks.data[:, 0].astype(np.int64))
+    features = {"label_id": labels[rank], "label_colour": rank}
+    n = len(track_ids)
+    colours = label_colours(layer, labels)
+    if n == 1:
+        colours, controls = np.repeat(colours, 2, axis=0), np.array([0.0, 0.5, 1.0])
+    else:
+        controls = np.concatenate([[0.0], (np.arange(1, n) - 0.5) / (n - 1), [1.0]])
+    return features, Colormap(colors=colours, controls=controls, interpolation="zero", name="label colours")
+
+
 def apply_tracks(viewer: napari.Viewer, layer: Labels, tracks: NapariTracks) -> Any:
-    """Add the Tracks layer of ``layer`` or replace its data (GUI thread); return it."""
+    """Add the Tracks layer of ``layer`` or replace its data (GUI thread); return it.
+
+    Each track has its label's colour (:func:`track_colouring`)."""
     name = tracks_layer_name(layer.name)
-    features = {"label_id": [tracks.label_of[int(i)] for i in tracks.data[:, 0]]}
     existing = viewer.layers[name] if name in viewer.layers else None
     if not len(tracks.data):
         if existing is not None:
             viewer.layers.remove(existing)
         return None
+    features, colormap = track_colouring(layer, tracks)
     if existing is not None:
+        existing.color_by = "track_id"  # always there: the new data drops the old features
         existing.data = tracks.data
         existing.graph = tracks.graph
         existing.features = features
+        existing.colormaps_dict = {"label_colour": colormap}
+        existing.color_by = "label_colour"
         return existing
     return viewer.add_tracks(
         tracks.data,
         graph=tracks.graph,
         features=features,
+        colormaps_dict={"label_colour": colormap},
+        color_by="label_colour",
         name=name,
         scale=layer.scale,
         translate=layer.translate,
         tail_length=30,
     )
-
-
-def show_tracks(
-    viewer: napari.Viewer,
-    layer: Labels,
-    dispatch: Callable[[Callable[[], None]], None],
-    on_error: Callable[[str], None] | None = None,
-    then: Callable[[NapariTracks], None] | None = None,
-) -> threading.Thread | None:
-    """Compute the tracks of a time-lapse labels layer on a thread, then add or update its Tracks layer.
-
-    Returns the thread (None when the layer is not a time-lapse). ``dispatch`` runs a call on the
-    GUI thread; ``on_error`` gets a message when the tracks cannot be made; ``then`` gets the tracks
-    (on the GUI thread, after the layer is updated; e.g. the track table).
-    """
-    if not is_time_lapse(layer) or layer.multiscale:
-        return None
-    stack = np.asarray(layer.data).copy()
-    lineage = lineage_from_metadata(layer.metadata)
-
-    def job() -> None:
-        try:
-            tracks = napari_tracks(stack, lineage)
-        except ValueError as e:
-            message = f"Tracks of {layer.name}: {e}"
-            if on_error is not None:
-                dispatch(lambda: on_error(message))
-            return
-
-        def deliver() -> None:
-            apply_tracks(viewer, layer, tracks)
-            if then is not None:
-                then(tracks)
-
-        dispatch(deliver)
-
-    thread = threading.Thread(target=job, name="sam2-tracks", daemon=True)
-    thread.start()
-    return thread
 
 
 def names_of(layer: Any) -> dict[int, str]:

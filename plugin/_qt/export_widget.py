@@ -46,9 +46,11 @@ from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
 from plugin.labels.pyramid import label_data
-from plugin.provenance_record import interactive_provenance
+from plugin.provenance_record import auto_run_of, automatic_provenance, interactive_provenance
 from protocol.formats.geojson import PHYSICAL, PIXEL
 from protocol.formats.provenance import Provenance
+from protocol.wire.image_key import image_key
+from protocol.wire.wire_image import to_wire
 
 if TYPE_CHECKING:
     import napari
@@ -115,6 +117,16 @@ def export_folder(viewer: napari.Viewer, layer: Labels) -> Path:
     return Path.home()
 
 
+def plane_image_key(image: Image | None, model: str | None) -> str | None:
+    """The content key the workers give a 2D image (:func:`protocol.wire.image_key.image_key` of
+    what a click sends: its pixels with the layer's contrast limits, for ``model``); None for a
+    stack (one key per slice), a multiscale image, or an unknown model."""
+    if image is None or not model or image.multiscale or image.ndim - (1 if image.rgb else 0) != 2:
+        return None
+    wire = to_wire(np.asarray(image.data), tuple(image.contrast_limits))
+    return image_key(wire.pixels, wire.contrast_limits, model)
+
+
 def layer_provenance(
     layer: Labels,
     slice_prompts: SlicePrompts,
@@ -123,17 +135,26 @@ def layer_provenance(
     image: Image | None = None,
 ) -> Provenance:
     """The record of ``layer``: the backend's model facts, each present label's newest prompts, and
-    the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them)."""
+    the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them).
+    A layer made by AUTO-SEGMENT (STACK) gets its parameters and tile grid instead of prompts."""
     data = layer.data[0] if layer.multiscale else layer.data
     present = [int(i) for i in np.unique(np.asarray(data)) if i != 0]
-    prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
     source = getattr(getattr(image, "source", None), "path", None)
     parameters = {} if image is None else {"contrast_limits": [float(v) for v in image.contrast_limits]}
+    run = auto_run_of(layer.metadata)
+    key = plane_image_key(image, model)
+    if run is not None:
+        path = None if source is None else str(source)
+        return automatic_provenance(
+            present, run, model=model, info=info, image_key=key, source_path=path, parameters=parameters
+        )
+    prompts = {i: [e.prompt for e in slice_prompts.entries(layer.unique_id, i)] for i in present}
     return interactive_provenance(
         present,
         prompts,
         model=model,
         info=info,
+        image_key=key,
         source_path=None if source is None else str(source),
         parameters=parameters,
     )

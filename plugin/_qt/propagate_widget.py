@@ -8,6 +8,7 @@ slices are written with the labeling mode chosen on the Segment tab.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,6 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWid
 
 from plugin._qt.qt_helpers import TaskProgress, button
 from plugin.jobs.stack_runs import PROPAGATE
-from plugin.tracks import show_tracks
 from protocol.wire.propagate import DIRECTIONS
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ class PropagateBox(QGroupBox):
         form.addRow(self.bar)
         self.task = TaskProgress(self.button, self.bar, "Propagate", "Cancel propagation")
         self._connected = False
+        self.after_run: Callable[[], None] | None = None
+        """Called after a completed run (the Tracks box shows a time-lapse's tracks and follows edits)."""
 
     def toggle(self) -> None:
         """Start propagating the chosen labels, or cancel the running propagation."""
@@ -97,10 +99,8 @@ class PropagateBox(QGroupBox):
     def _done(self, completed: bool) -> None:
         self.task.finish()
         self.set_connected(self._connected)
-        layer = self.table.layer
-        if completed and layer is not None:  # a time-lapse: its Tracks layer follows (plugin/tracks.py)
-            c = self.controller
-            show_tracks(c.viewer, layer, c.dispatch, lambda message: c.notify("warning", message))
+        if completed and self.after_run is not None:
+            self.after_run()
 
     def set_connected(self, connected: bool) -> None:
         """Enable starting only while a worker answers (a running propagation can always be cancelled)."""

@@ -4,10 +4,13 @@ Buttons act on the labels selected in the label list and the frame shown (axis 0
 **Break here** (the selected label gets a new id from this frame on), **Link** (two selected
 labels become one track), **Swap from here** (two selected labels trade ids from this frame on),
 **Mark division** (the selected label on the previous frame is the parent, the other selected
-labels its daughters; the parent ends on the previous frame). Each is one undo step
+labels its daughters; the parent ends on the previous frame), **Divide here** (select the parent,
+press it, click a point in each daughter on the frame shown in the ``… daughters`` Points layer it
+adds, press it again: new ids propagated forward, :mod:`plugin.jobs.divide`). Each is one undo step
 (:mod:`plugin.labels.track_edits`). The table (id, name, first/last frame, parent,
 displacement, mean speed per frame interval in the layer's units) is computed off the GUI thread
-with the Tracks layer (:func:`plugin.tracks.show_tracks`); selecting a row shows its first frame.
+with the Tracks layer, which then follows edits (:mod:`plugin.tracks_follow`); selecting a row
+shows its first frame.
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ from plugin.tracks import (
     is_time_lapse,
     layer_geometry,
     names_of,
-    show_tracks,
     track_rows,
 )
+from plugin.tracks_follow import TracksFollower
 
 if TYPE_CHECKING:
     from plugin._qt.label_table_widget import LabelTable
     from plugin.jobs.controller import Controller
 
 COLUMNS = ("id", "name", "first", "last", "parent", "displacement", "mean speed")
+DIVIDE_TEXT = "Divide here"
+DAUGHTERS_SUFFIX = " daughters"
+"""The Points layer of labels layer ``cells`` where Divide here takes its clicks: ``cells daughters``."""
 
 
 class TrackTableModel(QAbstractTableModel):
@@ -77,16 +83,24 @@ class TracksBox(QGroupBox):
         super().__init__("Tracks (time-lapse)", parent)
         self.controller = controller
         self.table = table
+        self._division: tuple[Any, int, Any] | None = None  # (labels layer, parent, daughters' Points)
+        self.divisions_started = 0
+        self.followers: dict[Any, TracksFollower] = {}
+        """labels layer id -> what keeps its Tracks layer in step with its edits."""
         column = QVBoxLayout(self)
         row = QHBoxLayout()
+        buttons = {}
         for text, slot in (
             ("Break here", self.break_here),
             ("Link", self.link),
             ("Swap from here", self.swap_here),
             ("Mark division", self.mark_division),
+            (DIVIDE_TEXT, self.divide_here),
             ("Refresh", self.refresh),
         ):
-            row.addWidget(button(text, slot))
+            buttons[text] = button(text, slot)
+            row.addWidget(buttons[text])
+        self.divide_button = buttons[DIVIDE_TEXT]
         column.addLayout(row)
         self.model = TrackTableModel()
         self.view = QTableView()
@@ -152,20 +166,72 @@ class TracksBox(QGroupBox):
         history = self.controller.histories(layer)
         self._edit("Mark division", lambda: divide(history, parent, daughters, frame))
 
+    def divide_here(self) -> None:
+        """First press: take the selected label as the parent and add the daughters' Points layer;
+        second press: divide it on the frame shown, one daughter per point clicked there."""
+        if self._division is not None:
+            self._start_division(*self._division)
+            return
+        found = self._context()
+        if found is None or len(found[1]) != 1:
+            self.controller.notify("info", f"{DIVIDE_TEXT}: select the parent label first.")
+            return
+        layer, (parent,), frame = found
+        name = layer.name + DAUGHTERS_SUFFIX
+        viewer = self.controller.viewer
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+        points = viewer.add_points(
+            np.empty((0, layer.ndim)), name=name, scale=layer.scale, translate=layer.translate, size=4
+        )
+        points.mode = "add"
+        self._division = (layer, parent, points)
+        self.divide_button.setText(f"Divide {parent}: propagate daughters")
+        message = (
+            f"{DIVIDE_TEXT}: click a point in each daughter of {parent} on frame {frame}, then press again."
+        )
+        self.controller.notify("info", message)
+
+    def _start_division(self, layer: Any, parent: int, points: Any) -> None:
+        frame = int(self.controller.viewer.dims.current_step[0])
+        clicked = np.asarray(points.data)
+        on_frame = [(float(p[-2]), float(p[-1])) for p in clicked if round(float(p[0])) == frame]
+        if len(on_frame) < 2:
+            self.controller.notify("info", f"{DIVIDE_TEXT}: click two or more daughters on frame {frame}.")
+            return
+        self._division = None
+        self.divide_button.setText(DIVIDE_TEXT)
+        if points in self.controller.viewer.layers:
+            self.controller.viewer.layers.remove(points)
+        self.controller.viewer.layers.selection.active = layer
+        started = self.controller.stack.divide_here(
+            layer, parent, on_frame, lambda *_: None, lambda _completed: self.refresh()
+        )
+        if started:
+            self.divisions_started += 1
+
     def refresh(self) -> None:
-        """Recompute the Tracks layer and the table (off the GUI thread)."""
+        """Show the Tracks layer and the table, and keep them following the layer's edits: only the
+        frames an edit or undo touched are read again, off the GUI thread (:mod:`plugin.tracks_follow`)."""
         layer = self.table.layer
-        if layer is None or not is_time_lapse(layer):
+        if layer is None or not is_time_lapse(layer) or layer.multiscale:
             self.model.set_rows([])
             return
         geometry = layer_geometry(layer)
         scale = geometry.scale[1:] if geometry is not None else (1.0,) * (layer.ndim - 1)
 
         def fill(tracks: NapariTracks) -> None:
-            self.model.set_rows(track_rows(tracks, names_of(layer), scale))
+            if self.table.layer is layer:
+                self.model.set_rows(track_rows(tracks, names_of(layer), scale))
 
-        c = self.controller
-        show_tracks(c.viewer, layer, c.dispatch, lambda message: c.notify("warning", message), fill)
+        follower = self.followers.get(layer.unique_id)
+        if follower is None or follower.layer is not layer:
+            c = self.controller
+            follower = TracksFollower(c.viewer, layer, c.histories(layer), c.dispatch)
+            self.followers[layer.unique_id] = follower
+        else:
+            follower.mark(range(follower.n_frames))
+        follower.listeners[:] = [fill]
 
     def _on_row(self, index: QModelIndex) -> None:
         row = self.model.rows[index.row()]

@@ -216,6 +216,7 @@ class SamWidget(QWidget):
         self.propagate_box = PropagateBox(self.controller, self.labels)
         self.export_box = ExportBox(self.viewer, lambda: self.labels.layer, self._export_provenance)
         self.tracks_box = TracksBox(self.controller, self.labels)
+        self.propagate_box.after_run = self.tracks_box.refresh  # a time-lapse's Tracks layer follows
         column.addWidget(self.labels, 1)
         column.addWidget(self.propagate_box)
         column.addWidget(self.tracks_box)

@@ -23,11 +23,13 @@ from plugin.jobs.context import JobContext
 from plugin.jobs.stack_runs import AUTO_STACK, StackRuns
 from plugin.jobs.submit import AUTO, Answers, Applied, submit
 from plugin.labels.ops import drop_small_objects
+from plugin.provenance_record import AUTO_RUN_KEY, auto_run_metadata
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane, is_large, wire_slice
 from plugin.view.layers import AUTO_MASK, base_data, ensure_labels
 from plugin.wording import plural, slice_text
 from protocol.geometry.compressed import CompressedPlane
+from protocol.geometry.grid import tile_grid
 from protocol.geometry.windows import MAX_FACTOR, MODEL_INPUT
 from protocol.ops.requests import AutoAnswer, auto, partial_fraction
 from protocol.ops.tiled import tiled_auto
@@ -55,6 +57,20 @@ class StitchedAnswer:
 
     stitched: CompressedPlane = field(repr=False)
     areas: tuple[int, ...]
+
+
+def record_auto_run(
+    layer: Labels, settings: AutoSettings, slice_shape: tuple[int, int], tiled: bool, stack: bool = False
+) -> None:
+    """Note in ``layer``'s metadata how AUTO made it (its exports' provenance:
+    :func:`plugin.provenance_record.automatic_provenance`): the request's params, the minimum area
+    (and for a stack the linking), and the tile grid of a tiled (H, W) slice."""
+    parameters: dict[str, Any] = {**settings.params(), "min_area": settings.min_area}
+    if stack:
+        parameters["link_stack"] = settings.link_stack
+    size, halo = settings.tile_size, settings.tile_halo
+    tiles = (size, halo, tile_grid(slice_shape, size, halo).grid_shape, slice_shape) if tiled else None
+    layer.metadata = {**layer.metadata, AUTO_RUN_KEY: auto_run_metadata(parameters, tiles)}
 
 
 def tiled_labels(
@@ -174,6 +190,8 @@ class AutoJobs:
         def paste(answer: AutoAnswer | StitchedAnswer) -> None:
             self.running = False
             self._paste(layer, plane, answer, ctx.auto_settings.min_area)  # as set when it arrives
+            if layer in ctx.viewer.layers:
+                record_auto_run(layer, settings, plane.size, tiled)
             on_done(True)
 
         def failed(error: Exception) -> None:

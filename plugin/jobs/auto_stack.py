@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from plugin.jobs.auto import AutoJobs, tiled_labels
+from plugin.jobs.auto import AutoJobs, record_auto_run, tiled_labels
 from plugin.jobs.context import JobContext
 from plugin.jobs.stack_runs import AUTO_STACK, Done, Progress, StackRun, StackRuns
 from plugin.labels.ops import Relabelled, drop_small_objects, kept_objects
@@ -131,6 +131,8 @@ class AutoStack:
             if run.finished:
                 return
             self.runs.finish(run, True)
+            if layer in ctx.viewer.layers:
+                record_auto_run(layer, settings, plane.size, settings.tiling and is_large(plane), stack=True)
             ctx.notify(
                 "info",
                 f"AUTO-SEGMENT STACK: {plural(len(run.label_ids), 'object')} on "

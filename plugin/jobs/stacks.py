@@ -2,17 +2,19 @@
 
 napari layer models only (no Qt). :class:`StackJobs` is what the widgets use:
 the runs (:mod:`plugin.jobs.stack_runs`: one per kind, one undo step each, cancel),
-propagation (:mod:`plugin.jobs.propagate`) and AUTO-SEGMENT STACK
+propagation (:mod:`plugin.jobs.propagate`), Divide here (:mod:`plugin.jobs.divide`) and AUTO-SEGMENT STACK
 (:mod:`plugin.jobs.auto_stack`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from plugin.jobs.auto import AutoJobs
 from plugin.jobs.auto_stack import AutoStack
 from plugin.jobs.context import JobContext
+from plugin.jobs.divide import Division
 from plugin.jobs.propagate import Propagation
 from plugin.jobs.stack_runs import AUTO_STACK, PROPAGATE, Done, Progress, StackRun, StackRuns
 
@@ -34,6 +36,7 @@ class StackJobs:
     def __init__(self, ctx: JobContext, runs: StackRuns, auto: AutoJobs) -> None:
         self._runs = runs
         self._propagation = Propagation(ctx, runs)
+        self._division = Division(ctx, runs)
         self._auto_stack = AutoStack(ctx, runs, auto)
 
     @property
@@ -67,6 +70,17 @@ class StackJobs:
     ) -> bool:
         """See :meth:`plugin.jobs.propagate.Propagation.propagate_labels`."""
         return self._propagation.propagate_labels(layer, label_ids, direction, on_progress, on_done)
+
+    def divide_here(
+        self,
+        layer: Labels,
+        parent: int,
+        points: Sequence[tuple[float, float]],
+        on_progress: Progress,
+        on_done: Done,
+    ) -> bool:
+        """See :meth:`plugin.jobs.divide.Division.divide_here`."""
+        return self._division.divide_here(layer, parent, points, on_progress, on_done)
 
     def auto_stack(self, on_progress: Progress, on_done: Done) -> bool:
         """See :meth:`plugin.jobs.auto_stack.AutoStack.run`."""

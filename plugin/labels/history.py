@@ -11,6 +11,9 @@ not know about:
   Such an edit registers its names change against the history step it
   made; after every undo or redo the names are brought in line (a deleted
   label's name comes back with its pixels, and goes again on redo).
+* **other metadata** (a time-lapse's lineage, say): an edit may also set
+  metadata keys (``edit(metadata_after=...)``); they are rolled back and
+  forth with its step the same way.
 * **one step per operation**: an operation written slice by slice
   (propagation, automatic segmentation of a stack) is squashed into one
   step when it ends (:meth:`LabelHistory.squash`).
@@ -30,7 +33,7 @@ layer goes through :meth:`LabelHistory.undo` as the buttons do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,8 @@ UNDO_KEYS = ("Control-Z",)
 REDO_KEYS = ("Control-Shift-Z", "Control-Y")
 NamesDelta = dict[int, tuple[str | None, str | None]]
 """``{label_id: (name before, name after)}``; None means unnamed."""
+MetadataDelta = dict[str, tuple[Any, Any]]
+"""``{metadata key: (value before, value after)}``; None means absent."""
 Step = list[Any]
 """One napari history step: a list of atoms applied together."""
 Listener = Callable[["Labels", list[tuple[np.ndarray, np.ndarray]]], None]
@@ -144,6 +149,20 @@ def set_names(layer: Labels, names: dict[int, str]) -> None:
     layer.metadata = {**layer.metadata, METADATA_KEY: dict(sorted(names.items()))}
 
 
+def apply_metadata_delta(layer: Labels, delta: MetadataDelta, forward: bool) -> None:
+    """Set (``forward``) or restore the metadata keys of ``delta``, leaving other keys alone."""
+    if not delta:
+        return
+    metadata = dict(layer.metadata)
+    for key, (before, after) in delta.items():
+        value = after if forward else before
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    layer.metadata = metadata
+
+
 def apply_names_delta(layer: Labels, delta: NamesDelta, forward: bool) -> None:
     """Apply a names change (``forward``) or revert it, leaving other names alone."""
     names = names_from_metadata(layer.metadata)
@@ -160,7 +179,14 @@ def apply_names_delta(layer: Labels, delta: NamesDelta, forward: bool) -> None:
 class _NamesEntry:
     atom: Any = field(repr=False)  # first atom of the step (held, so its id stays unique)
     delta: NamesDelta
+    metadata: MetadataDelta = field(default_factory=dict)
     applied: bool = True
+
+    def apply(self, layer: Labels, forward: bool) -> None:
+        if self.delta:
+            apply_names_delta(layer, self.delta, forward)
+        apply_metadata_delta(layer, self.metadata, forward)
+        self.applied = forward
 
 
 class LabelHistory:
@@ -178,6 +204,8 @@ class LabelHistory:
         self.off_gui = off_gui
         """Runs a pyramid step's store writes (:func:`replay_step`)."""
         self.listeners: list[Listener] = []
+        self.step_listeners: list[Callable[[Labels, Step], None]] = []
+        """``listener(layer, step)`` after an undo or redo of ``step`` (where: :func:`atom_regions`)."""
         self.before_change: list[Callable[[], None]] = []
         self._entries: list[_NamesEntry] = []
         self._moving = False
@@ -195,6 +223,7 @@ class LabelHistory:
         self.layer.events.paint.disconnect(self._remember_depths)
         self.layer.events.set_data.disconnect(self._on_set_data)
         self.listeners.clear()
+        self.step_listeners.clear()
         self.before_change.clear()
         self._entries.clear()
 
@@ -237,28 +266,41 @@ class LabelHistory:
             self.layer.events.paint.disconnect(on_paint)
 
     @contextmanager
-    def edit(self, names_after: dict[int, str] | None = None) -> Iterator[list[Step]]:
+    def edit(
+        self,
+        names_after: dict[int, str] | None = None,
+        metadata_after: Mapping[str, Any] | None = None,
+    ) -> Iterator[list[Step]]:
         """One undoable edit: the pixel writes inside the block are one step, with a names change.
 
         Args:
             names_after: the layer's names after the edit (None: names unchanged).
+            metadata_after: other metadata keys to set with the edit (a value None removes the key);
+                undo restores what they were, redo sets them again. Set only when pixels changed.
         """
         before = names_from_metadata(self.layer.metadata)
+        meta_before = {key: self.layer.metadata.get(key) for key in metadata_after or {}}
         with self.capture() as steps, self.layer.block_history():
             yield steps
-        if names_after is None:
-            return
+        after = before if names_after is None else names_after
         delta = {
-            i: (before.get(i), names_after.get(i))
-            for i in sorted(set(before) | set(names_after))
-            if before.get(i) != names_after.get(i)
+            i: (before.get(i), after.get(i))
+            for i in sorted(set(before) | set(after))
+            if before.get(i) != after.get(i)
         }
-        if not delta:
-            return
-        apply_names_delta(self.layer, delta, forward=True)
+        metadata = {
+            key: (meta_before[key], value)
+            for key, value in (metadata_after or {}).items()
+            if meta_before[key] != value
+        }
         atoms = [atom for step in steps for atom in step]
-        if atoms:
-            self._entries.append(_NamesEntry(atoms[0], delta))
+        if not (delta or metadata) or not atoms:
+            if delta:  # names change without pixels (nothing to undo): applied as before
+                apply_names_delta(self.layer, delta, forward=True)
+            return
+        entry = _NamesEntry(atoms[0], delta, metadata)
+        entry.apply(self.layer, forward=True)
+        self._entries.append(entry)
         self._sync_names()
 
     def squash(self, steps: list[Step]) -> bool:
@@ -316,6 +358,8 @@ class LabelHistory:
         changes = atom_changes(step, undoing)
         for listener in list(self.listeners):
             listener(self.layer, changes)
+        for step_listener in list(self.step_listeners):
+            step_listener(self.layer, step)
 
     def _remember_depths(self, _event: Any = None) -> None:
         self._depths = (self.undo_depth, self.redo_depth)
@@ -347,12 +391,10 @@ class LabelHistory:
         undone = {id(atom) for step in self._redo_steps() for atom in step}
         for entry in reversed(self._entries):
             if entry.applied and id(entry.atom) in undone:
-                apply_names_delta(self.layer, entry.delta, forward=False)
-                entry.applied = False
+                entry.apply(self.layer, forward=False)
         for entry in self._entries:
             if not entry.applied and id(entry.atom) in done:
-                apply_names_delta(self.layer, entry.delta, forward=True)
-                entry.applied = True
+                entry.apply(self.layer, forward=True)
         self._entries = [e for e in self._entries if id(e.atom) in done | undone]
 
 

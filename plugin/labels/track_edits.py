@@ -7,8 +7,9 @@
 * :func:`record_division`: ``daughters`` are the children of ``parent`` in the lineage.
 
 Pixels go through ``layer.data_setitem`` inside :meth:`plugin.labels.history.LabelHistory.edit`
-(one step, ``Ctrl+Z`` undoes the pixels). The lineage (:mod:`plugin.labels.lineage`) is the
-layer's metadata and is updated after the edit; undo does not roll it back.
+and the lineage (:mod:`plugin.labels.lineage`, the layer's metadata) is set with them
+(``metadata_after``): one step, ``Ctrl+Z`` undoes pixels and lineage together, redo redoes both.
+:func:`record_division` alone changes no pixel, so it is no undo step (record it again to change it).
 """
 
 from __future__ import annotations
@@ -26,8 +27,14 @@ def _frames_of(data: np.ndarray, label_id: int) -> set[int]:
     return {t for t in range(data.shape[0]) if (np.asarray(data[t]) == label_id).any()}
 
 
-def _write(history: LabelHistory, writes: list[tuple[tuple[np.ndarray, ...], int]]) -> int:
-    with history.edit():
+def _write(
+    history: LabelHistory,
+    writes: list[tuple[tuple[np.ndarray, ...], int]],
+    lineage: dict[int, int] | None = None,
+) -> int:
+    """Write the pixels as one undo step; ``lineage`` (None: unchanged) is set with it."""
+    after = None if lineage is None else {LINEAGE_KEY: lineage_metadata(lineage) or None}
+    with history.edit(metadata_after=after):
         for indices, value in writes:
             if indices[0].size:
                 history.layer.data_setitem(indices, value)
@@ -61,11 +68,9 @@ def break_track(history: LabelHistory, label_id: int, frame: int, new_id: int) -
     pixels = _pixels_from(data, label_id, frame)
     if not pixels[0].size:
         raise ValueError(f"label {label_id} is not on frame {frame} or later")
-    changed = _write(history, [(pixels, new_id)])
     lineage = lineage_from_metadata(history.layer.metadata)
     lineage = {d: (new_id if p == label_id else p) for d, p in lineage.items()}
-    _set_lineage(history, lineage)
-    return changed
+    return _write(history, [(pixels, new_id)], lineage)
 
 
 def link_tracks(history: LabelHistory, keep: int, other: int) -> int:
@@ -81,14 +86,14 @@ def link_tracks(history: LabelHistory, keep: int, other: int) -> int:
     common = sorted(_frames_of(data, keep) & _frames_of(data, other))
     if common:
         raise ValueError(f"labels {keep} and {other} are both on frames {common[:5]}: not one track")
-    changed = _write(history, [(np.nonzero(np.asarray(data) == other), keep)])
     lineage = lineage_from_metadata(history.layer.metadata)
     other_parent = lineage.pop(other, None)
     if other_parent is not None:
         lineage.setdefault(keep, other_parent)  # the linked track's parent, unless keep has one
     lineage = {d: (keep if p == other else p) for d, p in lineage.items()}
-    _set_lineage(history, {d: p for d, p in lineage.items() if d != p})
-    return changed
+    return _write(
+        history, [(np.nonzero(np.asarray(data) == other), keep)], {d: p for d, p in lineage.items() if d != p}
+    )
 
 
 def swap_tracks(history: LabelHistory, a: int, b: int, frame: int) -> int:
@@ -103,14 +108,18 @@ def swap_tracks(history: LabelHistory, a: int, b: int, frame: int) -> int:
 
 def divide(history: LabelHistory, parent: int, daughters: Iterable[int], frame: int) -> int:
     """``daughters`` divide from ``parent`` at ``frame``: the parent's pixels from ``frame`` on are
-    cleared (its track ends on ``frame - 1``, one undo step) and the lineage records the division.
+    cleared (its track ends on ``frame - 1``) and the lineage records the division: one undo step
+    (when no pixel of the parent is left to clear, only the lineage is recorded: no undo step).
 
     Returns the pixels cleared.
     """
     data = history.layer.data
     _check_time_lapse(data)
-    record_division(history, parent, daughters)
-    return _write(history, [(_pixels_from(data, parent, frame), 0)])
+    pixels = _pixels_from(data, parent, frame)
+    if not pixels[0].size:
+        record_division(history, parent, daughters)
+        return 0
+    return _write(history, [(pixels, 0)], _with_division(history, parent, daughters))
 
 
 def record_division(history: LabelHistory, parent: int, daughters: Iterable[int]) -> None:
@@ -119,9 +128,14 @@ def record_division(history: LabelHistory, parent: int, daughters: Iterable[int]
     Raises:
         ValueError: fewer than one daughter, or a daughter that is the parent.
     """
+    _set_lineage(history, _with_division(history, parent, daughters))
+
+
+def _with_division(history: LabelHistory, parent: int, daughters: Iterable[int]) -> dict[int, int]:
+    """The layer's lineage with ``daughters`` of ``parent`` added (raises as :func:`record_division`)."""
     ids = sorted({int(d) for d in daughters})
     if not ids or parent in ids:
         raise ValueError("a division needs daughters other than the parent")
     lineage = lineage_from_metadata(history.layer.metadata)
     lineage.update({d: int(parent) for d in ids})
-    _set_lineage(history, lineage)
+    return lineage

@@ -19,8 +19,22 @@ label on each plane (``slice`` = the plane's index along the leading axes,
     centroid_y, centroid_x, bbox_min_z, bbox_min_row, bbox_min_col, bbox_max_z, bbox_max_row,
     bbox_max_col
 
-``planes`` (a stack of planes without a z axis: ``cyx``, ``tyx``...), one
-row per label on each plane: the ``2d`` columns with ``slice`` after ``name``.
+``timelapse`` (a time-lapse of planes: axes ``tyx``, axis 0 is time), one row
+per label on each frame: the ``2d`` columns with ``frame`` and ``track_id``
+after ``name``::
+
+    id, name, frame, track_id, pixel_count, area, unit, centroid_row, centroid_col, ...
+
+``frame`` is the time index; ``track_id`` is the row's track as the Cell
+Tracking Challenge and GEFF exports number it (:func:`protocol.formats.tracks.build_tracks`:
+the label's id, or a new id for a later run of a label with a gap in time).
+The labels' axes say time: napari ``axis_labels`` ``t``/``time``/``frame`` or
+a time unit on axis 0 (:class:`protocol.formats.geometry.Geometry`), as the
+plugin's Tracks layer decides.
+
+``planes`` (a stack of planes without a z axis and not a ``tyx`` time-lapse:
+``cyx``, ``tcyx``...), one row per label on each plane: the ``2d`` columns with
+``slice`` after ``name``.
 
 Meaning: ``pixel_count`` counts pixels (voxels on an ``all`` row); ``area``
 is in unit² (the plane's area; empty on ``all`` rows, the one cell a row kind
@@ -36,7 +50,7 @@ last: ``mean_intensity`` (always there: empty without an image; with a
 colour image the mean of its channels), then ``mean_intensity_0`` … one per
 channel of a colour image.
 
-A new schema (a time-lapse one with ``frame`` and ``track_id``, say) is one
+A new schema is one
 more :class:`Schema` entry in :data:`SCHEMAS`, placed before the entries
 it narrows.
 """
@@ -55,6 +69,7 @@ import numpy as np
 
 from protocol.formats.geometry import Geometry
 from protocol.formats.provenance import Provenance, sidecar_path, write_sidecar
+from protocol.formats.tracks import build_tracks
 from protocol.runtime.atomic import atomic_file
 
 MEASUREMENTS_SUFFIX = ".measurements.csv"
@@ -62,6 +77,7 @@ _CENTROIDS_2D = ("centroid_row", "centroid_col", "centroid_y", "centroid_x")
 _BOX_2D = ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col")
 COLUMNS_2D = ("id", "name", "pixel_count", "area", "unit", *_CENTROIDS_2D, *_BOX_2D)
 COLUMNS_PLANES = ("id", "name", "slice", *COLUMNS_2D[2:])
+COLUMNS_TIMELAPSE = ("id", "name", "frame", "track_id", *COLUMNS_2D[2:])
 COLUMNS_3D = (
     "id",
     "name",
@@ -94,16 +110,19 @@ class Schema:
         columns: the table's columns before the image's (:func:`intensity_columns`).
         applies: ``applies(axes)``: whether labels with these NGFF axes (``"zyx"``) use it.
         volumes: whether each (z, y, x) volume also gets one ``all`` row per label.
+        frames: whether axis 0 is time (rows carry ``frame`` and ``track_id``).
     """
 
     key: str
     columns: tuple[str, ...]
     applies: Callable[[str], bool]
     volumes: bool = False
+    frames: bool = False
 
 
 SCHEMAS = (
     Schema("2d", COLUMNS_2D, lambda axes: len(axes) == 2),
+    Schema("timelapse", COLUMNS_TIMELAPSE, lambda axes: axes == "tyx", frames=True),
     Schema("3d", COLUMNS_3D, lambda axes: axes[-3:] == "zyx", volumes=True),
     Schema("planes", COLUMNS_PLANES, lambda axes: len(axes) > 2),
 )
@@ -163,6 +182,7 @@ def measure(
     names: Mapping[int, str],
     geometry: Geometry,
     image: np.ndarray | None = None,
+    lineage: Mapping[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of measurements, each a dict with exactly the columns of the labels' schema
     (:func:`schema_for` ``(geometry.axes)``) and the image's (:func:`intensity_columns`).
@@ -172,6 +192,8 @@ def measure(
         names: ``{label_id: name}``.
         geometry: axes, pixel size, origin and unit.
         image: intensities of the same shape (or plus a trailing colour axis), None: no intensity.
+        lineage: a time-lapse's divisions ``{daughter label: parent label}`` (numbers ``track_id``
+            exactly as the tracking exports do).
 
     Raises:
         ValueError: the image does not match the labels.
@@ -189,6 +211,7 @@ def measure(
     sy, sx = geometry.size("y"), geometry.size("x")
     oy, ox = geometry.origin("y"), geometry.origin("x")
     z_axis = geometry.index("z") if schema.volumes else None
+    tracks = build_tracks(labels, lineage) if schema.frames else None
     rows: list[dict[str, Any]] = []
     for index in np.ndindex(*labels.shape[:-2]):
         table = _table(labels[index], None if intensity is None else intensity[index])
@@ -219,6 +242,9 @@ def measure(
                     "bbox_min_z": z,
                     "bbox_max_z": z + 1,
                 }
+            if tracks is not None:
+                frame = index[0]
+                row |= {"frame": frame, "track_id": tracks.frame_ids(frame).get(int(label_id), int(label_id))}
             rows.append(row | _means(table, channels, r))
     if schema.volumes:
         rows += _volume_rows(labels, names, geometry, intensity, channels, unit, blank)
@@ -288,6 +314,7 @@ def write_measurements(
     geometry: Geometry,
     image: np.ndarray | None = None,
     provenance: Provenance | None = None,
+    lineage: Mapping[int, int] | None = None,
 ) -> Path:
     """Write the measurements CSV atomically; return its path (see :func:`measure`).
 
@@ -295,7 +322,7 @@ def write_measurements(
     (:func:`protocol.formats.provenance.sidecar_path`).
     """
     target = measurements_path(path)
-    rows = measure(data, names, geometry, image)
+    rows = measure(data, names, geometry, image, lineage)
     channels = _channels(_intensity(image, np.shape(data)), np.ndim(data))
     text = measurements_csv_text(rows, columns_for(geometry, channels))
     with atomic_file(target) as tmp:

@@ -92,6 +92,21 @@ def model_facts(info: Mapping[str, Any] | None) -> dict[str, str | None]:
     return facts
 
 
+def tile_grid_record(
+    tile_size: int, halo: int, grid_shape: tuple[int, int], slice_shape: tuple[int, int]
+) -> dict[str, Any]:
+    """The ``tile_grid`` of an automatic result: tile side and halo (pixels), the grid's rows and
+    cols, and the (H, W) of the slice it covers."""
+    rows, cols = grid_shape
+    return {
+        "tile": int(tile_size),
+        "halo": int(halo),
+        "rows": int(rows),
+        "cols": int(cols),
+        "slice_shape": [int(n) for n in slice_shape],
+    }
+
+
 @dataclass(frozen=True)
 class PromptRecord:
     """One prompt that made or refined a label on one slice (wire coordinates, slice pixels).

@@ -18,7 +18,7 @@ Pure numpy; one pass over the stack (``np.unique`` per frame).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,10 +110,21 @@ def build_tracks(stack: np.ndarray, parents: Mapping[int, int] | None = None) ->
         raise ValueError(f"a time-lapse needs axes (t, [z,] y, x), got shape {array.shape}")
     if np.dtype(array.dtype).kind not in "iub":
         raise ValueError(f"labels must be integers, got {array.dtype}")
+    return tracks_from_frames(label_frames(array), parents)
+
+
+def tracks_from_frames(
+    present: Mapping[int, list[int]], parents: Mapping[int, int] | None = None
+) -> TrackSet:
+    """:func:`build_tracks` from ``{label_id: sorted frames it is on}`` (:func:`label_frames`), so a
+    caller that keeps the frames' contents (the plugin's Tracks layer) re-reads only frames that changed.
+
+    Raises:
+        ValueError: negative ids, or a label its own parent.
+    """
     lineage = {int(d): int(p) for d, p in (parents or {}).items() if int(p) != 0}
     if any(d == p for d, p in lineage.items()):
         raise ValueError("a label cannot be its own parent")
-    present = label_frames(array)
     if any(label_id < 0 for label_id in present):
         raise ValueError("labels must not be negative")
     next_id = max([0, *present, *lineage, *lineage.values()]) + 1
@@ -159,22 +170,36 @@ class FrameObjects:
 
 def frame_objects(stack: np.ndarray) -> FrameObjects:
     """The objects of a ``(T, [Z,] Y, X)`` labels stack, read frame by frame (numpy, zarr or dask)."""
+    return join_frames([objects_of_frame(stack[t], t) for t in range(stack.shape[0])], stack.ndim - 1)
+
+
+def objects_of_frame(frame: np.ndarray, t: int) -> FrameObjects:
+    """The objects of one ``([Z,] Y, X)`` frame ``t`` of a time-lapse."""
     from skimage.measure import regionprops_table
 
-    spatial = stack.ndim - 1
-    frames, ids, counts, centres = [], [], [], []
-    for t in range(stack.shape[0]):
-        table = regionprops_table(np.asarray(stack[t]), properties=["label", "area", "centroid"])
-        n = len(table["label"])
-        frames.append(np.full(n, t, np.int64))
-        ids.append(np.asarray(table["label"], np.int64))
-        counts.append(np.asarray(table["area"], np.int64))
-        centres.append(np.stack([np.asarray(table[f"centroid-{i}"], np.float64) for i in range(spatial)], 1))
+    array = np.asarray(frame)
+    table = regionprops_table(array, properties=["label", "area", "centroid"])
+    n = len(table["label"])
     return FrameObjects(
-        np.concatenate(frames) if frames else np.zeros(0, np.int64),
-        np.concatenate(ids) if ids else np.zeros(0, np.int64),
-        np.concatenate(counts) if counts else np.zeros(0, np.int64),
-        np.concatenate(centres) if centres else np.zeros((0, spatial)),
+        np.full(n, t, np.int64),
+        np.asarray(table["label"], np.int64),
+        np.asarray(table["area"], np.int64),
+        np.stack([np.asarray(table[f"centroid-{i}"], np.float64) for i in range(array.ndim)], 1).reshape(
+            n, array.ndim
+        ),
+    )
+
+
+def join_frames(parts: Sequence[FrameObjects], spatial: int) -> FrameObjects:
+    """The rows of ``parts`` (frames in order) as one :class:`FrameObjects` of ``spatial`` axes."""
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return FrameObjects(empty, empty, empty, np.zeros((0, spatial)))
+    return FrameObjects(
+        np.concatenate([p.frame for p in parts]),
+        np.concatenate([p.label_id for p in parts]),
+        np.concatenate([p.pixels for p in parts]),
+        np.concatenate([p.centroid for p in parts]),
     )
 
 

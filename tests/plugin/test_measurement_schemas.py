@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from protocol.formats.geometry import Geometry
-from protocol.formats.measure import COLUMNS_2D, COLUMNS_3D, COLUMNS_PLANES, schema_for, write_measurements
+from protocol.formats.measure import (
+    COLUMNS_2D,
+    COLUMNS_3D,
+    COLUMNS_PLANES,
+    COLUMNS_TIMELAPSE,
+    schema_for,
+    write_measurements,
+)
+from protocol.formats.tracks import build_tracks
 
 NAMES = {4: "nucleus"}
 
@@ -79,4 +87,30 @@ def test_a_3d_csv_fills_z_and_volume_on_plane_rows_and_they_add_up(tmp_path: Pat
 def test_the_schema_follows_the_axes() -> None:
     assert schema_for("yx").columns == COLUMNS_2D
     assert schema_for("zyx").columns == schema_for("tzyx").columns == COLUMNS_3D
-    assert schema_for("cyx").columns == schema_for("tyx").columns == COLUMNS_PLANES
+    assert schema_for("cyx").columns == schema_for("tcyx").columns == COLUMNS_PLANES
+    assert schema_for("tyx").columns == COLUMNS_TIMELAPSE
+
+
+def test_a_time_lapse_csv_has_frame_and_track_id_numbered_as_the_ctc_export(tmp_path: Path) -> None:
+    """Label 4 is on frames 0-1 and 3 (a gap: its later run is a new track), 5 divides into 6 and 7."""
+    stack = np.zeros((4, 30, 40), np.uint16)
+    stack[[0, 1, 3], 2:6, 3:9] = 4
+    stack[:2, 20:26, 20:30] = 5
+    stack[2:, 20:26, 20:24] = 6
+    stack[2:, 20:26, 26:30] = 7
+    lineage = {6: 5, 7: 5}
+    geometry = Geometry.from_layer(3, (1.0, 0.5, 0.5), None, ("s", "um", "um"), ("t", "y", "x"))
+    assert geometry.axes == "tyx"
+    header, rows = read(write_measurements(tmp_path / "t.csv", stack, NAMES, geometry, lineage=lineage))
+    assert header == [*COLUMNS_TIMELAPSE, "mean_intensity"]
+    assert "slice" not in header
+    found = {(int(r["frame"]), int(r["id"])): int(r["track_id"]) for r in rows}
+    tracks = build_tracks(stack, lineage)  # what the CTC and GEFF exports number
+    expected = {
+        (t, track.label_id): track.track_id
+        for track in tracks.tracks
+        for t in range(track.begin, track.end + 1)
+    }
+    assert found == expected
+    assert found[(3, 4)] != 4 and found[(0, 4)] == 4  # the run after the gap is a track of its own
+    assert all(r["area"] != "" and r["frame"] != "" for r in rows)

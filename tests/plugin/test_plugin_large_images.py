@@ -22,6 +22,7 @@ from plugin._qt.auto_widget import TILE_SIZE_KEY
 from plugin._qt.encode_widget import PREFETCH_KEY
 from plugin._qt.widget import SamWidget
 from plugin.jobs.controller import AUTO, POINTS, Applied
+from plugin.provenance_record import auto_run_of
 from plugin.user_settings import load, save
 from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.geometry.windows import Window, window_for_prompt
@@ -199,6 +200,13 @@ def test_auto_segment_on_a_3000_slice_runs_in_tiles_and_finds_every_disc_once(vi
     assert len(np.unique(labels[labels > 0])) == len(centres)
     shapes = sent_shapes(backend)
     assert shapes and all(max(s) <= 1000 + 2 * 96 for s in shapes)  # tiles, never the whole slice
+    run = auto_run_of(viewer.layers[AUTO_MASK].metadata)  # what its exports' provenance records
+    assert run is not None and run["operation"] == "tiled_auto"
+    assert {k: run["tile_grid"][k] for k in ("tile", "halo", "slice_shape")} == {
+        "tile": 1000,
+        "halo": 96,
+        "slice_shape": [3000, 3000],
+    }
 
 
 def test_auto_segment_stack_of_large_slices_keeps_one_id_per_disc_through_z(viewer_on, qtbot) -> None:

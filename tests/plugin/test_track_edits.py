@@ -8,7 +8,7 @@ from napari.layers import Labels
 
 from plugin.labels.history import LabelHistory
 from plugin.labels.lineage import LINEAGE_KEY, lineage_from_metadata, lineage_metadata
-from plugin.labels.track_edits import break_track, link_tracks, record_division, swap_tracks
+from plugin.labels.track_edits import break_track, divide, link_tracks, record_division, swap_tracks
 from tests.support.timelapse import LINEAGE, timelapse
 
 
@@ -61,3 +61,46 @@ def test_a_division_is_recorded_in_the_lineage(history):
     assert lineage_from_metadata(history.layer.metadata) == {**LINEAGE, 5: 1}
     with pytest.raises(ValueError, match="daughters"):
         record_division(history, 1, [1])
+
+
+def _undo_redo(history, edit) -> None:
+    """``edit()`` is one step; undo brings pixels and lineage back, redo brings the edit back."""
+    before = history.layer.data.copy(), lineage_from_metadata(history.layer.metadata)
+    edit()
+    after = history.layer.data.copy(), lineage_from_metadata(history.layer.metadata)
+    assert history.undo_depth == 1
+    assert history.undo()
+    np.testing.assert_array_equal(history.layer.data, before[0])
+    assert lineage_from_metadata(history.layer.metadata) == before[1]
+    assert history.redo()
+    np.testing.assert_array_equal(history.layer.data, after[0])
+    assert lineage_from_metadata(history.layer.metadata) == after[1]
+    history.undo()  # and napari's own undo (its menu) does it too
+    history.layer.redo()
+    assert lineage_from_metadata(history.layer.metadata) == after[1]
+    history.layer.undo()
+    assert lineage_from_metadata(history.layer.metadata) == before[1]
+
+
+def test_undo_and_redo_of_a_break_carry_the_lineage(history):
+    _undo_redo(history, lambda: break_track(history, 2, 3, 20))
+    assert lineage_from_metadata(history.layer.metadata) == LINEAGE
+
+
+def test_undo_and_redo_of_a_link_carry_the_lineage(history):
+    _undo_redo(history, lambda: link_tracks(history, 2, 3))
+
+
+def test_undo_and_redo_of_a_swap_restore_pixels_and_keep_the_lineage(history):
+    _undo_redo(history, lambda: swap_tracks(history, 3, 4, 7))
+    assert lineage_from_metadata(history.layer.metadata) == LINEAGE
+
+
+def test_a_divide_ends_the_parent_and_undoes_with_its_lineage_in_one_step(history):
+    def edit() -> None:
+        divide(history, 1, [5], 6)  # (a made-up division: 1 ends at 5, 5 is its daughter)
+        assert not (history.layer.data[6:] == 1).any() and (history.layer.data[5] == 1).any()
+        assert lineage_from_metadata(history.layer.metadata) == {**LINEAGE, 5: 1}
+
+    _undo_redo(history, edit)
+    assert lineage_from_metadata(history.layer.metadata) == LINEAGE

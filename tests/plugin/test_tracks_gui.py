@@ -125,10 +125,53 @@ def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) ->
     assert widget.labels.selected_ids() == [8, 9]
     box.mark_division()
     assert lineage_from_metadata(labels.metadata) == {9: 8}
-    qtbot.waitUntil(lambda: box.model.rowCount() == 3, timeout=TIMEOUT_MS)
+    follower = box.followers[labels.unique_id]
+    qtbot.waitUntil(lambda: not follower.busy and box.model.rowCount() == 3, timeout=TIMEOUT_MS)
     rows = {row.track_id: row for row in box.model.rows}
     assert (rows[8].first, rows[8].last, rows[9].first, rows[9].parent) == (0, 2, 3, 8)
     assert rows[3].displacement == pytest.approx(6 * (FRAMES - 1), abs=0.5)
     assert viewer.layers[tracks_layer_name("cells")].graph == {9: [8]}
     box._on_row(box.model.index(list(rows).index(9), 0))
     assert viewer.dims.current_step[0] == 3 and widget.labels.selected_ids() == [9]
+
+
+def test_the_tracks_layer_follows_edits_and_undo_reading_only_the_frames_touched(setup, qtbot) -> None:
+    viewer, widget, labels = setup
+    full = np.zeros(labels.data.shape, np.uint32)
+    for t in range(FRAMES):
+        full[t][disc(centre_a(t))] = 3
+        full[t][disc(centre_b(t))] = 8
+    labels.data = full.copy()
+    box, name = widget.tracks_box, tracks_layer_name("cells")
+    box.refresh()
+    follower = box.followers[labels.unique_id]
+    qtbot.waitUntil(lambda: not follower.busy and name in viewer.layers, timeout=TIMEOUT_MS)
+    tracks = viewer.layers[name]
+    assert follower.frames_read == FRAMES
+    # each track has its label's colour
+    for label in (3, 8):
+        colours = tracks.track_colors[tracks.data[:, 0] == label]
+        np.testing.assert_allclose(colours, np.repeat([labels.get_color(label)], len(colours), 0), atol=1e-6)
+
+    # a delete on frames 3-4 (a plugin edit, one undo step): only those frames are read again
+    history = widget.controller.histories(labels)
+    with history.edit():
+        found = np.nonzero(labels.data[3:] == 8)
+        labels.data_setitem((found[0] + 3, *found[1:]), 0)
+    qtbot.waitUntil(lambda: not follower.busy and follower.frames_read == FRAMES + 2, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: tracks.data[tracks.data[:, 0] == 8][:, 1].tolist() == [0, 1, 2], timeout=TIMEOUT_MS
+    )
+
+    # undo brings the track back, reading the same two frames
+    history.undo()
+    qtbot.waitUntil(lambda: not follower.busy and follower.frames_read == FRAMES + 4, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: tracks.data[tracks.data[:, 0] == 8][:, 1].tolist() == list(range(FRAMES)), timeout=TIMEOUT_MS
+    )
+    # a relabel (8 becomes 12 from frame 2 on) shows as a new track
+    with history.edit():
+        found = np.nonzero(labels.data[2:] == 8)
+        labels.data_setitem((found[0] + 2, *found[1:]), 12)
+    qtbot.waitUntil(lambda: 12 in set(tracks.data[:, 0].astype(int).tolist()), timeout=TIMEOUT_MS)
+    assert tracks.data[tracks.data[:, 0] == 12][:, 1].tolist() == [2, 3, 4]
