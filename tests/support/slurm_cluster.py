@@ -138,10 +138,11 @@ class SlurmCluster:
             list(args), env=self.env(), capture_output=True, text=True, timeout=timeout_s, check=True
         )
 
-    def node_state(self) -> str:
+    def _query(self, *args: str) -> subprocess.CompletedProcess[str] | None:
+        """Run a read-only SLURM command (any exit code), or None when it cannot run or times out."""
         try:
-            done = subprocess.run(
-                ["sinfo", "-h", "-N", "-o", "%t"],
+            return subprocess.run(
+                list(args),
                 env=self.env(),
                 capture_output=True,
                 text=True,
@@ -149,23 +150,18 @@ class SlurmCluster:
                 check=False,
             )
         except (OSError, subprocess.SubprocessError):
-            return ""
-        return done.stdout.strip()
+            return None
+
+    def node_state(self) -> str:
+        done = self._query("sinfo", "-h", "-N", "-o", "%t")
+        return done.stdout.strip() if done is not None else ""
 
     def jobs(self) -> list[str]:
         """``JOBID STATE`` of every job (array tasks one by one), or [] when none or unreachable."""
-        try:
-            done = subprocess.run(
-                ["squeue", "-h", "-r", "-o", "%i %T"],
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=COMMAND_TIMEOUT_S,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
+        done = self._query("squeue", "-h", "-r", "-o", "%i %T")
+        if done is None or done.returncode != 0:
             return []
-        return [line for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+        return [line for line in done.stdout.splitlines() if line.strip()]
 
     def job_state(self, job: str) -> str:
         """A job's (or array task's, ``123_4``) state, e.g. RUNNING, PENDING; "" when gone."""
