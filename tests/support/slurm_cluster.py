@@ -21,17 +21,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from protocol.runtime.processes import free_tcp_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 KILL_WAIT_S = 5
 START_TIMEOUT_S = 30.0
 COMMAND_TIMEOUT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unavailable_reason() -> str | None:
@@ -200,8 +196,8 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_tcp_port()}
+SlurmdPort={free_tcp_port()}
 StateSaveLocation={base / "state"}
 SlurmdSpoolDir={base / "spool"}
 SlurmctldPidFile={self._pid_files["slurmctld"]}
