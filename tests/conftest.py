@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from tests.support.backend import Backend
-from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker
+from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker, zmq_context
 from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
 
 
@@ -85,9 +85,8 @@ def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[...
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context[Any]]:
     """A ZeroMQ context for the test's own sockets, destroyed without lingering."""
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture

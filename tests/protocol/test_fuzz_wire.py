@@ -31,6 +31,7 @@ from tests.support.broker_peers import (
     request_body,
     start_broker,
     wait_for_workers,
+    zmq_context,
 )
 from tests.support.processes import (
     MODEL,
@@ -56,9 +57,8 @@ frames_strategy = st.lists(st.binary(max_size=96), max_size=7)
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
