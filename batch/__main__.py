@@ -192,8 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--overwrite", action="store_true", help="redo inputs whose label file exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    cli.add_log_options(parser)
     return parser
 
 
@@ -212,7 +211,7 @@ def merge_main(argv: Sequence[str]) -> int:
         description="Merge the summary.shard-I-of-N.csv files of a sharded batch into summary.csv.",
     )
     parser.add_argument("folder", type=Path, help="the --out folder the shards wrote to")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    cli.add_log_options(parser, log_file=False)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, None)
     try:

@@ -331,14 +331,25 @@ def ensure_checkpoint(model: str = MODEL) -> Path:
     """
     path = OUT_DIR / "ckpt" / f"{model}_random.pt"
     if not path.is_file():
-        subprocess.run(
-            [PYTHON, "scripts/make_random_checkpoint.py", "--model", model, "--out", str(path)],
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+        build_random_checkpoint(model, path, timeout_s=600)
     return path
+
+
+def build_random_checkpoint(model: str, out: Path, timeout_s: float) -> Path:
+    """Write a random-weight checkpoint of ``model`` in the official layout to ``out`` with
+    ``scripts/make_random_checkpoint.py``; return ``out``.
+
+    Raises:
+        subprocess.CalledProcessError, subprocess.TimeoutExpired: the script failed or took too long.
+    """
+    subprocess.run(
+        [PYTHON, "scripts/make_random_checkpoint.py", "--model", model, "--out", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=timeout_s,
+    )
+    return out
 
 
 def minor_faults(pid: int) -> int | None:

@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import zmq
@@ -37,8 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sam2-broker", description="MDP/0.2 (ZeroMQ RFC 18) broker")
     parser.add_argument("--frontend", default=defaults.frontend, help="client endpoint to bind (%(default)s)")
     parser.add_argument("--backend", default=defaults.backend, help="worker endpoint to bind (%(default)s)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-file", default=None, help="also append the log to this file")
+    cli.add_log_options(parser)
     parser.add_argument(
         "--heartbeat-interval-s",
         type=float,
@@ -93,17 +93,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="CurveZMQ on both sockets with the keys in this directory (made by scripts/curve_keys.py): "
         "encrypted, and only keys in authorized_clients/ and authorized_workers/ get in",
     )
-    parser.add_argument(
-        "--parent-pid",
-        type=int,
-        default=None,
-        help="stop (as on SIGTERM) within about a second once this process is gone "
-        "(the napari plugin and start_all.sh pass their own pid)",
-    )
+    cli.add_parent_pid_option(parser)
     return parser.parse_args(argv)
 
 
-def setup_logging(level: str, log_file: str | None) -> None:
+def setup_logging(level: str, log_file: Path | str | None) -> None:
     """Log to stderr (and ``log_file``) with timestamps and the role ``broker``."""
     cli.setup_logging(level, log_file, LOG_FORMAT)
 

@@ -7,7 +7,6 @@ from there, never from this file.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ from typing import Any
 import pytest
 import zmq
 
+from bench.common import build_random_checkpoint
 from tests.support.backend import Backend
-from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker
-from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
+from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker, zmq_context
+from tests.support.processes import MODEL, ProcessSpawner, log_text, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -51,14 +51,7 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     It is loaded through exactly the code path of a downloaded checkpoint.
     """
     out = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_tiny_random.pt"
-    subprocess.run(
-        [PYTHON, "scripts/make_random_checkpoint.py", "--model", MODEL, "--out", str(out)],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return out
+    return build_random_checkpoint(MODEL, out, timeout_s=300)
 
 
 @pytest.fixture
@@ -85,9 +78,8 @@ def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[...
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context[Any]]:
     """A ZeroMQ context for the test's own sockets, destroyed without lingering."""
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture

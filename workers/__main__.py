@@ -148,15 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="workers sharing this machine's cores (default: $SAM2_WORKERS_PER_HOST or 1)",
     )
-    parser.add_argument(
-        "--heartbeat-interval-s", type=positive_float, default=1.0, help="seconds between heartbeats"
-    )
-    parser.add_argument(
-        "--heartbeat-liveness",
-        type=positive_int,
-        default=3,
-        help="missed heartbeats before the broker is dead",
-    )
+    cli.add_worker_heartbeat_options(parser)
     parser.add_argument(
         "--reconnect-max-s",
         type=positive_float,
@@ -204,15 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="rfc: frames exactly as RFC 18 writes them; delimited: an empty frame before every command, "
         "for brokers built on the reference libmdp or majortomo",
     )
-    parser.add_argument(
-        "--parent-pid",
-        type=int,
-        default=None,
-        help="stop (as on SIGTERM) within about a second once this process is gone "
-        "(the napari plugin and start_all.sh pass their own pid)",
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    cli.add_parent_pid_option(parser)
+    cli.add_log_options(parser)
     return parser
 
 

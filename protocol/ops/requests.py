@@ -263,10 +263,25 @@ def propagate(
             )
         on_slice(PropagatedSlice(index, done, total, got.astype(bool, copy=False)))
 
+    arrays = {"stack": stack.pixels, "mask": np.ascontiguousarray(mask, dtype=bool)}
+    return _call_propagate(client, stack, params, arrays, partial, cancel, timeout_s)
+
+
+def _call_propagate(
+    client: SamClient,
+    stack: WireStack,
+    params: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    partial: Callable[[Message], None],
+    cancel: threading.Event | None,
+    timeout_s: float | None,
+) -> PropagateAnswer:
+    """Send one ``propagate`` request (``arrays``: ``stack`` and any masks), feed each PARTIAL to
+    ``partial``, and read the FINAL's ``result`` (frames done, cancelled) into a :class:`PropagateAnswer`."""
     reply = client.call(
         "propagate",
         params,
-        {"stack": stack.pixels, "mask": np.ascontiguousarray(mask, dtype=bool)},
+        arrays,
         contrast_limits=stack.contrast_limits,
         timeout_s=timeout_s,
         on_partial=partial,
@@ -351,19 +366,7 @@ def propagate_objects(
             )
         on_slice(PropagatedLabels(index, done, total, labels, ids))
 
-    reply = client.call(
-        "propagate",
-        params,
-        arrays,
-        contrast_limits=stack.contrast_limits,
-        timeout_s=timeout_s,
-        on_partial=partial,
-        cancel=cancel,
-    )
-    result = reply.header.get("result") or {}
-    return PropagateAnswer(
-        int(result.get("frames", 0)), bool(result.get("cancelled", False)), reply.request_id
-    )
+    return _call_propagate(client, stack, params, arrays, partial, cancel, timeout_s)
 
 
 def embed(

@@ -1,5 +1,6 @@
 """Command-line helpers shared by ``python -m broker``, ``python -m workers`` and ``sam2-batch``:
-argparse value types and the logging set-up (each role keeps its own line format).
+argparse value types, the options every role declares alike (logging, parent watch, a worker's
+heartbeats) and the logging set-up (each role keeps its own line format).
 """
 
 from __future__ import annotations
@@ -33,6 +34,41 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def add_log_options(parser: argparse.ArgumentParser, log_file: bool = True) -> None:
+    """``--log-level`` (one of :data:`LOG_LEVELS`, default INFO) and, unless ``log_file`` is false,
+    ``--log-file PATH`` (a :class:`~pathlib.Path`, default None), for :func:`setup_logging`."""
+    parser.add_argument("--log-level", default="INFO", choices=list(LOG_LEVELS))
+    if log_file:
+        parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+
+
+def add_parent_pid_option(parser: argparse.ArgumentParser) -> None:
+    """``--parent-pid PID`` (default None), for :func:`protocol.runtime.parent.watch_parent`."""
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        help="stop (as on SIGTERM) within about a second once this process is gone "
+        "(the napari plugin and start_all.sh pass their own pid)",
+    )
+
+
+def add_worker_heartbeat_options(parser: argparse.ArgumentParser) -> None:
+    """A worker's ``--heartbeat-interval-s`` (> 0, default 1.0), ``--heartbeat-liveness`` (>= 1, 3)."""
+    parser.add_argument(
+        "--heartbeat-interval-s", type=positive_float, default=1.0, help="seconds between heartbeats"
+    )
+    parser.add_argument(
+        "--heartbeat-liveness",
+        type=positive_int,
+        default=3,
+        help="missed heartbeats before the broker is dead",
+    )
 
 
 def setup_logging(

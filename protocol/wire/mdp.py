@@ -152,6 +152,23 @@ def client_reply(
     return [*_prefix(delimited), CLIENT_HEADER, command, service, *body]
 
 
+def _open(
+    frames: Sequence[Frame], role: str, header: bytes, min_frames: int
+) -> tuple[Sequence[Frame], bool, bytes]:
+    """Strip one leading empty frame, check the frame count and protocol header of a ``role``
+    (client/worker) message, and return ``(frames from the header on, delimited, command)``.
+
+    Raises:
+        ProtocolError: fewer than ``min_frames`` frames, or another header.
+    """
+    frames, delimited = _strip_delimiter(frames)
+    if len(frames) < min_frames:
+        raise ProtocolError(f"{role} message has {len(frames)} frames, needs at least {min_frames}")
+    if bytes(frames[0]) != header:
+        raise ProtocolError(f"bad {role} protocol header {_head(frames[0])!r}")
+    return frames, delimited, bytes(frames[1])
+
+
 def parse_client(frames: Sequence[Frame]) -> ClientMessage:
     """Parse client-protocol frames (one leading empty frame is tolerated).
 
@@ -160,12 +177,7 @@ def parse_client(frames: Sequence[Frame]) -> ClientMessage:
     Raises:
         ProtocolError: wrong header, command, or missing service.
     """
-    frames, delimited = _strip_delimiter(frames)
-    if len(frames) < 3:
-        raise ProtocolError(f"client message has {len(frames)} frames, needs at least 3")
-    if bytes(frames[0]) != CLIENT_HEADER:
-        raise ProtocolError(f"bad client protocol header {_head(frames[0])!r}")
-    command = bytes(frames[1])
+    frames, delimited, command = _open(frames, "client", CLIENT_HEADER, 3)
     if command not in CLIENT_COMMAND_NAMES:
         raise ProtocolError(f"unknown client command {command!r}")
     service = bytes(frames[2])
@@ -207,12 +219,7 @@ def parse_worker(frames: Sequence[Frame]) -> WorkerMessage:
     Raises:
         ProtocolError: wrong header, command, or frame count.
     """
-    frames, delimited = _strip_delimiter(frames)
-    if len(frames) < 2:
-        raise ProtocolError(f"worker message has {len(frames)} frames, needs at least 2")
-    if bytes(frames[0]) != WORKER_HEADER:
-        raise ProtocolError(f"bad worker protocol header {_head(frames[0])!r}")
-    command = bytes(frames[1])
+    frames, delimited, command = _open(frames, "worker", WORKER_HEADER, 2)
     if command == W_READY:
         if len(frames) != 3:
             raise ProtocolError("READY must carry exactly one service frame")

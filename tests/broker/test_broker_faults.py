@@ -18,6 +18,7 @@ from tests.support.broker_peers import (
     DISCONNECT,
     TEST_HEARTBEAT_INTERVAL_S,
     TEST_HEARTBEAT_LIVENESS,
+    BrokerHandle,
     RawClient,
     RawWorker,
     ThreadedWorker,
@@ -56,16 +57,29 @@ def result_worker(body: list[bytes]) -> str:
     return str(message.header["result"]["worker"])
 
 
-def test_request_of_a_hung_worker_goes_to_another_and_client_gets_one_final(
-    spawn: ProcessSpawner, ctx: zmq.Context[Any], workers: list[ThreadedWorker]
-) -> None:
-    broker = start_broker(spawn)
+def _request_held_by_a_hung_worker(
+    spawn: ProcessSpawner,
+    ctx: zmq.Context[Any],
+    workers: list[ThreadedWorker],
+    request_id: str,
+    **broker_options: Any,
+) -> tuple[BrokerHandle, RawClient]:
+    """A broker, one worker that goes silent once it gets a request, and a client whose request
+    ``request_id`` that worker now holds."""
+    broker = start_broker(spawn, **broker_options)
     hung = ThreadedWorker(ctx, broker.backend, SERVICE, echo_handler("hung"), silent_after_request=True)
     workers.append(hung)
     wait_for_workers(ctx, broker.frontend, SERVICE.decode(), 1)
     client = RawClient(ctx, broker.frontend)
-    client.request(SERVICE, request_body("hang-1"))
+    client.request(SERVICE, request_body(request_id))
     assert hung.got_request.wait(10)
+    return broker, client
+
+
+def test_request_of_a_hung_worker_goes_to_another_and_client_gets_one_final(
+    spawn: ProcessSpawner, ctx: zmq.Context[Any], workers: list[ThreadedWorker]
+) -> None:
+    broker, client = _request_held_by_a_hung_worker(spawn, ctx, workers, "hang-1")
     workers.append(ThreadedWorker(ctx, broker.backend, SERVICE, echo_handler("healthy")))
 
     partials, final = client.final(EXPIRY_S + MARGIN_S + 5)
@@ -100,13 +114,7 @@ def test_request_of_a_killed_worker_process_goes_to_another(
 def test_worker_lost_when_max_attempts_reached(
     spawn: ProcessSpawner, ctx: zmq.Context[Any], workers: list[ThreadedWorker]
 ) -> None:
-    broker = start_broker(spawn, max_attempts=1)
-    hung = ThreadedWorker(ctx, broker.backend, SERVICE, echo_handler("hung"), silent_after_request=True)
-    workers.append(hung)
-    wait_for_workers(ctx, broker.frontend, SERVICE.decode(), 1)
-    client = RawClient(ctx, broker.frontend)
-    client.request(SERVICE, request_body("lost-1"))
-    assert hung.got_request.wait(10)
+    _, client = _request_held_by_a_hung_worker(spawn, ctx, workers, "lost-1", max_attempts=1)
     silent_since = time.monotonic()
 
     partials, final = client.final(EXPIRY_S + MARGIN_S + 5)

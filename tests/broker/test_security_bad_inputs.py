@@ -22,7 +22,7 @@ import zmq
 from bench.fuzzing import PickleBomb
 from protocol.wire import codec
 from protocol.wire.image_key import image_key
-from tests.support.broker_peers import BrokerHandle, RawClient, request_body, start_broker
+from tests.support.broker_peers import BrokerHandle, RawClient, request_body, start_broker, zmq_context
 from tests.support.processes import MODEL, PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
 
 pytestmark = pytest.mark.model
@@ -41,9 +41,8 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")

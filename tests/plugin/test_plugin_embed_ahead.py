@@ -16,12 +16,11 @@ import pytest
 
 from bench.discs import disc_image
 from plugin._qt.widget import SamWidget
-from plugin.jobs.controller import POINTS, Applied
+from plugin.jobs.controller import Applied
 from plugin.jobs.encode_plan import FIT, EncodePlan
-from plugin.view.layers import PROMPT_POINTS
 from protocol.geometry.windows import window_for_prompt
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import dock_widget
+from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -48,13 +47,8 @@ def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> 
 
 
 def click(widget: SamWidget, qtbot, position: list[float]) -> Applied:
-    """Add a prompt point (image data coordinates) and wait for its answer."""
-    previous = widget.controller.applied.get(POINTS)
-    widget.start_points()
-    widget.viewer.layers[PROMPT_POINTS].add(position)
-    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
-    widget.controller.session.wait_idle(5)
-    return widget.controller.applied[POINTS]
+    """Add a prompt point (image data coordinates) and wait for its answer and an idle session."""
+    return click_point(widget, qtbot, position, wait_idle_s=5, settle_ms=0, timeout_ms=TIMEOUT_MS)
 
 
 def counters(backend: StandinBackend) -> dict[str, int]:

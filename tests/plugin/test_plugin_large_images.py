@@ -21,13 +21,13 @@ from bench.discs import disc_image, disc_scores, scattered_discs
 from plugin._qt.auto_widget import TILE_SIZE_KEY
 from plugin._qt.encode_widget import PREFETCH_KEY
 from plugin._qt.widget import SamWidget
-from plugin.jobs.controller import AUTO, POINTS, Applied
+from plugin.jobs.controller import AUTO, Applied
 from plugin.provenance_record import auto_run_of
 from plugin.user_settings import load, save
 from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.geometry.windows import Window, window_for_prompt
 from tests.support.marks import GUI_TEST_MARKS
-from tests.support.plugin_helpers import dock_widget
+from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
@@ -76,14 +76,8 @@ def viewer_on(make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch) -> 
 
 
 def click(widget: SamWidget, qtbot, position: list[float]) -> Applied:
-    """Add a prompt point (image data coordinates) and wait for its answer."""
-    previous = widget.controller.applied.get(POINTS)
-    widget.start_points()
-    widget.viewer.layers[PROMPT_POINTS].add(position)
-    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
-    widget.controller.session.wait_idle(5)
-    qtbot.wait(20)
-    return widget.controller.applied[POINTS]
+    """Add a prompt point (image data coordinates) and wait for its answer and an idle session."""
+    return click_point(widget, qtbot, position, wait_idle_s=5, timeout_ms=TIMEOUT_MS)
 
 
 def sent_shapes(backend: StandinBackend) -> list[list[int]]:

@@ -19,6 +19,7 @@ from plugin._qt.propagate_widget import SELECTED
 from plugin._qt.widget import SamWidget
 from plugin.jobs.stacks import PROPAGATE
 from plugin.view.layers import PROMPT_POINTS
+from tests.support import timelapse
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import click_point, dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner
@@ -33,8 +34,8 @@ LABEL = 3
 
 
 def disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
-    rows, cols = np.mgrid[:SIZE, :SIZE]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+    """A bool (SIZE, SIZE) disc at ``centre`` (row, col)."""
+    return timelapse.disc((SIZE, SIZE), centre, radius)
 
 
 def vanish_then_appear() -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, np.ndarray]]:

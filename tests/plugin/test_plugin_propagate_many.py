@@ -15,6 +15,7 @@ import pytest
 
 from plugin._qt.propagate_widget import ALL_ON_SLICE, SELECTED
 from plugin.jobs.stacks import PROPAGATE
+from tests.support import timelapse
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner
@@ -28,8 +29,8 @@ FRAMES = 5
 
 
 def disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
-    rows, cols = np.mgrid[:SIZE, :SIZE]
-    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+    """A bool (SIZE, SIZE) disc at ``centre`` (row, col)."""
+    return timelapse.disc((SIZE, SIZE), centre, radius)
 
 
 def drifting_discs() -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:

@@ -26,10 +26,10 @@ from plugin.labels.names import METADATA_KEY
 from plugin.labels.ops import LabelMode
 from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.wire.client import SamClient
-from tests.support.backend import Backend
+from tests.support.backend import Backend, one_worker_backend
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
-from tests.support.processes import ProcessSpawner, free_endpoint, wait_until
+from tests.support.processes import free_endpoint, wait_until
 
 pytestmark = GUI_TEST_MARKS
 
@@ -45,13 +45,8 @@ def cell() -> np.ndarray:
 @pytest.fixture(scope="module")
 def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
     """One broker + one worker for the module's tests that leave the backend as they found it."""
-    spawner = ProcessSpawner(tmp_path_factory.mktemp("widget_backend"))
-    try:
-        backend = Backend(spawner, random_checkpoint, heartbeat_interval_s=0.25)
-        backend.add_worker(threads=2)
+    with one_worker_backend(tmp_path_factory.mktemp("widget_backend"), random_checkpoint) as backend:
         yield backend
-    finally:
-        spawner.stop_all()
 
 
 @pytest.fixture

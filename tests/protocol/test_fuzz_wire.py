@@ -31,6 +31,7 @@ from tests.support.broker_peers import (
     request_body,
     start_broker,
     wait_for_workers,
+    zmq_context,
 )
 from tests.support.processes import (
     MODEL,
@@ -56,9 +57,8 @@ frames_strategy = st.lists(st.binary(max_size=96), max_size=7)
 
 @pytest.fixture(scope="module")
 def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
@@ -116,20 +116,28 @@ def _drain(peer: RawPeer) -> None:
         peer.socket.recv_multipart()
 
 
+def _fuzz_and_check(
+    target: BrokerTarget, ctx: zmq.Context[Any], fuzzer: RawPeer, messages: list[list[bytes]], seed: int
+) -> None:
+    """Send each non-empty message through ``fuzzer``, drain its replies, then assert the broker
+    process lives (and, for every 50th seed, still routes a real request)."""
+    for frames in messages:
+        if frames:
+            fuzzer.send(frames)
+            target.sent += 1
+    _drain(fuzzer)
+    assert target.broker.proc.poll() is None
+    if seed % 50 == 0:
+        assert target.healthy(ctx, f"mid-{seed}")
+
+
 @FUZZ_SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), noise=frames_strategy)
 def test_fuzzed_broker_frontend_stays_up(
     broker_target: BrokerTarget, ctx: zmq.Context[Any], marker: Path, seed: int, noise: list[bytes]
 ) -> None:
-    rng = random.Random(seed)
-    for frames in (fuzzing.client_message(rng, str(marker)), noise):
-        if frames:
-            broker_target.client_fuzzer.send(frames)
-            broker_target.sent += 1
-    _drain(broker_target.client_fuzzer)
-    assert broker_target.broker.proc.poll() is None
-    if seed % 50 == 0:
-        assert broker_target.healthy(ctx, f"mid-{seed}")
+    message = fuzzing.client_message(random.Random(seed), str(marker))
+    _fuzz_and_check(broker_target, ctx, broker_target.client_fuzzer, [message, noise], seed)
 
 
 @FUZZ_SETTINGS
@@ -137,15 +145,8 @@ def test_fuzzed_broker_frontend_stays_up(
 def test_fuzzed_broker_backend_stays_up(
     broker_target: BrokerTarget, ctx: zmq.Context[Any], marker: Path, seed: int, noise: list[bytes]
 ) -> None:
-    rng = random.Random(seed)
-    for frames in (fuzzing.worker_message(rng, str(marker)), noise):
-        if frames:
-            broker_target.worker_fuzzer.send(frames)
-            broker_target.sent += 1
-    _drain(broker_target.worker_fuzzer)
-    assert broker_target.broker.proc.poll() is None
-    if seed % 50 == 0:
-        assert broker_target.healthy(ctx, f"mid-{seed}")
+    message = fuzzing.worker_message(random.Random(seed), str(marker))
+    _fuzz_and_check(broker_target, ctx, broker_target.worker_fuzzer, [message, noise], seed)
 
 
 def test_broker_after_fuzzing_serves_and_did_not_bloat(

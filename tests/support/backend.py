@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.processes import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
@@ -68,3 +70,17 @@ class Backend:
             ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
             assert ok and proc.poll() is None, log_text(proc)
         return proc
+
+
+@contextlib.contextmanager
+def one_worker_backend(folder: Path, checkpoint: Path, threads: int = 2) -> Iterator[Backend]:
+    """A broker (heartbeats every 0.25 s) and one SAM2 worker with ``threads`` torch threads (2: the
+    encoder is the work and the test process only waits), logging under ``folder``; all stopped on exit.
+    For module-scoped fixtures of tests that leave the backend as they found it."""
+    spawner = ProcessSpawner(folder)
+    try:
+        backend = Backend(spawner, checkpoint, heartbeat_interval_s=0.25)
+        backend.add_worker(threads=threads)
+        yield backend
+    finally:
+        spawner.stop_all()

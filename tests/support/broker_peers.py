@@ -7,10 +7,11 @@ re-exported here for the tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,3 +132,13 @@ def wait_for_workers(
         return entry["workers"] == workers and (idle is None or entry["idle"] == idle)
 
     assert wait_until(matches, REPLY_TIMEOUT_S, interval_s=0.05), services(context, frontend)
+
+
+@contextlib.contextmanager
+def zmq_context() -> Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context for a test's own sockets, destroyed without lingering on exit."""
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)

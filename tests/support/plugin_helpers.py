@@ -7,7 +7,7 @@ from skimage import data as skdata
 
 from plugin._qt.qt_helpers import Coalescer
 from plugin._qt.widget import SamWidget
-from plugin.jobs.controller import POINTS
+from plugin.jobs.controller import POINTS, Applied
 from plugin.view.layers import PROMPT_POINTS
 from tests.support.backend import Backend
 from tests.support.processes import MODEL, PYTHON, log_text, wait_until
@@ -48,13 +48,29 @@ def dock_widget(
     return widget
 
 
-def click_point(widget: SamWidget, qtbot, position: list[float]) -> None:
-    """Add a prompt point and wait for its answer."""
+def click_point(
+    widget: SamWidget,
+    qtbot,
+    position: list[float],
+    wait_idle_s: float | None = None,
+    settle_ms: int = 20,
+    timeout_ms: int = TIMEOUT_MS,
+) -> Applied:
+    """Add a prompt point (image data coordinates) and wait for its answer; return what it applied.
+
+    ``wait_idle_s``: then also wait up to that long until the session has no request in flight.
+    ``settle_ms``: then let Qt process events this long (0: not at all).
+    ``timeout_ms``: how long the answer may take.
+    """
     previous = widget.controller.applied.get(POINTS)
     widget.start_points()
     widget.viewer.layers[PROMPT_POINTS].add(position)
-    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=TIMEOUT_MS)
-    qtbot.wait(20)
+    qtbot.waitUntil(lambda: widget.controller.applied.get(POINTS) not in (None, previous), timeout=timeout_ms)
+    if wait_idle_s is not None:
+        widget.controller.session.wait_idle(wait_idle_s)
+    if settle_ms:
+        qtbot.wait(settle_ms)
+    return widget.controller.applied[POINTS]
 
 
 def wait_for_redraws(qtbot, widget: SamWidget, timeout_ms: int = 5000) -> None:

@@ -21,17 +21,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from protocol.runtime.processes import free_tcp_port
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 KILL_WAIT_S = 5
 START_TIMEOUT_S = 30.0
 COMMAND_TIMEOUT_S = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unavailable_reason() -> str | None:
@@ -138,10 +134,11 @@ class SlurmCluster:
             list(args), env=self.env(), capture_output=True, text=True, timeout=timeout_s, check=True
         )
 
-    def node_state(self) -> str:
+    def _query(self, *args: str) -> subprocess.CompletedProcess[str] | None:
+        """Run a read-only SLURM command (any exit code), or None when it cannot run or times out."""
         try:
-            done = subprocess.run(
-                ["sinfo", "-h", "-N", "-o", "%t"],
+            return subprocess.run(
+                list(args),
                 env=self.env(),
                 capture_output=True,
                 text=True,
@@ -149,23 +146,18 @@ class SlurmCluster:
                 check=False,
             )
         except (OSError, subprocess.SubprocessError):
-            return ""
-        return done.stdout.strip()
+            return None
+
+    def node_state(self) -> str:
+        done = self._query("sinfo", "-h", "-N", "-o", "%t")
+        return done.stdout.strip() if done is not None else ""
 
     def jobs(self) -> list[str]:
         """``JOBID STATE`` of every job (array tasks one by one), or [] when none or unreachable."""
-        try:
-            done = subprocess.run(
-                ["squeue", "-h", "-r", "-o", "%i %T"],
-                env=self.env(),
-                capture_output=True,
-                text=True,
-                timeout=COMMAND_TIMEOUT_S,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
+        done = self._query("squeue", "-h", "-r", "-o", "%i %T")
+        if done is None or done.returncode != 0:
             return []
-        return [line for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+        return [line for line in done.stdout.splitlines() if line.strip()]
 
     def job_state(self, job: str) -> str:
         """A job's (or array task's, ``123_4``) state, e.g. RUNNING, PENDING; "" when gone."""
@@ -204,8 +196,8 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket}
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_tcp_port()}
+SlurmdPort={free_tcp_port()}
 StateSaveLocation={base / "state"}
 SlurmdSpoolDir={base / "spool"}
 SlurmctldPidFile={self._pid_files["slurmctld"]}

@@ -39,7 +39,7 @@ import zmq
 from protocol.wire import codec
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.security import CurveClientKeys
-from tests.support.broker_peers import RawClient, request_body
+from tests.support.broker_peers import RawClient, request_body, zmq_context
 from tests.support.processes import MODEL, REPO_ROOT, free_tcp_port, wait_until
 from tests.support.slurm_cluster import KILL_WAIT_S, SlurmCluster, unavailable_reason
 
@@ -140,9 +140,8 @@ def launched(
 
 @pytest.fixture
 def zctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+    with zmq_context() as context:
+        yield context
 
 
 class CurveClient(RawClient):

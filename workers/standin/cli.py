@@ -18,10 +18,9 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from protocol.runtime import cli
-from protocol.runtime.cli import non_negative_float, positive_float, positive_int
+from protocol.runtime.cli import non_negative_float, positive_int
 from protocol.runtime.parent import watch_parent
 from protocol.wire.codec import Limits
 from protocol.wire.mdp import DEFAULT_BACKEND
@@ -56,20 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[op for op in OPS if op != "info"],
         help="serve without this op (repeatable): try a client against a model that lacks it",
     )
-    parser.add_argument(
-        "--heartbeat-interval-s", type=positive_float, default=1.0, help="seconds between heartbeats"
-    )
-    parser.add_argument(
-        "--heartbeat-liveness",
-        type=positive_int,
-        default=3,
-        help="missed heartbeats: broker dead",
-    )
-    parser.add_argument(
-        "--parent-pid", type=int, default=None, help="stop within about a second once this process is gone"
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--log-file", type=Path, default=None, help="also write the log to this file")
+    cli.add_worker_heartbeat_options(parser)
+    cli.add_parent_pid_option(parser)
+    cli.add_log_options(parser)
     return parser
 
 
