@@ -3,9 +3,9 @@
 ``mmi.service``  body ``[name]`` -> ``[b"200"]`` if ``name`` has at least one
                  registered worker, else ``[b"404"]``.
 ``mmi.services`` -> ``[json]``: ``{"services": {name: {"workers": n,
-                 "idle": n, "queued": n, "described": n, ...}}}``; once a
+                 "idle": n, "queued": n, ...}}}``; once a
                  worker of the service has answered an ``info`` request
-                 through this broker, also ``family``, ``description``,
+                 through this broker, also ``described`` (n), ``family``, ``description``,
                  ``licence``, ``preprocessing`` (from its latest ``info``)
                  and ``ops`` (the union over its live workers that
                  answered ``info``). ``described`` counts those workers.
@@ -84,6 +84,8 @@ def _service_listing(record: ServiceRecord) -> dict[str, Any]:
         "queued": len(record.requests),
     }
     described = [w.described for w in record.workers.values() if w.described]
+    if not described:  # RFC 8 style listing as before until a worker has described itself
+        return listing
     listing["described"] = len(described)
     for fields in described:  # the latest-registered worker's answer wins for the text fields
         listing.update({k: v for k, v in fields.items() if k != "ops"})

@@ -45,7 +45,7 @@ def test_info_services_and_list_models_describe_both_families(
     with SamClient(frontend, MODEL, config=ClientConfig(timeout_s=30.0, retries=0)) as client:
         before = client.services()
         assert before[MODEL]["workers"] == 1 and before[STANDIN]["workers"] == 1
-        assert "family" not in before[MODEL] and before[MODEL]["described"] == 0  # nobody asked info yet
+        assert "family" not in before[MODEL] and "described" not in before[MODEL]  # nobody asked info yet
 
         info = client.call("info").header["result"]
         assert (
