@@ -240,10 +240,9 @@ def test_tiled_auto_pastes_into_a_pyramid_off_the_gui_thread_as_one_undo_step(vi
     the paste is one undo step."""
     import threading
 
-    from bench.discs import scattered_discs
+    from bench.discs import disc_scores, scattered_discs
     from plugin.jobs.controller import AUTO
     from plugin.view.layers import AUTO_MASK
-    from tests.support.discs import disc_scores
 
     centres, radii = scattered_discs(SHAPE, spacing=90, radius_range=(6.0, 10.0), seed=3)
     image, truth = disc_image(SHAPE, centres, radii)

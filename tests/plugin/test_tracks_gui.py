@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from napari.layers import Labels, Tracks
+from qtpy.QtCore import QItemSelectionModel
 
 from plugin._qt.propagate_widget import ALL_ON_SLICE
 from plugin.labels.lineage import LINEAGE_KEY, lineage_from_metadata
@@ -120,8 +121,9 @@ def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) ->
     assert history.undo_depth == depth + 1
     widget.labels.refresh()
     widget.labels.select(8)
-    rows_of = {row.label_id: r for r, row in enumerate(widget.labels._rows)}
-    widget.labels._add_to_selection(rows_of[9])  # a ctrl-click on 9
+    table, model = widget.labels.table, widget.labels.model
+    flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+    table.selectionModel().select(model.index(model.row_of(9), 0), flags)  # a ctrl-click on 9
     assert widget.labels.selected_ids() == [8, 9]
     box.mark_division()
     assert lineage_from_metadata(labels.metadata) == {9: 8}
