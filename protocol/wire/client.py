@@ -277,7 +277,7 @@ class SamClient:
         """Ask the broker (``mmi.services``) which services have workers.
 
         Returns:
-            ``{name: {"workers": n, "idle": n, "queued": n, "described": n, ...}}``, with
+            ``{name: {"workers": n, "idle": n, "queued": n, ...}}``, with ``described`` (n) and
             ``family``, ``description``, ``licence``, ``preprocessing`` and ``ops`` where
             the broker has seen an ``info`` answer of the service (see :meth:`describe_services`).
 
