@@ -177,3 +177,25 @@ def test_the_tracks_layer_follows_edits_and_undo_reading_only_the_frames_touched
         labels.data_setitem((found[0] + 2, *found[1:]), 12)
     qtbot.waitUntil(lambda: 12 in set(tracks.data[:, 0].astype(int).tolist()), timeout=TIMEOUT_MS)
     assert tracks.data[tracks.data[:, 0] == 12][:, 1].tolist() == [2, 3, 4]
+
+    # a merge from the label table (12 into 8): one track 8 over every frame again, and 12 is gone
+    table = widget.labels
+    table.refresh()
+    table.select(12)
+    table.merge_target.setValue(8)
+    table.merge_selected()
+    qtbot.waitUntil(lambda: 12 not in set(tracks.data[:, 0].astype(int).tolist()), timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: tracks.data[tracks.data[:, 0] == 8][:, 1].tolist() == list(range(FRAMES)), timeout=TIMEOUT_MS
+    )
+    centres = tracks.data[tracks.data[:, 0] == 8][:, 2:]
+    np.testing.assert_allclose(centres, [centre_b(t) for t in range(FRAMES)], atol=0.5)
+    # a delete from the label table ends track 3; undo of the delete brings it back
+    table.refresh()
+    table.select(3)
+    table.delete_selected()
+    qtbot.waitUntil(lambda: 3 not in set(tracks.data[:, 0].astype(int).tolist()), timeout=TIMEOUT_MS)
+    history.undo()
+    qtbot.waitUntil(
+        lambda: tracks.data[tracks.data[:, 0] == 3][:, 1].tolist() == list(range(FRAMES)), timeout=TIMEOUT_MS
+    )
