@@ -8,13 +8,14 @@ stand-in): the widget calls :meth:`FindAllBox.set_connected` with what discovery
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QLineEdit, QProgressBar, QWidget
 
 from plugin._qt.auto_widget import fraction_box
 from plugin._qt.qt_helpers import TaskProgress, button
-from plugin.jobs.find_all import FindAllRequest
+from plugin.jobs.find_all import CONCEPT, FindAllRequest
 from plugin.user_settings import load, save
 from protocol.ops.concept import DEFAULT_SCORE_THRESHOLD, MAX_TEXT_CHARS
 
@@ -59,6 +60,8 @@ class FindAllBox(QGroupBox):
         form.addRow(self.progress_bar)
         self.task = TaskProgress(self.find_button, self.progress_bar, "Find all", "Cancel Find all")
         self._connected = False
+        self.on_named: Callable[[Any], None] = lambda _layer: None
+        """Called with the labels layer a run named (the dock draws its names: NAME LABEL's overlay)."""
 
     def request(self) -> FindAllRequest:
         """What the box asks for now."""
@@ -76,9 +79,13 @@ class FindAllBox(QGroupBox):
         if not jobs.run(self.request(), lambda f, text: self.task.step(f, 1.0, text), self._done):
             self._done(False)
 
-    def _done(self, _completed: bool) -> None:
+    def _done(self, completed: bool) -> None:
         self.task.finish()
         self.set_connected(self._connected)
+        applied = self.controller.applied.get(CONCEPT)
+        viewer = self.controller.viewer
+        if completed and applied is not None and applied.label_ids and applied.layer_name in viewer.layers:
+            self.on_named(viewer.layers[applied.layer_name])
 
     def set_connected(self, connected: bool) -> None:
         """Enable starting only while a worker of the chosen model serves ``concept``."""

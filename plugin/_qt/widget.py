@@ -200,6 +200,7 @@ class SamWidget(QWidget):
         self.points_per_side = self.auto_box.points_per_side
         self.auto_button, self.progress_bar = self.auto_box.auto_button, self.auto_box.progress_bar
         self.names = NameWidget(self.viewer, self)
+        self.find_all_box.on_named = self.names.attach
         column.addWidget(self.names)
         self.result = QLabel("")
         self.result.setWordWrap(True)

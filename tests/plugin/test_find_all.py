@@ -22,8 +22,9 @@ from plugin.connection.session import Session
 from plugin.jobs.controller import Controller
 from plugin.jobs.find_all import SCORES_KEY, FindAllRequest, concept_layer_name, exemplar_boxes, keep_above
 from plugin.labels.names import names_from_metadata
-from plugin.provenance_record import auto_run_of
+from plugin.provenance_record import auto_run_of, automatic_provenance
 from plugin.view.coords import SlicePlane
+from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import tile_grid
 from tests.support.concept_discs import BRIGHT_SCORE, THRESHOLD, concept_discs
 from tests.support.processes import ProcessSpawner
@@ -120,6 +121,10 @@ def test_find_all_on_a_4096_slide_writes_the_bright_discs_named_and_scored_in_on
     assert run is not None and run["operation"] == "tiled_concept"
     assert run["parameters"]["text"] == "nucleus" and run["parameters"]["score_threshold"] == THRESHOLD
     assert (run["tile_grid"]["rows"], run["tile_grid"]["cols"]) == grid.grid_shape
+    record = Provenance.from_dict(
+        automatic_provenance(ids, run, model=SERVICE).to_dict()
+    )  # what exports write
+    assert record.operation == "tiled_concept" and record.parameters["text"] == "nucleus"
     by_op = [info["counters"]["by_op"].get("concept", 0) for info in backend.infos().values()]
     assert sum(by_op) == len(grid)  # the two refused runs sent nothing
     # one undo step takes pixels, names and scores away together

@@ -1,0 +1,55 @@
+"""Find all in a real napari viewer under Xvfb (issue 24): type the concept, press Find all.
+
+A real broker and the deterministic stand-in worker, which answers ``concept`` with its bright
+blobs scored by brightness (tests/support/concept_discs.py), on a small image: the new layer holds
+exactly the bright discs, named after the prompt, with their scores; the dim ones are left out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.discs import disc_scores
+from plugin.jobs.find_all import SCORES_KEY
+from plugin.labels.names import names_from_metadata
+from tests.support.concept_discs import BRIGHT_SCORE, THRESHOLD, concept_discs
+from tests.support.marks import GUI_TEST_MARKS
+from tests.support.plugin_helpers import dock_widget
+from tests.support.processes import ProcessSpawner
+from tests.support.standin_backend import SERVICE, StandinBackend
+
+pytestmark = GUI_TEST_MARKS
+TIMEOUT_MS = 60_000
+
+
+def test_find_all_writes_the_bright_discs_named_after_the_prompt_with_their_scores(
+    make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, bright, dim_count = concept_discs((400, 400), spacing=60, seed=5)
+    backend = StandinBackend(spawn, 1)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
+    box = widget.find_all_box
+    qtbot.waitUntil(box.find_button.isEnabled, timeout=TIMEOUT_MS)  # the stand-in serves concept
+    box.find_button.click()  # no text, no exemplar: refused, nothing written
+    assert not box.task.running and "nucleus (Find all)" not in viewer.layers
+    box.text.setText("nucleus")
+    box.threshold.setValue(THRESHOLD)
+    box.find_button.click()
+    qtbot.waitUntil(
+        lambda: "nucleus (Find all)" in viewer.layers and not box.task.running, timeout=TIMEOUT_MS
+    )
+    layer = viewer.layers["nucleus (Find all)"]
+    labels = np.asarray(layer.data)
+    iou, stray, duplicates = disc_scores(labels, bright)
+    assert dim_count > 5 and int(bright.max()) > 5
+    assert len(np.unique(labels)) - 1 == int(bright.max()) and stray == 0 and duplicates == 0
+    assert iou.min() >= 0.9, iou.min()
+    ids = [int(i) for i in np.unique(labels) if i]
+    names = names_from_metadata(layer.metadata)
+    assert sorted(names) == ids and set(names.values()) == {f"nucleus {k}" for k in range(1, len(ids) + 1)}
+    assert set(layer.metadata[SCORES_KEY]) == set(ids)
+    assert all(s == pytest.approx(BRIGHT_SCORE, abs=0.01) for s in layer.metadata[SCORES_KEY].values())
+    assert layer.unique_id in widget.names.overlays  # the names are drawn on the canvas
