@@ -32,20 +32,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plugin.jobs.auto import OnProgress
+from plugin.jobs.auto import OnProgress, submit_run, tiled_run
 from plugin.jobs.context import JobContext
-from plugin.jobs.submit import Answers, Applied, submit
+from plugin.jobs.submit import Answers, Applied
 from plugin.labels.names import clean_name, names_from_metadata
 from plugin.provenance_record import AUTO_RUN_KEY, auto_run_metadata
 from plugin.view.coords import OutsideImage, SlicePlane, box_in_plane
-from plugin.view.image_slice import LazyPlane, is_large, wire_slice
+from plugin.view.image_slice import is_large, wire_slice
 from plugin.view.layers import BOUNDING_BOX, base_data, ensure_labels, find_layer, to_image_data
 from plugin.wording import plural, slice_text
-from protocol.geometry.compressed import CompressedPlane
 from protocol.geometry.grid import tile_grid
 from protocol.ops.concept import concept, concept_params
-from protocol.ops.tiled import tiled_auto
-from protocol.wire.client import SamClient
 from protocol.wire.errors import Superseded
 
 if TYPE_CHECKING:
@@ -195,21 +192,8 @@ class FindAllJobs:
                     tuple(answer.scores.tolist()),
                     tuple(areas.tolist()),
                 )
-            out = CompressedPlane(plane.size)
-            endpoint, model, config = session.endpoint, session.model, session.config
-            result = tiled_auto(
-                LazyPlane(data, plane, rgb),
-                out,
-                lambda: SamClient(endpoint, model, config=config),
-                params,
-                contrast_limits=(float(limits[0]), float(limits[1])),
-                tile_size=settings.tile_size,
-                halo=settings.tile_halo,
-                on_progress=tile_progress,
-                cancel=cancel,
-                timeout_s=settings.timeout_s,
-                op="concept",
-            )
+            args = (session, settings, data, plane, rgb, limits, cancel, tile_progress)
+            out, result = tiled_run(*args, params=params, op="concept")
             if result.cancelled:
                 raise Superseded("Find all was cancelled")
             grid = tile_grid(plane.size, settings.tile_size, settings.tile_halo).grid_shape
@@ -217,20 +201,10 @@ class FindAllJobs:
             return FoundInstances(out, tuple(out.rectangles), result.scores, tuple(result.areas), tiles)
 
         def paste(found: FoundInstances) -> None:
-            self.running = False
             self._paste(request, params, image, plane, found)
-            on_done(True)
-
-        def failed(error: Exception) -> None:
-            self.running = False
-            if isinstance(error, Superseded):
-                ctx.notify("info", "Find all cancelled.")
-            ctx.results.report_error(error)
-            on_done(False)
 
         on_progress(None, f"{what}: sending {slice_text(plane)} to the backend…")
-        self.running = True
-        submit(ctx, CONCEPT, ask, paste, failed)
+        submit_run(self, CONCEPT, "Find all", ask, paste, on_done)
         return True
 
     @staticmethod
