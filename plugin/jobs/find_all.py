@@ -261,7 +261,7 @@ class FindAllJobs:
             label_id = int(lut[index + 1])
             names[label_id] = f"{request.concept_name} {rank}"
             scores[label_id] = round(float(found.scores[index]), 4)
-        run = {**params, "min_area": 0, "layer": layer.name}
+        run = dict(params)  # the text, exemplar boxes and threshold as sent
         metadata = {SCORES_KEY: scores, AUTO_RUN_KEY: auto_run_metadata(run, found.tiles, op="concept")}
         with results.histories(layer).edit(names_after=names, metadata_after=metadata):
             ids, pixels = results.paste_rectangles(layer, plane, found.labels, found.rectangles, lut)
