@@ -3,6 +3,7 @@
 A real broker and the deterministic stand-in worker, which answers ``concept`` with its bright
 blobs scored by brightness (tests/support/concept_discs.py), on a small image: the new layer holds
 exactly the bright discs, named after the prompt, with their scores; the dim ones are left out.
+Then an exemplar box alone (no text) is sent and answered.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pytest
 from bench.discs import disc_scores
 from plugin.jobs.find_all import SCORES_KEY
 from plugin.labels.names import names_from_metadata
+from plugin.provenance_record import auto_run_of
+from plugin.view.layers import BOUNDING_BOX
 from tests.support.concept_discs import BRIGHT_SCORE, THRESHOLD, concept_discs
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
@@ -53,3 +56,18 @@ def test_find_all_writes_the_bright_discs_named_after_the_prompt_with_their_scor
     assert set(layer.metadata[SCORES_KEY]) == set(ids)
     assert all(s == pytest.approx(BRIGHT_SCORE, abs=0.01) for s in layer.metadata[SCORES_KEY].values())
     assert layer.unique_id in widget.names.overlays  # the names are drawn on the canvas
+
+    # no text, one exemplar box drawn in Bounding Box: the box alone says what to find
+    viewer.add_shapes(
+        [np.array([[10, 10], [10, 40], [40, 40], [40, 10]])], shape_type="rectangle", name=BOUNDING_BOX
+    )
+    box.text.setText("")
+    box.exemplars.setChecked(True)
+    box.find_button.click()
+    qtbot.waitUntil(
+        lambda: "exemplars (Find all)" in viewer.layers and not box.task.running, timeout=TIMEOUT_MS
+    )
+    by_example = viewer.layers["exemplars (Find all)"]
+    assert len(np.unique(np.asarray(by_example.data))) - 1 == int(bright.max())
+    assert set(names_from_metadata(by_example.metadata).values()) >= {"exemplars 1"}
+    assert auto_run_of(by_example.metadata)["parameters"]["boxes"] == [[10.5, 10.5, 40.5, 40.5]]
