@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.layers import Labels
 
 from bench.discs import disc_scores
 from plugin.jobs.find_all import SCORES_KEY
@@ -26,6 +27,15 @@ pytestmark = GUI_TEST_MARKS
 TIMEOUT_MS = 60_000
 
 
+def find_all(box, qtbot, text: str, layer_name: str) -> Labels:
+    """Type ``text``, press Find all, wait for the run to end; the labels layer it wrote."""
+    viewer = box.controller.viewer
+    box.text.setText(text)
+    box.find_button.click()
+    qtbot.waitUntil(lambda: layer_name in viewer.layers and not box.task.running, timeout=TIMEOUT_MS)
+    return viewer.layers[layer_name]
+
+
 def test_find_all_writes_the_bright_discs_named_after_the_prompt_with_their_scores(
     make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -38,13 +48,8 @@ def test_find_all_writes_the_bright_discs_named_after_the_prompt_with_their_scor
     qtbot.waitUntil(box.find_button.isEnabled, timeout=TIMEOUT_MS)  # the stand-in serves concept
     box.find_button.click()  # no text, no exemplar: refused, nothing written
     assert not box.task.running and "nucleus (Find all)" not in viewer.layers
-    box.text.setText("nucleus")
     box.threshold.setValue(THRESHOLD)
-    box.find_button.click()
-    qtbot.waitUntil(
-        lambda: "nucleus (Find all)" in viewer.layers and not box.task.running, timeout=TIMEOUT_MS
-    )
-    layer = viewer.layers["nucleus (Find all)"]
+    layer = find_all(box, qtbot, "nucleus", "nucleus (Find all)")
     labels = np.asarray(layer.data)
     iou, stray, duplicates = disc_scores(labels, bright)
     assert dim_count > 5 and int(bright.max()) > 5
@@ -61,13 +66,8 @@ def test_find_all_writes_the_bright_discs_named_after_the_prompt_with_their_scor
     viewer.add_shapes(
         [np.array([[10, 10], [10, 40], [40, 40], [40, 10]])], shape_type="rectangle", name=BOUNDING_BOX
     )
-    box.text.setText("")
     box.exemplars.setChecked(True)
-    box.find_button.click()
-    qtbot.waitUntil(
-        lambda: "exemplars (Find all)" in viewer.layers and not box.task.running, timeout=TIMEOUT_MS
-    )
-    by_example = viewer.layers["exemplars (Find all)"]
+    by_example = find_all(box, qtbot, "", "exemplars (Find all)")
     assert len(np.unique(np.asarray(by_example.data))) - 1 == int(bright.max())
     assert set(names_from_metadata(by_example.metadata).values()) >= {"exemplars 1"}
     assert auto_run_of(by_example.metadata)["parameters"]["boxes"] == [[10.5, 10.5, 40.5, 40.5]]
