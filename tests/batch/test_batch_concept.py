@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tifffile
 
 from batch.__main__ import EXIT_USAGE, main
@@ -21,13 +22,22 @@ from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
 
 
-def test_concept_options_are_checked_before_connecting(tmp_path: Path) -> None:
+def test_concept_options_are_checked_before_anything_is_sent(
+    tmp_path: Path, spawn: ProcessSpawner, capfd: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "out")
     nowhere = ["--broker", "tcp://127.0.0.1:9", "--out", out, str(tmp_path)]
     assert main([*nowhere, "--concept", "  "]) == EXIT_USAGE
     assert main([*nowhere, "--concept", "nucleus", "--concept-threshold", "1.5"]) == EXIT_USAGE
     assert main([*nowhere, "--concept-threshold", "0.5"]) == EXIT_USAGE
     assert not (tmp_path / "out").exists()
+    # a model whose workers do not serve concept: refused at once, saying so, no label file
+    tifffile.imwrite(tmp_path / "one.tif", concept_discs((256, 256), spacing=60, seed=1)[0])
+    backend = StandinBackend(spawn, 1, worker_args=["--without-op", "concept"])
+    args = ["--broker", backend.frontend, "--model", SERVICE, "--out", out, "--no-progress"]
+    assert main([*args, "--concept", "nucleus", str(tmp_path / "one.tif")]) == EXIT_USAGE
+    assert "does not serve 'concept'" in capfd.readouterr().err
+    assert not list((tmp_path / "out").glob("*_labels*"))
 
 
 def test_batch_concept_finds_the_bright_discs_of_a_4096_slide_and_a_small_image(
