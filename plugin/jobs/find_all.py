@@ -184,10 +184,12 @@ class FindAllJobs:
             if not tiled:
                 wire = wire_slice(data, plane, rgb, limits)
                 answer = concept(client, wire, params, cancel=cancel, timeout_s=settings.timeout_s)
-                areas = np.bincount(answer.labels.ravel(), minlength=answer.num_objects + 1)[1:]
+                count = answer.num_objects  # ids beyond the scores given are not instances: dropped
+                labels = np.where(answer.labels <= count, answer.labels, 0).astype(np.uint32)
+                areas = np.bincount(labels.ravel(), minlength=count + 1)[1 : count + 1]
                 height, width = plane.size
                 return FoundInstances(
-                    answer.labels,
+                    labels,
                     ((0, 0, height, width),),
                     tuple(answer.scores.tolist()),
                     tuple(areas.tolist()),
