@@ -6,9 +6,12 @@ multi-page TIFFs or other stacks (every 2D slice), through a running broker::
     sam2-batch data/plates/ --out results/ --points-per-side 32
     sam2-batch embryo.tif --out results/ --broker tcp://gpu-server:5555
     sam2-batch slide.ome.tif --out results/ --format ome-zarr   # tiled, any size
+    sam2-batch slides/ --out nuclei/ --model SAM3_MODEL --concept "nucleus" --concept-threshold 0.6
 
 Images larger than ``--tile-size`` are segmented as tiles at native
 resolution, stitched; stacks keep one id per object through the slices.
+``--concept TEXT`` asks a SAM 3 model for every instance of TEXT instead of
+automatic masks (:mod:`batch.concept`), tiled and written the same way.
 
 Writes ``<stem>_labels.tif`` (uint32; one page per slice for a stack; or
 with ``--format ome-zarr`` an OME-Zarr ``<stem>_labels.ome.zarr`` holding the
@@ -42,12 +45,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batch import list_models
+from batch.concept import parse_concept
 from batch.inputs import UsageError, discover
 from batch.large import DEFAULT_MAX_IN_MEMORY_BYTES
 from batch.outputs import COORDINATES, FORMAT_TIFF, OUTPUT_FORMATS
 from batch.runner import BatchSettings, ConnectionFailure, run_batch
 from batch.shards import ShardError, merge_summaries, parse_shard
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
+from protocol.ops.concept import DEFAULT_SCORE_THRESHOLD
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.runtime.cli import positive_float, positive_int
@@ -85,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--list-models",
         action="store_true",
         help="print the broker's models (family, preprocessing, ops, licence, description) and exit",
+    )
+    parser.add_argument(
+        "--concept",
+        default=None,
+        metavar="TEXT",
+        help='find every instance of TEXT ("nucleus") with the concept op (SAM 3 models) instead of '
+        "automatic masks; large images go tile by tile the same way",
+    )
+    parser.add_argument(
+        "--concept-threshold",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help=f"with --concept: leave out instances scoring below SCORE, 0..1 ({DEFAULT_SCORE_THRESHOLD})",
     )
     parser.add_argument(
         "--points-per-side",
@@ -258,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         log.error("--points-per-side / --pred-iou-thresh / --stability-score-thresh: %s", e)
         return EXIT_USAGE
+    try:
+        concept = parse_concept(args.concept, args.concept_threshold)
+    except UsageError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
     settings = BatchSettings(
         broker=args.broker,
         model=args.model,
@@ -276,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_in_memory_bytes=args.max_in_memory_mib << 20,
         root_image=not args.no_image,
         shard=shard,
+        concept=concept,
     )
     if args.replay is not None:
         return run_replay(args)

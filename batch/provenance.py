@@ -41,14 +41,16 @@ def batch_provenance(
     slice_shape: tuple[int, int] | None = None,
     tile_size: int | None = None,
     halo: int | None = None,
+    op: str = "auto",
 ) -> Provenance:
-    """The record of one input's labels (``tiled_auto`` with the grid when ``tile_size`` is given)."""
+    """The record of one input's labels (``tiled_<op>`` with the grid when ``tile_size`` is given;
+    ``op``: ``auto`` or ``concept``)."""
     grid: dict[str, Any] | None = None
     if slice_shape is not None and tile_size is not None and halo is not None:
         grid_shape = tile_grid(slice_shape, tile_size, halo).grid_shape
         grid = tile_grid_record(tile_size, halo, grid_shape, slice_shape)
     return Provenance.from_info(
-        "tiled_auto" if grid is not None else "auto",
+        f"tiled_{op}" if grid is not None else op,
         {"model": model, **worker_info},
         source_path=str(source),
         parameters=parameters,

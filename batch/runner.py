@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from batch.concept import AUTO, CONCEPT, ConceptPrompt, ask_slice, require_op
 from batch.inputs import InputImage, ReadError, input_geometry, is_zarr_input, output_names, read_image
 from batch.interrupt import DeferredInterrupt
 from batch.large import (
@@ -63,7 +64,6 @@ from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.geometry.link import PlaneView, StackLinker
 from protocol.ops.fan_out import requests_in_flight
-from protocol.ops.requests import auto
 from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.wire.automask import AutoMaskParams
@@ -118,6 +118,8 @@ class BatchSettings:
             lazily and written tile by tile.
         root_image: OME-Zarr outputs hold the source image at their root (off: labels only).
         shard: do only this shard's share of the inputs (:mod:`batch.shards`), None: all of them.
+        concept: every instance of this concept (``concept`` op, :mod:`batch.concept`) instead of
+            automatic masks; None: ``auto``.
     """
 
     broker: str = DEFAULT_FRONTEND
@@ -137,10 +139,16 @@ class BatchSettings:
     max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
     root_image: bool = True
     shard: Shard | None = None
+    concept: ConceptPrompt | None = None
+
+    @property
+    def op(self) -> str:
+        """The op of every request: ``auto``, or ``concept`` with :attr:`concept`."""
+        return AUTO if self.concept is None else CONCEPT
 
     def auto_params(self) -> dict[str, Any]:
-        """The ``auto`` params of every request (contrast limits go separately)."""
-        return self.auto_mask.to_params()
+        """The params of every request, ``auto``'s or ``concept``'s (contrast limits go separately)."""
+        return self.auto_mask.to_params() if self.concept is None else self.concept.params()
 
 
 @dataclass
@@ -276,6 +284,7 @@ class BatchRunner:
         if todo:
             workers = broker_workers(self.settings)
             self._info = service_info(self.settings.broker, self.settings.model)
+            require_op(self._info, self.settings.op, self.settings.model)
             self.report.in_flight = self.settings.in_flight or requests_in_flight(workers)
             log.info(
                 "batch: %d inputs%s (%d skipped: labels exist), model=%s workers=%d in_flight=%d out=%s",
@@ -436,6 +445,7 @@ class BatchRunner:
                 "tile_size": tile_size,
                 "halo": halo,
                 "in_flight": self.report.in_flight,
+                "op": self.settings.op,
             }
 
             def client_factory() -> SamClient:
@@ -514,7 +524,8 @@ class BatchRunner:
             "link_slices": self.settings.link_slices,
         }
         model, worker_info = self.settings.model, self._info
-        return batch_provenance(model, worker_info, path, parameters, slice_shape, tile_size, halo)
+        op = self.settings.op
+        return batch_provenance(model, worker_info, path, parameters, slice_shape, tile_size, halo, op)
 
     # -- one slice ----------------------------------------------------------------
 
@@ -530,7 +541,9 @@ class BatchRunner:
     def _auto(self, client: SamClient, image: WireImage, started: float) -> _SliceOutcome:
         """``auto`` on one slice; every failure becomes the outcome's error."""
         try:
-            answer = auto(client, image, self.settings.auto_params(), cancel=self._cancel)
+            answer = ask_slice(
+                client, image, self.settings.op, self.settings.auto_params(), cancel=self._cancel
+            )
         except RemoteError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, str(e), e.request_id or "")
         except Superseded as e:

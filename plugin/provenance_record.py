@@ -8,8 +8,8 @@ backend's ``info``, the newest prompts per label and slice kept by
 prompt was made by hand (paint, fill, merge) or by an automatic run: it is
 listed as not replayable.
 
-A layer written by AUTO-SEGMENT or AUTO-SEGMENT STACK carries how it was made in its metadata
-(:data:`AUTO_RUN_KEY`, set by the job: :func:`auto_run_metadata`); its record
+A layer written by AUTO-SEGMENT, AUTO-SEGMENT STACK or Find all (``concept``) carries how it was
+made in its metadata (:data:`AUTO_RUN_KEY`, set by the job: :func:`auto_run_metadata`); its record
 (:func:`automatic_provenance`) holds the automatic-mask parameters
 (:class:`protocol.wire.automask.AutoMaskParams` and the plugin's own: minimum area, linking) and
 the tile grid (tile side, halo, rows, cols) instead of prompts per label.
@@ -24,23 +24,26 @@ from plugin.view.prompts import Prompt
 from protocol.formats.provenance import PromptRecord, Provenance, tile_grid_record
 
 AUTO_RUN_KEY = "sam2_auto_run"
-"""Layer metadata of an automatic run:
-``{"operation": "auto" | "tiled_auto", "parameters": {...}, "tile_grid": {...} | None}``."""
+"""Layer metadata of an automatic run: ``{"operation": "auto" | "tiled_auto" | "concept" |
+"tiled_concept", "parameters": {...}, "tile_grid": {...} | None}``."""
+AUTOMATIC_OPS = ("auto", "tiled_auto", "concept", "tiled_concept")
 
 
 def auto_run_metadata(
     parameters: Mapping[str, Any],
     tiles: tuple[int, int, tuple[int, int], tuple[int, int]] | None = None,
+    op: str = "auto",
 ) -> dict[str, Any]:
     """The metadata entry of an automatic run.
 
     Args:
-        parameters: the ``auto`` request's params and the plugin's AUTO settings (JSON values).
+        parameters: the request's params and the plugin's settings (JSON values).
         tiles: ``(tile_size, halo, (rows, cols), (H, W) of the slice)`` when the slice was tiled, else None.
+        op: ``auto`` (AUTO-SEGMENT) or ``concept`` (Find all); a tiled run is ``tiled_<op>``.
     """
     grid = None if tiles is None else tile_grid_record(*tiles)
     return {
-        "operation": "auto" if grid is None else "tiled_auto",
+        "operation": op if grid is None else f"tiled_{op}",
         "parameters": dict(parameters),
         "tile_grid": grid,
     }
@@ -49,7 +52,7 @@ def auto_run_metadata(
 def auto_run_of(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The automatic run recorded in a layer's metadata (None: none, or malformed)."""
     found = (metadata or {}).get(AUTO_RUN_KEY)
-    if not isinstance(found, Mapping) or found.get("operation") not in ("auto", "tiled_auto"):
+    if not isinstance(found, Mapping) or found.get("operation") not in AUTOMATIC_OPS:
         return None
     parameters, grid = found.get("parameters"), found.get("tile_grid")
     if not isinstance(parameters, Mapping) or not (grid is None or isinstance(grid, Mapping)):

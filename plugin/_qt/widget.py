@@ -1,8 +1,8 @@
 """The "SAM2 Segmentation" dock widget: connection, then three tabs.
 
 * **Segment**: prompts and labeling mode (:mod:`plugin._qt.prompt_widget`), AUTO-SEGMENT
-  (slice and stack: :mod:`plugin._qt.auto_widget`), embeddings ahead
-  (prefetch, Encode stack: :mod:`plugin._qt.encode_widget`), names;
+  (slice and stack: :mod:`plugin._qt.auto_widget`), Find all (:mod:`plugin._qt.find_all_widget`),
+  embeddings ahead (prefetch, Encode stack: :mod:`plugin._qt.encode_widget`), names;
 * **Labels**: the label list (:mod:`plugin._qt.label_table_widget`), propagation
   (:mod:`plugin._qt.propagate_widget`) and export (:mod:`plugin._qt.export_widget`);
 * **Backend**: recent backend events (:mod:`plugin._qt.events_widget`).
@@ -49,6 +49,7 @@ from plugin._qt.box_question import ask_box_resolution
 from plugin._qt.encode_widget import EncodeBox
 from plugin._qt.events_widget import EventsPanel
 from plugin._qt.export_widget import ExportBox, layer_provenance, matching_image
+from plugin._qt.find_all_widget import FindAllBox
 from plugin._qt.label_table_widget import LabelTable
 from plugin._qt.name_widget import NameWidget
 from plugin._qt.off_thread import run_keeping_window_alive
@@ -183,9 +184,10 @@ class SamWidget(QWidget):
         column = QVBoxLayout(page)
         self.auto_box = AutoBox(self.controller)
         self.encode_box = EncodeBox(self.controller)
+        self.find_all_box = FindAllBox(self.controller)
         self.prompt_box = PromptBox(self.viewer, self.controller)
         self.mode_box = ModeBox(self.viewer, self.controller)
-        for box in (self.prompt_box, self.mode_box, self.auto_box, self.encode_box):
+        for box in (self.prompt_box, self.mode_box, self.auto_box, self.find_all_box, self.encode_box):
             column.addWidget(box)
         prompts, modes = self.prompt_box, self.mode_box  # the controls tests and scripts reach for
         self.points_button, self.box_button = prompts.points_button, prompts.box_button
@@ -198,6 +200,7 @@ class SamWidget(QWidget):
         self.points_per_side = self.auto_box.points_per_side
         self.auto_button, self.progress_bar = self.auto_box.auto_button, self.auto_box.progress_bar
         self.names = NameWidget(self.viewer, self)
+        self.find_all_box.on_named = self.names.attach
         column.addWidget(self.names)
         self.result = QLabel("")
         self.result.setWordWrap(True)
@@ -423,6 +426,7 @@ class SamWidget(QWidget):
         offers = self.status.offers
         self.prompt_box.set_connected(connected and offers("segment"))
         self.auto_box.set_connected(connected and offers("auto"))
+        self.find_all_box.set_connected(connected and offers("concept"))
         self.encode_box.set_connected(connected and offers("embed"))
         self.propagate_box.set_connected(connected and offers("propagate"))
         state = self.link.state
@@ -506,6 +510,7 @@ class SamWidget(QWidget):
         self._connector.wait_idle(10.0)
         self.mode_box.shutdown()
         self.auto_box.shutdown()
+        self.find_all_box.shutdown()
         self.encode_box.shutdown()
         self.controller.stack.cancel()
         if self.controller.session is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from plugin.jobs.auto_settings import AutoSettings
 from plugin.jobs.context import JobContext
@@ -32,7 +32,7 @@ from protocol.geometry.compressed import CompressedPlane
 from protocol.geometry.grid import tile_grid
 from protocol.geometry.windows import MAX_FACTOR, MODEL_INPUT
 from protocol.ops.requests import AutoAnswer, auto, partial_fraction
-from protocol.ops.tiled import tiled_auto
+from protocol.ops.tiled import TiledAutoResult, tiled_auto
 from protocol.wire.client import SamClient
 from protocol.wire.codec import Message
 from protocol.wire.errors import Superseded
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from plugin.connection.session import Session
 
+A = TypeVar("A")
 OnProgress = Callable[[float | None, str], None]
 """``on_progress(fraction or None, text)`` on the GUI thread."""
 
@@ -73,7 +74,7 @@ def record_auto_run(
     layer.metadata = {**layer.metadata, AUTO_RUN_KEY: auto_run_metadata(parameters, tiles)}
 
 
-def tiled_labels(
+def tiled_run(
     session: Session,
     settings: AutoSettings,
     data: Any,
@@ -82,17 +83,19 @@ def tiled_labels(
     limits: tuple[float, ...],
     cancel: threading.Event,
     on_tiles: Callable[[int, int], None] | None = None,
-) -> tuple[CompressedPlane, list[int], bool]:
-    """AUTO-SEGMENT one large slice as tiles with a halo, as many in flight as the broker has workers.
+    params: dict[str, Any] | None = None,
+    op: str = "auto",
+) -> tuple[CompressedPlane, TiledAutoResult]:
+    """One large slice as tiles with a halo (AUTO's tile size and overlap), as many in flight as the
+    broker has workers: ``auto`` (``params``: AUTO's settings) or ``concept`` (Find all).
 
     Call off the GUI thread. Only tile windows are read from ``data``; the
     stitched labels are kept compressed, tile core by tile core (no
     slice-sized array).
 
     Returns:
-        ``(labels, areas, cancelled)``: labels (H, W) 1..n read by
-        rectangles (its ``rectangles`` cover every object), and the pixels
-        of object i at ``areas[i - 1]``.
+        ``(labels, result)``: labels (H, W) 1..n read by rectangles (its ``rectangles`` cover
+        every object), and :class:`protocol.ops.tiled.TiledAutoResult` (areas, scores, cancelled).
     """
     endpoint, model, config = session.endpoint, session.model, session.config
     out = CompressedPlane(plane.size)
@@ -100,15 +103,55 @@ def tiled_labels(
         LazyPlane(data, plane, rgb),
         out,
         lambda: SamClient(endpoint, model, config=config),
-        settings.params(),
+        settings.params() if params is None else params,
         contrast_limits=(float(limits[0]), float(limits[1])),
         tile_size=settings.tile_size,
         halo=settings.tile_halo,
         on_progress=on_tiles,
         cancel=cancel,
         timeout_s=settings.timeout_s,
+        op=op,
     )
+    return out, result
+
+
+def tiled_labels(*args: Any) -> tuple[CompressedPlane, list[int], bool]:
+    """AUTO-SEGMENT one large slice (:func:`tiled_run`'s arguments up to ``on_tiles``).
+
+    Returns:
+        ``(labels, areas, cancelled)``: the pixels of object i at ``areas[i - 1]``.
+    """
+    out, result = tiled_run(*args)
     return out, list(result.areas), result.cancelled
+
+
+def submit_run(
+    job: Any,
+    channel: str,
+    what: str,
+    ask: Callable[[Any], A],
+    paste: Callable[[A], None],
+    on_done: Callable[[bool], None],
+) -> None:
+    """Send a long run (AUTO-SEGMENT, Find all) the one way (:func:`plugin.jobs.submit.submit`):
+    ``job.running`` is true until it ends, then ``on_done(completed)``; a cancelled run says
+    "<what> cancelled."; other failures are notified."""
+    ctx: JobContext = job.ctx
+
+    def pasted(answer: A) -> None:
+        job.running = False
+        paste(answer)
+        on_done(True)
+
+    def failed(error: Exception) -> None:
+        job.running = False
+        if isinstance(error, Superseded):
+            ctx.notify("info", f"{what} cancelled.")
+        ctx.results.report_error(error)
+        on_done(False)
+
+    job.running = True
+    submit(ctx, channel, ask, pasted, failed)
 
 
 class AutoJobs:
@@ -188,22 +231,12 @@ class AutoJobs:
             return auto(client, wire, params, on_progress=progress, cancel=cancel, timeout_s=limit)
 
         def paste(answer: AutoAnswer | StitchedAnswer) -> None:
-            self.running = False
             self._paste(layer, plane, answer, ctx.auto_settings.min_area)  # as set when it arrives
             if layer in ctx.viewer.layers:
                 record_auto_run(layer, settings, plane.size, tiled)
-            on_done(True)
-
-        def failed(error: Exception) -> None:
-            self.running = False
-            if isinstance(error, Superseded):
-                ctx.notify("info", "AUTO-SEGMENT cancelled.")
-            ctx.results.report_error(error)
-            on_done(False)
 
         on_progress(None, f"AUTO-SEGMENT: sending {slice_text(plane)} to the backend…")
-        self.running = True
-        submit(ctx, AUTO, ask, paste, failed)
+        submit_run(self, AUTO, "AUTO-SEGMENT", ask, paste, on_done)
         return True
 
     def _paste(

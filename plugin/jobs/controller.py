@@ -10,6 +10,7 @@ lives in its own module and gets what it needs explicitly (the shared
   (polarity, new object, undo keys);
 * :mod:`plugin.jobs.segment`: point and box prompts -> one object's label;
 * :mod:`plugin.jobs.auto`: AUTO-SEGMENT of a slice (tiled on a large slice);
+* :mod:`plugin.jobs.find_all`: Find all (``concept``: every instance of a text prompt);
 * :mod:`plugin.jobs.stacks`: propagation and AUTO-SEGMENT STACK;
 * :mod:`plugin.jobs.submit`: the one path every job's request and answer take;
 * :mod:`plugin.jobs.results`: ids, pastes, undo steps and notifications.
@@ -33,6 +34,7 @@ from plugin.events_log import EventLog
 from plugin.jobs.auto import AutoJobs, OnProgress
 from plugin.jobs.auto_settings import AutoSettings
 from plugin.jobs.context import Dispatch, JobContext, same_layer
+from plugin.jobs.find_all import FindAllJobs
 from plugin.jobs.prompt_layers import PromptLayers
 from plugin.jobs.results import Notify, Results, napari_notify
 from plugin.jobs.segment import ActiveObject, PromptJobs
@@ -66,6 +68,7 @@ class Controller:
         prompt_layers: the prompt layers (:class:`plugin.jobs.prompt_layers.PromptLayers`).
         prompts: point and box prompts (:class:`plugin.jobs.segment.PromptJobs`).
         auto: AUTO-SEGMENT of a slice (:class:`plugin.jobs.auto.AutoJobs`).
+        find_all: Find all, every instance of a concept (:class:`plugin.jobs.find_all.FindAllJobs`).
         stack: propagation and AUTO-SEGMENT STACK (:class:`plugin.jobs.stacks.StackJobs`).
         answers: the newest answer applied per channel, and its listeners.
         events: backend events for the events panel.
@@ -79,6 +82,7 @@ class Controller:
         self.prompts = PromptJobs(ctx, self.prompt_layers, self.answers)
         runs = StackRuns(ctx)
         self.auto = AutoJobs(ctx, self.answers, runs)
+        self.find_all = FindAllJobs(ctx, self.answers)
         self.stack = StackJobs(ctx, runs, self.auto)
         self.histories.before_change.append(self.new_object)
         viewer.layers.events.removed.connect(self._on_removed)

@@ -9,6 +9,12 @@ the last ones). The summary after the run says how many images were encoded,
 how many the caches keep, in how many workers' caches, and what a click
 elsewhere costs — never "clicks need no encoding" when that is not so.
 
+When the workers have an on-disk cache (``workers/disk_cache.py``, issue 24 §3)
+it keeps what the memory caches cannot: a stack that does not fit in memory
+but fits on disk is encoded whole without a question, and the messages say
+how many images are kept in memory and how many on disk (a click on one on
+disk needs no re-encoding: its embedding is read back in milliseconds).
+
 An *image* is what one click sends: a whole slice, or a window of a large
 slice (:mod:`plugin.jobs.embed_targets`).
 """
@@ -71,12 +77,30 @@ class EncodePlan:
 
     @property
     def fits(self) -> bool:
-        return self.room is None or self.room.capacity >= self.images
+        """Whether the caches keep every image, in memory or on disk (then nothing is asked)."""
+        return self.room is None or self.kept >= self.images
+
+    @property
+    def in_memory(self) -> int:
+        """Images the memory caches keep (all of them when the caches could not say)."""
+        return self.images if self.room is None else min(self.images, self.room.capacity)
+
+    @property
+    def on_disk(self) -> int:
+        """Images the disk caches keep (0: none)."""
+        return 0 if self.room is None or self.room.disk is None else min(self.images, self.room.disk)
 
     @property
     def kept(self) -> int:
-        """Images the caches keep (all of them when the caches could not say)."""
-        return self.images if self.room is None else min(self.images, self.room.capacity)
+        """Images the caches keep, in memory or on disk (all of them when the caches could not say)."""
+        return max(self.in_memory, self.on_disk)
+
+    def disk_text(self) -> str:
+        """``"their disk cache"`` (or ``"their 2 disk caches"``), naming the folder of one."""
+        dirs = () if self.room is None else self.room.disk_dirs
+        if len(dirs) == 1:
+            return f"the disk cache ({dirs[0]})"
+        return f"their {len(dirs)} disk caches"
 
     def chosen(self, choice: str) -> tuple[EmbedTarget, ...]:
         """The images to encode for ``choice`` (:data:`FIT` or :data:`ALL`)."""
@@ -96,8 +120,9 @@ class EncodePlan:
     def question(self) -> str:
         """What the user is asked before a stack that does not fit (see :data:`FIT`, :data:`ALL`)."""
         kept, total, caches = self.kept, self.images, self.caches().capitalize()
+        where = f" ({self.in_memory} in memory, {self.on_disk} in {self.disk_text()})" if self.on_disk else ""
         return (
-            f"{caches} {self.verb('hold')} about {kept} of the stack's {self.unit(total)}.\n\n"
+            f"{caches} {self.verb('hold')} about {kept} of the stack's {self.unit(total)}{where}.\n\n"
             f"Encode the {self.unit(kept)} nearest {self.here}: clicks on them need no encoding, "
             f"a click on the other {total - kept} is encoded when made.\n"
             f"Or encode all {total}: the caches then keep only about the last {kept} encoded, "
@@ -105,9 +130,15 @@ class EncodePlan:
         )
 
     def before(self, choice: str) -> str:
-        """Said as the run starts, for a stack that does not fit."""
-        if self.fits:
+        """Said as the run starts, for a stack that does not fit in memory ("" for one that does)."""
+        if self.in_memory >= self.images:
             return ""
+        if self.fits:  # the disk caches keep the rest
+            return (
+                f"Encode stack: {self.caches()} {self.verb('hold')} about {self.in_memory} of "
+                f"{self.unit(self.images)} in memory; {self.disk_text()} holds all {self.images}: "
+                f"encoding all {self.images}, so that clicks on any of them need no re-encoding."
+            )
         kept, total = self.kept, self.images
         head = f"Encode stack: {self.caches()} {self.verb('hold')} about {kept} of {self.unit(total)}; "
         if choice == ALL:
@@ -136,10 +167,21 @@ class EncodeReport:
         return self.result.done
 
     @property
-    def kept(self) -> int:
-        """Images of this run the caches keep (estimate: the caches' room, or all when unknown)."""
+    def in_memory(self) -> int:
+        """Images of this run the memory caches keep (estimate: the caches' room, or all when unknown)."""
         room = self.room or self.plan.room
         return self.encoded if room is None else min(self.encoded, room.capacity)
+
+    @property
+    def on_disk(self) -> int:
+        """Images of this run the disk caches keep (0: no disk cache)."""
+        room = self.room or self.plan.room
+        return 0 if room is None or room.disk is None else min(self.encoded, room.disk)
+
+    @property
+    def kept(self) -> int:
+        """Images of this run the caches keep, in memory or on disk."""
+        return max(self.in_memory, self.on_disk)
 
 
 def summary(report: EncodeReport) -> str:
@@ -160,8 +202,22 @@ def summary(report: EncodeReport) -> str:
             "The workers did not say how large their caches are: clicks on these images need no "
             "encoding while the images stay cached."
         )
-    if kept == plan.images:
+    if kept == plan.images and report.in_memory == kept:
         return head + f"All {kept} are kept in {where}: clicks on them need no encoding now."
+    if report.on_disk > report.in_memory:  # the disk caches keep more than memory
+        them = "them" if report.on_disk == report.encoded else f"those {report.on_disk}"
+        rest = plan.images - report.on_disk
+        after = (
+            f"; a click on one of the other {rest} is "
+            + ("encoded again (a few seconds)." if report.encoded > report.on_disk else "encoded when made.")
+            if rest
+            else "."
+        )
+        return head + (
+            f"{where.capitalize()} {plan.verb('keep')} about {report.in_memory} in memory and "
+            f"{plan.disk_text()} keeps {report.on_disk}: clicks on {them} need no re-encoding "
+            f"(an embedding on disk is read back in milliseconds){after}"
+        )
     if report.encoded > kept:
         return head + (
             f"{where.capitalize()} {plan.verb('keep')} only about the last {kept} encoded: "

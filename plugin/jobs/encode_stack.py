@@ -158,8 +158,9 @@ class EncodeStack:
             if choice is None or cancel.is_set():
                 failed(Superseded("Encode stack was cancelled"))
                 return
-            if not plan.fits:
-                self.c.results.notify("info", plan.before(choice))
+            said = plan.before(choice)
+            if said:
+                self.c.results.notify("info", said)
             session.submit(ENCODE_STACK, lambda _client: encode_job(plan, choice), finished, failed)
 
         def finished(report: EncodeReport) -> None:

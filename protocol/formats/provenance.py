@@ -48,9 +48,11 @@ PROVENANCE_KEY = "sam2.provenance"
 FORMAT = "napari-sam2-broker provenance v1"
 PACKAGE = "napari-sam2-broker"
 SIDECAR_SUFFIX = ".provenance.json"
-OPERATIONS = ("interactive", "auto", "tiled_auto", "propagate", "replay")
+OPERATIONS = ("interactive", "auto", "tiled_auto", "concept", "tiled_concept", "propagate", "replay")
 """``interactive``: prompts per label; ``auto``/``tiled_auto``: automatic masks (parameters and tile
-grid); ``propagate``: objects carried through a stack; ``replay``: prompts of an earlier record re-run."""
+grid); ``concept``/``tiled_concept``: every instance of a text concept (SAM 3; the prompt, exemplar
+boxes, score threshold and tile grid); ``propagate``: objects carried through a stack; ``replay``:
+prompts of an earlier record re-run."""
 INFO_FIELDS = {
     "model": ("model", "service"),
     "checkpoint": ("checkpoint", "checkpoint_file", "checkpoint_name"),

@@ -15,7 +15,11 @@ order, and writes them into one output label image:
   two-cell mask in one tile cannot glue two cells of its neighbour together;
 * :meth:`TileStitcher.finish` renumbers the objects 1..n (in order of the
   first tile, in row-major order, that saw them) with one pass over the
-  output, tile by tile.
+  output, tile by tile;
+* a tile may come with one score per object (``concept``): a merged object
+  keeps the **highest** score of its pieces (the tile that saw most of it
+  usually scores it best; a piece a tile scored low does not pull it down),
+  and :attr:`StitchResult.scores` gives each final object's score.
 
 The work per tile is bounded by the halo, not the tile's area, beyond one
 copy of the tile's core into the output and one count of its pixels per
@@ -65,6 +69,7 @@ class _Nodes:
     def __init__(self) -> None:
         self.parent = np.zeros(1024, dtype=np.int64)
         self.area = np.zeros(1024, dtype=np.int64)
+        self.score = np.full(1024, np.nan, dtype=np.float32)  # NaN: the tile gave no score
         self.count = 1
 
     def extend(self, n: int) -> int:
@@ -75,6 +80,7 @@ class _Nodes:
             size = max(need, 2 * self.parent.size)
             self.parent = np.concatenate([self.parent, np.zeros(size - self.parent.size, np.int64)])
             self.area = np.concatenate([self.area, np.zeros(size - self.area.size, np.int64)])
+            self.score = np.concatenate([self.score, np.full(size - self.score.size, np.nan, np.float32)])
         self.parent[self.count : need] = np.arange(self.count, need)
         self.count = need
         return base
@@ -112,6 +118,7 @@ class PreparedTile:
         labels: uint32 (rows, cols) of its window, ids 1..``top`` (renumbered if the worker's were sparse).
         top: the largest id.
         core_areas: int64 (top + 1,) pixels of each id in the core.
+        scores: float32 (top + 1,) score of each id (index 0 unused), or None: the tile gave none.
         bands: neighbour flat index -> that neighbour's overlap (blosc2), for neighbours not
             yet added when prepared.
     """
@@ -120,6 +127,7 @@ class PreparedTile:
     labels: np.ndarray
     top: int
     core_areas: np.ndarray
+    scores: np.ndarray | None = None
     bands: dict[int, _Band] = field(default_factory=dict)
 
 
@@ -171,12 +179,15 @@ class StitchResult:
         areas: pixels of label i at ``areas[i - 1]``.
         tiles_done: tiles that were added (fewer than the grid when cancelled).
         merges: pairs of tile objects merged across tile borders.
+        scores: score of label i at ``scores[i - 1]`` (the highest of its pieces), when the
+            tiles came with scores; else empty.
     """
 
     num_objects: int
     areas: list[int]
     tiles_done: int
     merges: int
+    scores: list[float] = field(default_factory=list)
 
 
 class TileStitcher:
@@ -211,19 +222,25 @@ class TileStitcher:
     def tiles_done(self) -> int:
         return len(self._blocks)
 
-    def add(self, tile: Tile, labels: np.ndarray) -> None:
+    def add(self, tile: Tile, labels: np.ndarray, scores: np.ndarray | None = None) -> None:
         """Write one tile's labels (uint32 (rows, cols) of its window, 0 = background).
+
+        Args:
+            scores: float (n,) score of the tile's label ``i + 1`` at ``i`` (``concept``), or None.
 
         Raises:
             ValueError: wrong shape, a tile added twice, or a tile of another grid.
         """
-        self.add_prepared(self.prepare(tile, labels))
+        self.add_prepared(self.prepare(tile, labels, scores))
 
-    def prepare(self, tile: Tile, labels: np.ndarray) -> PreparedTile:
+    def prepare(self, tile: Tile, labels: np.ndarray, scores: np.ndarray | None = None) -> PreparedTile:
         """Check one tile's labels and do its per-pixel work; any thread (it changes nothing shared).
 
+        Args:
+            scores: as :meth:`add`.
+
         Raises:
-            ValueError: wrong shape, integer type or a tile of another grid.
+            ValueError: wrong shape, integer type, a tile of another grid, or scores that do not fit.
         """
         if tile.flat >= len(self.grid.tiles) or self.grid.tiles[tile.flat] != tile:
             raise ValueError(f"tile {tile.index} is not part of this grid")
@@ -236,13 +253,22 @@ class TileStitcher:
             raise ValueError(f"labels of tile {tile.index} must not be negative")
         labels = labels.astype(np.uint32, copy=False)
         top = int(labels.max(initial=0))
+        by_id = None
+        if scores is not None:
+            by_id = np.full(top + 1, np.nan, dtype=np.float32)
+            given = np.asarray(scores, dtype=np.float32).ravel()
+            if given.size < top:
+                raise ValueError(f"{given.size} scores for tile {tile.index} with labels up to {top}")
+            by_id[1:] = given[:top]
         if top > MAX_DIRECT_ID:  # large, sparse ids: renumber 1..n (keeps their order)
             ids, inverse = np.unique(labels, return_inverse=True)
             labels = inverse.reshape(labels.shape).astype(np.uint32) + (0 if ids[0] == 0 else 1)
             top = int(labels.max(initial=0))
+            if by_id is not None:
+                by_id = np.concatenate([[np.nan], by_id[ids[ids > 0]]]).astype(np.float32)
         core = labels[tile.core_in_window]
         core_areas = np.bincount(core.ravel(), minlength=top + 1)
-        prepared = PreparedTile(tile, labels, top, core_areas)
+        prepared = PreparedTile(tile, labels, top, core_areas, by_id)
         for other in self.grid.neighbours(tile):
             where = _overlap(tile, other)
             if where is not None and other.flat not in self._blocks:
@@ -260,6 +286,8 @@ class TileStitcher:
             raise ValueError(f"tile {tile.index} was already added")
         base = self._nodes.extend(top)
         self._nodes.area[base + 1 : base + top + 1] += prepared.core_areas[1:]
+        if prepared.scores is not None:
+            self._nodes.score[base + 1 : base + top + 1] = prepared.scores[1:]
         self._blocks[tile.flat] = (base, top)
         self.out[tile.core_slices] = labels[tile.core_in_window]  # the worker's ids; finish() maps them
         for other in self.grid.neighbours(tile):
@@ -303,6 +331,11 @@ class TileStitcher:
         final = np.zeros(nodes.count, dtype=np.uint32)
         final[kept] = np.arange(1, kept.size + 1, dtype=np.uint32)
         lut = final[roots]
+        scores: list[float] = []
+        if np.isfinite(nodes.score[1 : nodes.count]).any():
+            best = np.full(nodes.count, -np.inf, dtype=np.float32)
+            np.fmax.at(best, roots[1:], nodes.score[1 : nodes.count])  # NaN (no score) loses to any score
+            scores = [float(v) for v in best[kept]]
         for flat in sorted(self._blocks):
             base, top = self._blocks[flat]
             tile_lut = lut[base : base + top + 1].copy()
@@ -314,4 +347,5 @@ class TileStitcher:
             areas=area[kept].tolist(),
             tiles_done=len(self._blocks),
             merges=self.merges,
+            scores=scores,
         )

@@ -96,13 +96,18 @@ class CacheRoom:
     Attributes:
         workers: workers the service has.
         answered: distinct workers whose ``info`` said how large their cache is.
-        capacity: embeddings all ``workers`` hold at most (the answered ones'
+        capacity: embeddings all ``workers`` hold at most in memory (the answered ones'
             mean for those that did not answer).
+        disk: embeddings their on-disk caches hold at most (``workers/disk_cache.py``: one folder
+            shared by the workers of a host counts once), None: no worker has one.
+        disk_dirs: the disk caches' folders.
     """
 
     workers: int
     answered: int
     capacity: int
+    disk: int | None = None
+    disk_dirs: tuple[str, ...] = ()
 
 
 def worker_capacity(info: Mapping[str, Any]) -> int | None:
@@ -123,6 +128,23 @@ def worker_capacity(info: Mapping[str, Any]) -> int | None:
     return limit // max(1, used // entries)
 
 
+def disk_capacity(info: Mapping[str, Any]) -> tuple[str, int] | None:
+    """``(folder, embeddings it holds at most)`` of one worker's disk cache, from its ``info``
+    answer (``disk_cache.limit_bytes`` over the size of one entry, as :func:`worker_capacity`);
+    None when it has none or cannot say."""
+    disk, cache = info.get("disk_cache"), info.get("cache")
+    if not isinstance(disk, Mapping) or not isinstance(cache, Mapping):
+        return None
+    try:
+        folder, limit = str(disk["dir"]), int(disk["limit_bytes"])
+        entries, used = int(cache["entries"]), int(cache["bytes"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if entries <= 0 or used <= 0 or limit < 0:
+        return None
+    return folder, limit // max(1, used // entries)
+
+
 def cache_room(
     client_factory: Callable[[], SamClient], workers: int, timeout_s: float = 5.0
 ) -> CacheRoom | None:
@@ -138,12 +160,16 @@ def cache_room(
     if workers < 1:
         return None
     answers: dict[tuple[Any, Any], int | None] = {}
+    disks: dict[str, int] = {}  # folder -> embeddings it holds (shared by the workers of a host)
 
     def send(client: SamClient, _index: int, halt: threading.Event) -> dict[str, Any]:
         return ops.info(client, timeout_s=timeout_s, retries=0)
 
     def keep(_index: int, info: dict[str, Any]) -> None:
         answers[(info.get("worker_id"), info.get("pid"))] = worker_capacity(info)
+        disk = disk_capacity(info)
+        if disk is not None:
+            disks[disk[0]] = disk[1]
 
     try:
         fan_out(list(range(workers)), client_factory, send, keep, in_flight=workers)
@@ -154,4 +180,7 @@ def cache_room(
     if not known:
         return None
     mean = sum(known) / len(known)
-    return CacheRoom(workers, len(known), int(sum(known) + mean * max(0, workers - len(known))))
+    capacity = int(sum(known) + mean * max(0, workers - len(known)))
+    return CacheRoom(
+        workers, len(known), capacity, sum(disks.values()) if disks else None, tuple(sorted(disks))
+    )

@@ -40,7 +40,7 @@ from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE, Tile, tile_g
 from protocol.geometry.link import DEFAULT_LINK_IOU, PlaneView, StackLinker
 from protocol.geometry.stitch import DEFAULT_MERGE_IOU, PreparedTile, StitchResult, TileStitcher
 from protocol.ops import requests as ops
-from protocol.ops.concept import ConceptAnswer, concept
+from protocol.ops.concept import concept
 from protocol.ops.fan_out import REQUESTS_PER_WORKER, fan_out
 from protocol.wire.client import SamClient
 from protocol.wire.wire_image import stack_contrast_limits, to_wire
@@ -66,6 +66,9 @@ class TiledAutoResult:
         request_ids: the request id of each tile answered, in grid (row-major,
             sending) order, to find the tiles in the broker and worker logs.
         resends: tile requests sent again (lost broker connections, timeouts).
+        scores: ``concept`` only: the score of label i at ``scores[i - 1]``, the highest
+            score of its pieces when tiles merged it (:class:`~protocol.geometry.stitch.TileStitcher`);
+            empty for ``auto``.
     """
 
     num_objects: int
@@ -77,6 +80,7 @@ class TiledAutoResult:
     cancelled: bool
     request_ids: tuple[str, ...] = ()
     resends: int = 0
+    scores: tuple[float, ...] = ()
 
 
 def sample_contrast_limits(
@@ -166,12 +170,11 @@ def tiled_auto(
 
     def send(client: SamClient, tile: Tile, halt: threading.Event) -> tuple[PreparedTile, str]:
         image = to_wire(np.asarray(source[tile.window_slices]), contrast_limits)
-        answer: ops.AutoAnswer | ConceptAnswer
         if op == "concept":
-            answer = concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
-        else:
-            answer = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
-        # the per-pixel part of stitching, here in the receiving thread
+            found = concept(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
+            # the per-pixel part of stitching, here in the receiving thread
+            return stitcher.prepare(tile, found.labels, found.scores), found.request_id
+        answer = ops.auto(client, image, auto_params, cancel=halt, timeout_s=timeout_s)
         return stitcher.prepare(tile, answer.labels), answer.request_id
 
     def stitch(tile: Tile, sent: tuple[PreparedTile, str]) -> None:
@@ -197,6 +200,7 @@ def tiled_auto(
         cancelled=stop.is_set(),
         request_ids=tuple(request_ids[flat] for flat in sorted(request_ids)),
         resends=run.resends,
+        scores=tuple(stitched.scores),
     )
 
 

@@ -8,7 +8,7 @@ from plugin.jobs.embed_targets import prompt_target, stack_targets, target_at
 from plugin.jobs.encode_plan import ALL, FIT, EncodePlan, EncodeReport, nearest_first, summary
 from plugin.view.coords import SlicePlane
 from protocol.geometry.windows import click_windows, window_for_prompt
-from protocol.ops.embed_many import CacheRoom, EmbedManyResult
+from protocol.ops.embed_many import CacheRoom, EmbedManyResult, disk_capacity
 
 
 def test_a_stack_of_large_slices_lists_every_slice_times_every_click_window() -> None:
@@ -75,3 +75,47 @@ def test_encode_stack_that_fits_says_all_are_kept() -> None:
     large = SlicePlane((2, 2000, 1500), 1, 2, (0, None, None))
     windows = EncodePlan(tuple(stack_targets(large)), 1, CacheRoom(1, 1, 4), "slice 0")
     assert windows.unit(windows.images).endswith("windows") and "of " in windows.before(FIT)
+
+
+def test_a_worker_info_gives_its_disk_cache_folder_and_room() -> None:
+    entry = 16 << 20  # one 1024² SAM2 embedding in float32
+    info = {
+        "cache": {"entries": 2, "bytes": 2 * entry, "limit_bytes": 16 * entry},
+        "disk_cache": {"dir": "/scratch/emb", "limit_bytes": 100 * entry, "hits": 0, "misses": 3},
+    }
+    assert disk_capacity(info) == ("/scratch/emb", 100)
+    assert disk_capacity({**info, "disk_cache": None}) is None  # the worker runs without one
+    assert (
+        disk_capacity({**info, "cache": {"entries": 0, "bytes": 0, "limit_bytes": 1}}) is None
+    )  # cannot say
+
+
+def test_encode_stack_says_what_the_disk_cache_keeps_beyond_the_memory_caches() -> None:
+    """Issue 23 item 1 / issue 24 §3: 16 of 90 fit the memory caches, the disk cache holds the rest:
+    nothing is asked, all 90 are encoded, and both messages say how many are where and that clicks
+    need no re-encoding; with a disk cache too small for the stack the question and summary say so."""
+    plane = SlicePlane((90, 300, 200), 1, 2, (45, None, None))
+    targets = tuple(nearest_first(stack_targets(plane), plane))
+    room = CacheRoom(workers=2, answered=2, capacity=16, disk=200, disk_dirs=("/scratch/emb",))
+    plan = EncodePlan(targets, 2, room, "slice 45")
+    assert plan.fits and (plan.in_memory, plan.on_disk, plan.kept) == (16, 90, 90)
+    assert len(plan.chosen(FIT)) == 90
+    assert plan.before(FIT) == (
+        "Encode stack: the 2 workers' caches hold about 16 of 90 slices in memory; the disk cache "
+        "(/scratch/emb) holds all 90: encoding all 90, so that clicks on any of them need no re-encoding."
+    )
+    done = EmbedManyResult(done=90, cached=0, total=90, in_flight=2, seconds=50.0, cancelled=False)
+    assert summary(EncodeReport(plan, FIT, done, room)) == (
+        "Encode stack: encoded 90 slices on 2 workers in 50 s. The 2 workers' caches keep about 16 in "
+        "memory and the disk cache (/scratch/emb) keeps 90: clicks on them need no re-encoding "
+        "(an embedding on disk is read back in milliseconds)."
+    )
+    small_disk = CacheRoom(workers=2, answered=2, capacity=16, disk=50, disk_dirs=("/scratch/emb",))
+    plan = EncodePlan(targets, 2, small_disk, "slice 45")
+    assert not plan.fits and plan.kept == 50 and len(plan.chosen(FIT)) == 50
+    assert "hold about 50 of the stack's 90 slices (16 in memory, 50 in the disk cache" in plan.question()
+    fifty = EmbedManyResult(done=50, cached=0, total=50, in_flight=2, seconds=30.0, cancelled=False)
+    assert summary(EncodeReport(plan, FIT, fifty, small_disk)).endswith(
+        "keeps 50: clicks on them need no re-encoding (an embedding on disk is read back in "
+        "milliseconds); a click on one of the other 40 is encoded when made."
+    )

@@ -1,6 +1,6 @@
 """The model box says what the chosen model is and greys out operations its workers do not serve.
 
-A real broker and a stand-in worker that serves no ``propagate`` (``--without-op``), a real
+A real broker and a stand-in worker that serves no ``propagate`` and no ``concept`` (``--without-op``), a real
 napari viewer under Xvfb.
 """
 
@@ -21,14 +21,15 @@ pytestmark = GUI_TEST_MARKS
 def test_model_box_describes_the_model_and_greys_out_what_no_worker_serves(
     make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = StandinBackend(spawn, 1, worker_args=["--without-op", "propagate"])
+    backend = StandinBackend(spawn, 1, worker_args=["--without-op", "propagate", "--without-op", "concept"])
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), dtype=np.uint8))
     widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
     qtbot.waitUntil(lambda: widget.points_button.isEnabled(), timeout=30_000)
     summary = widget.model_info.text()
     assert "[standin, preprocessing none;" in summary and "stand-in" in summary
-    assert "ops: embed, segment, auto, concept]" in summary  # info, sleep: not for a user; no propagate
+    assert "ops: embed, segment, auto]" in summary  # info, sleep: not for a user; no propagate, no concept
     assert widget.model.itemData(widget.model.currentIndex(), Qt.ItemDataRole.ToolTipRole) == summary
     assert widget.box_button.isEnabled() and widget.auto_box.auto_button.isEnabled()
     assert not widget.propagate_box.button.isEnabled()  # no worker of this model serves propagate
+    assert not widget.find_all_box.find_button.isEnabled()  # nor concept (Find all)

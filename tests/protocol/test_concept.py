@@ -1,5 +1,7 @@
 """The ``concept`` op's client side (protocol/ops/concept.py) and concept prompts tiled over a
-4,096² slide, with the deterministic stand-in worker (which answers ``concept`` with its blobs)."""
+4,096² slide
+(scores through the stitch, the threshold in every tile), with the deterministic stand-in worker
+(which answers ``concept`` with its blobs, scored by brightness)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from protocol.ops.concept import concept, concept_params
 from protocol.ops.tiled import tiled_auto
 from protocol.wire.errors import RemoteError
 from protocol.wire.wire_image import to_wire
+from tests.support.concept_discs import BRIGHT_SCORE, THRESHOLD, concept_discs
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
 
@@ -55,18 +58,21 @@ def test_concept_finds_every_disc_of_a_window_with_a_score_each(
     assert stray == 0 and duplicates == 0 and iou.min() >= 0.9
 
 
-def test_concept_tiled_over_a_4096_slide_finds_every_disc_once(
+def test_concept_tiled_over_a_4096_slide_finds_every_bright_disc_once_with_its_score(
     standin: Callable[..., StandinBackend],
 ) -> None:
+    """Scores survive stitching (a merged disc keeps its pieces' highest score) and the threshold
+    applies in every tile: the dim discs (score ~0.63) are left out, the bright ones (~0.90) kept."""
     shape = (4096, 4096)
-    centres, radii = scattered_discs(shape, spacing=90, radius_range=(6.0, 10.0), seed=11)
-    image, truth = disc_image(shape, centres, radii)
+    image, bright, dim_count = concept_discs(shape)
     backend = standin(workers=3)
     out = np.zeros(shape, dtype=np.uint32)
-    result = tiled_auto(image, out, backend.client, concept_params("nucleus"), op="concept")
+    params = concept_params("nucleus", score_threshold=THRESHOLD)
+    result = tiled_auto(image, out, backend.client, params, op="concept")
     assert result.tiles == result.tiles_done and result.tiles > 16 and not result.cancelled
-    iou, stray, duplicates = disc_scores(out, truth)
-    assert result.num_objects == int(truth.max())
+    iou, stray, duplicates = disc_scores(out, bright)
+    assert dim_count > 100 and result.num_objects == int(bright.max())
     assert stray == 0 and duplicates == 0 and iou.min() >= 0.9, f"worst disc IoU {iou.min():.2f}"
+    assert result.scores == pytest.approx([BRIGHT_SCORE] * result.num_objects, abs=0.01)
     with pytest.raises(ValueError, match="text prompt only"):
         tiled_auto(image, out, backend.client, concept_params("x", boxes=[(0, 0, 9, 9)]), op="concept")

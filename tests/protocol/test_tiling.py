@@ -226,3 +226,35 @@ def test_link_slice_is_one_to_one_and_respects_the_threshold() -> None:
     link_slice(prev, cur, strict, next_id=2, iou_threshold=0.6)
     assert strict[20, 20] != 1
     assert ndimage.label(out > 0)[1] == 2
+
+
+def test_a_merged_object_keeps_the_highest_score_of_its_pieces() -> None:
+    """``concept`` tiles come with a score per object: stitching keeps each final object's score,
+    the highest of the pieces merged into it, and numbers scores like the labels."""
+    shape = (1000, 1600)
+    truth = np.zeros(shape, dtype=np.uint32)
+    truth[100:140, 100:140] = 1  # inside the left tile's core only
+    truth[500:540, 760:840] = 2  # cut by the tiles' core border: seen by both
+    truth[800:840, 1400:1440] = 3  # inside the right tile only
+    grid = tile_grid(shape, tile_size=1024, halo=128)
+    assert len(grid) == 2
+    stitcher = TileStitcher(np.zeros(shape, dtype=np.uint32), grid)
+    pieces = {0: {1: 0.9, 2: 0.55}, 1: {2: 0.8, 3: 0.6}}  # tile -> true id -> its score there
+    for tile in grid.tiles:
+        labels = tile_answer(truth, tile.window, seed=tile.flat)
+        scores = np.zeros(int(labels.max()), dtype=np.float32)
+        crop = truth[tile.window_slices]
+        for true_id, score in pieces[tile.flat].items():
+            scores[int(labels[crop == true_id][0]) - 1] = score
+        stitcher.add(tile, labels, scores)
+    result = stitcher.finish()
+    assert result.num_objects == 3
+    out = stitcher.out
+    by_truth = {t: result.scores[int(out[truth == t][0]) - 1] for t in (1, 2, 3)}
+    assert by_truth == pytest.approx({1: 0.9, 2: 0.8, 3: 0.6})
+    plain = stitch_tiles(
+        np.zeros(shape, dtype=np.uint32), grid, [tile_answer(truth, t.window, 0) for t in grid.tiles]
+    )
+    assert plain.scores == []  # ``auto`` tiles carry no scores
+    with pytest.raises(ValueError, match="scores for tile"):
+        TileStitcher(np.zeros(shape, dtype=np.uint32), grid).add(grid.tiles[0], labels, np.zeros(0))

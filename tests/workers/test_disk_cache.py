@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from protocol.ops.embed_many import disk_capacity
 from protocol.wire.client import ClientConfig, SamClient
 from tests.support.backend import Backend
 from tests.support.processes import PYTHON, REPO_ROOT, ProcessSpawner, log_text, wait_until
@@ -176,6 +177,9 @@ def test_a_restarted_worker_answers_from_the_disk_cache_without_encoding(
     assert info["pid"] == second.pid, log_text(second)
     assert info["counters"]["encoder_runs"] == 0 and info["counters"]["images_received"] == 0
     assert info["disk_cache"]["hits"] == 1 and info["disk_cache"]["corrupt"] == 0
+    # what Encode stack reads from a real worker's info to say how much its disk cache keeps
+    entry_bytes = info["cache"]["bytes"] // info["cache"]["entries"]
+    assert disk_capacity(info) == (str(disk), (1 << 30) // entry_bytes)
     assert np.array_equal(before.arrays["mask"], after.arrays["mask"])
     # the same embedding; the decoder's float sums may differ in the last bits between processes
     assert after.header["result"]["scores"] == pytest.approx(before.header["result"]["scores"], rel=1e-5)

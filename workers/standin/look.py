@@ -26,11 +26,14 @@ class Seen:
         sent_hw: (H, W) of the sent image.
         factor: sent pixels per looked-at pixel along each axis.
         labels: int32 (ceil(H/f), ceil(W/f)) connected components, 0 = background.
+        brightness: float32 (n,) mean grey of component ``i + 1`` at ``i``, in [0, 1]
+            (what ``concept`` answers as its score).
     """
 
     sent_hw: tuple[int, int]
     factor: int
     labels: np.ndarray
+    brightness: np.ndarray
 
     def to_sent(self, low: np.ndarray) -> np.ndarray:
         """A (h, w) array at the looked-at size -> (H, W) at the sent size (blocks)."""
@@ -58,5 +61,7 @@ def look(image: np.ndarray, contrast_limits: Sequence[float] | None) -> Seen:
         padded = np.zeros((out_h * factor, out_w * factor), dtype=np.float32)
         padded[:height, :width] = grey
         grey = padded.reshape(out_h, factor, out_w, factor).mean(axis=(1, 3))
-    labels, _ = ndimage.label(grey >= THRESHOLD)
-    return Seen((height, width), factor, labels.astype(np.int32))
+    labels, count = ndimage.label(grey >= THRESHOLD)
+    means = ndimage.mean(grey, labels, index=np.arange(1, count + 1)) if count else []
+    brightness = np.clip(np.asarray(means, dtype=np.float32) / 255.0, 0.0, 1.0)
+    return Seen((height, width), factor, labels.astype(np.int32), brightness)

@@ -167,7 +167,9 @@ class StandinService:
         """SAM 3's ``concept`` op, stand-in style: every bright blob is an instance of any concept.
 
         Text and exemplar boxes are checked like the real op but do not change the answer; each
-        object's score is 1.0, so ``score_threshold`` (<= 1) keeps them all.
+        object's score is its mean grey in [0, 1] (a blob of grey 255 scores 1.0, one of 200 about
+        0.78), and blobs scoring below ``score_threshold`` (default 0.5) are left out, as SAM 3
+        does, so a test knows which objects a threshold keeps.
         """
         params = self._params(message, {"text", "boxes", "box_labels", "score_threshold", "contrast_limits"})
         text, boxes = params.get("text"), params.get("boxes", [])
@@ -177,9 +179,13 @@ class StandinService:
         if seen is None:
             return Reply(STATUS_NEED_IMAGE, {"message": "send the image"})
         self._wait(self.delay_s)
-        labels = seen.to_sent(seen.labels.astype(np.uint32))
-        areas = np.bincount(labels.ravel())[1:].astype(np.uint32)
-        scores = np.ones(areas.size, dtype=np.float32)
+        threshold = float(params.get("score_threshold", 0.5))
+        keep = seen.brightness >= threshold
+        lut = np.zeros(keep.size + 1, dtype=np.uint32)
+        lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+        labels = seen.to_sent(lut[seen.labels])
+        areas = np.bincount(labels.ravel(), minlength=int(keep.sum()) + 1)[1:].astype(np.uint32)
+        scores = seen.brightness[keep].astype(np.float32)
         arrays = {"labels": labels, "areas": areas, "scores": scores}
         return Reply(STATUS_OK, {"num_objects": int(areas.size)}, arrays, image_key=key)
 
