@@ -1,7 +1,7 @@
 """AUTO-SEGMENT the current slice, or every slice of the stack ("AUTO-SEGMENT STACK").
 
 Thin: :meth:`plugin.jobs.controller.Controller.run_auto` (one slice) and
-:meth:`plugin.jobs.stacks.StackJobs.auto_stack` (the stack) do the work;
+:meth:`plugin.jobs.auto_stack.AutoStack.run` (``StackJobs.auto_stack``) (the stack) do the work;
 each button starts its task and, while it runs, cancels it. Progress shows
 in the box and in napari's activity dock (with its own cancel button).
 """

@@ -1,6 +1,7 @@
 """The "Propagate" box: carry labels of the current slice through the stack (z or time).
 
-Thin: the work is :meth:`plugin.jobs.stacks.StackJobs.propagate_labels`; the
+Thin: the work is :meth:`plugin.jobs.propagate.Propagation.propagate_labels`
+(as ``StackJobs.propagate_labels``); the
 labels are those selected in the :class:`plugin._qt.label_table_widget.LabelTable`
 (one or many) or all labels on the current slice (the "Labels" choice);
 slices are written with the labeling mode chosen on the Segment tab.
