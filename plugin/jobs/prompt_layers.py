@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from plugin.view.prompts import point_label
 
 if TYPE_CHECKING:
     from napari.layers import Image, Points, Shapes
+
+_Layer = TypeVar("_Layer", "Points", "Shapes")
 
 
 def _action(event: Any) -> str:
@@ -79,29 +81,35 @@ class PromptLayers:
 
     def points_layer(self) -> Points | None:
         """The ``Prompt Points`` layer, created and wired on demand (None without an image)."""
-        image = self.ctx.image
-        if image is None:
-            return None
-        layer, _ = ensure_points(self.ctx.viewer, image)
-        if layer.unique_id not in self.watched:
-            self.watched.add(layer.unique_id)
+
+        def wire(layer: Points) -> None:
             layer.events.data.connect(self._on_points)
             layer.mouse_drag_callbacks.insert(0, self._choose_polarity)
             layer.bind_key("n", lambda _layer: self.on_new_object(), overwrite=True)
-            self._bind_undo(layer)
-            layer.events.visible.connect(self._on_visibility)
             layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
-        return layer
+
+        return self._prompt_layer(ensure_points, wire)
 
     def box_layer(self) -> Shapes | None:
         """The ``Bounding Box`` layer, created and wired on demand (None without an image)."""
+
+        def wire(layer: Shapes) -> None:
+            layer.events.data.connect(self._on_box)
+
+        return self._prompt_layer(ensure_box, wire)
+
+    def _prompt_layer(
+        self, ensure: Callable[[Any, Image], tuple[_Layer, bool]], wire: Callable[[_Layer], None]
+    ) -> _Layer | None:
+        """The prompt layer ``ensure`` finds or adds for the current image; the first time, ``wire``
+        connects its own events, then undo keys and visibility are bound (None without an image)."""
         image = self.ctx.image
         if image is None:
             return None
-        layer, _ = ensure_box(self.ctx.viewer, image)
+        layer, _ = ensure(self.ctx.viewer, image)
         if layer.unique_id not in self.watched:
             self.watched.add(layer.unique_id)
-            layer.events.data.connect(self._on_box)
+            wire(layer)
             self._bind_undo(layer)
             layer.events.visible.connect(self._on_visibility)
         return layer
