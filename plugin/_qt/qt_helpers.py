@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.progress import cancelable_progress
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QProgressBar, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QProgressBar, QPushButton, QSpinBox, QWidget
 
 if TYPE_CHECKING:
     import napari
@@ -187,6 +187,17 @@ class TaskProgress:
         self.idle_text, self.busy_text = idle_text, busy_text
         self.progress: _TaskProgress | None = None
         bar.setVisible(False)
+
+    @classmethod
+    def in_form(
+        cls, form: QFormLayout, text: str, slot: Callable[[], Any], tooltip: str, busy_text: str = ""
+    ) -> TaskProgress:
+        """A task whose button (``text``, calling ``slot``) and progress bar are new rows of ``form``;
+        while it runs the button reads ``busy_text`` (default "Cancel ``text``")."""
+        task = cls(button(text, slot, tooltip), QProgressBar(), text, busy_text or f"Cancel {text}")
+        form.addRow(task.button)
+        form.addRow(task.bar)
+        return task
 
     @property
     def running(self) -> bool:
