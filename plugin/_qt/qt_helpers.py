@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.progress import cancelable_progress
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QProgressBar, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -149,6 +157,16 @@ def button(text: str, slot: Callable[[], Any], tooltip: str = "") -> QPushButton
     if tooltip:
         widget.setToolTip(tooltip)
     return widget
+
+
+def label_id_row(minimum: int, pick: Callable[[], Any]) -> tuple[QSpinBox, QPushButton, QHBoxLayout]:
+    """A label id box (``minimum`` .. 2**31 - 1) beside a Pick button that calls ``pick()``; and their row."""
+    label_id = spin_box(minimum, 2**31 - 1)
+    pick_button = button("Pick", pick, "Click a region in the viewer to choose its label")
+    row = QHBoxLayout()
+    row.addWidget(label_id, 1)
+    row.addWidget(pick_button)
+    return label_id, pick_button, row
 
 
 def spin_box(minimum: int, maximum: int, value: int | None = None) -> QSpinBox:
