@@ -9,7 +9,6 @@ real broker and worker processes.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from plugin.provenance_record import auto_run_of
 from plugin.user_settings import load, save
 from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.geometry.windows import Window, window_for_prompt
+from tests.support.counting_array import CountingArray
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import ProcessSpawner
@@ -34,28 +34,6 @@ from tests.support.standin_backend import SERVICE, StandinBackend
 pytestmark = GUI_TEST_MARKS
 
 TIMEOUT_MS = 60_000
-
-
-class CountingArray:
-    """An array-like that records the size of every region read (napari and the plugin read through it)."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-        self.ndim = len(self.shape)
-        self.size = int(np.prod(self.shape))
-        self.reads: list[tuple[int, ...]] = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        value = np.asarray(self.array[key])
-        with self._lock:
-            self.reads.append(tuple(value.shape))
-        return value
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise AssertionError("the whole array was read")
 
 
 @pytest.fixture

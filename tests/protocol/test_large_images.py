@@ -24,6 +24,7 @@ from protocol.ops.tiled import tiled_auto, tiled_auto_stack
 from protocol.ops.windowed import segment_windowed
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
+from tests.support.counting_array import CountingArray
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
 
@@ -31,23 +32,6 @@ from tests.support.standin_backend import StandinBackend
 @pytest.fixture
 def standin(spawn: ProcessSpawner) -> Callable[..., StandinBackend]:
     return lambda workers=3, delay_s=0.0: StandinBackend(spawn, workers, delay_s)
-
-
-class CountingArray:
-    """An array-like that records every region read (to prove only windows/tiles are read)."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-        self.reads: list[int] = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        value = np.asarray(self.array[key])
-        with self._lock:
-            self.reads.append(int(value.shape[0] * value.shape[1]))
-        return value
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +80,7 @@ def test_tiled_auto_reads_a_zarr_slice_tile_by_tile_into_a_zarr_output(
     source = CountingArray(zarr.array(image, chunks=(512, 512)))
     out = zarr.zeros(image.shape, chunks=(512, 512), dtype=np.uint32)
     result = tiled_auto(source, out, backend.client, contrast_limits=None)
-    assert max(source.reads) <= 1024 * 1024, "a read larger than one tile"
+    assert max(source.areas) <= 1024 * 1024, "a read larger than one tile"
     assert result.num_objects == 49 * 49
     iou, stray, duplicates = disc_scores(np.asarray(out[:]), truth)
     assert iou.min() >= 0.9 and stray == 0 and duplicates == 0
@@ -151,7 +135,7 @@ def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_pla
         again = segment_windowed(client, source, [[4711.5, 5400.5]], [1])
         info = client.call("info").header["result"]
     assert answer.tries == 1 and not answer.touches_border
-    assert max(source.reads) <= 1024 * 1024
+    assert max(source.areas) <= 1024 * 1024
     placed = np.zeros(shape, dtype=bool)
     answer.paste_into(placed)
     np.testing.assert_array_equal(placed, truth == 1)  # exact: right place, native resolution
