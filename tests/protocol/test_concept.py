@@ -43,8 +43,7 @@ def test_concept_finds_every_disc_of_a_window_with_a_score_each(
     standin: Callable[..., StandinBackend],
 ) -> None:
     shape = (600, 800)
-    centres, radii = scattered_discs(shape, spacing=80, radius_range=(8.0, 12.0), seed=3)
-    image, truth = disc_image(shape, centres, radii)
+    image, truth = disc_image(shape, *scattered_discs(shape, spacing=80, radius_range=(8.0, 12.0), seed=3))
     backend = standin(workers=1)
     with backend.client() as client:
         answer = concept(client, to_wire(image, None), concept_params("nucleus"))
@@ -59,8 +58,7 @@ def test_concept_tiled_over_a_4096_slide_finds_every_disc_once(
     standin: Callable[..., StandinBackend],
 ) -> None:
     shape = (4096, 4096)
-    centres, radii = scattered_discs(shape, spacing=90, radius_range=(6.0, 10.0), seed=11)
-    image, truth = disc_image(shape, centres, radii)
+    image, truth = disc_image(shape, *scattered_discs(shape, spacing=90, radius_range=(6.0, 10.0), seed=11))
     backend = standin(workers=3)
     out = np.zeros(shape, dtype=np.uint32)
     result = tiled_auto(image, out, backend.client, concept_params("nucleus"), op="concept")

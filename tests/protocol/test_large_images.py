@@ -144,12 +144,17 @@ def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_pla
     assert info["counters"]["images_received"] == 1 and info["image_shapes"] == [[1024, 1024]]
 
 
+def centred_disc(shape: tuple[int, int], radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """One bright disc of ``radius`` px in the middle of a (H, W) image: (uint8 image, uint32 labels)."""
+    return disc_image(shape, np.array([[shape[0] / 2, shape[1] / 2]]), np.array([radius]))
+
+
 def test_an_object_cut_by_the_window_is_asked_again_on_a_window_that_holds_it(
     standin: Callable[..., StandinBackend],
 ) -> None:
     backend = standin(workers=1)
     shape = (5000, 5000)
-    image, truth = disc_image(shape, np.array([[2500.0, 2500.0]]), np.array([400.0]))
+    image, truth = centred_disc(shape, 400.0)
     with backend.client() as client:
         # A click near the disc's edge: the first window (1024 px around it) cuts the disc.
         answer = segment_windowed(client, image, [[2500.5, 2150.5]], [1])
@@ -164,7 +169,7 @@ def test_a_big_box_is_sent_downsampled_and_comes_back_at_native_size(
 ) -> None:
     backend = standin(workers=1)
     shape = (6000, 6000)
-    image, truth = disc_image(shape, np.array([[3000.0, 3000.0]]), np.array([700.0]))
+    image, truth = centred_disc(shape, 700.0)
     with backend.client() as client:
         answer = segment_windowed(client, image, box=[2280.0, 2280.0, 3720.0, 3720.0])
         info = client.call("info").header["result"]
