@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from bench import fuzzing
 from bench.fuzzing import FakeBroker
+from protocol.runtime.processes import free_endpoint, log_text, rss_bytes, wait_until
 from protocol.wire import codec, mdp
 from tests.support.broker_peers import (
     BrokerHandle,
@@ -33,15 +34,7 @@ from tests.support.broker_peers import (
     wait_for_workers,
     zmq_context,
 )
-from tests.support.processes import (
-    MODEL,
-    PYTHON,
-    ProcessSpawner,
-    free_endpoint,
-    log_text,
-    rss_bytes,
-    wait_until,
-)
+from tests.support.processes import MODEL, PYTHON, ProcessSpawner
 
 # No shrinking: each example goes through real processes, and a failure's
 # seed and frames are in the assertion message already.
