@@ -45,6 +45,30 @@ def v1_click(
     return np.asarray(response.json()["mask"], dtype=bool)
 
 
+def add_speedup(
+    table: common.Table,
+    scenario: str,
+    v1_s: list[float],
+    ours_s: list[float],
+    *,
+    ours_digits: int,
+    digits: int,
+) -> float:
+    """Add a row: seconds per click of v1 and of this stack (median [p10-p90]), the speed-up
+    (``digits`` decimals) and the sample counts; returns the speed-up (v1 median / ours)."""
+    v1, ours = common.Stats.of(v1_s), common.Stats.of(ours_s)
+    speedup = v1.median / ours.median
+    table.add(
+        scenario,
+        common.fmt_range(v1, 2),
+        common.fmt_range(ours, ours_digits),
+        f"{speedup:.{digits}f}x",
+        v1.n,
+        ours.n,
+    )
+    return speedup
+
+
 def run(quick: bool = False) -> common.BenchResult:
     """Run benchmark 2 and return its table and target."""
     from bench.bench_codec import synthetic_stack
@@ -97,16 +121,7 @@ def run(quick: bool = False) -> common.BenchResult:
                     started = time.perf_counter()
                     client.call("segment", {"points": [[row, col]], "point_labels": [1]}, image=rgb.pixels)
                     ours_s.append(time.perf_counter() - started)
-            v1, ours = common.Stats.of(v1_s), common.Stats.of(ours_s)
-            speedup = v1.median / ours.median
-            table.add(
-                f"repeat prompt, {rgb.name}",
-                common.fmt_range(v1, 2),
-                common.fmt_range(ours, 3),
-                f"{speedup:.0f}x",
-                v1.n,
-                ours.n,
-            )
+            speedup = add_speedup(table, f"repeat prompt, {rgb.name}", v1_s, ours_s, ours_digits=3, digits=0)
             result.targets.append(
                 common.Target(
                     f"v1.0 vs this stack: repeat-prompt speed-up ({size}² RGB, CPU)",
@@ -132,15 +147,8 @@ def run(quick: bool = False) -> common.BenchResult:
                         params = {"points": [[row, col]], "point_labels": [1]}
                         client.call("segment", params, image=image, contrast_limits=limits)
                         ours_first.append(time.perf_counter() - started)
-            v1, ours = common.Stats.of(v1_first), common.Stats.of(ours_first)
-            table.add(
-                f"first prompt, new {big}² uint16 image",
-                common.fmt_range(v1, 2),
-                common.fmt_range(ours, 2),
-                f"{v1.median / ours.median:.1f}x",
-                v1.n,
-                ours.n,
-            )
+            scenario = f"first prompt, new {big}² uint16 image"
+            add_speedup(table, scenario, v1_first, ours_first, ours_digits=2, digits=1)
     table.note = (
         f"Same checkpoint (random weights) and {threads} torch threads in both servers; calls alternate. "
         "v1: requests.post(json=...) -> Flask -> np.asarray(lists) -> set_image -> predict -> mask as JSON "

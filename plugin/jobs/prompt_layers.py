@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -41,6 +42,7 @@ def _action(event: Any) -> str:
     return str(getattr(action, "value", action))
 
 
+@dataclass(eq=False)  # identity equality and hashing: its bound methods are napari event callbacks
 class PromptLayers:
     """Makes and wires the prompt layers of the current image.
 
@@ -55,20 +57,13 @@ class PromptLayers:
         watched: ``unique_id`` of the prompt layers wired here.
     """
 
-    def __init__(
-        self,
-        ctx: JobContext,
-        on_points: Callable[[Points, bool], None],
-        on_box: Callable[[Shapes, int, bool], None],
-        on_new_object: Callable[[], None],
-    ) -> None:
-        self.ctx = ctx
-        self.on_points = on_points
-        self.on_box = on_box
-        self.on_new_object = on_new_object
-        self.negative = False
-        self.watched: set[Hashable] = set()
-        self._own_edits = 0
+    ctx: JobContext
+    on_points: Callable[[Points, bool], None]
+    on_box: Callable[[Shapes, int, bool], None]
+    on_new_object: Callable[[], None]
+    negative: bool = field(default=False, init=False)
+    watched: set[Hashable] = field(default_factory=set, init=False)
+    _own_edits: int = field(default=0, init=False, repr=False)
 
     @contextmanager
     def own_edit(self) -> Iterator[None]:
