@@ -32,16 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from batch.concept import AUTO, CONCEPT, ConceptPrompt, ask_slice, require_op
+from batch.concept import ask_slice, require_op
 from batch.inputs import InputImage, ReadError, input_geometry, is_zarr_input, output_names, read_image
 from batch.interrupt import DeferredInterrupt
 from batch.large import (
-    DEFAULT_MAX_IN_MEMORY_BYTES,
-    LabelSink,
-    StackSlices,
     input_bytes,
-    open_lazy,
-    sample_stack_limits,
 )
 from batch.outputs import (
     FORMAT_OME_ZARR,
@@ -54,120 +49,31 @@ from batch.outputs import (
     output_path,
     pixel_size_text,
     read_summary,
-    request_ids_text,
     write_output,
     write_summary,
 )
-from batch.provenance import batch_provenance, service_info
-from batch.shards import Shard
-from protocol.formats.provenance import Provenance
-from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
-from protocol.geometry.link import PlaneView, StackLinker
+from batch.provenance import service_info
+from batch.settings import BatchReport, BatchSettings, ConnectionFailure, broker_workers
+from batch.tiled_files import TiledFiles
+from protocol.geometry.link import StackLinker
 from protocol.ops.fan_out import requests_in_flight
-from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
-from protocol.runtime.checkpoints import DEFAULT_MODEL
-from protocol.wire.automask import AutoMaskParams
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import (
     AnswerError,
     ClientError,
     ProtocolError,
     RemoteError,
-    RequestTimeout,
     Superseded,
 )
-from protocol.wire.mdp import DEFAULT_FRONTEND
 from protocol.wire.wire_image import WireImage, stack_contrast_limits
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 5.0
+# BatchSettings, BatchReport and ConnectionFailure live in batch.settings; callers import them from here too.
+__all__ = ["BatchReport", "BatchRunner", "BatchSettings", "ConnectionFailure", "broker_workers", "run_batch"]
+
 _WAKE_S = 0.2
 """The main thread looks for a Ctrl-C request at least this often while requests run."""
-
-
-class ConnectionFailure(Exception):
-    """No broker answered, or it has no worker for the model."""
-
-
-@dataclass(frozen=True)
-class BatchSettings:
-    """How to run a batch.
-
-    Attributes:
-        broker: the broker's client endpoint.
-        model: the service (model name) to ask.
-        auto_mask: ``auto``'s parameters (the shared schema and its defaults,
-            :class:`protocol.wire.automask.AutoMaskParams`).
-        in_flight: requests sent at once; None: :func:`protocol.ops.fan_out.requests_in_flight`
-            (2 x the workers the broker reports).
-        timeout_s: silence allowed per request before it counts as lost
-            (``auto`` reports progress about once a second, which resets it).
-        contrast_limits: (low, high) for every non-uint8 input; None: each
-            image's own 1st-99th percentiles (a stack's over all its slices).
-        overwrite: redo inputs whose label file already exists.
-        output_format: ``tiff``, ``ome-zarr`` or ``geojson`` (see :mod:`batch.outputs`).
-        coordinates: GeoJSON ``pixel`` (QuPath) or ``physical`` coordinates (the input's pixel size).
-        progress: show a progress bar (only on a terminal).
-        tiling: segment slices larger than ``tile_size`` as tiles at native resolution
-            (off: each slice is one request, seen downsampled by the model).
-        tile_size: tile side in pixels (the model's input).
-        tile_halo: overlap of neighbouring tiles in pixels (above the largest object's radius).
-        link_slices: one id per object through a stack's slices (off: each slice's ids 1..n).
-        max_in_memory_bytes: inputs and uint32 label images larger than this are read
-            lazily and written tile by tile.
-        root_image: OME-Zarr outputs hold the source image at their root (off: labels only).
-        shard: do only this shard's share of the inputs (:mod:`batch.shards`), None: all of them.
-        concept: every instance of this concept (``concept`` op, :mod:`batch.concept`) instead of
-            automatic masks; None: ``auto``.
-    """
-
-    broker: str = DEFAULT_FRONTEND
-    model: str = DEFAULT_MODEL
-    auto_mask: AutoMaskParams = field(default_factory=AutoMaskParams)
-    in_flight: int | None = None
-    timeout_s: float = 600.0
-    contrast_limits: tuple[float, float] | None = None
-    overwrite: bool = False
-    progress: bool = True
-    output_format: str = "tiff"
-    coordinates: str = "pixel"
-    tiling: bool = True
-    tile_size: int = DEFAULT_TILE_SIZE
-    tile_halo: int = DEFAULT_HALO
-    link_slices: bool = True
-    max_in_memory_bytes: int = DEFAULT_MAX_IN_MEMORY_BYTES
-    root_image: bool = True
-    shard: Shard | None = None
-    concept: ConceptPrompt | None = None
-
-    @property
-    def op(self) -> str:
-        """The op of every request: ``auto``, or ``concept`` with :attr:`concept`."""
-        return AUTO if self.concept is None else CONCEPT
-
-    def auto_params(self) -> dict[str, Any]:
-        """The params of every request, ``auto``'s or ``concept``'s (contrast limits go separately)."""
-        return self.auto_mask.to_params() if self.concept is None else self.concept.params()
-
-
-@dataclass
-class BatchReport:
-    """What a batch did (files are inputs; a stack counts once, its slices in ``slices``)."""
-
-    files: int = 0
-    processed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    slices: int = 0
-    failed_slices: int = 0
-    in_flight: int = 0
-    seconds: float = 0.0
-    summary: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0
 
 
 @dataclass
@@ -192,27 +98,6 @@ class _SliceOutcome:
     error: str
     request_id: str
     resends: int = 0
-
-
-def broker_workers(settings: BatchSettings) -> int:
-    """Number of workers the broker has for ``settings.model``.
-
-    Raises:
-        ConnectionFailure: no broker answered within a few seconds, or it has no such worker.
-    """
-    try:
-        with SamClient(settings.broker, settings.model) as client:
-            listing = client.services(timeout_s=PROBE_TIMEOUT_S)
-    except (RequestTimeout, ProtocolError) as e:
-        raise ConnectionFailure(f"no broker answered at {settings.broker}: {e}") from e
-    workers = int(listing.get(settings.model, {}).get("workers", 0))
-    if workers < 1:
-        known = ", ".join(sorted(name for name, entry in listing.items() if entry.get("workers"))) or "none"
-        raise ConnectionFailure(
-            f"the broker at {settings.broker} has no worker for model {settings.model!r} "
-            f"(models with workers: {known})"
-        )
-    return workers
 
 
 class _Clients:
@@ -241,7 +126,7 @@ class _Clients:
             self._all.clear()
 
 
-class BatchRunner:
+class BatchRunner(TiledFiles):
     """Segments ``files`` into ``out_dir``; see :func:`run_batch`."""
 
     def __init__(self, files: Sequence[Path], out_dir: Path, settings: BatchSettings) -> None:
@@ -383,149 +268,6 @@ class BatchRunner:
     def _lazy(self, path: Path) -> bool:
         """Read ``path`` lazily: an OME-Zarr folder, or a TIFF larger than the memory budget."""
         return is_zarr_input(path) or input_bytes(path) > self.settings.max_in_memory_bytes
-
-    def _needs_tiles(self, slice_shape: Sequence[int]) -> bool:
-        return self.settings.tiling and max(int(s) for s in slice_shape) > self.settings.tile_size
-
-    # -- one large image, tile by tile ----------------------------------------------
-
-    def _run_tiled(self, path: Path, image: InputImage | None) -> None:
-        """Segment every slice of ``path`` tile by tile, link the slices, write the labels."""
-        if self._cancel.is_set():
-            return
-        started = time.perf_counter()
-        sink: LabelSink | None = None
-        slice_names = [""]
-        try:
-            if image is None:
-                slices, is_stack = open_lazy(path)
-                stack_shape = slices.stack_shape
-                limits = self.settings.contrast_limits
-                if limits is None and is_stack:
-                    limits = sample_stack_limits(slices)
-            else:
-                slices, is_stack = StackSlices(image.slices, image.slices.ndim == 4), image.is_stack
-                stack_shape = image.stack_shape or ()
-                limits = self.settings.contrast_limits
-                if limits is None and is_stack:
-                    limits = stack_contrast_limits(image.slices)
-            count, height, width = slices.shape[:3]
-            slice_names = [str(n) if is_stack else "" for n in range(count)]
-            self.report.slices += count
-            label_shape = (*stack_shape, height, width)
-            sink = LabelSink(
-                self.outputs[path],
-                label_shape,
-                self.settings.output_format,
-                self.settings.max_in_memory_bytes,
-                input_geometry(path, len(label_shape)),
-                self.settings.coordinates,
-                stop=self._interrupt.check,
-                image=slices if self.settings.root_image else None,
-            )
-            tiled = self._needs_tiles((height, width))
-            tile_size = self.settings.tile_size if tiled else max(height, width)
-            halo = self.settings.tile_halo if tiled else 0
-            sink.provenance = self._provenance(path, (height, width), tile_size, halo)
-            log.info(
-                "tiled file=%s slices=%d size=%dx%d tile=%d halo=%d labels=%s pixel size=%s",
-                path,
-                count,
-                height,
-                width,
-                tile_size,
-                halo,
-                "on disk, tile by tile" if sink.on_disk else "in memory",
-                pixel_size_text(sink.geometry),
-            )
-            config = ClientConfig(timeout_s=self.settings.timeout_s, retries=1)
-            options: dict[str, Any] = {
-                "contrast_limits": limits,
-                "cancel": self._cancel,
-                "tile_size": tile_size,
-                "halo": halo,
-                "in_flight": self.report.in_flight,
-                "op": self.settings.op,
-            }
-
-            def client_factory() -> SamClient:
-                return SamClient(self.settings.broker, self.settings.model, config=config)
-
-            if count == 1:  # one slice: nothing to link, no relabelling pass
-                params = self.settings.auto_params()
-                single = tiled_auto(
-                    PlaneView(slices, 0), PlaneView(sink.array, 0), client_factory, params, **options
-                )
-                result = StackAutoResult([single], single.num_objects, single.cancelled)
-            else:
-                result = tiled_auto_stack(
-                    slices, sink.array, client_factory, self.settings.auto_params(),
-                    link=self.settings.link_slices, **options,
-                )  # fmt: skip
-            self._interrupt.check()
-            if result.cancelled:
-                raise Superseded("interrupted")
-            log.info("writing labels file=%s (%s)", self.outputs[path], sink.describe())
-            sink.commit()
-        except (ClientError, RemoteError, AnswerError, ProtocolError, ValueError, OSError) as e:
-            if sink is not None:
-                sink.discard()
-            message = "interrupted" if isinstance(e, Superseded) else f"{type(e).__name__}: {e}"
-            log.error("failed file=%s: %s, no label file written", path, message)
-            seconds = f"{time.perf_counter() - started:.3f}"
-            self._rows += [Row(str(path), name, "", seconds, STATUS_ERROR, message) for name in slice_names]
-            self.report.failed += 1
-            self.report.failed_slices += len(slice_names)
-            self._advance()
-            return
-        except BaseException:
-            if sink is not None:
-                sink.discard()
-            raise
-        for name, done in zip(slice_names, result.slices, strict=True):
-            request_ids = request_ids_text(done.request_ids)
-            self._rows.append(
-                Row(
-                    str(path),
-                    name,
-                    str(done.num_objects),
-                    f"{done.seconds:.3f}",
-                    STATUS_OK,
-                    "",
-                    request_ids,
-                    str(done.resends) if done.resends else "",
-                )
-            )
-        self.report.processed += 1
-        log.info(
-            "done file=%s slices=%d tiles=%d objects=%d seconds=%.1f labels=%s request_ids=%s",
-            path,
-            len(slice_names),
-            sum(done.tiles for done in result.slices),
-            result.num_ids,
-            time.perf_counter() - started,
-            self.outputs[path],
-            request_ids_text([i for done in result.slices for i in done.request_ids]),
-        )
-        self._advance()
-
-    def _provenance(
-        self,
-        path: Path,
-        slice_shape: tuple[int, int] | None = None,
-        tile_size: int | None = None,
-        halo: int | None = None,
-    ) -> Provenance:
-        """The record written with ``path``'s labels: model facts, settings, tile grid."""
-        limits = self.settings.contrast_limits
-        parameters: dict[str, Any] = {
-            **self.settings.auto_params(),
-            "contrast_limits": None if limits is None else list(limits),
-            "link_slices": self.settings.link_slices,
-        }
-        model, worker_info = self.settings.model, self._info
-        op = self.settings.op
-        return batch_provenance(model, worker_info, path, parameters, slice_shape, tile_size, halo, op)
 
     # -- one slice ----------------------------------------------------------------
 

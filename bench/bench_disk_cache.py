@@ -28,19 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    MODEL,
-    BenchResult,
-    Processes,
-    Stats,
-    Table,
-    Target,
-    ensure_checkpoint,
-    fmt,
-    quick_main,
-    start_broker,
-    start_sam_worker,
-)
+from bench import common
 
 TARGET_RATIO = 1.2
 SIDE = 1024
@@ -52,7 +40,7 @@ def _click_ms(client: Any, image: np.ndarray, point: list[int]) -> float:
     return 1000.0 * (time.perf_counter() - started)
 
 
-def _cache_row(table: Table, name: str, info: dict[str, Any]) -> None:
+def _cache_row(table: common.Table, name: str, info: dict[str, Any]) -> None:
     memory, disk = info["cache"], info.get("disk_cache") or {}
     table.add(
         name,
@@ -65,36 +53,36 @@ def _cache_row(table: Table, name: str, info: dict[str, Any]) -> None:
     )
 
 
-def run(quick: bool = False) -> BenchResult:
+def run(quick: bool = False) -> common.BenchResult:
     from protocol.wire.client import ClientConfig, SamClient
 
     repeats = 5 if quick else 20
-    checkpoint = ensure_checkpoint(MODEL)
+    checkpoint = common.ensure_checkpoint(common.MODEL)
     image = np.random.default_rng(0).integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
-    result = BenchResult("disk_cache", "Disk embedding cache: first click after a worker restart")
-    clicks = Table(
+    result = common.BenchResult("disk_cache", "Disk embedding cache: first click after a worker restart")
+    clicks = common.Table(
         "Click latency, ms (CPU, sam2.1 tiny, random weights, 1024x1024)", ["click", "median", "p10-p90", "n"]
     )
-    counts = Table(
+    counts = common.Table(
         "Cache counters (info)",
         ["worker", "encoder runs", "memory hits", "memory misses", "disk hits", "disk misses", "disk writes"],
     )
     with tempfile.TemporaryDirectory(prefix="sam2-disk-cache-") as folder:
         env = {"SAM2_DISK_CACHE_DIR": str(Path(folder)), "SAM2_DISK_CACHE_GIB": "1"}
         os.environ.update(env)
-        with Processes() as procs:
-            frontend, backend, _ = start_broker(procs)
-            worker_a = start_sam_worker(procs, backend, checkpoint, name="worker_a", threads=2)
-            with SamClient(frontend, MODEL, config=ClientConfig(timeout_s=120.0, retries=0)) as client:
+        with common.Processes() as procs:
+            frontend, backend, _ = common.start_broker(procs)
+            worker_a = common.start_sam_worker(procs, backend, checkpoint, name="worker_a", threads=2)
+            with SamClient(frontend, common.MODEL, config=ClientConfig(timeout_s=120.0, retries=0)) as client:
                 encode_ms = _click_ms(client, image, [500, 500])
                 repeat_a = [_click_ms(client, image, [500 + i, 500]) for i in range(repeats)]
                 _cache_row(counts, "A (encoded)", client.call("info").header["result"])
                 os.kill(worker_a.pid, signal.SIGKILL)
                 worker_a.wait(10)
-                start_sam_worker(procs, backend, checkpoint, name="worker_b", threads=2)
+                common.start_sam_worker(procs, backend, checkpoint, name="worker_b", threads=2)
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:  # the broker forgets A at its liveness timeout
-                    if client.services().get(MODEL, {}).get("workers") == 1:
+                    if client.services().get(common.MODEL, {}).get("workers") == 1:
                         break
                     time.sleep(0.2)
                 first_disk_ms = _click_ms(client, image, [500, 500])  # key only: B never saw the pixels
@@ -103,13 +91,13 @@ def run(quick: bool = False) -> BenchResult:
                 _cache_row(counts, "B (restarted)", info_b)
     for key in env:
         os.environ.pop(key, None)
-    repeat = Stats.of(repeat_a + repeat_b)
-    clicks.add("first click, encoder runs (worker A)", fmt(encode_ms, 0), "-", 1)
-    clicks.add("first click from the disk cache (worker B)", fmt(first_disk_ms, 0), "-", 1)
+    repeat = common.Stats.of(repeat_a + repeat_b)
+    clicks.add("first click, encoder runs (worker A)", common.fmt(encode_ms, 0), "-", 1)
+    clicks.add("first click from the disk cache (worker B)", common.fmt(first_disk_ms, 0), "-", 1)
     clicks.add(
         "repeat click (memory hit, A and B)",
-        fmt(repeat.median, 0),
-        f"{fmt(repeat.p10, 0)}-{fmt(repeat.p90, 0)}",
+        common.fmt(repeat.median, 0),
+        f"{common.fmt(repeat.p10, 0)}-{common.fmt(repeat.p90, 0)}",
         repeat.n,
     )
     ratio = first_disk_ms / repeat.median
@@ -119,7 +107,7 @@ def run(quick: bool = False) -> BenchResult:
         f"B's encoder runs: {info_b['counters']['encoder_runs']} (0: it never ran the image encoder)"
     )
     result.targets.append(
-        Target(
+        common.Target(
             "first click after a restart / repeat click",
             f"{ratio:.2f}",
             f"<= {TARGET_RATIO}",
@@ -130,7 +118,7 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return quick_main(run, __doc__.splitlines()[0], argv)
+    return common.quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -26,55 +26,49 @@ from typing import Any
 import numpy as np
 import zmq
 
-from bench.common import (
-    MODEL,
-    BenchResult,
-    Processes,
-    Table,
-    Target,
-    base_parser,
-    ensure_checkpoint,
-    finish,
-    fmt,
-    start_broker,
-    start_peer,
-    start_sam_worker,
-    wait_for_workers,
-)
+from bench import common
 from protocol.runtime.processes import rss_bytes, wait_for_log
 from protocol.wire import codec, mdp
 
 MIB = 2**20
 
 
-def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[Table, Target]:
+def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[common.Table, common.Target]:
     """Embed ``images`` distinct images; RSS after each."""
     from protocol.ops import requests as ops
     from protocol.wire.client import ClientConfig, SamClient
     from protocol.wire.wire_image import to_wire
 
-    checkpoint = ensure_checkpoint(MODEL)
+    checkpoint = common.ensure_checkpoint(common.MODEL)
     samples: list[tuple[int, int, dict[str, Any]]] = []
-    with Processes() as procs:
-        frontend, backend, _ = start_broker(procs, name="broker-memory")
-        worker = start_sam_worker(procs, backend, checkpoint, name="worker-memory", cache_mib=cache_mib)
+    with common.Processes() as procs:
+        frontend, backend, _ = common.start_broker(procs, name="broker-memory")
+        worker = common.start_sam_worker(
+            procs, backend, checkpoint, name="worker-memory", cache_mib=cache_mib
+        )
         started_rss = rss_bytes(worker.pid)
         rng = np.random.default_rng(0)
-        with SamClient(frontend, MODEL, config=ClientConfig(timeout_s=300.0, retries=0)) as client:
+        with SamClient(frontend, common.MODEL, config=ClientConfig(timeout_s=300.0, retries=0)) as client:
             for i in range(1, images + 1):
                 image = rng.integers(0, 256, (image_size, image_size), dtype=np.uint8)
                 ops.embed(client, to_wire(image, None))
                 if i in (1, 2) or i % max(1, images // 20) == 0 or i == images:
                     cache = ops.info(client)["cache"]
                     samples.append((i, rss_bytes(worker.pid), cache))
-    table = Table(
+    table = common.Table(
         f"SAM2 worker RSS over distinct images ({image_size}² grey, encoder at 1024², cache limit "
         f"{cache_mib:g} MiB)",
         ["images", "RSS MiB", "cache entries", "cache MiB", "evictions"],
     )
-    table.add(0, fmt(started_rss / MIB, 0), 0, "0", 0)
+    table.add(0, common.fmt(started_rss / MIB, 0), 0, "0", 0)
     for i, rss, cache in samples:
-        table.add(i, fmt(rss / MIB, 0), cache["entries"], fmt(cache["bytes"] / MIB, 0), cache["evictions"])
+        table.add(
+            i,
+            common.fmt(rss / MIB, 0),
+            cache["entries"],
+            common.fmt(cache["bytes"] / MIB, 0),
+            cache["evictions"],
+        )
     first_rss = samples[0][1]
     bound = first_rss + cache_mib * MIB
     last_i, last_rss, _ = samples[-1]
@@ -94,7 +88,7 @@ def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[Table
         f"{extrapolated}). Highest sample: {max(rss for _, rss, _ in samples) / MIB:.0f} MiB."
     )
     asked = "" if last_i >= 1000 else " (1,000 asked; see note)"
-    target = Target(
+    target = common.Target(
         f"memory: worker RSS after {last_i:,} distinct images{asked} <= first image + cache",
         f"{last_rss / MIB:.0f} MiB (bound {bound / MIB:.0f})",
         "<= bound",
@@ -103,15 +97,19 @@ def worker_memory(images: int, image_size: int, cache_mib: float) -> tuple[Table
     return table, target
 
 
-def broker_memory(requests: int, window: int = 8, reconnect_every: int = 10_000) -> tuple[Table, Target]:
+def broker_memory(
+    requests: int, window: int = 8, reconnect_every: int = 10_000
+) -> tuple[common.Table, common.Target]:
     """Push ``requests`` echo requests through the broker; its RSS at checkpoints."""
     checkpoints = sorted(c for c in {1_000, requests // 10, requests // 2, requests} if c >= 1_000)
     rows: list[tuple[int, int, float]] = []
-    with Processes() as procs:
-        frontend, backend, broker = start_broker(procs, name="broker-rss")
-        echo = start_peer(procs, "mdp-echo", "--connect", backend, "--service", "echo", name="echo-rss")
+    with common.Processes() as procs:
+        frontend, backend, broker = common.start_broker(procs, name="broker-rss")
+        echo = common.start_peer(
+            procs, "mdp-echo", "--connect", backend, "--service", "echo", name="echo-rss"
+        )
         wait_for_log(echo, "ready", 60)
-        wait_for_workers(frontend, "echo", 1)
+        common.wait_for_workers(frontend, "echo", 1)
         context = zmq.Context()
         payload = np.arange(256, dtype=np.uint32)  # a 1 KiB array frame
         done = 0
@@ -143,15 +141,17 @@ def broker_memory(requests: int, window: int = 8, reconnect_every: int = 10_000)
                 done += batch
         finally:
             context.destroy(linger=0)
-    table = Table(
+    table = common.Table(
         "Broker RSS over echo requests (8 in flight, 1 KiB array each, new client every 10,000)",
         ["requests", "RSS MiB", "vs after 1,000", "elapsed s"],
     )
     base = rows[0][1]
     for count, rss, elapsed in rows:
-        table.add(f"{count:,}", fmt(rss / MIB, 1), f"{(rss - base) / base:+.1%}", fmt(elapsed, 1))
+        table.add(
+            f"{count:,}", common.fmt(rss / MIB, 1), f"{(rss - base) / base:+.1%}", common.fmt(elapsed, 1)
+        )
     growth = (rows[-1][1] - base) / base
-    target = Target(
+    target = common.Target(
         f"memory: broker RSS after {rows[-1][0]:,} requests vs after 1,000",
         f"{growth:+.1%}",
         "<= +10%",
@@ -162,9 +162,9 @@ def broker_memory(requests: int, window: int = 8, reconnect_every: int = 10_000)
 
 def run(
     quick: bool = False, images: int | None = None, image_size: int = 256, cache_mib: float = 64.0
-) -> BenchResult:
+) -> common.BenchResult:
     """Run benchmark 6 and return its tables and targets."""
-    result = BenchResult("memory", "6. Memory: worker over distinct images, broker over many requests")
+    result = common.BenchResult("memory", "6. Memory: worker over distinct images, broker over many requests")
     images = images or (4 if quick else 1000)
     table, target = broker_memory(5_000 if quick else 100_000)
     result.tables.append(table)
@@ -181,7 +181,7 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--images", type=int, default=None, help="distinct images for the worker (default 1000, quick 4)"
     )
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-mib", type=float, default=64.0, help="the worker's embedding cache limit")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    finish(run(args.quick, args.images, args.image_size, args.cache_mib), started, args.json)
+    common.finish(run(args.quick, args.images, args.image_size, args.cache_mib), started, args.json)
     return 0
 
 

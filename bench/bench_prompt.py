@@ -27,21 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    MODEL,
-    BenchResult,
-    Processes,
-    Stats,
-    Table,
-    Target,
-    base_parser,
-    ensure_checkpoint,
-    finish,
-    fmt,
-    fmt_range,
-    start_broker,
-    start_sam_worker,
-)
+from bench import common
 from protocol.runtime.processes import log_text
 
 # Rounds of calls not counted at the start (caches, allocators, sockets warming up).
@@ -108,7 +94,7 @@ class PathResult:
 
 
 def measure_model(
-    procs: Processes,
+    procs: common.Processes,
     model_name: str,
     device: str,
     size: int,
@@ -126,13 +112,13 @@ def measure_model(
     from workers.models import load_model
     from workers.prep import prepare_image
 
-    checkpoint = ensure_checkpoint(model_name)
+    checkpoint = common.ensure_checkpoint(model_name)
     stacks = {"full": None} if compare_tree is None else {"full": None, "before": compare_tree}
     clients: dict[str, SamClient] = {}
     workers: dict[str, Any] = {}
     for path, tree in stacks.items():
-        frontend, backend, _ = start_broker(procs, name=f"broker-{model_name}-{path}", tree=tree)
-        workers[path] = start_sam_worker(
+        frontend, backend, _ = common.start_broker(procs, name=f"broker-{model_name}-{path}", tree=tree)
+        workers[path] = common.start_sam_worker(
             procs,
             backend,
             checkpoint,
@@ -219,8 +205,8 @@ def measure_model(
                 for _ in range(10)
             ]
             p, f = (
-                Stats.of(results["predict"].seconds).scaled(1000),
-                Stats.of(results["full"].seconds).scaled(1000),
+                common.Stats.of(results["predict"].seconds).scaled(1000),
+                common.Stats.of(results["full"].seconds).scaled(1000),
             )
             ratio = f.median / p.median
             added = f.median - p.median
@@ -231,19 +217,19 @@ def measure_model(
             row_cells = [
                 model_name,
                 image.name,
-                fmt(encoder_s, 2),
-                fmt(first_s, 2),
-                fmt_range(p, 1),
-                fmt_range(f, 1),
-                fmt(Stats.of(worker_s).median * 1000, 0) if worker_s else "-",
-                fmt(Stats.of(key_s).median * 1000, 2),
+                common.fmt(encoder_s, 2),
+                common.fmt(first_s, 2),
+                common.fmt_range(p, 1),
+                common.fmt_range(f, 1),
+                common.fmt(common.Stats.of(worker_s).median * 1000, 0) if worker_s else "-",
+                common.fmt(common.Stats.of(key_s).median * 1000, 2),
                 f"{added:+.1f}",
                 f"{ratio:.3f}",
                 f"{paired:.3f}",
             ]
             if "before" in results:
-                b = Stats.of(results["before"].seconds).scaled(1000)
-                row_cells += [fmt_range(b, 1), f"{b.median / p.median:.3f}"]
+                b = common.Stats.of(results["before"].seconds).scaled(1000)
+                row_cells += [common.fmt_range(b, 1), f"{b.median / p.median:.3f}"]
             rows.append(row_cells)
             verdicts.append((f"{model_name}, {image.name}", ratio, added))
             print(f"  {model_name} {image.name}: " + ", ".join(row_cells[4:]))
@@ -266,10 +252,10 @@ def _timed_once(fn: Any) -> float:
 def run(
     quick: bool = False,
     device: str = "cpu",
-    models: Sequence[str] = (MODEL,),
+    models: Sequence[str] = (common.MODEL,),
     size: int | None = None,
     compare_tree: Path | None = None,
-) -> BenchResult:
+) -> common.BenchResult:
     """Run benchmark 1 (``device="cpu"``) or 7 (``device="cuda"``).
 
     ``compare_tree``: also time the full path through the broker and worker
@@ -281,13 +267,13 @@ def run(
         if gpu
         else ("prompt", "1. Repeat prompt: full path vs predict")
     )
-    result = BenchResult(name, title)
+    result = common.BenchResult(name, title)
     import torch
 
     if gpu and not torch.cuda.is_available():
         result.notes.append("no CUDA device: not measured")
         result.targets.append(
-            Target("GPU: added overhead over predict (tiny, large)", "not measured", "<= 3 ms", None)
+            common.Target("GPU: added overhead over predict (tiny, large)", "not measured", "<= 3 ms", None)
         )
         return result
     size = size or (512 if quick else 1024)
@@ -295,7 +281,7 @@ def run(
     threads = os.cpu_count() or 1
     if not gpu:
         torch.set_num_threads(threads)
-    table = Table(
+    table = common.Table(
         f"Repeat prompt on {device}"
         + (f" ({torch.cuda.get_device_name()})" if gpu else f", {threads} torch threads in both processes"),
         [
@@ -314,7 +300,7 @@ def run(
         ],
     )
     all_verdicts: list[tuple[str, float, float]] = []
-    with Processes() as procs:
+    with common.Processes() as procs:
         for model_name in models:
             rows, verdicts = measure_model(procs, model_name, device, size, repeats, threads, compare_tree)
             for row in rows:
@@ -336,7 +322,7 @@ def run(
     if gpu:
         worst = max(added for _, _, added in all_verdicts)
         result.targets.append(
-            Target(
+            common.Target(
                 f"GPU ({torch.cuda.get_device_name()}): added ms over predict (worst of {len(all_verdicts)})",
                 f"{worst:+.1f} ms",
                 "<= 3 ms",
@@ -346,7 +332,7 @@ def run(
     else:
         for label, ratio, _ in all_verdicts:
             result.targets.append(
-                Target(
+                common.Target(
                     f"repeat prompt: full path / predict, {label}", f"{ratio:.3f}", "<= 1.10", ratio <= 1.10
                 )
             )
@@ -354,9 +340,9 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for benchmark 7")
-    parser.add_argument("--models", default=MODEL, help="comma-separated model names")
+    parser.add_argument("--models", default=common.MODEL, help="comma-separated model names")
     parser.add_argument(
         "--size", type=int, default=None, help="image side in pixels (default 1024; quick 512)"
     )
@@ -366,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     models = [m for m in args.models.split(",") if m]
-    finish(run(args.quick, args.device, models, args.size, args.compare_tree), started, args.json)
+    common.finish(run(args.quick, args.device, models, args.size, args.compare_tree), started, args.json)
     return 0
 
 

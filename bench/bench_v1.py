@@ -23,20 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import (
-    MODEL,
-    PYTHON,
-    BenchResult,
-    Processes,
-    Stats,
-    Table,
-    Target,
-    ensure_checkpoint,
-    fmt_range,
-    quick_main,
-    start_broker,
-    start_sam_worker,
-)
+from bench import common
 from protocol.runtime.processes import free_endpoint, wait_for_log
 
 
@@ -58,43 +45,67 @@ def v1_click(
     return np.asarray(response.json()["mask"], dtype=bool)
 
 
-def run(quick: bool = False) -> BenchResult:
+def add_speedup(
+    table: common.Table,
+    scenario: str,
+    v1_s: list[float],
+    ours_s: list[float],
+    *,
+    ours_digits: int,
+    digits: int,
+) -> float:
+    """Add a row: seconds per click of v1 and of this stack (median [p10-p90]), the speed-up
+    (``digits`` decimals) and the sample counts; returns the speed-up (v1 median / ours)."""
+    v1, ours = common.Stats.of(v1_s), common.Stats.of(ours_s)
+    speedup = v1.median / ours.median
+    table.add(
+        scenario,
+        common.fmt_range(v1, 2),
+        common.fmt_range(ours, ours_digits),
+        f"{speedup:.{digits}f}x",
+        v1.n,
+        ours.n,
+    )
+    return speedup
+
+
+def run(quick: bool = False) -> common.BenchResult:
     """Run benchmark 2 and return its table and target."""
     from bench.bench_codec import synthetic_stack
     from bench.bench_prompt import test_images
     from protocol.wire.client import ClientConfig, SamClient
 
-    result = BenchResult("v1", "2. Against the v1.0 design (Flask, JSON image, set_image per request)")
+    result = common.BenchResult("v1", "2. Against the v1.0 design (Flask, JSON image, set_image per request)")
     size = 512 if quick else 1024
     big = 1024 if quick else 2048
     v1_repeats = 1 if quick else 4
     ours_repeats = 3 if quick else 8
     first_repeats = 1 if quick else 3
     threads = os.cpu_count() or 1
-    checkpoint = ensure_checkpoint(MODEL)
+    checkpoint = common.ensure_checkpoint(common.MODEL)
     rgb = test_images(size)[0]
-    table = Table(
+    table = common.Table(
         "Seconds per click (median [p10-p90]) and speed-up",
         ["scenario", "v1.0: Flask + JSON", "this stack", "speed-up", "v1 calls", "our calls"],
     )
-    with Processes() as procs:
+    with common.Processes() as procs:
         port = int(free_endpoint().rsplit(":", 1)[1])
         server = procs.start(
             [
-                PYTHON, "-m", "bench.v1_server",
+                common.PYTHON, "-m", "bench.v1_server",
                 "--checkpoint", str(checkpoint),
-                "--model", MODEL,
+                "--model", common.MODEL,
                 "--port", str(port),
                 "--threads", str(threads),
             ],
             "v1-server",
         )  # fmt: skip
-        frontend, backend, _ = start_broker(procs, name="broker-v1")
-        start_sam_worker(procs, backend, checkpoint, name="worker-v1", threads=threads)
+        frontend, backend, _ = common.start_broker(procs, name="broker-v1")
+        common.start_sam_worker(procs, backend, checkpoint, name="worker-v1", threads=threads)
         wait_for_log(server, "ready", 300)
         url = f"http://127.0.0.1:{port}/predict"
         rng = np.random.default_rng(0)
-        with SamClient(frontend, MODEL, config=ClientConfig(timeout_s=600.0, retries=0)) as client:
+        with SamClient(frontend, common.MODEL, config=ClientConfig(timeout_s=600.0, retries=0)) as client:
             # Repeat prompt: first calls warm both up (ours also encodes and caches the image).
             v1_click(url, rgb.pixels, rgb.contrast_limits, size / 2, size / 2)
             client.call("segment", {"points": [[size / 2, size / 2]], "point_labels": [1]}, image=rgb.pixels)
@@ -110,18 +121,9 @@ def run(quick: bool = False) -> BenchResult:
                     started = time.perf_counter()
                     client.call("segment", {"points": [[row, col]], "point_labels": [1]}, image=rgb.pixels)
                     ours_s.append(time.perf_counter() - started)
-            v1, ours = Stats.of(v1_s), Stats.of(ours_s)
-            speedup = v1.median / ours.median
-            table.add(
-                f"repeat prompt, {rgb.name}",
-                fmt_range(v1, 2),
-                fmt_range(ours, 3),
-                f"{speedup:.0f}x",
-                v1.n,
-                ours.n,
-            )
+            speedup = add_speedup(table, f"repeat prompt, {rgb.name}", v1_s, ours_s, ours_digits=3, digits=0)
             result.targets.append(
-                Target(
+                common.Target(
                     f"v1.0 vs this stack: repeat-prompt speed-up ({size}² RGB, CPU)",
                     f"{speedup:.0f}x",
                     ">= 20x",
@@ -145,15 +147,8 @@ def run(quick: bool = False) -> BenchResult:
                         params = {"points": [[row, col]], "point_labels": [1]}
                         client.call("segment", params, image=image, contrast_limits=limits)
                         ours_first.append(time.perf_counter() - started)
-            v1, ours = Stats.of(v1_first), Stats.of(ours_first)
-            table.add(
-                f"first prompt, new {big}² uint16 image",
-                fmt_range(v1, 2),
-                fmt_range(ours, 2),
-                f"{v1.median / ours.median:.1f}x",
-                v1.n,
-                ours.n,
-            )
+            scenario = f"first prompt, new {big}² uint16 image"
+            add_speedup(table, scenario, v1_first, ours_first, ours_digits=2, digits=1)
     table.note = (
         f"Same checkpoint (random weights) and {threads} torch threads in both servers; calls alternate. "
         "v1: requests.post(json=...) -> Flask -> np.asarray(lists) -> set_image -> predict -> mask as JSON "
@@ -164,7 +159,7 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return quick_main(run, __doc__.splitlines()[0], argv)
+    return common.quick_main(run, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

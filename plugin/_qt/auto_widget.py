@@ -1,7 +1,7 @@
 """AUTO-SEGMENT the current slice, or every slice of the stack ("AUTO-SEGMENT STACK").
 
 Thin: :meth:`plugin.jobs.controller.Controller.run_auto` (one slice) and
-:meth:`plugin.jobs.stacks.StackJobs.auto_stack` (the stack) do the work;
+:meth:`plugin.jobs.auto_stack.AutoStack.run` (``StackJobs.auto_stack``) (the stack) do the work;
 each button starts its task and, while it runs, cancels it. Progress shows
 in the box and in napari's activity dock (with its own cancel button).
 """
@@ -16,12 +16,11 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    QProgressBar,
     QSpinBox,
     QWidget,
 )
 
-from plugin._qt.qt_helpers import TaskProgress, button, spin_box
+from plugin._qt.qt_helpers import TaskProgress, spin_box
 from plugin.jobs.stack_runs import AUTO_STACK
 from plugin.user_settings import load, save
 from protocol.wire.automask import LIMITS
@@ -82,12 +81,7 @@ class AutoBox(QGroupBox):
         self.min_area.setSuffix(" px")
         self.min_area.setToolTip("Objects smaller than this are dropped (0 keeps all)")
         form.addRow("Minimum area", self.min_area)
-        self.tiling = QCheckBox("Tiles for large slices")
-        self.tiling.setChecked(load(TILING_KEY, defaults.tiling))
-        self.tiling.setToolTip(TILING_TIP)
-        self.tiling.toggled.connect(lambda on: self._changed("tiling", TILING_KEY, bool(on)))
-        self._changed("tiling", None, self.tiling.isChecked())
-        form.addRow(self.tiling)
+        self.tiling = self._switch(form, "Tiles for large slices", "tiling", TILING_KEY, TILING_TIP)
         self.tile_size = spin_box(256, 4096, load(TILE_SIZE_KEY, defaults.tile_size))
         self.tile_size.setSuffix(" px")
         self.tile_size.setToolTip("Tile side (the model's input, 1024, sees tiles at native resolution)")
@@ -107,27 +101,24 @@ class AutoBox(QGroupBox):
         for name, (box, key) in boxes.items():
             box.valueChanged.connect(lambda value, n=name, k=key: self._changed(n, k, value))
             self._changed(name, None, box.value())  # the stored values are the controller's too
-        self.auto_button = button("AUTO-SEGMENT", self.toggle_slice, "Segment the current slice")
-        form.addRow(self.auto_button)
-        self.progress_bar = QProgressBar()
-        form.addRow(self.progress_bar)
-        self.link_stack = QCheckBox("One id through z/t")
-        self.link_stack.setChecked(load(LINK_KEY, defaults.link_stack))
-        self.link_stack.setToolTip(LINK_TIP)
-        self.link_stack.toggled.connect(lambda on: self._changed("link_stack", LINK_KEY, bool(on)))
-        self._changed("link_stack", None, self.link_stack.isChecked())
-        form.addRow(self.link_stack)
-        self.stack_button = button("AUTO-SEGMENT STACK", self.toggle_stack, STACK_TIP)
-        form.addRow(self.stack_button)
-        self.stack_bar = QProgressBar()
-        form.addRow(self.stack_bar)
-        self.slice_task = TaskProgress(
-            self.auto_button, self.progress_bar, "AUTO-SEGMENT", "Cancel AUTO-SEGMENT"
+        self.slice_task = TaskProgress.in_form(
+            form, "AUTO-SEGMENT", self.toggle_slice, "Segment the current slice"
         )
-        self.stack_task = TaskProgress(
-            self.stack_button, self.stack_bar, "AUTO-SEGMENT STACK", "Cancel AUTO-SEGMENT STACK"
-        )
+        self.auto_button, self.progress_bar = self.slice_task.button, self.slice_task.bar
+        self.link_stack = self._switch(form, "One id through z/t", "link_stack", LINK_KEY, LINK_TIP)
+        self.stack_task = TaskProgress.in_form(form, "AUTO-SEGMENT STACK", self.toggle_stack, STACK_TIP)
+        self.stack_button, self.stack_bar = self.stack_task.button, self.stack_task.bar
         self._connected = False
+
+    def _switch(self, form: QFormLayout, text: str, name: str, key: str, tip: str) -> QCheckBox:
+        """A check box row for the on/off setting ``name``, stored under ``key``."""
+        box = QCheckBox(text)
+        box.setChecked(load(key, getattr(self.controller.auto_settings, name)))
+        box.setToolTip(tip)
+        box.toggled.connect(lambda on: self._changed(name, key, bool(on)))
+        self._changed(name, None, box.isChecked())
+        form.addRow(box)
+        return box
 
     def _changed(self, name: str, key: str | None, value: float) -> None:
         """One setting changed: the controller uses it from now on, and it is stored under ``key``."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QMessageBox, QProgressBar, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QGroupBox, QMessageBox, QWidget
 
-from plugin._qt.qt_helpers import Coalescer, TaskProgress, button
+from plugin._qt.qt_helpers import Coalescer, TaskProgress
 from plugin.jobs.encode_plan import ALL, FIT, EncodePlan
 from plugin.jobs.encode_stack import EncodeStack
 from plugin.jobs.prefetch import PREFETCH_DELAY_MS, Prefetcher
@@ -51,13 +51,8 @@ class EncodeBox(QGroupBox):
         self.prefetcher.enabled = self.prefetch.isChecked()
         self.prefetch.toggled.connect(self._set_prefetch)
         form.addRow(self.prefetch)
-        self.encode_button = button("Encode stack", self.toggle_encode, ENCODE_TIP)
-        form.addRow(self.encode_button)
-        self.encode_bar = QProgressBar()
-        form.addRow(self.encode_bar)
-        self.encode_task = TaskProgress(
-            self.encode_button, self.encode_bar, "Encode stack", "Cancel Encode stack"
-        )
+        self.encode_task = TaskProgress.in_form(form, "Encode stack", self.toggle_encode, ENCODE_TIP)
+        self.encode_button, self.encode_bar = self.encode_task.button, self.encode_task.bar
         self._connected = False
 
     def _set_prefetch(self, on: bool) -> None:

@@ -15,13 +15,12 @@ from napari.layers import Labels
 from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QWidget,
 )
 
-from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
+from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, label_id_row
 from plugin.jobs.results import napari_notify
 from plugin.labels.names import METADATA_KEY, names_from_metadata, with_name
 from plugin.view.name_overlay import NameOverlay
@@ -52,12 +51,7 @@ class NameWidget(QGroupBox):
         self._names_of: Labels | None = None  # the layer whose names the summary shows
         self.layer_combo.layer_changed.connect(self._follow_names)
         form.addRow("Labels layer", self.layer_combo)
-        self.label_id = spin_box(1, 2**31 - 1)
-        self.pick_button = button("Pick", self.pick)
-        self.pick_button.setToolTip("Click a region in the viewer to choose its label")
-        row = QHBoxLayout()
-        row.addWidget(self.label_id, 1)
-        row.addWidget(self.pick_button)
+        self.label_id, self.pick_button, row = label_id_row(1, self.pick)
         form.addRow("Label id", row)
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("e.g. cell nucleus")

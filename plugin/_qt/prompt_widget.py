@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin import user_settings
-from plugin._qt.qt_helpers import LayerCombo, button, spin_box
+from plugin._qt.qt_helpers import LayerCombo, button, label_id_row
 from plugin.labels.ops import LabelMode
 from plugin.view.picking import PICK_WAITING, pick_once
 
@@ -123,12 +123,7 @@ class ModeBox(QGroupBox):
         self.refine_op = QComboBox()
         self.refine_op.addItems([m.value for m in LabelMode if m is not LabelMode.ADD])
         self.refine_layer = LayerCombo(viewer, Labels)
-        self.refine_id = spin_box(0, 2**31 - 1)
-        self.pick_button = button("Pick", self.pick_refine_label)
-        self.pick_button.setToolTip("Click a region in the viewer to choose its label")
-        row = QHBoxLayout()
-        row.addWidget(self.refine_id, 1)
-        row.addWidget(self.pick_button)
+        self.refine_id, self.pick_button, row = label_id_row(0, self.pick_refine_label)
         form.addRow("Operation", self.refine_op)
         form.addRow("Labels layer", self.refine_layer)
         form.addRow("Label id", row)

@@ -1,6 +1,7 @@
 """The "Propagate" box: carry labels of the current slice through the stack (z or time).
 
-Thin: the work is :meth:`plugin.jobs.stacks.StackJobs.propagate_labels`; the
+Thin: the work is :meth:`plugin.jobs.propagate.Propagation.propagate_labels`
+(as ``StackJobs.propagate_labels``); the
 labels are those selected in the :class:`plugin._qt.label_table_widget.LabelTable`
 (one or many) or all labels on the current slice (the "Labels" choice);
 slices are written with the labeling mode chosen on the Segment tab.
@@ -12,9 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QProgressBar, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QWidget
 
-from plugin._qt.qt_helpers import TaskProgress, button
+from plugin._qt.qt_helpers import TaskProgress
 from plugin.jobs.stack_runs import PROPAGATE
 from protocol.wire.propagate import DIRECTIONS
 
@@ -46,11 +47,8 @@ class PropagateBox(QGroupBox):
         self.direction = QComboBox()
         self.direction.addItems(list(DIRECTIONS))
         form.addRow("Direction", self.direction)
-        self.button = button("Propagate", self.toggle, TIP)
-        form.addRow(self.button)
-        self.bar = QProgressBar()
-        form.addRow(self.bar)
-        self.task = TaskProgress(self.button, self.bar, "Propagate", "Cancel propagation")
+        self.task = TaskProgress.in_form(form, "Propagate", self.toggle, TIP, "Cancel propagation")
+        self.button, self.bar = self.task.button, self.task.bar
         self._connected = False
         self.after_run: Callable[[], None] | None = None
         """Called after a completed run (the Tracks box shows a time-lapse's tracks and follows edits)."""

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from napari.utils.progress import cancelable_progress
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QProgressBar, QPushButton, QSpinBox, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -151,6 +159,16 @@ def button(text: str, slot: Callable[[], Any], tooltip: str = "") -> QPushButton
     return widget
 
 
+def label_id_row(minimum: int, pick: Callable[[], Any]) -> tuple[QSpinBox, QPushButton, QHBoxLayout]:
+    """A label id box (``minimum`` .. 2**31 - 1) beside a Pick button that calls ``pick()``; and their row."""
+    label_id = spin_box(minimum, 2**31 - 1)
+    pick_button = button("Pick", pick, "Click a region in the viewer to choose its label")
+    row = QHBoxLayout()
+    row.addWidget(label_id, 1)
+    row.addWidget(pick_button)
+    return label_id, pick_button, row
+
+
 def spin_box(minimum: int, maximum: int, value: int | None = None) -> QSpinBox:
     widget = QSpinBox()
     widget.setRange(minimum, maximum)
@@ -187,6 +205,17 @@ class TaskProgress:
         self.idle_text, self.busy_text = idle_text, busy_text
         self.progress: _TaskProgress | None = None
         bar.setVisible(False)
+
+    @classmethod
+    def in_form(
+        cls, form: QFormLayout, text: str, slot: Callable[[], Any], tooltip: str, busy_text: str = ""
+    ) -> TaskProgress:
+        """A task whose button (``text``, calling ``slot``) and progress bar are new rows of ``form``;
+        while it runs the button reads ``busy_text`` (default "Cancel ``text``")."""
+        task = cls(button(text, slot, tooltip), QProgressBar(), text, busy_text or f"Cancel {text}")
+        form.addRow(task.button)
+        form.addRow(task.bar)
+        return task
 
     @property
     def running(self) -> bool:

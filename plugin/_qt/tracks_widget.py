@@ -135,20 +135,24 @@ class TracksBox(QGroupBox):
         self._edit("Break here", lambda: break_track(history, label_id, frame, new_id))
 
     def link(self) -> None:
-        found = self._context()
-        if found is None or len(found[1]) != 2:
-            self.controller.notify("info", "Link: select two labels.")
-            return
-        layer, (keep, other), _ = found
-        self._edit("Link", lambda: link_tracks(self.controller.histories(layer), keep, other))
+        found = self._two_labels("Link")
+        if found is not None:
+            layer, (keep, other), _ = found
+            self._edit("Link", lambda: link_tracks(self.controller.histories(layer), keep, other))
 
     def swap_here(self) -> None:
+        found = self._two_labels("Swap from here")
+        if found is not None:
+            layer, (a, b), frame = found
+            self._edit("Swap", lambda: swap_tracks(self.controller.histories(layer), a, b, frame))
+
+    def _two_labels(self, what: str) -> tuple[Any, list[int], int] | None:
+        """:meth:`_context` when two labels are selected; else None, after telling the user."""
         found = self._context()
         if found is None or len(found[1]) != 2:
-            self.controller.notify("info", "Swap from here: select two labels.")
-            return
-        layer, (a, b), frame = found
-        self._edit("Swap", lambda: swap_tracks(self.controller.histories(layer), a, b, frame))
+            self.controller.notify("info", f"{what}: select two labels.")
+            return None
+        return found
 
     def mark_division(self) -> None:
         found = self._context()

@@ -34,6 +34,7 @@ from plugin.events_log import EventLog
 from plugin.jobs.auto import AutoJobs, OnProgress
 from plugin.jobs.auto_settings import AutoSettings
 from plugin.jobs.context import Dispatch, JobContext, same_layer
+from plugin.jobs.delegate import Delegated
 from plugin.jobs.find_all import FindAllJobs
 from plugin.jobs.prompt_layers import PromptLayers
 from plugin.jobs.results import Notify, Results, napari_notify
@@ -116,100 +117,33 @@ class Controller:
 
     # -- the shared state (plugin.jobs.context) ---------------------------------------------
 
-    @property
-    def viewer(self) -> napari.Viewer:
-        return self.context.viewer
-
-    @property
-    def dispatch(self) -> Dispatch:
-        return self.context.dispatch
-
-    @property
-    def results(self) -> Results:
-        return self.context.results
-
-    @property
-    def session(self) -> Session | None:
-        """The connection to the broker (set by the widget; None: not connected)."""
-        return self.context.session
-
-    @session.setter
-    def session(self, session: Session | None) -> None:
-        self.context.session = session
-
-    @property
-    def unavailable(self) -> str | None:
-        """Set by the widget while the backend cannot segment (no worker): prompts are refused at once."""
-        return self.context.unavailable
-
-    @unavailable.setter
-    def unavailable(self, why: str | None) -> None:
-        self.context.unavailable = why
-
-    @property
-    def auto_settings(self) -> AutoSettings:
-        return self.context.auto_settings
-
-    @auto_settings.setter
-    def auto_settings(self, settings: AutoSettings) -> None:
-        self.context.auto_settings = settings
-
-    @property
-    def mode(self) -> LabelMode:
-        return self.context.mode
-
-    @property
-    def slice_prompts(self) -> SlicePrompts:
-        """The newest Point/Box prompt applied to each label on each slice (Propagate sends them)."""
-        return self.context.slice_prompts
-
-    @property
-    def notify(self) -> Notify:
-        """User notifications: ``notify(level, message)``."""
-        return self.results.notify
-
-    @notify.setter
-    def notify(self, notify: Notify) -> None:
-        self.results.notify = notify
-
-    @property
-    def histories(self) -> Histories:
-        """The undo history of each labels layer."""
-        return self.results.histories
-
-    @property
-    def tracker(self) -> LabelIdTracker:
-        """The next free label id of each labels layer."""
-        return self.results.tracker
-
-    @property
-    def last_written(self) -> Labels | None:
-        """The labels layer the plugin wrote last."""
-        return self.results.last_written
-
-    @property
-    def applied(self) -> dict[str, Applied]:
-        """channel -> the newest answer applied on it."""
-        return self.answers.applied
-
-    @property
-    def listeners(self) -> list[Callable[[Applied], None]]:
-        """Called with each answer applied (GUI thread)."""
-        return self.answers.listeners
-
-    @property
-    def objects(self) -> dict[str, ActiveObject]:
-        """channel -> the object its prompts refine now."""
-        return self.prompts.objects
-
-    @property
-    def prefetch(self) -> Prefetcher | None:
-        """Embeds the image under the view ahead of clicks (set by the widget; see jobs.prefetch)."""
-        return self.prompts.prefetch
-
-    @prefetch.setter
-    def prefetch(self, prefetch: Prefetcher | None) -> None:
-        self.prompts.prefetch = prefetch
+    viewer: Delegated[napari.Viewer] = Delegated("context")
+    dispatch: Delegated[Dispatch] = Delegated("context")
+    results: Delegated[Results] = Delegated("context")
+    session: Delegated[Session | None] = Delegated("context", writable=True)
+    """The connection to the broker (set by the widget; None: not connected)."""
+    unavailable: Delegated[str | None] = Delegated("context", writable=True)
+    """Set by the widget while the backend cannot segment (no worker): prompts are refused at once."""
+    auto_settings: Delegated[AutoSettings] = Delegated("context", writable=True)
+    mode: Delegated[LabelMode] = Delegated("context")
+    slice_prompts: Delegated[SlicePrompts] = Delegated("context")
+    """The newest Point/Box prompt applied to each label on each slice (Propagate sends them)."""
+    notify: Delegated[Notify] = Delegated("results", writable=True)
+    """User notifications: ``notify(level, message)``."""
+    histories: Delegated[Histories] = Delegated("results")
+    """The undo history of each labels layer."""
+    tracker: Delegated[LabelIdTracker] = Delegated("results")
+    """The next free label id of each labels layer."""
+    last_written: Delegated[Labels | None] = Delegated("results")
+    """The labels layer the plugin wrote last."""
+    applied: Delegated[dict[str, Applied]] = Delegated("answers")
+    """channel -> the newest answer applied on it."""
+    listeners: Delegated[list[Callable[[Applied], None]]] = Delegated("answers")
+    """Called with each answer applied (GUI thread)."""
+    objects: Delegated[dict[str, ActiveObject]] = Delegated("prompts")
+    """channel -> the object its prompts refine now."""
+    prefetch: Delegated[Prefetcher | None] = Delegated("prompts", writable=True)
+    """Embeds the image under the view ahead of clicks (set by the widget; see jobs.prefetch)."""
 
     # -- state set by the widget ------------------------------------------------
 

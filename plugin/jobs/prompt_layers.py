@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -33,12 +34,15 @@ from plugin.view.prompts import point_label
 if TYPE_CHECKING:
     from napari.layers import Image, Points, Shapes
 
+_Layer = TypeVar("_Layer", "Points", "Shapes")
+
 
 def _action(event: Any) -> str:
     action = getattr(event, "action", None)
     return str(getattr(action, "value", action))
 
 
+@dataclass(eq=False)  # identity equality and hashing: its bound methods are napari event callbacks
 class PromptLayers:
     """Makes and wires the prompt layers of the current image.
 
@@ -53,20 +57,13 @@ class PromptLayers:
         watched: ``unique_id`` of the prompt layers wired here.
     """
 
-    def __init__(
-        self,
-        ctx: JobContext,
-        on_points: Callable[[Points, bool], None],
-        on_box: Callable[[Shapes, int, bool], None],
-        on_new_object: Callable[[], None],
-    ) -> None:
-        self.ctx = ctx
-        self.on_points = on_points
-        self.on_box = on_box
-        self.on_new_object = on_new_object
-        self.negative = False
-        self.watched: set[Hashable] = set()
-        self._own_edits = 0
+    ctx: JobContext
+    on_points: Callable[[Points, bool], None]
+    on_box: Callable[[Shapes, int, bool], None]
+    on_new_object: Callable[[], None]
+    negative: bool = field(default=False, init=False)
+    watched: set[Hashable] = field(default_factory=set, init=False)
+    _own_edits: int = field(default=0, init=False, repr=False)
 
     @contextmanager
     def own_edit(self) -> Iterator[None]:
@@ -79,29 +76,35 @@ class PromptLayers:
 
     def points_layer(self) -> Points | None:
         """The ``Prompt Points`` layer, created and wired on demand (None without an image)."""
-        image = self.ctx.image
-        if image is None:
-            return None
-        layer, _ = ensure_points(self.ctx.viewer, image)
-        if layer.unique_id not in self.watched:
-            self.watched.add(layer.unique_id)
+
+        def wire(layer: Points) -> None:
             layer.events.data.connect(self._on_points)
             layer.mouse_drag_callbacks.insert(0, self._choose_polarity)
             layer.bind_key("n", lambda _layer: self.on_new_object(), overwrite=True)
-            self._bind_undo(layer)
-            layer.events.visible.connect(self._on_visibility)
             layer.feature_defaults[POLARITY] = POLARITY_NAMES[point_label((), self.negative)]
-        return layer
+
+        return self._prompt_layer(ensure_points, wire)
 
     def box_layer(self) -> Shapes | None:
         """The ``Bounding Box`` layer, created and wired on demand (None without an image)."""
+
+        def wire(layer: Shapes) -> None:
+            layer.events.data.connect(self._on_box)
+
+        return self._prompt_layer(ensure_box, wire)
+
+    def _prompt_layer(
+        self, ensure: Callable[[Any, Image], tuple[_Layer, bool]], wire: Callable[[_Layer], None]
+    ) -> _Layer | None:
+        """The prompt layer ``ensure`` finds or adds for the current image; the first time, ``wire``
+        connects its own events, then undo keys and visibility are bound (None without an image)."""
         image = self.ctx.image
         if image is None:
             return None
-        layer, _ = ensure_box(self.ctx.viewer, image)
+        layer, _ = ensure(self.ctx.viewer, image)
         if layer.unique_id not in self.watched:
             self.watched.add(layer.unique_id)
-            layer.events.data.connect(self._on_box)
+            wire(layer)
             self._bind_undo(layer)
             layer.events.visible.connect(self._on_visibility)
         return layer

@@ -10,7 +10,7 @@ undo step (:class:`plugin.jobs.stack_runs.StackRuns`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -30,9 +30,13 @@ from protocol.ops.requests import (
     propagate_objects,
 )
 from protocol.wire.propagate import SlicePrompt
+from protocol.wire.wire_image import WireStack
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
+
+_Part = TypeVar("_Part", PropagatedSlice, PropagatedLabels)
+"""One propagated slice: one label's mask, or several labels' ids."""
 
 PROPAGATE_TIMEOUT_S = 600.0
 """Silence allowed between two slices of a propagation (the first slice also encodes the stack)."""
@@ -72,32 +76,23 @@ class Propagation:
             return False
         run = StackRun(PROPAGATE, layer, plane, axis, label_ids=[int(label_id)], on_done=on_done)
         mode = ctx.mode
-        history = ctx.results.histories(layer)
-        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
-        dispatch = ctx.dispatch
 
-        def write(part: PropagatedSlice) -> None:
-            if not run.live(ctx):
-                return
-            if part.frame_index != run.source_index:
-                target = plane_on(plane, axis, part.frame_index)
-                edit, _ = compute_edit(slice_view(layer, target), part.mask, int(label_id), mode)
-                with history.capture() as steps:
-                    write_edit(layer, target, edit)
-                run.steps.extend(steps)
-                run.written[part.frame_index] = part.mask
-            # last: napari's progress may process queued events (the next slice, the end) right here
-            on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}")
+        def write(target: SlicePlane, part: PropagatedSlice) -> np.ndarray:
+            edit, _ = compute_edit(slice_view(layer, target), part.mask, int(label_id), mode)
+            write_edit(layer, target, edit)
+            return part.mask
+
+        on_part = self._writer(run, write, on_progress, "")
+        send = _stack_sender(image, plane, axis)
 
         def job(client: Any) -> PropagateAnswer:
-            wire = wire_stack(data, plane, axis, rgb, limits)
             return propagate(
                 client,
-                wire,
+                send(),
                 mask,
                 run.source_index,
                 direction,
-                lambda part: dispatch(lambda: write(part)),
+                on_part,
                 cancel=run.cancel,
                 timeout_s=PROPAGATE_TIMEOUT_S,
             )
@@ -151,34 +146,23 @@ class Propagation:
         corrected = f", with corrections on {slices_text(fixed)}" if fixed else ""
         run = StackRun(PROPAGATE, layer, plane, axis, label_ids=ids, on_done=on_done)
         mode = ctx.mode
-        history = ctx.results.histories(layer)
-        data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
-        dispatch = ctx.dispatch
 
-        def write(part: PropagatedLabels) -> None:
-            if not run.live(ctx):
-                return
-            if part.frame_index != run.source_index:
-                target = plane_on(plane, axis, part.frame_index)
-                with history.capture() as steps:
-                    for object_id in part.object_ids:
-                        edit, _ = compute_edit(
-                            slice_view(layer, target), part.labels == object_id, object_id, mode
-                        )
-                        write_edit(layer, target, edit)
-                run.steps.extend(steps)
-                run.written[part.frame_index] = part.labels
-            text = f"Propagate: slice {part.done} of {part.total}{corrected}"
-            on_progress(part.done, part.total, text)  # last
+        def write(target: SlicePlane, part: PropagatedLabels) -> np.ndarray:
+            for object_id in part.object_ids:
+                edit, _ = compute_edit(slice_view(layer, target), part.labels == object_id, object_id, mode)
+                write_edit(layer, target, edit)
+            return part.labels
+
+        on_part = self._writer(run, write, on_progress, corrected)
+        send = _stack_sender(image, plane, axis)
 
         def job(client: Any) -> PropagateAnswer:
-            wire = wire_stack(data, plane, axis, rgb, limits)
             return propagate_objects(
                 client,
-                wire,
+                send(),
                 run.source_index,
                 direction,
-                lambda part: dispatch(lambda: write(part)),
+                on_part,
                 masks=masks,
                 prompts=corrections,
                 cancel=run.cancel,
@@ -188,6 +172,36 @@ class Propagation:
         what = f"Propagate: {plural(len(ids), 'label')} from slice {run.source_index}{corrected}"
         on_progress(0, run.frames, f"{what}: sending {run.frames} slices…")
         return self.runs.start(run, job, self._answered(run, plural(len(ids), "label"), corrected))
+
+    def _writer(
+        self,
+        run: StackRun,
+        write: Callable[[SlicePlane, _Part], np.ndarray],
+        on_progress: Progress,
+        corrected: str,
+    ) -> Callable[[_Part], None]:
+        """What a worker thread calls with each propagated slice: ``write`` it on the GUI thread.
+
+        ``write(target, part)`` writes ``part`` on the slice ``target`` of ``run``'s layer (under
+        the run's undo capture) and returns what it wrote (for :attr:`StackRun.written`); the
+        prompted slice is left as it is. Then the progress (last: napari's progress may process
+        queued events, the next slice or the end, right there).
+        """
+        ctx = self.ctx
+        history = ctx.results.histories(run.layer)
+
+        def on_gui(part: _Part) -> None:
+            if not run.live(ctx):
+                return
+            if part.frame_index != run.source_index:
+                target = plane_on(run.plane, run.axis, part.frame_index)
+                with history.capture() as steps:
+                    written = write(target, part)
+                run.steps.extend(steps)
+                run.written[part.frame_index] = written
+            on_progress(part.done, part.total, f"Propagate: slice {part.done} of {part.total}{corrected}")
+
+        return lambda part: ctx.dispatch(lambda: on_gui(part))
 
     def _stack_of(self, layer: Labels) -> tuple[Image, SlicePlane, int] | None:
         """The image, the slice shown and the stack axis, when ``layer`` has the image's shape."""
@@ -232,3 +246,10 @@ class Propagation:
             if r1 > r0 and c1 > c0 and (labels[r0:r1, c0:c1] == prompt.object_id).any():
                 found.append(prompt)
         return found
+
+
+def _stack_sender(image: Image, plane: SlicePlane, axis: int) -> Callable[[], WireStack]:
+    """The stack of ``image`` through ``plane`` along ``axis``, for the wire, built when called (off the
+    GUI thread); the image's data, RGB flag and contrast limits are read now (on it)."""
+    data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
+    return lambda: wire_stack(data, plane, axis, rgb, limits)

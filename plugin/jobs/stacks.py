@@ -8,7 +8,6 @@ propagation (:mod:`plugin.jobs.propagate`), Divide here (:mod:`plugin.jobs.divid
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from plugin.jobs.auto import AutoJobs
@@ -38,6 +37,11 @@ class StackJobs:
         self._propagation = Propagation(ctx, runs)
         self._division = Division(ctx, runs)
         self._auto_stack = AutoStack(ctx, runs, auto)
+        # The operations the widgets call, each documented where it lives.
+        self.propagate = self._propagation.propagate
+        self.propagate_labels = self._propagation.propagate_labels
+        self.divide_here = self._division.divide_here
+        self.auto_stack = self._auto_stack.run
 
     @property
     def runs(self) -> dict[str, StackRun]:
@@ -58,30 +62,3 @@ class StackJobs:
     def abandon(self) -> None:
         """End every running job now (its session is gone): what was written stays, as one step."""
         self._runs.abandon()
-
-    def propagate(
-        self, layer: Labels, label_id: int, direction: str, on_progress: Progress, on_done: Done
-    ) -> bool:
-        """See :meth:`plugin.jobs.propagate.Propagation.propagate`."""
-        return self._propagation.propagate(layer, label_id, direction, on_progress, on_done)
-
-    def propagate_labels(
-        self, layer: Labels, label_ids: list[int], direction: str, on_progress: Progress, on_done: Done
-    ) -> bool:
-        """See :meth:`plugin.jobs.propagate.Propagation.propagate_labels`."""
-        return self._propagation.propagate_labels(layer, label_ids, direction, on_progress, on_done)
-
-    def divide_here(
-        self,
-        layer: Labels,
-        parent: int,
-        points: Sequence[tuple[float, float]],
-        on_progress: Progress,
-        on_done: Done,
-    ) -> bool:
-        """See :meth:`plugin.jobs.divide.Division.divide_here`."""
-        return self._division.divide_here(layer, parent, points, on_progress, on_done)
-
-    def auto_stack(self, on_progress: Progress, on_done: Done) -> bool:
-        """See :meth:`plugin.jobs.auto_stack.AutoStack.run`."""
-        return self._auto_stack.run(on_progress, on_done)

@@ -11,21 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from plugin.labels.metadata_entries import label_entries
+
 LINEAGE_KEY = "label_lineage"
 
 
 def lineage_from_metadata(metadata: Mapping[str, Any] | None) -> dict[int, int]:
     """``{daughter: parent}`` from layer metadata; malformed entries (non-integer, self-parent) skipped."""
-    raw = (metadata or {}).get(LINEAGE_KEY) or {}
     lineage: dict[int, int] = {}
-    if not isinstance(raw, Mapping):
-        return lineage
-    for key, value in raw.items():
+    for daughter, value in label_entries(metadata, LINEAGE_KEY):
         try:
-            daughter, parent = int(key), int(value)
+            parent = int(value)
         except (TypeError, ValueError):
             continue
-        if daughter > 0 and parent > 0 and daughter != parent:
+        if parent > 0 and daughter != parent:
             lineage[daughter] = parent
     return lineage
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from plugin.labels.metadata_entries import label_entries
+
 METADATA_KEY = "label_names"
 
 
@@ -24,17 +26,10 @@ def clean_name(name: str) -> str:
 
 def names_from_metadata(metadata: Mapping[str, Any] | None) -> dict[int, str]:
     """``{label_id: name}`` from layer metadata (missing or malformed entries are skipped)."""
-    raw = (metadata or {}).get(METADATA_KEY) or {}
     names: dict[int, str] = {}
-    if not isinstance(raw, Mapping):
-        return names
-    for key, value in raw.items():
-        try:
-            label_id = int(key)
-        except (TypeError, ValueError):
-            continue
+    for label_id, value in label_entries(metadata, METADATA_KEY):
         name = clean_name(value) if isinstance(value, str) else ""
-        if label_id > 0 and name:
+        if name:
             names[label_id] = name
     return names
 

@@ -1,3 +1,4 @@
+# One file on purpose: a window, where it is placed and grown, and the way back from it, read together.
 """Windows of a large slice around a prompt: which pixels to send, and the way back.
 
 SAM2 looks at ``model_input`` (1024) px on the long side. For a slice larger

@@ -68,6 +68,8 @@ STRING_FIELDS = (
     "sha256",
 )
 FIELDS = (*STRING_FIELDS, "size_mib")
+DESCRIBED_FIELDS = ("family", "description", "licence", "preprocessing")
+"""What a client is told about a model (:meth:`ModelEntry.describe`; ``mmi.services`` adds ``ops``)."""
 # Fields an entry of each family must have.
 REQUIRED = {
     "sam2": ("config", "checkpoint", "licence", "description"),
@@ -115,12 +117,7 @@ class ModelEntry:
 
     def describe(self) -> dict[str, str]:
         """The fields a client shows about a service: family, description, licence, preprocessing."""
-        return {
-            "family": self.family,
-            "description": self.description,
-            "licence": self.licence,
-            "preprocessing": self.preprocessing,
-        }
+        return {name: getattr(self, name) for name in DESCRIBED_FIELDS}
 
 
 def _check_entry(name: str, fields: Mapping[str, Any], where: str) -> ModelEntry:

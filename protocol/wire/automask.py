@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-LIMITS: dict[str, tuple[float, float]] = {
-    "points_per_side": (1, 128),
-    "points_per_batch": (1, 1024),
-    "pred_iou_thresh": (0.0, 1.0),
-    "stability_score_thresh": (0.0, 1.0),
-    "box_nms_thresh": (0.0, 1.0),
-    "crop_n_layers": (0, 3),
-    "min_mask_region_area": (0, 2**31 - 1),
-}
-"""The allowed range of each parameter, inclusive (the worker refuses others with ``bad_request``)."""
+
+def _param(default: Any, low: float, high: float) -> Any:
+    """A parameter's field: its default, and its allowed range (inclusive) in the field's metadata."""
+    return field(default=default, metadata={"limits": (low, high)})
 
 
 @dataclass(frozen=True)
@@ -46,13 +40,14 @@ class AutoMaskParams:
             pixels (0: none; > 0 needs OpenCV on the worker).
     """
 
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.8
-    stability_score_thresh: float = 0.95
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    min_mask_region_area: int = 0
+    # name: type = _param(default, lowest, highest): each parameter's one line
+    points_per_side: int = _param(32, 1, 128)
+    points_per_batch: int = _param(64, 1, 1024)
+    pred_iou_thresh: float = _param(0.8, 0.0, 1.0)
+    stability_score_thresh: float = _param(0.95, 0.0, 1.0)
+    box_nms_thresh: float = _param(0.7, 0.0, 1.0)
+    crop_n_layers: int = _param(0, 0, 3)
+    min_mask_region_area: int = _param(0, 0, 2**31 - 1)
 
     def __post_init__(self) -> None:
         for name in AUTO_MASK_KEYS:
@@ -97,3 +92,5 @@ def check_param(name: str, value: Any) -> int | float:
 
 AUTO_MASK_KEYS: tuple[str, ...] = tuple(f.name for f in fields(AutoMaskParams))
 """The names of the automatic-mask parameters, in the schema's order."""
+LIMITS: dict[str, tuple[float, float]] = {f.name: f.metadata["limits"] for f in fields(AutoMaskParams)}
+"""The allowed range of each parameter, inclusive (the worker refuses others with ``bad_request``)."""

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.runtime.registry import DESCRIBED_FIELDS
 from protocol.wire.errors import ProtocolError
 
 CLIENT_HEADER = b"MDPC02"
@@ -72,7 +73,7 @@ MMI_SERVICES = b"mmi.services"
 MMI_CANCEL = b"mmi.cancel"
 # What ``mmi.services`` says about a service beyond its worker counts, learned from the
 # ``info`` replies of its workers (protocol/README.md, "Discovering models").
-SERVICE_FIELDS = ("family", "description", "licence", "preprocessing", "ops")
+SERVICE_FIELDS = (*DESCRIBED_FIELDS, "ops")
 
 # A frame as received: ``bytes`` or a zero-copy ``zmq.Frame`` (buffer protocol).
 Frame = Any

@@ -62,8 +62,7 @@ def test_batch_tiles_a_large_image_every_disc_once_and_whole(
     tmp_path: Path, standin: Callable[..., StandinBackend]
 ) -> None:
     shape = (3000, 3000)
-    centres, radii = scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=7)
-    image, truth = disc_image(shape, centres, radii)
+    image, truth = disc_image(shape, *scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=7))
     tifffile.imwrite(tmp_path / "discs.tif", image)
     backend = standin(workers=2)
 
@@ -147,8 +146,7 @@ def test_batch_reads_an_ome_zarr_folder_and_writes_ngff_labels_tile_by_tile(
     import zarr
 
     shape = (1500, 1500)
-    centres, radii = scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=5)
-    image, truth = disc_image(shape, centres, radii)
+    image, truth = disc_image(shape, *scattered_discs(shape, spacing=60, radius_range=(6.0, 10.0), seed=5))
     root: Any = zarr.open_group(str(tmp_path / "cells.ome.zarr"), mode="w", zarr_format=2)
     root.create_array("0", data=image[None], chunks=(1, 512, 512))
     root.attrs["multiscales"] = [

@@ -181,6 +181,25 @@ MALFORMED_WORKER = [
 ]
 
 
+def assert_dropped_and_serving(
+    broker: BrokerHandle,
+    worker: RawWorker,
+    client: RawClient,
+    sender: str,
+    dropped: int,
+    client_identity: bytes | None = None,
+) -> None:
+    """The broker logged ``dropped`` messages from ``sender`` as dropped, is alive, and still
+    routes ``client``'s request (its envelope ``client_identity`` when given) to ``worker`` and back."""
+    client.request(SERVICE, [b"valid"])
+    envelope, body = worker.wait_request()
+    assert body == [b"valid"] and envelope == (client_identity or envelope)
+    worker.final(envelope, [b"fine"])
+    assert client.final() == ([], [b"fine"])
+    assert broker.log().count(f"WARNING dropped message from {sender}") == dropped
+    assert broker.proc.poll() is None
+
+
 def test_malformed_client_messages_are_dropped(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
     worker = ready_worker(ctx, broker)
     bad_client = RawClient(ctx, broker.frontend, identity=b"bad-client")
@@ -188,14 +207,8 @@ def test_malformed_client_messages_are_dropped(ctx: zmq.Context[Any], broker: Br
         bad_client.send(frames)
     assert bad_client.recv(0.5) is None
     # Still serving, on the same connection too.
-    bad_client.request(SERVICE, [b"valid"])
-    envelope, body = worker.wait_request()
-    assert (envelope, body) == (b"bad-client", [b"valid"])
-    worker.final(envelope, [b"fine"])
-    assert bad_client.final() == ([], [b"fine"])
-    log = broker.log()
-    assert log.count("WARNING dropped message from client " + b"bad-client".hex()) == len(MALFORMED_CLIENT)
-    assert broker.proc.poll() is None
+    sender = "client " + b"bad-client".hex()
+    assert_dropped_and_serving(broker, worker, bad_client, sender, len(MALFORMED_CLIENT), b"bad-client")
 
 
 def test_malformed_worker_messages_are_dropped(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
@@ -203,14 +216,7 @@ def test_malformed_worker_messages_are_dropped(ctx: zmq.Context[Any], broker: Br
     for frames in MALFORMED_WORKER:
         worker.send(frames)
     client = RawClient(ctx, broker.frontend)
-    client.request(SERVICE, [b"valid"])
-    envelope, body = worker.wait_request()
-    assert body == [b"valid"]
-    worker.final(envelope, [b"fine"])
-    assert client.final() == ([], [b"fine"])
-    log = broker.log()
-    assert log.count("WARNING dropped message from worker " + b"bad-worker".hex()) == len(MALFORMED_WORKER)
-    assert broker.proc.poll() is None
+    assert_dropped_and_serving(broker, worker, client, "worker " + b"bad-worker".hex(), len(MALFORMED_WORKER))
 
 
 def test_reply_for_another_client_is_dropped(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:

@@ -8,6 +8,8 @@ so every frame's right answer is known.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from napari.layers import Labels, Tracks
 
@@ -29,29 +31,37 @@ TIMEOUT_MS = 60_000
 DIVISION_FRAME = 5
 
 
+def propagate_forward(
+    viewer: Any, backend: StandinBackend, start: np.ndarray, name: str, qtbot: Any, monkeypatch: Any
+) -> tuple[Any, Labels]:
+    """Dock the widget on ``viewer`` (its movie added), add ``start`` as the (T, H, W) labels layer
+    ``name``, and propagate all its labels on frame 0 forward; returns (widget, labels layer)."""
+    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
+    labels = viewer.add_labels(start, name=name, axis_labels=("t", "y", "x"))
+    widget.tabs.setCurrentIndex(1)
+    widget.labels.layer_combo.set_layer(labels)
+    qtbot.wait(120)
+    viewer.dims.set_point(0, 0)
+    propagate = widget.propagate_box
+    propagate.which.setCurrentText(ALL_ON_SLICE)
+    propagate.direction.setCurrentText("forward")
+    propagate.button.click()
+    qtbot.waitUntil(lambda: not propagate.task.running, timeout=TIMEOUT_MS)
+    return widget, labels
+
+
 def test_divide_here_propagates_daughters_with_new_ids_as_one_undo_step_and_exports_tracks(
     make_napari_viewer, spawn: ProcessSpawner, qtbot, monkeypatch, tmp_path
 ) -> None:
     truth = timelapse.timelapse()
     truth[truth == 5] = 0  # the gap disc is exercised elsewhere (tests/protocol: CTC gaps)
     movie = np.where(truth > 0, 200, 20).astype(np.uint8)
-    backend = StandinBackend(spawn, 1)
-    viewer = make_napari_viewer()
-    viewer.add_image(movie, name="movie", axis_labels=("t", "y", "x"))
-    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
     start = np.zeros(truth.shape, np.uint16)
     start[0] = truth[0]  # the prompts' result on frame 0: labels 1 and 2
-    labels = viewer.add_labels(start, name="cells", axis_labels=("t", "y", "x"))
-    widget.tabs.setCurrentIndex(1)
-    widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(120)
-    viewer.dims.set_point(0, 0)
-
-    propagate = widget.propagate_box
-    propagate.which.setCurrentText(ALL_ON_SLICE)
-    propagate.direction.setCurrentText("forward")
-    propagate.button.click()
-    qtbot.waitUntil(lambda: not propagate.task.running, timeout=TIMEOUT_MS)
+    viewer = make_napari_viewer()
+    viewer.add_image(movie, name="movie", axis_labels=("t", "y", "x"))
+    backend = StandinBackend(spawn, 1)
+    widget, labels = propagate_forward(viewer, backend, start, "cells", qtbot, monkeypatch)
     assert (labels.data[:DIVISION_FRAME] == 2).any(axis=(1, 2)).all()
 
     # Divide here: the parent selected, frame 5 shown, one click in each daughter, press again
@@ -135,20 +145,10 @@ def test_a_real_crop_stack_goes_prompts_propagate_tracks_and_exports(
     start = np.zeros(movie.shape, np.uint16)
     for label, k in enumerate(chosen, start=1):
         start[0][components == k] = label  # what a click on each coin gives on frame 0
-    backend = StandinBackend(spawn, 1)
     viewer = make_napari_viewer()
     viewer.add_image(movie, name="coins", axis_labels=("t", "y", "x"), contrast_limits=(0, 255))
-    widget = dock_widget(viewer, qtbot, monkeypatch, backend.frontend, SERVICE)
-    labels = viewer.add_labels(start, name="coins labels", axis_labels=("t", "y", "x"))
-    widget.tabs.setCurrentIndex(1)
-    widget.labels.layer_combo.set_layer(labels)
-    qtbot.wait(120)
-    viewer.dims.set_point(0, 0)
-    box = widget.propagate_box
-    box.which.setCurrentText(ALL_ON_SLICE)
-    box.direction.setCurrentText("forward")
-    box.button.click()
-    qtbot.waitUntil(lambda: not box.task.running, timeout=TIMEOUT_MS)
+    backend = StandinBackend(spawn, 1)
+    widget, labels = propagate_forward(viewer, backend, start, "coins labels", qtbot, monkeypatch)
     for t in range(frames):
         shifted = np.zeros_like(start[0])
         shifted[:, : 200 - step * t] = start[0][:, step * t :]

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ from protocol.runtime import atomic
 from tests.support.processes import PYTHON, REPO_ROOT, wait_until
 
 NAMES = {3: "cell nucleus", 9: "mitochondrion"}
+MICRONS: dict[str, Any] = {"scale": (2.0, 0.25, 0.5), "units": ("um", "um", "um")}
+"""The (z, y, x) pixel size in µm that the calibrated exports are given."""
 
 
 def stack() -> np.ndarray:
@@ -128,9 +131,8 @@ def test_ome_zarr_is_valid_ngff_with_names_units_and_scale(tmp_path: Path) -> No
         tmp_path / "cells",
         data,
         NAMES,
-        scale=(2.0, 0.25, 0.5),
         translate=(10.0, 5.0, 3.0),
-        units=("um", "um", "um"),
+        **MICRONS,
         title="nuclei",
     )[0]
     assert store.name == "cells.ome.zarr"
@@ -246,9 +248,7 @@ def test_zarr_writer_killed_mid_write_leaves_a_whole_store(tmp_path: Path) -> No
 
 def test_geojson_polygons_match_pixel_counts_with_holes_and_parts(tmp_path: Path) -> None:
     data = stack()
-    path = export.export_labels(
-        "geojson", tmp_path / "cells", data, NAMES, scale=(2.0, 0.25, 0.5), units=("um",) * 3
-    )[0]
+    path = export.export_labels("geojson", tmp_path / "cells", data, NAMES, **MICRONS)[0]
     assert path.name == "cells.geojson"
     document = json.loads(path.read_text())
     assert document["type"] == "FeatureCollection"
@@ -331,9 +331,8 @@ def test_measurements_per_label_and_slice_in_microns(tmp_path: Path) -> None:
         tmp_path / "cells",
         data,
         NAMES,
-        scale=(2.0, 0.25, 0.5),
-        units=("um",) * 3,
         image=image,
+        **MICRONS,
     )[0]
     assert path.name == "cells.measurements.csv"
     with open(path, newline="") as f:

@@ -160,7 +160,7 @@ def test_a_broker_restart_shows_lost_and_back_once_each_and_reconnect_now_reconn
     assert viewer.layers[POINTS_MASK].data[48, 48] > 0
 
     # "Reconnect now": with the automatic retry far away, the button is what brings it back
-    monkeypatch.setattr("plugin._qt.widget.RETRY_INTERVAL_MS", 600_000)
+    monkeypatch.setattr("plugin._qt.backend_link.RETRY_INTERVAL_MS", 600_000)
     broker.send_signal(signal.SIGKILL)
     broker.wait(10)
     qtbot.waitUntil(

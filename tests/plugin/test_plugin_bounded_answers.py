@@ -19,23 +19,9 @@ from plugin.labels.stats import LabelBoxes
 from plugin.view.coords import plane_at
 from plugin.view.image_slice import LazyPlane
 from plugin.view.layers import write_edit
+from tests.support.counting_array import CountingArray
 
 SIDE = 20_000
-
-
-class Recording:
-    """(H, W) array-like that records the area of every region read."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-        self.reads: list[int] = []
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        value = np.asarray(self.array[key])
-        self.reads.append(int(value.size))
-        return value
 
 
 def huge_layer(depth: int = 1) -> Labels:
@@ -65,9 +51,9 @@ def answer(
     offset: tuple[int, int],
     mode: LabelMode,
     label_id: int | None = None,
-) -> tuple[int, Recording]:
+) -> tuple[int, CountingArray]:
     """One windowed answer as the controller writes it; returns (label id, what was read)."""
-    labels = Recording(LazyPlane(layer.data, plane))
+    labels = CountingArray(LazyPlane(layer.data, plane))
     if label_id is None:
         r0, c0 = offset
         label_id = results.allocate(layer, labels[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]])
@@ -84,7 +70,7 @@ def test_an_answer_on_a_20000_slice_reads_only_its_box() -> None:
     results = Results(lambda *_: None)
     mask = disc(20)
     label_id, labels = answer(results, layer, plane, mask, (15_000, 4_000), LabelMode.ADD)
-    assert max(labels.reads) <= mask.size
+    assert max(labels.areas) <= mask.size
     assert int((np.asarray(layer.data[14_900:15_100, 3_900:4_100, 0]) == label_id).sum()) == int(mask.sum())
 
 
@@ -104,7 +90,7 @@ def test_refining_a_label_reads_only_its_box_and_the_masks() -> None:
         assert box is not None and box[0] <= 15_000 and box[3] >= 4_501 and box[2] - box[0] < 400
         new_mask = disc(10)
         _, labels = answer(results, layer, plane, new_mask, (15_010, 4_010), mode, label_id)
-        assert max(labels.reads) <= (box[2] - box[0]) * (box[3] - box[1])  # never the slice
+        assert max(labels.areas) <= (box[2] - box[0]) * (box[3] - box[1])  # never the slice
         region = np.asarray(layer.data[14_900:15_400, 3_900:4_600, 1])
         assert int((region == label_id).sum()) == int(new_mask.sum())  # the brushed pixels are cleared
         assert (np.asarray(layer.data[1_990:2_010, 1_990:2_010, 0]) == label_id).any()  # other slice kept

@@ -9,6 +9,7 @@ intermediate state, names included, on the way back and forth.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,17 +33,17 @@ from tests.support.processes import wait_until
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def label_stacks(dtype: Any, largest: tuple[int, int, int], max_id: int) -> st.SearchStrategy[np.ndarray]:
+    """(Z, H, W) label stacks of ``dtype``, each side 1 .. its ``largest``, ids 0 .. ``max_id``."""
+    shapes = st.tuples(*(st.integers(1, n) for n in largest))
+    return hnp.arrays(dtype, shapes, elements=st.integers(0, max_id))
+
+
 # -- counts ------------------------------------------------------------------------------------
 
 
 @FAST
-@given(
-    hnp.arrays(
-        np.uint16,
-        st.tuples(st.integers(1, 6), st.integers(1, 7), st.integers(1, 5)),
-        elements=st.integers(0, 9),
-    )
-)
+@given(label_stacks(np.uint16, (6, 7, 5), 9))
 def test_slab_counts_equal_a_plain_count(data: np.ndarray) -> None:
     expected = {int(i): int((data == i).sum()) for i in np.unique(data) if i}
     assert label_stats.pixel_counts(data, slab_voxels=7) == expected
@@ -96,11 +97,7 @@ def test_locate_prefers_the_current_slice_then_the_first_one() -> None:
 
 @FAST
 @given(
-    hnp.arrays(
-        np.uint32,
-        st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),
-        elements=st.integers(0, 5),
-    ),
+    label_stacks(np.uint32, (5, 6, 6), 5),
     st.sets(st.integers(1, 5), min_size=1, max_size=3),
     st.integers(1, 6),
 )

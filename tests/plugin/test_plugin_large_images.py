@@ -9,7 +9,6 @@ real broker and worker processes.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from plugin.provenance_record import auto_run_of
 from plugin.user_settings import load, save
 from plugin.view.layers import AUTO_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.geometry.windows import Window, window_for_prompt
+from tests.support.counting_array import CountingArray
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import click_point, dock_widget
 from tests.support.processes import ProcessSpawner
@@ -36,26 +36,20 @@ pytestmark = GUI_TEST_MARKS
 TIMEOUT_MS = 60_000
 
 
-class CountingArray:
-    """An array-like that records the size of every region read (napari and the plugin read through it)."""
+def assert_peak_below_a_slice(run: Callable[[], None], shape: tuple[int, int]) -> None:
+    """``run()`` allocates (traced by Python) less than 3/4 of one uint32 (H, W) slice at its peak."""
+    import tracemalloc
 
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-        self.ndim = len(self.shape)
-        self.size = int(np.prod(self.shape))
-        self.reads: list[tuple[int, ...]] = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        value = np.asarray(self.array[key])
-        with self._lock:
-            self.reads.append(tuple(value.shape))
-        return value
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise AssertionError("the whole array was read")
+    tracemalloc.start()
+    try:
+        run()
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    slice_bytes = shape[0] * shape[1] * 4
+    assert peak < 3 * slice_bytes / 4, (
+        f"peak traced {peak / 2**20:.1f} MiB on a {slice_bytes / 2**20:.0f} MiB slice"
+    )
 
 
 @pytest.fixture
@@ -295,8 +289,6 @@ def test_auto_segment_on_a_large_slice_never_holds_a_slice_sized_array(viewer_on
     """Tiled AUTO-SEGMENT stitches into compressed tile cores and pastes them core by core: the plugin's
     peak extra memory (traced) stays below one uint32 copy of the slice (~25 MiB: a few tiles against 64 MiB);
     the paste is one undo step."""
-    import tracemalloc
-
     from plugin.view.layers import ensure_labels
 
     shape = (4096, 4096)
@@ -308,18 +300,13 @@ def test_auto_segment_on_a_large_slice_never_holds_a_slice_sized_array(viewer_on
     box = widget.auto_box
     viewer.window.show()  # a hidden canvas has no texture: napari would redraw the whole slice per write
     qtbot.wait(300)
-    tracemalloc.start()
-    try:
+
+    def auto_slice() -> None:
         box.toggle_slice()
         qtbot.waitUntil(lambda: widget.controller.applied.get(AUTO) is not None, timeout=TIMEOUT_MS)
         qtbot.waitUntil(lambda: not box.slice_task.running, timeout=10_000)
-        _now, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    slice_bytes = shape[0] * shape[1] * 4
-    assert peak < 3 * slice_bytes / 4, (
-        f"peak traced {peak / 2**20:.1f} MiB on a {slice_bytes / 2**20:.0f} MiB slice"
-    )
+
+    assert_peak_below_a_slice(auto_slice, shape)
     labels = np.asarray(labels_layer.data)
     assert (labels[:5, :5] == 77).all()
     best, stray, duplicates = disc_scores(np.where(labels == 77, 0, labels), truth)
@@ -336,8 +323,6 @@ def test_auto_segment_stack_of_large_slices_never_holds_a_slice_sized_array(view
     """AUTO-SEGMENT STACK on 4,096² slices: tiles stitched compressed, slices linked band by band and pasted
     rectangle by rectangle, so the peak extra memory (traced) stays below one uint32 copy of a slice (~26 MiB
     against 64 MiB)."""
-    import tracemalloc
-
     from plugin.view.layers import ensure_labels
 
     shape = (4096, 4096)
@@ -349,17 +334,12 @@ def test_auto_segment_stack_of_large_slices_never_holds_a_slice_sized_array(view
     box = widget.auto_box
     viewer.window.show()
     qtbot.wait(300)
-    tracemalloc.start()
-    try:
+
+    def auto_stack() -> None:
         box.toggle_stack()
         qtbot.waitUntil(lambda: not box.stack_task.running, timeout=2 * TIMEOUT_MS)
-        _now, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    slice_bytes = shape[0] * shape[1] * 4
-    assert peak < 3 * slice_bytes / 4, (
-        f"peak traced {peak / 2**20:.1f} MiB, slice {slice_bytes / 2**20:.0f} MiB"
-    )
+
+    assert_peak_below_a_slice(auto_stack, shape)
     labels = np.asarray(labels_layer.data)
     for z, (_image, truth) in enumerate(slices):
         best, stray, duplicates = disc_scores(labels[z], truth)

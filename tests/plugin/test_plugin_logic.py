@@ -1,3 +1,4 @@
+# One file on purpose: the plugin's fast pure-logic tests, one section per module, no viewer or backend.
 """Pure logic of the napari plugin: ids, label modes, names, coordinates, slicing, dtypes, export.
 
 No viewer and no backend: napari layer *models* (Qt-free) are used where the

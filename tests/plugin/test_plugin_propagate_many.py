@@ -15,22 +15,17 @@ import pytest
 
 from plugin._qt.propagate_widget import ALL_ON_SLICE, SELECTED
 from plugin.jobs.stacks import PROPAGATE
-from tests.support import timelapse
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget, wait_for_redraws
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
+from tests.support.timelapse import MOVIE_FRAMES as FRAMES
+from tests.support.timelapse import MOVIE_SIDE as SIZE
+from tests.support.timelapse import movie_disc as disc
 
 pytestmark = GUI_TEST_MARKS
 
 TIMEOUT_MS = 60_000
-SIZE = 96
-FRAMES = 5
-
-
-def disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
-    """A bool (SIZE, SIZE) disc at ``centre`` (row, col)."""
-    return timelapse.disc((SIZE, SIZE), centre, radius)
 
 
 def drifting_discs() -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:

@@ -221,8 +221,8 @@ def test_auto_segment_stack_writes_every_slice_with_unique_ids(spawn, connect, q
 def test_backend_death_keeps_labels_and_reconnects(shared_backend, connect, qtbot, monkeypatch) -> None:
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
-    monkeypatch.setattr("plugin._qt.widget.REFRESH_INTERVAL_MS", 300)
-    monkeypatch.setattr("plugin._qt.widget.RETRY_INTERVAL_MS", 300)
+    monkeypatch.setattr("plugin._qt.backend_link.REFRESH_INTERVAL_MS", 300)
+    monkeypatch.setattr("plugin._qt.backend_link.RETRY_INTERVAL_MS", 300)
     backend = shared_backend  # killed and started again: later tests get the new one
     viewer, image, widget = connect(backend, cell(64))
     click_point(widget, qtbot, [30, 30])

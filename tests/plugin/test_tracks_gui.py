@@ -17,21 +17,17 @@ from plugin.labels.lineage import LINEAGE_KEY, lineage_from_metadata
 from plugin.tracks import tracks_layer_name
 from protocol.formats.ctc import read_ctc
 from protocol.formats.provenance_files import read_provenance
-from tests.support import timelapse
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
+from tests.support.timelapse import MOVIE_FRAMES as FRAMES
+from tests.support.timelapse import MOVIE_SIDE as SIZE
+from tests.support.timelapse import movie_disc as disc
 
 pytestmark = GUI_TEST_MARKS
 
 TIMEOUT_MS = 60_000
-SIZE = 96
-FRAMES = 5
-
-
-def disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
-    return timelapse.disc((SIZE, SIZE), centre, radius)
 
 
 def centre_a(t: int) -> tuple[float, float]:
@@ -102,13 +98,20 @@ def test_propagate_on_time_shows_tracks_and_exports_ctc_with_provenance(setup, q
     assert reopened_tracks.graph == {9: [8]}
 
 
-def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) -> None:
-    viewer, widget, labels = setup
+def two_tracks(labels: Labels) -> np.ndarray:
+    """Give ``labels`` disc 3 along ``centre_a`` and disc 8 along ``centre_b`` on every frame; return a copy
+    (napari keeps the array it is given: the copy stays the truth)."""
     full = np.zeros(labels.data.shape, np.uint32)
     for t in range(FRAMES):
         full[t][disc(centre_a(t))] = 3
         full[t][disc(centre_b(t))] = 8
-    labels.data = full.copy()  # napari keeps the array it is given: full stays the truth
+    labels.data = full.copy()
+    return full
+
+
+def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) -> None:
+    viewer, widget, labels = setup
+    full = two_tracks(labels)
     box = widget.tracks_box
     history = widget.controller.histories(labels)
     depth = history.undo_depth
@@ -139,11 +142,7 @@ def test_tracks_box_breaks_marks_a_division_and_fills_the_table(setup, qtbot) ->
 
 def test_the_tracks_layer_follows_edits_and_undo_reading_only_the_frames_touched(setup, qtbot) -> None:
     viewer, widget, labels = setup
-    full = np.zeros(labels.data.shape, np.uint32)
-    for t in range(FRAMES):
-        full[t][disc(centre_a(t))] = 3
-        full[t][disc(centre_b(t))] = 8
-    labels.data = full.copy()
+    two_tracks(labels)
     box, name = widget.tracks_box, tracks_layer_name("cells")
     box.refresh()
     follower = box.followers[labels.unique_id]

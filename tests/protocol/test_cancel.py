@@ -14,21 +14,11 @@ from typing import Any
 import pytest
 import zmq
 
+from bench.raw_peers import DISCONNECT, RawClient, RawWorker, ThreadedWorker, echo_handler, request_body
 from protocol.wire import mdp
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import Superseded
-from tests.support.broker_peers import (
-    DISCONNECT,
-    BrokerHandle,
-    RawClient,
-    RawWorker,
-    ThreadedWorker,
-    echo_handler,
-    error_of,
-    request_body,
-    services,
-    wait_for_workers,
-)
+from tests.support.broker_peers import BrokerHandle, error_of, services, wait_for_workers
 from tests.support.processes import wait_until
 from tests.support.scripted_worker import ScriptedWorker, reply
 

@@ -46,8 +46,7 @@ def test_concept_finds_every_disc_of_a_window_with_a_score_each(
     standin: Callable[..., StandinBackend],
 ) -> None:
     shape = (600, 800)
-    centres, radii = scattered_discs(shape, spacing=80, radius_range=(8.0, 12.0), seed=3)
-    image, truth = disc_image(shape, centres, radii)
+    image, truth = disc_image(shape, *scattered_discs(shape, spacing=80, radius_range=(8.0, 12.0), seed=3))
     backend = standin(workers=1)
     with backend.client() as client:
         answer = concept(client, to_wire(image, None), concept_params("nucleus"))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from bench import fuzzing
 from bench.fuzzing import FakeBroker
+from protocol.runtime.processes import free_endpoint, log_text, rss_bytes, wait_until
 from protocol.wire import codec, mdp
 from tests.support.broker_peers import (
     BrokerHandle,
@@ -33,15 +34,7 @@ from tests.support.broker_peers import (
     wait_for_workers,
     zmq_context,
 )
-from tests.support.processes import (
-    MODEL,
-    PYTHON,
-    ProcessSpawner,
-    free_endpoint,
-    log_text,
-    rss_bytes,
-    wait_until,
-)
+from tests.support.processes import MODEL, PYTHON, ProcessSpawner
 
 # No shrinking: each example goes through real processes, and a failure's
 # seed and frames are in the assertion message already.
@@ -131,22 +124,29 @@ def _fuzz_and_check(
         assert target.healthy(ctx, f"mid-{seed}")
 
 
+@pytest.mark.parametrize("side", ["frontend", "backend"])
 @FUZZ_SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), noise=frames_strategy)
-def test_fuzzed_broker_frontend_stays_up(
-    broker_target: BrokerTarget, ctx: zmq.Context[Any], marker: Path, seed: int, noise: list[bytes]
+def test_fuzzed_broker_stays_up(
+    broker_target: BrokerTarget,
+    ctx: zmq.Context[Any],
+    marker: Path,
+    side: str,
+    seed: int,
+    noise: list[bytes],
 ) -> None:
-    message = fuzzing.client_message(random.Random(seed), str(marker))
-    _fuzz_and_check(broker_target, ctx, broker_target.client_fuzzer, [message, noise], seed)
-
-
-@FUZZ_SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), noise=frames_strategy)
-def test_fuzzed_broker_backend_stays_up(
-    broker_target: BrokerTarget, ctx: zmq.Context[Any], marker: Path, seed: int, noise: list[bytes]
-) -> None:
-    message = fuzzing.worker_message(random.Random(seed), str(marker))
-    _fuzz_and_check(broker_target, ctx, broker_target.worker_fuzzer, [message, noise], seed)
+    """Hostile messages on the broker's client frontend, or its worker backend."""
+    if side == "frontend":
+        message, fuzzer = (
+            fuzzing.client_message(random.Random(seed), str(marker)),
+            broker_target.client_fuzzer,
+        )
+    else:
+        message, fuzzer = (
+            fuzzing.worker_message(random.Random(seed), str(marker)),
+            broker_target.worker_fuzzer,
+        )
+    _fuzz_and_check(broker_target, ctx, fuzzer, [message, noise], seed)
 
 
 def test_broker_after_fuzzing_serves_and_did_not_bloat(

@@ -24,6 +24,7 @@ from protocol.ops.tiled import tiled_auto, tiled_auto_stack
 from protocol.ops.windowed import segment_windowed
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
+from tests.support.counting_array import CountingArray
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
 
@@ -31,23 +32,6 @@ from tests.support.standin_backend import StandinBackend
 @pytest.fixture
 def standin(spawn: ProcessSpawner) -> Callable[..., StandinBackend]:
     return lambda workers=3, delay_s=0.0: StandinBackend(spawn, workers, delay_s)
-
-
-class CountingArray:
-    """An array-like that records every region read (to prove only windows/tiles are read)."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-        self.reads: list[int] = []
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        value = np.asarray(self.array[key])
-        with self._lock:
-            self.reads.append(int(value.shape[0] * value.shape[1]))
-        return value
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +80,7 @@ def test_tiled_auto_reads_a_zarr_slice_tile_by_tile_into_a_zarr_output(
     source = CountingArray(zarr.array(image, chunks=(512, 512)))
     out = zarr.zeros(image.shape, chunks=(512, 512), dtype=np.uint32)
     result = tiled_auto(source, out, backend.client, contrast_limits=None)
-    assert max(source.reads) <= 1024 * 1024, "a read larger than one tile"
+    assert max(source.areas) <= 1024 * 1024, "a read larger than one tile"
     assert result.num_objects == 49 * 49
     iou, stray, duplicates = disc_scores(np.asarray(out[:]), truth)
     assert iou.min() >= 0.9 and stray == 0 and duplicates == 0
@@ -151,7 +135,7 @@ def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_pla
         again = segment_windowed(client, source, [[4711.5, 5400.5]], [1])
         info = client.call("info").header["result"]
     assert answer.tries == 1 and not answer.touches_border
-    assert max(source.reads) <= 1024 * 1024
+    assert max(source.areas) <= 1024 * 1024
     placed = np.zeros(shape, dtype=bool)
     answer.paste_into(placed)
     np.testing.assert_array_equal(placed, truth == 1)  # exact: right place, native resolution
@@ -160,12 +144,17 @@ def test_a_click_far_from_the_origin_of_a_6000_slice_comes_back_whole_at_its_pla
     assert info["counters"]["images_received"] == 1 and info["image_shapes"] == [[1024, 1024]]
 
 
+def centred_disc(shape: tuple[int, int], radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """One bright disc of ``radius`` px in the middle of a (H, W) image: (uint8 image, uint32 labels)."""
+    return disc_image(shape, np.array([[shape[0] / 2, shape[1] / 2]]), np.array([radius]))
+
+
 def test_an_object_cut_by_the_window_is_asked_again_on_a_window_that_holds_it(
     standin: Callable[..., StandinBackend],
 ) -> None:
     backend = standin(workers=1)
     shape = (5000, 5000)
-    image, truth = disc_image(shape, np.array([[2500.0, 2500.0]]), np.array([400.0]))
+    image, truth = centred_disc(shape, 400.0)
     with backend.client() as client:
         # A click near the disc's edge: the first window (1024 px around it) cuts the disc.
         answer = segment_windowed(client, image, [[2500.5, 2150.5]], [1])
@@ -180,7 +169,7 @@ def test_a_big_box_is_sent_downsampled_and_comes_back_at_native_size(
 ) -> None:
     backend = standin(workers=1)
     shape = (6000, 6000)
-    image, truth = disc_image(shape, np.array([[3000.0, 3000.0]]), np.array([700.0]))
+    image, truth = centred_disc(shape, 700.0)
     with backend.client() as client:
         answer = segment_windowed(client, image, box=[2280.0, 2280.0, 3720.0, 3720.0])
         info = client.call("info").header["result"]

@@ -24,6 +24,16 @@ EXPECTED = {1: (0, 9, 0), 2: (0, 4, 0), 3: (5, 9, 2), 4: (5, 9, 2), 5: (0, 2, 0)
 LATER_RUN = (6, 9)
 
 
+MOVIE_FRAMES = 5
+MOVIE_SIDE = 96
+"""The GUI time-lapse tests' movies: MOVIE_FRAMES square frames of MOVIE_SIDE pixels."""
+
+
+def movie_disc(centre: tuple[float, float], radius: float = 8.0) -> np.ndarray:
+    """A bool (MOVIE_SIDE, MOVIE_SIDE) disc at ``centre`` (row, col)."""
+    return disc((MOVIE_SIDE, MOVIE_SIDE), centre, radius)
+
+
 def disc(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> np.ndarray:
     """A boolean disc of ``radius`` pixels at ``centre`` (row, col)."""
     rows, cols = np.ogrid[: shape[0], : shape[1]]

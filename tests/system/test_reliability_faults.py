@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import zmq
 
+from protocol.runtime.processes import free_endpoint, log_text, rss_bytes, wait_until
 from protocol.wire import codec
 from protocol.wire.client import ClientConfig, SamClient
 from tests.support.broker_peers import (
@@ -30,15 +31,7 @@ from tests.support.broker_peers import (
     start_broker,
     wait_for_workers,
 )
-from tests.support.processes import (
-    MODEL,
-    PYTHON,
-    ProcessSpawner,
-    free_endpoint,
-    log_text,
-    rss_bytes,
-    wait_until,
-)
+from tests.support.processes import MODEL, PYTHON, ProcessSpawner
 
 SERVICE = MODEL.encode()
 MARGIN_S = 2.0  # slack for a loaded 2-core machine

@@ -1,3 +1,4 @@
+# One file on purpose: the propagate tests share one module-scoped broker and real SAM2 worker.
 """``propagate``: SAM2's video predictor through a stack, slice by slice, with cancel.
 
 Pure parts (slice order, stack checks, the inference-state layout, weight
