@@ -155,13 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="longest wait between reconnection attempts while the broker is silent (starts at 0.25 s)",
     )
-    parser.add_argument(
-        "--drain-grace-s",
-        type=non_negative_float,
-        default=20.0,
-        help="on SIGTERM/SIGINT, seconds the request being computed may take to finish before it is "
-        "handed back to the broker (keep it below SLURM's KillWait, often 30 s)",
-    )
+    cli.add_drain_grace_option(parser, 20.0)
     parser.add_argument(
         "--max-array-mib", type=positive_float, default=1024.0, help="largest array in a request"
     )

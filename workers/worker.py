@@ -26,7 +26,11 @@ the broker that sent them no longer knows this worker.
 Draining (SIGTERM from a scheduler, ``start_all.sh`` or a user): after
 :meth:`Worker.drain` the worker takes no new request; the one it holds is
 finished if it ends within ``drain_grace_s``, else handed back. Then it sends
-DISCONNECT and ``run()`` returns. A REQUEST that arrives while draining (the
+DISCONNECT and ``run()`` returns. A request that is not expected to end within
+the grace left is handed back at once, not at the end of the grace: the
+worker keeps each op's typical duration (``workers/durations.py``, which also
+says what it assumes for an op it has no estimate of) and checks at every
+poll. A REQUEST that arrives while draining (the
 broker may send the next one the moment a FINAL reaches it) is handed back
 at once, unstarted. A broker re-queues a request whose worker sent
 DISCONNECT, so the client still gets exactly one FINAL, from another worker.
@@ -55,6 +59,7 @@ import zmq
 from protocol.wire import codec, mdp
 from protocol.wire.errors import CodecError, ProtocolError
 from protocol.wire.security import CurveClientKeys
+from workers.durations import RequestDurations
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,7 @@ class _ComputeThread(threading.Thread):
         handler: RequestHandler,
         limits: codec.Limits,
         current_connection: Callable[[], int],
+        durations: RequestDurations,
     ) -> None:
         super().__init__(name="sam2-compute", daemon=True)
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -171,6 +177,7 @@ class _ComputeThread(threading.Thread):
         self._handler = handler
         self._limits = limits
         self._current_connection = current_connection
+        self._durations = durations
         self.busy = threading.Event()
 
     def run(self) -> None:
@@ -210,6 +217,7 @@ class _ComputeThread(threading.Thread):
         waited_ms = 1000.0 * (time.monotonic() - job.received_s)
         log.info("request_id=%s op=%s started waited_ms=%.0f", request_id, op, waited_ms)
         started = time.monotonic()
+        self._durations.started(request_id, op)
         try:
             for reply in self._handler.handle(message, job.cancel):
                 final = reply.status != codec.STATUS_PARTIAL
@@ -235,12 +243,15 @@ class _ComputeThread(threading.Thread):
                     code,
                     elapsed_ms,
                 )
+                self._durations.finished(reply.status == codec.STATUS_OK and not job.cancel.is_set())
                 yield mdp.W_FINAL, frames
                 return
             error = "the worker produced no final reply"
         except Exception as e:  # the handler catches its own errors; this is a last resort
             log.exception("request_id=%s op=%s failed in the worker loop", request_id, op)
             error = f"{type(e).__name__}: {e}"
+        finally:
+            self._durations.finished(False)  # nothing when already counted above
         yield mdp.W_FINAL, codec.error_body(message.header, "internal", error)
 
 
@@ -273,6 +284,7 @@ class Worker:
         self._job_cancels: deque[threading.Event] = deque()
         self._heard_while_busy = False
         self._poller = zmq.Poller()
+        self._durations = RequestDurations()
         self.ready_count = 0
 
     # -- public ---------------------------------------------------------------
@@ -288,6 +300,11 @@ class Worker:
         """
         self._drain.set()
 
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called."""
+        return self._drain.is_set()
+
     def run(self) -> bool:
         """Serve until :meth:`stop`; always leaves with DISCONNECT sent and sockets closed.
 
@@ -301,7 +318,12 @@ class Worker:
         results.bind(endpoint)
         self._poller.register(results, zmq.POLLIN)
         compute = _ComputeThread(
-            self._context, endpoint, self._handler, self.config.limits, lambda: self._connection
+            self._context,
+            endpoint,
+            self._handler,
+            self.config.limits,
+            lambda: self._connection,
+            self._durations,
         )
         compute.start()
         try:
@@ -335,11 +357,13 @@ class Worker:
         now = time.monotonic()
         if self._drain_deadline is None:
             self._drain_deadline = now + self.config.drain_grace_s
+            running = self._durations.running()
             log.info(
-                "draining: taking no new request; %s",
+                "draining: taking no new request; %s%s",
                 f"finishing the one held within {self.config.drain_grace_s:g} s, else handing it back"
                 if self._in_flight
                 else "none held",
+                f" ({running.describe()})" if running is not None and self._in_flight else "",
             )
         if self._dealer is None or self._in_flight == 0:
             log.info("drained: no request held; sending DISCONNECT")
@@ -347,6 +371,19 @@ class Worker:
         if self._handed_back:
             log.info(
                 "handing back %d request(s) received while draining; sending DISCONNECT", self._in_flight
+            )
+            return True
+        grace_left_s = self._drain_deadline - now
+        running = self._durations.running()
+        if (
+            running is not None
+            and running.remaining_s is not None
+            and 0.0 < grace_left_s < running.remaining_s
+        ):
+            log.warning(
+                "%s, more than the %.1f s of grace left: handing it back now; sending DISCONNECT",
+                running.describe(),
+                grace_left_s,
             )
             return True
         if now >= self._drain_deadline:
