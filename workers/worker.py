@@ -17,7 +17,15 @@ are queued (a broker may send more than one).
 Broker liveness: any message from the broker counts. After
 ``heartbeat_interval_s * heartbeat_liveness`` of silence the worker drops its
 socket, waits (0.25 s doubling to 2 s), connects a fresh one and sends READY
-again; a DISCONNECT from the broker does the same. While a request is being
+again; a DISCONNECT from the broker does the same. Silence is counted from
+when a socket's connection is made (its ZMTP handshake, seen on a socket
+monitor), not from when the socket was created: while the broker is down,
+READY waits in a fresh socket, and a broker that comes back late in that
+socket's liveness window must get the time of a heartbeat to answer it.
+Counting from the socket's creation gave up on such a socket just after its
+READY had reached the broker, and registered again on the next one: two
+registrations, one of them a ghost until the broker's expiry, seen in about
+one broker restart in three (issue 23). While a request is being
 computed, silence counts only if the broker has sent something during that
 request: some conforming brokers (majortomo) send no heartbeats to busy
 workers. Replies to requests received on an older connection are dropped:
@@ -55,6 +63,7 @@ from typing import Any, Protocol
 
 import blosc2
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from protocol.wire import codec, mdp
 from protocol.wire.errors import CodecError, ProtocolError
@@ -275,6 +284,7 @@ class Worker:
         self._drain_deadline: float | None = None
         self._handed_back = 0
         self._dealer: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._connection = 0
         self._connect_at = 0.0
         self._backoff_s = config.reconnect_initial_s
@@ -407,6 +417,8 @@ class Worker:
             wait_s = self._heartbeat_at - now
         timeout_ms = int(1000.0 * max(0.0, min(wait_s, POLL_MAX_S)))
         events = dict(self._poller.poll(timeout=timeout_ms))
+        if self._monitor is not None and self._monitor in events:
+            self._read_connection_events()
         if self._dealer is not None and self._dealer in events:
             frames = self._dealer.recv_multipart(copy=False)
             try:
@@ -421,6 +433,8 @@ class Worker:
         if now >= self._heartbeat_at:
             self._send(self._frames(mdp.W_HEARTBEAT))
         busy = self._in_flight > 0
+        if now >= self._broker_deadline:
+            self._read_connection_events()  # a connection made since the poll restarts the count
         if now >= self._broker_deadline and (not busy or self._heard_while_busy):
             log.warning(
                 "broker silent for %.1fs (interval %.2fs x liveness %d): reconnecting",
@@ -504,6 +518,8 @@ class Worker:
         dealer.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
         if self.config.curve is not None:
             self.config.curve.apply(dealer)
+        self._monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._poller.register(self._monitor, zmq.POLLIN)
         dealer.connect(self.config.connect)
         self._dealer = dealer
         self._poller.register(dealer, zmq.POLLIN)
@@ -521,6 +537,16 @@ class Worker:
             "" if self.ready_count == 1 else f" (reconnect {self.ready_count - 1})",
         )
 
+    def _read_connection_events(self) -> None:
+        """Restart the broker's silence count when the socket's connection is made (a handshake)."""
+        while self._monitor is not None:
+            try:
+                event = recv_monitor_message(self._monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._broker_deadline = time.monotonic() + self.config.broker_timeout_s
+
     def _disconnect(self, send: bool) -> None:
         """Close the broker connection; cancel its requests, whose replies could no longer be sent."""
         if self._job_cancels:
@@ -536,6 +562,11 @@ class Worker:
             except zmq.ZMQError as e:
                 log.warning("could not send DISCONNECT: %s", e)
             self._dealer.linger = int(1000 * self.config.disconnect_linger_s)
+        if self._monitor is not None:
+            self._poller.unregister(self._monitor)
+            self._dealer.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         self._poller.unregister(self._dealer)
         self._dealer.close()
         self._dealer = None
