@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from protocol.wire import codec
+from tests.support.fake_clock import FakeClock
 from tests.support.processes import ProcessSpawner, log_text, wait_until
 from tests.support.standin_backend import StandinBackend
 from workers.durations import EMA_WEIGHT, RequestDurations
@@ -104,40 +105,32 @@ def test_a_request_that_cannot_fit_goes_back_at_once_and_one_that_fits_is_finish
     assert "handing it back now" not in text
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now_s = 100.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-
 def test_typical_duration_is_an_average_of_successes_and_unknown_means_as_long_again() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     durations = RequestDurations(clock)
     assert durations.running() is None
     durations.started("a", "auto")
-    clock.now_s += 0.5
+    clock.now += 0.5
     running = durations.running()
     assert running is not None and running.typical_s is None
     assert running.remaining_s is None and running.elapsed_s == 0.5  # no estimate: unknown
-    clock.now_s += 3.5
+    clock.now += 3.5
     durations.finished(True)
     assert durations.typical_s("auto") == 4.0
     durations.started("b", "auto")
-    clock.now_s += 0.1
+    clock.now += 0.1
     durations.finished(False)  # an error or need_image answer: not counted
     assert durations.typical_s("auto") == 4.0
     durations.started("c", "auto")
-    clock.now_s += 2.0
+    clock.now += 2.0
     durations.finished(True)
     assert durations.typical_s("auto") == EMA_WEIGHT * 2.0 + (1 - EMA_WEIGHT) * 4.0
     durations.started("d", "auto")
-    clock.now_s += 1.0
+    clock.now += 1.0
     running = durations.running()
     assert running is not None and running.remaining_s == 2.0  # typical 3.0 less 1.0 run
     assert "2.0 s more expected" in running.describe()
-    clock.now_s += 4.0  # running past its typical: unknown again
+    clock.now += 4.0  # running past its typical: unknown again
     running = durations.running()
     assert running is not None and running.remaining_s is None
     assert "past its typical 3.0 s" in running.describe()
