@@ -109,8 +109,8 @@ def write_ngff_labels(
     chunks = tuple(1 for _ in data.shape[:-2]) + tuple(min(CHUNK_YX, n) for n in data.shape[-2:])
     units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
     source: Any = np.asarray(data) if stop is None else StopBetweenChunks(data, stop)
-    scheduler = {} if stop is None else {"scheduler": "synchronous"}
-    with atomic_dir(store) as tmp, dask.config.set(**scheduler):
+    scheduler: dict[str, Any] = {} if stop is None else {"scheduler": "synchronous"}
+    with atomic_dir(store) as tmp, dask.config.set(scheduler):
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         write_labels(
             da.from_array(source, chunks=chunks),
