@@ -24,8 +24,9 @@ embedded worker never outlives its napari).
 
 SIGTERM or SIGINT (``scancel``, preemption, a SLURM time limit,
 ``start_all.sh`` stopping, Ctrl-C): take no new request, finish the one held
-within ``--drain-grace-s`` or hand it back to the broker, send DISCONNECT and
-exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
+within ``--drain-grace-s`` or hand it back to the broker (at once when its op's
+typical time says it cannot end within the grace: ``workers/durations.py``),
+send DISCONNECT and exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
 
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
 line, a bad model file, an unknown model, a missing, unusable or mismatching
