@@ -174,7 +174,8 @@ class LabelSink:
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
         image: OME-Zarr: the source slices (N, H, W[, C]) array-like, written into the store's
             root as an image pyramid chunk by chunk (:func:`batch.outputs.ngff_root_image`).
-        stop: called between tiles and chunks of a tile-by-tile write; it raises (e.g.
+        stop: called between tiles and chunks of a tile-by-tile write and of an OME-Zarr write
+            from memory; it raises (e.g.
             ``KeyboardInterrupt``, :mod:`batch.interrupt`) to abandon the write, which then
             leaves no file behind.
 
@@ -230,6 +231,7 @@ class LabelSink:
                     self.coordinates,
                     self.image,
                     self.provenance,
+                    self._stop,
                 )
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
@@ -290,7 +292,13 @@ class LabelSink:
         from ome_zarr.writer import write_labels
 
         from protocol.formats.geometry import Geometry
-        from protocol.formats.ngff import label_group_name, link_to_root_image, scale_factors, zarr_path
+        from protocol.formats.ngff import (
+            StopBetweenChunks,
+            label_group_name,
+            link_to_root_image,
+            scale_factors,
+            zarr_path,
+        )
         from protocol.runtime.atomic import atomic_dir
 
         if not 2 <= len(self.label_shape) <= 5:
@@ -299,7 +307,7 @@ class LabelSink:
         axes = list(geometry.axes)
         units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
         chunks = tuple(1 for _ in self.label_shape[:-2]) + tuple(min(CHUNK, n) for n in self.label_shape[-2:])
-        checked = _Checked(self.array, self._stop)
+        checked = StopBetweenChunks(self.array, self._stop)
         data = da.from_array(checked, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
         store = zarr_path(self.path)
         # One thread: a stop raised between chunks leaves no other thread writing into the
@@ -328,18 +336,3 @@ class LabelSink:
 
 def _never() -> None:
     """A ``stop`` that never stops."""
-
-
-class _Checked:
-    """An array-like that calls ``stop`` before each read (a safe point of a chunked write)."""
-
-    def __init__(self, array: Any, stop: Callable[[], None]) -> None:
-        self._array = array
-        self._stop = stop
-        self.shape = tuple(int(n) for n in array.shape)
-        self.dtype = np.dtype(array.dtype)
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        self._stop()
-        return np.asarray(self._array[key])

@@ -215,6 +215,7 @@ def write_output(
     coordinates: str = "pixel",
     image: Any = None,
     provenance: Provenance | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> None:
     """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
 
@@ -227,6 +228,8 @@ def write_output(
         image: OME-Zarr only: the source slices, (N, H, W[, C]) array-like, written into the
             store's root as an NGFF image pyramid (:func:`ngff_root_image`); None: labels only.
         provenance: how the labels were made, in the format's own place (:mod:`protocol.formats.provenance`).
+        stop: OME-Zarr only: called before each chunk of labels and image is read; raising there
+            (a deferred Ctrl-C) abandons the write between chunks and leaves no store behind.
 
     Raises:
         ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
@@ -244,9 +247,10 @@ def write_output(
     if geometry is None or geometry.ndim != labels.ndim:
         geometry = Geometry.plain(labels.ndim)
     if output_format == FORMAT_OME_ZARR:
-        root_image = None if image is None else ngff_root_image(image, labels.shape, geometry, path)
+        root_image = None if image is None else ngff_root_image(image, labels.shape, geometry, path, stop)
+        name = path.name.split(".")[0]
         write_ngff_labels(
-            path, labels, {}, geometry, name=path.name.split(".")[0], image=root_image, provenance=provenance
+            path, labels, {}, geometry, name=name, image=root_image, provenance=provenance, stop=stop
         )
     elif output_format == FORMAT_GEOJSON:
         write_geojson(path, labels, {}, geometry, coordinates, provenance)

@@ -230,6 +230,9 @@ class BatchRunner(TiledFiles):
         for path, image in self._tiled:
             self._interrupt.check()
             self._run_tiled(path, image)
+        # A Ctrl-C during the last write that reached no safe point: that file is whole and kept,
+        # but the batch was asked to stop, so it says so (exit 130), not "finished".
+        self._interrupt.check()
 
     def _slice_tasks(self, todo: list[Path]) -> Iterator[tuple[_FileJob, int]]:
         """Yield (job, slice index) for every slice, reading each file when it is first needed."""

@@ -24,8 +24,9 @@ embedded worker never outlives its napari).
 
 SIGTERM or SIGINT (``scancel``, preemption, a SLURM time limit,
 ``start_all.sh`` stopping, Ctrl-C): take no new request, finish the one held
-within ``--drain-grace-s`` or hand it back to the broker, send DISCONNECT and
-exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
+within ``--drain-grace-s`` or hand it back to the broker (at once when its op's
+typical time says it cannot end within the grace: ``workers/durations.py``),
+send DISCONNECT and exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
 
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
 line, a bad model file, an unknown model, a missing, unusable or mismatching
@@ -155,13 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="longest wait between reconnection attempts while the broker is silent (starts at 0.25 s)",
     )
-    parser.add_argument(
-        "--drain-grace-s",
-        type=non_negative_float,
-        default=20.0,
-        help="on SIGTERM/SIGINT, seconds the request being computed may take to finish before it is "
-        "handed back to the broker (keep it below SLURM's KillWait, often 30 s)",
-    )
+    cli.add_drain_grace_option(parser, 20.0)
     parser.add_argument(
         "--max-array-mib", type=positive_float, default=1024.0, help="largest array in a request"
     )

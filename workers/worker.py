@@ -17,7 +17,15 @@ are queued (a broker may send more than one).
 Broker liveness: any message from the broker counts. After
 ``heartbeat_interval_s * heartbeat_liveness`` of silence the worker drops its
 socket, waits (0.25 s doubling to 2 s), connects a fresh one and sends READY
-again; a DISCONNECT from the broker does the same. While a request is being
+again; a DISCONNECT from the broker does the same. Silence is counted from
+when a socket's connection is made (its ZMTP handshake, seen on a socket
+monitor), not from when the socket was created: while the broker is down,
+READY waits in a fresh socket, and a broker that comes back late in that
+socket's liveness window must get the time of a heartbeat to answer it.
+Counting from the socket's creation gave up on such a socket just after its
+READY had reached the broker, and registered again on the next one: two
+registrations, one of them a ghost until the broker's expiry, seen in about
+one broker restart in three (issue 23). While a request is being
 computed, silence counts only if the broker has sent something during that
 request: some conforming brokers (majortomo) send no heartbeats to busy
 workers. Replies to requests received on an older connection are dropped:
@@ -26,7 +34,11 @@ the broker that sent them no longer knows this worker.
 Draining (SIGTERM from a scheduler, ``start_all.sh`` or a user): after
 :meth:`Worker.drain` the worker takes no new request; the one it holds is
 finished if it ends within ``drain_grace_s``, else handed back. Then it sends
-DISCONNECT and ``run()`` returns. A REQUEST that arrives while draining (the
+DISCONNECT and ``run()`` returns. A request that is not expected to end within
+the grace left is handed back at once, not at the end of the grace: the
+worker keeps each op's typical duration (``workers/durations.py``, which also
+says what it assumes for an op it has no estimate of) and checks at every
+poll. A REQUEST that arrives while draining (the
 broker may send the next one the moment a FINAL reaches it) is handed back
 at once, unstarted. A broker re-queues a request whose worker sent
 DISCONNECT, so the client still gets exactly one FINAL, from another worker.
@@ -51,10 +63,12 @@ from typing import Any, Protocol
 
 import blosc2
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from protocol.wire import codec, mdp
 from protocol.wire.errors import CodecError, ProtocolError
 from protocol.wire.security import CurveClientKeys
+from workers.durations import RequestDurations
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +177,7 @@ class _ComputeThread(threading.Thread):
         handler: RequestHandler,
         limits: codec.Limits,
         current_connection: Callable[[], int],
+        durations: RequestDurations,
     ) -> None:
         super().__init__(name="sam2-compute", daemon=True)
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -171,6 +186,7 @@ class _ComputeThread(threading.Thread):
         self._handler = handler
         self._limits = limits
         self._current_connection = current_connection
+        self._durations = durations
         self.busy = threading.Event()
 
     def run(self) -> None:
@@ -210,6 +226,7 @@ class _ComputeThread(threading.Thread):
         waited_ms = 1000.0 * (time.monotonic() - job.received_s)
         log.info("request_id=%s op=%s started waited_ms=%.0f", request_id, op, waited_ms)
         started = time.monotonic()
+        self._durations.started(request_id, op)
         try:
             for reply in self._handler.handle(message, job.cancel):
                 final = reply.status != codec.STATUS_PARTIAL
@@ -235,12 +252,15 @@ class _ComputeThread(threading.Thread):
                     code,
                     elapsed_ms,
                 )
+                self._durations.finished(reply.status == codec.STATUS_OK and not job.cancel.is_set())
                 yield mdp.W_FINAL, frames
                 return
             error = "the worker produced no final reply"
         except Exception as e:  # the handler catches its own errors; this is a last resort
             log.exception("request_id=%s op=%s failed in the worker loop", request_id, op)
             error = f"{type(e).__name__}: {e}"
+        finally:
+            self._durations.finished(False)  # nothing when already counted above
         yield mdp.W_FINAL, codec.error_body(message.header, "internal", error)
 
 
@@ -264,6 +284,7 @@ class Worker:
         self._drain_deadline: float | None = None
         self._handed_back = 0
         self._dealer: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._connection = 0
         self._connect_at = 0.0
         self._backoff_s = config.reconnect_initial_s
@@ -273,6 +294,7 @@ class Worker:
         self._job_cancels: deque[threading.Event] = deque()
         self._heard_while_busy = False
         self._poller = zmq.Poller()
+        self._durations = RequestDurations()
         self.ready_count = 0
 
     # -- public ---------------------------------------------------------------
@@ -288,6 +310,11 @@ class Worker:
         """
         self._drain.set()
 
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called."""
+        return self._drain.is_set()
+
     def run(self) -> bool:
         """Serve until :meth:`stop`; always leaves with DISCONNECT sent and sockets closed.
 
@@ -301,7 +328,12 @@ class Worker:
         results.bind(endpoint)
         self._poller.register(results, zmq.POLLIN)
         compute = _ComputeThread(
-            self._context, endpoint, self._handler, self.config.limits, lambda: self._connection
+            self._context,
+            endpoint,
+            self._handler,
+            self.config.limits,
+            lambda: self._connection,
+            self._durations,
         )
         compute.start()
         try:
@@ -335,11 +367,13 @@ class Worker:
         now = time.monotonic()
         if self._drain_deadline is None:
             self._drain_deadline = now + self.config.drain_grace_s
+            running = self._durations.running()
             log.info(
-                "draining: taking no new request; %s",
+                "draining: taking no new request; %s%s",
                 f"finishing the one held within {self.config.drain_grace_s:g} s, else handing it back"
                 if self._in_flight
                 else "none held",
+                f" ({running.describe()})" if running is not None and self._in_flight else "",
             )
         if self._dealer is None or self._in_flight == 0:
             log.info("drained: no request held; sending DISCONNECT")
@@ -347,6 +381,19 @@ class Worker:
         if self._handed_back:
             log.info(
                 "handing back %d request(s) received while draining; sending DISCONNECT", self._in_flight
+            )
+            return True
+        grace_left_s = self._drain_deadline - now
+        running = self._durations.running()
+        if (
+            running is not None
+            and running.remaining_s is not None
+            and 0.0 < grace_left_s < running.remaining_s
+        ):
+            log.warning(
+                "%s, more than the %.1f s of grace left: handing it back now; sending DISCONNECT",
+                running.describe(),
+                grace_left_s,
             )
             return True
         if now >= self._drain_deadline:
@@ -370,6 +417,8 @@ class Worker:
             wait_s = self._heartbeat_at - now
         timeout_ms = int(1000.0 * max(0.0, min(wait_s, POLL_MAX_S)))
         events = dict(self._poller.poll(timeout=timeout_ms))
+        if self._monitor is not None and self._monitor in events:
+            self._read_connection_events()
         if self._dealer is not None and self._dealer in events:
             frames = self._dealer.recv_multipart(copy=False)
             try:
@@ -384,6 +433,8 @@ class Worker:
         if now >= self._heartbeat_at:
             self._send(self._frames(mdp.W_HEARTBEAT))
         busy = self._in_flight > 0
+        if now >= self._broker_deadline:
+            self._read_connection_events()  # a connection made since the poll restarts the count
         if now >= self._broker_deadline and (not busy or self._heard_while_busy):
             log.warning(
                 "broker silent for %.1fs (interval %.2fs x liveness %d): reconnecting",
@@ -467,6 +518,8 @@ class Worker:
         dealer.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes)
         if self.config.curve is not None:
             self.config.curve.apply(dealer)
+        self._monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._poller.register(self._monitor, zmq.POLLIN)
         dealer.connect(self.config.connect)
         self._dealer = dealer
         self._poller.register(dealer, zmq.POLLIN)
@@ -484,6 +537,16 @@ class Worker:
             "" if self.ready_count == 1 else f" (reconnect {self.ready_count - 1})",
         )
 
+    def _read_connection_events(self) -> None:
+        """Restart the broker's silence count when the socket's connection is made (a handshake)."""
+        while self._monitor is not None:
+            try:
+                event = recv_monitor_message(self._monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._broker_deadline = time.monotonic() + self.config.broker_timeout_s
+
     def _disconnect(self, send: bool) -> None:
         """Close the broker connection; cancel its requests, whose replies could no longer be sent."""
         if self._job_cancels:
@@ -499,6 +562,11 @@ class Worker:
             except zmq.ZMQError as e:
                 log.warning("could not send DISCONNECT: %s", e)
             self._dealer.linger = int(1000 * self.config.disconnect_linger_s)
+        if self._monitor is not None:
+            self._poller.unregister(self._monitor)
+            self._dealer.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         self._poller.unregister(self._dealer)
         self._dealer.close()
         self._dealer = None

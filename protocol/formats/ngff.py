@@ -76,6 +76,7 @@ def write_ngff_labels(
     name: str = "labels",
     image: Callable[[Any], None] | None = None,
     provenance: Provenance | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> Path:
     """Write ``data`` as the NGFF label image ``labels/<name>`` of a new store at ``path``; return the store.
 
@@ -88,7 +89,12 @@ def write_ngff_labels(
         image: called with the store's root group before the store is moved into place, to
             write the source image there (:func:`protocol.formats.ngff_image.write_image_pyramid`).
         provenance: how the labels were made, as the root group's ``sam2.provenance`` attribute.
+        stop: called before each chunk is read (one thread): it raises (e.g. ``KeyboardInterrupt``
+            of a deferred Ctrl-C, ``batch/interrupt.py``) to abandon the write between chunks, never
+            inside zarr's asyncio bridge; the temporary store is then removed. None: one
+            ``np.asarray`` of ``data`` and dask's default scheduler.
     """
+    import dask
     import dask.array as da
     import zarr
     from ome_zarr.format import FormatV04
@@ -102,10 +108,12 @@ def write_ngff_labels(
     group_name = label_group_name(name)
     chunks = tuple(1 for _ in data.shape[:-2]) + tuple(min(CHUNK_YX, n) for n in data.shape[-2:])
     units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
-    with atomic_dir(store) as tmp:
+    source: Any = np.asarray(data) if stop is None else StopBetweenChunks(data, stop)
+    scheduler: dict[str, Any] = {} if stop is None else {"scheduler": "synchronous"}
+    with atomic_dir(store) as tmp, dask.config.set(scheduler):
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         write_labels(
-            da.from_array(np.asarray(data), chunks=chunks),
+            da.from_array(source, chunks=chunks),
             root,
             name=group_name,
             scaler=None,
@@ -124,6 +132,25 @@ def write_ngff_labels(
         if provenance is not None:
             root.attrs[PROVENANCE_KEY] = provenance.to_dict()
     return store
+
+
+class StopBetweenChunks:
+    """An array-like that calls ``stop`` before each read: the safe points of a chunked write.
+
+    Wrap the source of a dask/zarr write in it (run with dask's synchronous scheduler, so a stop
+    raised between chunks leaves no other thread writing).
+    """
+
+    def __init__(self, array: Any, stop: Callable[[], None]) -> None:
+        self._array = array
+        self._stop = stop
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        self._stop()
+        return np.asarray(self._array[key])
 
 
 def link_to_root_image(root: Any, group_name: str) -> None:

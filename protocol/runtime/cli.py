@@ -71,6 +71,19 @@ def add_worker_heartbeat_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_drain_grace_option(parser: argparse.ArgumentParser, default_s: float) -> None:
+    """A worker's ``--drain-grace-s`` (>= 0, default ``default_s``): on SIGTERM, how long the request
+    held may take to finish before it goes back to the broker (``workers/worker.py``, "Draining")."""
+    parser.add_argument(
+        "--drain-grace-s",
+        type=non_negative_float,
+        default=default_s,
+        help="on SIGTERM, seconds the request being computed may take to finish before it is handed "
+        "back to the broker; one not expected to finish within them goes back at once (keep it below "
+        f"SLURM's KillWait, often 30 s; default {default_s:g})",
+    )
+
+
 def setup_logging(
     level: str,
     log_file: Path | str | None,

@@ -1,7 +1,11 @@
-"""Ctrl-C during a tile-by-tile label write (issue 23, item 7).
+"""Ctrl-C during a large label write (issue 23, item 7).
 
 ``sam2-batch`` on an image whose labels exceed ``--max-in-memory-mib`` writes
-them tile by tile (batch/large.py); SIGINT while it does must stop quietly:
+them tile by tile (batch/large.py); labels that fit in memory go to OME-Zarr
+chunk by chunk too (``write_ngff_labels``'s ``stop``: before, a Ctrl-C there
+was ignored until the whole write had ended, and the batch then exited 0
+with the file written; a second Ctrl-C landed inside zarr). SIGINT while
+either runs must stop quietly:
 exit 130, the one "interrupted" message, no asyncio noise ("coroutine was
 never awaited", "Task was destroyed") and no traceback, and no partial label
 file or temporary store left in ``--out`` (batch/interrupt.py: the stop waits
@@ -25,11 +29,16 @@ from tests.support.standin_backend import SERVICE, StandinBackend
 NOISE = ("never awaited", "Task was destroyed", "Traceback", "Exception ignored")
 
 
-@pytest.mark.parametrize("output_format", ["tiff", "ome-zarr"])
-def test_ctrl_c_during_a_tile_by_tile_write_stops_quietly_and_leaves_no_partial_file(
-    tmp_path: Path, spawn: ProcessSpawner, output_format: str
+@pytest.mark.parametrize(
+    ("output_format", "budget_mib", "side"),
+    [("tiff", "16", 6144), ("ome-zarr", "16", 6144), ("ome-zarr", "1024", 4096)],
+    ids=["tiff-tile-by-tile", "ome-zarr-tile-by-tile", "ome-zarr-from-memory"],
+)
+def test_ctrl_c_during_a_large_write_stops_quietly_and_leaves_no_partial_file(
+    tmp_path: Path, spawn: ProcessSpawner, output_format: str, budget_mib: str, side: int
 ) -> None:
-    shape = (6144, 6144)  # uint32 labels: 144 MiB, written tile by tile with a 16 MiB budget
+    # uint32 labels: 144 MiB at 6144², written tile by tile with a 16 MiB budget; 64 MiB at 4096², in memory
+    shape = (side, side)
     centres, radii = scattered_discs(shape, spacing=120, radius_range=(6.0, 10.0), seed=11)
     image, _ = disc_image(shape, centres, radii)
     tifffile.imwrite(tmp_path / "big.tif", image, tile=(512, 512), compression="zlib")
@@ -41,7 +50,7 @@ def test_ctrl_c_during_a_tile_by_tile_write_stops_quietly_and_leaves_no_partial_
         proc = subprocess.Popen(
             [sys.executable, "-m", "batch", str(tmp_path / "big.tif"), "--out", str(out),
              "--broker", backend.frontend, "--model", SERVICE, "--no-progress",
-             "--max-in-memory-mib", "16", "--format", output_format],
+             "--max-in-memory-mib", budget_mib, "--format", output_format],
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

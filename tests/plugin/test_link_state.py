@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from plugin.connection.backend import BackendStatus
 from plugin.connection.link_state import CONNECTED, NO_BROKER, NO_WORKER, LinkTracker
+from tests.support.fake_clock import FakeClock
 
 ADDRESS = "tcp://127.0.0.1:5555"
 UP = BackendStatus(ADDRESS, {"m": {"workers": 2}}, "m", {"device": "cuda:0"})
 NO_WORKERS = BackendStatus(ADDRESS, {}, error="the broker has no live workers (services: none)")
 DOWN = BackendStatus(ADDRESS, error="lost the broker", reachable=False)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_docked_before_any_worker_waits_then_connects_with_one_change_each() -> None:

@@ -37,31 +37,34 @@ class StandinBackend:
         self.brokers: list[subprocess.Popen[bytes]] = []
         """Every broker process started, the first and each restart (own log each)."""
         self.start_broker()
-        self.workers = [
-            spawn(
-                [
-                    PYTHON,
-                    "-m",
-                    "workers",
-                    "--model",
-                    SERVICE,
-                    "--connect",
-                    self.backend,
-                    "--heartbeat-interval-s",
-                    str(HEARTBEAT_INTERVAL_S),
-                    "--heartbeat-liveness",
-                    str(HEARTBEAT_LIVENESS),
-                    "--delay-s",
-                    str(delay_s),
-                    *worker_args,
-                ],
-                f"standin{k}",
-            )  # fmt: skip
-            for k in range(workers)
-        ]
+        self._delay_s = delay_s
+        self._worker_args = list(worker_args)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        for k in range(workers):
+            self.start_worker(name=f"standin{k}", wait=False)
         for proc in self.workers:
             assert wait_until(lambda p=proc: "worker ready" in log_text(p), 60), log_text(proc)  # type: ignore[misc]
-        assert self.wait_workers(workers, 10), f"{workers} workers did not register"
+        if workers:
+            assert self.wait_workers(workers, 10), f"{workers} workers did not register"
+
+    def start_worker(
+        self, extra_args: Sequence[str] = (), name: str | None = None, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Start one more stand-in (this backend's ``delay_s`` and ``worker_args``, then ``extra_args``,
+        which win); with ``wait``, return once its log says it sent READY."""
+        proc = self._spawn(
+            [
+                PYTHON, "-m", "workers", "--model", SERVICE, "--connect", self.backend,
+                "--heartbeat-interval-s", str(HEARTBEAT_INTERVAL_S),
+                "--heartbeat-liveness", str(HEARTBEAT_LIVENESS),
+                "--delay-s", str(self._delay_s), *self._worker_args, *extra_args,
+            ],
+            name or f"standin{len(self.workers)}",
+        )  # fmt: skip
+        self.workers.append(proc)
+        if wait:
+            assert wait_until(lambda: "worker ready" in log_text(proc), 60), log_text(proc)
+        return proc
 
     def start_broker(self) -> subprocess.Popen[bytes]:
         """Start the broker on this backend's ports (again after :meth:`kill_broker`); wait until ready."""

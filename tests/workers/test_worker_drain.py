@@ -3,7 +3,9 @@
 The worker takes no new request, finishes the one it holds within
 ``--drain-grace-s`` or hands it back, sends DISCONNECT and exits 0; the
 broker gives a handed-back request to another worker, so the client gets
-exactly one FINAL either way.
+exactly one FINAL either way. (A request the worker knows cannot fit goes
+back at once: ``tests/workers/test_drain_estimate.py``; here the first
+``sleep`` has no estimate, so the grace is waited out.)
 """
 
 from __future__ import annotations
@@ -96,7 +98,11 @@ def test_sigterm_hands_back_or_finishes_and_exits_0(
     assert "request_id=long op=sleep status=ok" not in log_text(first)
     assert services(ctx, backend.frontend)[MODEL]["workers"] == 1
 
-    # A request shorter than the grace period: finished by the worker that got SIGTERM.
+    # A request shorter than the grace period: finished by the worker that got SIGTERM. The worker
+    # knows `sleep` by the 5 s of "long" (workers/durations.py), too long to fit: a short sleep first
+    # brings its typical `sleep` down to 2.75 s, which fits.
+    sleep_request(client, "warm", 0.5)
+    assert only_final(client, 15).status == codec.STATUS_OK
     sleep_request(client, "short", 1.5)
     holder([other], "short")
     os.kill(other.pid, signal.SIGTERM)

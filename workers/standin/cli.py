@@ -1,14 +1,18 @@
 """Command line of a stand-in worker, reached through the worker command's family dispatch::
 
     python -m workers --model standin-blobs --connect tcp://127.0.0.1:5556 \
-        [--delay-s 0.05] [--encode-delay-s 0.5] [--cache-entries 8]
+        [--delay-s 0.05] [--encode-delay-s 0.5] [--cache-entries 8] [--drain-grace-s 0]
 
 (``sam2-worker --model standin-blobs`` is the same.) No torch, no checkpoint:
 see ``workers/standin/__init__.py``. ``--delay-s`` is slept per
 ``segment``/``auto`` request and per ``propagate`` slice, ``--encode-delay-s``
 per new image, to emulate model time in benchmarks and demos.
 
-SIGTERM or SIGINT: stop, hand back any request held, send DISCONNECT, exit 0.
+SIGTERM or SIGINT: drain as a SAM2 worker does (``workers/worker.py``): finish
+the request held if it is expected to end within ``--drain-grace-s``, else
+hand it back at once; send DISCONNECT, exit 0. The default grace is 0 s: the
+request held goes back at once (stand-ins serve tests and demos, where
+waiting only slows the run); a second SIGINT stops at once.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve without this op (repeatable): try a client against a model that lacks it",
     )
     cli.add_worker_heartbeat_options(parser)
+    cli.add_drain_grace_option(parser, 0.0)
     cli.add_parent_pid_option(parser)
     cli.add_log_options(parser)
     return parser
@@ -79,10 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_interval_s=args.heartbeat_interval_s,
         heartbeat_liveness=args.heartbeat_liveness,
         limits=Limits(),
+        drain_grace_s=args.drain_grace_s,
     )
     worker = Worker(config, service)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    signal.signal(signal.SIGTERM, lambda *_: worker.drain())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop() if worker.draining else worker.drain())
     worker.run()
     time.sleep(0.05)
     return 0
