@@ -236,7 +236,9 @@ def measure_throughput(
         if proc.returncode != 0:
             raise RuntimeError(f"load client failed: {log_text(proc)[-2000:]}")
         result = json.loads(out.decode().strip().splitlines()[-1])
-        rate += result["replies"] / result["elapsed_s"]
+        # A client whose first reply came after its window (a loaded machine) counted nothing.
+        if result["elapsed_s"] > 0:
+            rate += result["replies"] / result["elapsed_s"]
     return rate
 
 
