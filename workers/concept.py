@@ -108,7 +108,7 @@ class Sam3Service:
     ) -> None:
         from sam3.model.sam3_image_processor import Sam3Processor
 
-        self.model = model
+        self.model: Any = model  # sam3's Sam3Image (untyped)
         self.device = device
         self.served = served
         self.model_name = served.entry.name
@@ -221,7 +221,7 @@ class Sam3Service:
         sent_key = message.header.get("image_key")
         if pixels is None:
             cached = self.cache.get(sent_key) if isinstance(sent_key, str) else None
-            if cached is None:
+            if cached is None or not isinstance(sent_key, str):
                 return None
             self.cache.move_to_end(sent_key)
             return sent_key, cached[0], cached[1]
