@@ -292,31 +292,15 @@ def _sam2_service(
 def _sam3_service(
     args: argparse.Namespace, spec: ModelEntry, checkpoint: Path | None, device: DeviceChoice
 ) -> RequestHandler:
-    """Load the SAM 3 model of ``spec`` and its ``concept`` op (``workers/concept.py``); warn loudly
-    when it runs on a CPU.
+    """The SAM 3 model of ``spec`` and its ``concept`` op (``workers/concept.py``).
 
     Raises:
         CheckpointError: missing (with how to get the gated weights), unreadable or mismatching checkpoint.
     """
     exit_without_sam3_extra()
-    from workers.concept import Sam3Service
-    from workers.models import ServedModel, checkpoint_digest
-    from workers.sam3_model import load_sam3
+    from workers.concept import load_service
 
-    if device.device.type != "cuda":
-        log.warning(
-            "SAM 3 is a GPU model: on %s one image takes about 1-2 minutes (63-137 s on 2 CPU cores for "
-            "the full model). Start this worker on a machine with CUDA for interactive use.",
-            device.device,
-        )
-    sha256: str | None = None
-    if not args.random_weights and checkpoint is not None and checkpoint.is_file():
-        sha256 = checkpoint_digest(spec, checkpoint)
-    model, arch = load_sam3(spec, checkpoint, device.device, random_weights=args.random_weights)
-    served = ServedModel(spec, None if args.random_weights else checkpoint, sha256)
-    return Sam3Service(
-        model, arch, device, served, int(args.cache_mib * 2**20), random_weights=args.random_weights
-    )
+    return load_service(spec, checkpoint, device, int(args.cache_mib * 2**20), args.random_weights)
 
 
 def requested_model(argv: Sequence[str]) -> str:

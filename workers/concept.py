@@ -31,29 +31,41 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from protocol.runtime.memory import release_free_memory
+from protocol.runtime.registry import ModelEntry
 from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, Message
 from protocol.wire.concept import DEFAULT_SCORE_THRESHOLD, MAX_BOXES, MAX_TEXT_CHARS, PARAMS
 from protocol.wire.image_key import image_key
 from workers.device import DeviceChoice
-from workers.models import ServedModel
-from workers.ops import Counters, Reply, RequestError, _check_arrays, _contrast_limits, _float_param, _params
+from workers.models import ServedModel, checkpoint_digest
+from workers.ops import (
+    Counters,
+    Reply,
+    RequestError,
+    _check_arrays,
+    _contrast_limits,
+    _float_param,
+    _package_version,
+    _params,
+)
 from workers.prep import check_image_shape, prepare_image
 from workers.prompts import PromptError, boxes_rc_to_cxcywh, parse_concept_boxes
 from workers.sam3_device import follow_device
-from workers.sam3_model import Sam3Architecture
+from workers.sam3_model import Sam3Architecture, load_sam3
 
 log = logging.getLogger(__name__)
 
 OPS = ("info", "concept")
 VISUAL_ONLY_TEXT = "visual"
 """The text SAM 3 is given when a concept has only exemplar boxes (as ``Sam3Processor`` does)."""
-UPSAMPLE_CHUNK = 16
-"""Instances whose masks are brought to full size at once (bounds the float32 memory of a reply)."""
+UPSAMPLE_BUDGET = 1 << 24
+"""Full-size mask values computed at once (64 MiB of float32: 16 instances of a 1,024² image)."""
 
 
 def _nbytes(value: Any) -> int:
@@ -83,8 +95,9 @@ def paint_instances(
     """
     labels = np.zeros(hw, dtype=np.uint32)
     kept: list[float] = []
-    for start in range(0, mask_logits.shape[0], UPSAMPLE_CHUNK):
-        chunk = mask_logits[start : start + UPSAMPLE_CHUNK, None].float()
+    step = max(1, UPSAMPLE_BUDGET // (hw[0] * hw[1]))
+    for start in range(0, mask_logits.shape[0], step):
+        chunk = mask_logits[start : start + step, None].float()
         full = torch.nn.functional.interpolate(chunk, size=hw, mode="bilinear", align_corners=False)
         for offset, mask in enumerate((full[:, 0] > 0).cpu().numpy()):
             free = mask & (labels == 0)
@@ -137,6 +150,7 @@ class Sam3Service:
             )
             return
         self.counters.by_op[message.op] = self.counters.by_op.get(message.op, 0) + 1
+        encoder_runs = self.counters.encoder_runs
         try:
             yield handler(message)
         except RequestError as e:
@@ -146,6 +160,9 @@ class Sam3Service:
             self.counters.errors += 1
             log.exception("request_id=%s op=%s failed", message.request_id, message.op)
             yield Reply(STATUS_ERROR, error=("internal", f"{type(e).__name__}: {e}"))
+        finally:  # after the reply has gone: hand the encoder's scratch memory back
+            if self.counters.encoder_runs != encoder_runs:
+                release_free_memory()
 
     # -- operations -------------------------------------------------------------
 
@@ -161,6 +178,7 @@ class Sam3Service:
                 "pid": os.getpid(),
                 "device": str(self.device.device),
                 "dtype": self.device.dtype_name,
+                "sam3_version": _package_version("sam3"),
                 "torch_version": torch.__version__,
                 "random_weights": self.random_weights,
                 "cache": {
@@ -287,3 +305,29 @@ class Sam3Service:
             order = torch.argsort(probs, descending=True)
             order = order[probs[order] >= threshold]
             return out["pred_masks"][0][order], probs[order].cpu().numpy().astype(np.float32)
+
+
+def load_service(
+    entry: ModelEntry,
+    checkpoint: Path | None,
+    device: DeviceChoice,
+    cache_limit_bytes: int,
+    random_weights: bool = False,
+) -> Sam3Service:
+    """Load ``entry``'s SAM 3 model (:func:`workers.sam3_model.load_sam3`) and serve it; warn loudly on a CPU.
+
+    Raises:
+        CheckpointError: missing (with how to get the gated weights), unreadable, mismatching checkpoint.
+    """
+    if device.device.type != "cuda":
+        log.warning(
+            "SAM 3 is a GPU model: on %s one image takes about 1-2 minutes (63-137 s on 2 CPU cores for "
+            "the full model). Start this worker on a machine with CUDA for interactive use.",
+            device.device,
+        )
+    sha256: str | None = None
+    if not random_weights and checkpoint is not None and checkpoint.is_file():
+        sha256 = checkpoint_digest(entry, checkpoint)  # before the (slow) load: a bad pin fails at once
+    model, arch = load_sam3(entry, checkpoint, device.device, random_weights=random_weights)
+    served = ServedModel(entry, None if random_weights else checkpoint, sha256)
+    return Sam3Service(model, arch, device, served, cache_limit_bytes, random_weights=random_weights)
