@@ -62,7 +62,7 @@ pip=("$venv/bin/python" -m pip)
 
 stamp="$venv/.sam2-broker-stamp"
 digest=$(cat pyproject.toml scripts/constraints.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, sam3, torch, zmq, blosc2, napari, PyQt6" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, torch, zmq, blosc2, napari, PyQt6, importlib.util as u; assert u.find_spec('sam3')" 2>/dev/null; then
   say "environment up to date ($venv)"
   exit 0
 fi
