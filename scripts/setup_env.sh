@@ -62,7 +62,7 @@ pip=("$venv/bin/python" -m pip)
 
 stamp="$venv/.sam2-broker-stamp"
 digest=$(cat pyproject.toml scripts/constraints.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, torch, zmq, blosc2, napari, PyQt6" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] && "$venv/bin/python" -c "import sam2, torch, zmq, blosc2, napari, PyQt6, importlib.util as u; assert u.find_spec('sam3')" 2>/dev/null; then
   say "environment up to date ($venv)"
   exit 0
 fi
@@ -78,9 +78,11 @@ if ! "$venv/bin/python" -c "import sam2" 2>/dev/null; then
   SAM2_BUILD_CUDA=0 "${pip[@]}" install -q --no-build-isolation -c scripts/constraints.txt sam2
 fi
 # The full environment: the base install (plugin, protocol, broker, sam2-batch), the
-# worker extra (torch, torchvision, sam2: already there from the steps above), and the
-# test extra, which brings PyQt6 (the base install pins no Qt binding; napari needs one).
-say "installing the project, its worker extra and its test tools"
-"${pip[@]}" install -q -c scripts/constraints.txt -e ".[worker,test,bench]"
+# worker extra (torch, torchvision, sam2: already there from the steps above), the sam3
+# extra (SAM 3 workers; the tests serve a small random SAM 3; numpy < 2.4 by its pins, see
+# constraints.txt), and the test extra, which brings PyQt6 (the base install pins no Qt
+# binding; napari needs one).
+say "installing the project, its worker and sam3 extras and its test tools"
+"${pip[@]}" install -q -c scripts/constraints.txt -e ".[worker,sam3,test,bench]"
 echo "$digest" > "$stamp"
 say "environment ready ($venv)"

@@ -28,6 +28,10 @@ within ``--drain-grace-s`` or hand it back to the broker (at once when its op's
 typical time says it cannot end within the grace: ``workers/durations.py``),
 send DISCONNECT and exit 0. Repeated SIGTERMs change nothing; a second SIGINT stops at once.
 
+A ``sam3`` model (``--model sam3``) serves ``concept`` (text and exemplar
+boxes -> every instance) with Meta's SAM 3: a GPU model (it warns on a CPU),
+with gated weights (README.md, "Models").
+
 Exit codes: 0 after SIGTERM/SIGINT (DISCONNECT sent), 2 for a bad command
 line, a bad model file, an unknown model, a missing, unusable or mismatching
 (pinned SHA-256) checkpoint or CURVE key, or an unavailable device.
@@ -50,7 +54,7 @@ from typing import TYPE_CHECKING
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 from protocol.runtime.cli import non_negative_float, positive_float, positive_int
-from protocol.runtime.extras import exit_without_worker_extra
+from protocol.runtime.extras import exit_without_sam3_extra, exit_without_worker_extra
 from protocol.runtime.parent import watch_parent
 from protocol.runtime.registry import ModelEntry, RegistryError, load_registry
 from protocol.wire.codec import Limits
@@ -60,7 +64,9 @@ from protocol.wire.security import CurveClientKeys, is_loopback_endpoint
 from workers import standin
 
 if TYPE_CHECKING:
+    from workers.device import DeviceChoice
     from workers.disk_cache import DiskEmbeddingCache
+    from workers.worker import RequestHandler
 
 log = logging.getLogger("workers")
 
@@ -249,6 +255,49 @@ def _disk_cache(
     return cache
 
 
+def _sam2_service(
+    args: argparse.Namespace, spec: ModelEntry, checkpoint: Path | None, device: DeviceChoice, registry: dict
+) -> RequestHandler:
+    """Load the SAM2-family model of ``spec`` and its operations (``workers/ops.py``).
+
+    Raises:
+        CheckpointError, Sam2InternalsChanged: the worker cannot serve it (one clear line).
+    """
+    from workers.models import ServedModel, checkpoint_digest, load_model
+    from workers.ops import Sam2Service
+
+    sha256: str | None = None
+    if not args.random_weights and checkpoint is not None and checkpoint.is_file():
+        sha256 = checkpoint_digest(spec, checkpoint)  # before the (slow) load: a bad pin fails at once
+    model = load_model(
+        spec.name, checkpoint, device.device, random_weights=args.random_weights, registry=registry
+    )
+    return Sam2Service(
+        model,
+        spec.name,
+        device,
+        int(args.cache_mib * 2**20),
+        random_weights=args.random_weights,
+        max_stack_frames=args.max_stack_frames,
+        served=ServedModel(spec, None if args.random_weights else checkpoint, sha256),
+        disk_cache=_disk_cache(args, spec, sha256, device.dtype_name),
+    )
+
+
+def _sam3_service(
+    args: argparse.Namespace, spec: ModelEntry, checkpoint: Path | None, device: DeviceChoice
+) -> RequestHandler:
+    """The SAM 3 model of ``spec`` and its ``concept`` op (``workers/concept.py``).
+
+    Raises:
+        CheckpointError: missing (with how to get the gated weights), unreadable or mismatching checkpoint.
+    """
+    exit_without_sam3_extra()
+    from workers.concept import load_service
+
+    return load_service(spec, checkpoint, device, int(args.cache_mib * 2**20), args.random_weights)
+
+
 def requested_model(argv: Sequence[str]) -> str:
     """The ``--model`` of a command line (the default model when absent), read before anything is loaded."""
     peek = argparse.ArgumentParser(add_help=False)
@@ -260,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until SIGTERM/SIGINT; return the process exit code.
 
     The model's family picks the code: ``standin`` models run ``workers.standin.cli`` (no torch),
-    every other model is a SAM2 model, served here.
+    ``sam3`` models ``workers/concept.py`` (the ``concept`` op), ``sam2`` models ``workers/ops.py``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if standin.is_standin(requested_model(argv)):
@@ -283,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = registry.get(args.model)
     if spec is None:
         return _fail(f"unknown model {args.model!r}; known models: {', '.join(registry)}")
-    if spec.family != "sam2":
-        # The family hook: each family's worker code is started here (sam2 below).
+    if spec.family not in ("sam2", "sam3"):
+        # The family hook: each family's worker code is started here (sam2, sam3 below).
         return _fail(f"model {spec.name} is of family {spec.family!r}, which this worker does not serve")
     watch_parent(args.parent_pid)  # before loading the model: a parent may die meanwhile
     curve: CurveClientKeys | None = None
@@ -305,8 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = args.checkpoint if args.checkpoint is not None else spec.checkpoint_path()
 
     from workers.device import configure_threads, resolve_device
-    from workers.models import ServedModel, checkpoint_digest, load_model
-    from workers.ops import Sam2Service
     from workers.sam2_internals import Sam2InternalsChanged
     from workers.worker import Worker, WorkerConfig
 
@@ -319,14 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = configure_threads(args.threads, workers_per_host)
     log.info("model=%s device=%s dtype=%s threads=%d", spec.name, device.device, device.dtype_name, threads)
     started = time.monotonic()
-    sha256: str | None = None
     try:
-        if not args.random_weights and checkpoint is not None and checkpoint.is_file():
-            sha256 = checkpoint_digest(spec, checkpoint)  # before the (slow) load: a bad pin fails at once
-        model = load_model(
-            spec.name, checkpoint, device.device, random_weights=args.random_weights, registry=registry
-        )
-    except CheckpointError as e:
+        if spec.family == "sam3":
+            service: RequestHandler = _sam3_service(args, spec, checkpoint, device)
+        else:
+            service = _sam2_service(args, spec, checkpoint, device, registry)
+    except (CheckpointError, Sam2InternalsChanged) as e:  # Sam2InternalsChanged: sam2 renamed what we use
         return _fail(str(e))
     log.info("model loaded in %.1fs", time.monotonic() - started)
     if args.random_weights:
@@ -338,21 +383,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "*" * 78,
         ):
             log.warning("%s", line)
-
-    disk_cache = _disk_cache(args, spec, sha256, device.dtype_name)
-    try:
-        service = Sam2Service(
-            model,
-            spec.name,
-            device,
-            int(args.cache_mib * 2**20),
-            random_weights=args.random_weights,
-            max_stack_frames=args.max_stack_frames,
-            served=ServedModel(spec, None if args.random_weights else checkpoint, sha256),
-            disk_cache=disk_cache,
-        )
-    except Sam2InternalsChanged as e:  # a sam2 upgrade renamed what the worker relies on
-        return _fail(str(e))
     limits = Limits(
         max_header_bytes=int(args.max_header_kib * 1024),
         max_arrays=args.max_arrays,

@@ -120,11 +120,19 @@ def build_random(
     return model
 
 
-def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+def read_state_dict(path: Path, allow_bare: bool = False) -> Mapping[str, torch.Tensor]:
+    """The state dict of the checkpoint at ``path``: its ``"model"`` dict (the official layout), or with
+    ``allow_bare`` the file's own dict when it has no ``"model"`` key (SAM 3's files may be either).
+
+    Raises:
+        CheckpointError: unreadable, or not in the layout.
+    """
     try:
         checkpoint: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    if allow_bare and isinstance(checkpoint, dict) and "model" not in checkpoint:
+        return checkpoint
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CheckpointError(
             f"checkpoint {path} is not in the official layout: expected a dict with a 'model' state dict"
@@ -202,7 +210,7 @@ def load_model(
             raise CheckpointError(f"model {name} names no checkpoint file in the registry ({spec.source})")
         if not path.is_file():
             raise CheckpointError(f"checkpoint for {name} not found at {path}. {how_to_get(spec, path)}")
-        state_dict = _read_state_dict(path)
+        state_dict = read_state_dict(path)
         from sam2.build_sam import build_sam2
 
         model = build_sam2(spec.config, None, device="cpu", mode="eval")

@@ -1,4 +1,4 @@
-"""Prompt validation and THE ONE place where wire (row, col) becomes SAM's (x, y).
+"""Prompt validation and THE ONE place where wire (row, col) becomes SAM's (x, y) (SAM2 and SAM 3).
 
 On the wire every coordinate is a pixel position of the sent image in
 (row, col) order (napari's and numpy's): points ``[[row, col], ...]`` and
@@ -181,3 +181,48 @@ def parse_prompt(
     if points is None and box is None:
         raise PromptError("the prompt is empty: give at least one point (points + point_labels) or a box")
     return Prompt(points, labels, box)
+
+
+def parse_concept_boxes(
+    raw_boxes: object, raw_labels: object, image_hw: tuple[int, int], max_boxes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``concept``'s exemplar ``boxes`` and ``box_labels`` against an image of size ``image_hw``.
+
+    Returns:
+        float64 (N, 4) boxes [row_min, col_min, row_max, col_max] in pixels and bool (N,) labels
+        (True: an instance of the concept, False: not one; default all True); N may be 0.
+
+    Raises:
+        PromptError: not a list of boxes, a bad box (as for ``segment``), too many, or labels not 0/1
+            or not one per box.
+    """
+    if raw_boxes is None:
+        raw_boxes = []
+    if not isinstance(raw_boxes, (list, tuple)):
+        raise PromptError(
+            f"boxes must be a list of [row_min, col_min, row_max, col_max], got {raw_boxes!r}"[:300]
+        )
+    if len(raw_boxes) > max_boxes:
+        raise PromptError(f"{len(raw_boxes)} exemplar boxes, at most {max_boxes} are allowed")
+    boxes = [_parse_box(box, *image_hw) for box in raw_boxes]
+    labels = [1] * len(boxes) if raw_labels is None else raw_labels
+    if (
+        not isinstance(labels, (list, tuple))
+        or len(labels) != len(boxes)
+        or any(v not in (0, 1) for v in labels)
+    ):
+        raise PromptError(
+            f"box_labels must give 0 or 1 for each of the {len(boxes)} boxes, got {raw_labels!r}"[:300]
+        )
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=bool)
+
+
+def boxes_rc_to_cxcywh(boxes_rc: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """(N, 4) [row_min, col_min, row_max, col_max] pixels -> float32 (N, 4) SAM 3 boxes
+    (center x, center y, width, height), each divided by the image's width (x) or height (y)."""
+    height, width = image_hw
+    r0, c0, r1, c1 = np.asarray(boxes_rc, dtype=np.float64).reshape(-1, 4).T
+    boxes = np.stack(
+        [(c0 + c1) / 2 / width, (r0 + r1) / 2 / height, (c1 - c0) / width, (r1 - r0) / height], 1
+    )
+    return np.ascontiguousarray(boxes, dtype=np.float32)

@@ -21,12 +21,18 @@ import numpy as np
 from protocol.ops.requests import labels_call
 from protocol.wire.client import SamClient
 from protocol.wire.codec import Message
+from protocol.wire.concept import DEFAULT_SCORE_THRESHOLD, MAX_BOXES, MAX_TEXT_CHARS
 from protocol.wire.errors import AnswerError
 from protocol.wire.wire_image import WireImage
 
-MAX_TEXT_CHARS = 200
-MAX_BOXES = 16
-DEFAULT_SCORE_THRESHOLD = 0.5
+__all__ = [
+    "DEFAULT_SCORE_THRESHOLD",
+    "MAX_BOXES",
+    "MAX_TEXT_CHARS",
+    "ConceptAnswer",
+    "concept",
+    "concept_params",
+]
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,13 @@ def resolve(name: str, registry: Mapping[str, ModelEntry] | None = None) -> list
     if name == "all":
         return known
     full = _PREFIX + name if name not in known and _PREFIX + name in known else name
+    entry = (builtin() if registry is None else registry).get(full)
+    if entry is not None and entry.checkpoint and not entry.url:
+        raise ValueError(
+            f"model {full!r} has no download URL: this script cannot fetch it. Its weights may be gated "
+            f"(SAM 3's are: see README.md, 'Models', and the entry's licence: {entry.licence}); download "
+            f"{entry.checkpoint} yourself into {checkpoint_dir()}"
+        )
     if full not in known:
         short = ", ".join(m.removeprefix(_PREFIX) for m in known)
         raise ValueError(f"unknown model {name!r} (or one without a download URL); choose from {short}, all")

@@ -35,3 +35,22 @@ def exit_without_worker_extra(what: str, code: int = 2) -> None:
     if message is not None:
         print(message, file=sys.stderr)
         raise SystemExit(code)
+
+
+SAM3_EXTRA_INSTALL = 'pip install "napari-sam2-broker[worker,sam3]" (scripts/setup_env.sh does it)'
+SAM3_PACKAGES = (
+    "sam3",
+    "open_clip",
+    "triton",
+)  # open_clip: SAM 3's tokenizer vocabulary; triton: `import sam3`
+
+
+def exit_without_sam3_extra(code: int = 2) -> None:
+    """Exit with ``code`` and one line on stderr when the ``sam3`` extra a SAM 3 worker needs is missing."""
+    missing = [name for name in SAM3_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"a SAM 3 worker needs {', '.join(missing)}, which are not installed: {SAM3_EXTRA_INSTALL}",
+            file=sys.stderr,
+        )
+        raise SystemExit(code)

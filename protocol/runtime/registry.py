@@ -10,7 +10,9 @@ table ``[models.NAME]``; NAME is the MDP service name.
 Fields (all strings unless said otherwise):
 
 ``family``         ``sam2`` | ``sam3`` | ``standin``: the worker code that serves it.
-``config``         Hydra config inside the ``sam2`` package (family sam2: required).
+``config``         family sam2: Hydra config inside the ``sam2`` package (required); family sam3:
+                   optional TOML file with a ``[sam3]`` table of sizes for a variant other than
+                   Meta's released model (``workers/sam3_model.py``; relative to the model file).
 ``checkpoint``     weights file; a relative name resolves in the checkpoint folder
                    (:func:`protocol.runtime.checkpoints.checkpoint_dir`), ``~`` expands
                    (families sam2 and sam3: required).
@@ -20,7 +22,8 @@ Fields (all strings unless said otherwise):
 ``precision``      ``bf16`` (default: bfloat16 autocast on CUDA, float32 elsewhere) or ``fp32``.
 ``preprocessing``  ``sam2`` (SAM2's square resize + ImageNet normalisation), ``microsam``
                    (micro-sam's per-channel min-max, resize-longest-side + pad; see
-                   ``workers/microsam_prep.py``) or ``none`` (the stand-in). Default ``sam2``.
+                   ``workers/microsam_prep.py``), ``sam3`` (SAM 3's square resize to 1008 and
+                   mean/std 0.5) or ``none`` (the stand-in). Default ``sam2``.
 ``description``    one line shown in the plugin's model box and ``--list-models`` (required).
 ``sha256``         optional pin: 64 hex digits; a worker refuses a checkpoint with another digest.
 ``size_mib``       optional ``[min, max]`` MiB window a download must fall in.
@@ -50,7 +53,7 @@ else:  # pragma: no cover - Python 3.10
 
 BUILTIN_FILE = Path(__file__).with_name("models.toml")
 FAMILIES = ("sam2", "sam3", "standin")
-PREPROCESSINGS = ("sam2", "microsam", "none")
+PREPROCESSINGS = ("sam2", "microsam", "sam3", "none")
 PRECISIONS = ("bf16", "fp32")
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")

@@ -342,7 +342,7 @@ def test_registry_names_configs_files_and_urls() -> None:
     path = spec.checkpoint_path()
     assert path is not None and path.parts[-2:] == ("checkpoints", "sam2.1_hiera_base_plus.pt")
     with pytest.raises(ValueError, match="known models: sam2.1_hiera_tiny"):
-        get_spec("sam3")
+        get_spec("sam9")
 
 
 def test_missing_checkpoint_says_how_to_get_it(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from protocol.runtime.registry import get_entry
 from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, Message
+from protocol.wire.concept import PARAMS as CONCEPT_PARAMS
 from protocol.wire.image_key import image_key
 from workers.prep import check_contrast_limits
 from workers.standin.look import Seen, look
@@ -171,7 +172,7 @@ class StandinService:
         0.78), and blobs scoring below ``score_threshold`` (default 0.5) are left out, as SAM 3
         does, so a test knows which objects a threshold keeps.
         """
-        params = self._params(message, {"text", "boxes", "box_labels", "score_threshold", "contrast_limits"})
+        params = self._params(message, set(CONCEPT_PARAMS))
         text, boxes = params.get("text"), params.get("boxes", [])
         if not (isinstance(text, str) and text.strip()) and not boxes:
             raise BadRequest("concept needs a 'text' prompt and/or exemplar 'boxes'")
