@@ -9,10 +9,6 @@ scores, as one undo step, with the provenance of a tiled concept run.
 
 from __future__ import annotations
 
-import queue
-import time
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 from napari.components import ViewerModel
@@ -28,26 +24,8 @@ from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import tile_grid
 from tests.support.concept_discs import BRIGHT_SCORE, THRESHOLD, concept_discs
 from tests.support.processes import ProcessSpawner
+from tests.support.pump import Pump
 from tests.support.standin_backend import SERVICE, StandinBackend
-
-
-class Pump:
-    """The GUI thread of a test: what the jobs dispatch is run here, in order."""
-
-    def __init__(self) -> None:
-        self.calls: queue.Queue[Callable[[], None]] = queue.Queue()
-
-    def dispatch(self, fn: Callable[[], None]) -> None:
-        self.calls.put(fn)
-
-    def until(self, done: Callable[[], bool], timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            assert time.monotonic() < deadline, "timed out"
-            try:
-                self.calls.get(timeout=0.05)()
-            except queue.Empty:
-                pass
 
 
 def test_keep_above_drops_low_scores_and_empty_instances_keeping_order() -> None:

@@ -11,16 +11,29 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+from napari.components import ViewerModel
 
+from batch.__main__ import main
+from batch.outputs import SUMMARY_NAME, read_summary
+from plugin.connection.session import Session
+from plugin.jobs.controller import Controller
+from plugin.jobs.find_all import SCORES_KEY, FindAllRequest, concept_layer_name
+from plugin.labels.names import names_from_metadata
+from plugin.provenance_record import auto_run_of
+from protocol.formats.provenance_files import read_provenance
+from protocol.geometry.grid import DEFAULT_HALO, tile_grid
 from protocol.ops.concept import ConceptAnswer, concept, concept_params
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
 from protocol.wire.wire_image import to_wire
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
+from tests.support.pump import Pump
 from tests.support.sam3_small import SERVICE, build_small_sam3
 
 pytest.importorskip("sam3", reason="the sam3 extra is not installed (scripts/setup_env.sh installs it)")
@@ -113,3 +126,71 @@ def test_a_missing_sam3_checkpoint_says_how_to_get_the_gated_weights(tmp_path: P
     assert result.returncode == 2, result.stderr
     assert f"checkpoint for sam3 not found at {gone}" in result.stderr
     assert "huggingface.co/facebook/sam3" in result.stderr
+
+
+SLIDE = (4096, 4096)
+
+
+def test_concept_over_a_4096_slide_tile_by_tile_from_sam2_batch_and_find_all(
+    sam3_backend: str, tmp_path: Path
+) -> None:
+    """The small SAM 3 over a slide larger than a tile, as a user runs it: ``sam2-batch --concept``
+    and napari's Find all (its job on napari's layer model). Random weights: the instances are
+    meaningless, so what is checked is that every tile was asked and answered, the stitched labels
+    are a valid label image whose instances are each named after the prompt and scored at or above
+    the threshold, and the provenance records a tiled concept run with its grid."""
+
+    rng = np.random.default_rng(5)
+    slide = (rng.random(SLIDE) * 60).astype(np.uint8)
+    for r in range(200, SLIDE[0], 700):
+        slide[r : r + 90, r // 2 : r // 2 + 120] = 220
+    # 2,176² tiles: still tile by tile (2 x 2 of them, stitched), few enough for CI's CPU budget
+    tile, halo = 2176, DEFAULT_HALO
+    grid = tile_grid(SLIDE, tile, halo)
+    assert len(grid) > 1
+    threshold = 0.2
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "slide.tif", slide)
+    out = tmp_path / "out"
+    code = main(
+        [str(tmp_path / "in"), "--out", str(out), "--broker", sam3_backend, "--model", SERVICE,
+         "--no-progress", "--concept", "nucleus", "--concept-threshold", str(threshold),
+         "--tile-size", str(tile), "--tile-halo", str(halo)]
+    )  # fmt: skip
+    assert code == 0
+    labels = tifffile.imread(out / "slide_labels.tif")
+    assert labels.shape == SLIDE and labels.dtype.kind == "u"  # the smallest unsigned type Fiji reads
+    (row,) = read_summary(out / SUMMARY_NAME)
+    assert row.status == "ok" and int(row.objects) == len(np.unique(labels)) - 1
+    record = read_provenance(out / "slide_labels.tif")
+    assert record is not None and record.operation == "tiled_concept" and record.model == SERVICE
+    assert (record.tile_grid["rows"], record.tile_grid["cols"]) == grid.grid_shape
+
+    viewer, pump, notes = ViewerModel(), Pump(), []
+    controller = Controller(viewer, pump.dispatch, lambda level, text: notes.append((level, text)))
+    controller.image = viewer.add_image(slide, name="slide")
+    controller.auto_settings = replace(controller.auto_settings, tile_size=tile, tile_halo=halo)
+    controller.session = Session(sam3_backend, SERVICE, pump.dispatch)
+    outcome: list[bool] = []
+    request = FindAllRequest("nucleus", threshold)
+    try:
+        assert controller.find_all.run(request, lambda *_: None, outcome.append)
+        pump.until(lambda: bool(outcome), timeout_s=600)
+        assert outcome == [True], notes
+    finally:
+        controller.session.close(timeout_s=1.0)
+    layer = viewer.layers[concept_layer_name(request)]
+    found = np.asarray(layer.data)
+    ids = sorted(int(i) for i in np.unique(found) if i)
+    assert set(names_from_metadata(layer.metadata)) == set(ids)
+    assert all(name.startswith("nucleus") for name in names_from_metadata(layer.metadata).values())
+    scores = layer.metadata.get(SCORES_KEY, {})
+    assert set(scores) == set(ids) and all(threshold <= v <= 1.0 for v in scores.values())
+    run = auto_run_of(layer.metadata)
+    assert run is not None and run["operation"] == "tiled_concept"
+    assert (run["tile_grid"]["rows"], run["tile_grid"]["cols"]) == grid.grid_shape
+    with _client(sam3_backend) as client:
+        info = client.call("info", {}).header["result"]
+    # both runs asked every tile (plus the module's earlier single-tile requests)
+    assert info["counters"]["by_op"]["concept"] >= 2 * len(grid)
