@@ -24,6 +24,7 @@ them at once; choosing another broker address stops it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -262,10 +263,12 @@ class SamWidget(QWidget):
             ),
         )
 
-    def _export_provenance(self, layer: Labels) -> Provenance:
-        """How ``layer`` was made (model, checkpoint, prompts per label): every export records it."""
+    def _export_provenance(self, layer: Labels, present: Sequence[int]) -> Provenance:
+        """How ``layer`` (label ids ``present``) was made (model, checkpoint, prompts per label)."""
         status, image = self.status, matching_image(self.viewer, layer)
-        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, image)
+        return layer_provenance(
+            layer, self.controller.slice_prompts, status.model, status.info, image, present
+        )
 
     def _connected(self, status: BackendStatus, local: LocalBackend | None) -> None:
         if self._closed:
