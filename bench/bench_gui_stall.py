@@ -267,7 +267,7 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
         def edit_here() -> None:
             window = open_edit_window(viewer, labels)
             window.layer.paint((window.layer.data.shape[0] // 2, window.layer.data.shape[1] // 2), 999)
-            close_edit_window(viewer, window)
+            close_edit_window(viewer, window, off_gui=controller.histories.off_gui)  # as the Labels tab
 
         viewer.camera.center = tuple(float(x) for x in centres[len(centres) // 3])
         viewer.camera.zoom = 1.0

@@ -252,7 +252,8 @@ class LabelTable(QWidget):
         self.edit_here_button.setText(EDIT_HERE)
         if window is not None:
             kept = window.layer in self.viewer.layers
-            pixels = close_edit_window(self.viewer, window, write_back=kept)
+            off_gui = self.controller.histories.off_gui  # the store written in a thread (pyramid)
+            pixels = close_edit_window(self.viewer, window, write_back=kept, off_gui=off_gui)
             where = window.source.name
             text = f"Edit here: {pixels} pixels written to {where}." if kept else "Edit here: window removed."
             self.controller.notify("info", text)
