@@ -6,7 +6,7 @@ multi-page TIFFs or other stacks (every 2D slice), through a running broker::
     sam2-batch data/plates/ --out results/ --points-per-side 32
     sam2-batch embryo.tif --out results/ --broker tcp://gpu-server:5555
     sam2-batch slide.ome.tif --out results/ --format ome-zarr   # tiled, any size
-    sam2-batch slides/ --out nuclei/ --model SAM3_MODEL --concept "nucleus" --concept-threshold 0.6
+    sam2-batch slides/ --out nuclei/ --model sam3 --concept "nucleus" --concept-threshold 0.6
 
 Images larger than ``--tile-size`` are segmented as tiles at native
 resolution, stitched; stacks keep one id per object through the slices.

@@ -7,7 +7,7 @@ its result is taken too, with the process's peak RSS after the phase.
 Phases, as a user goes: **open** (a lazily read pyramid image and the
 docked plugin), **first click** (creates the result layer), **later click**
 (far away: another window), **box**, **AUTO** (tiled, the whole slide or
-``--auto-side`` around the centre; its paste is timed apart as **paste**:
+AUTO's "visible region" zoomed to ``--auto-side`` around the centre; its paste is timed apart as **paste**:
 GUI-thread time in the plugin's paste), **undo** (of AUTO's paste),
 **Edit here** (open a window, paint with napari's brush, write back),
 **export** (TIFF of level 0), and the **Labels tab** refreshed with 300,000
@@ -161,6 +161,7 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
     import napari
 
     from plugin._qt.widget import SamWidget
+    from plugin.jobs.auto_settings import VISIBLE, WHOLE
     from plugin.jobs.controller import AUTO, BOX, POINTS
     from plugin.jobs.results import Results
     from plugin.labels.stats import LabelCounts
@@ -239,15 +240,15 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
             viewer.camera.center = (centre, centre)
             viewer.camera.zoom = min(1.0, 1600 / max(auto_side, 1))
             previous = controller.applied.get(AUTO)
+            widget.auto_box.set_region(WHOLE if auto_side >= side else VISIBLE)
             widget.auto_box.toggle_slice()
             return lambda: (
                 controller.applied.get(AUTO) not in (None, previous)
                 and not widget.auto_box.slice_task.running
             )
 
-        region = "whole slide" if auto_side >= side else f"{auto_side:,}² region"
-        if auto_side >= side:
-            phase(f"AUTO ({region}, tiles)", auto, note="the plugin's tiled AUTO")
+        region = "whole slide" if auto_side >= side else f"visible region, about {auto_side:,}²"
+        phase(f"AUTO ({region}, tiles)", auto, note="the plugin's tiled AUTO")
         paste.restore()
         if paste.calls:
             rows.append(
@@ -266,7 +267,7 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
         def edit_here() -> None:
             window = open_edit_window(viewer, labels)
             window.layer.paint((window.layer.data.shape[0] // 2, window.layer.data.shape[1] // 2), 999)
-            close_edit_window(viewer, window)
+            close_edit_window(viewer, window, off_gui=controller.histories.off_gui)  # as the Labels tab
 
         viewer.camera.center = tuple(float(x) for x in centres[len(centres) // 3])
         viewer.camera.zoom = 1.0
@@ -276,7 +277,7 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
             with tempfile.TemporaryDirectory() as out:
                 widget.export_box.export(labels, Path(out) / "labels.tif")
 
-        phase("export (TIFF of level 0)", export, note="O(slide), on the GUI thread")
+        phase("export (TIFF of level 0)", export, note="read and written in a thread (input waits)")
 
         widget.tabs.setCurrentIndex(1)
         widget.labels.layer_combo.set_layer(labels)
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "--auto-side",
         type=int,
         default=None,
-        help="AUTO region side (default: whole slide up to 20,000²; skipped if smaller than the slide)",
+        help="AUTO region side (default: the slide up to 20,000²; smaller: AUTO's visible region, zoomed)",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)

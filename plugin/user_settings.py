@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from qtpy.QtCore import QSettings
 
 ORGANISATION, APPLICATION = "napari-sam2-broker", "plugin"
-T = TypeVar("T", int, float, bool)
+T = TypeVar("T", int, float, bool, str)
 
 
 def _store() -> QSettings:
@@ -36,7 +36,7 @@ def load(key: str, default: T) -> T:
         return default
 
 
-def save(key: str, value: int | float | bool) -> None:
+def save(key: str, value: int | float | bool | str) -> None:
     """Store ``value`` under ``key`` (written to disk at once)."""
     store = _store()
     store.setValue(key, value)

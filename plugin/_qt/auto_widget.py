@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -21,6 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.qt_helpers import TaskProgress, spin_box
+from plugin.jobs.auto_region import REGIONS
 from plugin.jobs.stack_runs import AUTO_STACK
 from plugin.user_settings import load, save
 from protocol.wire.automask import LIMITS
@@ -30,7 +32,11 @@ if TYPE_CHECKING:
 
 IOU_KEY, STABILITY_KEY, MIN_AREA_KEY = "auto/pred_iou_thresh", "auto/stability_score_thresh", "auto/min_area"
 TILING_KEY, TILE_SIZE_KEY, HALO_KEY = "auto/tiling", "auto/tile_size", "auto/tile_halo"
-LINK_KEY = "auto/link_stack"
+LINK_KEY, REGION_KEY = "auto/link_stack", "auto/region"
+REGION_TIP = (
+    "AUTO-SEGMENT looks at the whole slice, only the part shown in the canvas, or only the newest "
+    "rectangle of the Bounding Box layer: only tiles covering it are sent, only it is written"
+)
 LINK_TIP = (
     "AUTO-SEGMENT STACK: an object found on neighbouring slices (overlapping) keeps one id through "
     "z or t; off: every slice's objects get their own ids"
@@ -101,6 +107,14 @@ class AutoBox(QGroupBox):
         for name, (box, key) in boxes.items():
             box.valueChanged.connect(lambda value, n=name, k=key: self._changed(n, k, value))
             self._changed(name, None, box.value())  # the stored values are the controller's too
+        self.region = QComboBox()
+        for key, title in REGIONS.items():
+            self.region.addItem(title, key)
+        self.region.setToolTip(REGION_TIP)
+        self.region.currentIndexChanged.connect(lambda _i: self.set_region(str(self.region.currentData())))
+        stored = str(load(REGION_KEY, defaults.region))
+        self.set_region(stored if stored in REGIONS else defaults.region)
+        form.addRow("Region", self.region)
         self.slice_task = TaskProgress.in_form(
             form, "AUTO-SEGMENT", self.toggle_slice, "Segment the current slice"
         )
@@ -120,12 +134,22 @@ class AutoBox(QGroupBox):
         form.addRow(box)
         return box
 
-    def _changed(self, name: str, key: str | None, value: float) -> None:
+    def _changed(self, name: str, key: str | None, value: float | str) -> None:
         """One setting changed: the controller uses it from now on, and it is stored under ``key``."""
         changes: dict[str, Any] = {name: value}
         self.controller.auto_settings = replace(self.controller.auto_settings, **changes)
         if key is not None:
             save(key, value)
+
+    def set_region(self, key: str) -> None:
+        """Choose where AUTO-SEGMENT looks: a key of :data:`plugin.jobs.auto_region.REGIONS`."""
+        index = self.region.findData(key)
+        if index < 0:
+            raise ValueError(f"unknown AUTO-SEGMENT region {key!r}; choose one of {', '.join(REGIONS)}")
+        if index != self.region.currentIndex():
+            self.region.setCurrentIndex(index)  # calls back here with the same key
+            return
+        self._changed("region", REGION_KEY, key)
 
     def toggle_slice(self) -> None:
         """Start AUTO-SEGMENT on the current slice, or cancel the running one."""

@@ -15,6 +15,13 @@ included), :attr:`ExportBox.confirm_overwrite` asks first (a question box;
 tests answer it); "No" writes nothing. The writing is :func:`plugin.export.export_labels` (the same
 code as ``File > Save Selected Layers`` and ``sam2-batch --format``). An export whose physical
 units look wrong (:func:`plugin.calibration.export_calibration_warning`) is written with a warning.
+
+The export reads a snapshot of the labels (:func:`plugin.labels.pyramid.label_snapshot`,
+taken on the GUI thread: a pyramid's chunk table, a single-scale layer's copy) and
+finds the ids present and writes the files in a thread
+(:func:`plugin._qt.off_thread.run_keeping_window_alive`): the window keeps drawing, a
+progress bar runs, the user's input waits until the files are written (atomically,
+:mod:`protocol.runtime.atomic`), and a message says where they went or why not.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
+from napari.utils import progress
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QMessageBox, QWidget
 
+from plugin._qt.off_thread import run_keeping_window_alive
 from plugin._qt.qt_helpers import button
 from plugin.calibration import export_calibration_warning
 from plugin.export import (
@@ -45,7 +54,8 @@ from plugin.jobs.results import napari_notify
 from plugin.jobs.slice_prompts import SlicePrompts
 from plugin.labels.lineage import lineage_from_metadata
 from plugin.labels.names import names_from_metadata
-from plugin.labels.pyramid import label_data
+from plugin.labels.pyramid import label_data, label_snapshot
+from plugin.labels.stats import pixel_counts
 from plugin.provenance_record import auto_run_of, automatic_provenance, interactive_provenance
 from protocol.formats.geojson import PHYSICAL, PIXEL
 from protocol.formats.provenance import Provenance
@@ -133,12 +143,16 @@ def layer_provenance(
     model: str | None,
     info: Any = None,
     image: Image | None = None,
+    present: Sequence[int] | None = None,
 ) -> Provenance:
     """The record of ``layer``: the backend's model facts, each present label's newest prompts, and
     the image's file and contrast limits (what the prompts were sent with; ``--replay`` uses them).
-    A layer made by AUTO-SEGMENT (STACK) gets its parameters and tile grid instead of prompts."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    present = [int(i) for i in np.unique(np.asarray(data)) if i != 0]
+    A layer made by AUTO-SEGMENT (STACK) gets its parameters and tile grid instead of prompts.
+
+    ``present``: the label ids in the layer, ascending (counted here, O(layer), when None)."""
+    if present is None:
+        present = present_ids(label_data(layer))
+    present = [int(i) for i in present]
     source = getattr(getattr(image, "source", None), "path", None)
     parameters = {} if image is None else {"contrast_limits": [float(v) for v in image.contrast_limits]}
     run = auto_run_of(layer.metadata)
@@ -158,6 +172,11 @@ def layer_provenance(
         source_path=None if source is None else str(source),
         parameters=parameters,
     )
+
+
+def present_ids(data: Any) -> list[int]:
+    """The non-zero label ids of nD labels (any array-like; read slab by slab), ascending."""
+    return sorted(pixel_counts(data))
 
 
 def ask_overwrite(parent: QWidget, existing: Sequence[Path]) -> bool:
@@ -180,6 +199,7 @@ def export_layer(
     image: Image | None = None,
     coordinates: str = PIXEL,
     provenance: Provenance | None = None,
+    data: Any = None,
 ) -> list[Path]:
     """Save ``layer`` with its names as ``fmt`` (atomically); return the paths written.
 
@@ -190,11 +210,12 @@ def export_layer(
         image: intensities for the measurements CSV (same shape as the labels, or plus colour).
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
         provenance: how the labels were made (written in the format's own place).
+        data: the labels to write (a :func:`label_snapshot` of the layer; default: its level 0 now).
     """
     return export_labels(
         fmt,
         path,
-        label_data(layer),
+        label_data(layer) if data is None else data,
         names_from_metadata(layer.metadata),
         scale=layer.scale,
         translate=layer.translate,
@@ -215,7 +236,7 @@ class ExportBox(QGroupBox):
         self,
         viewer: napari.Viewer,
         layer_of: Callable[[], Labels | None],
-        provenance_of: Callable[[Labels], Provenance | None] | None = None,
+        provenance_of: Callable[[Labels, Sequence[int]], Provenance | None] | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__("Export", parent)
@@ -272,16 +293,27 @@ class ExportBox(QGroupBox):
         self.export(layer, path)
 
     def export(self, layer: Labels, path: str | Path) -> list[Path]:
-        """Write ``layer`` to ``path`` in the chosen format and say where (errors notified, not raised)."""
+        """Write ``layer`` to ``path`` in the chosen format and say where (errors notified, not raised).
+
+        The reading and writing run in a thread; this returns once the files are written.
+        """
         chosen = self.choice()
         shown = matching_image(self.viewer, layer)
         image = shown if chosen.fmt is MEASUREMENTS else None
         unsure = export_calibration_warning(layer, shown)
         if unsure is not None:
             napari_notify("warning", f"Export of {layer.name}: {unsure}")
+        snapshot = label_snapshot(layer)  # later edits do not reach the file
         try:
-            provenance = None if self.provenance_of is None else self.provenance_of(layer)
-            written = export_layer(layer, path, chosen.fmt.key, image, chosen.coordinates, provenance)
+            with progress(total=0, desc=f"Exporting {layer.name}") as bar:
+                present = run_keeping_window_alive(lambda: present_ids(snapshot))
+                provenance = None if self.provenance_of is None else self.provenance_of(layer, present)
+                bar.set_description(f"Writing {layer.name}")
+                written = run_keeping_window_alive(
+                    lambda: export_layer(
+                        layer, path, chosen.fmt.key, image, chosen.coordinates, provenance, snapshot
+                    )
+                )
         except (OSError, ValueError, TypeError) as e:
             napari_notify("error", f"Export of {layer.name} failed: {e}")
             return []

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.label_model import COLOUR, COLUMNS, ID, NAME, PIXELS, LabelModel
+from plugin._qt.off_thread import run_keeping_window_alive
 from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
 from plugin.labels.edits import delete_labels, merge_labels
 from plugin.labels.history import set_names
@@ -64,7 +65,9 @@ class LabelTable(QWidget):
         self.viewer = viewer
         self.controller = controller
         self._schedule = Coalescer(60, self)
-        self.watcher = LabelWatcher(controller.histories, lambda: self._schedule(self.refresh))
+        self.watcher = LabelWatcher(
+            controller.histories, lambda: self._schedule(self.refresh), run_keeping_window_alive
+        )
         self._shown_layer: Labels | None = None  # the layer whose colours the model keeps
         self.edit_window: EditWindow | None = None
         """The "Edit here" window open now (None: none)."""
@@ -249,7 +252,8 @@ class LabelTable(QWidget):
         self.edit_here_button.setText(EDIT_HERE)
         if window is not None:
             kept = window.layer in self.viewer.layers
-            pixels = close_edit_window(self.viewer, window, write_back=kept)
+            off_gui = self.controller.histories.off_gui  # the store written in a thread (pyramid)
+            pixels = close_edit_window(self.viewer, window, write_back=kept, off_gui=off_gui)
             where = window.source.name
             text = f"Edit here: {pixels} pixels written to {where}." if kept else "Edit here: window removed."
             self.controller.notify("info", text)

@@ -24,6 +24,7 @@ them at once; choosing another broker address stops it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image
@@ -207,10 +208,12 @@ class SamWidget(BackendLink, QWidget):
 
     # -- connection -----------------------------------------------------------------
 
-    def _export_provenance(self, layer: Labels) -> Provenance:
-        """How ``layer`` was made (model, checkpoint, prompts per label): every export records it."""
+    def _export_provenance(self, layer: Labels, present: Sequence[int]) -> Provenance:
+        """How ``layer`` (label ids ``present``) was made (model, checkpoint, prompts per label)."""
         status, image = self.status, matching_image(self.viewer, layer)
-        return layer_provenance(layer, self.controller.slice_prompts, status.model, status.info, image)
+        return layer_provenance(
+            layer, self.controller.slice_prompts, status.model, status.info, image, present
+        )
 
     def _set_connected(self, connected: bool) -> None:
         """Enable what the chosen model's workers serve; grey out operations none of them offers."""

@@ -5,7 +5,9 @@ tiles off, up to ``MAX_FACTOR`` times it) is sent whole as one ``auto``
 request; a larger one is cut into tiles with a halo (:func:`tiled_labels`,
 :func:`protocol.ops.tiled.tiled_auto`), as many in flight as the broker has
 workers, stitched into compressed rectangles (never a slice-sized array) and
-pasted rectangle by rectangle. Either way it goes the one way every job goes
+pasted rectangle by rectangle. AUTO-SEGMENT may look at a region only
+(:mod:`plugin.jobs.auto_region`: the visible part, a drawn rectangle): the
+region is tiled as its own slice and pasted only inside it. Either way it goes the one way every job goes
 (:func:`plugin.jobs.submit.submit`) and is one undo step of ``AutoSeg_mask``.
 AUTO-SEGMENT STACK (:mod:`plugin.jobs.auto_stack`) uses :func:`tiled_labels`
 for each large slice.
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from plugin.jobs.auto_region import Box, RegionView, region_rect
 from plugin.jobs.auto_settings import AutoSettings
 from plugin.jobs.context import JobContext
 from plugin.jobs.stack_runs import AUTO_STACK, StackRuns
@@ -54,10 +57,13 @@ class StitchedAnswer:
     Attributes:
         stitched: (H, W) labels 0 = none, 1..n, in rectangles (the tiles' cores).
         areas: pixels of object i at ``areas[i - 1]``.
+        rect: ``[r0, c0, r1, c1)`` of the slice segmented (``stitched`` is its (r1 - r0, c1 - c0)
+            labels); None: the whole slice.
     """
 
     stitched: CompressedPlane = field(repr=False)
     areas: tuple[int, ...]
+    rect: Box | None = None
 
 
 def record_auto_run(
@@ -83,24 +89,30 @@ def tiled_run(
     limits: tuple[float, ...],
     cancel: threading.Event,
     on_tiles: Callable[[int, int], None] | None = None,
+    rect: Box | None = None,
     params: dict[str, Any] | None = None,
     op: str = "auto",
 ) -> tuple[CompressedPlane, TiledAutoResult]:
-    """One large slice as tiles with a halo (AUTO's tile size and overlap), as many in flight as the
-    broker has workers: ``auto`` (``params``: AUTO's settings) or ``concept`` (Find all).
+    """One large slice (or its ``rect``) as tiles with a halo (AUTO's tile size and overlap), as many
+    in flight as the broker has workers: ``auto`` (``params``: AUTO's settings) or ``concept`` (Find all).
 
     Call off the GUI thread. Only tile windows are read from ``data``; the
     stitched labels are kept compressed, tile core by tile core (no
-    slice-sized array).
+    slice-sized array). With ``rect`` (``[r0, c0, r1, c1)``) only tiles
+    covering it are sent and the labels are the rect's (r1 - r0, c1 - c0).
 
     Returns:
         ``(labels, result)``: labels (H, W) 1..n read by rectangles (its ``rectangles`` cover
         every object), and :class:`protocol.ops.tiled.TiledAutoResult` (areas, scores, cancelled).
     """
     endpoint, model, config = session.endpoint, session.model, session.config
-    out = CompressedPlane(plane.size)
+    source: Any = LazyPlane(data, plane, rgb)
+    if rect is not None:
+        r0, c0, r1, c1 = rect
+        source = RegionView(source, (r0, c0), (r1 - r0, c1 - c0))
+    out = CompressedPlane((int(source.shape[0]), int(source.shape[1])))
     result = tiled_auto(
-        LazyPlane(data, plane, rgb),
+        source,
         out,
         lambda: SamClient(endpoint, model, config=config),
         settings.params() if params is None else params,
@@ -116,7 +128,7 @@ def tiled_run(
 
 
 def tiled_labels(*args: Any) -> tuple[CompressedPlane, list[int], bool]:
-    """AUTO-SEGMENT one large slice (:func:`tiled_run`'s arguments up to ``on_tiles``).
+    """AUTO-SEGMENT one large slice (:func:`tiled_run`'s arguments up to ``rect``).
 
     Returns:
         ``(labels, areas, cancelled)``: the pixels of object i at ``areas[i - 1]``.
@@ -195,10 +207,15 @@ class AutoJobs:
         if shown is None:
             return False
         image, plane = shown
+        settings, cancel, dispatch = ctx.auto_settings, threading.Event(), ctx.dispatch
+        try:
+            rect = region_rect(ctx.viewer, image, plane, settings.region)
+        except ValueError as e:
+            ctx.notify("warning", f"AUTO-SEGMENT was not started: {e}.")
+            return False
         layer = ensure_labels(ctx.viewer, image, AUTO_MASK, ctx.notify)
         session = ctx.connected()
         data, rgb, limits = base_data(image), bool(image.rgb), tuple(image.contrast_limits)
-        settings, cancel, dispatch = ctx.auto_settings, threading.Event(), ctx.dispatch
         self._cancel = cancel
 
         def progress(message: Message) -> None:
@@ -210,7 +227,7 @@ class AutoJobs:
             text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
             dispatch(lambda: on_progress(done / total, text))
 
-        tiled = settings.tiling and is_large(plane)
+        tiled = rect is not None or (settings.tiling and is_large(plane))  # a region: always its tiles
         if not tiled and max(plane.size) > MAX_FACTOR * MODEL_INPUT:
             ctx.notify(
                 "warning",
@@ -221,11 +238,11 @@ class AutoJobs:
 
         def ask(client: Any) -> AutoAnswer | StitchedAnswer:
             if tiled:  # cancelled: raises Superseded (nothing is written)
-                args = (session, settings, data, plane, rgb, limits, cancel, tile_progress)
+                args = (session, settings, data, plane, rgb, limits, cancel, tile_progress, rect)
                 stitched, areas, cancelled = tiled_labels(*args)
                 if cancelled:
                     raise Superseded("AUTO-SEGMENT was cancelled")
-                return StitchedAnswer(stitched, tuple(areas))
+                return StitchedAnswer(stitched, tuple(areas), rect)
             wire = wire_slice(data, plane, rgb, limits)
             params, limit = settings.params(), settings.timeout_s
             return auto(client, wire, params, on_progress=progress, cancel=cancel, timeout_s=limit)
@@ -233,7 +250,8 @@ class AutoJobs:
         def paste(answer: AutoAnswer | StitchedAnswer) -> None:
             self._paste(layer, plane, answer, ctx.auto_settings.min_area)  # as set when it arrives
             if layer in ctx.viewer.layers:
-                record_auto_run(layer, settings, plane.size, tiled)
+                shape = plane.size if rect is None else (rect[2] - rect[0], rect[3] - rect[1])
+                record_auto_run(layer, settings, shape, tiled)
 
         on_progress(None, f"AUTO-SEGMENT: sending {slice_text(plane)} to the backend…")
         submit_run(self, AUTO, "AUTO-SEGMENT", ask, paste, on_done)
@@ -247,10 +265,13 @@ class AutoJobs:
         if layer not in ctx.viewer.layers:
             return
         if isinstance(answer, StitchedAnswer):  # a large slice: pasted rectangle by rectangle
-            stitched = answer.stitched
-            ids, pixels = results.paste_stitched(
-                layer, plane, stitched, stitched.rectangles, answer.areas, min_area
-            )
+            stitched: Any = answer.stitched
+            cores = stitched.rectangles
+            if answer.rect is not None:  # the region's labels, placed at its origin on the slice
+                r0, c0 = answer.rect[:2]
+                stitched = RegionView(stitched, (-r0, -c0), plane.size)
+                cores = [(a + r0, b + c0, c + r0, d + c0) for a, b, c, d in cores]
+            ids, pixels = results.paste_stitched(layer, plane, stitched, cores, answer.areas, min_area)
             whole = None
         else:
             ids, pixels = results.paste_auto(layer, plane, drop_small_objects(answer.labels, min_area))

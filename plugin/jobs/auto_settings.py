@@ -14,6 +14,9 @@ from typing import Any
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE
 from protocol.wire.automask import AutoMaskParams
 
+WHOLE, VISIBLE, DRAWN = "whole", "visible", "drawn"
+"""Where AUTO-SEGMENT looks (:mod:`plugin.jobs.auto_region`): the slice, the view, a drawn rectangle."""
+
 
 @dataclass(frozen=True)
 class AutoSettings(AutoMaskParams):
@@ -31,6 +34,8 @@ class AutoSettings(AutoMaskParams):
     """Tile side in pixels (tiles are seen at native resolution)."""
     tile_halo: int = DEFAULT_HALO
     """Overlap between tiles in pixels; should exceed the largest object's radius."""
+    region: str = WHOLE
+    """AUTO-SEGMENT (one slice): ``whole``, ``visible`` or ``drawn`` (:mod:`plugin.jobs.auto_region`)."""
     link_stack: bool = True
     """AUTO-SEGMENT STACK: the same object on neighbouring slices keeps one id (linked by overlap)."""
 

@@ -223,6 +223,33 @@ def label_data(layer: Any) -> Any:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def label_snapshot(layer: Any) -> Any:
+    """Level-0 label ids of ``layer`` as they are now, unchanged by later writes (call on the GUI thread).
+
+    For reading a whole layer off the GUI thread (counts, export) while the
+    user and the plugin go on writing it. A pyramid in memory: a read-only
+    zarr array over a copy of level 0's chunk table (O(chunks): chunks are
+    immutable buffers, a write replaces them); a single-scale layer: a numpy
+    copy (at most :data:`PYRAMID_MIN_PIXELS` per slice). A pyramid on disk
+    (:meth:`LabelPyramid.create_on_disk`, a slide too large for memory) cannot
+    be copied cheaply: its live level 0 is returned, and a write during the
+    read may show in part.
+    """
+    data = label_data(layer)
+    store_dict = getattr(getattr(data, "store", None), "_store_dict", None)
+    if isinstance(store_dict, dict):
+        import zarr
+
+        pyramid = pyramid_of(layer)
+        lock = pyramid._lock if pyramid is not None else threading.RLock()
+        with lock:  # a paste thread's write is whole or absent
+            copied = zarr.storage.MemoryStore(dict(store_dict))
+        return zarr.open_array(store=copied, mode="r", path=data.path)
+    if isinstance(data, np.ndarray):
+        return data.copy()
+    return data
+
+
 def pyramid_of(layer: Any) -> LabelPyramid | None:
     """The :class:`LabelPyramid` over a multiscale Labels layer's levels (None for a single-scale one)."""
     if not getattr(layer, "multiscale", False):

@@ -7,6 +7,12 @@ answers, deletes, merges, brush strokes, fills) and each undo or redo
 changed pixels. Replacing the whole array (``events.data``) or
 :meth:`LabelWatcher.recount` counts again. ``on_change`` is called after each
 update; the widget coalesces its redraws.
+
+A full count is O(layer), so with ``off_gui`` (the widget passes
+:func:`plugin._qt.off_thread.run_keeping_window_alive`) it reads a snapshot
+(:func:`plugin.labels.pyramid.label_snapshot`, taken on the GUI thread) in a
+thread while the window keeps drawing; changes that arrive meanwhile are
+held and applied on top of the count, so none is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import numpy as np
 
 from plugin.labels.history import Histories, atom_changes
 from plugin.labels.names import names_from_metadata
-from plugin.labels.pyramid import label_data
+from plugin.labels.pyramid import label_data, label_snapshot
 from plugin.labels.stats import LabelCounts, LabelRow, label_columns, label_rows, pixel_counts
 
 if TYPE_CHECKING:
     from napari.layers import Labels
+
+OFF_GUI_MIN_PIXELS = 1 << 22
+"""A layer with fewer (level-0) pixels is counted on the calling thread (ms: no thread, no nested loop)."""
 
 
 class LabelWatcher:
@@ -31,14 +40,25 @@ class LabelWatcher:
     Args:
         histories: the controller's histories (for undo/redo notifications).
         on_change: called (no arguments) after the counts or names changed.
+        off_gui: runs a full count (``off_gui(work)`` returns ``work()``; the GUI thread
+            keeps processing events meanwhile); None counts on the calling thread.
     """
 
-    def __init__(self, histories: Histories, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        histories: Histories,
+        on_change: Callable[[], None],
+        off_gui: Callable[[Callable[[], dict[int, int]]], dict[int, int]] | None = None,
+    ) -> None:
         self.histories = histories
         self.on_change = on_change
+        self.off_gui = off_gui
         self.layer: Labels | None = None
         self.counts = LabelCounts()
         self.recounts = 0
+        self._held: list[tuple[np.ndarray, np.ndarray]] | None = None
+        """Changes that arrived during a full count in a thread (None: no count running)."""
+        self._again = False
         histories.listeners.append(self._on_history)
 
     def watch(self, layer: Labels | None) -> None:
@@ -71,10 +91,32 @@ class LabelWatcher:
             self.histories.listeners.remove(self._on_history)
 
     def recount(self) -> None:
-        """Count every label of the layer again (a full pass over its data)."""
+        """Count every label of the layer again (a full pass over a snapshot of its data, see ``off_gui``)."""
+        if self._held is not None:  # asked again while counting (the window stayed alive): once more after
+            self._again = True
+            return
         self.recounts += 1
-        self.counts = LabelCounts(pixel_counts(label_data(self.layer)) if self.layer is not None else {})
-        self.on_change()
+        layer = self.layer
+        if layer is None:
+            self.counts = LabelCounts()
+            self.on_change()
+            return
+        if self.off_gui is None or int(np.prod(layer.data.shape, dtype=np.int64)) < OFF_GUI_MIN_PIXELS:
+            self.counts = LabelCounts(pixel_counts(label_data(layer)))
+            self.on_change()
+            return
+        snapshot = label_snapshot(layer)
+        self._held = []
+        try:
+            counted = self.off_gui(lambda: pixel_counts(snapshot))
+        finally:
+            held, self._held = self._held, None
+        if layer is self.layer:  # else the user chose another layer meanwhile (its count is asked again)
+            self.counts = LabelCounts(counted)
+            self._apply(held)
+        if self._again:
+            self._again = False
+            self.recount()
 
     def rows(self) -> list[LabelRow]:
         """Every label present or named: id, name, pixels."""
@@ -89,6 +131,9 @@ class LabelWatcher:
         return label_columns(self.counts.raw(), names_from_metadata(self.layer.metadata))
 
     def _apply(self, changes: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        if self._held is not None:  # a full count runs: applied on top of it when it is done
+            self._held.extend(changes)
+            return
         for old, new in changes:
             self.counts.apply(old, new)
         self.on_change()

@@ -18,11 +18,12 @@ the label boxes follow it the same way.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plugin.labels.history import record_atom
+from plugin.labels.history import record_atom, run_here
 from plugin.labels.pyramid import LabelPyramid, pyramid_of, redraw
 
 if TYPE_CHECKING:
@@ -62,12 +63,18 @@ def record_atoms(layer: Labels, atoms: list[Atom]) -> None:
 
 
 def write_values(
-    layer: Labels, indices: tuple[np.ndarray, ...], values: np.ndarray | int, refresh: bool = True
+    layer: Labels,
+    indices: tuple[np.ndarray, ...],
+    values: np.ndarray | int,
+    refresh: bool = True,
+    off_gui: Callable[[Callable[[], Any]], Any] = run_here,
 ) -> int:
     """Set the pixels at ``indices`` ((N,) arrays, one per layer axis) to ``values`` ((N,) or one value).
 
     Args:
         refresh: redraw now; a run of writes passes False to all but the last.
+        off_gui: runs a pyramid's store write (``off_gui(work)`` returns ``work()``; the widget's
+            keeps the window drawing while a thread writes); recording and redrawing stay here.
 
     Returns:
         How many pixels changed (on a pyramid layer; -1 on a single-scale one, where napari counts).
@@ -76,7 +83,7 @@ def write_values(
     if pyramid is None:
         layer.data_setitem(indices, values, refresh)
         return -1
-    atom = store_write(pyramid, indices, values)
+    atom = off_gui(lambda: store_write(pyramid, indices, values))
     if atom is None:
         return 0
     record_atom(layer, atom)

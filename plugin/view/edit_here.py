@@ -14,11 +14,13 @@ the source layer, through the plugin's write path
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plugin.labels.history import run_here
 from plugin.labels.ops import Box, SliceEdit
 from plugin.labels.pyramid import label_data
 from plugin.view.coords import SlicePlane
@@ -120,8 +122,15 @@ def open_edit_window(viewer: napari.Viewer, source: Labels, rect: Box | None = N
     return EditWindow(source, plane, (r0, c0, r1, c1), layer, original)
 
 
-def close_edit_window(viewer: napari.Viewer, window: EditWindow, write_back: bool = True) -> int:
+def close_edit_window(
+    viewer: napari.Viewer,
+    window: EditWindow,
+    write_back: bool = True,
+    off_gui: Callable[[Callable[[], Any]], Any] = run_here,
+) -> int:
     """Write back what the user changed in the window (one undo step of the source) and remove it.
+
+    ``off_gui`` runs a pyramid's store write (the widget's: in a thread, the window drawing).
 
     Returns:
         The pixels written (0 when nothing changed, or ``write_back`` is False).
@@ -143,5 +152,6 @@ def close_edit_window(viewer: napari.Viewer, window: EditWindow, write_back: boo
         window.source,
         window.plane,
         SliceEdit(rows + r0, cols + c0, window.original[rows, cols], new),
+        off_gui=off_gui,
     )
     return int(rows.size)

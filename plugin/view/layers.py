@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from plugin.labels.history import run_here
 from plugin.labels.names import METADATA_KEY
 from plugin.labels.ops import SliceEdit
 from plugin.labels.pyramid import LabelPyramid, label_data, needs_pyramid
@@ -319,7 +320,13 @@ def slice_view(layer: Labels, plane: SlicePlane) -> np.ndarray:
     return np.asarray(label_data(layer)[plane.numpy_index()])
 
 
-def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit, refresh: bool = True) -> None:
+def write_edit(
+    layer: Labels,
+    plane: SlicePlane,
+    edit: SliceEdit,
+    refresh: bool = True,
+    off_gui: Callable[[Callable[[], Any]], Any] = run_here,
+) -> None:
     """Write a slice edit into the nD labels layer: changed pixels only, one undo step, partial refresh.
 
     Goes through the plugin's one write path (:func:`plugin.labels.writes.write_values`),
@@ -329,10 +336,12 @@ def write_edit(layer: Labels, plane: SlicePlane, edit: SliceEdit, refresh: bool 
         refresh: redraw now. Many writes in a row pass False to all but the last: the
             redraw covers every change since the last one, and on a slice larger than
             the GL texture napari redraws the whole slice for each (0.3 s on 8,192²).
+        off_gui: runs a pyramid's store write (:func:`plugin.labels.writes.write_values`).
     """
     if edit.size == 0:
         return
-    write_values(layer, plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype), refresh)
+    indices, values = plane.nd_indices(edit.rows, edit.cols), edit.new.astype(layer.data.dtype)
+    write_values(layer, indices, values, refresh, off_gui)
 
 
 def show_slice(viewer: napari.Viewer, layer: Layer, index: tuple[int | None, ...]) -> None:

@@ -268,3 +268,147 @@ def test_tiled_auto_pastes_into_a_pyramid_off_the_gui_thread_as_one_undo_step(vi
     assert history.undo() and not assert_levels_in_step(layer).any()
     assert history.redo()
     np.testing.assert_array_equal(assert_levels_in_step(layer), level0)
+
+
+def test_auto_over_a_drawn_rectangle_then_the_visible_region_sends_and_writes_only_there(
+    viewer_on,  # noqa: F811
+    qtbot,
+) -> None:
+    """AUTO's Region: only tiles covering the drawn rectangle (then the view) are sent; the discs inside
+    are found whole, nothing outside is written."""
+    from bench.discs import scattered_discs
+    from plugin.jobs.auto_region import region_rect
+    from plugin.jobs.auto_settings import DRAWN, VISIBLE
+    from plugin.jobs.box_tiles import ONE
+    from plugin.jobs.controller import AUTO, BOX
+    from plugin.view.layers import AUTO_MASK, plane_of
+    from protocol.geometry.grid import tile_grid
+    from tests.plugin.test_plugin_large_images import sent_shapes
+
+    centres, radii = scattered_discs(SHAPE, spacing=90, radius_range=(6.0, 10.0), seed=5)
+    image, truth = disc_image(SHAPE, centres, radii)
+    viewer, image_layer, widget, backend = viewer_on(image)
+    box = widget.auto_box
+    box.tile_size.setValue(512)
+    box.tile_halo.setValue(64)
+    slice_tiles = int(np.prod(tile_grid(SHAPE, 512, 64).grid_shape))
+
+    def auto_in(rect: tuple[int, int, int, int], shapes_before: int) -> np.ndarray:
+        previous = widget.controller.applied.get(AUTO)
+        box.toggle_slice()
+        qtbot.waitUntil(lambda: widget.controller.applied.get(AUTO) is not previous, timeout=60_000)
+        qtbot.waitUntil(lambda: not box.slice_task.running, timeout=10_000)
+        r0, c0, r1, c1 = rect
+        rows, cols = tile_grid((r1 - r0, c1 - c0), 512, 64).grid_shape
+        assert len(sent_shapes(backend)) - shapes_before == rows * cols < slice_tiles
+        return assert_levels_in_step(viewer.layers[AUTO_MASK])
+
+    def found_inside(level0: np.ndarray, rect: tuple[int, int, int, int]) -> int:
+        """Every disc wholly inside ``rect`` is exactly one label of its own; returns how many discs."""
+        r0, c0, r1, c1 = rect
+        whole = (centres[:, 0] - radii > r0 + 1) & (centres[:, 0] + radii < r1 - 1)
+        whole &= (centres[:, 1] - radii > c0 + 1) & (centres[:, 1] + radii < c1 - 1)
+        for disc in np.flatnonzero(whole):
+            row, col = (int(x) for x in centres[disc])
+            window = np.s_[row - 12 : row + 13, col - 12 : col + 13]
+            disc_pixels = truth[window] == truth[row, col]
+            (label_id,) = np.unique(level0[window][disc_pixels])
+            assert label_id and ((level0[window] == label_id) == disc_pixels).all()
+        return int(whole.sum())
+
+    # a drawn rectangle (the newest of the Bounding Box layer; it is also a box prompt, answered first)
+    widget.controller.prompts.box_tiles.remembered = ONE  # as one request: no question box
+    widget.controller.box_layer().add_rectangles(np.array([[600.0, 900.0], [1600.0, 1900.0]]))
+    qtbot.waitUntil(lambda: widget.controller.applied.get(BOX) is not None, timeout=30_000)
+    box.set_region(DRAWN)
+    assert widget.controller.auto_settings.region == DRAWN
+    drawn = (600, 900, 1601, 1901)
+    level0 = auto_in(drawn, len(sent_shapes(backend)))
+    outside = np.ones(SHAPE, bool)
+    outside[drawn[0] : drawn[2], drawn[1] : drawn[3]] = False
+    assert not level0[outside].any()
+    assert found_inside(level0, drawn) > 100
+
+    # the visible region: elsewhere on the slice; the drawn rectangle's labels stay as they were
+    viewer.camera.center = tuple(image_layer.data_to_world([2500, 500]))
+    viewer.camera.zoom = 1.0
+    box.set_region(VISIBLE)
+    visible = region_rect(viewer, image_layer, plane_of(viewer, image_layer, SHAPE), VISIBLE)
+    assert visible is not None and visible[0] > drawn[2]
+    before = level0.copy()
+    level0 = auto_in(visible, len(sent_shapes(backend)))
+    np.testing.assert_array_equal(level0[~outside], before[~outside])
+    r0, c0, r1, c1 = visible
+    outside[r0:r1, c0:c1] = False
+    assert not level0[outside].any()
+    assert found_inside(level0, visible) > 5
+
+
+def test_counts_and_export_read_a_snapshot_off_the_gui_thread_while_edits_go_on(
+    make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
+    """The label list's full count and the Export box read a snapshot of a pyramid layer in a thread:
+    an edit made meanwhile (on the GUI thread) is counted once and does not reach the file."""
+    import threading
+
+    from qtpy.QtCore import QTimer
+
+    import plugin._qt.export_widget as export_widget
+    from plugin._qt.off_thread import run_keeping_window_alive
+    from plugin.labels.history import Histories
+    from plugin.labels.watch import LabelWatcher
+    from plugin.labels.writes import write_values
+    from plugin.view.layers import ensure_labels
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros(SHAPE, np.uint8))
+    layer = ensure_labels(viewer, image, POINTS_MASK)
+    rows, cols = np.mgrid[100:110, 2900:2920]
+    write_values(layer, (rows.ravel(), cols.ravel()), 5)  # 200 px of label 5
+    threads: list[str] = []
+
+    def edit_meanwhile(work):
+        """Runs ``work`` in the thread once an edit of 30 px of label 6 was made on the GUI thread."""
+        edited = threading.Event()
+
+        def edit() -> None:
+            write_values(layer, (np.full(30, 2000), np.arange(30)), 6)
+            edited.set()
+
+        QTimer.singleShot(0, edit)
+
+        def waiting():
+            threads.append(threading.current_thread().name)
+            assert edited.wait(10)
+            return work()
+
+        return run_keeping_window_alive(waiting)
+
+    watcher = LabelWatcher(Histories(), lambda: None, edit_meanwhile)
+    watcher.watch(layer)  # 9 M px: counted in the thread, the edit held and applied on top
+    assert threads == ["sam2-store-write"] and watcher.counts.as_dict() == {5: 200, 6: 30}
+    write_values(layer, (np.arange(4), np.zeros(4, int)), 5)  # a bbox write: followed, no recount
+    assert watcher.recounts == 1 and watcher.counts.as_dict() == {5: 204, 6: 30}
+
+    box = export_widget.ExportBox(viewer, lambda: layer)
+    real, edited = export_widget.present_ids, threading.Event()
+
+    def present_after_an_edit(data):
+        threads.append(threading.current_thread().name)
+        assert edited.wait(10)
+        return real(data)
+
+    def edit() -> None:  # on the GUI thread while the export's thread waits: after the snapshot
+        write_values(layer, (np.full(40, 2500), np.arange(40)), 7)
+        edited.set()
+
+    expected = np.asarray(layer.data[0][:])
+    export_widget.present_ids = present_after_an_edit
+    QTimer.singleShot(0, edit)
+    try:
+        written = box.export(layer, tmp_path / "snapshot.tif")
+    finally:
+        export_widget.present_ids = real
+    assert threads[-1] == "sam2-store-write" and edited.is_set()
+    np.testing.assert_array_equal(tifffile.imread(written[0]), expected)  # as when Export was pressed
+    assert (np.asarray(layer.data[0][2500, :40]) == 7).all()
