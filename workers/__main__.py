@@ -353,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     checkpoint = args.checkpoint if args.checkpoint is not None else spec.checkpoint_path()
 
+    from workers.allocator import tune_for_inference
     from workers.device import configure_threads, resolve_device
     from workers.sam2_internals import Sam2InternalsChanged
     from workers.worker import Worker, WorkerConfig
@@ -364,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e))
     workers_per_host = args.workers_per_host or _workers_per_host_from_env()
     threads = configure_threads(args.threads, workers_per_host)
+    tune_for_inference()
     log.info("model=%s device=%s dtype=%s threads=%d", spec.name, device.device, device.dtype_name, threads)
     started = time.monotonic()
     try:
