@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 
 from protocol.runtime import cli
 from protocol.runtime.checkpoints import DEFAULT_MODEL
-from protocol.runtime.cli import non_negative_float, positive_float, positive_int
+from protocol.runtime.cli import non_negative_float, non_negative_int, positive_float, positive_int
 from protocol.runtime.extras import exit_without_sam3_extra, exit_without_worker_extra
 from protocol.runtime.parent import watch_parent
 from protocol.runtime.registry import ModelEntry, RegistryError, load_registry
@@ -73,6 +73,7 @@ log = logging.getLogger("workers")
 EXIT_USAGE = 2
 LOG_FORMAT = "%(asctime)s.%(msecs)03d worker[%(process)d] %(levelname)s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+DEFAULT_PRELOAD = 8  # disk-cache entries read into memory at start: 128 MiB of SAM2 float32 entries
 
 
 def _workers_per_host_from_env() -> int:
@@ -142,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="bound of the disk cache, least recently used entries deleted first; 0 turns it off "
         "(default: $SAM2_DISK_CACHE_GIB, else 4; an entry is 16 MiB for a 1024x1024 image)",
+    )
+    parser.add_argument(
+        "--disk-cache-preload",
+        type=non_negative_int,
+        default=DEFAULT_PRELOAD,
+        help="at start, read this many of the most recently used disk-cache entries of the model into "
+        f"memory (default {DEFAULT_PRELOAD}; 0: read each when first asked for)",
     )
     parser.add_argument(
         "--threads",
@@ -272,7 +280,7 @@ def _sam2_service(
     model = load_model(
         spec.name, checkpoint, device.device, random_weights=args.random_weights, registry=registry
     )
-    return Sam2Service(
+    service = Sam2Service(
         model,
         spec.name,
         device,
@@ -282,6 +290,8 @@ def _sam2_service(
         served=ServedModel(spec, None if args.random_weights else checkpoint, sha256),
         disk_cache=_disk_cache(args, spec, sha256, device.dtype_name),
     )
+    service.preload(args.disk_cache_preload)
+    return service
 
 
 def _sam3_service(

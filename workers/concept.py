@@ -133,6 +133,9 @@ class Sam3Service:
             self.processor = Sam3Processor(model, resolution=arch.resolution, device=str(device.device))
         self._handlers: dict[str, Callable[[Message], Reply]] = {"info": self._info, "concept": self._concept}
 
+    def warm_up(self) -> None:
+        """Nothing to warm: SAM 3's decoder needs an image's features, and it is a GPU model."""
+
     def count_undecodable(self) -> None:
         """Count a request whose body could not be decoded (answered by the worker loop)."""
         self.counters.requests += 1

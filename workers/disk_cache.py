@@ -20,6 +20,11 @@ Entry file (no pickle: raw tensor bytes behind a small JSON header)::
                                       "payload_bytes": n, "blake3": hex digest of the payload}
     payload                          the tensors' bytes, C order, one after another
 
+The header is padded with spaces (valid JSON) so that the payload starts at a
+multiple of 64 bytes: a reader maps the tensors onto the bytes it read
+(``torch.frombuffer``, no copy). Files written before the padding are read
+with a copy.
+
 Tensors are stored exactly as the encoder left them (float32, or bfloat16
 under CUDA bf16 autocast; no float16 rounding): a 1024² SAM2 entry is
 image_embed (1, 256, 64, 64) + high-res features (1, 32, 256, 256) and
@@ -33,6 +38,11 @@ header, length or checksum is wrong as a miss: it is deleted and the image
 is encoded again. Eviction: after each write, the least recently used
 entries (file mtime, which a read bumps: atime is unreliable with
 ``relatime``/``noatime`` mounts) are deleted until the folder fits the bound.
+
+A starting worker calls :meth:`DiskEmbeddingCache.recent` to read the most
+recently used entries of its namespace into its memory cache before it
+serves, so the first click after a restart on the images in use costs no
+file read (the ``preloaded`` counter).
 """
 
 from __future__ import annotations
@@ -63,6 +73,8 @@ DIR_ENV = "SAM2_DISK_CACHE_DIR"
 LIMIT_ENV = "SAM2_DISK_CACHE_GIB"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_TENSORS = 8
+PAYLOAD_ALIGN = 64  # bytes; the payload's offset in a file written now
+MAX_SCANNED = 256  # entry headers read at most when looking for the recent entries of a namespace
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _LENGTH = struct.Struct("<I")
 
@@ -95,7 +107,8 @@ def namespace(model: str, checkpoint_sha256: str | None, preprocessing: str, dty
 
 @dataclass
 class DiskCounters:
-    """``hits``, ``misses``, ``writes``, ``evictions``, ``corrupt`` (entries found damaged), ``errors``."""
+    """``hits``, ``misses``, ``writes``, ``evictions``, ``corrupt`` (entries found damaged), ``errors``,
+    ``preloaded`` (entries read at start-up by :meth:`DiskEmbeddingCache.recent`)."""
 
     hits: int = 0
     misses: int = 0
@@ -103,6 +116,7 @@ class DiskCounters:
     evictions: int = 0
     corrupt: int = 0
     errors: int = 0
+    preloaded: int = 0
 
 
 class DiskEmbeddingCache:
@@ -135,33 +149,81 @@ class DiskEmbeddingCache:
 
         A damaged file counts as ``corrupt``, is deleted and is a miss.
         """
-        path = self.path_for(image_key)
+        entry = self._load(self.path_for(image_key), image_key, device)
+        if entry is None:
+            self.counters.misses += 1
+        else:
+            self.counters.hits += 1
+        return entry
+
+    def recent(self, count: int, device: torch.device | str = "cpu") -> list[tuple[str, EmbeddingEntry]]:
+        """Up to ``count`` entries of this namespace, most recently used first, as ``(image_key, entry)``.
+
+        For a starting worker's memory cache. Reads the headers of at most
+        :data:`MAX_SCANNED` files; does not change the entries' recency.
+        """
+        found: list[tuple[str, EmbeddingEntry]] = []
+        if count <= 0:
+            return found
+        for _, _, path in sorted(self._files(), reverse=True)[:MAX_SCANNED]:
+            image_key = self._image_key_of(Path(path))
+            if image_key is None:
+                continue
+            entry = self._load(Path(path), image_key, device, touch=False)
+            if entry is not None:
+                found.append((image_key, entry))
+                self.counters.preloaded += 1
+                if len(found) == count:
+                    break
+        return found
+
+    def _image_key_of(self, path: Path) -> str | None:
+        """The image key in ``path``'s header when the entry is of this namespace, else None."""
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                head = f.read(len(MAGIC) + _LENGTH.size)
+                if len(head) < len(MAGIC) + _LENGTH.size or not head.startswith(MAGIC):
+                    return None
+                (header_len,) = _LENGTH.unpack_from(head, len(MAGIC))
+                if header_len > MAX_HEADER_BYTES:
+                    return None
+                header = json.loads(f.read(header_len))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(header, dict) or header.get("namespace") != self.namespace:
+            return None
+        key = header.get("image_key")
+        return key if isinstance(key, str) else None
+
+    def _load(
+        self, path: Path, image_key: str, device: torch.device | str, touch: bool = True
+    ) -> EmbeddingEntry | None:
+        """Read and check ``path``; None when it is missing, unreadable or damaged (then deleted)."""
+        try:
+            with open(path, "rb") as f:
+                data = bytearray(os.fstat(f.fileno()).st_size)  # one buffer: the tensors map onto it
+                if f.readinto(data) != len(data):
+                    raise OSError("the file changed size while being read")
         except FileNotFoundError:
-            self.counters.misses += 1
             return None
         except OSError as e:
             log.warning("disk cache: cannot read %s: %s", path, e)
             self.counters.errors += 1
-            self.counters.misses += 1
             return None
         try:
             entry = self._decode(data, image_key, device)
         except CorruptEntry as e:
             log.warning("disk cache: %s is damaged (%s); deleting it, the image is encoded again", path, e)
             self.counters.corrupt += 1
-            self.counters.misses += 1
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        with contextlib.suppress(OSError):  # most recently used: eviction goes by mtime
-            os.utime(path)
-        self.counters.hits += 1
+        if touch:
+            with contextlib.suppress(OSError):  # most recently used: eviction goes by mtime
+                os.utime(path)
         return entry
 
-    def _decode(self, data: bytes, image_key: str, device: torch.device | str) -> EmbeddingEntry:
+    def _decode(self, data: bytearray, image_key: str, device: torch.device | str) -> EmbeddingEntry:
         if len(data) < len(MAGIC) + _LENGTH.size or not data.startswith(MAGIC):
             raise CorruptEntry("no entry magic")
         (header_len,) = _LENGTH.unpack_from(data, len(MAGIC))
@@ -195,7 +257,11 @@ class DiskEmbeddingCache:
             nbytes = count * torch.empty((), dtype=dtype).element_size()
             if offset + nbytes > len(payload):
                 raise CorruptEntry("tensor sizes exceed the payload")
-            raw = torch.frombuffer(bytearray(payload[offset : offset + nbytes]), dtype=torch.uint8)
+            at = start + header_len + offset
+            if at % PAYLOAD_ALIGN == 0:  # maps onto ``data``, no copy
+                raw = torch.frombuffer(data, dtype=torch.uint8, count=nbytes, offset=at)
+            else:  # an entry written before the payload was aligned
+                raw = torch.frombuffer(bytearray(payload[offset : offset + nbytes]), dtype=torch.uint8)
             out.append(raw.view(dtype).reshape(shape).to(device))
             offset += nbytes
         if offset != len(payload):
@@ -226,6 +292,7 @@ class DiskEmbeddingCache:
                 "blake3": blake3.blake3(payload).hexdigest(),
             }
         ).encode()
+        header += b" " * (-(len(MAGIC) + _LENGTH.size + len(header)) % PAYLOAD_ALIGN)
         if len(MAGIC) + _LENGTH.size + len(header) + len(payload) > self.limit_bytes:
             return False
         path = self.path_for(image_key)
@@ -247,10 +314,9 @@ class DiskEmbeddingCache:
         self.evict()
         return True
 
-    def evict(self) -> None:
-        """Delete the least recently used entries until the folder's entries fit ``limit_bytes``."""
+    def _files(self) -> list[tuple[int, int, str]]:
+        """``(mtime_ns, size, path)`` of every entry file in the folder."""
         files: list[tuple[int, int, str]] = []
-        total = 0
         with os.scandir(self.directory) as it:
             for item in it:
                 if not item.name.endswith(SUFFIX):
@@ -260,8 +326,12 @@ class DiskEmbeddingCache:
                 except FileNotFoundError:  # evicted by another worker meanwhile
                     continue
                 files.append((stat.st_mtime_ns, stat.st_size, item.path))
-                total += stat.st_size
-        files.sort()
+        return files
+
+    def evict(self) -> None:
+        """Delete the least recently used entries until the folder's entries fit ``limit_bytes``."""
+        files = sorted(self._files())
+        total = sum(size for _, size, _ in files)
         for _, size, path in files:
             if total <= self.limit_bytes:
                 break

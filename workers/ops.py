@@ -65,7 +65,7 @@ from workers.propagate import (
     check_stack,
     frame_order,
 )
-from workers.sam2_internals import check_predictor, predict_best
+from workers.sam2_internals import check_predictor, predict_best, warm_up_decoder
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,19 @@ class Sam2Service:
             if self.counters.encoder_runs != encoder_runs:
                 release_free_memory()
 
+    def warm_up(self) -> None:
+        """Run the mask decoder once on a blank embedding, on the thread that will serve requests.
+
+        Its first call pays one-time costs (kernel and allocator set-up, and the
+        calling thread's own CPU thread team) that would otherwise land on the
+        user's first click — after a restart, the click whose embedding comes
+        from the disk cache.
+        """
+        started = time.perf_counter()
+        warm_up_decoder(self.predictor, self.device.autocast)
+        self._predictor_key = None
+        log.info("decoder warmed up in %.0f ms", 1000 * (time.perf_counter() - started))
+
     def count_undecodable(self) -> None:
         """Count a request whose body could not be decoded (answered by the worker loop)."""
         self.counters.requests += 1
@@ -405,6 +418,21 @@ class Sam2Service:
             "" if stored else " (larger than the cache, not stored)",
         )
         return False
+
+    def preload(self, count: int) -> None:
+        """Read the ``count`` most recently used disk-cache entries of this model into the memory
+        cache (before serving: a restarted worker's first click on the images in use reads no file)."""
+        if self.disk_cache is None or count <= 0:
+            return
+        started = time.perf_counter()
+        recent = self.disk_cache.recent(count, self.device.device)
+        for key, entry in reversed(recent):  # the most recently used goes in last: first to stay
+            self.cache.put(key, entry)
+        log.info(
+            "%d embeddings read from the disk cache in %.0f ms",
+            len(recent),
+            1000 * (time.perf_counter() - started),
+        )
 
     def _cached(self, key: str) -> EmbeddingEntry | None:
         """The embedding of ``key`` from memory, else from the disk cache (then kept in memory too)."""

@@ -20,7 +20,9 @@ worker that starts and then fails on the first click.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -91,6 +93,34 @@ def restore_embedding(
     predictor._orig_hw = [orig_hw]
     predictor._is_batch = False
     predictor._is_image_set = True
+
+
+def warm_up_decoder(
+    predictor: Any, autocast: Callable[[], contextlib.AbstractContextManager[object]]
+) -> None:
+    """Run the prompt encoder and mask decoder once on a blank embedding, then reset ``predictor``.
+
+    The first decoder call of a process pays one-time costs (kernel and
+    allocator set-up: tens of ms on a CPU, more on a fresh CUDA context) that
+    would otherwise land on the user's first click — after a restart, the
+    click on an image whose embedding comes from the disk cache.
+    """
+    model = predictor.model
+    side = int(model.image_size)
+    dim = int(model.sam_mask_decoder.transformer_dim)
+    device = next(model.parameters()).device
+    blank = torch.zeros(1, dim, side // 16, side // 16, device=device)
+    high_res = (
+        torch.zeros(1, dim // 8, side // 4, side // 4, device=device),
+        torch.zeros(1, dim // 4, side // 8, side // 8, device=device),
+    )
+    restore_embedding(predictor, blank, high_res, (side, side))
+    point = SamPrompt(np.array([[side / 2, side / 2]], dtype=np.float32), np.array([1], dtype=np.int32), None)
+    try:
+        with torch.inference_mode(), autocast():
+            predict_best(predictor, point, None, multimask=True)
+    finally:
+        predictor.reset_predictor()
 
 
 def predict_best(

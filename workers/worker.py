@@ -103,6 +103,10 @@ class RequestHandler(Protocol):
 
     def handle(self, message: codec.Message, cancel: threading.Event) -> Iterator[ReplyLike]: ...
 
+    def warm_up(self) -> None:
+        """One-time costs of the first request, paid on the compute thread before READY is sent."""
+        ...
+
     def count_undecodable(self) -> None: ...
 
 
@@ -188,8 +192,15 @@ class _ComputeThread(threading.Thread):
         self._current_connection = current_connection
         self._durations = durations
         self.busy = threading.Event()
+        self.warmed_up = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._handler.warm_up()
+        except Exception:  # a failed warm-up only makes the first request slower
+            log.exception("warm-up failed; serving anyway")
+        finally:
+            self.warmed_up.set()
         pair = self._context.socket(zmq.PAIR)
         pair.linger = 0
         pair.connect(self._endpoint)
@@ -337,6 +348,8 @@ class Worker:
         )
         compute.start()
         try:
+            while not self._stop.is_set() and not compute.warmed_up.wait(0.05):
+                pass  # READY only once the first request would not pay the warm-up
             self._connect()
             while not self._stop.is_set() and not (self._drain.is_set() and self._drained()):
                 self._poll_once(results, compute)

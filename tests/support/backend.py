@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tests.support.processes import MODEL, PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
@@ -48,8 +48,11 @@ class Backend:
         assert wait_until(lambda: "broker ready" in log_text(self.broker), 30), log_text(self.broker)
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def add_worker(self, wait: bool = True, threads: int = 1) -> subprocess.Popen[bytes]:
-        """Start one worker with ``threads`` torch threads (2 where it is the only busy process)."""
+    def add_worker(
+        self, wait: bool = True, threads: int = 1, extra: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Start one worker with ``threads`` torch threads (2 where it is the only busy process) and
+        ``extra`` command-line options."""
         name = f"worker{len(self.workers)}"
         proc = self.spawn(
             [
@@ -62,6 +65,7 @@ class Backend:
                 "--heartbeat-interval-s", str(self.heartbeat_interval_s),
                 "--heartbeat-liveness", "3",
                 "--log-level", "DEBUG",
+                *extra,
             ],
             name,
         )  # fmt: skip

@@ -99,6 +99,48 @@ def test_eviction_keeps_the_bound_and_deletes_the_least_recently_used(tmp_path: 
     assert not tiny.put("big", entry(3)) and not list((tmp_path / "t").iterdir())  # larger than the bound
 
 
+def test_a_starting_worker_reads_the_recent_entries_of_its_namespace_most_recent_first(
+    tmp_path: Path,
+) -> None:
+    cache = DiskEmbeddingCache(tmp_path, 2**30, SPACE)
+    other = DiskEmbeddingCache(tmp_path, 2**30, namespace("sam2.1_hiera_large", None, "sam2", "float32"))
+    for i in range(4):
+        assert cache.put(f"k{i}", entry(i))
+        os.utime(cache.path_for(f"k{i}"), ns=(10**18 + i, 10**18 + i))
+    assert other.put("newest-of-another-model", entry(9))  # newer than all, but not this namespace
+    (tmp_path / f"{'0' * 40}{SUFFIX}").write_bytes(b"not an entry")  # skipped, left alone
+    mtimes = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    fresh = DiskEmbeddingCache(tmp_path, 2**30, SPACE)
+    recent = fresh.recent(2)
+    assert [key for key, _ in recent] == ["k3", "k2"]
+    assert all(same(got, entry(int(key[1]))) for key, got in recent)
+    assert fresh.counters.preloaded == 2 and fresh.counters.hits == 0 and fresh.counters.misses == 0
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes  # recency unchanged
+    assert [key for key, _ in fresh.recent(10)] == ["k3", "k2", "k1", "k0"]
+    assert fresh.recent(0) == []
+
+
+def test_entries_map_onto_the_bytes_read_and_older_unaligned_files_still_read(tmp_path: Path) -> None:
+    cache = DiskEmbeddingCache(tmp_path, 2**30, SPACE)
+    assert cache.put("k", entry(1))
+    raw = cache.path_for("k").read_bytes()
+    header_len = int.from_bytes(raw[8:12], "little")
+    assert (12 + header_len) % 64 == 0  # the payload starts aligned
+    got = cache.get("k")
+    assert got is not None and same(got, entry(1))
+    # the tensors lie one after another in the one buffer read (no copy per tensor)
+    tensors = (got.image_embed, *got.high_res_feats)
+    starts = [t.data_ptr() for t in tensors]
+    assert [b - a for a, b in zip(starts[:-1], starts[1:], strict=True)] == [t.nbytes for t in tensors[:-1]]
+    # a file written before the padding (header without trailing spaces) reads the same
+    header = raw[12 : 12 + header_len].rstrip(b" ")
+    cache.path_for("k").write_bytes(
+        raw[:8] + len(header).to_bytes(4, "little") + header + raw[12 + header_len :]
+    )
+    old = DiskEmbeddingCache(tmp_path, 2**30, SPACE).get("k")
+    assert old is not None and same(old, entry(1))
+
+
 WRITER = textwrap.dedent(
     """
     import sys, torch
@@ -159,28 +201,37 @@ def test_a_restarted_worker_answers_from_the_disk_cache_without_encoding(
     monkeypatch.setenv("SAM2_DISK_CACHE_GIB", "1")
     backend = Backend(spawn, random_checkpoint, heartbeat_interval_s=0.5)
     first = backend.add_worker(threads=2)
-    image = np.random.default_rng(5).integers(0, 256, (200, 300), dtype=np.uint8)
+    rng = np.random.default_rng(5)
+    older, newer = (rng.integers(0, 256, (200, 300), dtype=np.uint8) for _ in range(2))
     params = {"points": [[100, 150]], "point_labels": [1]}
     with SamClient(
         backend.frontend, "sam2.1_hiera_tiny", config=ClientConfig(timeout_s=60.0, retries=0)
     ) as client:
-        before = client.call("segment", params, image=image)
-        assert wait_until(lambda: len(list(disk.glob(f"*{SUFFIX}"))) == 1, 30)
+        before = [client.call("segment", params, image=image) for image in (older, newer)]
+        assert wait_until(lambda: len(list(disk.glob(f"*{SUFFIX}"))) == 2, 30)
         os.kill(first.pid, signal.SIGKILL)  # no goodbye: the broker drops it at its liveness timeout
         first.wait(10)
-        second = backend.add_worker(threads=2)
+        # preloads the most recently used entry (``newer``) at start; ``older`` is read when asked for
+        second = backend.add_worker(threads=2, extra=["--disk-cache-preload", "1"])
         assert wait_until(lambda: client.services().get("sam2.1_hiera_tiny", {}).get("workers") == 1, 30)
         started = time.perf_counter()
-        after = client.call("segment", params, image=image)  # the client knows the key: only the key travels
+        # the client knows the keys: only the keys travel
+        after = [client.call("segment", params, image=image) for image in (newer, older)][::-1]
         elapsed_s = time.perf_counter() - started
         info = client.call("info").header["result"]
     assert info["pid"] == second.pid, log_text(second)
     assert info["counters"]["encoder_runs"] == 0 and info["counters"]["images_received"] == 0
-    assert info["disk_cache"]["hits"] == 1 and info["disk_cache"]["corrupt"] == 0
+    assert info["disk_cache"]["preloaded"] == 1, info["disk_cache"]
+    assert info["disk_cache"]["hits"] == 1 and info["disk_cache"]["corrupt"] == 0, info["disk_cache"]
+    assert info["cache"]["misses"] == 1, info["cache"]  # only older was not in memory
+    text = log_text(second)  # the decoder is warmed up on the compute thread before READY
+    assert 0 <= text.find("decoder warmed up in") < text.find("worker ready"), text
+    assert "1 embeddings read from the disk cache" in text
     # what Encode stack reads from a real worker's info to say how much its disk cache keeps
     entry_bytes = info["cache"]["bytes"] // info["cache"]["entries"]
     assert disk_capacity(info) == (str(disk), (1 << 30) // entry_bytes)
-    assert np.array_equal(before.arrays["mask"], after.arrays["mask"])
-    # the same embedding; the decoder's float sums may differ in the last bits between processes
-    assert after.header["result"]["scores"] == pytest.approx(before.header["result"]["scores"], rel=1e-5)
+    for was, now in zip(before, after, strict=True):
+        assert np.array_equal(was.arrays["mask"], now.arrays["mask"])
+        # the same embedding; the decoder's float sums may differ in the last bits between processes
+        assert now.header["result"]["scores"] == pytest.approx(was.header["result"]["scores"], rel=1e-5)
     assert elapsed_s < 30.0

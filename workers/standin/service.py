@@ -60,6 +60,9 @@ class StandinService:
         self.image_shapes: list[list[int]] = []
         self._cancel = threading.Event()
 
+    def warm_up(self) -> None:
+        """Nothing to warm: the stand-in runs no model."""
+
     def count_undecodable(self) -> None:
         self.counters["requests"] += 1
         self.counters["errors"] += 1
