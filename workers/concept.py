@@ -44,18 +44,16 @@ from protocol.wire.concept import DEFAULT_SCORE_THRESHOLD, MAX_BOXES, MAX_TEXT_C
 from protocol.wire.image_key import image_key
 from workers.device import DeviceChoice
 from workers.models import ServedModel, checkpoint_digest
-from workers.ops import (
-    Counters,
-    Reply,
-    RequestError,
-    _check_arrays,
-    _contrast_limits,
-    _float_param,
-    _package_version,
-    _params,
-)
+from workers.ops import Counters, Reply, package_version
 from workers.prep import check_image_shape, prepare_image
 from workers.prompts import PromptError, boxes_rc_to_cxcywh, parse_concept_boxes
+from workers.request_checks import (
+    RequestError,
+    check_arrays,
+    contrast_limits_param,
+    float_param,
+    request_params,
+)
 from workers.sam3_device import follow_device
 from workers.sam3_model import Sam3Architecture, load_sam3
 
@@ -167,8 +165,8 @@ class Sam3Service:
     # -- operations -------------------------------------------------------------
 
     def _info(self, message: Message) -> Reply:
-        _params(message, frozenset())
-        _check_arrays(message, frozenset())
+        request_params(message, frozenset())
+        check_arrays(message, frozenset())
         return Reply(
             STATUS_OK,
             {
@@ -178,7 +176,7 @@ class Sam3Service:
                 "pid": os.getpid(),
                 "device": str(self.device.device),
                 "dtype": self.device.dtype_name,
-                "sam3_version": _package_version("sam3"),
+                "sam3_version": package_version("sam3"),
                 "torch_version": torch.__version__,
                 "random_weights": self.random_weights,
                 "cache": {
@@ -191,14 +189,14 @@ class Sam3Service:
         )
 
     def _concept(self, message: Message) -> Reply:
-        params = _params(message, frozenset(PARAMS))
-        _check_arrays(message, frozenset({"image"}))
+        params = request_params(message, frozenset(PARAMS))
+        check_arrays(message, frozenset({"image"}))
         text = params.get("text")
         if text is not None and not (isinstance(text, str) and 0 < len(text.strip()) <= MAX_TEXT_CHARS):
             raise RequestError(
                 "bad_request", f"'text' must be 1..{MAX_TEXT_CHARS} characters, got {text!r}"[:300]
             )
-        threshold = _float_param(params, "score_threshold", DEFAULT_SCORE_THRESHOLD, 0.0, 1.0)
+        threshold = float_param(params, "score_threshold", DEFAULT_SCORE_THRESHOLD, 0.0, 1.0)
         found = self._features(message, params)
         if found is None:
             return Reply(STATUS_NEED_IMAGE, {"message": "send the image"})
@@ -234,7 +232,7 @@ class Sam3Service:
         self, message: Message, params: dict[str, Any]
     ) -> tuple[str, dict[str, Any], tuple[int, int]] | None:
         """(image key, backbone features, (H, W)) of the request's image; None: answer ``need_image``."""
-        limits = _contrast_limits(params)
+        limits = contrast_limits_param(params)
         pixels = message.arrays.get("image")
         sent_key = message.header.get("image_key")
         if pixels is None:
