@@ -43,6 +43,7 @@ from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, Mess
 from protocol.wire.concept import DEFAULT_SCORE_THRESHOLD, MAX_BOXES, MAX_TEXT_CHARS, PARAMS
 from protocol.wire.image_key import image_key
 from workers.device import DeviceChoice
+from workers.labels import paint_instances
 from workers.models import ServedModel, checkpoint_digest
 from workers.ops import Counters, Reply, package_version
 from workers.prep import check_image_shape, prepare_image
@@ -62,8 +63,6 @@ log = logging.getLogger(__name__)
 OPS = ("info", "concept")
 VISUAL_ONLY_TEXT = "visual"
 """The text SAM 3 is given when a concept has only exemplar boxes (as ``Sam3Processor`` does)."""
-UPSAMPLE_BUDGET = 1 << 24
-"""Full-size mask values computed at once (64 MiB of float32: 16 instances of a 1,024² image)."""
 
 
 def _nbytes(value: Any) -> int:
@@ -75,34 +74,6 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_nbytes(v) for v in value)
     return 0
-
-
-def paint_instances(
-    mask_logits: torch.Tensor, scores: np.ndarray, hw: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One label image from instance masks.
-
-    Args:
-        mask_logits: (n, h, w) low-resolution mask logits, instances in decreasing score.
-        scores: float32 (n,), decreasing.
-        hw: (H, W) of the image sent.
-
-    Returns:
-        uint32 (H, W) labels (instance ``i`` -> label ``i + 1`` after dropping instances left without
-        pixels; higher scores win overlaps) and the float32 scores of the labels kept.
-    """
-    labels = np.zeros(hw, dtype=np.uint32)
-    kept: list[float] = []
-    step = max(1, UPSAMPLE_BUDGET // (hw[0] * hw[1]))
-    for start in range(0, mask_logits.shape[0], step):
-        chunk = mask_logits[start : start + step, None].float()
-        full = torch.nn.functional.interpolate(chunk, size=hw, mode="bilinear", align_corners=False)
-        for offset, mask in enumerate((full[:, 0] > 0).cpu().numpy()):
-            free = mask & (labels == 0)
-            if free.any():
-                kept.append(float(scores[start + offset]))
-                labels[free] = len(kept)
-    return labels, np.asarray(kept, dtype=np.float32)
 
 
 class Sam3Service:
@@ -213,7 +184,7 @@ class Sam3Service:
         mask_logits, scores = self._detect(
             features, text.strip() if text else None, boxes, box_labels, hw, threshold
         )
-        labels, scores = paint_instances(mask_logits, scores, hw)
+        labels, scores = paint_instances(mask_logits.float().cpu().numpy(), scores, hw)
         areas = np.bincount(labels.ravel(), minlength=scores.size + 1)[1:].astype(np.uint32)
         log.info(
             "concept %r, %d boxes on %s: %d instances in %.2fs",
