@@ -203,7 +203,7 @@ class StackLinker:
         _relabel(labels, out, mapping, self.band_rows)
         self._prev, self.last_mapping = out, mapping
 
-    def final_scores(self, scores: Sequence[float]) -> dict[int, float]:
+    def final_scores(self, scores: Sequence[float] | np.ndarray) -> dict[int, float]:
         """``{final id: score}`` of the slice added last, from its ``scores`` (slice id ``i`` at
         ``scores[i - 1]``; ids absent from the slice are left out when linked)."""
         mapping = self.last_mapping
