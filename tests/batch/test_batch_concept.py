@@ -141,3 +141,25 @@ def _check_instances(label_path: Path, pixel_area: float, unit: str) -> list[dic
     assert len(rows) == sum(len(np.unique(p[p > 0])) for p in planes)
     assert stored == pytest.approx(seen, abs=1e-4)
     return rows
+
+
+def test_concept_scores_go_into_the_metadata_of_tiff_and_ome_zarr_label_files(tmp_path: Path) -> None:
+    import zarr
+
+    from batch.instances import scores_metadata
+    from batch.outputs import write_output
+
+    labels = np.zeros((2, 64, 64), dtype=np.uint32)
+    labels[0, 5:9, 5:9], labels[1, 5:9, 5:9], labels[1, 30:40, 30:40] = 1, 1, 2
+    metadata = scores_metadata([{1: 0.91}, {1: 0.95, 2: 0.8}])  # a linked id keeps its best score
+    assert metadata == {SCORES_KEY: {"1": 0.95, "2": 0.8}}
+    write_output(tmp_path / "a_labels.tif", labels, "tiff", metadata=metadata)
+    with tifffile.TiffFile(tmp_path / "a_labels.tif") as tif:
+        facts = json.loads(tif.imagej_metadata["Properties"][PROPERTIES_KEY])
+    assert facts[SCORES_KEY] == metadata[SCORES_KEY] and facts["axes"]  # beside the geometry facts
+    for image in (None, labels):  # labels only, or with the image at the root
+        store = tmp_path / f"{image is None}_labels.ome.zarr"
+        write_output(store, labels, "ome-zarr", image=image, metadata=metadata)
+        root = zarr.open_group(str(store), mode="r")
+        assert root.attrs[SCORES_KEY] == metadata[SCORES_KEY]
+        assert ("multiscales" in root.attrs) == (image is not None)
