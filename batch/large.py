@@ -203,6 +203,9 @@ class LabelSink:
         self.coordinates = coordinates
         self.provenance: Provenance | None = None
         """How the labels were made: set before :meth:`commit`, written with them."""
+        self.metadata: dict[str, Any] = {}
+        """Facts about the labels (a concept run's scores): set before :meth:`commit`
+        (:func:`batch.outputs.write_output`'s ``metadata``; a tiled BigTIFF has no place for them)."""
         flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
         self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
         self._tmp: Path | None = None
@@ -232,6 +235,7 @@ class LabelSink:
                     self.image,
                     self.provenance,
                     self._stop,
+                    self.metadata,
                 )
             elif self.output_format == FORMAT_TIFF:
                 self._write_tiled_tiff()
@@ -332,6 +336,7 @@ class LabelSink:
                 link_to_root_image(root, group_name)
             if self.provenance is not None:
                 root.attrs[PROVENANCE_KEY] = self.provenance.to_dict()
+            root.attrs.update(self.metadata)
 
 
 def _never() -> None:

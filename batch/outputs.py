@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,7 +141,11 @@ def pixel_size_text(geometry: Geometry | None) -> str:
 
 
 def write_labels(
-    path: Path, labels: np.ndarray, geometry: Geometry | None = None, provenance: Provenance | None = None
+    path: Path,
+    labels: np.ndarray,
+    geometry: Geometry | None = None,
+    provenance: Provenance | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Write uint32 labels atomically as a TIFF: (H, W) one page, (..., H, W) one page per slice.
 
@@ -150,6 +154,8 @@ def write_labels(
     :data:`IMAGEJ_MAX_BYTES` of uint16 pixels, a uint32 (Big)TIFF with ``geometry``'s pixel
     size in the X/Y resolution tags (logged). ``provenance``: the ImageJ property
     ``sam2.provenance``, or a sidecar ``NAME.provenance.json`` beside a plain TIFF.
+    ``metadata``: JSON facts added to the Fiji-ready TIFF's ``napari-sam2-broker`` property
+    (e.g. a concept run's scores, :data:`protocol.ops.concept.SCORES_KEY`).
     """
     import tifffile
 
@@ -166,7 +172,13 @@ def write_labels(
             geometry is not None
             and classic
             and write_imagej(
-                tmp, labels, {}, geometry, geometry_facts(geometry), IMAGEJ_LABEL_DTYPE, provenance
+                tmp,
+                labels,
+                {},
+                geometry,
+                {**geometry_facts(geometry), **(metadata or {})},
+                IMAGEJ_LABEL_DTYPE,
+                provenance,
             )
         ):
             return
@@ -216,6 +228,7 @@ def write_output(
     image: Any = None,
     provenance: Provenance | None = None,
     stop: Callable[[], None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> None:
     """Write uint32 labels (H, W) or (..., H, W) atomically in ``output_format``.
 
@@ -230,13 +243,16 @@ def write_output(
         provenance: how the labels were made, in the format's own place (:mod:`protocol.formats.provenance`).
         stop: OME-Zarr only: called before each chunk of labels and image is read; raising there
             (a deferred Ctrl-C) abandons the write between chunks and leaves no store behind.
+        metadata: JSON facts about the labels (a concept run's ``{label_id: score}`` under
+            :data:`protocol.ops.concept.SCORES_KEY`): the Fiji-ready TIFF's ``napari-sam2-broker``
+            property, the OME-Zarr root's attributes; GeoJSON and uint32 TIFFs have no place for them.
 
     Raises:
         ValueError: labels that are not uint32, or that the format cannot hold (NGFF: 2 to 5 axes).
         OSError: the file system refused.
     """
     if output_format == FORMAT_TIFF:
-        write_labels(path, labels, geometry, provenance)
+        write_labels(path, labels, geometry, provenance, metadata)
         return
     from protocol.formats.geojson import write_geojson
     from protocol.formats.geometry import Geometry
@@ -249,13 +265,28 @@ def write_output(
     if output_format == FORMAT_OME_ZARR:
         root_image = None if image is None else ngff_root_image(image, labels.shape, geometry, path, stop)
         name = path.name.split(".")[0]
-        write_ngff_labels(
-            path, labels, {}, geometry, name=name, image=root_image, provenance=provenance, stop=stop
-        )
+        root = with_root_attrs(root_image, metadata)
+        write_ngff_labels(path, labels, {}, geometry, name=name, image=root, provenance=provenance, stop=stop)
     elif output_format == FORMAT_GEOJSON:
         write_geojson(path, labels, {}, geometry, coordinates, provenance)
     else:
         raise ValueError(f"unknown output format {output_format!r}")
+
+
+def with_root_attrs(
+    write: Callable[[Any], None] | None, metadata: Mapping[str, Any] | None
+) -> Callable[[Any], None] | None:
+    """What fills an OME-Zarr store's root group: ``write`` (the image, or None) plus ``metadata``
+    as root attributes (None when there is neither)."""
+    if not metadata:
+        return write
+
+    def fill(root: Any) -> None:
+        if write is not None:
+            write(root)
+        root.attrs.update(dict(metadata))
+
+    return fill
 
 
 def ngff_root_image(

@@ -88,6 +88,8 @@ class _FileJob:
     rows: list[Row | None]
     remaining: int
     started_s: float = field(default_factory=time.perf_counter)
+    scores: dict[int, np.ndarray] = field(default_factory=dict)
+    """``concept``: each slice's scores (slice ids, before linking), by slice index."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class _SliceOutcome:
     error: str
     request_id: str
     resends: int = 0
+    scores: np.ndarray | None = None
+    """``concept``: float32 (n,), the score of the slice's label ``i`` at ``i - 1``."""
 
 
 class _Clients:
@@ -162,7 +166,7 @@ class BatchRunner(TiledFiles):
         started = time.perf_counter()
         previous = read_summary(self.summary_path)
         known = {row.file for row in previous}
-        todo = [p for p in self.files if self.settings.overwrite or not self.outputs[p].exists()]
+        todo = [p for p in self.files if self.settings.overwrite or not self._done(p)]
         for path in self.files:
             if path not in todo:
                 self._skip(path, known)
@@ -302,12 +306,15 @@ class BatchRunner(TiledFiles):
         except ProtocolError as e:
             return _SliceOutcome(None, 0, time.perf_counter() - started, f"{type(e).__name__}: {e}", "")
         seconds = time.perf_counter() - started
-        return _SliceOutcome(answer.labels, answer.num_objects, seconds, "", answer.request_id)
+        scores = getattr(answer, "scores", None)  # a ConceptAnswer's
+        return _SliceOutcome(answer.labels, answer.num_objects, seconds, "", answer.request_id, scores=scores)
 
     def _record(self, job: _FileJob, index: int, outcome: _SliceOutcome) -> None:
         slice_name = str(index) if job.image.is_stack else ""
         if outcome.labels is not None:
             job.labels[index] = outcome.labels
+            if outcome.scores is not None:
+                job.scores[index] = outcome.scores
             status, error = STATUS_OK, ""
             log.info(
                 "slice file=%s slice=%s objects=%d ms=%.0f request_id=%s",
@@ -345,14 +352,14 @@ class BatchRunner(TiledFiles):
         rows = [row for row in job.rows if row is not None]
         failed = [row for row in rows if row.status != STATUS_OK]
         if not failed:
-            if job.image.is_stack and self.settings.link_slices:
-                linker = StackLinker(link=True)
-                for plane in job.labels:
-                    linker.add(plane, plane)
+            scores = self._link(job)
             labels = job.labels.reshape(job.image.label_shape)
             geometry = input_geometry(job.path, labels.ndim)
             log.info("pixel size file=%s: %s", job.path, pixel_size_text(geometry))
+            names = [row.slice for row in rows]
+            provenance = self._provenance(job.path)
             try:
+                table = self._instance_rows(job.labels, names, scores, geometry)
                 write_output(
                     job.output,
                     labels,
@@ -360,8 +367,10 @@ class BatchRunner(TiledFiles):
                     geometry,
                     self.settings.coordinates,
                     job.image.slices if self.settings.root_image else None,
-                    self._provenance(job.path),
+                    provenance,
+                    metadata=self._label_metadata(scores),
                 )
+                self._write_instances(job.output, table, provenance)
             except (OSError, ValueError) as e:
                 message = f"cannot write {job.output}: {e}"
                 log.error("%s", message)
@@ -387,6 +396,16 @@ class BatchRunner(TiledFiles):
                 job.output,
             )
         self._advance()
+
+    def _link(self, job: _FileJob) -> list[dict[int, float]]:
+        """Link a stack's slices in place (when asked); each slice's ``{final id: score}`` (concept)."""
+        linker = StackLinker(link=job.image.is_stack and self.settings.link_slices)
+        scores: list[dict[int, float]] = []
+        for index, plane in enumerate(job.labels):
+            if linker.link:
+                linker.add(plane, plane)
+            scores.append(linker.final_scores(job.scores.get(index, ())))
+        return scores
 
     def _skip(self, path: Path, known: set[str]) -> None:
         """Count ``path`` as done earlier; its earlier summary rows stay (a row says so if there are none)."""

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from batch.inputs import InputImage, input_geometry
+from batch.instances import instances_path, scores_metadata, stack_rows, write_instances
 from batch.interrupt import DeferredInterrupt
 from batch.large import LabelSink, StackSlices, open_lazy, sample_stack_limits
 from batch.outputs import STATUS_ERROR, STATUS_OK, Row, pixel_size_text, request_ids_text
 from batch.provenance import batch_provenance
 from batch.settings import BatchReport, BatchSettings
+from protocol.formats.geometry import Geometry
 from protocol.formats.provenance import Provenance
 from protocol.geometry.link import PlaneView
 from protocol.ops.tiled import StackAutoResult, tiled_auto, tiled_auto_stack
@@ -117,7 +119,8 @@ class TiledFiles:
                 single = tiled_auto(
                     PlaneView(slices, 0), PlaneView(sink.array, 0), client_factory, params, **options
                 )
-                result = StackAutoResult([single], single.num_objects, single.cancelled)
+                scores = [dict(enumerate(single.scores, start=1))]
+                result = StackAutoResult([single], single.num_objects, single.cancelled, scores)
             else:
                 result = tiled_auto_stack(
                     slices, sink.array, client_factory, self.settings.auto_params(),
@@ -126,8 +129,11 @@ class TiledFiles:
             self._interrupt.check()
             if result.cancelled:
                 raise Superseded("interrupted")
+            rows = self._instance_rows(sink.array, slice_names, result.scores, sink.geometry)
+            sink.metadata = self._label_metadata(result.scores)
             log.info("writing labels file=%s (%s)", self.outputs[path], sink.describe())
             sink.commit()
+            self._write_instances(self.outputs[path], rows, sink.provenance)
         except (ClientError, RemoteError, AnswerError, ProtocolError, ValueError, OSError) as e:
             if sink is not None:
                 sink.discard()
@@ -169,6 +175,38 @@ class TiledFiles:
             request_ids_text([i for done in result.slices for i in done.request_ids]),
         )
         self._advance()
+
+    def _instance_rows(
+        self,
+        stack: Any,
+        slice_names: Sequence[str],
+        scores: Sequence[dict[int, float]],
+        geometry: Geometry | None,
+    ) -> list[dict[str, Any]] | None:
+        """A concept run's table rows for the (N, H, W) labels as written (None: not a concept run)."""
+        concept = self.settings.concept
+        if concept is None:
+            return None
+        return stack_rows(stack, slice_names, scores, concept.text.strip(), geometry)
+
+    def _label_metadata(self, scores: Sequence[dict[int, float]]) -> dict[str, Any]:
+        """Facts written with the labels: a concept run's scores ({} for ``auto``)."""
+        return {} if self.settings.concept is None else scores_metadata(scores)
+
+    def _write_instances(
+        self, label_path: Path, rows: list[dict[str, Any]] | None, provenance: Provenance | None
+    ) -> None:
+        """Write the per-instance table beside ``label_path`` (after the labels; :mod:`batch.instances`)."""
+        if rows is not None:
+            write_instances(instances_path(label_path), rows, provenance)
+            log.info("instances file=%s rows=%d", instances_path(label_path), len(rows))
+
+    def _done(self, path: Path) -> bool:
+        """Whether an earlier run made ``path``'s label file (and, for a concept run, its table)."""
+        label_path = self.outputs[path]
+        if self.settings.concept is not None and not instances_path(label_path).exists():
+            return False
+        return label_path.exists()
 
     def _provenance(
         self,

@@ -43,19 +43,18 @@ from protocol.wire.codec import STATUS_ERROR, STATUS_NEED_IMAGE, STATUS_OK, Mess
 from protocol.wire.concept import DEFAULT_SCORE_THRESHOLD, MAX_BOXES, MAX_TEXT_CHARS, PARAMS
 from protocol.wire.image_key import image_key
 from workers.device import DeviceChoice
+from workers.labels import paint_instances
 from workers.models import ServedModel, checkpoint_digest
-from workers.ops import (
-    Counters,
-    Reply,
-    RequestError,
-    _check_arrays,
-    _contrast_limits,
-    _float_param,
-    _package_version,
-    _params,
-)
+from workers.ops import Counters, Reply, package_version
 from workers.prep import check_image_shape, prepare_image
 from workers.prompts import PromptError, boxes_rc_to_cxcywh, parse_concept_boxes
+from workers.request_checks import (
+    RequestError,
+    check_arrays,
+    contrast_limits_param,
+    float_param,
+    request_params,
+)
 from workers.sam3_device import follow_device
 from workers.sam3_model import Sam3Architecture, load_sam3
 
@@ -64,8 +63,6 @@ log = logging.getLogger(__name__)
 OPS = ("info", "concept")
 VISUAL_ONLY_TEXT = "visual"
 """The text SAM 3 is given when a concept has only exemplar boxes (as ``Sam3Processor`` does)."""
-UPSAMPLE_BUDGET = 1 << 24
-"""Full-size mask values computed at once (64 MiB of float32: 16 instances of a 1,024² image)."""
 
 
 def _nbytes(value: Any) -> int:
@@ -77,34 +74,6 @@ def _nbytes(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return sum(_nbytes(v) for v in value)
     return 0
-
-
-def paint_instances(
-    mask_logits: torch.Tensor, scores: np.ndarray, hw: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One label image from instance masks.
-
-    Args:
-        mask_logits: (n, h, w) low-resolution mask logits, instances in decreasing score.
-        scores: float32 (n,), decreasing.
-        hw: (H, W) of the image sent.
-
-    Returns:
-        uint32 (H, W) labels (instance ``i`` -> label ``i + 1`` after dropping instances left without
-        pixels; higher scores win overlaps) and the float32 scores of the labels kept.
-    """
-    labels = np.zeros(hw, dtype=np.uint32)
-    kept: list[float] = []
-    step = max(1, UPSAMPLE_BUDGET // (hw[0] * hw[1]))
-    for start in range(0, mask_logits.shape[0], step):
-        chunk = mask_logits[start : start + step, None].float()
-        full = torch.nn.functional.interpolate(chunk, size=hw, mode="bilinear", align_corners=False)
-        for offset, mask in enumerate((full[:, 0] > 0).cpu().numpy()):
-            free = mask & (labels == 0)
-            if free.any():
-                kept.append(float(scores[start + offset]))
-                labels[free] = len(kept)
-    return labels, np.asarray(kept, dtype=np.float32)
 
 
 class Sam3Service:
@@ -170,8 +139,8 @@ class Sam3Service:
     # -- operations -------------------------------------------------------------
 
     def _info(self, message: Message) -> Reply:
-        _params(message, frozenset())
-        _check_arrays(message, frozenset())
+        request_params(message, frozenset())
+        check_arrays(message, frozenset())
         return Reply(
             STATUS_OK,
             {
@@ -181,7 +150,7 @@ class Sam3Service:
                 "pid": os.getpid(),
                 "device": str(self.device.device),
                 "dtype": self.device.dtype_name,
-                "sam3_version": _package_version("sam3"),
+                "sam3_version": package_version("sam3"),
                 "torch_version": torch.__version__,
                 "random_weights": self.random_weights,
                 "cache": {
@@ -194,14 +163,14 @@ class Sam3Service:
         )
 
     def _concept(self, message: Message) -> Reply:
-        params = _params(message, frozenset(PARAMS))
-        _check_arrays(message, frozenset({"image"}))
+        params = request_params(message, frozenset(PARAMS))
+        check_arrays(message, frozenset({"image"}))
         text = params.get("text")
         if text is not None and not (isinstance(text, str) and 0 < len(text.strip()) <= MAX_TEXT_CHARS):
             raise RequestError(
                 "bad_request", f"'text' must be 1..{MAX_TEXT_CHARS} characters, got {text!r}"[:300]
             )
-        threshold = _float_param(params, "score_threshold", DEFAULT_SCORE_THRESHOLD, 0.0, 1.0)
+        threshold = float_param(params, "score_threshold", DEFAULT_SCORE_THRESHOLD, 0.0, 1.0)
         found = self._features(message, params)
         if found is None:
             return Reply(STATUS_NEED_IMAGE, {"message": "send the image"})
@@ -218,7 +187,7 @@ class Sam3Service:
         mask_logits, scores = self._detect(
             features, text.strip() if text else None, boxes, box_labels, hw, threshold
         )
-        labels, scores = paint_instances(mask_logits, scores, hw)
+        labels, scores = paint_instances(mask_logits.float().cpu().numpy(), scores, hw)
         areas = np.bincount(labels.ravel(), minlength=scores.size + 1)[1:].astype(np.uint32)
         log.info(
             "concept %r, %d boxes on %s: %d instances in %.2fs",
@@ -237,7 +206,7 @@ class Sam3Service:
         self, message: Message, params: dict[str, Any]
     ) -> tuple[str, dict[str, Any], tuple[int, int]] | None:
         """(image key, backbone features, (H, W)) of the request's image; None: answer ``need_image``."""
-        limits = _contrast_limits(params)
+        limits = contrast_limits_param(params)
         pixels = message.arrays.get("image")
         sent_key = message.header.get("image_key")
         if pixels is None:

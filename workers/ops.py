@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
-import math
 import os
 import socket
 import threading
@@ -53,7 +52,7 @@ from workers.cache import EmbeddingCache, EmbeddingEntry
 from workers.device import DeviceChoice
 from workers.disk_cache import DiskEmbeddingCache
 from workers.models import ServedModel, get_spec
-from workers.prep import check_contrast_limits, check_image_shape, prepare_image
+from workers.prep import check_image_shape, prepare_image
 from workers.prompts import MAX_POINTS, Prompt, PromptError, parse_prompt
 from workers.propagate import (
     DEFAULT_MAX_STACK_FRAMES,
@@ -64,6 +63,15 @@ from workers.propagate import (
     check_object_prompts,
     check_stack,
     frame_order,
+)
+from workers.request_checks import (
+    RequestError,
+    bad_request,
+    bool_param,
+    check_arrays,
+    contrast_limits_param,
+    float_param,
+    request_params,
 )
 from workers.sam2_internals import check_predictor, predict_best, warm_up_decoder
 
@@ -95,19 +103,6 @@ class Reply:
     @property
     def is_final(self) -> bool:
         return self.status != STATUS_PARTIAL
-
-
-class RequestError(Exception):
-    """A request the worker refuses; becomes an error reply with ``code``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def bad_request(message: str) -> RequestError:
-    return RequestError("bad_request", message)
 
 
 def cancelled(what: str) -> RequestError:
@@ -152,53 +147,7 @@ class _ImageRef:
 
 
 # ----------------------------------------------------------------------------
-# parameter helpers (network input: validated, never asserted)
-
-
-def _params(message: Message, allowed: frozenset[str]) -> dict[str, Any]:
-    params = message.header.get("params", {})
-    if not isinstance(params, dict):
-        raise bad_request("'params' must be a JSON object")
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise bad_request(f"unknown params for op {message.op!r}: {unknown}; allowed: {sorted(allowed)}")
-    return params
-
-
-def _check_arrays(message: Message, allowed: frozenset[str]) -> None:
-    unknown = sorted(set(message.arrays) - allowed)
-    if unknown:
-        raise bad_request(f"unexpected arrays for op {message.op!r}: {unknown}; allowed: {sorted(allowed)}")
-
-
-def _bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = params.get(name, default)
-    if not isinstance(value, bool):
-        raise bad_request(f"param {name!r} must be true or false, got {value!r}")
-    return value
-
-
-def _int_param(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = params.get(name, default)
-    if type(value) is not int or not low <= value <= high:
-        raise bad_request(f"param {name!r} must be an integer in {low}..{high}, got {value!r}")
-    return value
-
-
-def _float_param(params: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise bad_request(f"param {name!r} must be a finite number, got {value!r}")
-    if not low <= value <= high:
-        raise bad_request(f"param {name!r} must be in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def _contrast_limits(params: Mapping[str, Any]) -> tuple[float, float] | None:
-    try:
-        return check_contrast_limits(params.get("contrast_limits"))
-    except ValueError as e:
-        raise bad_request(str(e)) from e
+# request checks beyond workers.request_checks (network input: validated, never asserted)
 
 
 def _mask_input(message: Message) -> np.ndarray | None:
@@ -358,7 +307,7 @@ class Sam2Service:
         ``pixels_required``: the op needs the pixels themselves (``auto``), not
         just an embedding; the cache is then not consulted.
         """
-        contrast_limits = _contrast_limits(params)
+        contrast_limits = contrast_limits_param(params)
         pixels = message.arrays.get("image")
         sent_key = message.header.get("image_key")
         if pixels is not None:
@@ -473,8 +422,8 @@ class Sam2Service:
     # -- operations -----------------------------------------------------------
 
     def _op_info(self, message: Message) -> Iterator[Reply]:
-        _params(message, frozenset())
-        _check_arrays(message, frozenset())
+        request_params(message, frozenset())
+        check_arrays(message, frozenset())
         yield Reply(
             STATUS_OK,
             {
@@ -485,7 +434,7 @@ class Sam2Service:
                 "pid": os.getpid(),
                 "device": str(self.device.device),
                 "dtype": self.device.dtype_name,
-                "sam2_version": _package_version("sam2"),
+                "sam2_version": package_version("sam2"),
                 "torch_version": torch.__version__,
                 "random_weights": self.random_weights,
                 "cache": self.cache.stats(),
@@ -496,8 +445,8 @@ class Sam2Service:
         )
 
     def _op_embed(self, message: Message) -> Iterator[Reply]:
-        params = _params(message, frozenset({"contrast_limits"}))
-        _check_arrays(message, frozenset({"image"}))
+        params = request_params(message, frozenset({"contrast_limits"}))
+        check_arrays(message, frozenset({"image"}))
         ref = self._resolve_image(message, params, pixels_required=False)
         if ref is None:
             yield self._need_image()
@@ -506,13 +455,13 @@ class Sam2Service:
         yield Reply(STATUS_OK, {"image_key": ref.key, "cached": cached}, image_key=ref.key)
 
     def _op_segment(self, message: Message) -> Iterator[Reply]:
-        params = _params(
+        params = request_params(
             message,
             frozenset({"points", "point_labels", "box", "multimask", "return_logits", "contrast_limits"}),
         )
-        _check_arrays(message, frozenset({"image", "mask_input"}))
-        multimask = _bool_param(params, "multimask", True)
-        return_logits = _bool_param(params, "return_logits", False)
+        check_arrays(message, frozenset({"image", "mask_input"}))
+        multimask = bool_param(params, "multimask", True)
+        return_logits = bool_param(params, "return_logits", False)
         mask_input = _mask_input(message)
         ref = self._resolve_image(message, params, pixels_required=False)
         if ref is None:
@@ -553,8 +502,8 @@ class Sam2Service:
         yield Reply(STATUS_OK, result, arrays, image_key=ref.key)
 
     def _op_auto(self, message: Message) -> Iterator[Reply]:
-        params = _params(message, frozenset({*AUTO_MASK_KEYS, "contrast_limits"}))
-        _check_arrays(message, frozenset({"image"}))
+        params = request_params(message, frozenset({*AUTO_MASK_KEYS, "contrast_limits"}))
+        check_arrays(message, frozenset({"image"}))
         try:  # the one schema of the automatic-mask parameters and their defaults
             settings = AutoMaskParams.from_params(
                 {k: v for k, v in params.items() if k != "contrast_limits"}
@@ -605,8 +554,8 @@ class Sam2Service:
         raise RuntimeError("automatic mask generation ended without a result")
 
     def _op_propagate(self, message: Message) -> Iterator[Reply]:
-        params = _params(message, PROPAGATE_PARAMS)
-        _check_arrays(message, PROPAGATE_ARRAYS)
+        params = request_params(message, PROPAGATE_PARAMS)
+        check_arrays(message, PROPAGATE_ARRAYS)
         stack = message.arrays.get("stack")
         if stack is None:
             raise bad_request("propagate needs a 'stack' array: (Z, H, W) grey or (Z, H, W, 3|4) colour")
@@ -619,7 +568,7 @@ class Sam2Service:
         except ValueError as e:
             raise bad_request(str(e)) from e
         frame_index, direction, max_frames = request.frame_index, request.direction, request.max_frames
-        contrast_limits = _contrast_limits(params)
+        contrast_limits = contrast_limits_param(params)
         many = "masks" in message.arrays or "prompts" in params
         if many:
             objects = self._propagate_objects(
@@ -746,9 +695,9 @@ class Sam2Service:
         yield Reply(STATUS_OK, {"params": message.header.get("params", {})}, dict(message.arrays))
 
     def _op_sleep(self, message: Message) -> Iterator[Reply]:
-        params = _params(message, frozenset({"seconds"}))
-        _check_arrays(message, frozenset())
-        seconds = _float_param(params, "seconds", 0.0, 0.0, MAX_SLEEP_S)
+        params = request_params(message, frozenset({"seconds"}))
+        check_arrays(message, frozenset())
+        seconds = float_param(params, "seconds", 0.0, 0.0, MAX_SLEEP_S)
         started = time.perf_counter()
         if self._cancel.wait(seconds):
             raise cancelled(f"sleep after {time.perf_counter() - started:.1f} s")
@@ -771,7 +720,7 @@ def auto_reply(labels: np.ndarray, areas: Sequence[int], image_key: str | None =
     return Reply(STATUS_OK, {"num_objects": int(area_array.size)}, arrays, image_key=image_key)
 
 
-def _package_version(name: str) -> str:
+def package_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -42,7 +42,7 @@ from plugin.view.image_slice import is_large, wire_slice
 from plugin.view.layers import BOUNDING_BOX, base_data, ensure_labels, find_layer, to_image_data
 from plugin.wording import plural, slice_text
 from protocol.geometry.grid import tile_grid
-from protocol.ops.concept import concept, concept_params
+from protocol.ops.concept import SCORES_KEY, concept, concept_params
 from protocol.wire.errors import Superseded
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ if TYPE_CHECKING:
 
 CONCEPT = "concept"
 """The session channel of Find all (a run supersedes only an earlier Find all, never AUTO-SEGMENT)."""
-SCORES_KEY = "concept_scores"
-"""Layer metadata: ``{label_id: score}`` of each instance Find all wrote."""
 EXEMPLARS_NAME = "exemplars"
 """What a concept given by exemplar boxes only is called (layer and label names)."""
 

@@ -74,8 +74,8 @@ from protocol.runtime.atomic import atomic_file
 
 MEASUREMENTS_SUFFIX = ".measurements.csv"
 _CENTROIDS_2D = ("centroid_row", "centroid_col", "centroid_y", "centroid_x")
-_BOX_2D = ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col")
-COLUMNS_2D = ("id", "name", "pixel_count", "area", "unit", *_CENTROIDS_2D, *_BOX_2D)
+BOX_2D = ("bbox_min_row", "bbox_min_col", "bbox_max_row", "bbox_max_col")
+COLUMNS_2D = ("id", "name", "pixel_count", "area", "unit", *_CENTROIDS_2D, *BOX_2D)
 COLUMNS_PLANES = ("id", "name", "slice", *COLUMNS_2D[2:])
 COLUMNS_TIMELAPSE = ("id", "name", "frame", "track_id", *COLUMNS_2D[2:])
 COLUMNS_3D = (

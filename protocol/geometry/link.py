@@ -12,6 +12,7 @@ All indices are (row, col).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,30 @@ def link_slice(
 ) -> int:
     """Relabel ``cur`` into ``out`` so objects that continue an object of ``prev`` keep its id.
 
+    See :func:`link_mapping` for the pairing; ``out`` (H, W) uint32 may be ``cur`` itself.
+
+    Returns:
+        The next free id after this slice.
+    """
+    if tuple(out.shape) != tuple(cur.shape):
+        raise ValueError(f"shapes differ: prev {prev.shape}, cur {cur.shape}, out {out.shape}")
+    mapping, next_id = link_mapping(
+        prev, cur, next_id=next_id, iou_threshold=iou_threshold, band_rows=band_rows
+    )
+    _relabel(cur, out, mapping, band_rows)
+    return next_id
+
+
+def link_mapping(
+    prev: Any,
+    cur: Any,
+    *,
+    next_id: int,
+    iou_threshold: float = DEFAULT_LINK_IOU,
+    band_rows: int = DEFAULT_BAND_ROWS,
+) -> tuple[dict[int, int], int]:
+    """The final id of each object of ``cur``: the id of the ``prev`` object it continues, or a new one.
+
     Pairs (prev object, cur object) are taken greedily by decreasing IoU,
     each object at most once, while IoU >= ``iou_threshold``; the cur
     objects left over get new ids ``next_id, next_id + 1, ...`` in order of
@@ -94,14 +119,13 @@ def link_slice(
     Args:
         prev: (H, W) labels of the previous slice, already linked.
         cur: (H, W) labels of this slice (any ids, 0 = background).
-        out: (H, W) uint32 destination (may be ``cur`` itself).
         next_id: the first id not used by any earlier slice.
 
     Returns:
-        The next free id after this slice.
+        ``{cur id: final id}`` for every id present in ``cur``, and the next free id after this slice.
     """
-    if tuple(prev.shape) != tuple(cur.shape) or tuple(out.shape) != tuple(cur.shape):
-        raise ValueError(f"shapes differ: prev {prev.shape}, cur {cur.shape}, out {out.shape}")
+    if tuple(prev.shape) != tuple(cur.shape):
+        raise ValueError(f"shapes differ: prev {prev.shape}, cur {cur.shape}")
     inter, area_prev, area_cur = _overlap_table(prev, cur, band_rows)
     scored = sorted(
         ((n / (area_prev[x] + area_cur[y] - n), x, y) for (x, y), n in inter.items()),
@@ -120,8 +144,7 @@ def link_slice(
         if y not in mapping:
             mapping[y] = next_id
             next_id += 1
-    _relabel(cur, out, mapping, band_rows)
-    return next_id
+    return mapping, next_id
 
 
 def _relabel(cur: Any, out: Any, mapping: dict[int, int], band_rows: int) -> None:
@@ -143,12 +166,15 @@ class StackLinker:
         link: link slices by overlap.
         iou_threshold: IoU from which two objects of neighbouring slices are one.
         next_id: the first id not yet used (without ``link``: one past the largest id of any slice).
+        last_mapping: ``{slice id: final id}`` of the slice added last; None: its ids were kept
+            (without ``link``).
     """
 
     link: bool = True
     iou_threshold: float = DEFAULT_LINK_IOU
     band_rows: int = DEFAULT_BAND_ROWS
     next_id: int = 1
+    last_mapping: dict[int, int] | None = None
     _prev: Any = field(default=None, repr=False)
 
     def add(self, labels: Any, out: Any) -> None:
@@ -158,7 +184,7 @@ class StackLinker:
                 values = np.asarray(labels[band])
                 out[band] = values
                 self.next_id = max(self.next_id, int(values.max(initial=0)) + 1)
-            self._prev = out
+            self._prev, self.last_mapping = out, None
             return
         if self._prev is None:
             ids: set[int] = set()
@@ -166,14 +192,22 @@ class StackLinker:
                 ids.update(label_areas(np.asarray(labels[band]))[0].tolist())
             mapping = {y: self.next_id + k for k, y in enumerate(sorted(ids))}
             self.next_id += len(mapping)
-            _relabel(labels, out, mapping, self.band_rows)
         else:
-            self.next_id = link_slice(
+            mapping, self.next_id = link_mapping(
                 self._prev,
                 labels,
-                out,
                 next_id=self.next_id,
                 iou_threshold=self.iou_threshold,
                 band_rows=self.band_rows,
             )
-        self._prev = out
+        _relabel(labels, out, mapping, self.band_rows)
+        self._prev, self.last_mapping = out, mapping
+
+    def final_scores(self, scores: Sequence[float] | np.ndarray) -> dict[int, float]:
+        """``{final id: score}`` of the slice added last, from its ``scores`` (slice id ``i`` at
+        ``scores[i - 1]``; ids absent from the slice are left out when linked)."""
+        mapping = self.last_mapping
+        pairs = enumerate((float(s) for s in scores), start=1)
+        if mapping is None:
+            return dict(pairs)
+        return {mapping[i]: score for i, score in pairs if i in mapping}

@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -212,11 +212,14 @@ class StackAutoResult:
         slices: one :class:`TiledAutoResult` per slice done (ids there are per slice, before linking).
         num_ids: ids used in the whole output (1..num_ids; with linking, one per object through z).
         cancelled: the run stopped early because ``cancel`` was set.
+        scores: ``concept`` only: per slice done, ``{final id: score}`` of its instances (the ids
+            of the output, after linking); empty dicts for ``auto``.
     """
 
     slices: list[TiledAutoResult]
     num_ids: int
     cancelled: bool
+    scores: list[dict[int, float]] = field(default_factory=list)
 
 
 def tiled_auto_stack(
@@ -254,6 +257,7 @@ def tiled_auto_stack(
         raise ValueError(f"output of shape {tuple(out.shape)} does not match the stack {tuple(stack.shape)}")
     linker = StackLinker(link=link, iou_threshold=link_iou)
     done: list[TiledAutoResult] = []
+    scores: list[dict[int, float]] = []
     stop = cancel if cancel is not None else threading.Event()
     for z in range(depth):
         if stop.is_set():
@@ -276,4 +280,5 @@ def tiled_auto_stack(
         )
         done.append(result)
         linker.add(plane, plane)
-    return StackAutoResult(done, linker.next_id - 1, stop.is_set())
+        scores.append(linker.final_scores(result.scores))
+    return StackAutoResult(done, linker.next_id - 1, stop.is_set(), scores)

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.components import ViewerModel
 
 from bench.discs import disc_scores
-from plugin.connection.session import Session
-from plugin.jobs.controller import Controller
 from plugin.jobs.find_all import SCORES_KEY, FindAllRequest, concept_layer_name, exemplar_boxes, keep_above
 from plugin.labels.names import names_from_metadata
 from plugin.provenance_record import auto_run_of, automatic_provenance
@@ -23,8 +20,8 @@ from plugin.view.coords import SlicePlane
 from protocol.formats.provenance import Provenance
 from protocol.geometry.grid import tile_grid
 from tests.support.concept_discs import BRIGHT_SCORE, THRESHOLD, concept_discs
+from tests.support.find_all_jobs import find_all_jobs
 from tests.support.processes import ProcessSpawner
-from tests.support.pump import Pump
 from tests.support.standin_backend import SERVICE, StandinBackend
 
 
@@ -56,28 +53,23 @@ def test_find_all_on_a_4096_slide_writes_the_bright_discs_named_and_scored_in_on
     shape = (4096, 4096)
     image, bright, dim_count = concept_discs(shape)
     backend = StandinBackend(spawn, 3)
-    viewer, pump, notes = ViewerModel(), Pump(), []
-    controller = Controller(viewer, pump.dispatch, lambda level, text: notes.append((level, text)))
-    controller.image = viewer.add_image(image, name="slide")
-    controller.session = Session(backend.frontend, SERVICE, pump.dispatch)
-    jobs, outcome = controller.find_all, []
-    try:
+    with find_all_jobs(image, backend.frontend, SERVICE) as harness:
+        jobs, notes, outcome = harness.controller.find_all, harness.notes, []
         # empty text and no exemplar: a clear message, nothing sent
         assert not jobs.run(FindAllRequest("  ", THRESHOLD), lambda *_: None, outcome.append)
         assert notes[-1][0] == "warning" and "type what to find" in notes[-1][1]
         # exemplar boxes on a slide that goes tile by tile: refused, nothing sent
-        viewer.add_shapes([np.array([[10, 10], [40, 40]])], shape_type="rectangle", name="Bounding Box")
+        box = [np.array([[10, 10], [40, 40]])]
+        harness.viewer.add_shapes(box, shape_type="rectangle", name="Bounding Box")
         assert not jobs.run(FindAllRequest("nucleus", THRESHOLD, True), lambda *_: None, outcome.append)
-        assert "tile by tile" in notes[-1][1]
+        assert "tile by tile" in notes[-1][1] and not outcome
 
         request = FindAllRequest(" nucleus ", THRESHOLD)
         progress: list[float | None] = []
-        assert jobs.run(request, lambda fraction, _text: progress.append(fraction), outcome.append)
-        pump.until(lambda: bool(outcome))
+        outcome = harness.find_all(request, lambda fraction, _text: progress.append(fraction))
         assert outcome == [True], notes
-    finally:
-        controller.session.close(timeout_s=1.0)
-    layer = viewer.layers[concept_layer_name(request)]
+    controller = harness.controller
+    layer = harness.viewer.layers[concept_layer_name(request)]
     assert layer.name == "nucleus (Find all)"
     labels = np.asarray(layer.data)
     iou, stray, duplicates = disc_scores(labels, bright)

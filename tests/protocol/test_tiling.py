@@ -228,6 +228,23 @@ def test_link_slice_is_one_to_one_and_respects_the_threshold() -> None:
     assert ndimage.label(out > 0)[1] == 2
 
 
+def test_scores_follow_their_objects_to_the_linked_ids() -> None:
+    """A slice's per-object scores (slice id ``i`` at ``i - 1``) are keyed by the ids linking gave."""
+    first = np.zeros((60, 60), dtype=np.uint32)
+    first[5:25, 5:25], first[35:55, 35:55] = 1, 2
+    second = np.zeros_like(first)
+    second[35:55, 35:55], second[5:15, 40:50], second[6:24, 6:24] = 1, 2, 3  # 1 continues 2, 3 continues 1
+    for link, expected in ((True, {2: 0.7, 3: 0.8, 1: 0.9}), (False, {1: 0.7, 2: 0.8, 3: 0.9})):
+        linker = StackLinker(link=link)
+        linker.add(first.copy(), first.copy())
+        assert linker.final_scores([0.5, 0.6]) == {1: 0.5, 2: 0.6}
+        plane = second.copy()
+        linker.add(plane, plane)
+        assert linker.final_scores(np.array([0.7, 0.8, 0.9], dtype=np.float32)) == pytest.approx(expected)
+        for label_id in expected:  # each score's id is where its object is now
+            assert label_id in plane
+
+
 def test_a_merged_object_keeps_the_highest_score_of_its_pieces() -> None:
     """``concept`` tiles come with a score per object: stitching keeps each final object's score,
     the highest of the pieces merged into it, and numbers scores like the labels."""

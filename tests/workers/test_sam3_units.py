@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from protocol.runtime.registry import ModelEntry
-from workers.concept import paint_instances
+from workers.labels import paint_instances
 from workers.models import CheckpointError
 from workers.prompts import PromptError, boxes_rc_to_cxcywh, parse_concept_boxes
 from workers.sam3_device import follow_device
@@ -40,7 +40,7 @@ def test_exemplar_boxes_are_checked_against_the_image() -> None:
 
 
 def test_higher_scores_keep_overlapping_pixels_and_instances_left_empty_are_dropped() -> None:
-    logits = torch.full((3, 4, 4), -5.0)
+    logits = np.full((3, 4, 4), -5.0, dtype=np.float32)
     logits[0, :, :2] = 5.0  # left half
     logits[1] = 5.0  # everywhere: keeps only what instance 0 left
     logits[2, :, :1] = 5.0  # inside instance 0: nothing left, dropped
@@ -49,6 +49,42 @@ def test_higher_scores_keep_overlapping_pixels_and_instances_left_empty_are_drop
     np.testing.assert_array_equal(scores, np.array([0.9, 0.8], dtype=np.float32))
     assert set(np.unique(labels).tolist()) == {1, 2}
     assert (labels[:, 0] == 1).all() and (labels[:, -1] == 2).all()
+
+
+def _reference_paint(logits: np.ndarray, scores: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, list]:
+    """The straightforward painting: every mask resized over the whole image by torch, then painted."""
+    full = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[:, None], size=hw, mode="bilinear", align_corners=False
+    )[:, 0].numpy()
+    labels = np.zeros(hw, dtype=np.uint32)
+    kept: list[float] = []
+    for index, mask in enumerate(full > 0):
+        free = mask & (labels == 0)
+        if free.any():
+            kept.append(float(scores[index]))
+            labels[free] = len(kept)
+    return labels, kept
+
+
+@pytest.mark.parametrize("hw", [(100, 130), (64, 80), (20, 25)])  # up by a fraction, up 2x, down
+def test_painting_within_bounding_boxes_matches_painting_whole_masks(hw: tuple[int, int]) -> None:
+    rng = np.random.default_rng(7)
+    rows, cols = np.mgrid[0:32, 0:40]
+    logits = []
+    for _ in range(40):  # discs anywhere, overlapping, some cut by the edges, some tiny or empty
+        centre_r, centre_c = rng.uniform(-4, 36), rng.uniform(-4, 44)
+        radius = rng.uniform(0.3, 9)
+        disc = radius - np.hypot(rows - centre_r, cols - centre_c)
+        logits.append(disc + rng.normal(0, 0.3, disc.shape))
+    logits.append(np.full((32, 40), -1.0))  # nowhere
+    stacked = np.asarray(logits, dtype=np.float32)
+    scores = np.linspace(0.99, 0.5, len(stacked), dtype=np.float32)
+    labels, kept = paint_instances(stacked, scores, hw)
+    expected, expected_kept = _reference_paint(stacked, scores, hw)
+    assert 20 < len(kept) < len(stacked)  # overlaps hid some instances: the test covers dropping
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(kept, np.asarray(expected_kept, dtype=np.float32))
+    assert labels[0].any() and labels[-1].any() and labels[:, 0].any() and labels[:, -1].any()
 
 
 def test_off_cuda_the_shim_moves_cuda_tensors_to_the_workers_device_and_skips_pinning() -> None:

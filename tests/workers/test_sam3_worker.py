@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from napari.components import ViewerModel
 
 from batch.__main__ import main
 from batch.outputs import SUMMARY_NAME, read_summary
-from plugin.connection.session import Session
-from plugin.jobs.controller import Controller
 from plugin.jobs.find_all import SCORES_KEY, FindAllRequest, concept_layer_name
 from plugin.labels.names import names_from_metadata
 from plugin.provenance_record import auto_run_of
@@ -32,8 +28,8 @@ from protocol.ops.concept import ConceptAnswer, concept, concept_params
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
 from protocol.wire.wire_image import to_wire
+from tests.support.find_all_jobs import find_all_jobs
 from tests.support.processes import PYTHON, ProcessSpawner, free_endpoint, log_text, wait_until
-from tests.support.pump import Pump
 from tests.support.sam3_small import SERVICE, build_small_sam3
 
 pytest.importorskip("sam3", reason="the sam3 extra is not installed (scripts/setup_env.sh installs it)")
@@ -167,20 +163,10 @@ def test_concept_over_a_4096_slide_tile_by_tile_from_sam2_batch_and_find_all(
     assert record is not None and record.operation == "tiled_concept" and record.model == SERVICE
     assert (record.tile_grid["rows"], record.tile_grid["cols"]) == grid.grid_shape
 
-    viewer, pump, notes = ViewerModel(), Pump(), []
-    controller = Controller(viewer, pump.dispatch, lambda level, text: notes.append((level, text)))
-    controller.image = viewer.add_image(slide, name="slide")
-    controller.auto_settings = replace(controller.auto_settings, tile_size=tile, tile_halo=halo)
-    controller.session = Session(sam3_backend, SERVICE, pump.dispatch)
-    outcome: list[bool] = []
     request = FindAllRequest("nucleus", threshold)
-    try:
-        assert controller.find_all.run(request, lambda *_: None, outcome.append)
-        pump.until(lambda: bool(outcome), timeout_s=600)
-        assert outcome == [True], notes
-    finally:
-        controller.session.close(timeout_s=1.0)
-    layer = viewer.layers[concept_layer_name(request)]
+    with find_all_jobs(slide, sam3_backend, SERVICE, tile_size=tile, tile_halo=halo) as harness:
+        assert harness.find_all(request, timeout_s=600) == [True], harness.notes
+    layer = harness.viewer.layers[concept_layer_name(request)]
     found = np.asarray(layer.data)
     ids = sorted(int(i) for i in np.unique(found) if i)
     assert set(names_from_metadata(layer.metadata)) == set(ids)
