@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from batch.outputs import OUTPUT_FORMATS
+from protocol.formats.labels_file import SCORES_KEY
 from protocol.formats.measure import BOX_2D
 from protocol.formats.provenance import sidecar_path, write_sidecar
-from protocol.ops.concept import SCORES_KEY
 from protocol.runtime.atomic import atomic_file
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def stack_rows(
 
 def scores_metadata(scores: Iterable[Mapping[int, float]]) -> dict[str, Any]:
     """The label file's metadata of a concept run: ``{SCORES_KEY: {"label_id": score}}``, where the
-    plugin's Find all keeps them (:data:`protocol.ops.concept.SCORES_KEY`); an id on several
+    plugin's Find all keeps them (:data:`protocol.formats.labels_file.SCORES_KEY`); an id on several
     linked slices keeps its highest score."""
     best: dict[int, float] = {}
     for plane in scores:

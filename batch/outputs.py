@@ -155,7 +155,7 @@ def write_labels(
     size in the X/Y resolution tags (logged). ``provenance``: the ImageJ property
     ``sam2.provenance``, or a sidecar ``NAME.provenance.json`` beside a plain TIFF.
     ``metadata``: JSON facts added to the Fiji-ready TIFF's ``napari-sam2-broker`` property
-    (e.g. a concept run's scores, :data:`protocol.ops.concept.SCORES_KEY`).
+    (e.g. a concept run's scores, :data:`protocol.formats.labels_file.SCORES_KEY`).
     """
     import tifffile
 
@@ -244,7 +244,7 @@ def write_output(
         stop: OME-Zarr only: called before each chunk of labels and image is read; raising there
             (a deferred Ctrl-C) abandons the write between chunks and leaves no store behind.
         metadata: JSON facts about the labels (a concept run's ``{label_id: score}`` under
-            :data:`protocol.ops.concept.SCORES_KEY`): the Fiji-ready TIFF's ``napari-sam2-broker``
+            :data:`protocol.formats.labels_file.SCORES_KEY`): the Fiji-ready TIFF's ``napari-sam2-broker``
             property, the OME-Zarr root's attributes; GeoJSON and uint32 TIFFs have no place for them.
 
     Raises:

@@ -42,7 +42,7 @@ from protocol.formats.geff_tracks import geff_path, write_geff
 from protocol.formats.geojson import PIXEL, geojson_path, is_geojson, read_geojson, write_geojson
 from protocol.formats.geometry import Geometry
 from protocol.formats.imagej import PROPERTIES_KEY, read_imagej, write_imagej
-from protocol.formats.labels_file import LabelsFile
+from protocol.formats.labels_file import LabelsFile, scores_from_metadata
 from protocol.formats.measure import MEASUREMENTS_SUFFIX, measurements_path, write_measurements
 from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels, zarr_path
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance, sidecar_path
@@ -267,7 +267,9 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
         units = None
     if not isinstance(axes, str) or len(axes) != data.ndim:
         axes = None
-    return LabelsFile(data, names_from_metadata(meta), scale, translate, units, axes)
+    return LabelsFile(
+        data, names_from_metadata(meta), scale, translate, units, axes, scores=scores_from_metadata(meta)
+    )
 
 
 # -- every export format -----------------------------------------------------------------

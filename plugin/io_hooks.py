@@ -48,7 +48,7 @@ from plugin.tracks import napari_tracks, tracks_layer_name
 from protocol.formats.ctc import is_ctc, read_ctc
 from protocol.formats.geff_tracks import is_geff, read_geff
 from protocol.formats.geojson import is_geojson
-from protocol.formats.labels_file import LabelsFile
+from protocol.formats.labels_file import SCORES_KEY, LabelsFile
 from protocol.formats.ngff import is_ngff_labels
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -186,9 +186,12 @@ def read_track_layers(path: str | list[str]) -> list[LayerData]:
 
 
 def _layer(saved: LabelsFile, default_name: str) -> LayerData:
+    metadata: dict[str, Any] = {METADATA_KEY: saved.names}
+    if saved.scores:  # a concept run's (sam2-batch --concept): as Find all keeps them
+        metadata[SCORES_KEY] = saved.scores
     kwargs: dict[str, Any] = {
         "name": saved.title or default_name,
-        "metadata": {METADATA_KEY: saved.names},
+        "metadata": metadata,
         "features": features_table(saved.names),
         **saved.layer_kwargs(),
     }

@@ -41,8 +41,9 @@ from plugin.view.coords import OutsideImage, SlicePlane, box_in_plane
 from plugin.view.image_slice import is_large, wire_slice
 from plugin.view.layers import BOUNDING_BOX, base_data, ensure_labels, find_layer, to_image_data
 from plugin.wording import plural, slice_text
+from protocol.formats.labels_file import SCORES_KEY
 from protocol.geometry.grid import tile_grid
-from protocol.ops.concept import SCORES_KEY, concept, concept_params
+from protocol.ops.concept import concept, concept_params
 from protocol.wire.errors import Superseded
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from protocol.formats.geometry import Geometry
-from protocol.formats.labels_file import LabelsFile
+from protocol.formats.labels_file import LabelsFile, scores_from_metadata
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_dir
 
@@ -237,13 +237,15 @@ def read_ngff_labels(path: str | os.PathLike[str]) -> list[LabelsFile]:
     Raises:
         ValueError: the path holds no NGFF label image.
     """
-    groups = _label_groups(_open(path))
+    root = _open(path)
+    groups = _label_groups(root)
     if not groups:
         raise ValueError(f"{path} holds no OME-Zarr (NGFF) label image")
-    return [_read_label_group(g) for g in groups]
+    scores = scores_from_metadata(dict(root.attrs))  # a concept run's, written at the root
+    return [_read_label_group(g, scores) for g in groups]
 
 
-def _read_label_group(group: Any) -> LabelsFile:
+def _read_label_group(group: Any, scores: dict[int, float]) -> LabelsFile:
     attrs = _ome_attrs(group)
     multiscale = attrs["multiscales"][0]
     axes_meta = multiscale.get("axes") or []
@@ -273,4 +275,5 @@ def _read_label_group(group: Any) -> LabelsFile:
         units if len(units) == ndim else None,
         axes if len(axes) == ndim else None,
         title=str(title),
+        scores=scores,
     )

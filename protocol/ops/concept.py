@@ -29,15 +29,10 @@ __all__ = [
     "DEFAULT_SCORE_THRESHOLD",
     "MAX_BOXES",
     "MAX_TEXT_CHARS",
-    "SCORES_KEY",
     "ConceptAnswer",
     "concept",
     "concept_params",
 ]
-
-SCORES_KEY = "concept_scores"
-"""Label metadata: ``{label_id: score}`` of each instance a concept run wrote (the plugin's Find all
-layer metadata, ``sam2-batch --concept``'s label files); a merged instance keeps its highest score."""
 
 
 @dataclass(frozen=True)

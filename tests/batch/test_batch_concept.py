@@ -21,11 +21,12 @@ from batch.__main__ import EXIT_USAGE, main
 from batch.instances import INSTANCE_COLUMNS, instances_path
 from batch.outputs import SUMMARY_NAME, read_summary
 from bench.discs import disc_scores
+from plugin.io_hooks import read_layers
 from protocol.formats.imagej import PROPERTIES_KEY
+from protocol.formats.labels_file import SCORES_KEY
 from protocol.formats.provenance import read_sidecar, sidecar_path
 from protocol.formats.provenance_files import read_provenance
 from protocol.geometry.grid import DEFAULT_HALO, DEFAULT_TILE_SIZE, tile_grid
-from protocol.ops.concept import SCORES_KEY
 from tests.support.concept_discs import THRESHOLD, concept_discs
 from tests.support.processes import REPO_ROOT, ProcessSpawner
 from tests.support.standin_backend import SERVICE, StandinBackend
@@ -157,9 +158,14 @@ def test_concept_scores_go_into_the_metadata_of_tiff_and_ome_zarr_label_files(tm
     with tifffile.TiffFile(tmp_path / "a_labels.tif") as tif:
         facts = json.loads(tif.imagej_metadata["Properties"][PROPERTIES_KEY])
     assert facts[SCORES_KEY] == metadata[SCORES_KEY] and facts["axes"]  # beside the geometry facts
+    # opening the file with the plugin's reader gives the layer the scores where Find all keeps them
+    ((_, kwargs, _),) = read_layers(str(tmp_path / "a_labels.tif"))
+    assert kwargs["metadata"][SCORES_KEY] == {1: 0.95, 2: 0.8}
     for image in (None, labels):  # labels only, or with the image at the root
         store = tmp_path / f"{image is None}_labels.ome.zarr"
         write_output(store, labels, "ome-zarr", image=image, metadata=metadata)
         root = zarr.open_group(str(store), mode="r")
         assert root.attrs[SCORES_KEY] == metadata[SCORES_KEY]
         assert ("multiscales" in root.attrs) == (image is not None)
+        ((_, kwargs, _),) = read_layers(str(store))
+        assert kwargs["metadata"][SCORES_KEY] == {1: 0.95, 2: 0.8}

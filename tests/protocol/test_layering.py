@@ -44,6 +44,7 @@ ALLOWED: dict[str, set[str]] = {
         "plugin.view",
         "protocol.wire",
         "protocol.ops",
+        "protocol.formats",
         "protocol.geometry",
         "protocol.runtime",
     },
