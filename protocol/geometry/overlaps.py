@@ -106,18 +106,26 @@ def mutual_best_matches(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tu
 def mutual_best_matches_compact(
     a: np.ndarray, b: CompactLabels, min_iou: float
 ) -> list[tuple[int, int, float]]:
-    """:func:`mutual_best_matches` against labels already compacted (e.g. once, on another thread).
+    """:func:`mutual_best_matches` against labels already compacted (e.g. once, on another thread)."""
+    a_ids, b_ids, iou = mutual_best_pairs_compact(a, b, min_iou)
+    return list(zip(a_ids.tolist(), b_ids.tolist(), iou.tolist(), strict=True))
+
+
+def mutual_best_pairs_compact(
+    a: np.ndarray, b: CompactLabels, min_iou: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mutual_best_matches_compact` as arrays: (a ids int64 (k,), b ids (k,), IoU float64 (k,)).
 
     With small ids in ``a`` (what workers answer) no sort: pairs and areas are counted in one
     ``bincount`` of (a id, b's compact id).
     """
     top_a, span = int(a.max(initial=0)), b.ids.size + 1
     if top_a == 0 or span == 1:
-        return []
+        return np.empty(0, np.int64), np.empty(0, b.ids.dtype), np.empty(0, np.float64)
     if (top_a + 1) * span > DENSE_PAIR_BINS:  # large ids in a: compact it too
         a_compact = compact_labels(a)
-        pairs = mutual_best_matches_compact(a_compact.small, b, min_iou)
-        return [(int(a_compact.ids[x - 1]), y, v) for x, y, v in pairs]
+        small_ids, b_ids, iou = mutual_best_pairs_compact(a_compact.small, b, min_iou)
+        return a_compact.ids[small_ids - 1].astype(np.int64), b_ids, iou
     joint = np.bincount((a.astype(np.intp) * span + b.small).ravel(), minlength=(top_a + 1) * span)
     keys = np.flatnonzero(joint)
     a_ids, cols = keys // span, keys % span
@@ -128,7 +136,7 @@ def mutual_best_matches_compact(
     b_ids, area_b = b.ids[cols], b.areas[cols]
     iou = inter / (area_a + area_b - inter)
     keep = _best_of_each(a_ids, b_ids, iou) & _best_of_each(b_ids, a_ids, iou) & (iou >= min_iou)
-    return list(zip(a_ids[keep].tolist(), b_ids[keep].tolist(), iou[keep].tolist(), strict=True))
+    return a_ids[keep].astype(np.int64), b_ids[keep], iou[keep]
 
 
 def _best_of_each(ids: np.ndarray, others: np.ndarray, iou: np.ndarray) -> np.ndarray:

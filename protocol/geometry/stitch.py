@@ -53,7 +53,7 @@ import blosc2
 import numpy as np
 
 from protocol.geometry.grid import Tile, TileGrid
-from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_best_matches_compact
+from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_best_pairs_compact
 
 DEFAULT_MERGE_IOU = 0.5
 
@@ -64,49 +64,55 @@ MAX_DIRECT_ID = 1 << 16
 
 
 class _Nodes:
-    """Union-find over the objects of all tiles (node 0: background), in growable numpy arrays."""
+    """The objects of all tiles (node 0: background) in growable numpy arrays, and the merges between
+    them as arrays of node pairs; :meth:`roots` joins them all at once (no Python per merge)."""
 
     def __init__(self) -> None:
-        self.parent = np.zeros(1024, dtype=np.int64)
         self.area = np.zeros(1024, dtype=np.int64)
         self.score = np.full(1024, np.nan, dtype=np.float32)  # NaN: the tile gave no score
         self.count = 1
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
 
     def extend(self, n: int) -> int:
-        """Add ``n`` nodes, their own roots; return the node before the first (the block's base)."""
+        """Add ``n`` nodes; return the node before the first (the block's base)."""
         base = self.count - 1
         need = self.count + n
-        if need > self.parent.size:
-            size = max(need, 2 * self.parent.size)
-            self.parent = np.concatenate([self.parent, np.zeros(size - self.parent.size, np.int64)])
+        if need > self.area.size:
+            size = max(need, 2 * self.area.size)
             self.area = np.concatenate([self.area, np.zeros(size - self.area.size, np.int64)])
             self.score = np.concatenate([self.score, np.full(size - self.score.size, np.nan, np.float32)])
-        self.parent[self.count : need] = np.arange(self.count, need)
         self.count = need
         return base
 
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = int(parent[root])
-        while parent[x] != root:
-            parent[x], x = root, int(parent[x])
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+    def merge(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Record that nodes ``a[k]`` and ``b[k]`` are one object (int64 (k,) each)."""
+        if a.size:
+            self._pairs.append((a, b))
 
     def roots(self) -> np.ndarray:
-        """The root of every node (pointer jumping, vectorised)."""
-        roots = self.parent[: self.count].copy()
+        """int64 (count,): the smallest node of each node's object.
+
+        Vectorised union-find: every root hooks to the smallest root it is merged with, then
+        pointer jumping; repeated until no merged pair has two roots (each round removes at least
+        one root; a few rounds in practice).
+        """
+        roots = np.arange(self.count, dtype=np.int64)
+        if not self._pairs:
+            return roots
+        a = np.concatenate([pair[0] for pair in self._pairs])
+        b = np.concatenate([pair[1] for pair in self._pairs])
         while True:
-            up = roots[roots]
-            if np.array_equal(up, roots):
+            ra, rb = roots[a], roots[b]
+            apart = ra != rb
+            if not apart.any():
                 return roots
-            roots = up
+            a, b, ra, rb = a[apart], b[apart], ra[apart], rb[apart]
+            np.minimum.at(roots, np.maximum(ra, rb), np.minimum(ra, rb))
+            while True:
+                up = roots[roots]
+                if np.array_equal(up, roots):
+                    break
+                roots = up
 
 
 @dataclass
@@ -303,10 +309,9 @@ class TileStitcher:
 
     def _match(self, mine: np.ndarray, my_base: int, theirs: CompactLabels, their_base: int) -> None:
         """Merge the objects of two tiles that are each other's best match in their overlap."""
-        matches = mutual_best_matches_compact(mine, theirs, self.merge_iou)
-        for a, b, _ in matches:
-            self._nodes.union(my_base + a, their_base + b)
-        self.merges += len(matches)
+        mine_ids, their_ids, _ = mutual_best_pairs_compact(mine, theirs, self.merge_iou)
+        self._nodes.merge(my_base + mine_ids.astype(np.int64), their_base + their_ids.astype(np.int64))
+        self.merges += int(mine_ids.size)
 
     def finish(self) -> StitchResult:
         """Renumber the output to labels 1..n (one pass over the added tiles' cores).
