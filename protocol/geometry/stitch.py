@@ -53,7 +53,12 @@ import blosc2
 import numpy as np
 
 from protocol.geometry.grid import Tile, TileGrid
-from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_best_pairs_compact
+from protocol.geometry.overlaps import (
+    CompactLabels,
+    compact_labels,
+    labelled_pixels,
+    mutual_best_pairs_compact,
+)
 
 DEFAULT_MERGE_IOU = 0.5
 
@@ -123,7 +128,7 @@ class PreparedTile:
         tile: the tile.
         labels: uint32 (rows, cols) of its window, ids 1..``top`` (renumbered if the worker's were sparse).
         top: the largest id.
-        core_areas: int64 (top + 1,) pixels of each id in the core.
+        core_areas: int64 (top + 1,) pixels of each id in the core (index 0, background: 0).
         scores: float32 (top + 1,) score of each id (index 0 unused), or None: the tile gave none.
         bands: neighbour flat index -> that neighbour's overlap (blosc2), for neighbours not
             yet added when prepared.
@@ -272,8 +277,8 @@ class TileStitcher:
             top = int(labels.max(initial=0))
             if by_id is not None:
                 by_id = np.concatenate([[np.nan], by_id[ids[ids > 0]]]).astype(np.float32)
-        core = labels[tile.core_in_window]
-        core_areas = np.bincount(core.ravel(), minlength=top + 1)
+        core_areas = np.bincount(labelled_pixels(labels[tile.core_in_window])[0], minlength=top + 1)
+        core_areas[0] = 0  # background: not counted when mostly background (unused)
         prepared = PreparedTile(tile, labels, top, core_areas, by_id)
         for other in self.grid.neighbours(tile):
             where = _overlap(tile, other)
