@@ -39,7 +39,8 @@ The output may be a numpy array, a zarr array or a
 :class:`~protocol.geometry.compressed.CompressedPlane` (anything supporting
 numpy slicing and assignment), zero-filled; only one tile's region is read or
 written at a time. Memory: the overlaps kept for neighbours still to come
-(about a row of tiles' halos).
+(about a row of tiles' halos), and two int64 per merged pair of pieces (joined once in
+:meth:`TileStitcher.finish`, a vectorised union-find: no Python per object or merge).
 
 All indices are (row, col); bounding boxes [r0, c0, r1, c1) end exclusive.
 """
