@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,9 +69,9 @@ def stages() -> list[tuple[str, Any, str]]:
 
 
 @contextmanager
-def thread_timed(targets: list[tuple[str, Any, str]]) -> Iterator[Counter[str]]:
+def thread_timed(targets: list[tuple[str, Any, str]]) -> Iterator[defaultdict[str, float]]:
     """Time each target's calls with ``time.thread_time`` (seconds summed per stage) while inside."""
-    spent: Counter[str] = Counter()
+    spent: defaultdict[str, float] = defaultdict(float)
     lock = threading.Lock()
     originals = [getattr(owner, attr) for _, owner, attr in targets]
 
@@ -98,7 +98,8 @@ def thread_timed(targets: list[tuple[str, Any, str]]) -> Iterator[Counter[str]]:
 def run_split(workers: int = 8, delay_s: float = 0.5, repeats: int = 2) -> BenchResult:
     """Per-tile CPU of each stage, sam2-batch and the plugin's tiled AUTO, against ``workers`` stand-ins."""
     result = BenchResult("client_split", "One client's CPU per 1,024² tile, stage by stage")
-    shape = tuple(TILE_SIDE * k for k in slide_tiles(workers))
+    rows, cols = slide_tiles(workers)
+    shape = (TILE_SIDE * rows, TILE_SIDE * cols)
     image, truth = disc_slide(shape, spacing=36)
     names = list(dict.fromkeys(name for name, _, _ in stages()))
     table = Table(
