@@ -160,7 +160,7 @@ def write_labels(
     import tifffile
 
     from protocol.formats.geometry import Geometry
-    from protocol.formats.imagej import geometry_facts, write_imagej
+    from protocol.formats.imagej import TIFF_ZLIB_LEVEL, geometry_facts, write_imagej
 
     if labels.dtype != np.uint32:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")
@@ -195,6 +195,7 @@ def write_labels(
             labels,
             bigtiff=not classic,
             compression="zlib",
+            compressionargs={"level": TIFF_ZLIB_LEVEL},
             photometric="minisblack",
             **tiff_resolution(geometry),
         )

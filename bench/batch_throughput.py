@@ -219,7 +219,7 @@ def start_tile_peers(
     args += ["--tiles", str(folder / "tiles.json"), "--delay-s", str(delay_s)]
     peers = [start_peer(procs, "mdp-tiles", *args, name=f"tiles{first + k}") for k in range(count)]
     for proc in peers:
-        procs.wait_for_log(proc, "ready", 60)
+        wait_for_log(proc, "ready", 60)
     return peers
 
 

@@ -30,7 +30,7 @@ def pair_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     span = int(b_both.max()) + 1
     if (int(a_both.max()) + 1) * span <= DENSE_PAIR_BINS:  # small ids (what workers answer): count densely
         counts = np.bincount(a_both.astype(np.intp) * span + b_both, minlength=0)
-        keys = np.flatnonzero(counts)
+        keys = np.flatnonzero(counts != 0)
         return (
             (keys // span).astype(np.uint64),
             (keys % span).astype(np.uint64),
@@ -39,6 +39,19 @@ def pair_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     keys64 = (a_both.astype(np.uint64) << np.uint64(32)) | b_both.astype(np.uint64)
     uniq, found = np.unique(keys64, return_counts=True)
     return uniq >> np.uint64(32), uniq & np.uint64(0xFFFFFFFF), found.astype(np.int64)
+
+
+def labelled_pixels(labels: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """``labels`` and same-shaped ``others``, flattened (1-D), where ``labels`` is nonzero.
+
+    When at least half the pixels are labelled, all of them come back (background included):
+    selecting costs about a pass and would save little. For counts by id from 1 up.
+    """
+    flats = [labels.ravel(), *(other.ravel() for other in others)]
+    if np.count_nonzero(flats[0]) >= flats[0].size // 2:
+        return flats
+    labelled = flats[0] != 0
+    return [flat[labelled] for flat in flats]
 
 
 def label_areas(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,12 +94,13 @@ def compact_labels(labels: np.ndarray) -> CompactLabels:
     """:class:`CompactLabels` of an integer label array (small ids: tables, no sort)."""
     top = int(labels.max(initial=0))
     if top <= ID_TABLE_FACTOR * labels.size + 1024:
-        counts = np.bincount(labels.ravel(), minlength=1)
-        ids = np.flatnonzero(counts[1:]) + 1
+        flat = labels.astype(np.intp).ravel()  # cast once for both the count and the lookup
+        counts = np.bincount(flat, minlength=1)
+        ids = np.flatnonzero(counts[1:] != 0) + 1
         dtype = np.uint16 if ids.size < 0xFFFF else np.uint32
         table = np.zeros(counts.size, dtype=dtype)
         table[ids] = np.arange(1, ids.size + 1)
-        return CompactLabels(ids, table[labels], counts[ids].astype(np.int64))
+        return CompactLabels(ids, table.take(flat).reshape(labels.shape), counts[ids].astype(np.int64))
     found, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     shift = 0 if found[0] == 0 else 1
     keep = slice(1 - shift, None)
@@ -106,20 +120,33 @@ def mutual_best_matches(a: np.ndarray, b: np.ndarray, min_iou: float) -> list[tu
 def mutual_best_matches_compact(
     a: np.ndarray, b: CompactLabels, min_iou: float
 ) -> list[tuple[int, int, float]]:
-    """:func:`mutual_best_matches` against labels already compacted (e.g. once, on another thread).
+    """:func:`mutual_best_matches` against labels already compacted (e.g. once, on another thread)."""
+    a_ids, b_ids, iou = mutual_best_pairs_compact(a, b, min_iou)
+    return list(zip(a_ids.tolist(), b_ids.tolist(), iou.tolist(), strict=True))
+
+
+def mutual_best_pairs_compact(
+    a: np.ndarray, b: CompactLabels, min_iou: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mutual_best_matches_compact` as arrays: (a ids int64 (k,), b ids (k,), IoU float64 (k,)).
 
     With small ids in ``a`` (what workers answer) no sort: pairs and areas are counted in one
-    ``bincount`` of (a id, b's compact id).
+    ``bincount`` of (a id, b's compact id) over a's labelled pixels only (b's areas come with ``b``).
     """
     top_a, span = int(a.max(initial=0)), b.ids.size + 1
     if top_a == 0 or span == 1:
-        return []
+        return np.empty(0, np.int64), np.empty(0, b.ids.dtype), np.empty(0, np.float64)
     if (top_a + 1) * span > DENSE_PAIR_BINS:  # large ids in a: compact it too
         a_compact = compact_labels(a)
-        pairs = mutual_best_matches_compact(a_compact.small, b, min_iou)
-        return [(int(a_compact.ids[x - 1]), y, v) for x, y, v in pairs]
-    joint = np.bincount((a.astype(np.intp) * span + b.small).ravel(), minlength=(top_a + 1) * span)
-    keys = np.flatnonzero(joint)
+        small_ids, b_ids, iou = mutual_best_pairs_compact(a_compact.small, b, min_iou)
+        return a_compact.ids[small_ids - 1].astype(np.int64), b_ids, iou
+    # Only a's labelled pixels count: they give every intersection and a's areas; b's areas are known.
+    a_flat, b_flat = labelled_pixels(a, b.small)
+    key = a_flat.astype(np.intp)
+    key *= span
+    key += b_flat
+    joint = np.bincount(key, minlength=(top_a + 1) * span)
+    keys = np.flatnonzero(joint != 0)  # on the bool mask: ~10x faster than on the int64 counts
     a_ids, cols = keys // span, keys % span
     pairs = (a_ids != 0) & (cols != 0)
     keys, a_ids, cols = keys[pairs], a_ids[pairs], cols[pairs] - 1
@@ -128,7 +155,7 @@ def mutual_best_matches_compact(
     b_ids, area_b = b.ids[cols], b.areas[cols]
     iou = inter / (area_a + area_b - inter)
     keep = _best_of_each(a_ids, b_ids, iou) & _best_of_each(b_ids, a_ids, iou) & (iou >= min_iou)
-    return list(zip(a_ids[keep].tolist(), b_ids[keep].tolist(), iou[keep].tolist(), strict=True))
+    return a_ids[keep].astype(np.int64), b_ids[keep], iou[keep]
 
 
 def _best_of_each(ids: np.ndarray, others: np.ndarray, iou: np.ndarray) -> np.ndarray:

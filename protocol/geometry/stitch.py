@@ -39,7 +39,8 @@ The output may be a numpy array, a zarr array or a
 :class:`~protocol.geometry.compressed.CompressedPlane` (anything supporting
 numpy slicing and assignment), zero-filled; only one tile's region is read or
 written at a time. Memory: the overlaps kept for neighbours still to come
-(about a row of tiles' halos).
+(about a row of tiles' halos), and two int64 per merged pair of pieces (joined once in
+:meth:`TileStitcher.finish`, a vectorised union-find: no Python per object or merge).
 
 All indices are (row, col); bounding boxes [r0, c0, r1, c1) end exclusive.
 """
@@ -53,7 +54,12 @@ import blosc2
 import numpy as np
 
 from protocol.geometry.grid import Tile, TileGrid
-from protocol.geometry.overlaps import CompactLabels, compact_labels, mutual_best_matches_compact
+from protocol.geometry.overlaps import (
+    CompactLabels,
+    compact_labels,
+    labelled_pixels,
+    mutual_best_pairs_compact,
+)
 
 DEFAULT_MERGE_IOU = 0.5
 
@@ -64,49 +70,55 @@ MAX_DIRECT_ID = 1 << 16
 
 
 class _Nodes:
-    """Union-find over the objects of all tiles (node 0: background), in growable numpy arrays."""
+    """The objects of all tiles (node 0: background) in growable numpy arrays, and the merges between
+    them as arrays of node pairs; :meth:`roots` joins them all at once (no Python per merge)."""
 
     def __init__(self) -> None:
-        self.parent = np.zeros(1024, dtype=np.int64)
         self.area = np.zeros(1024, dtype=np.int64)
         self.score = np.full(1024, np.nan, dtype=np.float32)  # NaN: the tile gave no score
         self.count = 1
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
 
     def extend(self, n: int) -> int:
-        """Add ``n`` nodes, their own roots; return the node before the first (the block's base)."""
+        """Add ``n`` nodes; return the node before the first (the block's base)."""
         base = self.count - 1
         need = self.count + n
-        if need > self.parent.size:
-            size = max(need, 2 * self.parent.size)
-            self.parent = np.concatenate([self.parent, np.zeros(size - self.parent.size, np.int64)])
+        if need > self.area.size:
+            size = max(need, 2 * self.area.size)
             self.area = np.concatenate([self.area, np.zeros(size - self.area.size, np.int64)])
             self.score = np.concatenate([self.score, np.full(size - self.score.size, np.nan, np.float32)])
-        self.parent[self.count : need] = np.arange(self.count, need)
         self.count = need
         return base
 
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = int(parent[root])
-        while parent[x] != root:
-            parent[x], x = root, int(parent[x])
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+    def merge(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Record that nodes ``a[k]`` and ``b[k]`` are one object (int64 (k,) each)."""
+        if a.size:
+            self._pairs.append((a, b))
 
     def roots(self) -> np.ndarray:
-        """The root of every node (pointer jumping, vectorised)."""
-        roots = self.parent[: self.count].copy()
+        """int64 (count,): the smallest node of each node's object.
+
+        Vectorised union-find: every root hooks to the smallest root it is merged with, then
+        pointer jumping; repeated until no merged pair has two roots (each round removes at least
+        one root; a few rounds in practice).
+        """
+        roots = np.arange(self.count, dtype=np.int64)
+        if not self._pairs:
+            return roots
+        a = np.concatenate([pair[0] for pair in self._pairs])
+        b = np.concatenate([pair[1] for pair in self._pairs])
         while True:
-            up = roots[roots]
-            if np.array_equal(up, roots):
+            ra, rb = roots[a], roots[b]
+            apart = ra != rb
+            if not apart.any():
                 return roots
-            roots = up
+            a, b, ra, rb = a[apart], b[apart], ra[apart], rb[apart]
+            np.minimum.at(roots, np.maximum(ra, rb), np.minimum(ra, rb))
+            while True:
+                up = roots[roots]
+                if np.array_equal(up, roots):
+                    break
+                roots = up
 
 
 @dataclass
@@ -117,7 +129,7 @@ class PreparedTile:
         tile: the tile.
         labels: uint32 (rows, cols) of its window, ids 1..``top`` (renumbered if the worker's were sparse).
         top: the largest id.
-        core_areas: int64 (top + 1,) pixels of each id in the core.
+        core_areas: int64 (top + 1,) pixels of each id in the core (index 0, background: 0).
         scores: float32 (top + 1,) score of each id (index 0 unused), or None: the tile gave none.
         bands: neighbour flat index -> that neighbour's overlap (blosc2), for neighbours not
             yet added when prepared.
@@ -266,8 +278,8 @@ class TileStitcher:
             top = int(labels.max(initial=0))
             if by_id is not None:
                 by_id = np.concatenate([[np.nan], by_id[ids[ids > 0]]]).astype(np.float32)
-        core = labels[tile.core_in_window]
-        core_areas = np.bincount(core.ravel(), minlength=top + 1)
+        core_areas = np.bincount(labelled_pixels(labels[tile.core_in_window])[0], minlength=top + 1)
+        core_areas[0] = 0  # background: not counted when mostly background (unused)
         prepared = PreparedTile(tile, labels, top, core_areas, by_id)
         for other in self.grid.neighbours(tile):
             where = _overlap(tile, other)
@@ -303,10 +315,9 @@ class TileStitcher:
 
     def _match(self, mine: np.ndarray, my_base: int, theirs: CompactLabels, their_base: int) -> None:
         """Merge the objects of two tiles that are each other's best match in their overlap."""
-        matches = mutual_best_matches_compact(mine, theirs, self.merge_iou)
-        for a, b, _ in matches:
-            self._nodes.union(my_base + a, their_base + b)
-        self.merges += len(matches)
+        mine_ids, their_ids, _ = mutual_best_pairs_compact(mine, theirs, self.merge_iou)
+        self._nodes.merge(my_base + mine_ids.astype(np.int64), their_base + their_ids.astype(np.int64))
+        self.merges += int(mine_ids.size)
 
     def finish(self) -> StitchResult:
         """Renumber the output to labels 1..n (one pass over the added tiles' cores).

@@ -62,3 +62,20 @@ def test_table_refuses_a_row_of_the_wrong_width() -> None:
     with pytest.raises(ValueError):
         table.add(1)
     assert Target("c", "1", "<= 2", True).met is True
+
+
+def test_client_split_times_every_stage_of_both_clients_and_puts_them_back() -> None:
+    """One stand-in worker, fast tiles: the stand-ins start (the --client run's path), both clients stitch
+    their 8 tiles, every stage is timed, and the timed functions are the originals again afterwards."""
+    from bench import client_split
+
+    before = [getattr(owner, attr) for _, owner, attr in client_split.stages()]
+    result = client_split.run_split(workers=1, delay_s=0.02, repeats=1)
+    assert [getattr(owner, attr) for _, owner, attr in client_split.stages()] == before
+    (table,) = result.tables
+    rows = {row[0]: row for row in table.rows}
+    for stage in ("to_wire", "SamClient.call", "stitch: prepare", "stitch: add_prepared", "stitch: finish"):
+        assert float(rows[stage][1]) > 0 and float(rows[stage][2]) > 0, stage
+    assert float(rows["sam2-batch: write labels"][1]) > 0 and rows["sam2-batch: write labels"][2] == "0.00"
+    again = BenchResult.from_json(result.to_json())
+    assert again.tables[0].rows == table.rows
