@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from bench.common import build_random_checkpoint
-from tests.support.backend import Backend
+from tests.support.backend import Backend, one_worker_backend
 from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker, zmq_context
 from tests.support.processes import MODEL, ProcessSpawner, log_text, wait_until
 
@@ -73,6 +73,15 @@ def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[...
         return backend
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def module_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
+    """A broker and one real SAM2 worker (two torch threads) shared by a module's tests, for tests
+    that neither kill nor reconfigure it (a SAM2 worker takes seconds to start: torch import, model
+    build). A test that reads the worker's counters reads them before and after its own requests."""
+    with one_worker_backend(tmp_path_factory.mktemp("module-backend"), random_checkpoint) as backend:
+        yield backend
 
 
 @pytest.fixture

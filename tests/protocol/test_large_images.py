@@ -11,8 +11,7 @@ shapes and offsets.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from protocol.ops.tiled import tiled_auto, tiled_auto_stack
 from protocol.ops.windowed import segment_windowed
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
-from tests.support.backend import Backend, one_worker_backend
+from tests.support.backend import Backend
 from tests.support.counting_array import CountingArray
 from tests.support.processes import ProcessSpawner
 from tests.support.standin_backend import StandinBackend
@@ -182,17 +181,9 @@ def test_a_big_box_is_sent_downsampled_and_comes_back_at_native_size(
     assert abs(answer.bbox[0] - 2300) <= 2 and abs(answer.bbox[2] - 3700) <= 2
 
 
-@pytest.fixture(scope="module")
-def sam2_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
-    """One broker and one real SAM2 worker for the module's real-model tests (a worker takes seconds
-    to start); each test reads the worker's counters and memory relative to where it starts."""
-    with one_worker_backend(tmp_path_factory.mktemp("large-images"), random_checkpoint) as backend:
-        yield backend
-
-
 @pytest.mark.model
-def test_real_worker_tiled_auto_and_windowed_segment_shapes_and_offsets(sam2_backend: Backend) -> None:
-    backend = sam2_backend
+def test_real_worker_tiled_auto_and_windowed_segment_shapes_and_offsets(module_backend: Backend) -> None:
+    backend = module_backend
     rng = np.random.default_rng(0)
     # 2 x 1 tiles of 1024 (halo 128): the second tile sits at a row offset; each tile is one encode
     # (seconds on CPU), and how tiles are cut and stitched is the stand-in tests' to judge.
@@ -235,10 +226,10 @@ def _status_kib(pid: int, field: str) -> int:
 
 
 @pytest.mark.model
-def test_a_huge_image_gets_a_clear_answer_and_worker_memory_stays_bounded(sam2_backend: Backend) -> None:
+def test_a_huge_image_gets_a_clear_answer_and_worker_memory_stays_bounded(module_backend: Backend) -> None:
     """A 16,384² float32 request of zeros (1 GiB): answered (here: refused with a clear message),
     with the worker's peak memory within what it held before plus twice the request."""
-    backend = sam2_backend
+    backend = module_backend
     pid = backend.workers[0].pid
     request_kib = 16384 * 16384 * 4 // 1024
     with SamClient(backend.frontend, "sam2.1_hiera_tiny", config=ClientConfig(timeout_s=120, retries=0)) as c:

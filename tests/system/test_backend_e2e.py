@@ -11,15 +11,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
-from tests.support.backend import Backend, one_worker_backend
+from tests.support.backend import Backend
 from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
 
 pytestmark = pytest.mark.model
@@ -75,16 +73,8 @@ def test_two_workers_point_box_and_both_reuse_one_embedding(make_backend) -> Non
     assert sorted(c["by_op"].get("segment", 0) for c in counters) == [0, 3]
 
 
-@pytest.fixture(scope="module")
-def one_worker(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
-    """A broker and one worker shared by the tests that neither kill it nor read its counters
-    (starting a SAM2 worker costs seconds of torch import and model build)."""
-    with one_worker_backend(tmp_path_factory.mktemp("e2e"), random_checkpoint) as backend:
-        yield backend
-
-
-def test_auto_returns_a_label_image(one_worker: Backend) -> None:
-    backend = one_worker
+def test_auto_returns_a_label_image(module_backend: Backend) -> None:
+    backend = module_backend
     image = np.stack([_image(2, 64)] * 3, axis=-1)
     with _client(backend.frontend) as client:
         params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -97,8 +87,8 @@ def test_auto_returns_a_label_image(one_worker: Backend) -> None:
     assert reply.arrays["areas"].shape == (result["num_objects"],)
 
 
-def test_bad_requests_get_clear_errors_and_worker_keeps_serving(one_worker: Backend) -> None:
-    backend = one_worker
+def test_bad_requests_get_clear_errors_and_worker_keeps_serving(module_backend: Backend) -> None:
+    backend = module_backend
     image = _image(3, 64)
     with _client(backend.frontend) as client:
         cases = [
