@@ -17,9 +17,9 @@ import pytest
 import zmq
 
 from bench.common import OUT_DIR, build_random_checkpoint
-from tests.support.backend import Backend, one_worker_backend
+from tests.support.backend import Backend, running_backend
 from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker, zmq_context
-from tests.support.processes import MODEL, REPO_ROOT, ProcessSpawner, log_text, wait_until
+from tests.support.processes import MODEL, REPO_ROOT, ProcessSpawner
 
 
 @pytest.fixture(autouse=True)
@@ -65,20 +65,14 @@ def random_checkpoint() -> Path:
 
 @pytest.fixture
 def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[..., Backend]:
-    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers.
-
-    A lone worker gets two torch threads (the test process mostly waits on it); several share the cores.
-    """
+    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers
+    (:meth:`Backend.add_workers`: a lone worker gets two torch threads, several share the cores)."""
 
     def factory(
         workers: int = 1, heartbeat_interval_s: float = 0.25, service_wait_s: float | None = None
     ) -> Backend:
         backend = Backend(spawn, random_checkpoint, heartbeat_interval_s, service_wait_s)
-        threads = 2 if workers == 1 else 1
-        procs = [backend.add_worker(wait=False, threads=threads) for _ in range(workers)]
-        for proc in procs:
-            ok = wait_until(lambda p=proc: "worker ready" in log_text(p) or p.poll() is not None, 180)
-            assert ok and proc.poll() is None, log_text(proc)
+        backend.add_workers(workers)
         return backend
 
     return factory
@@ -89,7 +83,7 @@ def module_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: 
     """A broker and one real SAM2 worker (two torch threads) shared by a module's tests, for tests
     that neither kill nor reconfigure it (a SAM2 worker takes seconds to start: torch import, model
     build). A test that reads the worker's counters reads them before and after its own requests."""
-    with one_worker_backend(tmp_path_factory.mktemp("module-backend"), random_checkpoint) as backend:
+    with running_backend(tmp_path_factory.mktemp("module-backend"), random_checkpoint) as backend:
         yield backend
 
 

@@ -26,7 +26,7 @@ from plugin.labels.names import METADATA_KEY
 from plugin.labels.ops import LabelMode
 from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.wire.client import SamClient
-from tests.support.backend import Backend, one_worker_backend
+from tests.support.backend import Backend, running_backend
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import free_endpoint, wait_until
@@ -45,7 +45,7 @@ def cell() -> np.ndarray:
 @pytest.fixture(scope="module")
 def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
     """One broker + one worker for the module's tests that leave the backend as they found it."""
-    with one_worker_backend(tmp_path_factory.mktemp("widget_backend"), random_checkpoint) as backend:
+    with running_backend(tmp_path_factory.mktemp("widget_backend"), random_checkpoint) as backend:
         yield backend
 
 
