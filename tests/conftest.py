@@ -1,5 +1,5 @@
 """Shared fixtures: real subprocesses that are always cleaned up, a random-weight
-SAM2 checkpoint built once per session, real backends and ZeroMQ contexts.
+SAM2 checkpoint built once and shared by the sessions, real backends and ZeroMQ contexts.
 
 The helpers they use live in ``tests/support/``; test modules import those
 from there, never from this file.
@@ -7,6 +7,8 @@ from there, never from this file.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,10 @@ from typing import Any
 import pytest
 import zmq
 
-from bench.common import build_random_checkpoint
-from tests.support.backend import Backend
+from bench.common import OUT_DIR, build_random_checkpoint
+from tests.support.backend import Backend, running_backend
 from tests.support.broker_peers import BrokerHandle, ThreadedWorker, start_broker, zmq_context
-from tests.support.processes import MODEL, ProcessSpawner, log_text, wait_until
+from tests.support.processes import MODEL, REPO_ROOT, ProcessSpawner
 
 
 @pytest.fixture(autouse=True)
@@ -45,34 +47,44 @@ def spawn(tmp_path: Path) -> Iterator[ProcessSpawner]:
 
 
 @pytest.fixture(scope="session")
-def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight sam2.1 tiny checkpoint in the official layout, built once.
+def random_checkpoint() -> Path:
+    """A random-weight sam2.1 tiny checkpoint in the official layout (seeded: the same weights every
+    time), built once under ``bench/out/ckpt/`` (git-ignored) for each version of torch, sam2 and the
+    code that builds it (``workers/models.py``), so the backend and the GUI test sessions share one
+    build (seconds of torch import, model build and saving). Nothing here imports torch: the GUI
+    session must not (see scripts/test.sh).
 
-    It is loaded through exactly the code path of a downloaded checkpoint.
+    It is loaded through exactly the code path of a downloaded checkpoint. The file is written
+    atomically (``workers.models.write_random_checkpoint``), so concurrent sessions never read half.
     """
-    out = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_tiny_random.pt"
-    return build_random_checkpoint(MODEL, out, timeout_s=300)
+    versions = "-".join(f"{name}-{importlib.metadata.version(name)}" for name in ("torch", "sam2"))
+    builder = hashlib.sha256((REPO_ROOT / "workers" / "models.py").read_bytes()).hexdigest()[:12]
+    out = OUT_DIR / "ckpt" / f"tests-{versions}-{builder}" / f"{MODEL}_random.pt"
+    return out if out.is_file() else build_random_checkpoint(MODEL, out, timeout_s=300)
 
 
 @pytest.fixture
 def make_backend(spawn: ProcessSpawner, random_checkpoint: Path) -> Callable[..., Backend]:
-    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers.
-
-    A lone worker gets two torch threads (the test process mostly waits on it); several share the cores.
-    """
+    """Factory: ``make_backend(workers=1)`` starts a broker and that many workers
+    (:meth:`Backend.add_workers`: a lone worker gets two torch threads, several share the cores)."""
 
     def factory(
         workers: int = 1, heartbeat_interval_s: float = 0.25, service_wait_s: float | None = None
     ) -> Backend:
         backend = Backend(spawn, random_checkpoint, heartbeat_interval_s, service_wait_s)
-        threads = 2 if workers == 1 else 1
-        procs = [backend.add_worker(wait=False, threads=threads) for _ in range(workers)]
-        for proc in procs:
-            ok = wait_until(lambda p=proc: "worker ready" in log_text(p) or p.poll() is not None, 180)
-            assert ok and proc.poll() is None, log_text(proc)
+        backend.add_workers(workers)
         return backend
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def module_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
+    """A broker and one real SAM2 worker (two torch threads) shared by a module's tests, for tests
+    that neither kill nor reconfigure it (a SAM2 worker takes seconds to start: torch import, model
+    build). A test that reads the worker's counters reads them before and after its own requests."""
+    with running_backend(tmp_path_factory.mktemp("module-backend"), random_checkpoint) as backend:
+        yield backend
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from plugin.labels.ops import LabelMode, compute_edit
 from plugin.view.layers import POINTS_MASK, ensure_labels, plane_of, slice_view, spatial_shape, write_edit
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import wait_for_redraws
+from tests.support.standin_backend import SERVICE, StandinBackend
 
 pytestmark = GUI_TEST_MARKS
 
@@ -46,9 +47,12 @@ def brightened(after: np.ndarray, before: np.ndarray, center: tuple[int, int], h
     return int(((now.min(axis=-1) > 200) & ((now - then).min(axis=-1) > 60)).sum())
 
 
-def test_screenshot_shows_masks_and_names(make_napari_viewer, make_backend, qtbot, monkeypatch) -> None:
-    backend = make_backend(workers=1)
+def test_screenshot_shows_masks_and_names(make_napari_viewer, spawn, qtbot, monkeypatch) -> None:
+    # The masks are written here, not answered: the widget needs a live backend, not SAM2's weights
+    # (a stand-in worker starts in about two seconds, a SAM2 worker in ten or more).
+    backend = StandinBackend(spawn, workers=1)
     monkeypatch.setenv("SAM2_BROKER_ADDRESS", backend.frontend)
+    monkeypatch.setenv("SAM2_MODEL", SERVICE)
     monkeypatch.setenv("SAM2_EMBEDDED", "0")
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)

@@ -26,7 +26,7 @@ from plugin.labels.names import METADATA_KEY
 from plugin.labels.ops import LabelMode
 from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
 from protocol.wire.client import SamClient
-from tests.support.backend import Backend, one_worker_backend
+from tests.support.backend import Backend, running_backend
 from tests.support.marks import GUI_TEST_MARKS
 from tests.support.plugin_helpers import dock_widget
 from tests.support.processes import free_endpoint, wait_until
@@ -45,7 +45,7 @@ def cell() -> np.ndarray:
 @pytest.fixture(scope="module")
 def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
     """One broker + one worker for the module's tests that leave the backend as they found it."""
-    with one_worker_backend(tmp_path_factory.mktemp("widget_backend"), random_checkpoint) as backend:
+    with running_backend(tmp_path_factory.mktemp("widget_backend"), random_checkpoint) as backend:
         yield backend
 
 
@@ -53,14 +53,13 @@ def shared_backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: 
 def connected(make_napari_viewer, make_backend, shared_backend, qtbot, monkeypatch) -> Callable[..., tuple]:
     """Factory: a viewer with an image, a backend and a connected widget.
 
-    The backend is the module's shared one unless ``own`` (a test that kills its worker, or counts
-    its requests from a cold cache) or ``service_wait_s`` (the broker's, for ``no_worker``) is given.
+    The backend is the module's shared one unless ``service_wait_s`` (the broker's, for
+    ``no_worker``; such a test also kills its worker) is given. A test that needs a cold cache
+    sends an image no other test sends; one that counts requests reads the counters before and after.
     """
 
-    def factory(
-        image: np.ndarray, own: bool = False, service_wait_s: float | None = None, **image_kwargs
-    ) -> tuple:
-        if own or service_wait_s is not None:
+    def factory(image: np.ndarray, service_wait_s: float | None = None, **image_kwargs) -> tuple:
+        if service_wait_s is not None:
             backend = make_backend(workers=1, service_wait_s=service_wait_s)
         else:
             backend = shared_backend
@@ -223,8 +222,11 @@ def test_point_on_slice_k_of_a_scaled_stack_writes_only_slice_k(connected, cell,
     assert_written_exactly(result.data[3], np.zeros_like(result.data[3]), applied)
 
 
-def test_rapid_prompts_apply_only_the_newest_answer(connected, cell, qtbot) -> None:
-    viewer, image, widget, backend = connected(cell, own=True)
+def test_rapid_prompts_apply_only_the_newest_answer(connected, qtbot) -> None:
+    # A crop of skimage's cell that no other test sends: its first click encodes (seconds), so the
+    # clicks that follow arrive while it is in flight, as on a worker with a cold cache.
+    fresh = np.ascontiguousarray(skdata.cell()[40:200, 20:180])
+    viewer, image, widget, backend = connected(fresh)
     widget.start_points()
     points = viewer.layers[PROMPT_POINTS]
     segments_before = worker_info(backend)["counters"]["by_op"].get("segment", 0)

@@ -71,20 +71,32 @@ class Backend:
         )  # fmt: skip
         self.workers.append(proc)
         if wait:
-            ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
-            assert ok and proc.poll() is None, log_text(proc)
+            wait_ready(proc)
         return proc
+
+    def add_workers(self, workers: int) -> None:
+        """Start ``workers`` workers at once and wait until each is ready; a lone worker gets two
+        torch threads (the test process mostly waits on it), several share the cores (one each)."""
+        threads = 2 if workers == 1 else 1
+        for proc in [self.add_worker(wait=False, threads=threads) for _ in range(workers)]:
+            wait_ready(proc)
+
+
+def wait_ready(proc: subprocess.Popen[bytes]) -> None:
+    """Wait until worker ``proc`` logs that it is ready (up to 180 s: torch import and model build)."""
+    ok = wait_until(lambda: "worker ready" in log_text(proc) or proc.poll() is not None, 180)
+    assert ok and proc.poll() is None, log_text(proc)
 
 
 @contextlib.contextmanager
-def one_worker_backend(folder: Path, checkpoint: Path, threads: int = 2) -> Iterator[Backend]:
-    """A broker (heartbeats every 0.25 s) and one SAM2 worker with ``threads`` torch threads (2: the
-    encoder is the work and the test process only waits), logging under ``folder``; all stopped on exit.
-    For module-scoped fixtures of tests that leave the backend as they found it."""
+def running_backend(folder: Path, checkpoint: Path, workers: int = 1) -> Iterator[Backend]:
+    """A broker (heartbeats every 0.25 s) and ``workers`` SAM2 workers (:meth:`Backend.add_workers`),
+    logging under ``folder``; all stopped on exit. For module-scoped fixtures of tests that leave the
+    backend as they found it."""
     spawner = ProcessSpawner(folder)
     try:
         backend = Backend(spawner, checkpoint, heartbeat_interval_s=0.25)
-        backend.add_worker(threads=threads)
+        backend.add_workers(workers)
         yield backend
     finally:
         spawner.stop_all()

@@ -11,13 +11,16 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import RemoteError
-from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, wait_until
+from tests.support.backend import Backend, running_backend
+from tests.support.processes import MODEL, REPO_ROOT, free_endpoint, log_text, wait_until
 
 pytestmark = pytest.mark.model
 
@@ -46,10 +49,32 @@ def _infos(client: SamClient, n_workers: int) -> dict[str, dict]:
     return infos
 
 
-def test_two_workers_point_box_and_both_reuse_one_embedding(make_backend) -> None:
-    backend = make_backend(workers=2)
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
+    """A broker and two SAM2 workers for the module's two-worker tests (starting them costs seconds of
+    torch import and model build each): the embedding test reads the counters as a difference, and
+    the SIGKILL test, which leaves one worker dead, is the last to use them (the file's order)."""
+    with running_backend(tmp_path_factory.mktemp("e2e-two"), random_checkpoint, workers=2) as backend:
+        yield backend
+
+
+def _counters(client: SamClient, n_workers: int) -> dict[str, dict[str, int]]:
+    """Each worker's encoder runs, images received and segment requests so far, keyed by worker id."""
+    return {
+        wid: {
+            "encoder_runs": info["counters"]["encoder_runs"],
+            "images_received": info["counters"]["images_received"],
+            "segment": info["counters"]["by_op"].get("segment", 0),
+        }
+        for wid, info in _infos(client, n_workers).items()
+    }
+
+
+def test_two_workers_point_box_and_both_reuse_one_embedding(two_workers: Backend) -> None:
+    backend = two_workers
     image = _image(1)
     with _client(backend.frontend) as client:
+        before = _counters(client, 2)
         point = client.call("segment", {"points": [[40, 30], [70, 80]], "point_labels": [1, 0]}, image=image)
         box = client.call("segment", {"box": [20, 10, 70, 60]}, image=image)
         both_prompt = {"points": [[45, 32]], "point_labels": [1], "box": [20, 10, 70, 60]}
@@ -63,17 +88,17 @@ def test_two_workers_point_box_and_both_reuse_one_embedding(make_backend) -> Non
         assert both.header["result"]["prompt"]["points"] == [[45.0, 32.0]]
         assert both.header["result"]["prompt"]["box"] == [20.0, 10.0, 70.0, 60.0]
 
-        infos = _infos(client, 2)
+        after = _counters(client, 2)
     # Three prompts on one image: the pixels travelled once and the encoder ran once,
     # on the worker the broker kept choosing for that image key (affinity).
-    counters = [info["counters"] for info in infos.values()]
+    counters = [{key: after[wid][key] - before[wid][key] for key in after[wid]} for wid in after]
     assert sum(c["encoder_runs"] for c in counters) == 1
     assert sum(c["images_received"] for c in counters) == 1
-    assert sorted(c["by_op"].get("segment", 0) for c in counters) == [0, 3]
+    assert sorted(c["segment"] for c in counters) == [0, 3]
 
 
-def test_auto_returns_a_label_image(make_backend) -> None:
-    backend = make_backend(workers=1)
+def test_auto_returns_a_label_image(module_backend: Backend) -> None:
+    backend = module_backend
     image = np.stack([_image(2, 64)] * 3, axis=-1)
     with _client(backend.frontend) as client:
         params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
@@ -86,8 +111,8 @@ def test_auto_returns_a_label_image(make_backend) -> None:
     assert reply.arrays["areas"].shape == (result["num_objects"],)
 
 
-def test_bad_requests_get_clear_errors_and_worker_keeps_serving(make_backend) -> None:
-    backend = make_backend(workers=1)
+def test_bad_requests_get_clear_errors_and_worker_keeps_serving(module_backend: Backend) -> None:
+    backend = module_backend
     image = _image(3, 64)
     with _client(backend.frontend) as client:
         cases = [
@@ -104,17 +129,18 @@ def test_bad_requests_get_clear_errors_and_worker_keeps_serving(make_backend) ->
     assert ok.arrays["mask"].shape == (64, 64)
 
 
-def test_sigkill_mid_request_is_answered_by_the_other_worker(make_backend) -> None:
-    backend = make_backend(workers=2, heartbeat_interval_s=0.2)
+def test_sigkill_mid_request_is_answered_by_the_other_worker(two_workers: Backend) -> None:
+    backend = two_workers
     image = _image(4)
     with _client(backend.frontend) as client:
         pids = {info["pid"]: wid for wid, info in _infos(client, 2).items()}
         assert set(pids) == {w.pid for w in backend.workers}
+        logged = {proc.pid: len(log_text(proc)) for proc in backend.workers}  # earlier tests' lines
 
         # A new image costs seconds of encoding: kill whichever worker starts it.
         def kill_busy_worker() -> None:
             for proc in backend.workers:
-                if "op=segment" in (proc.log_path.read_text(errors="replace")):  # type: ignore[attr-defined]
+                if "op=segment" in log_text(proc)[logged[proc.pid] :]:
                     os.kill(proc.pid, signal.SIGKILL)
                     return
             raise AssertionError("no worker logged the segment request")

@@ -3,6 +3,10 @@
 A SIGKILLed worker is restarted (the broker and, with a viewer, napari keep
 running); SIGTERM to the script or closing the viewer stops every child.
 The viewer is a stand-in process (``SAM2_VIEWER_CMD``) so no napari starts.
+The SAM2 worker is restarted and serves again in the first test; the tests of
+what the supervisor does around it (the viewer, the restart limit) run the
+deterministic stand-in model (``--model standin-blobs``), which starts in
+seconds where SAM2 takes many: the supervision is the same for every worker.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pytest
 from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.errors import ClientError
 from tests.support.processes import MODEL, REPO_ROOT, alive, free_endpoint, wait_until
+from workers.standin import DEFAULT_MODEL as STANDIN
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]
 
@@ -111,16 +116,16 @@ def test_viewer_survives_a_worker_crash_and_closing_it_stops_the_backend(tmp_pat
     # the stand-in viewer records the broker address start_all.sh gives napari, then waits
     address_file = tmp_path / "viewer_saw"
     viewer_cmd = f'echo "$SAM2_BROKER_ADDRESS $SAM2_EMBEDDED" > {address_file}; exec sleep 600'
-    run = StartAll(tmp_path, env={"SAM2_VIEWER_CMD": viewer_cmd})
+    run = StartAll(tmp_path, "--model", STANDIN, env={"SAM2_VIEWER_CMD": viewer_cmd})
     try:
         run.wait_for("napari running", READY_TIMEOUT_S)
-        viewer, broker, worker = run.pid_of("napari"), run.pid_of("broker"), run.pid_of("worker-cpu")
+        viewer, broker, worker = run.pid_of("napari"), run.pid_of("broker"), run.pid_of("worker-standin")
         assert wait_until(address_file.exists, 10)
         assert address_file.read_text().split() == [run.frontend, "0"]
 
         os.kill(worker, signal.SIGKILL)
-        run.wait_for("restarted worker-cpu", 15)
-        new_worker = run.pid_of("worker-cpu")
+        run.wait_for("restarted worker-standin", 15)
+        new_worker = run.pid_of("worker-standin")
         time.sleep(1.0)
         assert alive(viewer) and alive(broker) and alive(new_worker) and run.proc.poll() is None
         assert "stopping everything" not in run.output
@@ -134,16 +139,17 @@ def test_viewer_survives_a_worker_crash_and_closing_it_stops_the_backend(tmp_pat
 
 
 def test_a_process_past_its_restart_limit_is_left_down_loudly_and_the_rest_keeps_running(tmp_path) -> None:
-    run = StartAll(tmp_path, "--no-viewer", "--max-restarts", "0")
+    run = StartAll(tmp_path, "--no-viewer", "--max-restarts", "0", "--model", STANDIN)
     try:
         run.wait_for("backend ready", READY_TIMEOUT_S)
-        broker, worker = run.pid_of("broker"), run.pid_of("worker-cpu")
+        broker, worker = run.pid_of("broker"), run.pid_of("worker-standin")
         os.kill(worker, signal.SIGKILL)
         run.wait_for("NOT restarting it again", 10)
-        assert re.search(r"ERROR: worker-cpu \(pid \d+\) exited with status 137 after 0 restarts", run.output)
+        pattern = r"ERROR: worker-standin \(pid \d+\) exited with status 137 after 0 restarts"
+        assert re.search(pattern, run.output)
         assert "NOT restarting" in (run.log_dir / "start_all.log").read_text()
         time.sleep(2.0)
-        assert "restarted worker-cpu" not in run.output
+        assert "restarted worker-standin" not in run.output
         assert alive(broker) and run.proc.poll() is None  # the broker keeps serving (clients get no_worker)
         # with nothing left to supervise, server mode ends with an error
         os.kill(broker, signal.SIGKILL)

@@ -3,9 +3,11 @@
 A biologist whose lab runs the workers on a GPU server installs
 ``pip install napari-sam2-broker`` and never gets torch. This test builds the
 wheel from the working tree, installs it WITHOUT extras into a separate
-virtual environment (``.venv-thin/env``, git-ignored, reused while the base
-dependencies stay the same; the project itself is reinstalled from the fresh
-wheel every run), and from there:
+virtual environment (``venv-thin/env`` in the user's cache folder, see
+``THIN_DIR``: reused while the base dependencies and the Python stay the same,
+by every clone on the machine, so a fresh CI clone does not resolve and install
+napari's 300 packages again; the project itself is reinstalled from the fresh
+wheel every run, under a lock held until the module's tests are done), and from there:
 
 * checks that torch and sam2 cannot be imported, and that the project's
   packages come from the wheel (not from this checkout);
@@ -15,8 +17,9 @@ wheel every run), and from there:
 * checks that the embedded backend and ``python -m workers`` start nothing
   and say in one line that they need the ``worker`` extra.
 
-The first run downloads napari and its dependencies (about 700 MB installed,
-2 minutes with a warm pip cache); later runs take seconds to set up.
+The first run on a machine downloads napari and its dependencies (about 600 MB
+installed, 2 minutes with a warm pip cache); later runs, from any clone, take
+seconds to set up.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from protocol.runtime.checkpoints import DEFAULT_MODEL
 pytestmark = [pytest.mark.install, pytest.mark.model, pytest.mark.timeout(1500)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-THIN_DIR = REPO_ROOT / ".venv-thin"
+CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+THIN_DIR = CACHE_HOME / "napari-sam2-broker" / "venv-thin"
+"""The thin venv's home, outside any clone: the base dependencies are the wheel's, not the checkout's."""
 PACKAGES = ("broker", "workers", "plugin", "protocol", "batch")
 WORKER_HINT = 'pip install "napari-sam2-broker[worker]"'
 SIZE = 64
@@ -109,8 +114,8 @@ def _base_requirements(wheel: Path) -> list[str]:
 
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
-    """One pytest session at a time builds or updates the cached thin venv."""
-    THIN_DIR.mkdir(exist_ok=True)
+    """One pytest session at a time (of any clone) builds, updates or uses the cached thin venv."""
+    THIN_DIR.mkdir(parents=True, exist_ok=True)
     with open(THIN_DIR / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -120,15 +125,15 @@ def _locked() -> Iterator[None]:
 
 
 def _thin_venv(wheel: Path) -> Path:
-    """``.venv-thin/env`` with the wheel installed without extras; its python.
+    """``THIN_DIR/env`` with the wheel installed without extras; its python.
 
     The venv is rebuilt from nothing when the base requirements or the
-    Python version change; otherwise only the project is reinstalled from
+    Python (version, installation) change; otherwise only the project is reinstalled from
     ``wheel`` (``--force-reinstall --no-deps``: no stale module survives).
     """
     env_dir = THIN_DIR / "env"
     python = env_dir / "bin" / "python"
-    key_text = json.dumps([sys.version, platform.machine(), _base_requirements(wheel)])
+    key_text = json.dumps([sys.version, sys.base_prefix, platform.machine(), _base_requirements(wheel)])
     key = hashlib.sha256(key_text.encode()).hexdigest()
     stamp = THIN_DIR / "stamp"
     thin_env = _thin_env()
@@ -159,9 +164,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def thin_python(wheel: Path) -> Path:
+def thin_python(wheel: Path) -> Iterator[Path]:
+    """The thin venv's python with this checkout's wheel; the lock is held until the module's tests
+    are done, so no other clone's session reinstalls its own wheel under them."""
     with _locked():
-        return _thin_venv(wheel)
+        yield _thin_venv(wheel)
 
 
 def _thin(

@@ -24,7 +24,7 @@ from protocol.wire.client import ClientConfig, SamClient
 from protocol.wire.codec import Message
 from protocol.wire.errors import RemoteError, Superseded
 from protocol.wire.wire_image import stack_contrast_limits
-from tests.support.backend import Backend, one_worker_backend
+from tests.support.backend import Backend, running_backend
 from tests.support.processes import MODEL, log_text, wait_until
 from workers.propagate import (
     StackFrames,
@@ -138,7 +138,7 @@ def test_video_predictor_shares_the_image_models_weights() -> None:
 def backend(tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path) -> Iterator[Backend]:
     """One broker and one worker for the whole module (a worker takes ~10-20 s to start here);
     two torch threads, as the encoder is the work and the test process only waits."""
-    with one_worker_backend(tmp_path_factory.mktemp("propagate"), random_checkpoint) as backend:
+    with running_backend(tmp_path_factory.mktemp("propagate"), random_checkpoint) as backend:
         yield backend
 
 
