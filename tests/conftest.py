@@ -31,12 +31,18 @@ def plugin_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return path
 
 
-@pytest.fixture(autouse=True)
-def no_disk_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, scope="session")
+def no_disk_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Workers started by tests keep embeddings in memory only (``SAM2_DISK_CACHE_GIB=0``), so no
     test finds another test's (or an earlier run's) embeddings on disk; disk-cache tests opt in
-    with ``--disk-cache-dir`` and ``--disk-cache-gib``."""
-    monkeypatch.setenv("SAM2_DISK_CACHE_GIB", "0")
+    (``monkeypatch.setenv`` of both variables, or ``--disk-cache-dir`` and ``--disk-cache-gib``).
+
+    Session-scoped, so that the workers of module- and session-scoped fixtures (started before any
+    test's own ``monkeypatch``) get it too; a folder of the session's own, in case one turns it on."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAM2_DISK_CACHE_GIB", "0")
+        patch.setenv("SAM2_DISK_CACHE_DIR", str(tmp_path_factory.mktemp("embeddings")))
+        yield
 
 
 @pytest.fixture
