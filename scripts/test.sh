@@ -28,15 +28,23 @@ export PYTHONUNBUFFERED=1
 # Two threads per process keep several real workers from starving each other.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
+# The hundreds of processes the tests start (workers, brokers, sam2-batch) compile this
+# checkout's modules once, not each time (site-packages was compiled at install).
+unset PYTHONDONTWRITEBYTECODE
+
 echo "[test] ruff"
 ruff check .
 ruff format --check .
-# Types of the wire, the broker and the plugin's logic (its Qt widgets are left to ruff).
-echo "[test] mypy"
-mypy protocol broker batch workers plugin/labels plugin/view plugin/jobs plugin/connection plugin/export.py plugin/io_hooks.py
 
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+mypy_pid=""
+trap '[ -n "$mypy_pid" ] && kill "$mypy_pid" 2>/dev/null; rm -rf "$logs"' EXIT
+# Types of the wire, the broker and the plugin's logic (its Qt widgets are left to ruff): about a
+# minute of one core, run beside the backend tests; its result is checked before the GUI tests.
+echo "[test] mypy (in the background; its output follows the backend tests)"
+mypy protocol broker batch workers plugin/labels plugin/view plugin/jobs plugin/connection \
+  plugin/export.py plugin/io_hooks.py >"$logs/mypy.txt" 2>&1 &
+mypy_pid=$!
 args=(-q -p no:cacheprovider -ra "$@")
 xvfb=()
 if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null 2>&1; then
@@ -47,6 +55,11 @@ set +e
 echo "[test] pytest: backend and logic"
 python -m pytest -m "not gui" "${args[@]}" 2>&1 | tee "$logs/backend.log"
 rc_backend=${PIPESTATUS[0]}
+echo "[test] mypy"
+wait "$mypy_pid"
+rc_mypy=$?
+mypy_pid=""
+cat "$logs/mypy.txt"
 echo "[test] pytest: napari GUI"
 "${xvfb[@]}" python -m pytest -m gui "${args[@]}" 2>&1 | tee "$logs/gui.log"
 rc_gui=${PIPESTATUS[0]}
@@ -59,10 +72,10 @@ count() {  # count WORD: sum of "N WORD" over both sessions' summary lines (0 wh
 passed=$(count passed); failed=$(count failed); errors=$(count error); skipped=$(count skipped)
 # pytest exits 5 when a session selects no test (e.g. "-k codec" matches no GUI test).
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
-if ok "$rc_backend" && ok "$rc_gui" && [ "$passed" -gt 0 ]; then
+if [ "$rc_mypy" -eq 0 ] && ok "$rc_backend" && ok "$rc_gui" && [ "$passed" -gt 0 ]; then
   echo "tests: $passed passed, $((failed + errors)) failed, $skipped skipped"
   exit 0
 fi
-echo "[test] FAILED: backend session exit $rc_backend, GUI session exit $rc_gui"
+echo "[test] FAILED: mypy exit $rc_mypy, backend session exit $rc_backend, GUI session exit $rc_gui"
 echo "tests: $passed passed, $((failed + errors)) failed, $skipped skipped"
 exit 1
