@@ -25,7 +25,7 @@ from plugin.labels.ops import Box, SliceEdit
 from plugin.labels.pyramid import label_data
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane
-from plugin.view.layers import plane_of, write_edit
+from plugin.view.layers import defer_tool_overlays, plane_of, write_edit
 
 if TYPE_CHECKING:
     import napari
@@ -116,6 +116,7 @@ def open_edit_window(viewer: napari.Viewer, source: Labels, rect: Box | None = N
         metadata={EDIT_MARK: True},
     )
     layer.selected_label = source.selected_label
+    defer_tool_overlays(layer)
     viewer.add_layer(layer)
     viewer.layers.selection.active = layer
     layer.mode = "paint"

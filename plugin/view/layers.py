@@ -224,6 +224,49 @@ def warm_up_labels() -> threading.Thread:
     return thread
 
 
+EDIT_TOOL_OVERLAYS = {"polygon": "polygon", "brush_stroke": "paint"}
+"""napari's per-layer overlays of a Labels layer's drawing tools, and the mode that uses each."""
+
+
+def defer_tool_overlays(layer: Labels) -> None:
+    """Have napari build ``layer``'s polygon and brush-stroke visuals when their tool is first picked.
+
+    napari creates the vispy visuals of every *visible* layer overlay when the layer is added
+    (lines, polygons, markers and their shaders): for these two, a third to a half of adding a
+    Labels layer in a shown viewer (bench/RESULTS.md), paid on the GUI thread for tools most
+    result layers never use, and never on a multiscale layer, which napari does not let the user
+    edit. An overlay that is not visible gets its visual once it becomes visible, so the two are
+    hidden here and shown when the layer's mode first becomes their tool (napari enables an
+    overlay on its mode change before that event reaches this callback). Call before
+    ``add_layer``. A napari without these overlays is left as it is.
+    """
+    overlays = getattr(layer, "_overlays", None)  # napari's private per-layer overlays
+    if overlays is None:
+        return
+    waiting = {
+        name: mode
+        for name, mode in EDIT_TOOL_OVERLAYS.items()
+        if name in overlays and getattr(overlays[name], "visible", False)
+    }
+    if not waiting:
+        return
+    for name in waiting:
+        overlays[name].visible = False
+
+    def on_mode(event: Any = None) -> None:
+        mode = str(layer.mode)
+        for name, tool in list(waiting.items()):
+            if mode == tool:
+                overlays[name].visible = True
+                del waiting[name]
+        if not waiting:
+            layer.events.mode.disconnect(on_mode)
+
+    layer.events.mode.connect(on_mode)
+    if str(layer.mode) in waiting.values():
+        on_mode()
+
+
 def ensure_labels(
     viewer: napari.Viewer, image: Image, name: str, notify: Callable[[str, str], None] | None = None
 ) -> Labels:
@@ -256,6 +299,7 @@ def ensure_labels(
         opacity=0.6,
         **transform_of(image),
     )
+    defer_tool_overlays(labels)
     active = viewer.layers.selection.active
     viewer.add_layer(labels)
     viewer.layers.selection.active = active  # the user keeps clicking prompts, not painting labels
