@@ -36,6 +36,7 @@ import numpy as np
 
 from bench.bench_large import STANDIN, start_standins
 from bench.common import BenchResult, Processes, Table, Target, finish, start_broker, wait_for_workers
+from bench.stall_sampler import StallSampler
 from plugin.labels.pyramid import downsample_max, level_shapes
 
 STALL_TARGET_S = 0.100
@@ -157,7 +158,11 @@ class PhaseClock:
         setattr(self.owner, self.name, self.real)
 
 
-def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> tuple[Table, list[Target]]:
+def run_phases(
+    frontend: str, side: int, auto_side: int, folder: str | None, why: bool = False
+) -> tuple[Table, list[Target]]:
+    import threading
+
     import napari
 
     from plugin._qt.widget import SamWidget
@@ -171,6 +176,7 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
     rows: list[tuple[str, float, float, int, str]] = []
     viewer = napari.Viewer(show=True)
     meter = StallMeter()
+    sampler = StallSampler(lambda: meter.last, threading.get_ident()) if why else None
     settle(1.0)
     gc.collect()
     empty_rss = rss_bytes()
@@ -180,6 +186,8 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
         name: str, action: Callable[[], Callable[[], bool] | None], note: str = "", wait_s: float = 600
     ) -> None:
         gc.collect()
+        if sampler is not None:
+            sampler.take()  # only this phase's stalls
         meter.start()
         started = time.perf_counter()
         done = action()
@@ -189,6 +197,8 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
         settle()
         rows.append((name, meter.longest_s, wall, peak_rss_bytes(), note))
         print(f"  {name}: stall {meter.longest_s * 1000:.0f} ms, wall {wall:.2f} s", flush=True)
+        if sampler is not None:
+            print(sampler.report(name), flush=True)
 
     try:
         widget_box: list[Any] = []
@@ -291,6 +301,8 @@ def run_phases(frontend: str, side: int, auto_side: int, folder: str | None) -> 
         result_rss = rss_bytes()
     finally:
         meter.timer.stop()
+        if sampler is not None:
+            sampler.stop()
         viewer.close()
 
     table_out = Table(
@@ -398,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--profile", action="store_true", help="only profile creating the result layer")
     parser.add_argument("--codecs", action="store_true", help="only compare the label store's codecs")
+    parser.add_argument(
+        "--why", action="store_true", help="after each phase, where the GUI thread was during its stalls"
+    )
     args = parser.parse_args(argv)
     if args.codecs:
         compare_codecs()
@@ -416,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         start_standins(procs, backend, args.workers, 0.0)
         wait_for_workers(frontend, STANDIN, args.workers)
         os.environ.update(SAM2_BROKER_ADDRESS=frontend, SAM2_MODEL=STANDIN, SAM2_EMBEDDED="0")
-        table, targets = run_phases(frontend, side, auto_side, folder if side > 20_000 else None)
+        table, targets = run_phases(frontend, side, auto_side, folder if side > 20_000 else None, args.why)
         result.tables.append(table)
         result.targets += targets
     finish(result, started, args.json)
