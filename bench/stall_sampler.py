@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = f"{Path(__file__).resolve().parents[1]}/"
+OUTER = ("(<module>)", "(_run_module_as_main)", "(_run_code)", "(main)", "(run_phases)", "(phase)")
+"""Function names of the frames that hold every phase: not where a stall is."""
 
 
 class StallSampler:
@@ -56,10 +58,10 @@ class StallSampler:
     def report(self, title: str, top: int = 18) -> str:
         """The ``top`` functions by stalled time since the last :meth:`take`, as text (then resets).
 
-        Functions on the stack in every sample (the script's own frames around the phase) are left out.
+        The frames around every phase (runpy, the script's ``main``) are left out.
         """
         samples, counts = self.take()
-        counts = Counter({name: n for name, n in counts.items() if n < samples})
+        counts = Counter({name: n for name, n in counts.items() if not name.endswith(OUTER)})
         sampled = samples * self.every_s
         lines = [f"  where the GUI thread was during stalls of '{title}' ({sampled:.2f} s sampled):"]
         for name, n in counts.most_common(top):
