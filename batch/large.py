@@ -16,7 +16,7 @@ in a temporary folder next to the label file (:class:`batch.contiguous.Contiguou
 rows read and written with ``pread``/``pwrite``, nothing cached, so the
 process's memory does not grow with the image; it takes the labels' size
 on disk until the label file is written), written tile by tile by the
-stitcher. A single slice's stitcher leaves its node numbers there and hands
+stitcher (on a writer thread, :mod:`batch.write_behind`). A single slice's stitcher
 the sink its lookup table (:meth:`LabelSink.relabel`), applied as the file is
 read (:attr:`LabelSink.labels`), so each core is written and read once.
 :meth:`LabelSink.commit` writes the label file from it: a tiled BigTIFF
@@ -37,6 +37,7 @@ All arrays are (..., H, W) with (row, col) last.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -57,6 +58,7 @@ from batch.outputs import (
     write_provenance_sidecar,
 )
 from batch.tiled_tiff import encoded_tiles
+from batch.write_behind import WriteBehind
 from protocol.formats.imagej import TIFF_ZLIB_LEVEL
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_file
@@ -225,7 +227,7 @@ class LabelSink:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tiles", dir=path.parent))
-        self.array = ContiguousPixels.create(self._tmp / "labels.u32", flat, np.uint32)
+        self.array = WriteBehind(ContiguousPixels.create(self._tmp / "labels.u32", flat, np.uint32))
 
     def relabel(self, lut: np.ndarray | None) -> None:
         """The labels are ``lut[array]`` (uint32 (k,), every value of :attr:`array` below k), from now on.
@@ -270,8 +272,9 @@ class LabelSink:
 
     def discard(self) -> None:
         """Remove the temporary store (nothing is written)."""
-        if isinstance(self.array, ContiguousPixels):
-            self.array.close()
+        if isinstance(self.array, WriteBehind):
+            with contextlib.suppress(OSError):  # a failed write was reported where it was read
+                self.array.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

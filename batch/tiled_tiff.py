@@ -3,11 +3,11 @@
 :func:`encoded_tiles` reads the (N, H, W) uint32 labels a row of TIFF tiles
 at a time (``tile`` rows, a bounded run of columns: one ``pread`` per row
 of :class:`batch.contiguous.ContiguousPixels`, not one per row of each
-tile), maps them through the stitcher's lookup table while reading (the
+tile), maps them through the stitcher's lookup table on the way (the
 temporary labels hold node numbers until then:
 :meth:`protocol.geometry.stitch.TileStitcher.finish` with ``relabel=False``),
-and deflates the tiles on a thread pool (zlib releases the GIL) while the
-next band is read. It yields each tile's bytes in the TIFF's order (slice,
+and deflates the tiles on a thread pool (the lookup and zlib release the
+GIL) while the next band is read. It yields each tile's bytes in the TIFF's order (slice,
 tile row, tile column, each tile zero-padded to ``tile`` x ``tile``), which
 ``tifffile.imwrite`` writes as they are. At most ``BAND_BYTES`` of labels
 and ``2 x workers`` tiles are held at once, whatever the image's size
@@ -56,18 +56,16 @@ def encoded_tiles(
                     if stop is not None:
                         stop()
                     band = np.asarray(labels[n, r : r + tile, c0 : c0 + run], dtype=np.uint32)
-                    if lut is not None:
-                        band = lut[band]
                     for c in range(0, band.shape[1], tile):
-                        pending.append(pool.submit(_deflate, band[:, c : c + tile], tile, level))
+                        pending.append(pool.submit(_deflate, band[:, c : c + tile], tile, level, lut))
                     while len(pending) > 2 * max(1, workers):
                         yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
 
-def _deflate(block: np.ndarray, tile: int, level: int) -> bytes:
-    """One (<= tile, <= tile) block, zero-padded to (tile, tile), deflated."""
+def _deflate(block: np.ndarray, tile: int, level: int, lut: np.ndarray | None) -> bytes:
+    """One (<= tile, <= tile) block, mapped through ``lut``, zero-padded to (tile, tile), deflated."""
     padded = np.zeros((tile, tile), np.uint32)
-    padded[: block.shape[0], : block.shape[1]] = block
+    padded[: block.shape[0], : block.shape[1]] = block if lut is None else lut[block]
     return zlib.compress(padded, level)
