@@ -227,7 +227,11 @@ class LabelSink:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tiles", dir=path.parent))
-        self.array = WriteBehind(ContiguousPixels.create(self._tmp / "labels.u32", flat, np.uint32))
+        try:
+            self.array = WriteBehind(ContiguousPixels.create(self._tmp / "labels.u32", flat, np.uint32))
+        except OSError:  # e.g. no space for it: leave no temporary folder behind
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
 
     def relabel(self, lut: np.ndarray | None) -> None:
         """The labels are ``lut[array]`` (uint32 (k,), every value of :attr:`array` below k), from now on.

@@ -68,4 +68,4 @@ def _deflate(block: np.ndarray, tile: int, level: int, lut: np.ndarray | None) -
     """One (<= tile, <= tile) block, mapped through ``lut``, zero-padded to (tile, tile), deflated."""
     padded = np.zeros((tile, tile), np.uint32)
     padded[: block.shape[0], : block.shape[1]] = block if lut is None else lut[block]
-    return zlib.compress(padded, level)
+    return zlib.compress(padded.data, level)
