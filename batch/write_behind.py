@@ -7,7 +7,10 @@ that is one ``pwrite`` per row, the largest serial cost of a bounded batch.
 reuse its array) and returns; one writer thread does the writes in order
 (``pwrite`` releases the GIL, so stitching goes on meanwhile). At most
 ``max_pending`` windows wait, beyond which a write waits for the oldest: the
-memory it adds is that many cores (2.25 MiB each for 768² uint32 cores).
+memory it adds is that many cores (2.25 MiB each for 768² uint32 cores). A
+window larger than ``max_window_bytes`` (a stack's linking pass writes bands
+of whole rows) is written on the caller's thread once the queue is done, so
+the copies queued stay small whatever the image's width.
 
 Any read, :meth:`WriteBehind.flush` and :meth:`WriteBehind.close` wait for
 the queued writes first, so a reader sees every write before it; a failed
@@ -24,6 +27,8 @@ import numpy as np
 
 MAX_PENDING = 2
 """Windows queued for the writer thread at most (a third waits for the oldest)."""
+MAX_WINDOW_BYTES = 8 << 20
+"""Larger windows are not copied and queued but written on the caller's thread."""
 
 
 class WriteBehind:
@@ -33,20 +38,29 @@ class WriteBehind:
         array: the array-like written and read (numpy slicing), e.g. a
             :class:`~batch.contiguous.ContiguousPixels`; ``close()`` is passed on if it has one.
         max_pending: writes queued at most.
+        max_window_bytes: larger windows are written on the caller's thread (after the queue).
     """
 
-    def __init__(self, array: Any, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, array: Any, max_pending: int = MAX_PENDING, max_window_bytes: int = MAX_WINDOW_BYTES
+    ) -> None:
         self.array = array
         self.shape = tuple(int(s) for s in array.shape)
         self.dtype = np.dtype(array.dtype)
         self.ndim = len(self.shape)
         self._max_pending = max(1, max_pending)
+        self._max_window_bytes = max_window_bytes
         self._pending: deque[Future[None]] = deque()
         self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="label-writer")
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self._pool is None:
             raise ValueError("write to a closed WriteBehind")
+        value = np.asarray(value)
+        if value.size * self.dtype.itemsize > self._max_window_bytes:
+            self.flush()
+            self.array[key] = value
+            return
         while len(self._pending) >= self._max_pending:
             self._pending.popleft().result()
         window = np.array(value, dtype=self.dtype, copy=True)

@@ -113,6 +113,11 @@ def test_batch_stack_keeps_one_id_per_disc_unless_per_slice_ids(
     ids = np.stack([linked[z][centre_index] for z in range(3)])
     assert (ids > 0).all() and (ids[1] == ids[0]).all() and (ids[2] == ids[0]).all()
     assert len(np.unique(ids[0])) == ids.shape[1], "two discs share an id"
+    # Labels beyond the budget (26 MiB): relabelled and linked through the temporary file, the same ids.
+    _batch(
+        backend, str(tmp_path / "stack.tif"), "--out", str(tmp_path / "bounded"), "--max-in-memory-mib", "8"
+    )
+    assert np.array_equal(tifffile.imread(tmp_path / "bounded" / "stack_labels.tif"), linked)
 
     _batch(backend, str(tmp_path / "stack.tif"), "--out", str(tmp_path / "per_slice"), "--per-slice-ids")
     per_slice = tifffile.imread(tmp_path / "per_slice" / "stack_labels.tif")

@@ -23,6 +23,14 @@ def test_reads_see_every_queued_write_and_a_failed_write_is_raised(tmp_path: Pat
         window = np.arange(100 * 150, dtype=np.uint32).reshape(100, 150)
     assert np.array_equal(store[0, :, :], expected)
     store.close()
+    wide = WriteBehind(
+        ContiguousPixels(tmp_path / "labels.u32", 0, (1, 300, 400), np.uint32, False, True), 2, 1024
+    )
+    wide[0, 0:10, 10:20] = 3  # queued
+    wide[0, 100:200, :] = np.full((100, 400), 9, np.uint32)  # 160,000 bytes: written here, after the first
+    expected[0:10, 10:20], expected[100:200] = 3, 9
+    assert np.array_equal(wide.array[0, :, :], expected)  # the file itself, not through the queue
+    wide.close()
     with pytest.raises(ValueError, match="closed"):
         store[0, 0:1, 0:1] = 1
 
