@@ -110,10 +110,10 @@ def open_lazy(path: Path) -> tuple[StackSlices, bool]:
         ValueError: not an image the batch can tile (the message says why).
         OSError: unreadable.
     """
-    import zarr
-
     array: Any
     if path.is_dir():
+        import zarr  # here, not above: an uncompressed TIFF is read without it (0.5 s of imports)
+
         group = zarr.open_group(str(path), mode="r")
         attrs: dict[str, Any] = dict(group.attrs)
         multiscales: Any = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
@@ -131,6 +131,8 @@ def open_lazy(path: Path) -> tuple[StackSlices, bool]:
         colour = axes.endswith("S") and shape[-1] in (3, 4)
         array = contiguous_tiff(path, colour)  # uncompressed in one run: read rows, not the one huge chunk
         if array is None:
+            import zarr
+
             store = tifffile.imread(path, aszarr=True, level=0)
             array = zarr.open_array(store, mode="r")
     spatial = 3 if colour else 2
