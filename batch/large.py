@@ -112,7 +112,7 @@ def open_lazy(path: Path) -> tuple[StackSlices, bool]:
     """
     array: Any
     if path.is_dir():
-        import zarr  # here, not above: an uncompressed TIFF is read without it (0.5 s of imports)
+        import zarr  # here, not above: an uncompressed TIFF is read without it (0.3 s of imports)
 
         group = zarr.open_group(str(path), mode="r")
         attrs: dict[str, Any] = dict(group.attrs)
