@@ -8,13 +8,17 @@ pages would stay resident and count in the process's RSS) and no cache, so
 the memory a read takes is the window it returns. :meth:`ContiguousPixels.create`
 makes a zero-filled file of that layout that windows are written into with
 ``os.pwrite`` (the batch's temporary label store: no chunk is decompressed
-and recompressed around a tile's core, as a zarr store would).
+and recompressed around a tile's core, as a zarr store would); its blocks
+are allocated up front (``posix_fallocate``: a full disk fails before any
+work is done, and a write into an allocated block costs a third of one that
+allocates it), where the file system allows.
 
 Arrays are (..., H, W) or (..., H, W, C), (row, col) order as stored.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from pathlib import Path
@@ -61,10 +65,23 @@ class ContiguousPixels:
 
     @classmethod
     def create(cls, path: Path, shape: tuple[int, ...], dtype: Any) -> ContiguousPixels:
-        """A new zero-filled (sparse) file of (..., H, W) ``dtype`` pixels, open for reading and writing."""
+        """A new zero-filled file of (..., H, W) ``dtype`` pixels, open for reading and writing.
+
+        Raises:
+            OSError: not enough space on the file system for it (nothing is left behind).
+        """
         size = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
         with open(path, "wb") as handle:
             handle.truncate(size)
+            try:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    path.unlink()
+                    raise OSError(
+                        e.errno, f"no space for {size / 2**30:.1f} GiB of temporary labels in {path.parent}"
+                    ) from e
+                # not supported here (EOPNOTSUPP, EINVAL): the file stays sparse, blocks come as written
         return cls(path, 0, shape, dtype, colour=False, writable=True)
 
     def close(self) -> None:
@@ -89,6 +106,8 @@ class ContiguousPixels:
         item = self._stored.itemsize * (self.shape[-1] if self._spatial == 3 else 1)
         samples = self.shape[-1] if self._spatial == 3 else 1
         width = self.shape[self.ndim - self._spatial + 1]
+        if cols.step == 1 and self._stored == self.dtype and len(rows) and len(cols):
+            return self._read_rows(plane, rows, cols, rest)
         out = np.empty((len(rows), len(cols), samples), dtype=self.dtype)
         if len(rows) and len(cols):
             lo, span = cols[0], cols[-1] + 1 - cols[0]
@@ -99,16 +118,30 @@ class ContiguousPixels:
                 out[k] = np.frombuffer(raw, dtype=self._stored).reshape(span, samples)[:: cols.step]
         return out[..., rest[2]] if self._spatial == 3 else out[..., 0]
 
+    def _read_rows(self, plane: int, rows: range, cols: range, rest: list[Any]) -> np.ndarray:
+        """A window of whole column runs in native byte order: each row read straight into the result."""
+        samples = self.shape[-1] if self._spatial == 3 else 1
+        item = self._stored.itemsize * samples
+        width = self.shape[self.ndim - self._spatial + 1]
+        out = np.empty((len(rows), len(cols) * samples), dtype=self.dtype)
+        span = len(cols) * item
+        for k, r in enumerate(rows):
+            if os.preadv(self._fd, [out[k]], plane + (r * width + cols.start) * item) != span:
+                raise OSError(f"{self.path}: the file ends before row {r}")
+        if self._spatial == 3:
+            return out.reshape(len(rows), len(cols), samples)[..., rest[2]]
+        return out
+
     def __setitem__(self, key: Any, value: Any) -> None:
         """Write a (rows, cols) window (grey files only, steps of 1)."""
         plane, rows, cols, _ = self._window(key)
         if self._spatial != 2 or rows.step != 1 or cols.step != 1:
             raise IndexError(f"writes take a grey window with steps of 1, got {key!r}")
         block = np.broadcast_to(np.asarray(value, dtype=self._stored), (len(rows), len(cols)))
+        block = np.ascontiguousarray(block)
         width, item = self.shape[-1], self._stored.itemsize
         for k, r in enumerate(rows):
-            offset = plane + (r * width + cols.start) * item
-            os.pwrite(self._fd, np.ascontiguousarray(block[k]).tobytes(), offset)
+            os.pwrite(self._fd, block[k], plane + (r * width + cols.start) * item)
 
     def _window(self, key: Any) -> tuple[int, range, range, list[Any]]:
         """(byte offset of the indexed plane, rows, columns, the spatial keys) of an index."""

@@ -16,8 +16,12 @@ in a temporary folder next to the label file (:class:`batch.contiguous.Contiguou
 rows read and written with ``pread``/``pwrite``, nothing cached, so the
 process's memory does not grow with the image; it takes the labels' size
 on disk until the label file is written), written tile by tile by the
-stitcher. :meth:`LabelSink.commit` writes the label file from it: a tiled
-BigTIFF (tile by tile, one page per slice) or an NGFF label image (chunk by
+stitcher (on a writer thread, :mod:`batch.write_behind`). A single slice's stitcher
+the sink its lookup table (:meth:`LabelSink.relabel`), applied as the file is
+read (:attr:`LabelSink.labels`), so each core is written and read once.
+:meth:`LabelSink.commit` writes the label file from it: a tiled BigTIFF
+(band by band, deflated over all cores while the next band is read,
+:mod:`batch.tiled_tiff`; one page per slice) or an NGFF label image (chunk by
 chunk through dask), never the whole image in memory.
 
 The tiled BigTIFF is not the Fiji-ready TIFF of :mod:`batch.outputs`: it
@@ -33,6 +37,7 @@ All arrays are (..., H, W) with (row, col) last.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -52,6 +57,8 @@ from batch.outputs import (
     write_output,
     write_provenance_sidecar,
 )
+from batch.tiled_tiff import encoded_tiles
+from batch.write_behind import WriteBehind
 from protocol.formats.imagej import TIFF_ZLIB_LEVEL
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance
 from protocol.runtime.atomic import atomic_file
@@ -103,10 +110,10 @@ def open_lazy(path: Path) -> tuple[StackSlices, bool]:
         ValueError: not an image the batch can tile (the message says why).
         OSError: unreadable.
     """
-    import zarr
-
     array: Any
     if path.is_dir():
+        import zarr  # here, not above: an uncompressed TIFF is read without it (0.3 s of imports)
+
         group = zarr.open_group(str(path), mode="r")
         attrs: dict[str, Any] = dict(group.attrs)
         multiscales: Any = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
@@ -124,6 +131,8 @@ def open_lazy(path: Path) -> tuple[StackSlices, bool]:
         colour = axes.endswith("S") and shape[-1] in (3, 4)
         array = contiguous_tiff(path, colour)  # uncompressed in one run: read rows, not the one huge chunk
         if array is None:
+            import zarr
+
             store = tifffile.imread(path, aszarr=True, level=0)
             array = zarr.open_array(store, mode="r")
     spatial = 3 if colour else 2
@@ -179,7 +188,8 @@ class LabelSink:
             leaves no file behind.
 
     Attributes:
-        array: (N, H, W) uint32, zero-filled: numpy, or a file on disk (``on_disk``).
+        array: (N, H, W) uint32, zero-filled: numpy, or a file on disk (``on_disk``), where the
+            labels are written (ids, or node numbers until mapped: :meth:`relabel`).
     """
 
     def __init__(
@@ -208,6 +218,7 @@ class LabelSink:
         flat = (math.prod(label_shape[:-2]), label_shape[-2], label_shape[-1])
         self.on_disk = math.prod(flat) * 4 > max_in_memory_bytes
         self._tmp: Path | None = None
+        self._lut: np.ndarray | None = None
         if not self.on_disk:
             self.array: Any = np.zeros(flat, np.uint32)
             return
@@ -218,13 +229,29 @@ class LabelSink:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tiles", dir=path.parent))
-        self.array = ContiguousPixels.create(self._tmp / "labels.u32", flat, np.uint32)
+        try:
+            self.array = WriteBehind(ContiguousPixels.create(self._tmp / "labels.u32", flat, np.uint32))
+        except OSError:  # e.g. no space for it: leave no temporary folder behind
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+
+    def relabel(self, lut: np.ndarray | None) -> None:
+        """The labels are ``lut[array]`` (uint32 (k,), every value of :attr:`array` below k), from now on.
+
+        Applied when the labels are read (:attr:`labels`, :meth:`commit`), never written back.
+        """
+        self._lut = lut
+
+    @property
+    def labels(self) -> Any:
+        """(N, H, W) uint32: the labels as they will be written (numpy slicing, read on demand)."""
+        return self.array if self._lut is None else Relabelled(self.array, self._lut)
 
     def commit(self) -> None:
         """Write the label file atomically (tile by tile when on disk), then drop the temporary store."""
         try:
             if not self.on_disk:
-                labels = self.array.reshape(self.label_shape)
+                labels = np.asarray(self.labels[:]).reshape(self.label_shape)
                 write_output(
                     self.path,
                     labels,
@@ -251,37 +278,27 @@ class LabelSink:
 
     def discard(self) -> None:
         """Remove the temporary store (nothing is written)."""
-        if isinstance(self.array, ContiguousPixels):
-            self.array.close()
+        if isinstance(self.array, WriteBehind):
+            with contextlib.suppress(OSError):  # a failed write was reported where it was read
+                self.array.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def _tiles(self) -> Any:
-        count, height, width = (int(s) for s in self.array.shape)
-        for n in range(count):
-            for r in range(0, height, TIFF_TILE):
-                for c in range(0, width, TIFF_TILE):
-                    self._stop()
-                    tile = np.zeros((TIFF_TILE, TIFF_TILE), np.uint32)
-                    block = np.asarray(self.array[n, r : r + TIFF_TILE, c : c + TIFF_TILE])
-                    tile[: block.shape[0], : block.shape[1]] = block
-                    yield tile
-
     def _write_tiled_tiff(self) -> None:
         import tifffile
 
+        workers = os.cpu_count() or 1
+        tiles = encoded_tiles(self.array, TIFF_TILE, TIFF_ZLIB_LEVEL, workers, self._lut, self._stop)
         with atomic_file(self.path) as tmp:
             tifffile.imwrite(
                 tmp,
-                self._tiles(),
+                tiles,
                 shape=self.label_shape,
                 dtype=np.uint32,
                 tile=(TIFF_TILE, TIFF_TILE),
                 bigtiff=True,
-                compression="zlib",
-                compressionargs={"level": TIFF_ZLIB_LEVEL},
-                maxworkers=os.cpu_count() or 1,
+                compression="zlib",  # the tiles come deflated: written as they are
                 photometric="minisblack",
                 **tiff_resolution(self.geometry),
             )
@@ -310,7 +327,7 @@ class LabelSink:
         axes = list(geometry.axes)
         units = {a: u for a, u in zip(geometry.axes, geometry.units, strict=True) if u is not None}
         chunks = tuple(1 for _ in self.label_shape[:-2]) + tuple(min(CHUNK, n) for n in self.label_shape[-2:])
-        checked = StopBetweenChunks(self.array, self._stop)
+        checked = StopBetweenChunks(self.labels, self._stop)
         data = da.from_array(checked, chunks=(1, *chunks[-2:])).reshape(self.label_shape).rechunk(chunks)
         store = zarr_path(self.path)
         # One thread: a stop raised between chunks leaves no other thread writing into the
@@ -336,6 +353,20 @@ class LabelSink:
             if self.provenance is not None:
                 root.attrs[PROVENANCE_KEY] = self.provenance.to_dict()
             root.attrs.update(self.metadata)
+
+
+class Relabelled:
+    """``lut[array]``, read on demand: an (N, H, W) array-like with numpy slicing."""
+
+    def __init__(self, array: Any, lut: np.ndarray) -> None:
+        self.array = array
+        self.lut = lut
+        self.shape = tuple(int(s) for s in array.shape)
+        self.dtype = lut.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.lut[np.asarray(self.array[key])]
 
 
 def _never() -> None:

@@ -114,11 +114,13 @@ class TiledFiles:
             def client_factory() -> SamClient:
                 return SamClient(self.settings.broker, self.settings.model, config=config)
 
-            if count == 1:  # one slice: nothing to link, no relabelling pass
+            if count == 1:  # one slice: nothing to link; a file on disk is relabelled as it is written
                 params = self.settings.auto_params()
                 single = tiled_auto(
-                    PlaneView(slices, 0), PlaneView(sink.array, 0), client_factory, params, **options
-                )
+                    PlaneView(slices, 0), PlaneView(sink.array, 0), client_factory, params,
+                    relabel=not sink.on_disk, **options,
+                )  # fmt: skip
+                sink.relabel(single.lut)
                 scores = [dict(enumerate(single.scores, start=1))]
                 result = StackAutoResult([single], single.num_objects, single.cancelled, scores)
             else:
@@ -129,7 +131,7 @@ class TiledFiles:
             self._interrupt.check()
             if result.cancelled:
                 raise Superseded("interrupted")
-            rows = self._instance_rows(sink.array, slice_names, result.scores, sink.geometry)
+            rows = self._instance_rows(sink.labels, slice_names, result.scores, sink.geometry)
             sink.metadata = self._label_metadata(result.scores)
             log.info("writing labels file=%s (%s)", self.outputs[path], sink.describe())
             sink.commit()

@@ -375,8 +375,9 @@ def run_memory(
     table.note = (
         f"{repeats} runs of each, alternating, medians of the time, the highest peak RSS (VmHWM of the "
         "sam2-batch process: interpreter, libraries, tiles in flight, labels; not the page cache). "
-        "Bounded: the input is read row range by row range from the file, the labels go to a temporary "
-        "uncompressed file and then to a tiled BigTIFF."
+        "Bounded: the input is read row range by row range from the file; each core goes once into a "
+        "temporary uncompressed file (a writer thread), read once as the tiled BigTIFF is written, "
+        "relabelled and deflated there. Unbounded: the labels in numpy, relabelled in place, a Fiji TIFF."
     )
     result.tables.append(table)
     return result

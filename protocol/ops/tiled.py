@@ -69,6 +69,9 @@ class TiledAutoResult:
         scores: ``concept`` only: the score of label i at ``scores[i - 1]``, the highest
             score of its pieces when tiles merged it (:class:`~protocol.geometry.stitch.TileStitcher`);
             empty for ``auto``.
+        lut: ``relabel=False`` only: uint32 (nodes,), the final id of each value ``out`` holds
+            (``final = lut[out]``, :attr:`~protocol.geometry.stitch.StitchResult.lut`); None: ``out``
+            holds the final ids.
     """
 
     num_objects: int
@@ -81,6 +84,7 @@ class TiledAutoResult:
     request_ids: tuple[str, ...] = ()
     resends: int = 0
     scores: tuple[float, ...] = ()
+    lut: np.ndarray | None = None
 
 
 def sample_contrast_limits(
@@ -115,6 +119,7 @@ def tiled_auto(
     cancel: threading.Event | None = None,
     timeout_s: float | None = None,
     op: str = "auto",
+    relabel: bool = True,
 ) -> TiledAutoResult:
     """Segment an (H, W[, C]) slice automatically, tile by tile, over all workers.
 
@@ -142,6 +147,9 @@ def tiled_auto(
         op: ``auto``, or ``concept`` (SAM 3: every instance of a text concept; ``params``
             from :func:`protocol.ops.concept.concept_params`, text only: exemplar boxes
             belong to one window, not to every tile).
+        relabel: False: ``out`` keeps the stitcher's node numbers and the result's ``lut`` maps
+            them to the final ids, for a caller that reads ``out`` once more anyway (a label file
+            written tile by tile applies it as it reads: no second write and read of every core).
 
     Returns:
         :class:`TiledAutoResult`.
@@ -189,7 +197,7 @@ def tiled_auto(
         grid.tiles, client_factory, send, stitch,
         in_flight=in_flight, per_worker=REQUESTS_PER_WORKER, cancel=stop,
     )  # fmt: skip
-    stitched: StitchResult = stitcher.finish()
+    stitched: StitchResult = stitcher.finish(relabel)
     return TiledAutoResult(
         num_objects=stitched.num_objects,
         areas=stitched.areas,
@@ -201,6 +209,7 @@ def tiled_auto(
         request_ids=tuple(request_ids[flat] for flat in sorted(request_ids)),
         resends=run.resends,
         scores=tuple(stitched.scores),
+        lut=stitched.lut,
     )
 
 

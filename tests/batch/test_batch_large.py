@@ -74,6 +74,14 @@ def test_batch_tiles_a_large_image_every_disc_once_and_whole(
     assert stray == 0 and duplicates == 0
     assert iou.min() >= 0.9, f"worst disc IoU {iou.min():.2f}"
 
+    # Beyond the memory budget (34 MiB of uint32 labels, rows read from the uncompressed file, labels
+    # through a temporary file, relabelled as the tiled BigTIFF is written): the same ids, pixel for pixel.
+    _batch(
+        backend, str(tmp_path / "discs.tif"), "--out", str(tmp_path / "bounded"), "--max-in-memory-mib", "16"
+    )
+    bounded = tifffile.imread(tmp_path / "bounded" / "discs_labels.tif")
+    assert bounded.dtype == np.uint32 and np.array_equal(bounded, labels)
+
     # --no-tiling: the slice goes whole, the worker sees it 3x downsampled, the discs come back coarse.
     _batch(backend, str(tmp_path / "discs.tif"), "--out", str(tmp_path / "whole"), "--no-tiling")
     coarse = tifffile.imread(tmp_path / "whole" / "discs_labels.tif")
@@ -105,6 +113,11 @@ def test_batch_stack_keeps_one_id_per_disc_unless_per_slice_ids(
     ids = np.stack([linked[z][centre_index] for z in range(3)])
     assert (ids > 0).all() and (ids[1] == ids[0]).all() and (ids[2] == ids[0]).all()
     assert len(np.unique(ids[0])) == ids.shape[1], "two discs share an id"
+    # Labels beyond the budget (26 MiB): relabelled and linked through the temporary file, the same ids.
+    _batch(
+        backend, str(tmp_path / "stack.tif"), "--out", str(tmp_path / "bounded"), "--max-in-memory-mib", "8"
+    )
+    assert np.array_equal(tifffile.imread(tmp_path / "bounded" / "stack_labels.tif"), linked)
 
     _batch(backend, str(tmp_path / "stack.tif"), "--out", str(tmp_path / "per_slice"), "--per-slice-ids")
     per_slice = tifffile.imread(tmp_path / "per_slice" / "stack_labels.tif")

@@ -91,6 +91,15 @@ def test_stitching_gives_every_object_once_whole_in_any_order(radius: tuple[floa
         results.append(out)
     # Labels are numbered the same whatever order tiles arrived in.
     np.testing.assert_array_equal(results[0], results[1])
+    # finish(relabel=False) leaves the output for its reader to map: the same labels, through the lut.
+    deferred = np.zeros(shape, dtype=np.uint32)
+    stitcher = TileStitcher(deferred, grid)
+    for k in np.random.default_rng(2).permutation(len(grid)):
+        stitcher.add(grid.tiles[k], answers[k])
+    result = stitcher.finish(relabel=False)
+    assert result.lut is not None and result.lut.dtype == np.uint32 and result.lut[0] == 0
+    assert result.num_objects == int(truth.max())
+    np.testing.assert_array_equal(result.lut[deferred], results[0])
 
 
 def test_a_two_object_mask_in_one_tile_does_not_glue_its_neighbours_objects() -> None:
