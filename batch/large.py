@@ -17,16 +17,14 @@ rows read and written with ``pread``/``pwrite``, nothing cached, so the
 process's memory does not grow with the image; it takes the labels' size
 on disk until the label file is written), written tile by tile by the
 stitcher. :meth:`LabelSink.commit` writes the label file from it: a tiled
-BigTIFF (tile by tile, one page per slice) or an NGFF label image (chunk by
-chunk through dask), never the whole image in memory.
+BigTIFF (tile by tile, one page per slice: :mod:`protocol.formats.tiled_tiff`,
+the same file as the plugin's export of a very large layer) or an NGFF label
+image (chunk by chunk through dask), never the whole image in memory.
 
 The tiled BigTIFF is not the Fiji-ready TIFF of :mod:`batch.outputs`: it
-stays uint32 with the pixel size in X/Y resolution tags (pixels per cm).
-tifffile would add ImageJ metadata to it, but only as a "nonconformant
-BigTIFF ImageJ" file, and ImageJ's own TIFF reader opens neither tiled nor
-BigTIFF files. Fiji opens it through Bio-Formats (File > Import >
-Bio-Formats, which reads the resolution tags), without ImageJ calibration
-(no z spacing); ``--format ome-zarr`` keeps every axis' scale and unit.
+stays uint32 with the pixel size in X/Y resolution tags; Fiji opens it
+through Bio-Formats, without ImageJ calibration (no z spacing);
+``--format ome-zarr`` keeps every axis' scale and unit.
 
 All arrays are (..., H, W) with (row, col) last.
 """
@@ -34,7 +32,6 @@ All arrays are (..., H, W) with (row, col) last.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -48,13 +45,11 @@ from batch.outputs import (
     FORMAT_OME_ZARR,
     FORMAT_TIFF,
     ngff_root_image,
-    tiff_resolution,
     write_output,
     write_provenance_sidecar,
 )
-from protocol.formats.imagej import TIFF_ZLIB_LEVEL
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance
-from protocol.runtime.atomic import atomic_file
+from protocol.formats.tiled_tiff import write_tiled_tiff
 from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
 if TYPE_CHECKING:
@@ -63,8 +58,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30
 """Label images larger than this (uint32 bytes) are written tile by tile through a file on disk."""
 CHUNK = 1024
-"""Side of the zarr chunks and (halved) the BigTIFF tiles of a tile-by-tile label file."""
-TIFF_TILE = 512
+"""Side of the zarr chunks of a chunk-by-chunk NGFF label file (the BigTIFF's tiles:
+:data:`protocol.formats.tiled_tiff.TIFF_TILE`)."""
 ZARR_SUFFIXES = (".zarr",)
 CONTRAST_SAMPLE_PIXELS = 1 << 20
 CONTRAST_SAMPLE_SLICES = 16
@@ -257,34 +252,8 @@ class LabelSink:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
-    def _tiles(self) -> Any:
-        count, height, width = (int(s) for s in self.array.shape)
-        for n in range(count):
-            for r in range(0, height, TIFF_TILE):
-                for c in range(0, width, TIFF_TILE):
-                    self._stop()
-                    tile = np.zeros((TIFF_TILE, TIFF_TILE), np.uint32)
-                    block = np.asarray(self.array[n, r : r + TIFF_TILE, c : c + TIFF_TILE])
-                    tile[: block.shape[0], : block.shape[1]] = block
-                    yield tile
-
     def _write_tiled_tiff(self) -> None:
-        import tifffile
-
-        with atomic_file(self.path) as tmp:
-            tifffile.imwrite(
-                tmp,
-                self._tiles(),
-                shape=self.label_shape,
-                dtype=np.uint32,
-                tile=(TIFF_TILE, TIFF_TILE),
-                bigtiff=True,
-                compression="zlib",
-                compressionargs={"level": TIFF_ZLIB_LEVEL},
-                maxworkers=os.cpu_count() or 1,
-                photometric="minisblack",
-                **tiff_resolution(self.geometry),
-            )
+        write_tiled_tiff(self.path, self.array, self.label_shape, self.geometry, self._stop)
         write_provenance_sidecar(self.path, self.provenance)
 
     def _write_ngff(self) -> None:

@@ -179,6 +179,14 @@ def present_ids(data: Any) -> list[int]:
     return sorted(pixel_counts(data))
 
 
+def too_large_message(layer_name: str, title: str) -> str:
+    """What the user reads when an export ran out of memory (its files are written atomically: none)."""
+    return (
+        f"Export of {layer_name} failed: not enough memory to write it as {title}. Nothing was "
+        "written. TIFF and OME-Zarr write a large layer chunk by chunk."
+    )
+
+
 def ask_overwrite(parent: QWidget, existing: Sequence[Path]) -> bool:
     """Ask whether to replace the ``existing`` files (a modal question box; No is the default)."""
     listed = "\n".join(str(p) for p in existing[:6]) + ("\n…" if len(existing) > 6 else "")
@@ -316,6 +324,9 @@ class ExportBox(QGroupBox):
                 )
         except (OSError, ValueError, TypeError) as e:
             napari_notify("error", f"Export of {layer.name} failed: {e}")
+            return []
+        except MemoryError:
+            napari_notify("error", too_large_message(layer.name, chosen.title))
             return []
         note = f" (mean intensity of {image.name})" if image is not None else ""
         napari_notify("info", "Saved " + ", ".join(str(p) for p in written) + note)
