@@ -34,6 +34,12 @@ from protocol.formats.ngff import write_ngff_labels
 from protocol.formats.provenance import Provenance
 
 GIB = 1024**3
+MIB = 1024**2
+
+
+def size_text(nbytes: int) -> str:
+    """``1.6 GiB``, or ``18 MiB`` below a tenth of a GiB."""
+    return f"{nbytes / GIB:.1f} GiB" if nbytes >= GIB // 10 else f"{nbytes / MIB:.0f} MiB"
 
 
 def labels_nbytes(data: Any) -> int:
@@ -62,7 +68,7 @@ def check_fits_memory(data: Any, title: str) -> None:
     nbytes, budget = labels_nbytes(data), layers.memory_budget()
     if nbytes > budget:
         raise ValueError(
-            f"this layer's labels take {nbytes / GIB:.1f} GiB, more than the {budget / GIB:.1f} GiB the "
+            f"this layer's labels take {size_text(nbytes)}, more than the {size_text(budget)} the "
             f"plugin holds in memory, so they cannot be exported as {title}; export them as TIFF or "
             "OME-Zarr, which are written chunk by chunk"
         )
