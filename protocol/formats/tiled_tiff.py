@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 TIFF_TILE = 512
 """Side of the BigTIFF's tiles (pixels); half of the zarr chunks (1,024) of the same labels elsewhere."""
 TIFF_LABEL_DTYPE = np.dtype(np.uint32)
+READ_TILES = 2
+"""Tiles read from the source in one slice: a band of (TIFF_TILE, 2 x TIFF_TILE) pixels (2 MiB), one 1,024² chunk wide."""
 TIFF_WORKERS = max(1, min(4, os.cpu_count() or 1))
 """Threads compressing tiles; each holds one tile at a time (tifffile's default buffers 512 MiB of tiles)."""
 
@@ -53,16 +55,20 @@ def tiff_resolution(geometry: Geometry | None) -> dict[str, Any]:
 
 def _tiles(source: Any, stop: Callable[[], None]) -> Iterator[np.ndarray]:
     """(TIFF_TILE, TIFF_TILE) uint32 tiles of ``source`` (..., H, W) in TIFF order (slice, row, col);
-    edge tiles zero-padded. ``stop`` is called before each tile is read."""
+    edge tiles zero-padded. Read :data:`READ_TILES` tiles side by side at a time (a source chunked
+    more coarsely than a tile is then decoded fewer times); ``stop`` is called before each read."""
     *stack, height, width = (int(s) for s in source.shape)
+    band = TIFF_TILE * READ_TILES
     for index in np.ndindex(*stack):
         for r in range(0, height, TIFF_TILE):
-            for c in range(0, width, TIFF_TILE):
+            for c0 in range(0, width, band):
                 stop()
-                tile = np.zeros((TIFF_TILE, TIFF_TILE), TIFF_LABEL_DTYPE)
-                block = np.asarray(source[(*index, slice(r, r + TIFF_TILE), slice(c, c + TIFF_TILE))])
-                tile[: block.shape[0], : block.shape[1]] = block
-                yield tile
+                block = np.asarray(source[(*index, slice(r, r + TIFF_TILE), slice(c0, c0 + band))])
+                for c in range(0, block.shape[1], TIFF_TILE):
+                    tile = np.zeros((TIFF_TILE, TIFF_TILE), TIFF_LABEL_DTYPE)
+                    part = block[:, c : c + TIFF_TILE]
+                    tile[: part.shape[0], : part.shape[1]] = part
+                    yield tile
 
 
 def write_tiled_tiff(
