@@ -44,9 +44,9 @@ import numpy as np
 import tifffile
 
 from plugin.export_large import (
-    above_budget,
     check_fits_memory,
     checked_id_range,
+    read_lazily,
     write_ngff_chunkwise,
     written_chunkwise,
 )
@@ -247,12 +247,6 @@ def _units(value: Any) -> tuple[str | None, ...] | None:
     return None
 
 
-def _too_large_to_read(tif: tifffile.TiffFile) -> bool:
-    """Whether a TIFF is a tiled BigTIFF larger than the memory budget: opened lazily."""
-    first = tif.series[0]
-    return bool(tif.is_bigtiff and tif.pages.first.is_tiled and above_budget(int(first.nbytes)))
-
-
 def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
     """Read a labels file written by :func:`write_labels` (TIFF or its names JSON).
 
@@ -265,7 +259,7 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
             raise FileNotFoundError(f"no TIFF next to {p}")
         p = found
     with tifffile.TiffFile(p) as tif:
-        lazy = _too_large_to_read(tif)
+        lazy = read_lazily(tif)
         from_imagej = None if lazy else read_imagej(tif)
         if lazy:
             data, meta = open_tiled_tiff(p), _tiff_meta(tif)

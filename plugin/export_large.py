@@ -59,6 +59,12 @@ def written_chunkwise(data: Any) -> bool:
     return not isinstance(data, np.ndarray) and pyramid.needs_pyramid(data.shape)
 
 
+def read_lazily(tif: Any) -> bool:
+    """Whether an open ``tifffile.TiffFile`` is a tiled BigTIFF larger than the memory budget: a reader
+    opens it as a zarr array over its tiles (:func:`protocol.formats.tiled_tiff.open_tiled_tiff`)."""
+    return bool(tif.is_bigtiff and tif.pages.first.is_tiled and above_budget(int(tif.series[0].nbytes)))
+
+
 def check_fits_memory(data: Any, title: str) -> None:
     """Refuse, before any work, labels above the memory budget for a format that reads them whole.
 

@@ -153,3 +153,21 @@ def test_formats_that_read_the_whole_layer_refuse_one_above_the_budget_before_an
     ):
         export_labels(fmt, tmp_path / "out", stack, {})
     assert stack.reads == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_sam2_batch_tiled_bigtiff_above_the_budget_opens_lazily_with_its_pixel_size(
+    pyramid: LabelPyramid, tmp_path: Path
+) -> None:
+    """``sam2-batch``'s labels beyond its budget (no names file): napari's reader gets a zarr array."""
+    from plugin.io_hooks import get_reader
+    from protocol.formats.geometry import Geometry
+    from protocol.formats.tiled_tiff import write_tiled_tiff
+
+    path = tmp_path / "slide_labels.tif"
+    geometry = Geometry.from_layer(2, (0.5, 0.5), None, ("micrometer", "micrometer"), None)
+    write_tiled_tiff(path, pyramid.levels[0], geometry=geometry)
+    reader = get_reader(str(path))
+    assert reader is not None
+    ((data, kwargs, _kind),) = reader(str(path))
+    assert not isinstance(data, np.ndarray) and tuple(kwargs["scale"]) == (0.5, 0.5)
+    np.testing.assert_array_equal(data[2040:, 2040:], pyramid.levels[0][2040:, 2040:])
