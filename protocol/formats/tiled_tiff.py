@@ -36,7 +36,7 @@ TIFF_TILE = 512
 """Side of the BigTIFF's tiles (pixels); half of the zarr chunks (1,024) of the same labels elsewhere."""
 TIFF_LABEL_DTYPE = np.dtype(np.uint32)
 READ_TILES = 2
-"""Tiles read from the source in one slice: a band of (TIFF_TILE, 2 x TIFF_TILE) pixels (2 MiB), one 1,024² chunk wide."""
+"""Tiles read from the source in one slice: (TIFF_TILE, 2 x TIFF_TILE) pixels, one 1,024² chunk wide."""
 TIFF_WORKERS = max(1, min(4, os.cpu_count() or 1))
 """Threads compressing tiles; each holds one tile at a time (tifffile's default buffers 512 MiB of tiles)."""
 
