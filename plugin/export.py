@@ -130,6 +130,7 @@ def write_labels(
     units: Sequence[Any] | None = None,
     axis_labels: Sequence[str] | None = None,
     provenance: Provenance | None = None,
+    counts: Mapping[int, int] | None = None,
 ) -> list[Path]:
     """Write labels + names (TIFF, JSON, CSV); return the three paths written.
 
@@ -143,14 +144,15 @@ def write_labels(
             calibration Fiji shows; unknown units stay unknown (pixels).
         provenance: how the labels were made: the TIFF's ``sam2.provenance`` ImageJ property
             (a plain TIFF: its JSON description) and the names JSON.
+        counts: ``{label_id: pixels}`` of ``data``'s non-zero ids when the caller has counted them
+            already (:func:`plugin.labels.stats.pixel_counts`; a count of a 100,000² slide takes
+            minutes); None: counted here, block by block.
     """
     chunkwise = written_chunkwise(data)
+    array = data if chunkwise else compact_dtype(np.asarray(data))
+    counts = pixel_counts(array) if counts is None else counts
     if chunkwise:
-        array, counts = data, pixel_counts(data)
         checked_id_range(counts, np.dtype(data.dtype), int(np.iinfo(TIFF_LABEL_DTYPE).max))
-    else:
-        array = compact_dtype(np.asarray(data))
-        counts = pixel_counts(array)
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -361,6 +363,7 @@ def export_labels(
     title: str = "labels",
     parents: Mapping[int, int] | None = None,
     provenance: Provenance | None = None,
+    counts: Mapping[int, int] | None = None,
 ) -> list[Path]:
     """Save labels with names as ``fmt`` (a key of :data:`EXPORT_FORMATS`); return the paths written.
 
@@ -375,6 +378,7 @@ def export_labels(
         title: the label image's name inside an OME-Zarr store.
         parents: CTC and GEFF: the divisions, ``{daughter label: parent label}``.
         provenance: how the labels were made, written in the format's own place.
+        counts: TIFF: the non-zero ids' pixel counts of ``data`` when counted already (else counted).
 
     Raises:
         ValueError: unknown format, labels the format cannot hold, or an image that does not match.
@@ -384,7 +388,7 @@ def export_labels(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == TIFF.key:
-        return write_labels(path, data, names, scale, translate, units, axis_labels, provenance)
+        return write_labels(path, data, names, scale, translate, units, axis_labels, provenance, counts)
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
     if fmt == OME_ZARR.key and written_chunkwise(data):
         geometry = Geometry.from_layer(len(data.shape), scale, translate, units, axis_labels)

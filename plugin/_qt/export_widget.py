@@ -26,7 +26,7 @@ progress bar runs, the user's input waits until the files are written (atomicall
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -208,6 +208,7 @@ def export_layer(
     coordinates: str = PIXEL,
     provenance: Provenance | None = None,
     data: Any = None,
+    counts: Mapping[int, int] | None = None,
 ) -> list[Path]:
     """Save ``layer`` with its names as ``fmt`` (atomically); return the paths written.
 
@@ -219,6 +220,7 @@ def export_layer(
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
         provenance: how the labels were made (written in the format's own place).
         data: the labels to write (a :func:`label_snapshot` of the layer; default: its level 0 now).
+        counts: the pixel counts of ``data``'s ids when counted already (the TIFF's CSV uses them).
     """
     return export_labels(
         fmt,
@@ -234,6 +236,7 @@ def export_layer(
         title=layer.name,
         parents=lineage_from_metadata(layer.metadata),
         provenance=provenance,
+        counts=counts,
     )
 
 
@@ -314,12 +317,12 @@ class ExportBox(QGroupBox):
         snapshot = label_snapshot(layer)  # later edits do not reach the file
         try:
             with progress(total=0, desc=f"Exporting {layer.name}") as bar:
-                present = run_keeping_window_alive(lambda: present_ids(snapshot))
-                provenance = None if self.provenance_of is None else self.provenance_of(layer, present)
+                counts = run_keeping_window_alive(lambda: pixel_counts(snapshot))  # once: minutes on a slide
+                provenance = None if self.provenance_of is None else self.provenance_of(layer, sorted(counts))
                 bar.set_description(f"Writing {layer.name}")
                 written = run_keeping_window_alive(
                     lambda: export_layer(
-                        layer, path, chosen.fmt.key, image, chosen.coordinates, provenance, snapshot
+                        layer, path, chosen.fmt.key, image, chosen.coordinates, provenance, snapshot, counts
                     )
                 )
         except (OSError, ValueError, TypeError) as e:

@@ -17,6 +17,7 @@ import tifffile
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 import plugin._qt.export_widget
+import plugin.export
 import plugin.labels.pyramid
 import plugin.view.layers
 from plugin._qt.export_widget import ExportBox
@@ -48,8 +49,11 @@ def test_export_box_writes_a_pyramid_layer_tile_by_tile_and_refuses_clearly_what
     set_label_name(layer, 70_000, "edge cell")
     box = ExportBox(viewer, lambda: layer)
 
+    recounts: list[object] = []  # the box counts the ids once; the TIFF's CSV takes those counts
+    monkeypatch.setattr(plugin.export, "pixel_counts", lambda data: recounts.append(data) or {})
     box.set_choice("tiff")
-    tif_path, _json, _csv = box.export(layer, tmp_path / "slide.tif")
+    tif_path, _json, csv_path = box.export(layer, tmp_path / "slide.tif")
+    assert recounts == [] and "70000,edge cell,2160" in csv_path.read_text()
     with tifffile.TiffFile(tif_path) as tif:
         assert tif.is_bigtiff and tif.pages.first.is_tiled
     saved = read_labels(tif_path)
