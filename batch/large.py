@@ -17,20 +17,18 @@ rows read and written with ``pread``/``pwrite``, nothing cached, so the
 process's memory does not grow with the image; it takes the labels' size
 on disk until the label file is written), written tile by tile by the
 stitcher (on a writer thread, :mod:`batch.write_behind`). A single slice's stitcher
-the sink its lookup table (:meth:`LabelSink.relabel`), applied as the file is
+hands the sink its lookup table (:meth:`LabelSink.relabel`), applied as the file is
 read (:attr:`LabelSink.labels`), so each core is written and read once.
 :meth:`LabelSink.commit` writes the label file from it: a tiled BigTIFF
-(band by band, deflated over all cores while the next band is read,
-:mod:`batch.tiled_tiff`; one page per slice) or an NGFF label image (chunk by
+(band by band, relabelled and deflated over the cores while the next band is
+read, one page per slice: :mod:`protocol.formats.tiled_tiff`, the same file as
+the plugin's export of a very large layer) or an NGFF label image (chunk by
 chunk through dask), never the whole image in memory.
 
 The tiled BigTIFF is not the Fiji-ready TIFF of :mod:`batch.outputs`: it
-stays uint32 with the pixel size in X/Y resolution tags (pixels per cm).
-tifffile would add ImageJ metadata to it, but only as a "nonconformant
-BigTIFF ImageJ" file, and ImageJ's own TIFF reader opens neither tiled nor
-BigTIFF files. Fiji opens it through Bio-Formats (File > Import >
-Bio-Formats, which reads the resolution tags), without ImageJ calibration
-(no z spacing); ``--format ome-zarr`` keeps every axis' scale and unit.
+stays uint32 with the pixel size in X/Y resolution tags; Fiji opens it
+through Bio-Formats, without ImageJ calibration (no z spacing);
+``--format ome-zarr`` keeps every axis' scale and unit.
 
 All arrays are (..., H, W) with (row, col) last.
 """
@@ -39,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -53,15 +50,12 @@ from batch.outputs import (
     FORMAT_OME_ZARR,
     FORMAT_TIFF,
     ngff_root_image,
-    tiff_resolution,
     write_output,
     write_provenance_sidecar,
 )
-from batch.tiled_tiff import encoded_tiles
 from batch.write_behind import WriteBehind
-from protocol.formats.imagej import TIFF_ZLIB_LEVEL
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance
-from protocol.runtime.atomic import atomic_file
+from protocol.formats.tiled_tiff import write_tiled_tiff
 from protocol.wire.wire_image import stack_contrast_limits, to_wire_dtype
 
 if TYPE_CHECKING:
@@ -70,8 +64,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_IN_MEMORY_BYTES = 1 << 30
 """Label images larger than this (uint32 bytes) are written tile by tile through a file on disk."""
 CHUNK = 1024
-"""Side of the zarr chunks and (halved) the BigTIFF tiles of a tile-by-tile label file."""
-TIFF_TILE = 512
+"""Side of the zarr chunks of a chunk-by-chunk NGFF label file (the BigTIFF's tiles:
+:data:`protocol.formats.tiled_tiff.TIFF_TILE`)."""
 ZARR_SUFFIXES = (".zarr",)
 CONTRAST_SAMPLE_PIXELS = 1 << 20
 CONTRAST_SAMPLE_SLICES = 16
@@ -286,22 +280,7 @@ class LabelSink:
             self._tmp = None
 
     def _write_tiled_tiff(self) -> None:
-        import tifffile
-
-        workers = os.cpu_count() or 1
-        tiles = encoded_tiles(self.array, TIFF_TILE, TIFF_ZLIB_LEVEL, workers, self._lut, self._stop)
-        with atomic_file(self.path) as tmp:
-            tifffile.imwrite(
-                tmp,
-                tiles,
-                shape=self.label_shape,
-                dtype=np.uint32,
-                tile=(TIFF_TILE, TIFF_TILE),
-                bigtiff=True,
-                compression="zlib",  # the tiles come deflated: written as they are
-                photometric="minisblack",
-                **tiff_resolution(self.geometry),
-            )
+        write_tiled_tiff(self.path, self.array, self.label_shape, self.geometry, self._stop, lut=self._lut)
         write_provenance_sidecar(self.path, self.provenance)
 
     def _write_ngff(self) -> None:

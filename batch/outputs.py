@@ -120,18 +120,6 @@ def request_ids_text(request_ids: Sequence[str]) -> str:
     return f"{len(request_ids)} tiles: {request_ids[0]}..{request_ids[-1]}"
 
 
-def tiff_resolution(geometry: Geometry | None) -> dict[str, Any]:
-    """tifffile's ``resolution`` (pixels per cm, x then y) and ``resolutionunit``; {} in pixel units."""
-    from protocol.formats.geometry import METRES_PER
-
-    unit = geometry.length_unit if geometry is not None else None
-    if geometry is None or unit is None:
-        return {}
-    cm = METRES_PER[unit] / METRES_PER["centimeter"]
-    x, y = geometry.size("x") * cm, geometry.size("y") * cm
-    return {"resolution": (1.0 / x, 1.0 / y), "resolutionunit": "CENTIMETER"}
-
-
 def pixel_size_text(geometry: Geometry | None) -> str:
     """The pixel size for the log: ``0.5x0.5 micrometer`` (x then y), or ``pixel`` when unknown."""
     unit = geometry.length_unit if geometry is not None else None
@@ -161,6 +149,7 @@ def write_labels(
 
     from protocol.formats.geometry import Geometry
     from protocol.formats.imagej import TIFF_ZLIB_LEVEL, geometry_facts, write_imagej
+    from protocol.formats.tiled_tiff import tiff_resolution
 
     if labels.dtype != np.uint32:
         raise ValueError(f"labels must be uint32, got {labels.dtype}")

@@ -36,8 +36,10 @@ import numpy as np
 import tifffile
 
 from plugin.export import TIFF_SUFFIXES
+from plugin.export_large import read_lazily
 from protocol.formats.geometry import METRES_PER, Geometry, unit_name
 from protocol.formats.tiff_geometry import geometry_from, pixel_sizes
+from protocol.formats.tiled_tiff import open_tiled_tiff
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -78,7 +80,8 @@ def read_calibrated_tiff(path: str | list[str]) -> list[LayerData]:
     """npe2 reader: the TIFF's first series as image layer(s) with its pixel size, unit and z spacing.
 
     Returns:
-        One ``(data, kwargs, "image")``: ``data`` as stored (e.g. uint16 (Z, Y, X)), a channel axis
+        One ``(data, kwargs, "image")``: ``data`` as stored (e.g. uint16 (Z, Y, X); a tiled BigTIFF
+        above the memory budget as a zarr array read tile by tile), a channel axis
         moved to NGFF order and named by ``channel_axis`` (napari then makes one layer per channel,
         each with the calibration of the other axes); ``rgb`` for 3 or 4 colour samples.
     """
@@ -86,8 +89,9 @@ def read_calibrated_tiff(path: str | list[str]) -> list[LayerData]:
     with tifffile.TiffFile(target) as tif:
         series = tif.series[0]
         axes, sizes = series.axes.upper(), pixel_sizes(tif)
-        data = series.asarray()
-    ordered = _ngff_axes(axes)
+        ordered = _ngff_axes(axes)
+        lazy = ordered == axes and read_lazily(tif)  # e.g. sam2-batch's labels beyond its budget
+        data = open_tiled_tiff(target) if lazy else series.asarray()
     if ordered != axes:
         data = np.moveaxis(data, axes.index("C"), ordered.index("C"))
     geometry = geometry_from(sizes, ordered)

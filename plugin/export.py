@@ -12,6 +12,13 @@ temporary file in the same folder, then ``os.replace``):
   "translate": [...]}``;
 * ``cells.names.csv``: ``id,name,pixel_count`` for every label present or named.
 
+Labels too large to read into one array (a pyramid layer's level 0, or any labels
+above the memory budget: :mod:`plugin.export_large`) are written tile by tile
+as a uint32 tiled BigTIFF instead (:mod:`protocol.formats.tiled_tiff`, the file
+``sam2-batch`` writes beyond its budget; names, scale and translate in its JSON
+description), with the same two sidecars; :func:`read_labels` opens such a file
+above the budget lazily (a zarr array over its tiles).
+
 :func:`read_labels` restores data, names, scale and translate (names from the
 JSON file, or from the TIFF description when the JSON file is missing).
 
@@ -36,7 +43,15 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from plugin.export_large import (
+    check_fits_memory,
+    checked_id_range,
+    read_lazily,
+    write_ngff_chunkwise,
+    written_chunkwise,
+)
 from plugin.labels.names import METADATA_KEY, clean_name, names_from_metadata
+from plugin.labels.stats import pixel_counts
 from protocol.formats.ctc import write_ctc
 from protocol.formats.geff_tracks import geff_path, write_geff
 from protocol.formats.geojson import PIXEL, geojson_path, is_geojson, read_geojson, write_geojson
@@ -46,6 +61,7 @@ from protocol.formats.labels_file import LabelsFile, scores_from_metadata
 from protocol.formats.measure import MEASUREMENTS_SUFFIX, measurements_path, write_measurements
 from protocol.formats.ngff import is_ngff_labels, read_ngff_labels, write_ngff_labels, zarr_path
 from protocol.formats.provenance import PROVENANCE_KEY, Provenance, sidecar_path
+from protocol.formats.tiled_tiff import TIFF_LABEL_DTYPE, open_tiled_tiff, write_tiled_tiff
 from protocol.runtime.atomic import atomic_file
 
 FORMAT = "napari-sam2-broker labels v1"
@@ -90,17 +106,6 @@ def compact_dtype(data: np.ndarray) -> np.ndarray:
     return data
 
 
-def pixel_counts(data: np.ndarray) -> dict[int, int]:
-    """``{label_id: pixel count}`` for every non-zero id in ``data``."""
-    flat = np.asarray(data).ravel()
-    if flat.size and flat.min() >= 0 and flat.max() < 1 << 24:
-        counts = np.bincount(flat.astype(np.int64, copy=False))
-        ids = np.flatnonzero(counts)
-        return {int(i): int(counts[i]) for i in ids if i != 0}
-    ids, counts = np.unique(flat, return_counts=True)
-    return {int(i): int(n) for i, n in zip(ids, counts, strict=True) if i != 0}
-
-
 def names_csv_text(names: Mapping[int, str], counts: Mapping[int, int]) -> str:
     """CSV ``id,name,pixel_count``, one row per label present or named, sorted by id."""
     buffer = io.StringIO()
@@ -125,20 +130,29 @@ def write_labels(
     units: Sequence[Any] | None = None,
     axis_labels: Sequence[str] | None = None,
     provenance: Provenance | None = None,
+    counts: Mapping[int, int] | None = None,
 ) -> list[Path]:
     """Write labels + names (TIFF, JSON, CSV); return the three paths written.
 
     Args:
         path: the TIFF path (``.tif`` is added when it has no TIFF suffix).
-        data: nD integer labels (any array-like; read once).
+        data: nD integer labels (any array-like; read once, or tile by tile when
+            :func:`plugin.export_large.written_chunkwise`: a tiled uint32 BigTIFF).
         names: ``{label_id: name}``.
         scale, translate: the layer's world transform, stored for reopening.
         units, axis_labels: the layer's ``units`` and ``axis_labels`` (napari >= 0.5), for the
             calibration Fiji shows; unknown units stay unknown (pixels).
         provenance: how the labels were made: the TIFF's ``sam2.provenance`` ImageJ property
             (a plain TIFF: its JSON description) and the names JSON.
+        counts: ``{label_id: pixels}`` of ``data``'s non-zero ids when the caller has counted them
+            already (:func:`plugin.labels.stats.pixel_counts`; a count of a 100,000² slide takes
+            minutes); None: counted here, block by block.
     """
-    array = compact_dtype(np.asarray(data))
+    chunkwise = written_chunkwise(data)
+    array = data if chunkwise else compact_dtype(np.asarray(data))
+    counts = pixel_counts(array) if counts is None else counts
+    if chunkwise:
+        checked_id_range(counts, np.dtype(data.dtype), int(np.iinfo(TIFF_LABEL_DTYPE).max))
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -146,7 +160,7 @@ def write_labels(
         "scale": None if scale is None else [float(s) for s in scale],
         "translate": None if translate is None else [float(t) for t in translate],
     }
-    geometry = _geometry(array.ndim, scale, translate, units, axis_labels)
+    geometry = _geometry(len(array.shape), scale, translate, units, axis_labels)
     if geometry is not None:
         meta["axes"] = geometry.axes
         meta["units"] = list(geometry.units)
@@ -155,14 +169,17 @@ def write_labels(
     tif = tiff_path(path)
     json_path, csv_path = sidecar_paths(tif)
     tif.parent.mkdir(parents=True, exist_ok=True)
-    csv_text = names_csv_text(clean, pixel_counts(array))
+    csv_text = names_csv_text(clean, counts)
 
     def write_tiff(tmp: Path) -> None:
         facts = {k: v for k, v in meta.items() if k != PROVENANCE_KEY}
         if geometry is None or not write_imagej(tmp, array, clean, geometry, facts, provenance=provenance):
             tifffile.imwrite(tmp, array, metadata=meta, compression="zlib")
 
-    _atomic_write(tif, write_tiff)
+    if chunkwise:
+        write_tiled_tiff(tif, array, geometry=geometry, metadata=meta)
+    else:
+        _atomic_write(tif, write_tiff)
     _atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8"))
     _atomic_write(csv_path, lambda tmp: tmp.write_text(csv_text, encoding="utf-8"))
     return [tif, json_path, csv_path]
@@ -233,7 +250,10 @@ def _units(value: Any) -> tuple[str | None, ...] | None:
 
 
 def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
-    """Read a labels file written by :func:`write_labels` (TIFF or its names JSON)."""
+    """Read a labels file written by :func:`write_labels` (TIFF or its names JSON).
+
+    A tiled BigTIFF larger than the memory budget comes back as a read-only zarr array (tiles read
+    when indexed); any other TIFF as a numpy array in the smallest dtype that holds its ids."""
     p = Path(path)
     if p.name.endswith(".names.json"):
         found = tiff_for_sidecar(p)
@@ -241,14 +261,18 @@ def read_labels(path: str | os.PathLike[str]) -> LabelsFile:
             raise FileNotFoundError(f"no TIFF next to {p}")
         p = found
     with tifffile.TiffFile(p) as tif:
-        from_imagej = read_imagej(tif)
-        if from_imagej is not None:
+        lazy = read_lazily(tif)
+        from_imagej = None if lazy else read_imagej(tif)
+        if lazy:
+            data, meta = open_tiled_tiff(p), _tiff_meta(tif)
+        elif from_imagej is not None:
             data, meta = from_imagej
         else:
             data, meta = tif.asarray(), _tiff_meta(tif)
-    if data.dtype.kind == "f" and np.array_equal(data, np.round(data)):
-        data = data.astype(np.int64)  # a 32-bit label image saved again by Fiji
-    data = compact_dtype(data)
+    if not lazy:
+        if data.dtype.kind == "f" and np.array_equal(data, np.round(data)):
+            data = data.astype(np.int64)  # a 32-bit label image saved again by Fiji
+        data = compact_dtype(data)
     json_path = sidecar_paths(p)[0]
     if json_path.is_file():
         try:
@@ -339,6 +363,7 @@ def export_labels(
     title: str = "labels",
     parents: Mapping[int, int] | None = None,
     provenance: Provenance | None = None,
+    counts: Mapping[int, int] | None = None,
 ) -> list[Path]:
     """Save labels with names as ``fmt`` (a key of :data:`EXPORT_FORMATS`); return the paths written.
 
@@ -353,6 +378,7 @@ def export_labels(
         title: the label image's name inside an OME-Zarr store.
         parents: CTC and GEFF: the divisions, ``{daughter label: parent label}``.
         provenance: how the labels were made, written in the format's own place.
+        counts: TIFF: the non-zero ids' pixel counts of ``data`` when counted already (else counted).
 
     Raises:
         ValueError: unknown format, labels the format cannot hold, or an image that does not match.
@@ -362,9 +388,13 @@ def export_labels(
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == TIFF.key:
-        return write_labels(path, data, names, scale, translate, units, axis_labels, provenance)
-    array = compact_dtype(np.asarray(data))
+        return write_labels(path, data, names, scale, translate, units, axis_labels, provenance, counts)
     clean = {int(k): clean_name(v) for k, v in names.items() if clean_name(v)}
+    if fmt == OME_ZARR.key and written_chunkwise(data):
+        geometry = Geometry.from_layer(len(data.shape), scale, translate, units, axis_labels)
+        return [write_ngff_chunkwise(path, data, clean, geometry, title, provenance)]
+    check_fits_memory(data, EXPORT_FORMATS[fmt].title)
+    array = compact_dtype(np.asarray(data))
     geometry = Geometry.from_layer(array.ndim, scale, translate, units, axis_labels)
     if fmt == OME_ZARR.key:
         if array.dtype.kind == "i":

@@ -86,7 +86,7 @@ def _write_as(fmt: str, path: str, data: Any, meta: dict[str, Any], **extra: Any
     written = export_labels(
         fmt,
         path,
-        np.asarray(_exact_ids(data, meta)),
+        _exact_ids(data, meta),  # not read here: a large layer is written chunk by chunk
         names,
         title=title,
         parents=parents,

@@ -26,7 +26,7 @@ progress bar runs, the user's input waits until the files are written (atomicall
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,6 +179,14 @@ def present_ids(data: Any) -> list[int]:
     return sorted(pixel_counts(data))
 
 
+def too_large_message(layer_name: str, title: str) -> str:
+    """What the user reads when an export ran out of memory (its files are written atomically: none)."""
+    return (
+        f"Export of {layer_name} failed: not enough memory to write it as {title}. Nothing was "
+        "written. TIFF and OME-Zarr write a large layer chunk by chunk."
+    )
+
+
 def ask_overwrite(parent: QWidget, existing: Sequence[Path]) -> bool:
     """Ask whether to replace the ``existing`` files (a modal question box; No is the default)."""
     listed = "\n".join(str(p) for p in existing[:6]) + ("\n…" if len(existing) > 6 else "")
@@ -200,6 +208,7 @@ def export_layer(
     coordinates: str = PIXEL,
     provenance: Provenance | None = None,
     data: Any = None,
+    counts: Mapping[int, int] | None = None,
 ) -> list[Path]:
     """Save ``layer`` with its names as ``fmt`` (atomically); return the paths written.
 
@@ -211,6 +220,7 @@ def export_layer(
         coordinates: GeoJSON ``pixel`` or ``physical`` coordinates.
         provenance: how the labels were made (written in the format's own place).
         data: the labels to write (a :func:`label_snapshot` of the layer; default: its level 0 now).
+        counts: the pixel counts of ``data``'s ids when counted already (the TIFF's CSV uses them).
     """
     return export_labels(
         fmt,
@@ -226,6 +236,7 @@ def export_layer(
         title=layer.name,
         parents=lineage_from_metadata(layer.metadata),
         provenance=provenance,
+        counts=counts,
     )
 
 
@@ -306,16 +317,19 @@ class ExportBox(QGroupBox):
         snapshot = label_snapshot(layer)  # later edits do not reach the file
         try:
             with progress(total=0, desc=f"Exporting {layer.name}") as bar:
-                present = run_keeping_window_alive(lambda: present_ids(snapshot))
-                provenance = None if self.provenance_of is None else self.provenance_of(layer, present)
+                counts = run_keeping_window_alive(lambda: pixel_counts(snapshot))  # once: minutes on a slide
+                provenance = None if self.provenance_of is None else self.provenance_of(layer, sorted(counts))
                 bar.set_description(f"Writing {layer.name}")
                 written = run_keeping_window_alive(
                     lambda: export_layer(
-                        layer, path, chosen.fmt.key, image, chosen.coordinates, provenance, snapshot
+                        layer, path, chosen.fmt.key, image, chosen.coordinates, provenance, snapshot, counts
                     )
                 )
         except (OSError, ValueError, TypeError) as e:
             napari_notify("error", f"Export of {layer.name} failed: {e}")
+            return []
+        except MemoryError:
+            napari_notify("error", too_large_message(layer.name, chosen.title))
             return []
         note = f" (mean intensity of {image.name})" if image is not None else ""
         napari_notify("info", "Saved " + ", ".join(str(p) for p in written) + note)

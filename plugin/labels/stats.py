@@ -26,19 +26,32 @@ from typing import Any
 import numpy as np
 
 SLAB_VOXELS = 1 << 24
-"""Voxels counted per step of a full count (bounds the temporary int64 copy: 128 MiB)."""
+"""Voxels read per step of a delete/merge plan (bounds the temporary copy: 64 MiB of uint32)."""
+COUNT_BLOCK_VOXELS = 1 << 20
+"""Voxels read per step of a full count (4 MiB of uint32), whatever the layer's size."""
+BLOCK_SIDE = 1024
+"""Side of the (rows, cols) tiles a count reads when one slice is larger than a block: a pyramid's
+chunks (:data:`plugin.labels.pyramid.PYRAMID_CHUNK`), so each chunk is decompressed once."""
 BINCOUNT_MAX_ID = 1 << 24
 """Above this id, counts use ``np.unique`` (a bincount array would be too large)."""
+BINCOUNT_PIECE = 1 << 18
+"""Values counted per ``np.bincount`` call (its int64 copy: 2 MiB)."""
 
 
 def count_values(values: np.ndarray) -> dict[int, int]:
-    """``{value: occurrences}`` of an integer array (background 0 included)."""
+    """``{value: occurrences}`` of an integer array (background 0 included).
+
+    Counted :data:`BINCOUNT_PIECE` values at a time, so the int64 copy ``np.bincount`` makes stays small.
+    """
     flat = np.asarray(values).ravel()
     if flat.size == 0:
         return {}
     low, high = int(flat.min()), int(flat.max())
     if low >= 0 and high < BINCOUNT_MAX_ID:
-        counts = np.bincount(flat.astype(np.int64, copy=False))
+        counts = np.zeros(high + 1, np.int64)
+        for start in range(0, flat.size, BINCOUNT_PIECE):
+            piece = flat[start : start + BINCOUNT_PIECE]
+            counts += np.bincount(piece.astype(np.int64, copy=False), minlength=high + 1)
         ids = np.flatnonzero(counts)
         return {int(i): int(counts[i]) for i in ids}
     ids, counts = np.unique(flat, return_counts=True)
@@ -55,13 +68,42 @@ def _slabs(shape: Sequence[int], slab_voxels: int) -> Iterable[slice]:
         yield slice(start, min(start + step, int(shape[0])))
 
 
-def pixel_counts(data: Any, slab_voxels: int = SLAB_VOXELS) -> dict[int, int]:
-    """``{label_id: pixels}`` of every non-zero label of an nD labels array, slab by slab."""
+def blocks(shape: Sequence[int], max_voxels: int, side: int = BLOCK_SIDE) -> Iterable[tuple[slice, ...]]:
+    """Boxes covering an nD ``shape`` with at most about ``max_voxels`` voxels each: slabs along axis 0
+    while a slab fits, else one index of the leading axes at a time, a 2D slice larger than
+    ``max_voxels`` in (``side``, ``side``) tiles (rows, cols)."""
+    shape = tuple(int(s) for s in shape)
+    if not shape or 0 in shape:
+        return
+    total = int(np.prod(shape, dtype=np.int64))
+    if total <= max_voxels:
+        yield tuple(slice(0, n) for n in shape)
+    elif len(shape) > 2 and int(np.prod(shape[1:], dtype=np.int64)) <= max_voxels:
+        rest = tuple(slice(0, n) for n in shape[1:])
+        for slab in _slabs(shape, max_voxels):
+            yield (slab, *rest)
+    elif len(shape) > 2:
+        for i in range(shape[0]):
+            for box in blocks(shape[1:], max_voxels, side):
+                yield (slice(i, i + 1), *box)
+    elif len(shape) == 1:
+        for start in range(0, shape[0], max_voxels):
+            yield (slice(start, min(start + max_voxels, shape[0])),)
+    else:
+        rows, cols = shape
+        for r in range(0, rows, side):
+            for c in range(0, cols, side):
+                yield (slice(r, min(r + side, rows)), slice(c, min(c + side, cols)))
+
+
+def pixel_counts(data: Any, slab_voxels: int = COUNT_BLOCK_VOXELS) -> dict[int, int]:
+    """``{label_id: pixels}`` of every non-zero label of an nD labels array, block by block
+    (:func:`blocks`: the temporary memory is one block, also for one slide of 100,000² pixels)."""
     total: dict[int, int] = {}
     if len(data.shape) == 0 or getattr(data, "nchunks_initialized", None) == 0:
         return {}  # nothing written yet in a chunked store: no scan
-    for slab in _slabs(data.shape, slab_voxels):
-        for value, n in count_values(np.asarray(data[slab])).items():
+    for box in blocks(data.shape, slab_voxels):
+        for value, n in count_values(np.asarray(data[box])).items():
             total[value] = total.get(value, 0) + n
     total.pop(0, None)
     return total

@@ -7,6 +7,7 @@ nothing above it.
 * :mod:`protocol.formats.geometry`: axes, pixel size, units and origin of a labels array;
 * :mod:`protocol.runtime.atomic`: write a file or a directory atomically;
 * :mod:`protocol.formats.imagej`: ImageJ/Fiji-ready TIFF (calibration and names);
+* :mod:`protocol.formats.tiled_tiff`: labels larger than memory as a tiled BigTIFF, tile by tile;
 * :mod:`protocol.formats.ngff`: OME-Zarr (NGFF 0.4) labels image with ``image-label`` names;
 * :mod:`protocol.formats.geojson`: one polygon feature per label, QuPath conventions;
 * :mod:`protocol.formats.measure`: a measurements table per label and slice;

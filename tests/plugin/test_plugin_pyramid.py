@@ -391,9 +391,9 @@ def test_counts_and_export_read_a_snapshot_off_the_gui_thread_while_edits_go_on(
     assert watcher.recounts == 1 and watcher.counts.as_dict() == {5: 204, 6: 30}
 
     box = export_widget.ExportBox(viewer, lambda: layer)
-    real, edited = export_widget.present_ids, threading.Event()
+    real, edited = export_widget.pixel_counts, threading.Event()
 
-    def present_after_an_edit(data):
+    def counts_after_an_edit(data):
         threads.append(threading.current_thread().name)
         assert edited.wait(10)
         return real(data)
@@ -403,12 +403,12 @@ def test_counts_and_export_read_a_snapshot_off_the_gui_thread_while_edits_go_on(
         edited.set()
 
     expected = np.asarray(layer.data[0][:])
-    export_widget.present_ids = present_after_an_edit
+    export_widget.pixel_counts = counts_after_an_edit
     QTimer.singleShot(0, edit)
     try:
         written = box.export(layer, tmp_path / "snapshot.tif")
     finally:
-        export_widget.present_ids = real
+        export_widget.pixel_counts = real
     assert threads[-1] == "sam2-store-write" and edited.is_set()
     np.testing.assert_array_equal(tifffile.imread(written[0]), expected)  # as when Export was pressed
     assert (np.asarray(layer.data[0][2500, :40]) == 7).all()
