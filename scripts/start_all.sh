@@ -85,7 +85,10 @@ done
 case "$workers_per_gpu" in ''|*[!0-9]*|0) echo "start_all: --workers-per-gpu must be a positive integer" >&2; exit 2 ;; esac
 case "$max_restarts" in ''|*[!0-9]*) echo "start_all: --max-restarts must be an integer >= 0" >&2; exit 2 ;; esac
 
-say() { printf '[start_all] %s\n' "$*"; [ -d "$log_dir" ] && printf '%s %s\n' "$(date '+%F %T')" "$*" >> "$log_dir/start_all.log"; return 0; }
+# No fork in say (printf's own clock, not $(date)): a Ctrl-C that lands while bash waits for a
+# command substitution whose child exits normally is otherwise dropped, trap and all, and the
+# supervisor would restart the workers that the same Ctrl-C stopped.
+say() { printf '[start_all] %s\n' "$*"; [ -d "$log_dir" ] && printf '%(%F %T)T %s\n' -1 "$*" >> "$log_dir/start_all.log"; return 0; }
 
 if [ $viewer -eq 1 ]; then "$root/scripts/setup_env.sh" --gui; else "$root/scripts/setup_env.sh"; fi
 py=${VENV:-$root/.venv}/bin/python
