@@ -73,11 +73,14 @@ def _resize_window(source: np.ndarray, rows: Sources, cols: Sources) -> np.ndarr
     row_low, row_high, row_weight = rows
     col_low, col_high, col_weight = cols
 
-    def along_cols(picked: np.ndarray) -> np.ndarray:
-        return picked[:, col_low] * (1 - col_weight) + picked[:, col_high] * col_weight
-
+    # Columns first on the few low-resolution rows, then rows: the values of torch's bilinear
+    # (each output is the row blend of two column blends), with the (R, C) gathers done twice, not four times.
+    inputs = np.union1d(row_low, row_high)
+    blended = np.zeros((source.shape[0], len(col_low)), np.float32)
+    picked = source[inputs]
+    blended[inputs] = picked[:, col_low] * (1 - col_weight) + picked[:, col_high] * col_weight
     weight = row_weight[:, None]
-    return along_cols(source[row_low]) * (1 - weight) + along_cols(source[row_high]) * weight
+    return blended[row_low] * (1 - weight) + blended[row_high] * weight
 
 
 def paint_instances(
@@ -86,8 +89,9 @@ def paint_instances(
     """One label image from low-resolution instance masks, each painted within its bounding box.
 
     Each mask is resized bilinearly to (H, W) (as ``torch.nn.functional.interpolate`` with
-    ``align_corners=False``) only inside the window its positive logits can reach, so the
-    work is O(sum of the instances' bounding-box areas), not O(instances x H x W).
+    ``align_corners=False``) only inside the window its positive logits can reach, narrowed to
+    the part no higher-scored instance has painted, so the work is O(sum of those windows'
+    areas), not O(instances x H x W).
 
     Args:
         mask_logits: float (n, h, w) low-resolution mask logits (> 0: inside), instances in
@@ -112,6 +116,13 @@ def paint_instances(
         cols = np.flatnonzero(inside[index].any(axis=0))
         row_span = _output_span(all_rows[0], int(rows[0]), int(rows[-1]))
         col_span = _output_span(all_cols[0], int(cols[0]), int(cols[-1]))
+        # only where no higher-scored instance painted yet (SAM 3's duplicates cover earlier ones)
+        unpainted = labels[row_span, col_span] == 0
+        free_rows, free_cols = np.flatnonzero(unpainted.any(axis=1)), np.flatnonzero(unpainted.any(axis=0))
+        if not free_rows.size:
+            continue
+        row_span = slice(row_span.start + int(free_rows[0]), row_span.start + int(free_rows[-1]) + 1)
+        col_span = slice(col_span.start + int(free_cols[0]), col_span.start + int(free_cols[-1]) + 1)
         values = _resize_window(
             logits[index],
             (all_rows[0][row_span], all_rows[1][row_span], all_rows[2][row_span]),
