@@ -45,7 +45,8 @@ echo "[test] mypy (in the background; its output follows the backend tests)"
 mypy protocol broker batch workers plugin/labels plugin/view plugin/jobs plugin/connection \
   plugin/export.py plugin/io_hooks.py >"$logs/mypy.txt" 2>&1 &
 mypy_pid=$!
-args=(-q -p no:cacheprovider -ra "$@")
+# The slowest tests of each session are listed at its end: what to shrink when CI grows.
+args=(-q -p no:cacheprovider -ra --durations=15 "$@")
 xvfb=()
 if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null 2>&1; then
   xvfb=(xvfb-run -a -s "-screen 0 1600x1200x24")
@@ -55,6 +56,7 @@ set +e
 echo "[test] pytest: backend and logic"
 python -m pytest -m "not gui" "${args[@]}" 2>&1 | tee "$logs/backend.log"
 rc_backend=${PIPESTATUS[0]}
+echo "[test] backend session: $SECONDS s since the start"
 echo "[test] mypy"
 wait "$mypy_pid"
 rc_mypy=$?
@@ -63,6 +65,7 @@ cat "$logs/mypy.txt"
 echo "[test] pytest: napari GUI"
 "${xvfb[@]}" python -m pytest -m gui "${args[@]}" 2>&1 | tee "$logs/gui.log"
 rc_gui=${PIPESTATUS[0]}
+echo "[test] GUI session: $SECONDS s since the start"
 set -e
 
 count() {  # count WORD: sum of "N WORD" over both sessions' summary lines (0 when absent)

@@ -96,7 +96,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
     objects[200:1200, 200:1200] = 1  # an AUTO-SEGMENT answer: two objects, 1.25 M pixels
     objects[2000:2500, 2000:2500] = 2
     readings = []
-    for round_ in range(10):
+    for round_ in range(5):  # a leak of only the history (30 MB a round) grows 120 MB: over 10 %
         labels = viewer.add_labels(np.zeros((size, size), np.uint32), name=f"big {round_}")
         widget.labels.layer_combo.set_layer(labels)  # the Labels tab follows it
         plane = plane_of(viewer, labels, labels.data.shape)
@@ -115,7 +115,7 @@ def test_deleted_layers_give_their_memory_back(offline, qtbot) -> None:
         readings.append(rss_mb())
     growth = readings[-1] - readings[0]
     assert growth < 0.1 * readings[0], readings  # each round held 64 MB of labels and 30 MB of history
-    assert "big 9 names" not in viewer.layers and len(viewer.layers) == 0
+    assert "big 4 names" not in viewer.layers and len(viewer.layers) == 0
     assert len(controller.histories) == 0 and len(controller.tracker) == 0
     assert not controller.objects and not controller.prompt_layers.watched and controller.last_written is None
     assert widget.labels.layer is None and widget.labels.model.rowCount() == 0
