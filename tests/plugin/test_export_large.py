@@ -129,7 +129,8 @@ def test_counts_read_blocks_not_slices() -> None:
 
 def test_tiff_export_of_a_4096_square_layer_allocates_far_less_than_the_layer(tmp_path: Path) -> None:
     """64 MiB of uint32 labels: counting and writing hold a band (4 MiB), the two 1,024² chunks it
-    crosses (4 MiB each) and the tiles being deflated (tracemalloc sees numpy's allocations), not the layer."""
+    crosses (4 MiB each) and the tiles being deflated (tracemalloc sees numpy's allocations), not
+    the layer."""
     level0 = rect_pyramid((4096, 4096)).levels[0]
     tracemalloc.start()
     try:
