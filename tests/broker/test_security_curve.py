@@ -203,10 +203,17 @@ def test_workers_without_an_allowed_key_are_refused_and_logged(
         f"refused a worker from 127.0.0.1 on the backend: CURVE key {rogue_key(keys)}",
         f"refused a worker from 127.0.0.1 on the backend: CURVE key {alice_public}",
         "refused a connection on the backend",
-        "does not use CURVE",
     ]
+    # The keyless worker's reason: a mechanism mismatch, or, when the worker's side saw it first
+    # and hung up (under load), a failed handshake without detail (EPIPE): libzmq reports either.
+    reasons = ("does not use CURVE", "handshake failed: no detail")
+
+    def logged() -> bool:
+        log = broker.log()
+        return all(line in log for line in expected) and any(reason in log for reason in reasons)
+
     # the broker logs a refused handshake from its socket monitor, a moment after the refusal
-    assert wait_until(lambda: all(line in broker.log() for line in expected), 10), broker.log()
+    assert wait_until(logged, 10), broker.log()
     # An authorised worker on the same broker does get in.
     gpu1 = CurveWorker(ctx, broker.backend, worker_keys(keys))
     assert gpu1.heard_anything(5.0)
