@@ -42,7 +42,7 @@ from broker.mmi import (
 from broker.records import BrokerCounters, PendingRequest, ServiceRecord, WorkerRecord
 from protocol.runtime.memory import release_free_memory
 from protocol.wire import mdp
-from protocol.wire.codec import error_body, peek_header
+from protocol.wire.codec import echoable_request_id, error_body, peek_header
 from protocol.wire.errors import ProtocolError
 from protocol.wire.mdp import MMI_CANCEL, Frame
 
@@ -385,6 +385,18 @@ class Broker:
                 worker.identity,
                 f"{mdp.WORKER_COMMAND_NAMES[message.command]} for client {message.client.hex()}, "
                 f"which it is not serving",
+            )
+            return
+        request_id = request.header.get("request_id")
+        answered = peek_header(message.body[0]).get("request_id") if message.body else None
+        if echoable_request_id(request_id) and isinstance(answered, str) and answered != request_id:
+            # e.g. a late answer to a request cancelled before the worker re-registered: taking
+            # it as this request's answer would hand the client the wrong one and drop the right one
+            self._drop(
+                "worker",
+                worker.identity,
+                f"{mdp.WORKER_COMMAND_NAMES[message.command]} for request {answered}, not for "
+                f"{request_id}, which it is serving",
             )
             return
         if message.command == mdp.W_PARTIAL:

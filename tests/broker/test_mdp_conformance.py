@@ -234,6 +234,31 @@ def test_reply_for_another_client_is_dropped(ctx: zmq.Context[Any], broker: Brok
     assert "which it is not serving" in broker.log()
 
 
+def test_a_reply_naming_another_request_is_not_taken_for_the_one_being_served(
+    ctx: zmq.Context[Any], broker: BrokerHandle
+) -> None:
+    """A worker cancelled mid-request re-registers and is handed the same client's next request;
+    its late answer to the cancelled one must not complete the new one."""
+    worker = ready_worker(ctx, broker)
+    client = RawClient(ctx, broker.frontend)
+    client.request(SERVICE, request_body("next-2"))
+    envelope, body = worker.wait_request()
+    worker.partial(envelope, reply_body(request_body("cancelled-1"), "partial"))
+    worker.final(envelope, reply_body(request_body("cancelled-1"), late=True))
+    worker.final(envelope, reply_body(body, late=False))
+    partials, final = client.final()
+    assert partials == []
+    assert json.loads(final[0])["request_id"] == "next-2"
+    assert json.loads(final[0])["result"] == {"late": False}
+    dropped = "for request cancelled-1, not for next-2"
+    assert wait_until(lambda: broker.log().count(dropped) == 2, 5), broker.log()
+    # A reply without the project's header (any RFC 18 peer) is forwarded as it is.
+    client.request(SERVICE, [b"raw"])
+    envelope, _ = worker.wait_request()
+    worker.final(envelope, [b"raw answer"])
+    assert client.final() == ([], [b"raw answer"])
+
+
 def test_mmi(ctx: zmq.Context[Any], broker: BrokerHandle) -> None:
     client = RawClient(ctx, broker.frontend)
     client.request(b"mmi.service", [SERVICE])

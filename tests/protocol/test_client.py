@@ -71,11 +71,18 @@ def test_timeout_retries_on_fresh_socket_and_late_reply_is_not_used(broker) -> N
 
 
 def test_late_reply_of_a_cancelled_request_is_dropped(broker) -> None:
-    """A superseded call's FINAL arrives while the next call waits on the same socket."""
+    """A superseded call's answers arrive while the next call waits: none is taken for its own.
+
+    The broker answers the cancelled call with an error FINAL that reaches
+    the client's socket during the next call (the client drops it: another
+    request id); the worker, cancelled too late, sends its own PARTIAL and
+    FINAL for the first call while it serves the second (the broker drops
+    them: they name another request).
+    """
     frontend, backend = broker
 
     def handler(request, n):
-        delay_s = 0.6 if n == 1 else 0.0
+        delay_s = 0.6 if n == 1 else 1.0  # the second call is answered after the first's late answer
         return [
             (mdp.W_PARTIAL, reply(request, "partial", call=n), delay_s),
             (mdp.W_FINAL, reply(request, call=n), delay_s),
@@ -89,8 +96,8 @@ def test_late_reply_of_a_cancelled_request_is_dropped(broker) -> None:
             client.call("echo", cancel=cancel)
         result = client.call("echo", on_partial=lambda m: partials.append(m.header["result"]["call"]))
     assert result.header["result"] == {"call": 2}
-    assert partials == [2]  # the first call's PARTIAL and FINAL reached this socket and were dropped
-    assert len(worker.requests) == 2
+    assert partials == [2]
+    assert len(worker.requests) == 2  # the second call was not re-run after a wrong answer
     assert info.value.request_id == worker.requests[0].request_id
 
 

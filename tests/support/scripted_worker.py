@@ -46,12 +46,16 @@ class ScriptedWorker:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _run(self) -> None:
-        context = zmq.Context.instance()
-        sock = context.socket(zmq.DEALER)
+    def _connect(self) -> zmq.Socket[bytes]:
+        """A fresh DEALER (a new identity) that has sent READY."""
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.backend)
         sock.send_multipart(mdp.worker_message(mdp.W_READY, service=self.service))
+        return sock
+
+    def _run(self) -> None:
+        sock = self._connect()
         next_heartbeat = time.monotonic()
         delayed: list[tuple[float, list[Any]]] = []
         try:
@@ -67,7 +71,12 @@ class ScriptedWorker:
                     continue
                 message = mdp.parse_worker(sock.recv_multipart())
                 if message.command == mdp.W_DISCONNECT:
-                    sock.send_multipart(mdp.worker_message(mdp.W_READY, service=self.service))
+                    # Reconnect on a fresh socket, as RFC 18 asks: a DISCONNECT the broker sends to
+                    # the old identity later (for a heartbeat already on its way) cannot reach this
+                    # one. Delayed answers still go out, on the new socket: a worker that did not
+                    # stop its job in time.
+                    sock.close(linger=0)
+                    sock = self._connect()
                     continue
                 if message.command != mdp.W_REQUEST:
                     continue
