@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.processes import PYTHON, REPO_ROOT
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.long]
 
 
 def _figure(output: str, label: str) -> int:
