@@ -1,27 +1,22 @@
 #!/usr/bin/env bash
 # Run the whole test suite on this machine: scripts/test.sh [pytest args...]
 # Sets up the environment (including Xvfb and Qt's libraries), lints, then
-# runs three pytest sessions in two lanes side by side: the backend and logic
-# tests; and, beside them, the napari GUI tests (marked "gui") under a virtual
-# X display followed by the long whole-system runs (marked "long": start_all,
-# SLURM, soak, thin install). The GUI tests run in a process of their own because the GUI's
-# OpenGL (Mesa) and torch's triton each load their own LLVM, which can crash
-# one process that holds both; side by side because the backend session
-# mostly waits for the processes it starts (about 1.3 of 2 cores busy), so a
-# second lane fits beside it; the long tests follow the GUI tests so that
-# both lanes end about together.
+# runs pytest twice, side by side: the backend and logic tests, and the napari
+# GUI tests (marked "gui") under a virtual X display. They run in separate
+# processes because the GUI's OpenGL (Mesa) and torch's triton each load their
+# own LLVM, which can crash one process that holds both; side by side because
+# the backend session mostly waits for the processes it starts (about 1.3 of
+# 2 cores busy), so the GUI session's single core fits beside it.
 set -euo pipefail
 case "${1:-}" in
   -h|--help)
     cat <<'USAGE'
 Usage: scripts/test.sh [pytest arguments...]
 
-Set up the environment (.venv, Xvfb and Qt's libraries), run ruff and mypy, then three
-pytest sessions in two lanes side by side: the backend and logic tests (-m "not gui and
-not long"); beside them the napari tests (-m gui) under Xvfb, then the long whole-system
-runs (-m "long and not gui": start_all, SLURM, soak, thin install). Their output follows
-the backend's.
-Arguments go to every pytest session, e.g.
+Set up the environment (.venv, Xvfb and Qt's libraries), run ruff and mypy, then pytest
+twice, side by side: the backend and logic tests (-m "not gui") and the napari tests
+(-m gui) under Xvfb (its output follows the backend's). Arguments go to both pytest
+sessions, e.g.
   scripts/test.sh -k codec
 Prints one combined line: "tests: N passed, N failed, N skipped".
 USAGE
@@ -45,13 +40,10 @@ ruff check .
 ruff format --check .
 
 logs=$(mktemp -d)
-mypy_pid="" lane_pid=""
+mypy_pid="" gui_pid=""
 stop_children() {
   local pid
-  for pid in $mypy_pid $lane_pid; do
-    pkill -TERM -P "$pid" 2>/dev/null || true
-    kill "$pid" 2>/dev/null || true
-  done
+  for pid in $mypy_pid $gui_pid; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$logs"
 }
 trap stop_children EXIT
@@ -69,16 +61,11 @@ if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null 2>&1; then
 fi
 
 set +e
-echo "[test] pytest: napari GUI, then long system runs (in the background; their output follows the backend tests)"
-(
-  "${xvfb[@]}" python -m pytest -m gui "${args[@]}" >"$logs/gui.log" 2>&1
-  echo "$? $SECONDS" >"$logs/gui.rc"
-  python -m pytest -m "long and not gui" "${args[@]}" >"$logs/long.log" 2>&1
-  echo "$? $SECONDS" >"$logs/long.rc"
-) &
-lane_pid=$!
+echo "[test] pytest: napari GUI (in the background; its output follows the backend tests)"
+"${xvfb[@]}" python -m pytest -m gui "${args[@]}" >"$logs/gui.log" 2>&1 &
+gui_pid=$!
 echo "[test] pytest: backend and logic"
-python -m pytest -m "not gui and not long" "${args[@]}" 2>&1 | tee "$logs/backend.log"
+python -m pytest -m "not gui" "${args[@]}" 2>&1 | tee "$logs/backend.log"
 rc_backend=${PIPESTATUS[0]}
 echo "[test] backend session: $SECONDS s since the start"
 echo "[test] mypy"
@@ -86,19 +73,13 @@ wait "$mypy_pid"
 rc_mypy=$?
 mypy_pid=""
 cat "$logs/mypy.txt"
-wait "$lane_pid"
-lane_pid=""
+echo "[test] pytest: napari GUI"
+wait "$gui_pid"
+rc_gui=$?
+gui_pid=""
+cat "$logs/gui.log"
+echo "[test] GUI session: $SECONDS s since the start"
 set -e
-session() {  # session NAME TITLE: print a background session's output; its exit status is in rc_NAME
-  local rc=1 ended="?"
-  [ -f "$logs/$1.rc" ] && read -r rc ended <"$logs/$1.rc"
-  echo "[test] pytest: $2"
-  cat "$logs/$1.log" 2>/dev/null || echo "[test] (the $2 session did not run)"
-  echo "[test] $2 session: $ended s since the start"
-  printf -v "rc_$1" '%s' "$rc"
-}
-session gui "napari GUI"
-session long "long system"
 
 count() {  # count WORD: sum of "N WORD" over both sessions' summary lines (0 when absent)
   { grep -hE ' in [0-9.]+s' "$logs"/*.log || true; } | { grep -oE "[0-9]+ $1" || true; } \
@@ -107,11 +88,10 @@ count() {  # count WORD: sum of "N WORD" over both sessions' summary lines (0 wh
 passed=$(count passed); failed=$(count failed); errors=$(count error); skipped=$(count skipped)
 # pytest exits 5 when a session selects no test (e.g. "-k codec" matches no GUI test).
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
-if [ "$rc_mypy" -eq 0 ] && ok "$rc_backend" && ok "$rc_gui" && ok "$rc_long" && [ "$passed" -gt 0 ]; then
+if [ "$rc_mypy" -eq 0 ] && ok "$rc_backend" && ok "$rc_gui" && [ "$passed" -gt 0 ]; then
   echo "tests: $passed passed, $((failed + errors)) failed, $skipped skipped"
   exit 0
 fi
-echo "[test] FAILED: mypy exit $rc_mypy, backend session exit $rc_backend, GUI session exit $rc_gui," \
-  "long system session exit $rc_long"
+echo "[test] FAILED: mypy exit $rc_mypy, backend session exit $rc_backend, GUI session exit $rc_gui"
 echo "tests: $passed passed, $((failed + errors)) failed, $skipped skipped"
 exit 1

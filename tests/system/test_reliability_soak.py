@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.processes import PYTHON, REPO_ROOT
 
-pytestmark = [pytest.mark.model, pytest.mark.long]
+pytestmark = pytest.mark.model
 
 
 def _figure(output: str, label: str) -> int:

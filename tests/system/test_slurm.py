@@ -43,7 +43,7 @@ from tests.support.broker_peers import RawClient, request_body, zmq_context
 from tests.support.processes import MODEL, REPO_ROOT, free_tcp_port, wait_until
 from tests.support.slurm_cluster import KILL_WAIT_S, SlurmCluster, unavailable_reason
 
-pytestmark = [pytest.mark.model, pytest.mark.slurm, pytest.mark.long]
+pytestmark = [pytest.mark.model, pytest.mark.slurm]
 
 LAUNCHER = REPO_ROOT / "scripts" / "start_slurm.sh"
 DRAIN_MARGIN_S = 2.0  # start_slurm.sh keeps this much of KillWait to hand back and DISCONNECT

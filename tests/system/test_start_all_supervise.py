@@ -26,7 +26,7 @@ from protocol.wire.errors import ClientError
 from tests.support.processes import MODEL, REPO_ROOT, alive, free_endpoint, wait_until
 from workers.standin import DEFAULT_MODEL as STANDIN
 
-pytestmark = [pytest.mark.model, pytest.mark.long, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.model, pytest.mark.timeout(900)]
 
 READY_TIMEOUT_S = 400
 

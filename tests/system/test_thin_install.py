@@ -45,7 +45,7 @@ import tifffile
 
 from protocol.runtime.checkpoints import DEFAULT_MODEL
 
-pytestmark = [pytest.mark.install, pytest.mark.model, pytest.mark.long, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.install, pytest.mark.model, pytest.mark.timeout(1500)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
