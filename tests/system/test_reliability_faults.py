@@ -185,8 +185,11 @@ def test_clients_that_vanish_mid_request_leave_nothing_behind(
         rss_after.append(rss_bytes(broker.proc.pid))
     assert len(worker.requests) == per_round * rounds  # each served once, none re-sent
     assert services(ctx, broker.frontend)[MODEL] == {"workers": 1, "idle": 1, "queued": 0}
-    # Rounds 1-2 warm allocator pools and libzmq buffers; later rounds must not keep growing.
-    growth = rss_after[-1] - rss_after[1]
+    # Rounds 1-2 warm allocator pools and libzmq buffers; later rounds must not keep growing. A
+    # leak grows every round (a round carries 15 MiB of payload), so the lower of the last two
+    # samples is compared: one sample may sit a few MiB high while freed pages are not yet
+    # returned (seen under load: 75, 71, 70, 70, 76 MiB).
+    growth = min(rss_after[-2:]) - rss_after[1]
     assert growth < 4 << 20, [r >> 20 for r in rss_after]
     # The broker still serves a live client normally.
     live = RawClient(ctx, broker.frontend)
