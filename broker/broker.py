@@ -388,8 +388,12 @@ class Broker:
             )
             return
         request_id = request.header.get("request_id")
-        answered = peek_header(message.body[0]).get("request_id") if message.body else None
-        if echoable_request_id(request_id) and isinstance(answered, str) and answered != request_id:
+        answered = (
+            peek_header(message.body[0]).get("request_id")
+            if message.body and echoable_request_id(request_id)
+            else None
+        )
+        if isinstance(answered, str) and answered != request_id:
             # e.g. a late answer to a request cancelled before the worker re-registered: taking
             # it as this request's answer would hand the client the wrong one and drop the right one
             self._drop(

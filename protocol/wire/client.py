@@ -363,7 +363,7 @@ class SamClient:
             try:
                 reply = codec.decode(message.body, self.limits)
             except codec.CodecError as e:
-                if codec.names_request(message.body, request_id):
+                if _names_request(message.body, request_id):
                     # Ours, but unreadable: the work is done; re-running it would only fail again.
                     kind = "PARTIAL" if message.command == mdp.C_PARTIAL else "reply"
                     raise BadReply(
@@ -395,3 +395,12 @@ class SamClient:
             self.mdp.socket.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.ZMQError as e:
             log.debug("could not send mmi.cancel for %s: %s", request_id, e)
+
+
+def _names_request(body: list[Any], request_id: str) -> bool:
+    """Whether a reply's header frame mentions ``request_id`` (read as bytes, whatever its size).
+
+    Request ids are fresh random hex strings, so a frame holding one is a
+    reply to that request even when it is too large or too broken to parse.
+    """
+    return bool(body) and request_id.encode() in bytes(body[0])

@@ -437,12 +437,3 @@ def peek_header(frame: Any, max_bytes: int = DEFAULT_LIMITS.max_header_bytes) ->
 def echoable_request_id(request_id: object) -> bool:
     """Whether every reply to a request with this id repeats it (a valid id; others read ``unknown``)."""
     return isinstance(request_id, str) and bool(_ID_RE.match(request_id))
-
-
-def names_request(body: Sequence[Any], request_id: str) -> bool:
-    """Whether a reply's header frame mentions ``request_id`` (read as bytes, whatever its size).
-
-    Request ids are fresh random hex strings, so a frame holding one is a
-    reply to that request even when it is too large or too broken to parse.
-    """
-    return bool(body) and request_id.encode() in bytes(body[0])
