@@ -210,14 +210,16 @@ def warm_up_labels() -> threading.Thread:
     """Import, off the GUI thread, what napari's first Labels layer imports (its colormap: ``skimage.color``).
 
     Creating the first result layer otherwise pays that import (1.3 s measured under load,
-    bench/RESULTS.md) on the GUI thread, at the user's first click.
+    bench/RESULTS.md) on the GUI thread, at the user's first click. ``skimage.color`` is a
+    lazy package: importing it loads nothing, so the function napari calls (``lab2rgb``) is
+    looked up here, which imports its module and the ~400 modules under it.
     """
 
     def load() -> None:
-        import importlib
+        with contextlib.suppress(ImportError, AttributeError):
+            import skimage.color
 
-        with contextlib.suppress(ImportError):
-            importlib.import_module("skimage.color")
+            _ = skimage.color.lab2rgb  # lazy_loader imports skimage.color.colorconv here
 
     thread = threading.Thread(target=load, name="sam2-warm-up-labels", daemon=True)
     thread.start()
