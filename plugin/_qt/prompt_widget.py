@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Labels
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -25,6 +26,7 @@ from qtpy.QtWidgets import (
 
 from plugin import user_settings
 from plugin._qt.qt_helpers import LayerCombo, button, label_id_row
+from plugin.jobs.submit import BOX, POINTS
 from plugin.labels.ops import LabelMode
 from plugin.view.picking import PICK_WAITING, pick_once
 
@@ -70,16 +72,28 @@ class PromptBox(QGroupBox):
             widget.setEnabled(connected)
 
     def start_points(self) -> None:
-        """Select the ``Prompt Points`` layer in add mode (creating it, showing it if hidden)."""
+        """Select the ``Prompt Points`` layer in add mode (creating it, showing it if hidden);
+        the result layer follows on the next event-loop turn."""
         layer = self.controller.points_layer()
         if self._show_prompt_layer(layer, "Point prompts") and layer is not None:
             layer.mode = "add"
+            self._prepare_result(POINTS)
 
     def start_box(self) -> None:
-        """Select the ``Bounding Box`` layer in rectangle mode (creating it, showing it if hidden)."""
+        """Select the ``Bounding Box`` layer in rectangle mode (creating it, showing it if hidden);
+        the result layer follows on the next event-loop turn."""
         layer = self.controller.box_layer()
         if self._show_prompt_layer(layer, "Box prompts") and layer is not None:
             layer.mode = "add_rectangle"
+            self._prepare_result(BOX)
+
+    def _prepare_result(self, channel: str) -> None:
+        """Make ``channel``'s result layer on the next turn of the event loop, not in this one.
+
+        Each new napari layer freezes the window while napari builds it: one layer per turn
+        keeps each freeze to one layer's, and the first answer finds its layer ready.
+        """
+        QTimer.singleShot(0, lambda: self.controller.prepare_result_layer(channel))
 
     def _show_prompt_layer(self, layer: Any, what: str) -> bool:
         """Make a prompt layer visible and active; say why not when there is no image."""

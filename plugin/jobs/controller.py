@@ -195,6 +195,10 @@ class Controller:
         """The ``Bounding Box`` layer, created and wired on demand (None without an image)."""
         return self.prompt_layers.box_layer()
 
+    def prepare_result_layer(self, channel: str) -> Labels | None:
+        """Create ``channel``'s result layer for the current image ahead of its first answer (Add mode)."""
+        return self.prompts.prepare_result_layer(channel)
+
     def new_object(self) -> None:
         """Finish the current objects: the next prompt makes a new one; prompt points are cleared."""
         self.prompts.new_object()

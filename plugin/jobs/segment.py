@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from plugin.jobs.prefetch import Prefetcher
 
 NO_OBJECT = "SAM2 found no object at this prompt; try another point or a box."
+RESULT_LAYERS = {POINTS: POINTS_MASK, BOX: BOX_MASK}
+"""Prompt channel -> the labels layer its answers go to in Add mode."""
 
 
 @dataclass
@@ -133,6 +135,21 @@ class PromptJobs:
         self.objects.pop(POINTS, None)
         self.objects.pop(BOX, None)
 
+    def prepare_result_layer(self, channel: str) -> Labels | None:
+        """Create ``channel``'s result layer (``Points_mask``, ``Box_mask``) for the current image now.
+
+        The prompt mode's button calls this one event-loop turn after it made the prompt layer:
+        adding a napari layer freezes the window for a while (bench/RESULTS.md, issue 22), so each
+        turn pays for one layer, while the user moves to the image, and the first answer is pasted
+        as fast as any later one. Only in Add mode (a refine target already exists) and while
+        prompts can be answered; None otherwise, or without an image.
+        """
+        ctx = self.ctx
+        image = ctx.image
+        if image is None or ctx.mode is not LabelMode.ADD or ctx.session is None or ctx.unavailable:
+            return None
+        return ensure_labels(ctx.viewer, image, RESULT_LAYERS[channel], ctx.notify)
+
     # -- from prompt layers to a prompt ---------------------------------------------------------
 
     def segment_points(self, layer: Points, newest: bool = True) -> None:
@@ -156,7 +173,7 @@ class PromptJobs:
         if prompt.empty:
             ctx.notify("info", "The point is outside the image.")
             return
-        target = self._target(POINTS_MASK, image)
+        target = self._target(RESULT_LAYERS[POINTS], image)
         if target is None:
             return
         obj = self._object(POINTS, target, plane, image, None, fresh=False)
@@ -186,7 +203,7 @@ class PromptJobs:
         except (ValueError, OutsideImage) as e:
             ctx.notify("warning", f"Box ignored: {e}")
             return
-        target = self._target(BOX_MASK, image)
+        target = self._target(RESULT_LAYERS[BOX], image)
         if target is None:
             return
         obj = self._object(BOX, target, plane, image, index, fresh=fresh)

@@ -105,23 +105,31 @@ def assert_written_exactly(labels2d: np.ndarray, before: np.ndarray, applied: Ap
 
 def test_point_box_and_auto_each_write_a_new_label(connected, cell, qtbot) -> None:
     viewer, image, widget, backend = connected(cell, scale=(0.5, 0.5), translate=(7, -3))
-    widget.start_points()
+    widget.points_button.click()
     points = viewer.layers[PROMPT_POINTS]
+    assert viewer.layers.selection.active is points and points.mode == "add"
+    # the result layer is made on the next turn of the event loop (one new layer per turn)
+    assert POINTS_MASK not in viewer.layers
+    qtbot.waitUntil(lambda: POINTS_MASK in viewer.layers, timeout=5000)
+    prepared = viewer.layers[POINTS_MASK]
     assert viewer.layers.selection.active is points and points.mode == "add"
     points.add([40, 52])
     applied = answer_of(widget, POINTS, qtbot)
     assert applied.echo["points"] == [[40.5, 52.5]] and applied.echo["point_labels"] == [1]
     assert viewer.layers.selection.active is points  # the next click is a prompt again
     result = viewer.layers[POINTS_MASK]
+    assert result is prepared
     assert result.data.shape == cell.shape and result.data.dtype == np.uint32
     np.testing.assert_array_equal(result.scale, image.scale)
     np.testing.assert_array_equal(result.translate, image.translate)
     assert_written_exactly(result.data, np.zeros_like(result.data), applied)
 
     # a box: its own layer and result layer; the box reaches the worker in (row, col)
-    widget.start_box()
+    widget.box_button.click()
     boxes = viewer.layers[BOUNDING_BOX]
-    assert boxes.mode == "add_rectangle"
+    assert boxes.mode == "add_rectangle" and BOX_MASK not in viewer.layers
+    qtbot.waitUntil(lambda: BOX_MASK in viewer.layers, timeout=5000)
+    assert viewer.layers.selection.active is boxes
     boxes.add_rectangles(np.array([[20, 30], [90, 110]]))
     applied = answer_of(widget, BOX, qtbot)
     assert applied.echo["box"] == [20.5, 30.5, 90.5, 110.5]
@@ -181,6 +189,10 @@ def test_refine_modes_change_exactly_the_right_pixels(connected, cell, qtbot) ->
     widget.refine_layer.set_layer(labels)
     widget.refine_id.setValue(1)
     assert len(points.data) == 0  # a new target: a new object, the points were cleared
+    widget.box_button.click()  # refining: no result layer is made ahead (answers go to "cells")
+    qtbot.wait(50)
+    assert BOUNDING_BOX in viewer.layers and BOX_MASK not in viewer.layers
+    widget.start_points()
     previous, results = None, {}
     for op in ("union", "intersection", "overwrite"):
         labels.data = start.copy()
