@@ -5,13 +5,17 @@ A 10 ms ``QTimer`` heartbeat runs in a shown napari viewer (under
 longest time the window was frozen, and the wall time from the action to
 its result is taken too, with the process's peak RSS after the phase.
 Phases, as a user goes: **open** (a lazily read pyramid image and the
-docked plugin), **first click** (creates the result layer), **later click**
-(far away: another window), **box**, **AUTO** (tiled, the whole slide or
+docked plugin), the **Point prompts** button (creates the prompt and result
+layers), **first click**, **later click** (far away: another window), the
+**Box prompts** button and a **first box**, **AUTO** (tiled, the whole slide or
 AUTO's "visible region" zoomed to ``--auto-side`` around the centre; its paste is timed apart as **paste**:
 GUI-thread time in the plugin's paste), **undo** (of AUTO's paste),
-**Edit here** (open a window, paint with napari's brush, write back),
+**Edit here** (open a window and paint with napari's brush; close it, which
+writes back: two actions),
 **export** (TIFF of level 0), and the **Labels tab** refreshed with 300,000
 labels. Stand-in workers answer (bright connected components, exactly).
+Each phase also counts Python's full (generation-2) garbage collections and
+the longest (a stall of its own when on the GUI thread).
 
 The slide is a 20,000² uint16 zarr pyramid of ~10,000 discs, generated
 chunk by chunk; ``--side 100000`` makes a 100,000² one on disk (clicks
@@ -107,6 +111,33 @@ class StallMeter:
         self.longest_s = 0.0
 
 
+class GcClock:
+    """Full (generation-2) garbage collections since :meth:`start`: how many, and the longest, in seconds.
+
+    A full collection walks every object Python tracks (hundreds of thousands in napari), on
+    whichever thread allocated last: on the GUI thread it is a stall of its own.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.longest_s, self._began = 0, 0.0, 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest_s = max(self.longest_s, time.perf_counter() - self._began)
+
+    def start(self) -> None:
+        self.count, self.longest_s = 0, 0.0
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
 def pump(done: Callable[[], bool], timeout_s: float) -> None:
     """Run the Qt event loop until ``done()`` (RuntimeError after ``timeout_s``)."""
     from qtpy.QtWidgets import QApplication
@@ -171,11 +202,12 @@ def run_phases(
     from plugin.jobs.results import Results
     from plugin.labels.stats import LabelCounts
     from plugin.view.edit_here import close_edit_window, open_edit_window
-    from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, POINTS_MASK, PROMPT_POINTS
+    from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
 
-    rows: list[tuple[str, float, float, int, str]] = []
+    rows: list[tuple[str, float, float, int, str, str]] = []
     viewer = napari.Viewer(show=True)
     meter = StallMeter()
+    collections = GcClock()
     sampler = StallSampler(lambda: meter.last, threading.get_ident()) if why else None
     settle(1.0)
     gc.collect()
@@ -189,14 +221,19 @@ def run_phases(
         if sampler is not None:
             sampler.take()  # only this phase's stalls
         meter.start()
+        collections.start()
         started = time.perf_counter()
         done = action()
         if done is not None:
             pump(done, wait_s)
         wall = time.perf_counter() - started
         settle()
-        rows.append((name, meter.longest_s, wall, peak_rss_bytes(), note))
-        print(f"  {name}: stall {meter.longest_s * 1000:.0f} ms, wall {wall:.2f} s", flush=True)
+        full_gc = f"{collections.count}, {collections.longest_s * 1000:.0f}" if collections.count else "0"
+        rows.append((name, meter.longest_s, wall, peak_rss_bytes(), full_gc, note))
+        print(
+            f"  {name}: stall {meter.longest_s * 1000:.0f} ms, wall {wall:.2f} s, full gc {full_gc}",
+            flush=True,
+        )
         if sampler is not None:
             print(sampler.report(name), flush=True)
 
@@ -222,26 +259,41 @@ def run_phases(
             def action() -> Callable[[], bool]:
                 previous = controller.applied.get(POINTS)
                 controller.new_object()
-                widget.start_points()
                 viewer.layers[PROMPT_POINTS].add([centre[0] + 0.5, centre[1] + 0.5])
                 return lambda: controller.applied.get(POINTS) not in (None, previous)
 
             return action
 
-        phase("first click (creates the result layer)", click(centres[len(centres) // 3]))
+        def mode_button(start: Callable[[], None], *names: str) -> Callable[[], Callable[[], bool]]:
+            """Press a prompt mode's button: done when its layers exist (made over several loop turns)."""
+
+            def action() -> Callable[[], bool]:
+                start()
+                return lambda: all(name in viewer.layers for name in names)
+
+            return action
+
+        phase(
+            "Point prompts button (creates the prompt and result layers)",
+            mode_button(widget.start_points, PROMPT_POINTS, POINTS_MASK),
+        )
+        phase("first click", click(centres[len(centres) // 3]))
         phase("later click (another window)", click(centres[-len(centres) // 3]))
         labels = viewer.layers[POINTS_MASK]
 
         def box() -> Callable[[], bool]:
             r, c = centres[len(centres) // 2]
             previous = controller.applied.get(BOX)
-            widget.start_box()
             viewer.layers[BOUNDING_BOX].add_rectangles(
                 np.array([[r - 14, c - 14], [r + 15, c + 15]], dtype=float)
             )
             return lambda: controller.applied.get(BOX) not in (None, previous)
 
-        phase("box", box)
+        phase(
+            "Box prompts button (creates the prompt and result layers)",
+            mode_button(widget.start_box, BOUNDING_BOX, BOX_MASK),
+        )
+        phase("first box", box)
 
         paste = PhaseClock(Results, "paste_rectangles")
 
@@ -267,6 +319,7 @@ def run_phases(
                     float("nan"),  # not a stall: a pyramid's store is written in a thread, loop running
                     sum(paste.calls),
                     peak_rss_bytes(),
+                    "(in AUTO's)",
                     "duration of Results.paste_rectangles; its stalls are in AUTO's",
                 )
             )
@@ -274,14 +327,22 @@ def run_phases(
         history = controller.histories(target)
         phase("undo (the last paste)", lambda: (history.undo(), None)[1])
 
+        windows: list[Any] = []
+
         def edit_here() -> None:
             window = open_edit_window(viewer, labels)
             window.layer.paint((window.layer.data.shape[0] // 2, window.layer.data.shape[1] // 2), 999)
-            close_edit_window(viewer, window, off_gui=controller.histories.off_gui)  # as the Labels tab
+            windows.append(window)
+
+        def close_edit_here() -> None:
+            close_edit_window(
+                viewer, windows.pop(), off_gui=controller.histories.off_gui
+            )  # as the Labels tab
 
         viewer.camera.center = tuple(float(x) for x in centres[len(centres) // 3])
         viewer.camera.zoom = 1.0
-        phase("Edit here (open, paint, write back)", edit_here)
+        phase("Edit here: open (and one brush stroke)", edit_here)
+        phase("Edit here: close (write back)", close_edit_here)
 
         def export() -> None:
             with tempfile.TemporaryDirectory() as out:
@@ -301,6 +362,7 @@ def run_phases(
         result_rss = rss_bytes()
     finally:
         meter.timer.stop()
+        collections.close()
         if sampler is not None:
             sampler.stop()
         viewer.close()
@@ -308,12 +370,19 @@ def run_phases(
     table_out = Table(
         f"What a user feels on a {side:,}² uint16 pyramid slide ({len(centres):,} discs), napari under Xvfb, "
         "stand-in workers",
-        ["phase", "longest stall, ms", "action to result, s", "peak RSS, GiB", "note"],
+        [
+            "phase",
+            "longest stall, ms",
+            "action to result, s",
+            "peak RSS, GiB",
+            "full gc: count, longest ms",
+            "note",
+        ],
     )
     targets = []
-    for name, stall, wall, peak, note in rows:
+    for name, stall, wall, peak, full_gc, note in rows:
         shown = "(in AUTO)" if np.isnan(stall) else f"{stall * 1000:.0f}"
-        table_out.add(name, shown, f"{wall:.2f}", f"{peak / 1024**3:.2f}", note)
+        table_out.add(name, shown, f"{wall:.2f}", f"{peak / 1024**3:.2f}", full_gc, note)
         if np.isnan(stall):
             continue
         targets.append(
