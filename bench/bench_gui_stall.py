@@ -202,7 +202,7 @@ def run_phases(
     from plugin.jobs.results import Results
     from plugin.labels.stats import LabelCounts
     from plugin.view.edit_here import close_edit_window, open_edit_window
-    from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS
+    from plugin.view.layers import AUTO_MASK, BOUNDING_BOX, BOX_MASK, POINTS_MASK, PROMPT_POINTS, view_camera
 
     rows: list[tuple[str, float, float, int, str, str]] = []
     viewer = napari.Viewer(show=True)
@@ -299,8 +299,8 @@ def run_phases(
 
         def auto() -> Callable[[], bool]:
             centre = side / 2
-            viewer.camera.center = (centre, centre)
-            viewer.camera.zoom = min(1.0, 1600 / max(auto_side, 1))
+            view_camera(viewer).center = (centre, centre)
+            view_camera(viewer).zoom = min(1.0, 1600 / max(auto_side, 1))
             previous = controller.applied.get(AUTO)
             widget.auto_box.set_region(WHOLE if auto_side >= side else VISIBLE)
             widget.auto_box.toggle_slice()
@@ -339,8 +339,8 @@ def run_phases(
                 viewer, windows.pop(), off_gui=controller.histories.off_gui
             )  # as the Labels tab
 
-        viewer.camera.center = tuple(float(x) for x in centres[len(centres) // 3])
-        viewer.camera.zoom = 1.0
+        view_camera(viewer).center = tuple(float(x) for x in centres[len(centres) // 3])
+        view_camera(viewer).zoom = 1.0
         phase("Edit here: open (and one brush stroke)", edit_here)
         phase("Edit here: close (write back)", close_edit_here)
 

@@ -33,7 +33,7 @@ from plugin.connection.session import Session
 from plugin.jobs.context import JobContext
 from plugin.jobs.embed_targets import EmbedTarget, prompt_target, target_at
 from plugin.view.coords import OutsideImage, SlicePlane, pixel_in_plane
-from plugin.view.layers import base_data, plane_of, spatial_shape
+from plugin.view.layers import base_data, plane_of, spatial_shape, view_camera
 from protocol.ops import requests as ops
 from protocol.wire.client import SamClient
 from protocol.wire.image_key import image_key
@@ -78,7 +78,7 @@ class Prefetcher:
         self._in_flight: tuple[tuple[Hashable, ...], threading.Event] | None = None
         self._retries = 0
         viewer = host.viewer
-        camera = viewer.camera.events
+        camera = view_camera(viewer).events
         self._sources = (camera.center, camera.zoom, viewer.dims.events.current_step)
         for emitter in self._sources:
             emitter.connect(self._moved)
@@ -149,7 +149,7 @@ class Prefetcher:
             return None
         world = np.asarray(viewer.dims.point, dtype=float)
         displayed = list(viewer.dims.displayed)
-        centre = np.asarray(viewer.camera.center, dtype=float)[-len(displayed) :]
+        centre = np.asarray(view_camera(viewer).center, dtype=float)[-len(displayed) :]
         world[displayed] = centre
         data = np.asarray(image.world_to_data(world), dtype=float)
         if not np.isfinite(data).all():

@@ -25,7 +25,7 @@ from plugin.labels.ops import Box, SliceEdit
 from plugin.labels.pyramid import label_data
 from plugin.view.coords import SlicePlane
 from plugin.view.image_slice import LazyPlane
-from plugin.view.layers import defer_tool_overlays, plane_of, write_edit
+from plugin.view.layers import defer_tool_overlays, plane_of, view_camera, write_edit
 
 if TYPE_CHECKING:
     import napari
@@ -66,15 +66,14 @@ def visible_rect(
     viewer: napari.Viewer, layer: Labels, plane: SlicePlane, max_side: int = EDIT_MAX_SIDE
 ) -> Box:
     """``[r0, c0, r1, c1)`` of ``plane`` under the view's centre: screen-sized, ``max_side`` at most."""
+    camera = view_camera(viewer)
     centre = list(viewer.dims.point)
-    for axis, value in zip(
-        viewer.dims.displayed, viewer.camera.center[-len(viewer.dims.displayed) :], strict=True
-    ):
+    for axis, value in zip(viewer.dims.displayed, camera.center[-len(viewer.dims.displayed) :], strict=True):
         centre[axis] = value
     data_centre = np.asarray(layer.world_to_data(centre), dtype=float)
     canvas = np.asarray(getattr(viewer, "_canvas_size", (1024, 1024)), dtype=float)[-2:]
     scale = np.abs(np.asarray(layer.scale, dtype=float)[[plane.row_axis, plane.col_axis]])
-    extent = canvas / max(float(viewer.camera.zoom), 1e-9) / np.maximum(scale, 1e-12)
+    extent = canvas / max(float(camera.zoom), 1e-9) / np.maximum(scale, 1e-12)
     box = []
     for centre_px, side, limit in zip(
         data_centre[[plane.row_axis, plane.col_axis]], extent, plane.size, strict=True

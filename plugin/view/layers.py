@@ -70,6 +70,13 @@ def transform_of(layer: Layer) -> dict[str, Any]:
     }
 
 
+def view_camera(viewer: napari.Viewer) -> Any:
+    """The viewer's camera (``center``, ``zoom`` and their events): ``viewer.scene.camera`` from
+    napari 0.9, where ``viewer.camera`` is deprecated; ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def displayed_axes(viewer: napari.Viewer, layer: Layer) -> tuple[int, int]:
     """The layer's (row_axis, col_axis) in the current view; ValueError in 3D view."""
     if viewer.dims.ndisplay != 2:
