@@ -70,6 +70,7 @@ from plugin.connection.link_state import LinkTracker
 from plugin.jobs.controller import Applied, Controller, same_layer
 from plugin.view import napari_redraw
 from plugin.view.layers import warm_up_labels
+from plugin.view.long_lived import LongLivedObjects
 from protocol.formats.provenance import Provenance
 
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ class SamWidget(BackendLink, QWidget):
         napari_redraw.install()  # an answer on labels wider than the GPU's textures redraws only its box
         self.dispatch = GuiDispatcher(self)
         self.controller = Controller(viewer, self.dispatch)
-        warm_up_labels()  # the first result layer's imports, off the GUI thread
+        self.long_lived = LongLivedObjects(viewer, self.dispatch)
+        # the first result layer's imports, off the GUI thread; then what exists is frozen
+        warm_up_labels(then=lambda: self.dispatch(self.long_lived.freeze))
         # pyramid pastes, undo and redo write their store in a thread: the window keeps drawing
         self.controller.results.off_gui = self.controller.histories.off_gui = run_keeping_window_alive
         self.controller.listeners.append(self._on_applied)
@@ -315,6 +318,7 @@ class SamWidget(BackendLink, QWidget):
         self.names.shutdown()
         self.labels.shutdown()
         self.controller.close()
+        self.long_lived.close()
         self.events_panel.shutdown()
         if self.local is not None:
             self.local.stop()

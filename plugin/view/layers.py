@@ -213,13 +213,14 @@ def size_warning(image: Image) -> str | None:
     return " ".join(notes) or None
 
 
-def warm_up_labels() -> threading.Thread:
+def warm_up_labels(then: Callable[[], None] | None = None) -> threading.Thread:
     """Import, off the GUI thread, what napari's first Labels layer imports (its colormap: ``skimage.color``).
 
     Creating the first result layer otherwise pays that import (1.3 s measured under load,
     bench/RESULTS.md) on the GUI thread, at the user's first click. ``skimage.color`` is a
     lazy package: importing it loads nothing, so the function napari calls (``lab2rgb``) is
-    looked up here, which imports its module and the ~400 modules under it.
+    looked up here, which imports its module and the ~400 modules under it. ``then`` is
+    called on the thread once the imports are done (or failed).
     """
 
     def load() -> None:
@@ -227,6 +228,8 @@ def warm_up_labels() -> threading.Thread:
             import skimage.color
 
             _ = skimage.color.lab2rgb  # lazy_loader imports skimage.color.colorconv here
+        if then is not None:
+            then()
 
     thread = threading.Thread(target=load, name="sam2-warm-up-labels", daemon=True)
     thread.start()
