@@ -390,6 +390,16 @@ def run_phases(
                 f"stall: {name}, {side:,}²", f"{stall * 1000:.0f} ms", "<= 100 ms", stall <= STALL_TARGET_S
             )
         )
+    walls = {name: wall for name, _, wall, _, _, _ in rows}
+    first, later = walls["first click"], walls["later click (another window)"]
+    targets.append(
+        Target(
+            f"first click's click-to-mask time against a later click's, {side:,}²",
+            f"{first:.2f} s / {later:.2f} s = {first / later:.2f}x",
+            "<= 1.5x",
+            first <= 1.5 * later,
+        )
+    )
     above = (result_rss - image_rss) / 1024**3
     targets.append(
         Target(
