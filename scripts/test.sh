@@ -28,8 +28,12 @@ cd "$root"
 venv=${VENV:-$root/.venv}
 export PATH="$venv/bin:$PATH"
 export PYTHONUNBUFFERED=1
-# Two threads per process keep several real workers from starving each other.
+# Two threads per process keep several real workers from starving each other, and threads
+# that wait for work sleep instead of spinning: with the cores shared by both sessions, a
+# spinning OpenMP thread burns the time another process needs (a random-weight SAM2 encode:
+# 8.5-9.8 s of CPU with two busy neighbours, 7.3 s with passive waits; the same when idle).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 # The hundreds of processes the tests start (workers, brokers, sam2-batch) compile this
 # checkout's modules once, not each time (site-packages was compiled at install).
