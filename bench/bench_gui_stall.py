@@ -298,9 +298,9 @@ def run_phases(
         paste = PhaseClock(Results, "paste_rectangles")
 
         def auto() -> Callable[[], bool]:
-            centre = side / 2
-            view_camera(viewer).center = (centre, centre)
-            view_camera(viewer).zoom = min(1.0, 1600 / max(auto_side, 1))
+            centre, camera = side / 2, view_camera(viewer)
+            camera.center = (centre, centre)
+            camera.zoom = min(1.0, 1600 / max(auto_side, 1))
             previous = controller.applied.get(AUTO)
             widget.auto_box.set_region(WHOLE if auto_side >= side else VISIBLE)
             widget.auto_box.toggle_slice()
@@ -339,8 +339,9 @@ def run_phases(
                 viewer, windows.pop(), off_gui=controller.histories.off_gui
             )  # as the Labels tab
 
-        view_camera(viewer).center = tuple(float(x) for x in centres[len(centres) // 3])
-        view_camera(viewer).zoom = 1.0
+        camera = view_camera(viewer)
+        camera.center = tuple(float(x) for x in centres[len(centres) // 3])
+        camera.zoom = 1.0
         phase("Edit here: open (and one brush stroke)", edit_here)
         phase("Edit here: close (write back)", close_edit_here)
 

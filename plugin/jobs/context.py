@@ -81,16 +81,21 @@ class JobContext:
         """A user notification (``info``, ``warning`` or ``error``)."""
         self.results.notify(level, message)
 
+    def not_ready(self) -> str | None:
+        """Why nothing can be segmented now (no backend, no worker, no image), or None."""
+        if self.session is None:
+            return "Not connected to a SAM2 backend: press Connect in the SAM2 panel."
+        if self.unavailable is not None:
+            return self.unavailable
+        if self.image is None:
+            return "Choose the image to segment in the SAM2 panel."
+        return None
+
     def ready(self) -> Image | None:
         """The image to segment, or None after telling the user why nothing can be segmented now."""
-        if self.session is None:
-            self.notify("warning", "Not connected to a SAM2 backend: press Connect in the SAM2 panel.")
-            return None
-        if self.unavailable is not None:
-            self.notify("warning", self.unavailable)
-            return None
-        if self.image is None:
-            self.notify("warning", "Choose the image to segment in the SAM2 panel.")
+        reason = self.not_ready()
+        if reason is not None:
+            self.notify("warning", reason)
             return None
         return self.image
 

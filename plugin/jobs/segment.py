@@ -146,7 +146,7 @@ class PromptJobs:
         """
         ctx = self.ctx
         image = ctx.image
-        if image is None or ctx.mode is not LabelMode.ADD or ctx.session is None or ctx.unavailable:
+        if image is None or ctx.mode is not LabelMode.ADD or ctx.not_ready() is not None:
             return None
         return ensure_labels(ctx.viewer, image, RESULT_LAYERS[channel], ctx.notify)
 
