@@ -61,9 +61,7 @@ def napari_notify(level: str, message: str) -> None:
 
 
 def data_max(data: Any) -> int:
-    """Highest id in a labels array; a zarr array with no chunk written is 0 (no scan)."""
-    if getattr(data, "nchunks_initialized", None) == 0:
-        return 0
+    """Highest id in a labels array (of a zarr array, only the chunks written are read)."""
     if isinstance(data, np.ndarray):
         return int(np.max(data)) if data.size else 0
     return max(pixel_counts(data), default=0)

@@ -250,6 +250,36 @@ def label_snapshot(layer: Any) -> Any:
     return data
 
 
+def stored_chunk_boxes(data: Any) -> list[tuple[slice, ...]] | None:
+    """Index boxes of the chunks a zarr array holds in its store, in chunk-grid order; None when unknown.
+
+    A chunk never written is not stored and reads as the fill value: with a fill value of
+    0 (labels: background) only these boxes hold labels, so a count or a scan reads what
+    was written (a 10,000² region of a 100,000² slide: 1 % of it), not the slide. None
+    for anything but an unsharded zarr array with fill value 0 (read it all).
+    """
+    import zarr
+    from zarr.core.sync import collect_aiterator
+
+    if not isinstance(data, zarr.Array) or data.shards is not None or data.fill_value != 0:
+        return None
+    path = data.store_path.path
+    prefix = f"{path}/" if path else ""
+    stored = {key[len(prefix) :] for key in collect_aiterator(data.store_path.store.list_prefix(prefix))}
+    chunks = tuple(int(c) for c in data.chunks)
+    shape = tuple(int(s) for s in data.shape)
+    boxes = []
+    for coords in np.ndindex(*(int(n) for n in data.cdata_shape)):
+        if data.metadata.encode_chunk_key(coords) in stored:
+            boxes.append(
+                tuple(
+                    slice(i * step, min((i + 1) * step, size))
+                    for i, step, size in zip(coords, chunks, shape, strict=True)
+                )
+            )
+    return boxes
+
+
 def pyramid_of(layer: Any) -> LabelPyramid | None:
     """The :class:`LabelPyramid` over a multiscale Labels layer's levels (None for a single-scale one)."""
     if not getattr(layer, "multiscale", False):

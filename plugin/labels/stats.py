@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from plugin.labels.pyramid import stored_chunk_boxes
+
 SLAB_VOXELS = 1 << 24
 """Voxels read per step of a delete/merge plan (bounds the temporary copy: 64 MiB of uint32)."""
 COUNT_BLOCK_VOXELS = 1 << 20
@@ -96,13 +98,28 @@ def blocks(shape: Sequence[int], max_voxels: int, side: int = BLOCK_SIDE) -> Ite
                 yield (slice(r, min(r + side, rows)), slice(c, min(c + side, cols)))
 
 
-def pixel_counts(data: Any, slab_voxels: int = COUNT_BLOCK_VOXELS) -> dict[int, int]:
+def count_boxes(data: Any, slab_voxels: int = COUNT_BLOCK_VOXELS) -> list[tuple[slice, ...]]:
+    """The boxes a count of ``data`` reads: of a zarr array, only the chunks its store holds
+    (:func:`plugin.labels.pyramid.stored_chunk_boxes`); else :func:`blocks` covering it."""
+    if len(data.shape) == 0:
+        return []
+    stored = stored_chunk_boxes(data)
+    return list(blocks(data.shape, slab_voxels)) if stored is None else stored
+
+
+def boxes_voxels(boxes: Iterable[tuple[slice, ...]]) -> int:
+    """Voxels the boxes (whole slices, start and stop given) cover together."""
+    return sum(int(np.prod([b.stop - b.start for b in box], dtype=np.int64)) for box in boxes)
+
+
+def pixel_counts(
+    data: Any, slab_voxels: int = COUNT_BLOCK_VOXELS, boxes: list[tuple[slice, ...]] | None = None
+) -> dict[int, int]:
     """``{label_id: pixels}`` of every non-zero label of an nD labels array, block by block
-    (:func:`blocks`: the temporary memory is one block, also for one slide of 100,000² pixels)."""
+    (:func:`count_boxes`, or ``boxes`` found already: the temporary memory is one block, also for
+    one slide of 100,000² pixels, and a chunked store's unwritten chunks are not read)."""
     total: dict[int, int] = {}
-    if len(data.shape) == 0 or getattr(data, "nchunks_initialized", None) == 0:
-        return {}  # nothing written yet in a chunked store: no scan
-    for box in blocks(data.shape, slab_voxels):
+    for box in count_boxes(data, slab_voxels) if boxes is None else boxes:
         for value, n in count_values(np.asarray(data[box])).items():
             total[value] = total.get(value, 0) + n
     total.pop(0, None)

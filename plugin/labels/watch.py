@@ -25,13 +25,22 @@ import numpy as np
 from plugin.labels.history import Histories, atom_changes
 from plugin.labels.names import names_from_metadata
 from plugin.labels.pyramid import label_data, label_snapshot
-from plugin.labels.stats import LabelCounts, LabelRow, label_columns, label_rows, pixel_counts
+from plugin.labels.stats import (
+    LabelCounts,
+    LabelRow,
+    boxes_voxels,
+    count_boxes,
+    label_columns,
+    label_rows,
+    pixel_counts,
+)
 
 if TYPE_CHECKING:
     from napari.layers import Labels
 
 OFF_GUI_MIN_PIXELS = 1 << 22
-"""A layer with fewer (level-0) pixels is counted on the calling thread (ms: no thread, no nested loop)."""
+"""A layer with fewer (level-0) pixels, or a pyramid whose store holds fewer, is counted on the calling
+thread (ms: no thread, no nested event loop; a new result layer holds none)."""
 
 
 class LabelWatcher:
@@ -106,9 +115,14 @@ class LabelWatcher:
             self.on_change()
             return
         snapshot = label_snapshot(layer)
+        boxes = count_boxes(snapshot)  # a pyramid's store: only the chunks written (none on a new layer)
+        if boxes_voxels(boxes) < OFF_GUI_MIN_PIXELS:
+            self.counts = LabelCounts(pixel_counts(snapshot, boxes=boxes))
+            self.on_change()
+            return
         self._held = []
         try:
-            counted = self.off_gui(lambda: pixel_counts(snapshot))
+            counted = self.off_gui(lambda: pixel_counts(snapshot, boxes=boxes))
         finally:
             held, self._held = self._held, None
         if layer is self.layer:  # else the user chose another layer meanwhile (its count is asked again)

@@ -172,3 +172,29 @@ def test_a_sam2_batch_tiled_bigtiff_above_the_budget_opens_lazily_with_its_pixel
     ((data, kwargs, _kind),) = reader(str(path))
     assert not isinstance(data, np.ndarray) and tuple(kwargs["scale"]) == (0.5, 0.5)
     np.testing.assert_array_equal(data[2040:, 2040:], pyramid.levels[0][2040:, 2040:])
+
+
+def test_background_tiles_are_deflated_once_and_read_back_as_zeros(tmp_path: Path) -> None:
+    """Every all-background tile of the BigTIFF is the same deflated bytes (made once); a label in
+    one tile, and a lookup table mapping background to background, change nothing else."""
+    import zlib
+
+    from protocol.formats.tiled_tiff import encoded_tiles, write_tiled_tiff, zero_tile
+
+    labels = np.zeros((3 * TIFF_TILE, 2 * TIFF_TILE + 5), np.uint32)
+    labels[TIFF_TILE + 3, 2 * TIFF_TILE + 4] = 6  # the middle row's edge tile (zero-padded)
+    lut = np.arange(10, dtype=np.uint32) * 2
+    tiles = list(encoded_tiles(labels, lut))
+    assert len(tiles) == 9
+    labelled = np.zeros((TIFF_TILE, TIFF_TILE), np.uint32)
+    labelled[3, 4] = 12
+    np.testing.assert_array_equal(
+        np.frombuffer(zlib.decompress(tiles[5]), np.uint32).reshape(labelled.shape), labelled
+    )
+    assert all(tile is zero_tile() for k, tile in enumerate(tiles) if k != 5)
+    assert np.frombuffer(zlib.decompress(zero_tile()), np.uint32).tolist() == [0] * TIFF_TILE**2
+    write_tiled_tiff(tmp_path / "l.tif", labels, lut=lut)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "l.tif"), lut[labels])
+    # A table that maps background to an id: no tile is background any more.
+    shifted = list(encoded_tiles(labels, lut + 1))
+    assert not any(tile is zero_tile() for tile in shifted)

@@ -86,3 +86,60 @@ def test_write_points_returns_old_values_and_carries_down() -> None:
 def test_levels_that_do_not_halve_are_refused() -> None:
     with pytest.raises(ValueError, match="do not halve"):
         LabelPyramid([np.zeros((100, 100), np.uint32), np.zeros((40, 50), np.uint32)])
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_counts_read_only_the_chunks_written(tmp_path, on_disk: bool) -> None:
+    """A 100,000² pyramid (in memory or in a folder): only the chunks holding labels are listed and read,
+    and the counts (and the highest id) are exact, background included in no count; a stack's
+    chunks are found per plane."""
+    from plugin.jobs.results import data_max
+    from plugin.labels.pyramid import label_snapshot, stored_chunk_boxes
+    from plugin.labels.stats import pixel_counts
+
+    pyramid = LabelPyramid.create((100_000, 100_000), str(tmp_path) if on_disk else None)
+    level0 = pyramid.levels[0]
+    assert stored_chunk_boxes(level0) == [] and pixel_counts(level0) == {} and data_max(level0) == 0
+    block = np.zeros((3000, 3000), np.uint32)
+    block[10:20, 10:20] = 7  # level-0 chunk (48, 68)
+    block[2990:, 2990:] = 9  # chunk (50, 70)
+    pyramid.write_block((50_000, 70_000), block)
+    pyramid.write_points((np.array([99_999]), np.array([0])), 5)  # the last row's first chunk
+    boxes = stored_chunk_boxes(level0)
+    assert boxes == [
+        (slice(49_152, 50_176), slice(69_632, 70_656)),
+        (slice(52_224, 53_248), slice(72_704, 73_728)),
+        (slice(99_328, 100_000), slice(0, 1024)),
+    ]
+    assert pixel_counts(level0) == {7: 100, 9: 100, 5: 1}
+    assert data_max(level0) == 9
+    # What a whole-layer count reads off the GUI thread: the in-memory snapshot lists the same chunks.
+    layer = type("Layer", (), {"multiscale": True, "data": pyramid.levels})()
+    assert pixel_counts(label_snapshot(layer)) == {7: 100, 9: 100, 5: 1}
+    # A label erased leaves its chunk empty: its count goes, whether or not the chunk stays stored.
+    pyramid.write_points((np.array([99_999]), np.array([0])), 0)
+    assert pixel_counts(level0) == {7: 100, 9: 100}
+
+    stack = LabelPyramid.create((3, 9000, 9000))
+    stack.write_points((np.array([1]), np.array([8999]), np.array([8999])), 4)
+    stack.write_points((np.array([2]), np.array([0]), np.array([5000])), 4)
+    assert stored_chunk_boxes(stack.levels[0]) == [
+        (slice(1, 2), slice(8192, 9000), slice(8192, 9000)),
+        (slice(2, 3), slice(0, 1024), slice(4096, 5120)),
+    ]
+    assert pixel_counts(stack.levels[0]) == {4: 2}
+
+
+def test_arrays_whose_unwritten_chunks_are_not_background_are_read_whole() -> None:
+    """A zarr array with a non-zero fill value (or a numpy array): every pixel is read and counted."""
+    import zarr
+
+    from plugin.labels.pyramid import stored_chunk_boxes
+    from plugin.labels.stats import pixel_counts
+
+    filled = zarr.create_array(store=zarr.storage.MemoryStore(), shape=(3000, 2000), chunks=(1024, 1024),
+                               dtype="uint32", fill_value=3)  # fmt: skip
+    filled[0, 0] = 8
+    assert stored_chunk_boxes(filled) is None
+    assert pixel_counts(filled) == {3: 3000 * 2000 - 1, 8: 1}
+    assert stored_chunk_boxes(np.zeros((4, 4), np.uint32)) is None

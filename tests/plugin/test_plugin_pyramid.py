@@ -123,6 +123,8 @@ def test_clicks_refine_modes_undo_delete_merge_and_export_on_a_pyramid_layer(
     assert window is not None and window.layer in viewer.layers and widget.labels.layer is layer
     r0, c0, r1, c1 = window.rect
     assert r0 <= 1500 < r1 and c0 <= 1500 < c1 and max(r1 - r0, c1 - c0) <= 4096
+    assert window.layer.mode == "pan_zoom"  # napari's brush is picked on the next event-loop turn
+    qtbot.waitUntil(lambda: window.layer.mode == "paint", timeout=5000)
     window.layer.paint((1500 - r0, 1500 - c0), 77)
     widget.labels.toggle_edit_here()
     assert window.layer not in viewer.layers and widget.labels.edit_window is None
@@ -166,6 +168,7 @@ def test_edit_here_paints_a_window_of_a_pyramid_and_writes_it_back_as_one_undo_s
 
     window = open_edit_window(viewer, layer, rect=(1990, 2090, 2290, 2390))
     assert window.layer.editable and viewer.layers.selection.active is window.layer
+    assert window.layer.mode == "paint"  # at once by default
     np.testing.assert_array_equal(window.layer.data, np.asarray(layer.data[0][1990:2290, 2090:2390]))
     # it sits on the source's pixels: data (0, 0) of the window is the source's (1990, 2090)
     np.testing.assert_allclose(window.layer.data_to_world([0, 0]), layer.data_to_world([1990, 2090]))
@@ -363,9 +366,14 @@ def test_counts_and_export_read_a_snapshot_off_the_gui_thread_while_edits_go_on(
     viewer = make_napari_viewer()
     image = viewer.add_image(np.zeros(SHAPE, np.uint8))
     layer = ensure_labels(viewer, image, POINTS_MASK)
-    rows, cols = np.mgrid[100:110, 2900:2920]
-    write_values(layer, (rows.ravel(), cols.ravel()), 5)  # 200 px of label 5
     threads: list[str] = []
+    empty = LabelWatcher(Histories(), lambda: None, lambda work: threads.append("thread") or work())
+    empty.watch(layer)  # a new layer: its store holds no chunk, counted here (no thread, no nested loop)
+    assert threads == [] and empty.counts.as_dict() == {} and empty.recounts == 1
+    empty.close()
+    for r, c in [(100, 100), (100, 1100), (1100, 100), (1100, 1100), (2100, 2100)]:  # 5 of the 9 chunks
+        rows, cols = np.mgrid[r : r + 10, c : c + 4]
+        write_values(layer, (rows.ravel(), cols.ravel()), 5)  # 200 px of label 5
 
     def edit_meanwhile(work):
         """Runs ``work`` in the thread once an edit of 30 px of label 6 was made on the GUI thread."""
@@ -385,7 +393,7 @@ def test_counts_and_export_read_a_snapshot_off_the_gui_thread_while_edits_go_on(
         return run_keeping_window_alive(waiting)
 
     watcher = LabelWatcher(Histories(), lambda: None, edit_meanwhile)
-    watcher.watch(layer)  # 9 M px: counted in the thread, the edit held and applied on top
+    watcher.watch(layer)  # 5 M px stored: counted in the thread, the edit held and applied on top
     assert threads == ["sam2-store-write"] and watcher.counts.as_dict() == {5: 200, 6: 30}
     write_values(layer, (np.arange(4), np.zeros(4, int)), 5)  # a bbox write: followed, no recount
     assert watcher.recounts == 1 and watcher.counts.as_dict() == {5: 204, 6: 30}
