@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from plugin._qt.label_model import COLOUR, COLUMNS, ID, NAME, PIXELS, LabelModel
 from plugin._qt.off_thread import run_keeping_window_alive
-from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, spin_box
+from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, next_turn, spin_box
 from plugin.labels.edits import delete_labels, merge_labels
 from plugin.labels.history import set_names
 from plugin.labels.names import names_from_metadata, with_name
@@ -264,7 +264,7 @@ class LabelTable(QWidget):
             self.controller.notify("warning", "Edit here: choose a labels layer first.")
             return
         try:
-            self.edit_window = open_edit_window(self.viewer, self.layer)
+            self.edit_window = open_edit_window(self.viewer, self.layer, later=next_turn)
         except (ValueError, OutsideImage) as e:
             self.controller.notify("warning", f"Edit here: {e}")
             return

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Labels
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -25,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin import user_settings
-from plugin._qt.qt_helpers import LayerCombo, button, label_id_row
+from plugin._qt.qt_helpers import LayerCombo, button, label_id_row, next_turn
 from plugin.jobs.submit import BOX, POINTS
 from plugin.labels.ops import LabelMode
 from plugin.view.picking import PICK_WAITING, pick_once
@@ -93,7 +92,7 @@ class PromptBox(QGroupBox):
         Each new napari layer freezes the window while napari builds it: one layer per turn
         keeps each freeze to one layer's, and the first answer finds its layer ready.
         """
-        QTimer.singleShot(0, lambda: self.controller.prepare_result_layer(channel))
+        next_turn(lambda: self.controller.prepare_result_layer(channel))
 
     def _show_prompt_layer(self, layer: Any, what: str) -> bool:
         """Make a prompt layer visible and active; say why not when there is no image."""

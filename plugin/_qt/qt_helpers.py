@@ -150,6 +150,12 @@ class LayerCombo(QComboBox):
         self.layer_changed.emit(self._chosen)
 
 
+def next_turn(work: Callable[[], Any]) -> None:
+    """Run ``work`` on the GUI thread once the events queued now are processed (the next event-loop
+    turn): two slow napari steps made one after the other are two stalls, each half as long."""
+    QTimer.singleShot(0, work)
+
+
 def button(text: str, slot: Callable[[], Any], tooltip: str = "") -> QPushButton:
     """A push button calling ``slot()`` when clicked."""
     widget = QPushButton(text)

@@ -85,8 +85,20 @@ def visible_rect(
     return r0, c0, r1, c1
 
 
-def open_edit_window(viewer: napari.Viewer, source: Labels, rect: Box | None = None) -> EditWindow:
+def call_now(work: Callable[[], None]) -> None:
+    work()
+
+
+def open_edit_window(
+    viewer: napari.Viewer,
+    source: Labels,
+    rect: Box | None = None,
+    later: Callable[[Callable[[], None]], None] = call_now,
+) -> EditWindow:
     """Open the window ``rect`` (default: under the view, :func:`visible_rect`) of ``source`` for painting.
+
+    ``later`` runs the switch to napari's brush (the widget's: on the next event-loop turn, so
+    the window's layer and the brush's visuals are not made in one stall).
 
     Raises:
         ValueError: the view is 3D, or the layer is rotated or sheared (the window could not sit on it).
@@ -118,7 +130,12 @@ def open_edit_window(viewer: napari.Viewer, source: Labels, rect: Box | None = N
     defer_tool_overlays(layer)
     viewer.add_layer(layer)
     viewer.layers.selection.active = layer
-    layer.mode = "paint"
+
+    def paint() -> None:
+        if layer in viewer.layers and str(layer.mode) == "pan_zoom":  # the user picked no tool meanwhile
+            layer.mode = "paint"
+
+    later(paint)
     return EditWindow(source, plane, (r0, c0, r1, c1), layer, original)
 
 
