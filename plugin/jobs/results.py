@@ -11,6 +11,7 @@ last (for the prompt layers' undo keys) and the user notifications.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -289,16 +290,18 @@ class Results:
             atoms: list[Atom] = []
             written: set[int] = set()
             pixels = 0
-            for r0, c0, r1, c1 in rectangles:
-                objects = lut[np.asarray(source[r0:r1, c0:c1])]
-                edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, only_background)
-                if edit.size == 0:
-                    continue
-                atom = store_write(pyramid, plane.nd_indices(edit.rows + r0, edit.cols + c0), edit.new)
-                if atom is not None:
-                    atoms.append(atom)
-                    written.update(int(i) for i in np.unique(edit.new) if i)
-                    pixels += int(atom[1].size)
+            held = pyramid.levels_held() if len(rectangles) > 1 else contextlib.nullcontext()
+            with held:  # the display levels carried down once for all rectangles
+                for r0, c0, r1, c1 in rectangles:
+                    objects = lut[np.asarray(source[r0:r1, c0:c1])]
+                    edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, only_background)
+                    if edit.size == 0:
+                        continue
+                    atom = store_write(pyramid, plane.nd_indices(edit.rows + r0, edit.cols + c0), edit.new)
+                    if atom is not None:
+                        atoms.append(atom)
+                        written.update(int(i) for i in np.unique(edit.new) if i)
+                        pixels += int(atom[1].size)
             return atoms, written, pixels
 
         atoms, written, pixels = self.off_gui(work)

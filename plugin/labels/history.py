@@ -34,7 +34,7 @@ layer goes through :meth:`LabelHistory.undo` as the buttons do.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -135,8 +135,10 @@ def replay_step(layer: Labels, undoing: bool, off_gui: Callable[[Callable[[], An
         raise TypeError("a pyramid layer's history holds only the plugin's writes")
 
     def write() -> None:
-        for indices, old, new in reversed(step):
-            pyramid.write_points(indices, old if undoing else new)
+        held = pyramid.levels_held() if len(step) > 1 else nullcontext()
+        with held:  # a tiled paste's step: the display levels carried down once
+            for indices, old, new in reversed(step):
+                pyramid.write_points(indices, old if undoing else new)
 
     off_gui(write)
     source.pop()

@@ -36,6 +36,19 @@ def test_level_shapes_halve_rounding_up_and_keep_stack_axes() -> None:
     assert needs_pyramid((2, 10000, 10000)) and not needs_pyramid((100, 1000, 1000))
 
 
+@pytest.mark.parametrize("shape", [(6, 8), (7, 5), (1, 1), (3, 5, 4)])
+def test_downsample_max_is_the_largest_of_each_two_by_two_block(shape: tuple[int, ...]) -> None:
+    """Pixel (i, j) of the result is the largest of rows 2i, 2i+1 and columns 2j, 2j+1 (edges: what
+    exists), counted here one pixel at a time."""
+    block = np.random.default_rng(2).integers(0, 1 << 32, shape, dtype=np.uint64).astype(np.uint32)
+    found = downsample_max(block)
+    *stack, rows, cols = shape
+    assert found.shape == (*stack, -(-rows // 2), -(-cols // 2)) and found.dtype == block.dtype
+    for index in np.ndindex(*found.shape):
+        *at, i, j = index
+        assert found[index] == block[(*at, slice(2 * i, 2 * i + 2), slice(2 * j, 2 * j + 2))].max()
+
+
 def test_one_pixel_objects_at_the_corners_show_on_every_level() -> None:
     """A 1-px object at each corner of an odd-sized slide is level-k pixel (r >> k, c >> k) on each level."""
     shape = (4099, 2051)
@@ -81,6 +94,30 @@ def test_write_points_returns_old_values_and_carries_down() -> None:
     old = pyramid.write_points(indices, 0)
     np.testing.assert_array_equal(old, [5, 6, 7, 8])
     assert_in_step(pyramid)
+
+
+@pytest.mark.parametrize("shape", [(1500, 1100), (2, 777, 1025)])
+def test_writes_with_levels_held_are_carried_down_once_on_exit(shape: tuple[int, ...]) -> None:
+    """Inside ``levels_held`` only level 0 changes; on exit every level is in step (odd edges,
+    a stack, a nested hold, and a write through another view of the same store meanwhile)."""
+    rng = np.random.default_rng(1)
+    pyramid = LabelPyramid.create(shape, chunk=64)
+    pyramid.write_points(tuple(np.array([0, s - 1]) for s in shape), 9)  # corners, carried at once
+    before = [np.asarray(level[:]).copy() for level in pyramid.levels[1:]]
+    other = LabelPyramid(pyramid.levels)  # e.g. a click on the GUI thread during a paste
+    with pyramid.levels_held():
+        for n in range(30):
+            starts = [int(rng.integers(0, s)) for s in shape]
+            size = [1] * (len(shape) - 2) + [int(rng.integers(1, 150)), int(rng.integers(1, 150))]
+            size = [min(n_, s - a) for n_, s, a in zip(size, shape, starts, strict=True)]
+            pyramid.write_block(starts, rng.integers(0, 3, size).astype(np.uint32) * (n + 1))
+        with pyramid.levels_held():  # nested: carried by the outer one
+            pyramid.write_points(tuple(np.array([s // 2]) for s in shape), 77)
+        for k, level in enumerate(pyramid.levels[1:]):
+            np.testing.assert_array_equal(np.asarray(level[:]), before[k], err_msg=f"level {k + 1} moved")
+        other.write_points(tuple(np.array([s - 2]) for s in shape), 55)  # carried down by itself
+    assert_in_step(pyramid)
+    assert pyramid.values_at(tuple(np.array([s // 2]) for s in shape))[0] == 77
 
 
 def test_levels_that_do_not_halve_are_refused() -> None:
