@@ -500,6 +500,34 @@ def compare_codecs() -> None:
         print(f"{name}: {', '.join(f'{x:.3f}' for x in seconds)} s")
 
 
+def compare_store_writes(rounds: int = 3) -> None:
+    """A tiled paste's store writes, per tile: display levels carried down by each write, or held and
+    carried once (``LabelPyramid.levels_held``, what a tiled paste and its undo do), alternating, in
+    one run; 50 tiles of 1,024² discs into a 10,240² pyramid in memory."""
+    import contextlib
+
+    from plugin.labels.pyramid import LabelPyramid
+    from plugin.labels.writes import store_write
+
+    rows, cols = np.mgrid[0:1024, 0:1024]
+    inside = (
+        (rows % DISC_SPACING - DISC_SPACING // 2) ** 2 + (cols % DISC_SPACING - DISC_SPACING // 2) ** 2
+    ) <= (DISC_RADIUS**2)
+    disc_rows, disc_cols = np.nonzero(inside)
+    for _ in range(rounds):
+        for held in (False, True):
+            pyramid = LabelPyramid.create((10240, 10240))
+            started, tiles = time.perf_counter(), 0
+            with pyramid.levels_held() if held else contextlib.nullcontext():
+                for r in range(0, 5120, 1024):
+                    for c in range(0, 10240, 1024):
+                        tiles += 1
+                        store_write(pyramid, (disc_rows + r, disc_cols + c), np.uint32(tiles))
+            per_tile = (time.perf_counter() - started) / tiles * 1000
+            name = "levels held, carried once" if held else "levels carried by each write"
+            print(f"{name}: {per_tile:.1f} ms per tile ({tiles} tiles)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 4,096² slide")
@@ -521,11 +549,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="only profile creating the result layer")
     parser.add_argument("--codecs", action="store_true", help="only compare the label store's codecs")
     parser.add_argument(
+        "--store-writes", action="store_true", help="only compare a tiled paste's store writes, per tile"
+    )
+    parser.add_argument(
         "--why", action="store_true", help="after each phase, where the GUI thread was during its stalls"
     )
     args = parser.parse_args(argv)
     if args.codecs:
         compare_codecs()
+        return 0
+    if args.store_writes:
+        compare_store_writes()
         return 0
     if args.profile:
         sys.argv = sys.argv[:1]

@@ -22,7 +22,11 @@ Every write goes to level 0 and is carried down inside the written
 bounding box, rounded out to whole pixels of the coarsest level
 (:meth:`LabelPyramid.write_block`): the block is downsampled in memory level
 by level, so a write costs its box, never the slide, and reads nothing
-below level 0.
+below level 0. Many writes in a row (a tiled paste, its undo) hold the
+display levels (:meth:`LabelPyramid.levels_held`) and carry them down once,
+each level from the one above, chunk by chunk: neighbouring tiles share
+every display level's chunks, which per-write carrying would rewrite once
+per tile.
 """
 
 from __future__ import annotations
