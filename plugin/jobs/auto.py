@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from plugin.jobs.auto_region import Box, RegionView, region_rect
 from plugin.jobs.auto_settings import AutoSettings
 from plugin.jobs.context import JobContext
+from plugin.jobs.results import PasteProgress
 from plugin.jobs.stack_runs import AUTO_STACK, StackRuns
 from plugin.jobs.submit import AUTO, Answers, Applied, submit
 from plugin.labels.ops import drop_small_objects
@@ -247,8 +248,12 @@ class AutoJobs:
             params, limit = settings.params(), settings.timeout_s
             return auto(client, wire, params, on_progress=progress, cancel=cancel, timeout_s=limit)
 
+        def writing(done: int, total: int) -> None:  # on the thread writing a pyramid's store
+            text = f"AUTO-SEGMENT: writing the labels, {done} of {plural(total, 'tile')}…"
+            dispatch(lambda: on_progress(done / total, text))
+
         def paste(answer: AutoAnswer | StitchedAnswer) -> None:
-            self._paste(layer, plane, answer, ctx.auto_settings.min_area)  # as set when it arrives
+            self._paste(layer, plane, answer, ctx.auto_settings.min_area, writing)  # min area as set now
             if layer in ctx.viewer.layers:
                 shape = plane.size if rect is None else (rect[2] - rect[0], rect[3] - rect[1])
                 record_auto_run(layer, settings, shape, tiled)
@@ -258,9 +263,15 @@ class AutoJobs:
         return True
 
     def _paste(
-        self, layer: Labels, plane: SlicePlane, answer: AutoAnswer | StitchedAnswer, min_area: int
+        self,
+        layer: Labels,
+        plane: SlicePlane,
+        answer: AutoAnswer | StitchedAnswer,
+        min_area: int,
+        progress: PasteProgress | None = None,
     ) -> None:
-        """Write the answer's objects with new ids (one undo step), dropping those under ``min_area``."""
+        """Write the answer's objects with new ids (one undo step), dropping those under ``min_area``;
+        a stitched answer tells ``progress`` after each of its rectangles."""
         ctx, results = self.ctx, self.ctx.results
         if layer not in ctx.viewer.layers:
             return
@@ -271,7 +282,9 @@ class AutoJobs:
                 r0, c0 = answer.rect[:2]
                 stitched = RegionView(stitched, (-r0, -c0), plane.size)
                 cores = [(a + r0, b + c0, c + r0, d + c0) for a, b, c, d in cores]
-            ids, pixels = results.paste_stitched(layer, plane, stitched, cores, answer.areas, min_area)
+            ids, pixels = results.paste_stitched(
+                layer, plane, stitched, cores, answer.areas, min_area, progress
+            )
             whole = None
         else:
             ids, pixels = results.paste_auto(layer, plane, drop_small_objects(answer.labels, min_area))

@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 OffGui = Callable[[Callable[[], T]], T]
 """``off_gui(work)`` runs ``work()`` (no napari call inside) and returns its result."""
+PasteProgress = Callable[[int, int], None]
+"""``progress(done, total)``: rectangles of a paste written so far, called on whichever thread writes."""
+
+
+def _silent(done: int, total: int) -> None:
+    """No progress shown."""
 
 
 def run_here(work: Callable[[], T]) -> T:
@@ -199,6 +205,7 @@ class Results:
         cores: Sequence[Box],
         areas: Sequence[int],
         min_area: int = 0,
+        progress: PasteProgress | None = None,
     ) -> tuple[tuple[int, ...], int]:
         """Write a stitched automatic segmentation of a large slice rectangle by rectangle, with new ids.
 
@@ -215,6 +222,7 @@ class Results:
             cores: [r0, c0, r1, c1) rectangles that cover every object (the tiles' cores).
             areas: pixels of object i at ``areas[i - 1]``.
             min_area: objects smaller than this are not written (the others keep their order).
+            progress: told after each rectangle (:meth:`paste_rectangles`).
 
         Returns:
             ``(ids written, pixels changed)``.
@@ -225,10 +233,16 @@ class Results:
             return (), 0
         first = self.allocate(layer, np.zeros(0, dtype=np.uint32), count=count)
         lut[lut > 0] += np.uint32(first - 1)
-        return self.paste_rectangles(layer, plane, stitched, cores, lut)
+        return self.paste_rectangles(layer, plane, stitched, cores, lut, progress)
 
     def paste_rectangles(
-        self, layer: Labels, plane: SlicePlane, source: Any, rectangles: Sequence[Box], lut: np.ndarray
+        self,
+        layer: Labels,
+        plane: SlicePlane,
+        source: Any,
+        rectangles: Sequence[Box],
+        lut: np.ndarray,
+        progress: PasteProgress | None = None,
     ) -> tuple[tuple[int, ...], int]:
         """Write ``lut[source]`` (the layer's final ids, 0 = none) on ``plane``, one rectangle at a time.
 
@@ -239,21 +253,25 @@ class Results:
             source: (H, W) labels readable by rectangles (numpy, a compressed plane).
             rectangles: [r0, c0, r1, c1) rectangles that cover every labelled pixel of ``source``.
             lut: (n + 1,) id in the layer of each id of ``source`` (``lut[0]`` = 0).
+            progress: ``progress(done, len(rectangles))`` after each rectangle, on the thread
+                that writes (a pyramid's: :attr:`off_gui`'s; dispatch to the GUI thread there).
 
         Returns:
             ``(ids written, pixels changed)``.
         """
         pyramid = pyramid_of(layer)
         if pyramid is not None:
-            return self._paste_pyramid(layer, pyramid, plane, source, rectangles, lut)
+            return self._paste_pyramid(layer, pyramid, plane, source, rectangles, lut, progress)
+        tell = progress or _silent
         labels = LazyPlane(label_data(layer), plane)
         written: set[int] = set()
         pixels = 0
         pending: SliceEdit | None = None  # written with the redraw once the next one is known (or last)
         with layer.block_history():
-            for r0, c0, r1, c1 in rectangles:
+            for done, (r0, c0, r1, c1) in enumerate(rectangles, 1):
                 objects = lut[np.asarray(source[r0:r1, c0:c1])]
                 edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, self.only_background)
+                tell(done, len(rectangles))
                 if edit.size == 0:
                     continue
                 if pending is not None:
@@ -275,6 +293,7 @@ class Results:
         source: Any,
         rectangles: Sequence[Box],
         lut: np.ndarray,
+        progress: PasteProgress | None = None,
     ) -> tuple[tuple[int, ...], int]:
         """:meth:`paste_rectangles` on a pyramid layer: the store is written through :attr:`off_gui`.
 
@@ -285,6 +304,7 @@ class Results:
         """
         labels = LazyPlane(pyramid.levels[0], plane)
         only_background = self.only_background
+        tell = progress or _silent
 
         def work() -> tuple[list[Atom], set[int], int]:
             atoms: list[Atom] = []
@@ -292,16 +312,20 @@ class Results:
             pixels = 0
             held = pyramid.levels_held() if len(rectangles) > 1 else contextlib.nullcontext()
             with held:  # the display levels carried down once for all rectangles
-                for r0, c0, r1, c1 in rectangles:
+                for done, (r0, c0, r1, c1) in enumerate(rectangles, 1):
                     objects = lut[np.asarray(source[r0:r1, c0:c1])]
                     edit = compute_paste(labels[r0:r1, c0:c1], objects, 1, only_background)
-                    if edit.size == 0:
-                        continue
-                    atom = store_write(pyramid, plane.nd_indices(edit.rows + r0, edit.cols + c0), edit.new)
-                    if atom is not None:
-                        atoms.append(atom)
-                        written.update(int(i) for i in np.unique(edit.new) if i)
-                        pixels += int(atom[1].size)
+                    if edit.size:
+                        indices = plane.nd_indices(edit.rows + r0, edit.cols + c0)
+                        atom = store_write(pyramid, indices, edit.new)
+                        if atom is not None:
+                            atoms.append(atom)
+                            written.update(int(i) for i in np.unique(edit.new) if i)
+                            pixels += int(atom[1].size)
+                    if done < len(rectangles):
+                        tell(done, len(rectangles))
+            if rectangles:  # the last one once the display levels are carried down too
+                tell(len(rectangles), len(rectangles))
             return atoms, written, pixels
 
         atoms, written, pixels = self.off_gui(work)

@@ -258,11 +258,28 @@ def test_tiled_auto_pastes_into_a_pyramid_off_the_gui_thread_as_one_undo_step(vi
     box = widget.auto_box
     box.tile_size.setValue(1000)
     box.tile_halo.setValue(64)
+    steps: list[tuple[float | None, str, bool]] = []  # (fraction, text, written meanwhile by the thread)
+    real_step = box.slice_task.step
+    box.slice_task.step = lambda done, total, text: (
+        steps.append((done, text, bool(threads))),
+        real_step(done, total, text),
+    )[1]
     box.toggle_slice()
     qtbot.waitUntil(lambda: widget.controller.applied.get(AUTO) is not None, timeout=120_000)
     qtbot.waitUntil(lambda: not box.slice_task.running, timeout=10_000)
     layer = viewer.layers[AUTO_MASK]
     assert layer.multiscale and threads == ["sam2-store-write"]
+    # the paste's progress, one step per tile, dispatched by the writing thread, after the tiles' own
+    last = next(text for _, text, _ in reversed(steps) if "writing the labels" in text)
+    tiles = int(last.split(" of ")[1].split()[0])  # "AUTO-SEGMENT: writing the labels, k of N tiles…"
+    qtbot.waitUntil(lambda: f"{tiles} of {tiles} tiles…" in steps[-1][1], timeout=5000)  # dispatched last
+    sent = [i for i, (_, text, _) in enumerate(steps) if f"of {tiles} tiles of" in text]
+    writing = [(i, done, text) for i, (done, text, _) in enumerate(steps) if "writing the labels" in text]
+    assert tiles > 1 and sent and all(steps[i][2] for i, _, _ in writing)
+    expected = [f"{k} of {tiles} tiles…" for k in range(1, tiles + 1)]
+    assert [text.split(", ")[1] for _, _, text in writing] == expected
+    assert [done for _, done, _ in writing] == pytest.approx([k / tiles for k in range(1, tiles + 1)])
+    assert writing[0][0] > max(sent)
     level0 = assert_levels_in_step(layer)
     best, stray, duplicates = disc_scores(level0, truth)
     assert (best >= 0.9).all() and stray == 0 and duplicates == 0
