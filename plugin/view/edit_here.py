@@ -85,15 +85,11 @@ def visible_rect(
     return r0, c0, r1, c1
 
 
-def call_now(work: Callable[[], None]) -> None:
-    work()
-
-
 def open_edit_window(
     viewer: napari.Viewer,
     source: Labels,
     rect: Box | None = None,
-    later: Callable[[Callable[[], None]], None] = call_now,
+    later: Callable[[Callable[[], None]], None] = run_here,
 ) -> EditWindow:
     """Open the window ``rect`` (default: under the view, :func:`visible_rect`) of ``source`` for painting.
 
