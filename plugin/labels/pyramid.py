@@ -32,6 +32,7 @@ per tile.
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,10 @@ PYRAMID_CHUNK = 1024
 LABEL_DTYPE = np.dtype(np.uint32)
 _LOCKS: dict[int, threading.RLock] = {}
 """One lock per store (by its level-0 array's id): a paste thread and the GUI thread take turns."""
+
+
+_DIGITS = re.compile(r"\d+")
+"""The coordinates in a zarr chunk key (``c/3/7``, ``3.7``)."""
 
 
 def level_shapes(shape: Sequence[int], chunk: int = PYRAMID_CHUNK) -> list[tuple[int, ...]]:
@@ -321,8 +326,10 @@ def stored_chunk_boxes(data: Any) -> list[tuple[slice, ...]] | None:
 
     A chunk never written is not stored and reads as the fill value: with a fill value of
     0 (labels: background) only these boxes hold labels, so a count or a scan reads what
-    was written (a 10,000² region of a 100,000² slide: 1 % of it), not the slide. None
-    for anything but an unsharded zarr array with fill value 0 (read it all).
+    was written (a 10,000² region of a 100,000² slide: 1 % of it), not the slide. The work is
+    the stored keys' (none for a new layer), not the chunk grid's: a key's coordinates are its
+    digit groups, kept when zarr's own encoding of them gives the key back. None for anything
+    but an unsharded zarr array with fill value 0 (read it all).
     """
     import zarr
     from zarr.core.sync import collect_aiterator
@@ -331,19 +338,23 @@ def stored_chunk_boxes(data: Any) -> list[tuple[slice, ...]] | None:
         return None
     path = data.store_path.path
     prefix = f"{path}/" if path else ""
-    stored = {key[len(prefix) :] for key in collect_aiterator(data.store_path.store.list_prefix(prefix))}
+    grid = tuple(int(n) for n in data.cdata_shape)
+    found = []
+    for key in collect_aiterator(data.store_path.store.list_prefix(prefix)):
+        key = key[len(prefix) :]
+        coords = tuple(int(digits) for digits in _DIGITS.findall(key))
+        if (
+            len(coords) == len(grid)
+            and all(c < n for c, n in zip(coords, grid, strict=True))
+            and data.metadata.encode_chunk_key(coords) == key  # a chunk, not metadata
+        ):
+            found.append(coords)
     chunks = tuple(int(c) for c in data.chunks)
     shape = tuple(int(s) for s in data.shape)
-    boxes = []
-    for coords in np.ndindex(*(int(n) for n in data.cdata_shape)):
-        if data.metadata.encode_chunk_key(coords) in stored:
-            boxes.append(
-                tuple(
-                    slice(i * step, min((i + 1) * step, size))
-                    for i, step, size in zip(coords, chunks, shape, strict=True)
-                )
-            )
-    return boxes
+    return [
+        tuple(slice(i * n, min((i + 1) * n, size)) for i, n, size in zip(coords, chunks, shape, strict=True))
+        for coords in sorted(found)
+    ]
 
 
 def pyramid_of(layer: Any) -> LabelPyramid | None:

@@ -180,3 +180,25 @@ def test_arrays_whose_unwritten_chunks_are_not_background_are_read_whole() -> No
     assert stored_chunk_boxes(filled) is None
     assert pixel_counts(filled) == {3: 3000 * 2000 - 1, 8: 1}
     assert stored_chunk_boxes(np.zeros((4, 4), np.uint32)) is None
+
+
+@pytest.mark.parametrize("layout", ["in a group", "zarr v2"])
+def test_stored_chunks_are_found_under_a_path_and_in_a_v2_array(layout: str) -> None:
+    """Chunk keys are read from the store (``labels/0/c/0/1``, ``2.2``): metadata keys are no chunks."""
+    import zarr
+
+    from plugin.labels.pyramid import stored_chunk_boxes
+
+    kwargs: dict = dict(shape=(3000, 2500), chunks=(1024, 1024), dtype="uint32", fill_value=0)
+    if layout == "in a group":
+        group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+        array = group.create_array("labels/0", **kwargs)
+        group.create_array("labels/1", **kwargs)[0, 0] = 9  # a sibling's chunk is not this array's
+    else:
+        array = zarr.create_array(store=zarr.storage.MemoryStore(), zarr_format=2, **kwargs)
+    array[2999, 2499] = 1
+    array[0, 1500] = 2
+    assert stored_chunk_boxes(array) == [
+        (slice(0, 1024), slice(1024, 2048)),
+        (slice(2048, 3000), slice(2048, 2500)),
+    ]
