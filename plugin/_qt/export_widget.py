@@ -19,7 +19,7 @@ units look wrong (:func:`plugin.calibration.export_calibration_warning`) is writ
 The export reads a snapshot of the labels (:func:`plugin.labels.pyramid.label_snapshot`,
 taken on the GUI thread: a pyramid's chunk table, a single-scale layer's copy) and
 finds the ids present and writes the files in a thread
-(:func:`plugin._qt.off_thread.run_keeping_window_alive`): the window keeps drawing, a
+(:func:`plugin._qt.off_thread.read_keeping_window_alive`): the window keeps drawing, a
 progress bar runs, the user's input waits until the files are written (atomically,
 :mod:`protocol.runtime.atomic`), and a message says where they went or why not.
 """
@@ -36,7 +36,7 @@ from napari.layers import Image, Labels
 from napari.utils import progress
 from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QMessageBox, QWidget
 
-from plugin._qt.off_thread import run_keeping_window_alive
+from plugin._qt.off_thread import read_keeping_window_alive
 from plugin._qt.qt_helpers import button
 from plugin.calibration import export_calibration_warning
 from plugin.export import (
@@ -317,10 +317,10 @@ class ExportBox(QGroupBox):
         snapshot = label_snapshot(layer)  # later edits do not reach the file
         try:
             with progress(total=0, desc=f"Exporting {layer.name}") as bar:
-                counts = run_keeping_window_alive(lambda: pixel_counts(snapshot))  # once: minutes on a slide
+                counts = read_keeping_window_alive(lambda: pixel_counts(snapshot))  # once: minutes on a slide
                 provenance = None if self.provenance_of is None else self.provenance_of(layer, sorted(counts))
                 bar.set_description(f"Writing {layer.name}")
-                written = run_keeping_window_alive(
+                written = read_keeping_window_alive(
                     lambda: export_layer(
                         layer, path, chosen.fmt.key, image, chosen.coordinates, provenance, snapshot, counts
                     )

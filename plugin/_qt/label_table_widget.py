@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from plugin._qt.label_model import COLOUR, COLUMNS, ID, NAME, PIXELS, LabelModel
-from plugin._qt.off_thread import run_keeping_window_alive
+from plugin._qt.off_thread import read_keeping_window_alive
 from plugin._qt.qt_helpers import Coalescer, LayerCombo, button, next_turn, spin_box
 from plugin.labels.edits import delete_labels, merge_labels
 from plugin.labels.history import set_names
@@ -66,7 +66,7 @@ class LabelTable(QWidget):
         self.controller = controller
         self._schedule = Coalescer(60, self)
         self.watcher = LabelWatcher(
-            controller.histories, lambda: self._schedule(self.refresh), run_keeping_window_alive
+            controller.histories, lambda: self._schedule(self.refresh), read_keeping_window_alive
         )
         self._shown_layer: Labels | None = None  # the layer whose colours the model keeps
         self.edit_window: EditWindow | None = None

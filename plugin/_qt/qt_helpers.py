@@ -18,6 +18,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from plugin._qt import off_thread
+from plugin.jobs.context import DuringStoreWrites
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
@@ -27,7 +30,10 @@ class GuiDispatcher(QObject):
     """``dispatch(fn)`` from any thread runs ``fn()`` on the thread that created this object (the GUI).
 
     Calls are queued (never run inline), so ``dispatch`` also defers work
-    when called from the GUI thread itself.
+    when called from the GUI thread itself. A call that arrives while a label
+    store is written in a thread (:func:`plugin._qt.off_thread.run_keeping_window_alive`)
+    waits for that write, in order, unless it is a
+    :class:`plugin.jobs.context.DuringStoreWrites` (progress).
     """
 
     _call = Signal(object)
@@ -42,8 +48,10 @@ class GuiDispatcher(QObject):
         except RuntimeError:  # the widget is gone (napari closed): nothing left to update
             pass
 
-    @staticmethod
-    def _run(fn: Callable[[], None]) -> None:
+    def _run(self, fn: Callable[[], None]) -> None:
+        if off_thread.writing() and not isinstance(fn, DuringStoreWrites):
+            off_thread.hold(self, fn)
+            return
         fn()
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from plugin.jobs.auto_region import Box, RegionView, region_rect
 from plugin.jobs.auto_settings import AutoSettings
-from plugin.jobs.context import JobContext
+from plugin.jobs.context import DuringStoreWrites, JobContext
 from plugin.jobs.results import PasteProgress
 from plugin.jobs.stack_runs import AUTO_STACK, StackRuns
 from plugin.jobs.submit import AUTO, Answers, Applied, submit
@@ -222,11 +222,11 @@ class AutoJobs:
         def progress(message: Message) -> None:
             stage = str((message.header.get("result") or {}).get("stage", "working"))
             fraction = partial_fraction(message)
-            dispatch(lambda: on_progress(fraction, f"AUTO-SEGMENT: {stage}…"))
+            dispatch(DuringStoreWrites(lambda: on_progress(fraction, f"AUTO-SEGMENT: {stage}…")))
 
         def tile_progress(done: int, total: int) -> None:
             text = f"AUTO-SEGMENT: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
-            dispatch(lambda: on_progress(done / total, text))
+            dispatch(DuringStoreWrites(lambda: on_progress(done / total, text)))
 
         tiled = rect is not None or (settings.tiling and is_large(plane))  # a region: always its tiles
         if not tiled and max(plane.size) > MAX_FACTOR * MODEL_INPUT:
@@ -250,7 +250,7 @@ class AutoJobs:
 
         def writing(done: int, total: int) -> None:  # on the thread writing a pyramid's store
             text = f"AUTO-SEGMENT: writing the labels, {done} of {plural(total, 'tile')}…"
-            dispatch(lambda: on_progress(done / total, text))
+            dispatch(DuringStoreWrites(lambda: on_progress(done / total, text)))
 
         def paste(answer: AutoAnswer | StitchedAnswer) -> None:
             self._paste(layer, plane, answer, ctx.auto_settings.min_area, writing)  # min area as set now

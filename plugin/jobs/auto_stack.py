@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from plugin.jobs.auto import AutoJobs, record_auto_run, tiled_labels
-from plugin.jobs.context import JobContext
+from plugin.jobs.context import DuringStoreWrites, JobContext
 from plugin.jobs.stack_runs import AUTO_STACK, Done, Progress, StackRun, StackRuns
 from plugin.labels.ops import Relabelled, drop_small_objects, kept_objects
 from plugin.view.image_slice import is_large, plane_on, wire_slice
@@ -107,7 +107,7 @@ class AutoStack:
                 if run.cancel.is_set():
                     raise Superseded("AUTO-SEGMENT STACK was cancelled")
                 text = f"AUTO-SEGMENT STACK: segmenting slice {index + 1} of {total}…"
-                dispatch(lambda i=index, t=text: on_progress(i, total, t))  # type: ignore[misc]
+                dispatch(DuringStoreWrites(lambda i=index, t=text: on_progress(i, total, t)))  # type: ignore[misc]
                 here = plane_on(plane, axis, index)
                 linked: np.ndarray | CompressedPlane
                 if settings.tiling and is_large(here):  # never a slice-sized array

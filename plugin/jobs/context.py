@@ -25,7 +25,31 @@ if TYPE_CHECKING:
     from napari.layers import Image
 
 Dispatch = Callable[[Callable[[], None]], None]
-"""``dispatch(fn)``: run ``fn`` on the GUI thread (later)."""
+"""``dispatch(fn)``: run ``fn`` on the GUI thread (later).
+
+While a label store is written in a thread with the window kept drawing
+(:func:`plugin._qt.off_thread.run_keeping_window_alive`), a dispatched call waits
+until that write and its undo step are done, in the order the calls came: an
+answer written meanwhile would land inside another step. Calls that write no
+labels and must move during the write (progress) are wrapped in
+:class:`DuringStoreWrites`.
+"""
+
+
+class DuringStoreWrites:
+    """A dispatched call that writes no labels (a progress step): it runs even while a store is written.
+
+    Args:
+        fn: the call.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def __call__(self) -> None:
+        self.fn()
 
 
 def same_layer(a: Any, b: Any) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from plugin.jobs.context import JobContext
+from plugin.jobs.context import DuringStoreWrites, JobContext
 from plugin.jobs.embed_targets import EmbedTarget, stack_targets
 from plugin.jobs.encode_plan import FIT, EncodePlan, EncodeReport, nearest_first, summary
 from plugin.jobs.stack_runs import Done, Progress
@@ -104,7 +104,7 @@ class EncodeStack:
 
         def progress(done: int, total: int) -> None:
             text = f"Encode stack: {done} of {total} encoded…"
-            dispatch(lambda: on_progress(done, total, text))
+            dispatch(DuringStoreWrites(lambda: on_progress(done, total, text)))
 
         def embed(
             targets: Sequence[EmbedTarget], workers: int, before: int = 0, total: int | None = None

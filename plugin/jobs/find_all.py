@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugin.jobs.auto import OnProgress, submit_run, tiled_run
-from plugin.jobs.context import JobContext
+from plugin.jobs.context import DuringStoreWrites, JobContext
 from plugin.jobs.submit import Answers, Applied
 from plugin.labels.names import clean_name, names_from_metadata
 from plugin.provenance_record import AUTO_RUN_KEY, auto_run_metadata
@@ -177,7 +177,7 @@ class FindAllJobs:
 
         def tile_progress(done: int, total: int) -> None:
             text = f"{what}: {done} of {plural(total, 'tile')} of {slice_text(plane)}…"
-            dispatch(lambda: on_progress(done / total, text))
+            dispatch(DuringStoreWrites(lambda: on_progress(done / total, text)))
 
         def ask(client: Any) -> FoundInstances:
             if not tiled:
