@@ -222,6 +222,10 @@ class LabelBoxes:
         repeat = values.size // points.shape[1]
         if repeat * points.shape[1] != values.size:
             raise ValueError(f"{values.size} values for {points.shape[1]} pixels")
+        stack = points[self.stack_axes]
+        if (stack.min(axis=1) == stack.max(axis=1)).all():  # one place (a 2D layer, one slice of a stack)
+            self._extend_one_place(tuple(int(x) for x in stack[:, 0]), points, values.reshape(repeat, -1))
+            return
         points = np.tile(points, repeat)
         keys = np.vstack([values.astype(np.int64)[None], points[self.stack_axes]])  # (1 + stack axes, N)
         order = np.lexsort(keys[::-1])
@@ -233,6 +237,31 @@ class LabelBoxes:
             label_id = int(keys[0, start])
             if label_id:
                 self._grow(label_id, tuple(int(x) for x in keys[1:, start]), lows[:, k], highs[:, k])
+
+    def _extend_one_place(self, where: tuple[int, ...], points: np.ndarray, values: np.ndarray) -> None:
+        """Pixels ``points`` (ndim, N), all at one place on the stack axes, held or hold ``values``
+        (k, N): each label's box from element-wise minima and maxima (no sort of the pixels, as a
+        whole-slide paste of millions of pixels would need)."""
+        ids = values.astype(np.int64, copy=False)
+        top = int(ids.max()) + 1
+        if top > 2 * ids.size + 65_536:  # sparse large ids: tables of the ids present, not up to the largest
+            present, inverse = np.unique(ids, return_inverse=True)
+            ids = inverse.reshape(ids.shape)
+        else:
+            present = np.arange(top, dtype=np.int64)
+        lo = np.full((self.ndim, present.size), np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full((self.ndim, present.size), -1, dtype=np.int64)
+        for row in ids:
+            labelled = np.flatnonzero(present[row] != 0)  # background has no box
+            if labelled.size == 0:
+                continue
+            at, row = (points, row) if labelled.size == row.size else (points[:, labelled], row[labelled])
+            for axis in range(self.ndim):
+                np.minimum.at(lo[axis], row, at[axis])
+                np.maximum.at(hi[axis], row, at[axis])
+        for k in np.flatnonzero(hi[0] >= 0).tolist():
+            if present[k]:
+                self._grow(int(present[k]), where, lo[:, k], hi[:, k] + 1)
 
     def _extend_region(self, index: Sequence[slice], values: np.ndarray) -> None:
         big = np.iinfo(np.int64).max

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import zarr
 from napari.layers import Labels
 
@@ -132,6 +133,51 @@ def test_a_label_box_gives_the_same_edit_as_scanning_the_slice() -> None:
         got, _ = compute_edit_at(labels, mask, (120, 230), 3, mode, label_box=box)
         for name in ("rows", "cols", "old", "new"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+
+
+def exact_boxes(shape: tuple[int, ...], stack_axes: list[int], writes) -> dict:
+    """{label: {place on the stack axes: (lo, hi)}}: every pixel each label ever held, box by box."""
+    boxes: dict = {}
+    for index, values in writes:
+        points = np.stack([np.asarray(i).ravel() for i in index])
+        values = np.asarray(values).ravel().reshape(-1, points.shape[1])
+        for row in values:
+            for k in range(points.shape[1]):
+                if row[k]:
+                    place = tuple(int(points[a, k]) for a in stack_axes)
+                    lo, hi = boxes.setdefault(int(row[k]), {}).get(place, (points[:, k], points[:, k] + 1))
+                    boxes[int(row[k])][place] = (
+                        np.minimum(lo, points[:, k]),
+                        np.maximum(hi, points[:, k] + 1),
+                    )
+    return boxes
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (3, 40, 50)])
+def test_label_boxes_hold_exactly_the_pixels_written_one_place_or_many(shape: tuple[int, ...]) -> None:
+    """One place (a 2D layer, one slice of a stack: element-wise minima and maxima, dense and sparse
+    large ids) and many places at once (sorted): the boxes are the exact boxes of every pixel written."""
+    rng = np.random.default_rng(11)
+    boxes = LabelBoxes(shape)
+    writes = []
+    for trial in range(40):
+        n = int(rng.integers(1, 200))
+        index = [rng.integers(0, size, n) for size in shape]
+        if len(shape) == 3 and trial % 2:
+            index[0] = np.full(n, int(rng.integers(0, shape[0])))  # one slice of the stack
+        ids = rng.integers(0, 6, n) if trial % 3 else rng.integers(0, 2**31, n) * (rng.random(n) > 0.3)
+        old = rng.integers(0, 6, n) * (rng.random(n) > 0.5)
+        values = np.concatenate([old, ids]).astype(np.uint32)  # before and after, as napari's atoms
+        boxes.extend(tuple(index), values)
+        writes.append((tuple(index), values))
+    expected = exact_boxes(shape, boxes.stack_axes, writes)
+    assert len(boxes) == len(expected)
+    for label, places in expected.items():
+        found = boxes._boxes[label]
+        assert sorted(found) == sorted(places)
+        for place, (lo, hi) in places.items():
+            np.testing.assert_array_equal(found[place][0], lo)
+            np.testing.assert_array_equal(found[place][1], hi)
 
 
 def test_a_strided_texture_patch_is_what_a_strided_copy_of_the_changed_slice_holds() -> None:
