@@ -3,6 +3,7 @@ the progress of long tasks."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -202,11 +203,20 @@ class _TaskProgress(cancelable_progress):
         self._on_cancel()
 
 
+NAPARI_PROGRESS_EVERY_S = 0.25
+"""napari's progress (activity dock) follows a task's steps at most this often. Each of its updates
+runs a nested event loop (napari's bar calls ``QApplication.processEvents``); the widget's own bar
+follows every step."""
+
+
 class TaskProgress:
     """A long task shown in a widget's progress bar and in napari's progress (activity dock).
 
     The task's button starts it and, while it runs, reads ``busy_text`` and
-    cancels it; napari's progress has a cancel button too.
+    cancels it; napari's progress has a cancel button too. napari's progress
+    is made on the event-loop turn after the start (the task's own first step,
+    often a new result layer, is a turn of its own) and shows the newest step
+    at most every :data:`NAPARI_PROGRESS_EVERY_S`.
 
     Args:
         button: the start/cancel button.
@@ -218,6 +228,14 @@ class TaskProgress:
         self.button, self.bar = button, bar
         self.idle_text, self.busy_text = idle_text, busy_text
         self.progress: _TaskProgress | None = None
+        """napari's progress of the running task (None: idle, or not made yet)."""
+        self._running = False
+        self._started: tuple[str, Callable[[], None]] = ("", lambda: None)
+        self._latest: tuple[float | None, float | None, str] | None = None
+        self._shown_at = 0.0
+        self._timer = QTimer(button)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._show_latest)
         bar.setVisible(False)
 
     @classmethod
@@ -233,34 +251,58 @@ class TaskProgress:
 
     @property
     def running(self) -> bool:
-        return self.progress is not None
+        return self._running
 
     def start(self, description: str, on_cancel: Callable[[], None]) -> None:
         """Show the task as started (unknown length until the first :meth:`step`)."""
         self.finish()
-        self.progress = _TaskProgress(description, on_cancel)
+        self._running, self._started, self._latest = True, (description, on_cancel), None
         self.button.setText(self.busy_text)
         self.bar.setRange(0, 0)
         self.bar.setFormat(description)
         self.bar.setVisible(True)
+        next_turn(self._show_napari_progress)
+
+    def _show_napari_progress(self) -> None:
+        if not self._running or self.progress is not None:
+            return  # finished already, or made by an earlier start's turn
+        self.progress = _TaskProgress(*self._started)
+        self._show_latest()
 
     def step(self, done: float | None, total: float | None, text: str) -> None:
         """``done`` of ``total`` (None: unknown), with a line of text."""
         self.bar.setFormat(text)
-        if self.progress is not None:
-            self.progress.set_description(text)
-        if done is None or total is None or total <= 0:
+        if done is not None and total is not None and total > 0:
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(int(1000 * min(max(done / total, 0.0), 1.0)))
+        self._latest = (done, total, text)
+        if self.progress is None or self._timer.isActive():
+            return  # shown when napari's progress is made, or when the timer fires
+        wait_s = self._shown_at + NAPARI_PROGRESS_EVERY_S - time.monotonic()
+        if wait_s > 0:
+            self._timer.start(int(wait_s * 1000) + 1)
+        else:
+            self._show_latest()
+
+    def _show_latest(self) -> None:
+        """The newest step in napari's progress."""
+        progress, latest = self.progress, self._latest
+        if progress is None or latest is None:
             return
-        self.bar.setRange(0, 1000)
-        self.bar.setValue(int(1000 * min(max(done / total, 0.0), 1.0)))
-        if self.progress is not None and float(total).is_integer():
-            if self.progress.total != int(total):
-                self.progress.total = int(total)
-            self.progress.n = int(done)
-            self.progress.update(0)
+        done, total, text = latest
+        self._shown_at = time.monotonic()
+        progress.set_description(text)
+        if done is None or total is None or total <= 0 or not float(total).is_integer():
+            return
+        if progress.total != int(total):
+            progress.total = int(total)
+        progress.n = int(done)
+        progress.update(0)
 
     def finish(self) -> None:
         """Back to idle: napari's progress closes, the bar hides, the button starts again."""
+        self._running = False
+        self._timer.stop()
         if self.progress is not None:
             self.progress.close()
             self.progress = None
