@@ -352,7 +352,7 @@ class PromptJobs:
             results.only_background,
             results.label_box(obj.layer, obj.plane, obj.label_id) if refining else None,
         )
-        write_edit(obj.layer, obj.plane, edit)
+        write_edit(obj.layer, obj.plane, edit, off_gui=results.off_gui)  # a pyramid's store: in a thread
         results.wrote(obj.layer)
         ctx.slice_prompts.record(obj.layer.unique_id, obj.label_id, prompt)  # slice pixels, not the window's
         obj.window = answer.window
@@ -386,7 +386,7 @@ class PromptJobs:
         edit, obj.cumulative = compute_edit(
             labels2d, answer.mask, obj.label_id, obj.mode, obj.cumulative, results.only_background
         )
-        write_edit(obj.layer, obj.plane, edit)
+        write_edit(obj.layer, obj.plane, edit, off_gui=results.off_gui)  # a pyramid's store: in a thread
         results.wrote(obj.layer)
         ctx.slice_prompts.record(obj.layer.unique_id, obj.label_id, prompt)
         if answer.logits is not None:

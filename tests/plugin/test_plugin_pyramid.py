@@ -11,6 +11,7 @@ its recomputation from level 0.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,15 @@ def test_clicks_refine_modes_undo_delete_merge_and_export_on_a_pyramid_layer(
 ) -> None:
     image, truth = disc_image(SHAPE, CENTRES, RADII)
     viewer, _image_layer, widget, _backend = viewer_on(image)
+    writers: list[str] = []  # the thread each click's store write ran on
+    off_gui = widget.controller.results.off_gui
+    widget.controller.results.off_gui = lambda work: off_gui(
+        lambda: (writers.append(threading.current_thread().name), work())[1]
+    )
     first = click(widget, qtbot, [1500.0, 1500.0])
     layer = viewer.layers[POINTS_MASK]
     assert layer.multiscale and len(layer.data) == 3 and layer.data.shape == SHAPE
+    assert writers == ["sam2-store-write"]  # the window kept drawing while the store was written
     (a,) = first.label_ids
     np.testing.assert_array_equal(assert_levels_in_step(layer) == a, truth == 1)
     history = widget.controller.results.histories(layer)
