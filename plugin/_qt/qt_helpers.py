@@ -159,10 +159,16 @@ class LayerCombo(QComboBox):
         self.layer_changed.emit(self._chosen)
 
 
+TURN_GAP_MS = 15
+"""How long :func:`next_turn` waits. Not 0: Qt 6 runs a zero-delay single shot as a posted event,
+before the timers that are due and the input that waits, so two slow steps joined that way are
+one stall; after a delay they run behind them."""
+
+
 def next_turn(work: Callable[[], Any]) -> None:
-    """Run ``work`` on the GUI thread once the events queued now are processed (the next event-loop
-    turn): two slow napari steps made one after the other are two stalls, each half as long."""
-    QTimer.singleShot(0, work)
+    """Run ``work`` on the GUI thread after the events that wait now (input, redraws, due timers):
+    two slow napari steps made one after the other are two stalls, each half as long."""
+    QTimer.singleShot(TURN_GAP_MS, work)
 
 
 def button(text: str, slot: Callable[[], Any], tooltip: str = "") -> QPushButton:
