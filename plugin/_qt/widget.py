@@ -56,7 +56,7 @@ from plugin._qt.name_widget import NameWidget
 from plugin._qt.off_thread import run_keeping_window_alive
 from plugin._qt.prompt_widget import ModeBox, PromptBox
 from plugin._qt.propagate_widget import PropagateBox
-from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button
+from plugin._qt.qt_helpers import GuiDispatcher, LayerCombo, button, next_turn
 from plugin._qt.tracks_widget import TracksBox
 from plugin.calibration import CalibrationOffers, napari_offer
 from plugin.connection.backend import (
@@ -69,7 +69,7 @@ from plugin.connection.latest_only import LatestOnly
 from plugin.connection.link_state import LinkTracker
 from plugin.jobs.controller import Applied, Controller, same_layer
 from plugin.view import napari_redraw
-from plugin.view.layers import warm_up_labels
+from plugin.view.layers import warm_up_labels, warm_up_text_glyphs
 from plugin.view.long_lived import LongLivedObjects
 from protocol.formats.provenance import Provenance
 
@@ -96,6 +96,8 @@ class SamWidget(BackendLink, QWidget):
         self.long_lived = LongLivedObjects(viewer, self.dispatch)
         # the first result layer's imports, off the GUI thread; then what exists is frozen
         warm_up_labels(then=lambda: self.dispatch(self.long_lived.freeze))
+        # the glyphs napari's first text visual (a prompt layer's) measures, on a turn of their own
+        next_turn(lambda: warm_up_text_glyphs(viewer))
         # pyramid pastes, undo and redo write their store in a thread: the window keeps drawing
         self.controller.results.off_gui = self.controller.histories.off_gui = run_keeping_window_alive
         self.controller.listeners.append(self._on_applied)

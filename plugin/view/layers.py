@@ -236,6 +236,31 @@ def warm_up_labels(then: Callable[[], None] | None = None) -> threading.Thread:
     return thread
 
 
+TEXT_METRIC_CHARS = "ÅÉÑŐjgpqy "
+"""The characters vispy's Text visual measures before its first draw (``_text_to_vbo``: ascender,
+descender, space width), whatever the text: each is rasterised and turned into a distance field
+on the GUI thread the first time (about 0.1 s for the ten)."""
+
+
+def warm_up_text_glyphs(viewer: napari.Viewer) -> bool:
+    """Load, now, the glyphs napari's first text visual loads at its first draw; False if napari has none.
+
+    Every Points and Shapes layer has a text visual, so the first prompt layer (or the first
+    label names layer) otherwise pays this inside its own stall. The glyphs live in the
+    canvas's font atlas (napari's ``QtFontManager``, private: looked up defensively; nothing is
+    done when it is not there).
+    """
+    canvas = getattr(getattr(getattr(viewer, "window", None), "_qt_viewer", None), "canvas", None)
+    info = getattr(canvas, "_font_info", None)
+    manager = getattr(info, "font_manager", None)
+    if manager is None or not hasattr(manager, "get_font"):
+        return False
+    font = manager.get_font(info.face)
+    for char in TEXT_METRIC_CHARS:
+        font[char]
+    return True
+
+
 EDIT_TOOL_OVERLAYS = {"polygon": "polygon", "brush_stroke": "paint"}
 """napari's per-layer overlays of a Labels layer's drawing tools, and the mode that uses each."""
 
