@@ -252,10 +252,11 @@ def warm_up_text_glyphs(viewer: napari.Viewer) -> bool:
     """
     canvas = getattr(getattr(getattr(viewer, "window", None), "_qt_viewer", None), "canvas", None)
     info = getattr(canvas, "_font_info", None)
-    manager = getattr(info, "font_manager", None)
-    if manager is None or not hasattr(manager, "get_font"):
+    get_font = getattr(getattr(info, "font_manager", None), "get_font", None)
+    face = getattr(info, "face", None)
+    if get_font is None or face is None:
         return False
-    font = manager.get_font(info.face)
+    font = get_font(face)
     for char in TEXT_METRIC_CHARS:
         font[char]
     return True
