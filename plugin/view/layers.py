@@ -247,9 +247,10 @@ def warm_up_text_glyphs(viewer: napari.Viewer) -> bool:
 
     Every Points and Shapes layer has a text visual, so the first prompt layer (or the first
     label names layer) otherwise pays this inside its own stall. The glyphs live in the
-    canvas's font atlas (napari's ``QtFontManager``, private: looked up defensively; nothing is
-    done when it is not there).
+    canvas's font atlas (napari's ``QtFontManager``, private: reached through the real viewer
+    behind napari's plugin proxy, looked up defensively; nothing is done when it is not there).
     """
+    viewer = getattr(viewer, "__wrapped__", viewer)  # a plugin's viewer is napari's public-only proxy
     canvas = getattr(getattr(getattr(viewer, "window", None), "_qt_viewer", None), "canvas", None)
     info = getattr(canvas, "_font_info", None)
     get_font = getattr(getattr(info, "font_manager", None), "get_font", None)
