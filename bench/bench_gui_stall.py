@@ -221,7 +221,7 @@ class PhaseClock:
 
 
 def run_phases(
-    frontend: str, side: int, auto_side: int, folder: str | None, why: bool = False
+    frontend: str, side: int, auto_side: int, folder: str | None, why: bool = False, dock_first: bool = False
 ) -> tuple[Table, list[Target]]:
     import threading
 
@@ -284,9 +284,15 @@ def run_phases(
             widget_box.append(widget)
             return lambda: widget.controller.session is not None
 
-        # two user actions, two phases: napari opening the slide, then the plugin docking
-        phase("open the slide (napari's add_image)", open_slide)
-        phase("dock the plugin (connects to the backend)", dock_plugin)
+        # two user actions, two phases: napari opening the slide, then the plugin docking (or the other
+        # way round, a few seconds apart, as a user who docks the plugin first and then opens a file)
+        if dock_first:
+            phase("dock the plugin (connects to the backend)", dock_plugin)
+            settle(3.0)
+            phase("open the slide (napari's add_image)", open_slide)
+        else:
+            phase("open the slide (napari's add_image)", open_slide)
+            phase("dock the plugin (connects to the backend)", dock_plugin)
         settle(1.0)
         gc.collect()
         image_rss = rss_bytes()
@@ -582,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--why", action="store_true", help="after each phase, where the GUI thread was during its stalls"
     )
+    parser.add_argument(
+        "--dock-first", action="store_true", help="dock the plugin, then open the slide 3 s later"
+    )
     args = parser.parse_args(argv)
     if args.codecs:
         compare_codecs()
@@ -607,7 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_workers(frontend, STANDIN, args.workers)
         os.environ.update(SAM2_BROKER_ADDRESS=frontend, SAM2_MODEL=STANDIN, SAM2_EMBEDDED="0")
         table, targets = run_phases(
-            frontend, side, auto_side, folder if side > 20_000 or args.slide_dir else None, args.why
+            frontend,
+            side,
+            auto_side,
+            folder if side > 20_000 or args.slide_dir else None,
+            args.why,
+            args.dock_first,
         )
         result.tables.append(table)
         result.targets += targets
