@@ -16,16 +16,14 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import pytest
 
-import plugin.labels.pyramid
 from plugin._qt.off_thread import read_keeping_window_alive, run_keeping_window_alive
 from plugin._qt.qt_helpers import GuiDispatcher
 from plugin.jobs.context import DuringStoreWrites
 from plugin.labels.history import LabelHistory
-from plugin.labels.pyramid import downsample_max
 from plugin.labels.writes import write_values
 from plugin.view.layers import POINTS_MASK, ensure_labels
+from tests.plugin.test_plugin_pyramid import assert_levels_in_step, small_pyramids  # noqa: F401 (autouse fixture)
 from tests.support.marks import GUI_TEST_MARKS
 
 pytestmark = GUI_TEST_MARKS
@@ -33,24 +31,9 @@ pytestmark = GUI_TEST_MARKS
 SHAPE = (2048, 2048)
 
 
-@pytest.fixture(autouse=True)
-def small_pyramids(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugin.labels.pyramid, "PYRAMID_MIN_PIXELS", 1024 * 1024)
-
-
 def box(r0: int, c0: int, r1: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.mgrid[r0:r1, c0:c1]
     return rows.ravel(), cols.ravel()
-
-
-def in_step(layer) -> np.ndarray:
-    """Level 0, after checking that every display level is its recomputation from level 0."""
-    level0 = np.asarray(layer.data[0][:])
-    expected = level0
-    for k in range(1, len(layer.data)):
-        expected = downsample_max(expected)
-        np.testing.assert_array_equal(np.asarray(layer.data[k][:]), expected, err_msg=f"level {k}")
-    return level0
 
 
 def test_an_answer_arriving_during_an_undo_in_a_thread_is_written_after_it(make_napari_viewer, qtbot) -> None:
@@ -79,12 +62,12 @@ def test_an_answer_arriving_during_an_undo_in_a_thread_is_written_after_it(make_
     assert history.undo()  # undoes step 2; the event loop runs inside, the answer arrives there
 
     assert seen_in_write == [True]  # progress moved while the thread wrote
-    level0 = in_step(layer)
+    level0 = assert_levels_in_step(layer)
     assert not (level0 == 9).any()  # the answer waits for the undo and its bookkeeping
     assert history.undo_depth == 1 and history.redo_depth == 1
     qtbot.waitUntil(lambda: (np.asarray(layer.data[0][250:450, 250:450]) == 9).all(), timeout=5000)
 
-    level0 = in_step(layer)
+    level0 = assert_levels_in_step(layer)
     expected = np.zeros(SHAPE, np.uint32)
     expected[100:300, 100:300] = 5
     expected[250:450, 250:450] = 9
@@ -93,9 +76,9 @@ def test_an_answer_arriving_during_an_undo_in_a_thread_is_written_after_it(make_
     assert history.undo()  # 9 undone: 5 as it was; 6 is gone for good
     expected[250:450, 250:450] = 0
     expected[100:300, 100:300] = 5
-    np.testing.assert_array_equal(in_step(layer), expected)
+    np.testing.assert_array_equal(assert_levels_in_step(layer), expected)
     assert history.undo()
-    assert not in_step(layer).any() and history.undo_depth == 0
+    assert not assert_levels_in_step(layer).any() and history.undo_depth == 0
 
 
 def test_answers_held_during_a_write_keep_their_order_and_reads_hold_nothing(
